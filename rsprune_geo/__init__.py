@@ -1,0 +1,48 @@
+"""rsprune_geo: training-free pruning of remote-sensing imagery (RS-Prune) as a geodata tool."""
+
+from .errors import InputError, OutputError, RsPruneError
+from .information import (
+    Scaling,
+    apply_information_filter,
+    grey_levels,
+    score_tiles,
+    shannon_entropy,
+    source_scaling,
+    tile_statistics,
+)
+from .outputs import plot_map, read_run, write_geopackage
+from .pipeline import RunConfig, RunResult, run
+from .sources import RasterSource, open_lazy, open_source, open_sources, read_window
+from .tiling import make_tiles
+
+__all__ = [
+    "InputError",
+    "OutputError",
+    "RasterSource",
+    "RsPruneError",
+    "RunConfig",
+    "RunResult",
+    "Scaling",
+    "apply_information_filter",
+    "grey_levels",
+    "make_tiles",
+    "open_lazy",
+    "open_source",
+    "open_sources",
+    "plot_map",
+    "read_run",
+    "read_window",
+    "run",
+    "score_tiles",
+    "shannon_entropy",
+    "source_scaling",
+    "tile_statistics",
+    "write_geopackage",
+]
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("rsprune_geo")
+except Exception:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"

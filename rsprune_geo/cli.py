@@ -1,0 +1,123 @@
+"""The ``rsprune`` command line: ``run`` and ``demo`` (thin: everything happens in the API)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from .errors import RsPruneError
+from .pipeline import RunConfig, run as run_pipeline
+
+
+def _fail_cleanly(func):
+    """Turn user-facing errors (and unexpected ones) into one line on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return func(*args, **kwargs)
+        except RsPruneError as exc:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no output was written.", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug, or an input we did not foresee: still one line
+            if debug:
+                traceback.print_exc()
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            click.echo(
+                f"Error: unexpected {type(exc).__name__}: {first} (rerun with --debug for details)",
+                err=True,
+            )
+            sys.exit(1)
+
+    return wrapper
+
+
+def run_options(func):
+    """Options shared by ``run`` and later subcommands, spelled once."""
+    options = [
+        click.option("--tile-size", type=int, default=256, show_default=True, help="Tile size in pixels."),
+        click.option("--stride", type=int, default=None, help="Stride in pixels (default: tile size; smaller overlaps)."),
+        click.option("--edge", type=click.Choice(["drop", "pad"]), default="drop", show_default=True,
+                     help="Partial tiles at the raster's edge: drop them, or pad with nodata."),
+        click.option("--bands", default=None, help="1-based bands read as RGB (e.g. 4,3,2) or one grey band; default: the RGB colour bands, else the first three."),
+        click.option("--aoi", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Area of interest (any vector file); only tiles touching it are kept."),
+        click.option("--max-nodata", type=float, default=0.25, show_default=True,
+                     help="Tiles with a larger nodata fraction are dropped (status nodata)."),
+        click.option("--entropy-min", type=float, default=None,
+                     help="Absolute entropy threshold in bits (0-8); lower tiles are low_information."),
+        click.option("--stage1-keep", type=float, default=0.30, show_default=True,
+                     help="Fraction of all tiles that stage 1 keeps by highest entropy."),
+        click.option("--keep", type=float, default=None,
+                     help="Fraction of all tiles kept in the end (default: --stage1-keep)."),
+        click.option("--out-crs", default=None, help="CRS of the footprints (default: the inputs' common CRS, else EPSG:4326)."),
+        click.option("--scaling", type=click.Choice(["source", "run"]), default="source", show_default=True,
+                     help="Stretch non-uint8 rasters to grey levels per source, or once for the run."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed, recorded in the output."),
+        click.option("--allow-no-crs", is_flag=True, help="Accept rasters without a CRS (footprints in pixel coordinates)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(package_name="rsprune_geo")
+def main(debug: bool) -> None:
+    """RS-Prune for geodata: keep the informative, diverse tiles of remote-sensing imagery."""
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output GeoPackage (.gpkg).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+@run_options
+@_fail_cleanly
+def run(inputs, output, overwrite, quiet, **options) -> None:
+    """Tile INPUTS (rasters, globs or folders), score and select tiles, write a GeoPackage."""
+    config = RunConfig(**options)
+    result = run_pipeline(list(inputs), output, config, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        click.echo(result.summary())
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo-output", show_default=True,
+              help="Folder for the demo mosaic and outputs.")
+@click.option("--size", type=int, default=4096, show_default=True, help="Demo mosaic size in pixels.")
+@click.option("--regenerate", is_flag=True, help="Regenerate the mosaic even if it exists.")
+@_fail_cleanly
+def demo(out_dir: str, size: int, regenerate: bool) -> None:
+    """Generate the demo mosaic, run the pipeline on it and draw the map."""
+    from .demo import DemoSpec, write_demo_mosaic
+    from .outputs import plot_map
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mosaic = out / "demo-mosaic.tif"
+    if regenerate or not mosaic.exists():
+        click.echo(f"generating the demo mosaic ({size}x{size} px, 10 m, UTM 33N) ...")
+        write_demo_mosaic(mosaic, DemoSpec(size=size))
+    result = run_pipeline([str(mosaic)], out / "demo.gpkg", RunConfig(), overwrite=True)
+    map_png = plot_map(result.tiles, [str(mosaic)], out / "demo-map.png",
+                       title="rsprune demo: tiles by status")
+    click.echo(result.summary())
+    click.echo(f"mosaic:     {mosaic}")
+    click.echo(f"geopackage: {result.output}")
+    click.echo(f"map:        {map_png}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

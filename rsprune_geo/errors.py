@@ -1,0 +1,16 @@
+"""Errors that rsprune_geo reports to users as one clear line."""
+
+
+class RsPruneError(Exception):
+    """A problem with the user's input or environment, worded for the user.
+
+    The CLI prints ``str(error)`` on one line and exits non-zero, without a traceback.
+    """
+
+
+class InputError(RsPruneError):
+    """An input file, option or parameter that cannot be used."""
+
+
+class OutputError(RsPruneError):
+    """An output that cannot be written."""

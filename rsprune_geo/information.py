@@ -1,0 +1,339 @@
+"""Stage 1, the information filter: per-tile entropy, nodata fraction and band statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dask
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from .sources import RasterSource, read_window
+from .tiling import group_tiles, union_window
+
+#: BT.601 luma weights in 1/256ths (77 + 150 + 29 = 256): integer luma on uint8, within 1 level.
+_LUMA_INT = np.array([77, 150, 29], dtype=np.uint16)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+STATUS_KEPT = "kept"
+STATUS_NODATA = "nodata"
+STATUS_LOW_INFORMATION = "low_information"
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How a source's values become 0–255 grey levels: per band ``low`` → 0, ``high`` → 255.
+
+    ``None`` bounds mean the data are uint8 and used as they are.
+    """
+
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
+
+    @property
+    def identity(self) -> bool:
+        return self.low is None
+
+
+def source_scaling(
+    source: RasterSource, percentiles: tuple[float, float] = (2.0, 98.0), max_size: int = 1024
+) -> Scaling:
+    """Robust per-band scaling of a non-uint8 source from its valid pixels' percentiles.
+
+    Reads the source once at reduced resolution (overviews when the file has them), so the
+    cost does not grow with the mosaic's size. uint8 sources are left as they are.
+    """
+    if source.dtype == "uint8":
+        return Scaling()
+    return _scaling_from_values(_sample_valid_values(source, max_size), percentiles)
+
+
+def run_scaling(
+    sources: list[RasterSource], percentiles: tuple[float, float] = (2.0, 98.0), max_size: int = 1024
+) -> list[Scaling]:
+    """One robust scaling shared by all non-uint8 sources of a run (pooled percentiles).
+
+    Right for a scene cut into several files (a mostly-sea file is then not stretched into
+    false contrast); per-source scaling (:func:`source_scaling`) suits unrelated scenes.
+    """
+    pooled = [s for s in sources if s.dtype != "uint8"]
+    if not pooled:
+        return [Scaling() for _ in sources]
+    samples = [_sample_valid_values(s, max_size) for s in pooled]
+    shared = _scaling_from_values(
+        [np.concatenate([sample[i] for sample in samples]) for i in range(len(samples[0]))],
+        percentiles,
+    )
+    return [Scaling() if s.dtype == "uint8" else shared for s in sources]
+
+
+def _sample_valid_values(source: RasterSource, max_size: int) -> list[np.ndarray]:
+    """Valid values of each selected band, read at reduced resolution."""
+    factor = max(1, int(np.ceil(max(source.width, source.height) / max_size)))
+    out_h, out_w = max(1, source.height // factor), max(1, source.width // factor)
+    with source.open() as src:
+        data = src.read(source.bands, out_shape=(len(source.bands), out_h, out_w))
+        if source.mask_mode == "nodata":
+            if np.isnan(source.nodata):
+                valid = ~np.isnan(data).all(axis=0)
+            else:
+                valid = (data != np.array(source.nodata, dtype=data.dtype)).any(axis=0)
+        elif source.mask_mode == "alpha":
+            valid = src.read(source.alpha_band, out_shape=(out_h, out_w)) > 0
+        elif source.mask_mode == "mask":
+            valid = src.read_masks(source.bands[0], out_shape=(out_h, out_w)) > 0
+        else:
+            valid = np.ones((out_h, out_w), dtype=bool)
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data).all(axis=0)
+    return [band[valid] for band in data]
+
+
+def _scaling_from_values(values: list[np.ndarray], percentiles: tuple[float, float]) -> Scaling:
+    lows, highs = [], []
+    for band in values:
+        if band.size == 0:
+            lo, hi = 0.0, 1.0
+        else:
+            lo, hi = (float(v) for v in np.percentile(band, percentiles))
+        if not hi > lo:
+            hi = lo + 1.0
+        lows.append(lo)
+        highs.append(hi)
+    return Scaling(tuple(lows), tuple(highs))
+
+
+def grey_levels(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
+    """Grey levels 0–255 (uint8) of a (bands, rows, cols) block: BT.601 luma of RGB, or the band.
+
+    uint8 data use exact integer luma; other dtypes are first scaled per band by ``scaling``.
+    """
+    if data.ndim != 3 or data.shape[0] not in (1, 3):
+        raise ValueError("data must be shaped (1 or 3 bands, rows, cols)")
+    if scaling.identity:
+        if data.dtype != np.uint8:
+            raise ValueError("non-uint8 data need a Scaling (see source_scaling)")
+        if data.shape[0] == 1:
+            return data[0]
+        acc = data[0] * _LUMA_INT[0]
+        acc += data[1] * _LUMA_INT[1]
+        acc += data[2] * _LUMA_INT[2]
+        acc += 128
+        acc >>= 8
+        return acc.astype(np.uint8)
+    scaled = np.empty(data.shape, dtype=np.float32)
+    for i, band in enumerate(data):
+        lo, hi = scaling.low[i], scaling.high[i]
+        np.subtract(band, lo, out=scaled[i], dtype=np.float32, casting="unsafe")
+        scaled[i] *= np.float32(255.0 / (hi - lo))
+    np.clip(scaled, 0, 255, out=scaled)
+    scaled = np.nan_to_num(scaled, copy=False)
+    grey = scaled[0] if data.shape[0] == 1 else np.tensordot(_LUMA, scaled, axes=1)
+    return np.rint(grey).astype(np.uint8)
+
+
+def shannon_entropy(histogram: np.ndarray) -> float:
+    """Shannon entropy in bits of a histogram of counts (0 for an empty histogram)."""
+    counts = np.asarray(histogram, dtype=np.float64)
+    total = counts.sum()
+    if total <= 0:
+        return 0.0
+    p = counts[counts > 0] / total
+    return float(-(p * np.log2(p)).sum() + 0.0)
+
+
+def tile_statistics(data: np.ndarray, valid: np.ndarray, scaling: Scaling = Scaling()) -> dict:
+    """Stage-1 statistics of one tile: entropy (bits), nodata fraction, per-band mean and std.
+
+    ``data`` is (bands, rows, cols), ``valid`` the (rows, cols) validity mask. Statistics use
+    valid pixels only; a tile with none has entropy 0, nodata fraction 1 and NaN band stats.
+    """
+    grey = grey_levels(data, scaling)
+    return _statistics(data, grey, valid)
+
+
+def _statistics(data: np.ndarray, grey: np.ndarray, valid: np.ndarray) -> dict:
+    n = valid.size
+    n_valid = int(np.count_nonzero(valid))
+    row = {"entropy": 0.0, "nodata_fraction": 1.0 - n_valid / n if n else 1.0}
+    if n_valid == n:
+        hist = np.bincount(grey.ravel(), minlength=256)
+        values = data.reshape(data.shape[0], -1)
+    elif n_valid:
+        hist = np.bincount(grey[valid], minlength=256)
+        values = data[:, valid]
+    else:
+        hist = None
+        values = None
+    if hist is not None:
+        row["entropy"] = shannon_entropy(hist)
+    for i in range(data.shape[0]):
+        if values is None:
+            row[f"b{i + 1}_mean"] = np.nan
+            row[f"b{i + 1}_std"] = np.nan
+        else:
+            band = values[i].astype(np.float64, copy=False)
+            mean = band.mean()
+            row[f"b{i + 1}_mean"] = float(mean)
+            row[f"b{i + 1}_std"] = float(np.sqrt(max(np.mean(band * band) - mean * mean, 0.0)))
+    return row
+
+
+def score_group(
+    source: RasterSource, tiles: pd.DataFrame, scaling: Scaling
+) -> list[dict]:
+    """Read the window covering ``tiles`` (one source) once and score each tile in it.
+
+    Same figures as :func:`tile_statistics` per tile, computed by one compiled pass over the
+    block (no per-tile copies), which keeps stage 1 close to the cost of reading.
+    """
+    from ._kernels import tile_sums, tile_sums_rgb8
+
+    window = union_window(tiles, range(len(tiles)))
+    data, valid, use_nodata = _read_for_scoring(source, window)
+    fuse = scaling.identity and data.shape[0] == 3
+    if fuse:
+        grey = np.zeros((0, 0), dtype=np.uint8)
+    elif scaling.identity:
+        grey = data[0]
+    else:
+        grey = grey_levels(data, scaling)
+    r0, c0 = int(window.row_off), int(window.col_off)
+    offsets = (
+        tiles.row_off.to_numpy(np.int64) - r0, tiles.col_off.to_numpy(np.int64) - c0,
+        tiles.height.to_numpy(np.int64), tiles.width.to_numpy(np.int64),
+    )
+    nodata = float(source.nodata) if use_nodata else 0.0
+    if fuse and data.dtype == np.uint8:
+        hist, count, sums, squares = tile_sums_rgb8(data, valid, nodata, use_nodata, *offsets)
+    else:
+        hist, count, sums, squares = tile_sums(data, grey, valid, nodata, use_nodata, fuse, *offsets)
+    size = (tiles.width.to_numpy() * tiles.height.to_numpy()).astype(np.float64)
+    entropy = _entropy_rows(hist)
+    rows = []
+    for k, tid in enumerate(tiles.tile_id):
+        n = count[k]
+        row = {"entropy": float(entropy[k]), "nodata_fraction": 1.0 - n / size[k]}
+        for b in range(data.shape[0]):
+            if n:
+                mean = sums[k, b] / n
+                var = max(squares[k, b] / n - mean * mean, 0.0)
+                row[f"b{b + 1}_mean"], row[f"b{b + 1}_std"] = float(mean), float(np.sqrt(var))
+            else:
+                row[f"b{b + 1}_mean"], row[f"b{b + 1}_std"] = np.nan, np.nan
+        row["tile_id"] = tid
+        rows.append(row)
+    return rows
+
+
+def _entropy_rows(hist: np.ndarray) -> np.ndarray:
+    """Shannon entropy (bits) of each row of a histogram matrix."""
+    total = hist.sum(axis=1, keepdims=True).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(total > 0, hist / np.maximum(total, 1), 0.0)
+        terms = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+    return -terms.sum(axis=1) + 0.0
+
+
+def _read_for_scoring(source: RasterSource, window) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(data, valid, use_nodata) for the kernel: validity as an array only where it must be."""
+    inside = (
+        window.row_off >= 0 and window.col_off >= 0
+        and window.row_off + window.height <= source.height
+        and window.col_off + window.width <= source.width
+    )
+    if inside and source.mask_mode in ("nodata", "none"):
+        with source.open() as src:
+            data = src.read(source.bands, window=window)
+        return data, np.zeros((0, 0), dtype=bool), source.mask_mode == "nodata"
+    data, valid = read_window(source, window)
+    return data, valid, False
+
+
+def score_tiles(
+    sources: list[RasterSource],
+    tiles: list[gpd.GeoDataFrame],
+    scalings: list[Scaling] | None = None,
+    group_px: int = 2048,
+    scheduler: str | None = "threads",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Stage-1 statistics for every tile of every source, computed as Dask tasks.
+
+    One task reads one window of about ``group_px`` square (a group of tiles), so memory per
+    task is bounded and tasks can run on any Dask scheduler; ``scheduler=None`` uses Dask's
+    current default (a distributed Client when one is active). Returns one row per tile,
+    indexed like the concatenation of ``tiles``.
+    """
+    if scalings is None:
+        scalings = [source_scaling(s) for s in sources]
+    tasks = []
+    for source, frame, scaling in zip(sources, tiles, scalings):
+        plain = pd.DataFrame(frame.drop(columns=frame.geometry.name))
+        for positions in group_tiles(plain, group_px):
+            tasks.append(dask.delayed(score_group)(source, plain.iloc[positions], scaling))
+    kwargs = {"scheduler": scheduler} if scheduler else {}
+    if progress and tasks:
+        from tqdm.dask import TqdmCallback
+
+        with TqdmCallback(desc="stage 1: reading and scoring", unit="task", leave=False):
+            results = dask.compute(*tasks, **kwargs)
+    else:
+        results = dask.compute(*tasks, **kwargs)
+    rows = [row for group in results for row in group]
+    stats = pd.DataFrame(rows)
+    if stats.empty:
+        return stats
+    order = pd.concat([pd.Series(f.tile_id.values) for f in tiles], ignore_index=True)
+    return stats.set_index("tile_id").loc[order.values].reset_index()
+
+
+def apply_information_filter(
+    stats: pd.DataFrame,
+    max_nodata: float = 0.25,
+    entropy_min: float | None = None,
+    keep_count: int | None = None,
+) -> pd.DataFrame:
+    """Stage-1 decisions: ``status``, ``reason`` and ``entropy_rank`` for each tile.
+
+    Tiles whose nodata fraction exceeds ``max_nodata`` are ``nodata``; tiles under
+    ``entropy_min`` bits are ``low_information``; of the rest, the ``keep_count`` with the highest
+    entropy are kept (ties broken by tile id, so the result is deterministic) and the others are
+    ``low_information``. ``keep_count=None`` keeps every remaining tile.
+    """
+    out = pd.DataFrame(index=stats.index)
+    status = np.full(len(stats), STATUS_KEPT, dtype=object)
+    reason = np.full(len(stats), "", dtype=object)
+    entropy = stats["entropy"].to_numpy(dtype=np.float64)
+    nodata = stats["nodata_fraction"].to_numpy(dtype=np.float64)
+
+    is_nodata = nodata > max_nodata
+    status[is_nodata] = STATUS_NODATA
+    reason[is_nodata] = [f"nodata fraction {v:.2f} > {max_nodata:.2f}" for v in nodata[is_nodata]]
+
+    low = ~is_nodata
+    if entropy_min is not None:
+        low &= entropy < entropy_min
+        status[low] = STATUS_LOW_INFORMATION
+        reason[low] = [f"entropy {v:.2f} < {entropy_min:.2f} bits" for v in entropy[low]]
+    else:
+        low[:] = False
+
+    candidates = np.flatnonzero(~is_nodata & ~low)
+    rank = np.zeros(len(stats), dtype=np.int64)
+    ids = stats["tile_id"].to_numpy()
+    order = candidates[np.lexsort((ids[candidates], -entropy[candidates]))]
+    rank[order] = np.arange(1, order.size + 1)
+    if keep_count is not None and keep_count < order.size:
+        cut = order[keep_count:]
+        threshold = entropy[order[keep_count - 1]] if keep_count > 0 else np.inf
+        status[cut] = STATUS_LOW_INFORMATION
+        reason[cut] = [
+            f"entropy {v:.2f} bits under the stage-1 cut ({threshold:.2f} bits, top {keep_count})"
+            for v in entropy[cut]
+        ]
+    out["entropy_rank"] = rank
+    out["status"] = status
+    out["reason"] = reason
+    return out

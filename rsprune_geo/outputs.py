@@ -1,0 +1,203 @@
+"""Outputs: the GeoPackage (tiles, runs, QGIS style), written atomically, and a PNG map."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+
+from .errors import OutputError
+
+#: Colour of each tile status (RGB 0–255), shared by the QGIS style and the PNG map.
+STATUS_COLORS: dict[str, tuple[int, int, int]] = {
+    "kept": (26, 152, 80),
+    "not_selected": (69, 117, 180),
+    "duplicate": (152, 78, 163),
+    "low_information": (244, 109, 67),
+    "nodata": (120, 120, 120),
+}
+
+#: GeoPackage version QGIS 3.22's GDAL (3.6) prefers.
+GPKG_VERSION = "1.2"
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse an existing output (unless ``overwrite``) or a folder we cannot write, up front."""
+    out = Path(path)
+    if out.suffix.lower() != ".gpkg":
+        raise OutputError(f"{out}: the output must be a GeoPackage (.gpkg)")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: the file exists; pass --overwrite to replace it")
+    if out.exists() and out.is_dir():
+        raise OutputError(f"{out}: is a folder")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{out}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: the folder {parent} is not writable")
+    return out
+
+
+def tiles_style_qml(column: str = "status") -> str:
+    """A QGIS categorised style (QML) colouring tile footprints by ``status``."""
+    categories, symbols = [], []
+    for i, (value, (r, g, b)) in enumerate(STATUS_COLORS.items()):
+        fill_alpha = 110 if value == "kept" else 60
+        categories.append(f'<category render="true" symbol="{i}" value="{value}" label="{value}"/>')
+        symbols.append(
+            f'<symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">'
+            f'<layer class="SimpleFill" enabled="1" locked="0" pass="0"><Option type="Map">'
+            f'<Option name="color" type="QString" value="{r},{g},{b},{fill_alpha}"/>'
+            f'<Option name="outline_color" type="QString" value="{r},{g},{b},255"/>'
+            f'<Option name="outline_style" type="QString" value="solid"/>'
+            f'<Option name="outline_width" type="QString" value="0.3"/>'
+            f'<Option name="outline_width_unit" type="QString" value="MM"/>'
+            f'<Option name="style" type="QString" value="solid"/>'
+            f"</Option></layer></symbol>"
+        )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.22.0" styleCategories="Symbology">'
+        f'<renderer-v2 type="categorizedSymbol" attr="{column}" symbollevels="0" '
+        'enableorderby="0" forceraster="0">'
+        f"<categories>{''.join(categories)}</categories>"
+        f"<symbols>{''.join(symbols)}</symbols>"
+        "</renderer-v2></qgis>"
+    )
+
+
+def write_geopackage(
+    path: str | os.PathLike,
+    tiles: gpd.GeoDataFrame,
+    runs: pd.DataFrame,
+    extra_layers: dict[str, pd.DataFrame] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the run's GeoPackage atomically: a temp file beside ``path``, then a rename.
+
+    Layers: ``tiles`` (footprints and every column of ``tiles``), ``runs`` (attributes), any
+    ``extra_layers``, and ``layer_styles`` holding the default QGIS style of ``tiles``. An
+    interrupted write leaves no file at ``path``.
+    """
+    out = check_output_path(path, overwrite)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.gpkg", dir=out.parent)
+    os.close(fd)
+    os.unlink(tmp_name)  # GDAL must create the file itself
+    try:
+        pyogrio.write_dataframe(
+            tiles, tmp_name, layer="tiles", driver="GPKG",
+            dataset_options={"VERSION": GPKG_VERSION},
+            layer_options={"SPATIAL_INDEX": "YES"},
+        )
+        pyogrio.write_dataframe(runs, tmp_name, layer="runs", driver="GPKG")
+        for name, frame in (extra_layers or {}).items():
+            pyogrio.write_dataframe(frame, tmp_name, layer=name, driver="GPKG")
+        styles = pd.DataFrame(
+            {
+                "f_table_catalog": [""],
+                "f_table_schema": [""],
+                "f_table_name": ["tiles"],
+                "f_geometry_column": ["geom"],
+                "styleName": ["rsprune status"],
+                "styleQML": [tiles_style_qml()],
+                "styleSLD": [""],
+                "useAsDefault": [True],
+                "description": ["tiles coloured by status (rsprune_geo)"],
+                "owner": [""],
+                "ui": [""],
+                "update_time": [pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%S")],
+            }
+        )
+        pyogrio.write_dataframe(styles, tmp_name, layer="layer_styles", driver="GPKG")
+        os.replace(tmp_name, out)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the GeoPackage ({exc.strerror or exc})") from None
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OutputError(f"{out}: cannot write the GeoPackage ({msg})") from None
+    finally:
+        for leftover in (tmp_name, tmp_name + "-journal", tmp_name + "-wal", tmp_name + "-shm"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    return out
+
+
+def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, dict]:
+    """Read a run's GeoPackage back: the ``tiles`` layer and the last ``runs`` record (decoded)."""
+    tiles = gpd.read_file(path, layer="tiles", engine="pyogrio")
+    runs = pyogrio.read_dataframe(path, layer="runs")
+    record = runs.iloc[-1].to_dict()
+    for key, value in list(record.items()):
+        if isinstance(value, str) and value[:1] in "{[":
+            try:
+                record[key] = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+    return tiles, record
+
+
+def plot_map(
+    tiles: gpd.GeoDataFrame,
+    rasters: Sequence[str],
+    path: str | os.PathLike,
+    title: str | None = None,
+    max_size: int = 1600,
+) -> Path:
+    """A PNG map: the rasters (reduced resolution, warped to the tiles' CRS) under the footprints
+    coloured by status, with a legend of counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(10, 10), dpi=110)
+    for raster in rasters:
+        _draw_raster(ax, raster, tiles.crs, max_size)
+    counts = tiles["status"].value_counts()
+    handles = []
+    for status, (r, g, b) in STATUS_COLORS.items():
+        part = tiles[tiles["status"] == status]
+        if part.empty:
+            continue
+        color = (r / 255, g / 255, b / 255)
+        kept = status == "kept"
+        part.plot(ax=ax, facecolor=color + (0.15 if kept else 0.45,), edgecolor=color,
+                  linewidth=1.4 if kept else 0.5, zorder=3 if kept else 2)
+        handles.append(Patch(facecolor=color, edgecolor=color, label=f"{status} ({counts[status]})"))
+    ax.legend(handles=handles, loc="lower right", framealpha=0.9)
+    ax.set_title(title or "rsprune_geo tiles by status")
+    ax.set_aspect("equal")
+    ax.ticklabel_format(useOffset=False, style="plain")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _draw_raster(ax, raster: str, crs, max_size: int) -> None:
+    import rasterio
+    from rasterio.vrt import WarpedVRT
+
+    with rasterio.open(raster) as src:
+        bands = [1, 2, 3] if src.count >= 3 else [1]
+        if crs is not None and src.crs is not None and src.crs != crs:
+            src = WarpedVRT(src, crs=crs)
+        factor = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
+        shape = (len(bands), max(1, src.height // factor), max(1, src.width // factor))
+        data = src.read(bands, out_shape=shape, masked=True).astype(np.float32)
+        left, bottom, right, top = src.bounds
+    filled = data.filled(np.nan)
+    lo, hi = np.nanpercentile(filled, 2), np.nanpercentile(filled, 98)
+    img = np.clip((filled - lo) / max(hi - lo, 1e-9), 0, 1)
+    alpha = (~np.ma.getmaskarray(data).all(axis=0)).astype(np.float32)
+    rgba = np.dstack([np.nan_to_num(np.moveaxis(img, 0, -1))] + ([] if len(bands) == 3 else [img[0]] * 2) + [alpha])
+    ax.imshow(rgba, extent=(left, right, bottom, top), interpolation="nearest")

@@ -1,0 +1,286 @@
+"""The whole run: sources → tiling → stage 1 → (stage 2) → GeoPackage, behind one call."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import geopandas as gpd
+import pandas as pd
+from rasterio.crs import CRS
+
+from .errors import InputError
+from .information import (
+    STATUS_KEPT,
+    apply_information_filter,
+    run_scaling,
+    score_tiles,
+    source_scaling,
+)
+from .outputs import check_output_path, write_geopackage
+from .sources import RasterSource, open_sources, parse_bands
+from .tiling import EDGE_MODES, make_tiles, read_aoi
+
+#: How non-uint8 values are scaled to grey levels: per source, or one scaling for the run.
+SCALING_SCOPES = ("source", "run")
+
+
+@dataclass
+class RunConfig:
+    """Parameters of a run; every field has the CLI option of the same name (``_`` → ``-``).
+
+    ``keep`` is the fraction of all tiles kept in the end (default: ``stage1_keep``); with no
+    stage 2, stage 1 alone keeps that top fraction by entropy. ``scaling`` says whether
+    non-uint8 rasters are stretched to grey levels per source (default) or once for the whole
+    run (better for one scene cut into several files).
+    """
+
+    tile_size: int = 256
+    stride: int | None = None
+    edge: str = "drop"
+    bands: tuple[int, ...] | None = None
+    aoi: str | None = None
+    max_nodata: float = 0.25
+    entropy_min: float | None = None
+    stage1_keep: float = 0.30
+    keep: float | None = None
+    out_crs: str | None = None
+    seed: int = 0
+    allow_no_crs: bool = False
+    scaling: str = "source"
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    group_px: int = 2048
+    scheduler: str | None = "threads"
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` for a parameter out of range."""
+        if self.tile_size < 8:
+            raise InputError(f"--tile-size {self.tile_size}: use at least 8 pixels")
+        if self.stride is not None and self.stride < 1:
+            raise InputError(f"--stride {self.stride}: must be a positive number of pixels")
+        if self.edge not in EDGE_MODES:
+            raise InputError(f"--edge {self.edge}: use one of {', '.join(EDGE_MODES)}")
+        for name in ("stage1_keep", "keep"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise InputError(f"--{name.replace('_', '-')} {value}: must be in (0, 1]")
+        if not 0 <= self.max_nodata <= 1:
+            raise InputError(f"--max-nodata {self.max_nodata}: must be in [0, 1]")
+        if self.entropy_min is not None and not 0 <= self.entropy_min <= 8:
+            raise InputError(f"--entropy-min {self.entropy_min}: must be in [0, 8] bits")
+        if self.scaling not in SCALING_SCOPES:
+            raise InputError(f"--scaling {self.scaling}: use one of {', '.join(SCALING_SCOPES)}")
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise InputError(f"percentiles {self.percentiles}: need 0 <= low < high <= 100")
+        if self.bands is not None:
+            self.bands = parse_bands(self.bands)
+        if self.out_crs is not None:
+            resolve_crs(self.out_crs)
+
+    @property
+    def effective_keep(self) -> float:
+        """The final keep fraction (``keep``, or ``stage1_keep`` when not given)."""
+        return self.keep if self.keep is not None else self.stage1_keep
+
+
+@dataclass
+class RunResult:
+    """What a run produced: every tile with its decision, the run record and the output path."""
+
+    tiles: gpd.GeoDataFrame
+    record: dict
+    output: Path | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def kept(self) -> gpd.GeoDataFrame:
+        """The kept tiles."""
+        return self.tiles[self.tiles["status"] == STATUS_KEPT]
+
+    def summary(self) -> str:
+        """A one-screen text summary of the run."""
+        counts = self.tiles["status"].value_counts()
+        total = len(self.tiles)
+        lines = [f"tiles: {total}  (sources: {len(self.record['inputs'])}, crs: {self.record['crs']})"]
+        for status in ("kept", "not_selected", "duplicate", "low_information", "nodata"):
+            if status in counts:
+                n = int(counts[status])
+                lines.append(f"  {status:<16} {n:>8}  {100 * n / total:5.1f}%")
+        t = self.timings
+        lines.append(
+            "timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
+        )
+        if self.output:
+            lines.append(f"output: {self.output}")
+        return "\n".join(lines)
+
+
+def resolve_crs(text: str) -> CRS:
+    """A CRS from user text (``EPSG:4326``, WKT, PROJ string)."""
+    try:
+        return CRS.from_user_input(text)
+    except Exception:
+        raise InputError(f"--out-crs {text!r}: not a CRS rasterio understands (e.g. EPSG:4326)") from None
+
+
+def output_crs(sources: Sequence[RasterSource], requested: str | None = None) -> CRS | None:
+    """The CRS of the output: the requested one, else the sources' common CRS, else EPSG:4326."""
+    if requested:
+        return resolve_crs(requested)
+    crss = [s.crs for s in sources]
+    if any(c is None for c in crss):
+        return None
+    first = crss[0]
+    if all(c == first for c in crss[1:]):
+        return first
+    return CRS.from_epsg(4326)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a run depends on, for the ``runs`` table."""
+    names = ["rsprune_geo", "numpy", "rasterio", "geopandas", "pyogrio", "shapely", "dask", "pandas"]
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    try:
+        import rasterio
+
+        out["gdal"] = rasterio.__gdal_version__
+    except Exception:  # pragma: no cover
+        pass
+    return out
+
+
+def build_tiles(sources: Sequence[RasterSource], config: RunConfig) -> list[gpd.GeoDataFrame]:
+    """Tile every source (each in its own CRS), restricted to the AOI when one is set."""
+    aoi = read_aoi(config.aoi) if config.aoi else None
+    if aoi is not None and any(s.crs is None for s in sources):
+        raise InputError("--aoi needs georeferenced rasters (the inputs have no CRS)")
+    return [make_tiles(s, config.tile_size, config.stride, config.edge, aoi) for s in sources]
+
+
+def run(
+    inputs: Sequence[str] | str,
+    output: str | Path | None = None,
+    config: RunConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **overrides,
+) -> RunResult:
+    """Run the pipeline on rasters and (when ``output`` is given) write the GeoPackage.
+
+    ``inputs``: paths, globs or folders. Keyword ``overrides`` set :class:`RunConfig` fields,
+    e.g. ``run("mosaic.tif", "out.gpkg", tile_size=512, keep=0.15)``.
+    """
+    config = config or RunConfig()
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise InputError(f"unknown parameter {key!r}")
+        setattr(config, key, value)
+    config.validate()
+    if output is not None:
+        check_output_path(output, overwrite)
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    sources = open_sources(inputs, config.bands, config.allow_no_crs)
+    crs = output_crs(sources, config.out_crs)
+    if crs is not None and any(s.crs is None for s in sources):
+        raise InputError("--out-crs needs georeferenced rasters (the inputs have no CRS)")
+    per_source = build_tiles(sources, config)
+    n_tiles = sum(len(t) for t in per_source)
+    if n_tiles == 0:
+        raise InputError("no tile to process: the area of interest misses every raster")
+    timings["tiling"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if config.scaling == "run":
+        scalings = run_scaling(sources, config.percentiles)
+    else:
+        scalings = [source_scaling(s, config.percentiles) for s in sources]
+    stats = score_tiles(
+        sources, per_source, scalings, config.group_px, config.scheduler, progress
+    )
+    timings["stage1_scoring"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    keep_count = round(config.effective_keep * n_tiles)
+    decisions = apply_information_filter(stats, config.max_nodata, config.entropy_min, keep_count)
+    tiles = _assemble(per_source, stats, decisions, crs)
+    timings["stage1_filter"] = time.perf_counter() - t0
+
+    record = run_record(sources, scalings, config, crs, timings, tiles)
+    result = RunResult(tiles=tiles, record=record, timings=timings)
+    if output is not None:
+        t0 = time.perf_counter()
+        result.output = write_geopackage(output, tiles, runs_table(record), overwrite=overwrite)
+        timings["write"] = time.perf_counter() - t0
+        record["timings"] = dict(timings)
+    return result
+
+
+def _assemble(per_source, stats, decisions, crs) -> gpd.GeoDataFrame:
+    frames = []
+    for frame in per_source:
+        if crs is not None and frame.crs != crs:
+            frame = frame.to_crs(crs)
+        else:
+            frame = frame.set_crs(crs, allow_override=True) if crs is not None else frame
+        frames.append(frame)
+    tiles = pd.concat(frames, ignore_index=True)
+    tiles = gpd.GeoDataFrame(tiles, geometry="geometry", crs=crs)
+    stat_cols = [c for c in stats.columns if c != "tile_id"]
+    body = pd.concat([stats[stat_cols].reset_index(drop=True), decisions.reset_index(drop=True)], axis=1)
+    geometry = tiles.geometry
+    tiles = pd.concat([tiles.drop(columns="geometry"), body], axis=1)
+    return gpd.GeoDataFrame(tiles, geometry=geometry.values, crs=crs)
+
+
+def run_record(sources, scalings, config: RunConfig, crs, timings, tiles) -> dict:
+    """Everything needed to reproduce and audit a run, as a JSON-able dict."""
+    counts = tiles["status"].value_counts().to_dict()
+    return {
+        "run_id": _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "parameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "versions": package_versions(),
+        "crs": crs.to_string() if crs is not None else None,
+        "inputs": [
+            {
+                "path": s.path,
+                "fingerprint": s.fingerprint,
+                "key": s.key,
+                "crs": s.crs.to_string() if s.crs is not None else None,
+                "width": s.width,
+                "height": s.height,
+                "dtype": s.dtype,
+                "bands": list(s.bands),
+                "mask": s.mask_mode,
+                "scaling": None if sc.identity else {"low": list(sc.low), "high": list(sc.high)},
+            }
+            for s, sc in zip(sources, scalings)
+        ],
+        "counts": {str(k): int(v) for k, v in counts.items()},
+        "timings": dict(timings),
+        "seed": config.seed,
+    }
+
+
+def runs_table(record: dict) -> pd.DataFrame:
+    """The ``runs`` table row of a record: scalars as they are, structures as JSON text."""
+    row = {
+        key: (json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value)
+        for key, value in record.items()
+    }
+    return pd.DataFrame([row])

@@ -1,0 +1,339 @@
+"""Sources: open rasters (GeoTIFF, COG, VRT, any GDAL path) lazily and describe them."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from .errors import InputError
+
+#: dtypes the information filter knows how to read.
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class RasterSource:
+    """What the pipeline needs to know of one raster, without holding it open.
+
+    ``bands`` are the 1-based band indexes the pipeline reads (the RGB of a multispectral file),
+    ``mask_mode`` says where validity comes from: ``"nodata"`` (the nodata value), ``"alpha"``
+    (an alpha band, index in ``alpha_band``), ``"mask"`` (a GDAL per-dataset mask) or
+    ``"none"`` (every pixel valid; non-finite floats are always invalid).
+    """
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: rasterio.Affine
+    bands: tuple[int, ...]
+    nodata: float | None
+    mask_mode: str
+    alpha_band: int | None
+    block_shape: tuple[int, int]
+    overviews: tuple[int, ...]
+    fingerprint: str
+    key: str = field(default="")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return self.height, self.width
+
+    @property
+    def name(self) -> str:
+        """The file name, for messages."""
+        return os.path.basename(self.path) or self.path
+
+    def open(self) -> rasterio.io.DatasetReader:
+        """Open the raster for reading (the caller closes it)."""
+        return rasterio.open(self.path)
+
+    def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of a pixel window in the source CRS."""
+        return rasterio.windows.bounds(window, self.transform)
+
+
+def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
+    """Expand globs and folders into a sorted, de-duplicated list of raster paths.
+
+    A folder contributes its ``*.tif``, ``*.tiff``, ``*.vrt`` and ``*.jp2`` files; GDAL
+    virtual paths (``/vsicurl/...``) pass through unchanged.
+    """
+    paths: list[str] = []
+    for item in inputs:
+        text = os.fspath(item)
+        if text.startswith("/vsi"):
+            paths.append(text)
+        elif any(ch in _GLOB_CHARS for ch in text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise InputError(f"{text}: the pattern matches no file")
+            paths.extend(matches)
+        elif os.path.isdir(text):
+            found = sorted(
+                str(p)
+                for p in Path(text).iterdir()
+                if p.suffix.lower() in {".tif", ".tiff", ".vrt", ".jp2"}
+            )
+            if not found:
+                raise InputError(f"{text}: the folder holds no .tif, .tiff, .vrt or .jp2 file")
+            paths.extend(found)
+        else:
+            if not os.path.exists(text):
+                raise InputError(f"{text}: no such file")
+            paths.append(text)
+    seen: set[str] = set()
+    unique = []
+    for p in paths:
+        key = p if p.startswith("/vsi") else os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    if not unique:
+        raise InputError("no input raster given")
+    return unique
+
+
+def file_fingerprint(path: str) -> str:
+    """A cheap fingerprint of a file's content: size, mtime and hashes of its head and tail.
+
+    Changes when the file is rewritten; costs two small reads whatever the file's size.
+    """
+    if path.startswith("/vsi"):
+        return hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
+    stat = os.stat(path)
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(65536))
+        if stat.st_size > 65536:
+            fh.seek(max(stat.st_size - 65536, 65536))
+            digest.update(fh.read(65536))
+    return digest.hexdigest()
+
+
+def source_key(path: str) -> str:
+    """A short stable key for a source path (its absolute path hashed), used in tile ids."""
+    ident = path if path.startswith("/vsi") else os.path.abspath(path)
+    return hashlib.blake2b(ident.encode(), digest_size=4).hexdigest()
+
+
+def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """Parse a band selection such as ``"4,3,2"`` into 1-based indexes (``None``: automatic)."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, str):
+        try:
+            bands = tuple(int(part) for part in text.replace(" ", "").split(","))
+        except ValueError:
+            raise InputError(f"--bands {text!r}: give 1-based band numbers, e.g. 4,3,2") from None
+    else:
+        bands = tuple(int(b) for b in text)
+    if not bands or any(b < 1 for b in bands):
+        raise InputError(f"bands {bands}: band numbers start at 1")
+    if len(bands) not in (1, 3):
+        raise InputError(f"bands {bands}: give one band (grey) or three (red, green, blue)")
+    return bands
+
+
+def _auto_bands(src: rasterio.io.DatasetReader) -> tuple[int, ...]:
+    interp = list(src.colorinterp)
+    rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    if all(ci in interp for ci in rgb):
+        return tuple(interp.index(ci) + 1 for ci in rgb)
+    data_bands = [i + 1 for i, ci in enumerate(interp) if ci != ColorInterp.alpha]
+    if len(data_bands) >= 3:
+        return tuple(data_bands[:3])
+    return (data_bands[0] if data_bands else 1,)
+
+
+def open_source(
+    path: str,
+    bands: Sequence[int] | None = None,
+    allow_no_crs: bool = False,
+) -> RasterSource:
+    """Open one raster and describe it; raise :class:`InputError` with a clear line if unusable."""
+    try:
+        with rasterio.open(path) as src:
+            if src.count < 1:
+                raise InputError(f"{path}: the file holds no raster band")
+            dtype = src.dtypes[0]
+            if dtype not in SUPPORTED_DTYPES:
+                raise InputError(
+                    f"{path}: data type {dtype} is not supported "
+                    f"(use one of {', '.join(SUPPORTED_DTYPES)})"
+                )
+            if src.crs is None and not allow_no_crs:
+                raise InputError(
+                    f"{path}: the raster has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX) "
+                    "or pass --allow-no-crs to work in pixel coordinates"
+                )
+            chosen = tuple(bands) if bands else _auto_bands(src)
+            if max(chosen) > src.count:
+                raise InputError(
+                    f"{path}: band {max(chosen)} asked for, but the raster has {src.count} band(s)"
+                )
+            interp = list(src.colorinterp)
+            alpha_band = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
+            flags = src.mask_flag_enums[chosen[0] - 1]
+            if alpha_band is not None and MaskFlags.alpha in flags:
+                mask_mode = "alpha"
+            elif MaskFlags.nodata in flags and src.nodata is not None:
+                mask_mode = "nodata"
+            elif MaskFlags.per_dataset in flags:
+                mask_mode = "mask"
+            else:
+                mask_mode = "none"
+            return RasterSource(
+                path=path,
+                width=src.width,
+                height=src.height,
+                count=src.count,
+                dtype=dtype,
+                crs=src.crs,
+                transform=src.transform,
+                bands=chosen,
+                nodata=src.nodata,
+                mask_mode=mask_mode,
+                alpha_band=alpha_band,
+                block_shape=tuple(src.block_shapes[chosen[0] - 1]),
+                overviews=tuple(src.overviews(chosen[0])),
+                fingerprint=file_fingerprint(path),
+                key=source_key(path),
+            )
+    except RasterioIOError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "cannot be opened"
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            raise InputError(f"{path}: the file is empty") from None
+        raise InputError(f"{path}: not a raster GDAL can open ({first})") from None
+
+
+def open_sources(
+    inputs: Iterable[str | os.PathLike],
+    bands: Sequence[int] | None = None,
+    allow_no_crs: bool = False,
+) -> list[RasterSource]:
+    """Expand ``inputs`` (paths, globs, folders) and open each raster as a :class:`RasterSource`."""
+    sources = [open_source(p, bands, allow_no_crs) for p in expand_paths(inputs)]
+    with_crs = [s for s in sources if s.crs is not None]
+    if with_crs and len(with_crs) != len(sources):
+        missing = next(s for s in sources if s.crs is None)
+        raise InputError(
+            f"{missing.path}: the raster has no CRS while others have one; "
+            "footprints cannot be put in one coordinate system"
+        )
+    counts = {len(s.bands) for s in sources}
+    if len(counts) > 1:
+        raise InputError(
+            "inputs mix one-band and three-band selections; pass --bands to choose the same "
+            "number of bands for every file"
+        )
+    return sources
+
+
+def read_window(
+    source: RasterSource,
+    window: Window,
+    dataset: rasterio.io.DatasetReader | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read the source's bands in ``window`` with a validity mask.
+
+    Returns ``(data, valid)``: ``data`` shaped (bands, rows, cols) in the file's dtype and
+    ``valid`` a boolean (rows, cols) array. The window may reach past the raster's edge
+    (padded tiles): pixels outside are zero and invalid.
+    """
+    own = dataset is None
+    src = source.open() if own else dataset
+    try:
+        full = Window(0, 0, source.width, source.height)
+        inner = window.intersection(full) if _overlaps(window, full) else None
+        rows, cols = int(window.height), int(window.width)
+        data = np.zeros((len(source.bands), rows, cols), dtype=source.dtype)
+        valid = np.zeros((rows, cols), dtype=bool)
+        if inner is None:
+            return data, valid
+        r0 = int(inner.row_off - window.row_off)
+        c0 = int(inner.col_off - window.col_off)
+        h, w = int(inner.height), int(inner.width)
+        block = src.read(source.bands, window=inner)
+        data[:, r0 : r0 + h, c0 : c0 + w] = block
+        valid[r0 : r0 + h, c0 : c0 + w] = _valid_mask(source, src, block, inner)
+        return data, valid
+    finally:
+        if own:
+            src.close()
+
+
+def _overlaps(a: Window, b: Window) -> bool:
+    return (
+        a.col_off < b.col_off + b.width
+        and b.col_off < a.col_off + a.width
+        and a.row_off < b.row_off + b.height
+        and b.row_off < a.row_off + a.height
+    )
+
+
+def _valid_mask(
+    source: RasterSource, src: rasterio.io.DatasetReader, block: np.ndarray, window: Window
+) -> np.ndarray:
+    """Valid pixels of a block: any band valid (GDAL's dataset-mask rule), finite floats only."""
+    if source.mask_mode == "nodata":
+        nodata = source.nodata
+        if np.isnan(nodata):
+            valid = ~np.isnan(block).all(axis=0)
+        else:
+            valid = (block != np.array(nodata, dtype=block.dtype)).any(axis=0)
+    elif source.mask_mode == "alpha":
+        valid = src.read(source.alpha_band, window=window) > 0
+    elif source.mask_mode == "mask":
+        valid = src.read_masks(source.bands[0], window=window) > 0
+    else:
+        valid = None
+    if block.dtype.kind == "f":
+        finite = np.isfinite(block).all(axis=0)
+        valid = finite if valid is None else (valid & finite)
+    if valid is None:
+        valid = np.ones(block.shape[1:], dtype=bool)
+    return valid
+
+
+def open_lazy(source: RasterSource, tile_size: int = 256):
+    """The source's selected bands as a lazy, Dask-chunked ``xarray.DataArray`` (rioxarray).
+
+    Chunks are a whole number of tiles and of the file's internal blocks, so reading a tile
+    touches one chunk; nothing is read until ``.compute()`` or ``.values``.
+    """
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+    chunk = _aligned_chunk(tile_size, source.block_shape)
+    arr = rioxarray.open_rasterio(
+        source.path, chunks={"band": -1, "y": chunk[0], "x": chunk[1]}, lock=False, masked=False
+    )
+    return arr.sel(band=list(source.bands))
+
+
+def _aligned_chunk(tile_size: int, block_shape: tuple[int, int], target: int = 2048) -> tuple[int, int]:
+    """A chunk shape near ``target`` pixels that is a multiple of the tile size and the block."""
+    out = []
+    for block in block_shape:
+        step = int(np.lcm(tile_size, block)) if block > 1 else tile_size
+        if step > 4 * target:
+            step = tile_size
+        out.append(max(step, (target // step) * step))
+    return out[0], out[1]

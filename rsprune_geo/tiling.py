@@ -1,0 +1,154 @@
+"""Tiling: a regular grid of pixel windows over each source, with footprints and stable ids."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from rasterio.windows import Window
+
+from .errors import InputError
+from .sources import RasterSource
+
+EDGE_MODES = ("drop", "pad")
+
+#: Columns of the tile table that tiling produces, in order (geometry last).
+TILE_COLUMNS = ["tile_id", "source", "row_off", "col_off", "width", "height"]
+
+
+def grid_offsets(length: int, tile_size: int, stride: int, edge: str = "drop") -> np.ndarray:
+    """Pixel offsets of tiles along one axis.
+
+    ``drop`` keeps whole tiles only; ``pad`` adds the partial tile(s) that reach past the edge
+    (their outside pixels are read as nodata), never a tile that adds no new pixel.
+    """
+    if tile_size < 1 or stride < 1:
+        raise InputError(f"tile size ({tile_size}) and stride ({stride}) must be positive")
+    if edge not in EDGE_MODES:
+        raise InputError(f"edge mode {edge!r}: use one of {', '.join(EDGE_MODES)}")
+    if edge == "drop":
+        return np.arange(0, length - tile_size + 1, stride, dtype=np.int64)
+    offsets = np.arange(0, length, stride, dtype=np.int64)
+    return offsets[(offsets == 0) | (offsets - stride + tile_size < length)]
+
+
+def tile_id(source: RasterSource, row_off: int, col_off: int, tile_size: int) -> str:
+    """The stable id of a tile: source key, pixel offsets and size (``3fa2c1d0-r512-c256-256``)."""
+    return f"{source.key}-r{row_off}-c{col_off}-{tile_size}"
+
+
+def make_tiles(
+    source: RasterSource,
+    tile_size: int = 256,
+    stride: int | None = None,
+    edge: str = "drop",
+    aoi: gpd.GeoSeries | None = None,
+) -> gpd.GeoDataFrame:
+    """Tile one source: a GeoDataFrame of windows and footprint polygons in the source CRS.
+
+    ``aoi`` (any CRS) keeps only tiles whose footprint intersects it. Footprint corners are the
+    window's corners through the raster's affine transform, so they equal
+    ``rasterio.windows.bounds`` exactly for north-up rasters.
+    """
+    stride = stride or tile_size
+    if edge == "drop" and (tile_size > source.width or tile_size > source.height):
+        raise InputError(
+            f"{source.path}: tile size {tile_size} px is larger than the raster "
+            f"({source.width}x{source.height} px); use a smaller --tile-size or --edge pad"
+        )
+    rows = grid_offsets(source.height, tile_size, stride, edge)
+    cols = grid_offsets(source.width, tile_size, stride, edge)
+    row_off, col_off = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
+    footprints = window_polygons(source, row_off, col_off, tile_size, tile_size)
+    frame = gpd.GeoDataFrame(
+        {
+            "tile_id": [tile_id(source, int(r), int(c), tile_size) for r, c in zip(row_off, col_off)],
+            "source": source.path,
+            "row_off": row_off,
+            "col_off": col_off,
+            "width": np.full(row_off.size, tile_size, dtype=np.int64),
+            "height": np.full(row_off.size, tile_size, dtype=np.int64),
+        },
+        geometry=footprints,
+        crs=source.crs,
+    )
+    if aoi is not None:
+        frame = clip_to_aoi(frame, aoi)
+    return frame
+
+
+def window_polygons(
+    source: RasterSource,
+    row_off: np.ndarray,
+    col_off: np.ndarray,
+    width: int,
+    height: int,
+) -> np.ndarray:
+    """Footprint polygons of pixel windows, through the source's affine transform."""
+    t = source.transform
+    cols = np.stack([col_off, col_off + width, col_off + width, col_off, col_off], axis=1)
+    rows = np.stack([row_off, row_off, row_off + height, row_off + height, row_off], axis=1)
+    xs = t.a * cols + t.b * rows + t.c
+    ys = t.d * cols + t.e * rows + t.f
+    return shapely.polygons(np.stack([xs, ys], axis=-1))
+
+
+def clip_to_aoi(tiles: gpd.GeoDataFrame, aoi: gpd.GeoSeries) -> gpd.GeoDataFrame:
+    """Keep the tiles whose footprint intersects the area of interest."""
+    if tiles.crs is not None and aoi.crs is not None and aoi.crs != tiles.crs:
+        aoi = aoi.to_crs(tiles.crs)
+    area = shapely.union_all(aoi.geometry.values)
+    keep = shapely.intersects(tiles.geometry.values, area)
+    return tiles.loc[keep].reset_index(drop=True)
+
+
+def read_aoi(path: str) -> gpd.GeoSeries:
+    """Read an area-of-interest polygon layer from any vector file OGR opens."""
+    try:
+        frame = gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # pyogrio raises several DataSourceError types
+        raise InputError(f"{path}: cannot read the area of interest ({str(exc).splitlines()[0]})") from None
+    geoms = frame.geometry
+    geoms = geoms[~geoms.is_empty & geoms.notna()]
+    if geoms.empty:
+        raise InputError(f"{path}: the area of interest holds no geometry")
+    if not geoms.geom_type.isin(["Polygon", "MultiPolygon"]).all():
+        raise InputError(f"{path}: the area of interest must hold polygons")
+    if geoms.crs is None:
+        raise InputError(f"{path}: the area of interest has no CRS")
+    return geoms
+
+
+def tile_windows(tiles: gpd.GeoDataFrame) -> list[Window]:
+    """The rasterio windows of a tile table's rows."""
+    return [
+        Window(int(c), int(r), int(w), int(h))
+        for r, c, w, h in zip(tiles.row_off, tiles.col_off, tiles.width, tiles.height)
+    ]
+
+
+def group_tiles(tiles: gpd.GeoDataFrame, group_px: int = 2048) -> list[np.ndarray]:
+    """Split a source's tiles into spatial groups of about ``group_px`` square (row positions).
+
+    Each group becomes one task that reads one window, so a task's memory is bounded whatever
+    the mosaic's size, and tasks line up with the tile grid.
+    """
+    if len(tiles) == 0:
+        return []
+    gr = tiles.row_off.to_numpy() // group_px
+    gc = tiles.col_off.to_numpy() // group_px
+    order = np.lexsort((gc, gr))
+    keys = gr[order] * (int(gc.max()) + 1) + gc[order]
+    cuts = np.flatnonzero(np.diff(keys)) + 1
+    return [np.asarray(part) for part in np.split(order, cuts)]
+
+
+def union_window(tiles: gpd.GeoDataFrame, positions: Sequence[int]) -> Window:
+    """The smallest window covering the tiles at ``positions``."""
+    part = tiles.iloc[list(positions)]
+    r0, c0 = int(part.row_off.min()), int(part.col_off.min())
+    r1 = int((part.row_off + part.height).max())
+    c1 = int((part.col_off + part.width).max())
+    return Window(c0, r0, c1 - c0, r1 - r0)

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real imagery in ../shared/data and small generated rasters."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RSPRUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
+GEOTIFF = SHARED_DATA / "geotiff"
+
+
+def shared(relative: str) -> str:
+    """Path of a file in ../shared/data/geotiff; fail loudly (not skip) when it is missing."""
+    path = GEOTIFF / relative
+    if not path.exists():
+        pytest.fail(f"real test data missing: {path} (see ../shared/data/CATALOG.md)")
+    return str(path)
+
+
+@pytest.fixture
+def make_raster(tmp_path):
+    """Write a small GeoTIFF from an array: make_raster(data, name=..., crs=..., nodata=...)."""
+
+    def _make(
+        data: np.ndarray,
+        name: str = "raster.tif",
+        crs: str | None = "EPSG:32633",
+        transform=None,
+        nodata=None,
+        **profile,
+    ) -> str:
+        data = np.asarray(data)
+        if data.ndim == 2:
+            data = data[None]
+        path = tmp_path / name
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=data.shape[2],
+            height=data.shape[1],
+            count=data.shape[0],
+            dtype=data.dtype,
+            crs=crs,
+            transform=transform or from_origin(500000, 4000000, 10, 10),
+            nodata=nodata,
+            **profile,
+        ) as dst:
+            dst.write(data)
+        return str(path)
+
+    return _make
+
+
+@pytest.fixture
+def textured():
+    """A (3, h, w) uint8 image: random texture (high entropy)."""
+
+    def _make(h: int, w: int, seed: int = 0) -> np.ndarray:
+        return np.random.default_rng(seed).integers(1, 256, (3, h, w), dtype=np.uint8)
+
+    return _make

@@ -1,0 +1,92 @@
+"""The rsprune CLI: a real run, and one-line errors (no traceback) for bad input."""
+
+import os
+import subprocess
+import sys
+
+import geopandas as gpd
+import pytest
+from click.testing import CliRunner
+
+from rsprune_geo.cli import main
+
+from .conftest import shared
+
+
+def rsprune(*args, cwd=None):
+    """Run the CLI as a user would, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "rsprune_geo.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=300,
+    )
+
+
+def test_run_writes_the_geopackage_and_prints_a_summary(tmp_path):
+    out = tmp_path / "out.gpkg"
+    result = CliRunner().invoke(main, [
+        "run", shared("rasterio-tests/RGB.byte.tif"), "-o", str(out), "--tile-size", "128",
+        "--keep", "0.2", "--max-nodata", "0.5", "--seed", "7",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "kept" in result.output and str(out) in result.output
+    tiles = gpd.read_file(out, layer="tiles")
+    assert (tiles.status == "kept").sum() == round(0.2 * 30)
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda d: ["run", d / "notes.txt", "-o", d / "o.gpkg"], "not a raster GDAL can open"),
+        (lambda d: ["run", d / "missing.tif", "-o", d / "o.gpkg"], "no such file"),
+        (lambda d: ["run", shared("deepforest/OSBS_029.tif"), "-o", d / "o.gpkg", "--tile-size", "512"],
+         "larger than the raster"),
+        (lambda d: ["run", shared("deepforest/OSBS_029.tif"), "-o", d / "o.gpkg", "--keep", "0"],
+         "must be in (0, 1]"),
+        (lambda d: ["run", shared("deepforest/OSBS_029.tif"), "-o", d / "o.gpkg", "--stage1-keep", "1.5"],
+         "must be in (0, 1]"),
+        (lambda d: ["run", shared("deepforest/OSBS_029.tif"), "-o", d / "no" / "dir" / "o.gpkg"],
+         "does not exist"),
+    ],
+)
+def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, make_args, message):
+    (tmp_path / "notes.txt").write_text("hello")
+    proc = rsprune(*make_args(tmp_path))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], proc.stderr
+    assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_unwritable_output_folder(tmp_path):
+    if os.geteuid() == 0:
+        # root writes anywhere; a path under a regular file is unwritable for everyone
+        (tmp_path / "file").write_text("x")
+        target = tmp_path / "file" / "o.gpkg"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "o.gpkg"
+    proc = rsprune("run", shared("deepforest/OSBS_029.tif"), "-o", target, "--tile-size", "100")
+    assert proc.returncode == 1 and "Error: " in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_no_crs_is_refused_or_allowed_with_option(tmp_path, make_raster, textured):
+    raster = make_raster(textured(400, 400), name="nocrs.tif", crs=None)
+    out = tmp_path / "pixels.gpkg"
+    proc = rsprune("run", raster, "-o", out, "--tile-size", "100")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("Error: ") and "no CRS" in proc.stderr and "--allow-no-crs" in proc.stderr
+    assert not out.exists()
+    proc = rsprune("run", raster, "-o", out, "--tile-size", "100", "--allow-no-crs", "-q")
+    assert proc.returncode == 0, proc.stderr
+    tiles = gpd.read_file(out, layer="tiles")
+    assert tiles.crs is None and len(tiles) == 16
+    assert tiles.geometry.iloc[0].bounds == (500000.0, 3999000.0, 501000.0, 4000000.0)  # its transform
+
+
+def test_help_lists_the_options():
+    result = CliRunner().invoke(main, ["run", "--help"])
+    for option in ("--tile-size", "--stride", "--bands", "--aoi", "--max-nodata", "--entropy-min",
+                   "--stage1-keep", "--keep", "--out-crs", "--overwrite", "--seed"):
+        assert option in result.output

