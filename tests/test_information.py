@@ -144,7 +144,7 @@ def test_information_filter_rules_reasons_and_ties():
     assert (everything.status == "kept").all()
 
 
-@pytest.mark.parametrize("case", ["rgb8_nodata", "rgb8_mask", "uint16", "grey8", "float_nan", "padded"])
+@pytest.mark.parametrize("case", ["rgb8_nodata", "rgb8_mask", "uint16", "int16", "grey8", "float_nan", "padded"])
 def test_compiled_scoring_equals_the_plain_numpy_statistics(make_raster, case):
     """score_tiles (compiled, one pass per block) gives tile_statistics' figures for every path."""
     rng = np.random.default_rng(1)
@@ -156,6 +156,10 @@ def test_compiled_scoring_equals_the_plain_numpy_statistics(make_raster, case):
     elif case == "uint16":
         data = rng.integers(0, 12000, (4, 96, 80), dtype=np.uint16)
         bands = (3, 2, 1)
+    elif case == "int16":
+        data = rng.integers(-3000, 3000, (3, 96, 80), dtype=np.int16)
+        data[:, 60:, :] = -9999
+        kwargs = {"nodata": -9999}
     elif case == "grey8":
         data = rng.integers(0, 50, (1, 96, 80), dtype=np.uint8)
     elif case == "float_nan":
