@@ -1,0 +1,135 @@
+"""Stage 2, reference-anchored clustering: scene centroids from a labelled prior bank (faiss
+k-means per class), and nearest-centroid assignment of tiles in batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass
+class SceneCentroids:
+    """L2-normalised centroids, each with the scene label it was trained on and its purity.
+
+    ``purity[i]`` is the share of the prior-bank images assigned to centroid ``i`` whose class
+    is ``labels[i]`` (NaN when no image lands on it).
+    """
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    purity: np.ndarray
+    members: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def save(self, path: str | Path) -> Path:
+        """Save as a ``.npz`` file, so one prior bank serves many runs."""
+        out = Path(path)
+        np.savez(out, vectors=self.vectors, labels=self.labels.astype(str), purity=self.purity,
+                 members=self.members)
+        return out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SceneCentroids":
+        """Load centroids saved by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(data["vectors"], data["labels"], data["purity"], data["members"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"{path}: not a centroid file saved by rsprune_geo ({exc})") from None
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation to contiguous float32 (zero rows stay zero)."""
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.ascontiguousarray(v / np.where(norms > 0, norms, 1), dtype=np.float32)
+
+
+def fit_scene_centroids(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    k_per_class: int | None = 4,
+    k: int | None = None,
+    samples_per_class: int | None = None,
+    seed: int = 0,
+    niter: int = 25,
+) -> SceneCentroids:
+    """Over-cluster a labelled prior bank into scene centroids, class by class (spherical k-means).
+
+    Each class gets ``k_per_class`` centroids, or ``k`` in total split evenly over classes.
+    Every class is trained on the same number of samples (``samples_per_class``, default the
+    smallest class), drawn with ``seed``, so big classes do not dominate.
+    """
+    import faiss
+
+    x = normalise(embeddings)
+    labels = np.asarray(labels).astype(str)
+    if x.shape[0] != labels.shape[0]:
+        raise InputError("embeddings and labels must have the same length")
+    classes, counts = np.unique(labels, return_counts=True)
+    if classes.size == 0:
+        raise InputError("the prior bank is empty")
+    if k is not None:
+        if k < classes.size:
+            raise InputError(f"k={k}: need at least one centroid per class ({classes.size} classes)")
+        per_class = np.full(classes.size, k // classes.size)
+        per_class[: k % classes.size] += 1
+    else:
+        if not k_per_class or k_per_class < 1:
+            raise InputError("give k_per_class >= 1 or a total k")
+        per_class = np.full(classes.size, k_per_class)
+    n_samples = int(samples_per_class or counts.min())
+    rng = np.random.default_rng(seed)
+    vectors, names = [], []
+    for i, (cls, kc) in enumerate(zip(classes, per_class)):
+        members = np.flatnonzero(labels == cls)
+        take = members if members.size <= n_samples else np.sort(rng.choice(members, n_samples, replace=False))
+        sample = x[take]
+        kc = int(min(kc, sample.shape[0]))
+        if kc == sample.shape[0]:
+            centres = sample.copy()
+        else:
+            km = faiss.Kmeans(x.shape[1], kc, niter=niter, seed=seed + i, spherical=True,
+                              min_points_per_centroid=1, max_points_per_centroid=1 << 30)
+            km.train(sample)
+            centres = km.centroids
+        vectors.append(normalise(centres))
+        names.extend([cls] * kc)
+    vectors = np.concatenate(vectors)
+    names = np.array(names)
+    nearest, _ = assign_to_centroids(x, vectors)
+    members = np.bincount(nearest, minlength=len(names))
+    agree = np.bincount(nearest[names[nearest] == labels], minlength=len(names))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        purity = np.where(members > 0, agree / np.maximum(members, 1), np.nan)
+    return SceneCentroids(vectors=vectors, labels=names, purity=purity, members=members)
+
+
+def assign_to_centroids(
+    embeddings: np.ndarray, centroids: np.ndarray | SceneCentroids, batch_size: int = 65536
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid (cosine) of each embedding, in batches: (ids int64, distances 1 - cos).
+
+    Memory stays at one batch whatever the number of tiles; ``embeddings`` may be a
+    memory-mapped array.
+    """
+    import faiss
+
+    vectors = centroids.vectors if isinstance(centroids, SceneCentroids) else normalise(centroids)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    n = embeddings.shape[0]
+    ids = np.empty(n, dtype=np.int64)
+    dist = np.empty(n, dtype=np.float32)
+    for start in range(0, n, batch_size):
+        batch = normalise(embeddings[start : start + batch_size])
+        sim, nearest = index.search(batch, 1)
+        ids[start : start + batch.shape[0]] = nearest[:, 0]
+        dist[start : start + batch.shape[0]] = 1.0 - sim[:, 0]
+    return ids, dist

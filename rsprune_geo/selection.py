@@ -1,0 +1,149 @@
+"""Selection: share a budget among clusters (uniformity vs size) and rank tiles centroid-first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+def water_fill_quotas(sizes: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
+    """Equal per-cluster quotas by water-filling, summing exactly to ``min(budget, sizes.sum())``.
+
+    The cap is the largest integer x with sum(min(x, n_k)) <= budget: clusters smaller than x
+    are taken whole, the others get x, and what is left is given one by one to clusters above
+    the cap, in a seeded random order.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if (sizes < 0).any():
+        raise InputError("cluster sizes must be non-negative")
+    budget = int(min(max(budget, 0), sizes.sum()))
+    if budget == 0:
+        return np.zeros_like(sizes)
+    lo, hi = 0, int(sizes.max())
+    while lo < hi:  # largest cap whose water-filled total fits the budget
+        mid = (lo + hi + 1) // 2
+        if np.minimum(sizes, mid).sum() <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    quotas = np.minimum(sizes, lo)
+    left = budget - int(quotas.sum())
+    if left:
+        above = np.flatnonzero(sizes > lo)
+        order = np.random.default_rng(seed).permutation(above)
+        quotas[order[:left]] += 1
+    return quotas
+
+
+def proportional_quotas(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """Size-proportional quotas by largest remainder, summing exactly to the budget."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    budget = int(min(max(budget, 0), total))
+    if budget == 0:
+        return np.zeros_like(sizes)
+    return _apportion(sizes * (budget / total), sizes, budget)
+
+
+def blended_quotas(sizes: np.ndarray, budget: int, uniformity: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Quotas between equal (``uniformity=1``, water-filling) and size-proportional (``0``).
+
+    The blend of the two is rounded by largest remainder so the total is exact and no quota
+    exceeds its cluster's size.
+    """
+    if not 0.0 <= uniformity <= 1.0:
+        raise InputError(f"uniformity {uniformity}: must be in [0, 1]")
+    sizes = np.asarray(sizes, dtype=np.int64)
+    budget = int(min(max(budget, 0), sizes.sum()))
+    uniform = water_fill_quotas(sizes, budget, seed)
+    if uniformity == 1.0:
+        return uniform
+    proportional = proportional_quotas(sizes, budget)
+    if uniformity == 0.0:
+        return proportional
+    return _apportion(uniformity * uniform + (1 - uniformity) * proportional, sizes, budget)
+
+
+def _apportion(target: np.ndarray, caps: np.ndarray, budget: int) -> np.ndarray:
+    """Integer quotas near ``target`` (each <= cap) summing to ``budget``; ties by index."""
+    quotas = np.minimum(np.floor(target + 1e-9).astype(np.int64), caps)
+    left = budget - int(quotas.sum())
+    remainder = target - quotas
+    while left > 0:
+        room = np.flatnonzero(quotas < caps)
+        order = room[np.lexsort((room, -remainder[room]))]
+        take = order[:left]
+        quotas[take] += 1
+        remainder[take] = -np.inf
+        left = budget - int(quotas.sum())
+    return quotas
+
+
+def centroid_first_order(
+    labels: np.ndarray, distances: np.ndarray, spread_bins: int = 1, seed: int = 0
+) -> np.ndarray:
+    """Rank of each tile inside its cluster, 0 = picked first.
+
+    ``spread_bins=1``: ascending distance to the centroid (the paper's centroid-prioritised
+    order). ``spread_bins=q>1``: the cluster's distances are cut into q quantile bins and picks
+    go round-robin from the nearest bin outwards, each bin centroid-first, so a small quota
+    still spans the cluster. Ties break by a seeded permutation, so the order is reproducible.
+    """
+    labels = np.asarray(labels)
+    distances = np.asarray(distances, dtype=np.float64)
+    n = labels.size
+    tiebreak = np.random.default_rng(seed).permutation(n)
+    order = np.lexsort((tiebreak, distances, labels))
+    rank = np.empty(n, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    ends = np.r_[starts[1:], n]
+    for a, b in zip(starts, ends):
+        members = order[a:b]  # this cluster, nearest first
+        m = members.size
+        if spread_bins <= 1 or m <= spread_bins:
+            rank[members] = np.arange(m)
+            continue
+        position = np.arange(m)
+        bin_of = position * spread_bins // m
+        within = position - np.searchsorted(bin_of, bin_of)
+        rank[members[np.lexsort((bin_of, within))]] = np.arange(m)
+    return rank
+
+
+@dataclass
+class Selection:
+    """The outcome of selection: which tiles are kept, their in-cluster rank and the quotas."""
+
+    kept: np.ndarray
+    rank: np.ndarray
+    clusters: np.ndarray
+    sizes: np.ndarray
+    quotas: np.ndarray
+
+
+def select_tiles(
+    labels: np.ndarray,
+    distances: np.ndarray,
+    budget: int,
+    uniformity: float = 1.0,
+    spread_bins: int = 1,
+    seed: int = 0,
+) -> Selection:
+    """Keep exactly ``min(budget, n)`` tiles: per-cluster quotas, then centroid-first picks.
+
+    ``labels`` are cluster ids, ``distances`` each tile's distance to its centroid. The same
+    inputs and seed always give the same selection.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != np.shape(distances):
+        raise InputError("labels and distances must have the same length")
+    if budget < 0:
+        raise InputError(f"budget {budget}: must be non-negative")
+    clusters, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    quotas = blended_quotas(sizes, budget, uniformity, seed)
+    rank = centroid_first_order(inverse, distances, spread_bins, seed)
+    kept = rank < quotas[inverse]
+    return Selection(kept=kept, rank=rank, clusters=clusters, sizes=sizes, quotas=quotas)
