@@ -27,6 +27,8 @@ test: env
 
 bench: env
 	$(BIN)/python benchmarks/bench_stage1.py
+	$(BIN)/python benchmarks/bench_selection.py
+	$(BIN)/python benchmarks/bench_encoders.py
 
 clean:
 	rm -rf demo-output .pytest_cache build *.egg-info

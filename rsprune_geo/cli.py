@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .errors import RsPruneError
+from .features import DEFAULT_ENCODER, ENCODERS
 from .pipeline import RunConfig, run as run_pipeline
 
 
@@ -65,6 +66,25 @@ def run_options(func):
                      help="Stretch non-uint8 rasters to grey levels per source, or once for the run."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed, recorded in the output."),
         click.option("--allow-no-crs", is_flag=True, help="Accept rasters without a CRS (footprints in pixel coordinates)."),
+        click.option("--chips", is_flag=True, help="Inputs are image chips (PNG/JPEG/TIFF, folders too): one tile per file."),
+        click.option("--prior-bank", multiple=True, type=click.Path(exists=True, file_okay=False),
+                     help="Labelled scene dataset, ROOT/<class>/<images> (repeatable); enables stage 2."),
+        click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
+                     help="Scene encoder (`rsprune encoders` lists them)."),
+        click.option("--weights", default=None, help="Local weights file (or folder, for git-rsclip) for the encoder."),
+        click.option("--k-per-class", type=int, default=4, show_default=True, help="Scene centroids per prior-bank class."),
+        click.option("--k", type=int, default=None, help="Total number of centroids, split over classes (overrides --k-per-class)."),
+        click.option("--clustering", type=click.Choice(["prior", "self"]), default="prior", show_default=True,
+                     help="Assign tiles to the prior bank's centroids, or k-means on the tiles (baseline)."),
+        click.option("--uniformity", type=float, default=1.0, show_default=True,
+                     help="Cluster quotas: 1 = equal (water-filling), 0 = proportional to cluster size."),
+        click.option("--spread", type=int, default=1, show_default=True,
+                     help="Spread picks over this many distance bins per cluster (1 = centroid-first)."),
+        click.option("--dedup", type=float, default=None, help="Drop near-duplicates: cosine threshold, e.g. 0.97."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Embedding and centroid cache (default ~/.cache/rsprune_geo)."),
+        click.option("--device", default=None, help="Torch device for the encoder (default: cuda if present, else cpu)."),
+        click.option("--evaluate", is_flag=True, help="Also embed every tile and compare RS-Prune with baselines."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -87,10 +107,73 @@ def main(debug: bool) -> None:
 @_fail_cleanly
 def run(inputs, output, overwrite, quiet, **options) -> None:
     """Tile INPUTS (rasters, globs or folders), score and select tiles, write a GeoPackage."""
+    options["prior_bank"] = tuple(options["prior_bank"])
+    if options["k"] is not None:
+        options["k_per_class"] = None
     config = RunConfig(**options)
     result = run_pipeline(list(inputs), output, config, overwrite=overwrite, progress=not quiet)
     if not quiet:
         click.echo(result.summary())
+
+
+@main.command()
+@click.argument("run_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the new selection here (default: replace RUN_FILE, needs --overwrite).")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.option("--keep", type=float, required=True, help="Fraction of all tiles to keep.")
+@click.option("--uniformity", type=float, default=None, help="Quota blend (default: the run's).")
+@click.option("--spread", type=int, default=None, help="Distance bins per cluster (default: the run's).")
+@click.option("--seed", type=int, default=None, help="Seed (default: the run's).")
+@_fail_cleanly
+def select(run_file, output, overwrite, keep, uniformity, spread, seed) -> None:
+    """Re-select tiles of a finished stage-2 run with another keep ratio, without encoding."""
+    from .reselect import reselect
+
+    result = reselect(run_file, output, keep, uniformity, spread, seed, overwrite)
+    click.echo(result.summary())
+
+
+@main.command()
+@_fail_cleanly
+def encoders() -> None:
+    """List the scene encoders."""
+    for name, (description, needs_bank) in ENCODERS.items():
+        mark = " (default)" if name == DEFAULT_ENCODER else ""
+        click.echo(f"{name:<20} {description}{mark}")
+    try:
+        from .features.torchgeo_weights import torchgeo_weight_names
+
+        names = torchgeo_weight_names()
+        click.echo(f"\n3-band torchgeo weights ({len(names)}):")
+        for name in names:
+            click.echo(f"  {name}")
+    except ImportError:  # pragma: no cover
+        click.echo("(torchgeo is not installed)")
+
+
+@main.command()
+@click.argument("run_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Also write the evaluated run (tiles of every scene, evaluation table) here.")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@_fail_cleanly
+def evaluate(run_file, output, overwrite) -> None:
+    """Compare a stage-2 run with random, entropy-only, self-clustering and proportional quotas.
+
+    Reruns RUN_FILE's inputs and parameters with every tile embedded (cached embeddings are
+    reused) and prints the metrics table.
+    """
+    from .outputs import read_run
+
+    _, record = read_run(run_file)
+    if not record.get("stage2"):
+        raise RsPruneError(f"{run_file}: not a stage-2 run (it was made without --prior-bank)")
+    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in record["parameters"].items()}
+    config = RunConfig(**{**params, "evaluate": True})
+    inputs = [item["path"] for item in record["inputs"]]
+    result = run_pipeline(inputs, output, config, overwrite=overwrite)
+    click.echo(result.summary())
 
 
 @main.command()
@@ -100,21 +183,28 @@ def run(inputs, output, overwrite, quiet, **options) -> None:
 @click.option("--regenerate", is_flag=True, help="Regenerate the mosaic even if it exists.")
 @_fail_cleanly
 def demo(out_dir: str, size: int, regenerate: bool) -> None:
-    """Generate the demo mosaic, run the pipeline on it and draw the map."""
-    from .demo import DemoSpec, write_demo_mosaic
+    """Generate the demo mosaic and prior bank, run both stages, evaluate, draw the map."""
+    from .demo import DemoSpec, write_demo_mosaic, write_prior_bank
     from .outputs import plot_map
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mosaic = out / "demo-mosaic.tif"
+    bank = out / "prior-bank"
     if regenerate or not mosaic.exists():
         click.echo(f"generating the demo mosaic ({size}x{size} px, 10 m, UTM 33N) ...")
         write_demo_mosaic(mosaic, DemoSpec(size=size))
-    result = run_pipeline([str(mosaic)], out / "demo.gpkg", RunConfig(), overwrite=True)
+    if regenerate or not bank.exists():
+        click.echo("generating the demo prior bank (6 land-cover scenes x 12 chips) ...")
+        write_prior_bank(bank)
+    config = RunConfig(keep=0.15, stage1_keep=0.30, prior_bank=(str(bank),), evaluate=True,
+                       cache_dir=str(out / "cache"))
+    result = run_pipeline([str(mosaic)], out / "demo.gpkg", config, overwrite=True)
     map_png = plot_map(result.tiles, [str(mosaic)], out / "demo-map.png",
-                       title="rsprune demo: tiles by status")
+                       title="rsprune demo: tiles by status (keep 15%)")
     click.echo(result.summary())
     click.echo(f"mosaic:     {mosaic}")
+    click.echo(f"prior bank: {bank}")
     click.echo(f"geopackage: {result.output}")
     click.echo(f"map:        {map_png}")
 

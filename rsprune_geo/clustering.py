@@ -133,3 +133,47 @@ def assign_to_centroids(
         ids[start : start + batch.shape[0]] = nearest[:, 0]
         dist[start : start + batch.shape[0]] = 1.0 - sim[:, 0]
     return ids, dist
+
+
+def self_clusters(
+    embeddings: np.ndarray,
+    scene_centroids: SceneCentroids,
+    k: int,
+    sample_size: int = 100_000,
+    seed: int = 0,
+    niter: int = 25,
+) -> tuple[SceneCentroids, np.ndarray, np.ndarray]:
+    """The costlier alternative the paper argues against: k-means on the tiles themselves.
+
+    k-means (spherical, faiss) is trained on a sample stratified by each tile's nearest scene
+    centroid (equal numbers per scene), then every tile is assigned. Each cluster is labelled
+    with the scene of the prior centroid nearest to it. Returns (centroids, ids, distances).
+    """
+    import faiss
+
+    x = normalise(embeddings)
+    n = x.shape[0]
+    k = int(min(k, n))
+    if k < 1:
+        raise InputError("self-clustering needs at least one tile")
+    scene_ids, _ = assign_to_centroids(x, scene_centroids)
+    scenes = scene_centroids.labels[scene_ids]
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(scenes == s) for s in np.unique(scenes)]
+    per_scene = max(1, sample_size // max(1, len(groups)))
+    sample = np.sort(np.concatenate([g if g.size <= per_scene else rng.choice(g, per_scene, replace=False)
+                                     for g in groups]))
+    if sample.size < k:
+        sample = np.arange(n)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True,
+                      min_points_per_centroid=1, max_points_per_centroid=1 << 30)
+    km.train(x[sample])
+    vectors = normalise(km.centroids)
+    nearest_scene, _ = assign_to_centroids(vectors, scene_centroids)
+    labels = scene_centroids.labels[nearest_scene]
+    ids, dist = assign_to_centroids(x, vectors)
+    members = np.bincount(ids, minlength=k)
+    agree = np.bincount(ids[labels[ids] == scenes], minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        purity = np.where(members > 0, agree / np.maximum(members, 1), np.nan)
+    return SceneCentroids(vectors, labels, purity, members), ids, dist

@@ -86,8 +86,56 @@ def render_mosaic(spec: DemoSpec = DemoSpec()) -> np.ndarray:
     """The demo mosaic as a (3, size, size) uint8 array, 0 = nodata collar."""
     rng = np.random.default_rng(spec.seed)
     shape = (spec.size, spec.size)
-    h, w = shape
     cover = land_cover_map(shape, rng)
+    img = _texture(cover, rng, spec.seed)
+
+    # Clouds: soft white patches.
+    cloud_field = fractal_noise(shape, (512, 160, 48), rng)
+    threshold = np.quantile(cloud_field[::8, ::8], 1 - spec.cloud_cover)
+    opacity = np.clip((cloud_field - threshold) / 0.05, 0, 1)
+    img = img * (1 - opacity) + 245 * opacity
+    mosaic = np.clip(np.rint(img), 1, 255).astype(np.uint8)
+
+    # Nodata collar: the valid area is a rotated square, like a Landsat scene in its grid.
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta = np.deg2rad(spec.collar_angle_deg)
+    cy, cx = h / 2, w / 2
+    u = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
+    v = -(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)
+    half = 0.43 * min(h, w)
+    mosaic[:, (np.abs(u) > half) | (np.abs(v) > half)] = 0
+    return mosaic
+
+
+def render_scene(scene: str, size: int = 256, seed: int = 0) -> np.ndarray:
+    """One (size, size, 3) uint8 chip of a single land-cover class, textured like the mosaic."""
+    names = list(LAND_COVER)
+    if scene not in names:
+        raise ValueError(f"unknown scene {scene!r}; one of {names}")
+    rng = np.random.default_rng(seed)
+    cover = np.full((size, size), names.index(scene), dtype=np.uint8)
+    img = _texture(cover, rng, seed)
+    return np.clip(np.rint(img), 1, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def write_prior_bank(folder: str | os.PathLike, per_class: int = 12, size: int = 256, seed: int = 7) -> Path:
+    """A small labelled prior bank of the demo's land-cover scenes, ``folder/<scene>/*.png``."""
+    from PIL import Image
+
+    root = Path(folder)
+    for k, scene in enumerate(LAND_COVER):
+        (root / scene).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            chip = render_scene(scene, size, seed * 1000 + k * 100 + i)
+            Image.fromarray(chip).save(root / scene / f"{scene}{i:02d}.png")
+    return root
+
+
+def _texture(cover: np.ndarray, rng: np.random.Generator, seed: int) -> np.ndarray:
+    """(3, H, W) float32 colours and textures for a land-cover map (no clouds, no collar)."""
+    shape = cover.shape
+    h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     fine = rng.normal(0, 1, shape).astype(np.float32)
     medium = fractal_noise(shape, (48, 16, 6), rng) - 0.5
@@ -105,7 +153,7 @@ def render_mosaic(spec: DemoSpec = DemoSpec()) -> np.ndarray:
         [[96, 140, 56], [170, 168, 84], [196, 180, 120], [120, 96, 66], [80, 126, 60], [150, 150, 70]],
         dtype=np.float32,
     )
-    prng = np.random.default_rng(spec.seed + 1)
+    prng = np.random.default_rng(seed + 1)
     crop = prng.integers(0, len(palette), 4093)[parcel]
     angle = prng.uniform(0, np.pi, 4093).astype(np.float32)[parcel]
     period = prng.uniform(6, 14, 4093).astype(np.float32)[parcel]
@@ -141,24 +189,7 @@ def render_mosaic(spec: DemoSpec = DemoSpec()) -> np.ndarray:
     is_water = cover == 0
     for band in range(3):
         img[band][is_water] *= 1 + 0.02 * medium[is_water]
-
-    # Clouds: soft white patches.
-    cloud_field = fractal_noise(shape, (512, 160, 48), rng)
-    threshold = np.quantile(cloud_field[:: 8, :: 8], 1 - spec.cloud_cover)
-    opacity = np.clip((cloud_field - threshold) / 0.05, 0, 1)
-    img = img * (1 - opacity) + 245 * opacity
-
-    mosaic = np.clip(np.rint(img), 1, 255).astype(np.uint8)
-
-    # Nodata collar: the valid area is a rotated square, like a Landsat scene in its grid.
-    theta = np.deg2rad(spec.collar_angle_deg)
-    cy, cx = h / 2, w / 2
-    u = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
-    v = -(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)
-    half = 0.43 * min(h, w)
-    collar = (np.abs(u) > half) | (np.abs(v) > half)
-    mosaic[:, collar] = 0
-    return mosaic
+    return img
 
 
 def write_demo_mosaic(path: str | os.PathLike, spec: DemoSpec = DemoSpec()) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -91,14 +92,14 @@ def write_geopackage(
     os.close(fd)
     os.unlink(tmp_name)  # GDAL must create the file itself
     try:
-        pyogrio.write_dataframe(
+        _write_layer(
             tiles, tmp_name, layer="tiles", driver="GPKG",
             dataset_options={"VERSION": GPKG_VERSION},
             layer_options={"SPATIAL_INDEX": "YES"},
         )
-        pyogrio.write_dataframe(runs, tmp_name, layer="runs", driver="GPKG")
+        _write_layer(runs, tmp_name, layer="runs", driver="GPKG")
         for name, frame in (extra_layers or {}).items():
-            pyogrio.write_dataframe(frame, tmp_name, layer=name, driver="GPKG")
+            _write_layer(frame, tmp_name, layer=name, driver="GPKG")
         styles = pd.DataFrame(
             {
                 "f_table_catalog": [""],
@@ -115,7 +116,7 @@ def write_geopackage(
                 "update_time": [pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%S")],
             }
         )
-        pyogrio.write_dataframe(styles, tmp_name, layer="layer_styles", driver="GPKG")
+        _write_layer(styles, tmp_name, layer="layer_styles", driver="GPKG")
         os.replace(tmp_name, out)
     except OSError as exc:
         raise OutputError(f"{out}: cannot write the GeoPackage ({exc.strerror or exc})") from None
@@ -127,6 +128,13 @@ def write_geopackage(
             if os.path.exists(leftover):
                 os.unlink(leftover)
     return out
+
+
+def _write_layer(frame, path, **kwargs) -> None:
+    """pyogrio's write, quiet about the missing CRS of chips in pixel coordinates."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+        pyogrio.write_dataframe(frame, path, **kwargs)
 
 
 def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, dict]:

@@ -16,6 +16,7 @@ import pandas as pd
 from rasterio.crs import CRS
 
 from .errors import InputError
+from .features import DEFAULT_ENCODER
 from .information import (
     STATUS_KEPT,
     apply_information_filter,
@@ -25,10 +26,12 @@ from .information import (
 )
 from .outputs import check_output_path, write_geopackage
 from .sources import RasterSource, open_sources, parse_bands
-from .tiling import EDGE_MODES, make_tiles, read_aoi
+from .tiling import EDGE_MODES, clip_to_aoi, make_tiles, read_aoi, whole_tile
 
 #: How non-uint8 values are scaled to grey levels: per source, or one scaling for the run.
 SCALING_SCOPES = ("source", "run")
+#: Stage-2 clustering: assign tiles to the prior bank's centroids, or k-means on the tiles.
+CLUSTERING_MODES = ("prior", "self")
 
 
 @dataclass
@@ -57,6 +60,20 @@ class RunConfig:
     percentiles: tuple[float, float] = (2.0, 98.0)
     group_px: int = 2048
     scheduler: str | None = "threads"
+    chips: bool = False
+    # stage 2
+    prior_bank: tuple[str, ...] = ()
+    encoder: str = DEFAULT_ENCODER
+    weights: str | None = None
+    k_per_class: int | None = 4
+    k: int | None = None
+    clustering: str = "prior"
+    uniformity: float = 1.0
+    spread: int = 1
+    dedup: float | None = None
+    cache_dir: str | None = None
+    device: str | None = None
+    evaluate: bool = False
 
     def validate(self) -> None:
         """Raise :class:`InputError` for a parameter out of range."""
@@ -83,6 +100,28 @@ class RunConfig:
             self.bands = parse_bands(self.bands)
         if self.out_crs is not None:
             resolve_crs(self.out_crs)
+        if isinstance(self.prior_bank, (str, Path)):
+            self.prior_bank = (str(self.prior_bank),)
+        self.prior_bank = tuple(str(p) for p in self.prior_bank)
+        if self.clustering not in CLUSTERING_MODES:
+            raise InputError(f"--clustering {self.clustering}: use one of {', '.join(CLUSTERING_MODES)}")
+        if not 0 <= self.uniformity <= 1:
+            raise InputError(f"--uniformity {self.uniformity}: must be in [0, 1]")
+        if self.k is not None and self.k < 1:
+            raise InputError(f"--k {self.k}: must be at least 1")
+        if self.k_per_class is not None and self.k_per_class < 1:
+            raise InputError(f"--k-per-class {self.k_per_class}: must be at least 1")
+        if self.dedup is not None and not 0 < self.dedup <= 1:
+            raise InputError(f"--dedup {self.dedup}: the cosine threshold must be in (0, 1]")
+        if self.spread < 1:
+            raise InputError(f"--spread {self.spread}: must be at least 1")
+        if self.evaluate and not self.prior_bank:
+            raise InputError("--evaluate compares stage-2 selections: give --prior-bank")
+
+    @property
+    def stage2(self) -> bool:
+        """Whether stage 2 decides: a prior bank is given and the keep ratio is below stage 1's."""
+        return bool(self.prior_bank) and self.effective_keep < self.stage1_keep
 
     @property
     def effective_keep(self) -> float:
@@ -98,6 +137,8 @@ class RunResult:
     record: dict
     output: Path | None = None
     timings: dict = field(default_factory=dict)
+    clusters: pd.DataFrame | None = None
+    evaluation: pd.DataFrame | None = None
 
     @property
     def kept(self) -> gpd.GeoDataFrame:
@@ -113,10 +154,17 @@ class RunResult:
             if status in counts:
                 n = int(counts[status])
                 lines.append(f"  {status:<16} {n:>8}  {100 * n / total:5.1f}%")
-        t = self.timings
-        lines.append(
-            "timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
-        )
+        if self.timings:
+            lines.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()))
+        if self.record.get("stage2"):
+            st2 = self.record["stage2"]
+            lines.append(
+                f"stage 2: encoder {st2['encoder']}, {st2['n_centroids']} centroids over "
+                f"{st2['n_classes']} scenes, {st2['clustering']} clustering, budget {st2['budget']}"
+            )
+        if self.evaluation is not None:
+            lines.append("evaluation (higher is better, except frechet and junk_kept):")
+            lines.append(self.evaluation.to_string(float_format=lambda v: f"{v:.3f}"))
         if self.output:
             lines.append(f"output: {self.output}")
         return "\n".join(lines)
@@ -166,6 +214,9 @@ def build_tiles(sources: Sequence[RasterSource], config: RunConfig) -> list[gpd.
     aoi = read_aoi(config.aoi) if config.aoi else None
     if aoi is not None and any(s.crs is None for s in sources):
         raise InputError("--aoi needs georeferenced rasters (the inputs have no CRS)")
+    if config.chips:
+        tiles = [whole_tile(s) for s in sources]
+        return [clip_to_aoi(t, aoi) if aoi is not None else t for t in tiles]
     return [make_tiles(s, config.tile_size, config.stride, config.edge, aoi) for s in sources]
 
 
@@ -194,7 +245,7 @@ def run(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    sources = open_sources(inputs, config.bands, config.allow_no_crs)
+    sources = open_sources(inputs, config.bands, config.allow_no_crs, config.chips)
     crs = output_crs(sources, config.out_crs)
     if crs is not None and any(s.crs is None for s in sources):
         raise InputError("--out-crs needs georeferenced rasters (the inputs have no CRS)")
@@ -215,16 +266,31 @@ def run(
     timings["stage1_scoring"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    keep_count = round(config.effective_keep * n_tiles)
-    decisions = apply_information_filter(stats, config.max_nodata, config.entropy_min, keep_count)
+    stage1_fraction = config.stage1_keep if config.stage2 else config.effective_keep
+    decisions = apply_information_filter(
+        stats, config.max_nodata, config.entropy_min, round(stage1_fraction * n_tiles)
+    )
     tiles = _assemble(per_source, stats, decisions, crs)
     timings["stage1_filter"] = time.perf_counter() - t0
 
+    clusters = evaluation = None
+    stage2_record = None
+    if config.stage2:
+        from .stage2 import run_stage2
+
+        outcome = run_stage2(tiles, sources, scalings, config, round(config.effective_keep * n_tiles),
+                             timings, progress)
+        tiles, clusters, evaluation, stage2_record = outcome
     record = run_record(sources, scalings, config, crs, timings, tiles)
-    result = RunResult(tiles=tiles, record=record, timings=timings)
+    record["stage2"] = stage2_record
+    result = RunResult(tiles=tiles, record=record, timings=timings, clusters=clusters,
+                       evaluation=evaluation)
     if output is not None:
         t0 = time.perf_counter()
-        result.output = write_geopackage(output, tiles, runs_table(record), overwrite=overwrite)
+        extra = {"clusters": clusters} if clusters is not None else {}
+        if evaluation is not None:
+            extra["evaluation"] = evaluation.reset_index()
+        result.output = write_geopackage(output, tiles, runs_table(record), extra, overwrite=overwrite)
         timings["write"] = time.perf_counter() - t0
         record["timings"] = dict(timings)
     return result

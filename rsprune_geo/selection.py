@@ -147,3 +147,33 @@ def select_tiles(
     rank = centroid_first_order(inverse, distances, spread_bins, seed)
     kept = rank < quotas[inverse]
     return Selection(kept=kept, rank=rank, clusters=clusters, sizes=sizes, quotas=quotas)
+
+
+def find_duplicates(
+    embeddings: np.ndarray, labels: np.ndarray, rank: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Near-duplicates inside each cluster: walking the cluster in rank order, a tile whose
+    cosine similarity to an earlier non-duplicate tile is ``>= threshold`` is a duplicate.
+
+    The centroid-first tile of every cluster is never a duplicate. Cost grows with cluster
+    size times the number of distinct tiles kept in it.
+    """
+    if not 0 < threshold <= 1:
+        raise InputError(f"--dedup {threshold}: the cosine threshold must be in (0, 1]")
+    x = np.asarray(embeddings, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = x / np.where(norms > 0, norms, 1)
+    duplicate = np.zeros(len(x), dtype=bool)
+    labels = np.asarray(labels)
+    for cluster in np.unique(labels):
+        members = np.flatnonzero(labels == cluster)
+        members = members[np.argsort(rank[members], kind="stable")]
+        accepted = np.empty((members.size, x.shape[1]), dtype=np.float32)
+        count = 0
+        for m in members:
+            if count and float((accepted[:count] @ x[m]).max()) >= threshold:
+                duplicate[m] = True
+                continue
+            accepted[count] = x[m]
+            count += 1
+    return duplicate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -13,7 +14,7 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from .errors import InputError
@@ -62,6 +63,10 @@ class RasterSource:
 
     def open(self) -> rasterio.io.DatasetReader:
         """Open the raster for reading (the caller closes it)."""
+        if self.crs is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return rasterio.open(self.path)
         return rasterio.open(self.path)
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
@@ -69,11 +74,15 @@ class RasterSource:
         return rasterio.windows.bounds(window, self.transform)
 
 
-def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
+CHIP_SUFFIXES = RASTER_SUFFIXES + (".png", ".jpg", ".jpeg")
+
+
+def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES) -> list[str]:
     """Expand globs and folders into a sorted, de-duplicated list of raster paths.
 
-    A folder contributes its ``*.tif``, ``*.tiff``, ``*.vrt`` and ``*.jp2`` files; GDAL
-    virtual paths (``/vsicurl/...``) pass through unchanged.
+    A folder contributes its files with one of ``suffixes`` (rasters by default; chip folders
+    add PNG and JPEG); GDAL virtual paths (``/vsicurl/...``) pass through unchanged.
     """
     paths: list[str] = []
     for item in inputs:
@@ -86,13 +95,9 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
                 raise InputError(f"{text}: the pattern matches no file")
             paths.extend(matches)
         elif os.path.isdir(text):
-            found = sorted(
-                str(p)
-                for p in Path(text).iterdir()
-                if p.suffix.lower() in {".tif", ".tiff", ".vrt", ".jp2"}
-            )
+            found = sorted(str(p) for p in Path(text).iterdir() if p.suffix.lower() in suffixes)
             if not found:
-                raise InputError(f"{text}: the folder holds no .tif, .tiff, .vrt or .jp2 file")
+                raise InputError(f"{text}: the folder holds no {', '.join(suffixes)} file")
             paths.extend(found)
         else:
             if not os.path.exists(text):
@@ -170,7 +175,11 @@ def open_source(
 ) -> RasterSource:
     """Open one raster and describe it; raise :class:`InputError` with a clear line if unusable."""
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            if allow_no_crs:  # expected for chips and pixel-coordinate rasters
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             if src.count < 1:
                 raise InputError(f"{path}: the file holds no raster band")
             dtype = src.dtypes[0]
@@ -228,9 +237,14 @@ def open_sources(
     inputs: Iterable[str | os.PathLike],
     bands: Sequence[int] | None = None,
     allow_no_crs: bool = False,
+    chips: bool = False,
 ) -> list[RasterSource]:
-    """Expand ``inputs`` (paths, globs, folders) and open each raster as a :class:`RasterSource`."""
-    sources = [open_source(p, bands, allow_no_crs) for p in expand_paths(inputs)]
+    """Expand ``inputs`` (paths, globs, folders) and open each raster as a :class:`RasterSource`.
+
+    ``chips``: inputs are image chips (folders of PNG/JPEG/TIFF too), which need no CRS.
+    """
+    paths = expand_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES)
+    sources = [open_source(p, bands, allow_no_crs or chips) for p in paths]
     with_crs = [s for s in sources if s.crs is not None]
     if with_crs and len(with_crs) != len(sources):
         missing = next(s for s in sources if s.crs is None)

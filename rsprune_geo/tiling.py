@@ -39,6 +39,24 @@ def tile_id(source: RasterSource, row_off: int, col_off: int, tile_size: int) ->
     return f"{source.key}-r{row_off}-c{col_off}-{tile_size}"
 
 
+def whole_tile(source: RasterSource) -> gpd.GeoDataFrame:
+    """One tile covering the whole raster (an image chip), whatever its size."""
+    row, col = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    size = source.width if source.width == source.height else f"{source.width}x{source.height}"
+    return gpd.GeoDataFrame(
+        {
+            "tile_id": [f"{source.key}-r0-c0-{size}"],
+            "source": source.path,
+            "row_off": row,
+            "col_off": col,
+            "width": np.array([source.width], dtype=np.int64),
+            "height": np.array([source.height], dtype=np.int64),
+        },
+        geometry=window_polygons(source, row, col, source.width, source.height),
+        crs=source.crs,
+    )
+
+
 def make_tiles(
     source: RasterSource,
     tile_size: int = 256,

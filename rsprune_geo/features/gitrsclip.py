@@ -1,0 +1,72 @@
+"""Git-RSCLIP (the paper's encoder: SigLIP trained on Git-10M) through Hugging Face transformers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import InputError
+from .base import Encoder, torch_device
+
+#: Hugging Face repositories of the two Git-RSCLIP sizes.
+GIT_RSCLIP_REPOS = {"git-rsclip": "lcybuaa/Git-RSCLIP", "git-rsclip-base": "lcybuaa/Git-RSCLIP-base"}
+
+
+def hf_cache_dir(repo: str) -> str:
+    """Where the Hugging Face hub cache keeps ``repo``."""
+    home = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub"
+    )
+    return os.path.join(home, "models--" + repo.replace("/", "--"))
+
+
+class GitRSCLIPEncoder(Encoder):
+    """Git-RSCLIP image features (``get_image_features``), 256² input, mean/std 0.5.
+
+    Loads offline only: from the local Hugging Face cache, or from ``weights`` (a folder
+    holding ``config.json`` and the weights, as ``save_pretrained`` writes it).
+    """
+
+    input_size = 256
+
+    def __init__(self, name: str = "git-rsclip", weights: str | None = None, device: str | None = None):
+        import torch
+        from transformers import AutoModel
+
+        repo = GIT_RSCLIP_REPOS[name]
+        self.name = name
+        location = weights or repo
+        try:
+            model = AutoModel.from_pretrained(location, local_files_only=True)
+        except OSError:
+            where = weights or hf_cache_dir(repo)
+            raise InputError(
+                f"{name} weights not found at {where}; on a connected machine run "
+                f"`huggingface-cli download {repo}` and copy the cache there, or pass --weights DIR"
+            ) from None
+        if not hasattr(model, "get_image_features"):
+            raise InputError(f"{location}: not a SigLIP/CLIP model (no image tower)")
+        self.device = torch_device(device)
+        self.model = model.eval().to(self.device)
+        vision = getattr(model.config, "vision_config", model.config)
+        self.input_size = int(getattr(vision, "image_size", 256))
+        with torch.inference_mode():
+            probe = self._features(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
+        self.dim = int(probe.shape[1])
+        self._digest = str(getattr(model.config, "_commit_hash", None) or abs(hash(location)) % 10**12)
+
+    def _state_digest(self) -> str:
+        return self._digest
+
+    def _features(self, pixels):
+        out = self.model.get_image_features(pixel_values=pixels)
+        return out if hasattr(out, "shape") else out.pooler_output
+
+    def _embed(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float()
+        x = (x / 255.0 - 0.5) / 0.5
+        with torch.inference_mode():
+            return self._features(x).cpu().numpy()

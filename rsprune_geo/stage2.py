@@ -1,0 +1,186 @@
+"""Stage 2 as one step of a run: embed, anchor on the prior bank, cluster, select."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from .clustering import SceneCentroids, assign_to_centroids, fit_scene_centroids, self_clusters
+from .features import encoder_input_size, get_encoder
+from .features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
+from .features.extract import embed_tiles
+from .information import STATUS_KEPT
+from .priorbank import PriorBank, find_prior_bank, load_images
+from .selection import find_duplicates, select_tiles
+
+STATUS_NOT_SELECTED = "not_selected"
+STATUS_DUPLICATE = "duplicate"
+
+#: Prior-bank images used to draw empirical RCF filters (a seeded sample).
+RCF_FIT_IMAGES = 1000
+
+
+def embed_bank(bank: PriorBank, encoder, cache_root: Path, progress: bool = True) -> np.ndarray:
+    """The prior bank's embeddings, cached per encoder and bank fingerprint."""
+    from tqdm.auto import tqdm
+
+    path = cache_root / "banks" / encoder.cache_key / f"{bank.fingerprint}.npz"
+    cached = load_npz(path) if path.exists() else None
+    if cached is not None and cached["vectors"].shape == (len(bank), encoder.dim):
+        return cached["vectors"]
+    vectors = np.zeros((len(bank), encoder.dim), dtype=np.float32)
+    step = max(encoder.batch_size, 32)
+    for start in tqdm(range(0, len(bank), step), desc=f"prior bank ({encoder.name})", unit="batch",
+                      disable=not progress, leave=False):
+        images = load_images(bank.paths[start : start + step], encoder.input_size)
+        vectors[start : start + len(images)] = encoder.encode(images)
+    atomic_save_npz(path, vectors=vectors)
+    return vectors
+
+
+def bank_centroids(bank: PriorBank, encoder, config, cache_root: Path, progress: bool = True) -> SceneCentroids:
+    """Scene centroids of the bank for this encoder and K, saved so many runs share them."""
+    key = f"{bank.fingerprint}-kpc{config.k_per_class}-k{config.k}-s{config.seed}"
+    path = cache_root / "centroids" / encoder.cache_key / f"{key}.npz"
+    if path.exists():
+        try:
+            return SceneCentroids.load(path)
+        except Exception:
+            path.unlink(missing_ok=True)
+    vectors = embed_bank(bank, encoder, cache_root, progress)
+    centroids = fit_scene_centroids(vectors, bank.labels, k_per_class=config.k_per_class, k=config.k,
+                                    seed=config.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    centroids.save(path)
+    return centroids
+
+
+def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, timings: dict,
+               progress: bool = True):
+    """Stage 2 on the tiles stage 1 kept: returns (tiles, clusters table, evaluation, record)."""
+    t0 = time.perf_counter()
+    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    bank = find_prior_bank(config.prior_bank)
+    fit_images = None
+    if config.encoder == "rcf-empirical":
+        rng = np.random.default_rng(config.seed)
+        pick = np.sort(rng.choice(len(bank), min(RCF_FIT_IMAGES, len(bank)), replace=False))
+        fit_images = load_images([bank.paths[i] for i in pick], encoder_input_size(config.encoder))
+    encoder = get_encoder(config.encoder, config.weights, fit_images, config.seed, config.device)
+    centroids = bank_centroids(bank, encoder, config, cache_root, progress)
+    timings["stage2_prior_bank"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    survivors = (tiles["status"] == STATUS_KEPT).to_numpy()
+    embed_mask = np.ones(len(tiles), dtype=bool) if config.evaluate else survivors
+    by_path = {s.path: s for s in sources}
+    scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
+    cache = EmbeddingCache(cache_root, encoder.cache_key)
+    embedded = np.flatnonzero(embed_mask)
+    vectors = embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, progress)
+    embeddings = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
+    embeddings[embedded] = vectors
+    timings["stage2_encoding"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    cand = np.flatnonzero(survivors)
+    if config.clustering == "self":
+        clusters_used, ids, dist = self_clusters(embeddings[cand], centroids, k=len(centroids), seed=config.seed)
+    else:
+        clusters_used = centroids
+        ids, dist = assign_to_centroids(embeddings[cand], centroids)
+    duplicate = np.zeros(cand.size, dtype=bool)
+    if config.dedup is not None:
+        from .selection import centroid_first_order
+
+        order = centroid_first_order(ids, dist, config.spread, config.seed)
+        duplicate = find_duplicates(embeddings[cand], ids, order, config.dedup)
+    fresh = np.flatnonzero(~duplicate)
+    selection = select_tiles(ids[fresh], dist[fresh], budget, config.uniformity, config.spread, config.seed)
+
+    out = tiles.copy()
+    cluster_col = np.full(len(tiles), -1, dtype=np.int64)
+    scene_col = np.full(len(tiles), "", dtype=object)
+    dist_col = np.full(len(tiles), np.nan)
+    rank_col = np.full(len(tiles), -1, dtype=np.int64)
+    if config.evaluate:  # every tile has an embedding: give each its nearest scene
+        all_ids, all_dist = assign_to_centroids(embeddings, clusters_used)
+        cluster_col[:], dist_col[:] = all_ids, all_dist
+        scene_col[:] = clusters_used.labels[all_ids]
+    cluster_col[cand], dist_col[cand] = ids, dist
+    scene_col[cand] = clusters_used.labels[ids]
+    rank_col[cand[fresh]] = selection.rank
+    status = out["status"].to_numpy(dtype=object).copy()
+    status[cand] = STATUS_NOT_SELECTED
+    status[cand[duplicate]] = STATUS_DUPLICATE
+    status[cand[fresh[selection.kept]]] = STATUS_KEPT
+    reason = out["reason"].to_numpy(dtype=object).copy()
+    reason[cand] = ""
+    reason[cand[duplicate]] = f"near-duplicate (cosine >= {config.dedup}) of a tile nearer its centroid"
+    not_sel = cand[fresh[~selection.kept]]
+    quota_of = dict(zip(selection.clusters.tolist(), selection.quotas.tolist()))
+    reason[not_sel] = [f"beyond the quota of cluster {c} ({quota_of[c]})" for c in cluster_col[not_sel]]
+    out["cluster"] = cluster_col
+    out["scene"] = scene_col
+    out["distance"] = dist_col
+    out["cluster_rank"] = rank_col
+    out["status"] = status
+    out["reason"] = reason
+    geometry = out.pop("geometry")
+    out = gpd.GeoDataFrame(out, geometry=geometry.values, crs=tiles.crs)
+
+    k_all = len(clusters_used)
+    size = np.bincount(ids, minlength=k_all)
+    quotas = np.zeros(k_all, dtype=np.int64)
+    quotas[selection.clusters] = selection.quotas
+    clusters = pd.DataFrame({
+        "cluster": np.arange(k_all),
+        "scene": clusters_used.labels,
+        "purity": clusters_used.purity,
+        "bank_members": clusters_used.members,
+        "size": size,
+        "duplicates": np.bincount(ids[duplicate], minlength=k_all),
+        "quota": quotas,
+        "kept": np.bincount(ids[fresh[selection.kept]], minlength=k_all),
+    })
+    timings["stage2_selection"] = time.perf_counter() - t0
+
+    evaluation = None
+    if config.evaluate:
+        from .evaluation import compare_methods
+
+        t0 = time.perf_counter()
+        final_kept = (out["status"] == STATUS_KEPT).to_numpy()
+        full = (out["status"] != "nodata").to_numpy()
+        junk = (tiles["nodata_fraction"] > config.max_nodata).to_numpy()
+        evaluation = compare_methods(
+            embeddings, tiles["entropy"].to_numpy(), tiles["entropy_rank"].to_numpy(), survivors,
+            centroids, budget, final_kept, full, junk, config.uniformity, config.seed,
+        )
+        timings["evaluation"] = time.perf_counter() - t0
+
+    record = {
+        "encoder": encoder.name,
+        "encoder_key": encoder.cache_key,
+        "weights": config.weights,
+        "prior_bank": bank.roots,
+        "prior_bank_fingerprint": bank.fingerprint,
+        "prior_bank_images": len(bank),
+        "n_classes": len(bank.classes),
+        "n_centroids": len(centroids),
+        "k_per_class": config.k_per_class,
+        "k": config.k,
+        "clustering": config.clustering,
+        "uniformity": config.uniformity,
+        "spread": config.spread,
+        "dedup": config.dedup,
+        "budget": int(budget),
+        "kept": int(selection.kept.sum()),
+        "cache_dir": str(cache_root),
+        "seed": config.seed,
+    }
+    return out, clusters, evaluation, record
