@@ -26,6 +26,7 @@ test: env
 	exit $$rc
 
 bench: env
+	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_stage1.py
 	$(BIN)/python benchmarks/bench_selection.py
 	$(BIN)/python benchmarks/bench_encoders.py

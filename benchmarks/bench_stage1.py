@@ -78,7 +78,7 @@ def main() -> None:
     floor = min(floor_full, floor_blocks)
     results = {}
     for scheduler in ("threads", "sync"):
-        t, runs = timed(lambda: score_tiles([source], [tiles], [scaling], scheduler=scheduler, progress=False))
+        t, _ = timed(lambda s=scheduler: score_tiles([source], [tiles], [scaling], scheduler=s, progress=False))
         results[scheduler] = t
     naive, _ = timed(lambda: naive_per_tile(mosaic, tile_size), repeats=3)
 

@@ -138,7 +138,7 @@ def select(run_file, output, overwrite, keep, uniformity, spread, seed) -> None:
 @_fail_cleanly
 def encoders() -> None:
     """List the scene encoders."""
-    for name, (description, needs_bank) in ENCODERS.items():
+    for name, (description, _needs_bank) in ENCODERS.items():
         mark = " (default)" if name == DEFAULT_ENCODER else ""
         click.echo(f"{name:<20} {description}{mark}")
     try:

@@ -1,10 +1,8 @@
 """The whole run through the Python API: GeoPackage layers, CRSs, budgets, atomic output."""
 
-import json
 import sqlite3
 
 import geopandas as gpd
-import numpy as np
 import pyogrio
 import pytest
 from rasterio.crs import CRS

@@ -160,3 +160,16 @@ def test_self_clustering_and_dedup(scenes, tmp_path):
     assert (res.tiles.status == "duplicate").sum() >= 3
     assert (res.tiles.status == "kept").sum() == round(0.15 * len(res.tiles))
     assert res.record["stage2"]["clustering"] == "self"
+
+
+def test_cli_evaluate_and_encoders(result, tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(main, ["evaluate", str(result.output)])
+    assert out.exit_code == 0, out.output
+    for method in ("random", "entropy only", "self-clustering", "proportional quotas", "rs-prune"):
+        assert method in out.output
+    listing = runner.invoke(main, ["encoders"])
+    assert "efficientnet-lite0" in listing.output and "ResNet18_Weights.SENTINEL2_RGB_MOCO" in listing.output
+    plain = rsprune_geo.run([str(result.tiles.source.iloc[0])], tmp_path / "plain.gpkg", chips=True, progress=False)
+    bad = runner.invoke(main, ["evaluate", str(plain.output)])
+    assert bad.exit_code == 1 and "not a stage-2 run" in bad.output

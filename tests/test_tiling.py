@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from rasterio.windows import Window, bounds
+from rasterio.windows import bounds
 
 from rsprune_geo.errors import InputError
 from rsprune_geo.sources import open_source

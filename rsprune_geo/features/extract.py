@@ -66,8 +66,7 @@ def embed_tiles(
 
     out = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
     todo: list[tuple[str, np.ndarray]] = []
-    for path, part in tiles.groupby("source", sort=False):
-        positions = np.flatnonzero(tiles["source"].to_numpy() == path)
+    for path, positions in tiles.groupby("source", sort=False).indices.items():
         source = sources[path]
         ids = tiles["tile_id"].to_numpy()[positions].tolist()
         if cache is not None:
