@@ -35,7 +35,7 @@ class PriorBank:
 def _class_root(root: Path) -> Path:
     """Descend single-folder wrappers (``UCMerced_LandUse/Images``) to the folder of classes."""
     current = root
-    for _ in range(4):
+    for _ in range(8):
         subdirs = [p for p in current.iterdir() if p.is_dir() and not p.name.startswith(".")]
         has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in current.iterdir() if p.is_file())
         if len(subdirs) == 1 and not has_images:
@@ -81,7 +81,12 @@ def find_prior_bank(roots: Sequence[str | os.PathLike]) -> PriorBank:
 
 
 def load_images(paths: Sequence[str], size: int) -> np.ndarray:
-    """Images as uint8 RGB resized to ``size``² (bilinear), (N, size, size, 3); any size in."""
+    """Images as uint8 RGB resized to ``size``² (bilinear), (N, size, size, 3); any size in.
+
+    PNG/JPEG/RGB TIFF through Pillow; other TIFFs (uint16, several bands, e.g. EuroSAT's
+    Sentinel-2 GeoTIFFs) through rasterio: their colour bands (else the first three; for 13-band
+    Sentinel-2, B4/B3/B2), stretched per image between the 2nd and 98th percentiles.
+    """
     from PIL import Image
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
@@ -92,6 +97,32 @@ def load_images(paths: Sequence[str], size: int) -> np.ndarray:
                 if rgb.size != (size, size):
                     rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
                 out[k] = np.asarray(rgb)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read the image ({exc})") from None
+        except OSError:
+            out[k] = _load_with_rasterio(path, size)
     return out
+
+
+def _load_with_rasterio(path: str, size: int) -> np.ndarray:
+    import rasterio
+    from rasterio.enums import ColorInterp, Resampling
+
+    try:
+        with rasterio.open(path) as src:
+            interp = list(src.colorinterp)
+            if all(c in interp for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+                bands = [interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)]
+            elif src.count == 13:
+                bands = [4, 3, 2]  # Sentinel-2 L1C band order (EuroSAT)
+            elif src.count >= 3:
+                bands = [1, 2, 3]
+            else:
+                bands = [1, 1, 1]
+            data = src.read(bands, out_shape=(3, size, size), resampling=Resampling.bilinear).astype(np.float32)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the image ({str(exc).splitlines()[0]})") from None
+    if data.max() <= 255 and data.min() >= 0 and src.dtypes[0] == "uint8":
+        scaled = data
+    else:
+        lo, hi = np.percentile(data, (2, 98))
+        scaled = (data - lo) * (255.0 / max(hi - lo, 1e-6))
+    return np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8).transpose(1, 2, 0)

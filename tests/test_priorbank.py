@@ -54,3 +54,18 @@ def test_bad_prior_banks(tmp_path):
     broken.write_bytes(b"not a png")
     with pytest.raises(InputError, match="cannot read the image"):
         load_images([str(broken)], 16)
+
+
+def test_multiband_uint16_tiffs_load_as_rgb(tmp_path, make_raster):
+    """EuroSAT-style 13-band uint16 Sentinel-2 chips, deep inside a torchgeo-style root."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "bank" / "ds" / "images" / "remote_sensing" / "otherDatasets" / "sentinel_2" / "tif"
+    for cls in ("Forest", "SeaLake"):
+        (root / cls).mkdir(parents=True)
+        data = rng.integers(500, 3000, (13, 64, 64), dtype=np.uint16)
+        path = make_raster(data, name=f"{cls}_1.tif")
+        (root / cls / f"{cls}_1.tif").write_bytes(open(path, "rb").read())
+    bank = find_prior_bank([tmp_path / "bank"])
+    assert bank.classes == ["Forest", "SeaLake"]
+    imgs = load_images(bank.paths, 32)
+    assert imgs.shape == (2, 32, 32, 3) and imgs.std() > 20
