@@ -135,6 +135,43 @@ def select(run_file, output, overwrite, keep, uniformity, spread, seed) -> None:
 
 
 @main.command()
+@click.argument("run_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@_fail_cleanly
+def report(run_file, output, overwrite) -> None:
+    """Write a self-contained HTML report of a run (plots, parameters, timings, baselines)."""
+    from .report import write_report
+
+    click.echo(f"report: {write_report(run_file, output, overwrite)}")
+
+
+@main.command()
+@click.argument("run_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--to", "to_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for training chips of the kept tiles (resumable).")
+@click.option("--format", "fmt", type=click.Choice(["tif", "png", "jpg"]), default="tif", show_default=True,
+              help="GeoTIFF chips (all bands, georeferenced) or 8-bit RGB PNG/JPEG with metadata.jsonl.")
+@click.option("--footprints", type=click.Path(dir_okay=False), default=None,
+              help="Also write the kept footprints: .gpkg, .parquet (GeoParquet), .fgb or .geojson.")
+@click.option("--status", default="kept", show_default=True, help="Which tiles to export.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing footprint file.")
+@_fail_cleanly
+def export(run_file, to_dir, fmt, footprints, status, overwrite) -> None:
+    """Export a run's kept tiles as training chips and/or footprint layers."""
+    from .export import export_chips, export_footprints
+
+    if not to_dir and not footprints:
+        raise RsPruneError("give --to DIR (chips) and/or --footprints FILE")
+    if footprints:
+        click.echo(f"footprints: {export_footprints(run_file, footprints, status, overwrite)}")
+    if to_dir:
+        done = export_chips(run_file, to_dir, fmt, status)
+        click.echo(f"chips: {done['chips']} in {done['folder']} ({done['written']} written, "
+                   f"{done['skipped']} already there)")
+
+
+@main.command()
 @_fail_cleanly
 def encoders() -> None:
     """List the scene encoders."""

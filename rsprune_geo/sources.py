@@ -79,7 +79,7 @@ CHIP_SUFFIXES = RASTER_SUFFIXES + (".png", ".jpg", ".jpeg")
 
 
 def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES) -> list[str]:
-    """Expand globs and folders into a sorted, de-duplicated list of raster paths.
+    """Expand globs and folders into a sorted, de-duplicated list of absolute raster paths.
 
     A folder contributes its files with one of ``suffixes`` (rasters by default; chip folders
     add PNG and JPEG); GDAL virtual paths (``/vsicurl/...``) pass through unchanged.
@@ -107,9 +107,9 @@ def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = 
     unique = []
     for p in paths:
         key = p if p.startswith("/vsi") else os.path.abspath(p)
-        if key not in seen:
+        if key not in seen:  # absolute, so a run's record stays valid from any folder
             seen.add(key)
-            unique.append(p)
+            unique.append(key)
     if not unique:
         raise InputError("no input raster given")
     return unique

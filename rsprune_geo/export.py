@@ -1,0 +1,177 @@
+"""Exports for data teams: training chips of the kept tiles, and footprint layers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+from rasterio.windows import Window, transform as window_transform
+
+from .errors import InputError, OutputError
+from .features.extract import to_rgb8
+from .information import STATUS_KEPT, Scaling
+from .outputs import read_run
+from .sources import open_source
+
+CHIP_FORMATS = ("tif", "png", "jpg")
+FOOTPRINT_DRIVERS = {".gpkg": "GPKG", ".parquet": "parquet", ".fgb": "FlatGeobuf",
+                     ".geojson": "GeoJSON", ".json": "GeoJSON"}
+
+
+def export_footprints(run_file: str | os.PathLike, path: str | os.PathLike, status: str | None = STATUS_KEPT,
+                      overwrite: bool = False) -> Path:
+    """Write the run's tile footprints (default: the kept ones) as GeoPackage, GeoParquet,
+    FlatGeobuf or GeoJSON, chosen by the file's extension; written atomically."""
+    out = Path(path)
+    driver = FOOTPRINT_DRIVERS.get(out.suffix.lower())
+    if driver is None:
+        raise OutputError(f"{out}: use .gpkg, .parquet, .fgb or .geojson")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: the file exists; pass --overwrite to replace it")
+    tiles, _ = read_run(run_file)
+    if status:
+        tiles = tiles[tiles["status"] == status]
+    if driver == "GeoJSON" and tiles.crs is not None and tiles.crs.to_epsg() != 4326:
+        tiles = tiles.to_crs(4326)  # RFC 7946
+    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
+    try:
+        if driver == "parquet":
+            tiles.to_parquet(tmp)
+        else:
+            layer = {"GPKG": "tiles", "FlatGeobuf": "tiles"}.get(driver)
+            tiles.to_file(tmp, driver=driver, engine="pyogrio", layer=layer)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def export_chips(
+    run_file: str | os.PathLike,
+    to: str | os.PathLike,
+    fmt: str = "tif",
+    status: str = STATUS_KEPT,
+    progress: bool = True,
+) -> dict:
+    """Write the run's kept tiles as training chips in ``to``, resumably.
+
+    ``tif``: georeferenced GeoTIFF chips of every band in the source's dtype, each with the
+    window's transform and the source CRS, so they re-open with the footprint's bounds.
+    ``png``/``jpg``: 8-bit RGB chips (the run's bands and stretch) plus ``metadata.jsonl`` that
+    the Hugging Face ``imagefolder`` loader reads (``file_name`` and the tile's attributes).
+    Both also write ``manifest.csv``. Chips already present are skipped, so an interrupted export
+    resumes; every file is written to a temporary name and renamed. Reads are windowed.
+    """
+    from tqdm.auto import tqdm
+
+    if fmt not in CHIP_FORMATS:
+        raise InputError(f"--format {fmt}: use one of {', '.join(CHIP_FORMATS)}")
+    tiles, record = read_run(run_file)
+    chosen = tiles[tiles["status"] == status]
+    if chosen.empty:
+        raise InputError(f"{run_file}: no tile has status {status!r}")
+    folder = Path(to)
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = {item["path"]: item for item in record["inputs"]}
+    params = record["parameters"]
+    rows, written, skipped = [], 0, 0
+    bar = tqdm(total=len(chosen), desc="exporting chips", unit="chip", disable=not progress, leave=False)
+    for path, part in chosen.groupby("source", sort=True):
+        if path not in inputs:
+            raise InputError(f"{run_file}: source {path} is not in the run's inputs")
+        info = inputs[path]
+        source = open_source(path, bands=tuple(info["bands"]), allow_no_crs=True)
+        if source.fingerprint != info["fingerprint"]:
+            raise InputError(f"{path}: the file changed since the run (fingerprint differs); rerun rsprune run")
+        scaling = Scaling(tuple(info["scaling"]["low"]), tuple(info["scaling"]["high"])) if info["scaling"] else Scaling()
+        with rasterio.open(path) as src:
+            for tile in part.itertuples():
+                name = f"{tile.tile_id}.{fmt}"
+                target = folder / name
+                window = Window(int(tile.col_off), int(tile.row_off), int(tile.width), int(tile.height))
+                bounds = rasterio.windows.bounds(window, src.transform)
+                rows.append({
+                    "file_name": name, "tile_id": tile.tile_id, "source": path,
+                    "row_off": int(tile.row_off), "col_off": int(tile.col_off),
+                    "width": int(tile.width), "height": int(tile.height),
+                    "bounds": list(bounds), "crs": src.crs.to_string() if src.crs else None,
+                    "scene": getattr(tile, "scene", None) or None,
+                    "cluster": int(tile.cluster) if hasattr(tile, "cluster") else None,
+                    "entropy": float(tile.entropy),
+                })
+                bar.update(1)
+                if target.exists():
+                    skipped += 1
+                    continue
+                if fmt == "tif":
+                    _write_geotiff_chip(src, window, target)
+                else:
+                    data = src.read(list(source.bands), window=window, boundless=True, fill_value=0)
+                    _write_image_chip(to_rgb8(data, scaling), target, fmt)
+                written += 1
+    bar.close()
+    _write_text(folder / "manifest.csv", _csv(rows))
+    if fmt != "tif":
+        _write_text(folder / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return {"folder": str(folder), "chips": len(rows), "written": written, "skipped": skipped,
+            "format": fmt, "tile_size": params.get("tile_size")}
+
+
+def _write_geotiff_chip(src, window: Window, target: Path) -> None:
+    data = src.read(window=window, boundless=True, fill_value=src.nodata or 0)
+    profile = {
+        "driver": "GTiff", "width": int(window.width), "height": int(window.height),
+        "count": src.count, "dtype": src.dtypes[0], "crs": src.crs,
+        "transform": window_transform(window, src.transform), "nodata": src.nodata,
+        "compress": "deflate",
+    }
+    if window.width % 16 == 0 and window.height % 16 == 0:
+        profile.update(tiled=True, blockxsize=min(256, int(window.width)), blockysize=min(256, int(window.height)))
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            dst.colorinterp = src.colorinterp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_image_chip(rgb: np.ndarray, target: Path, fmt: str) -> None:
+    from PIL import Image
+
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        Image.fromarray(rgb).save(tmp, format="PNG" if fmt == "png" else "JPEG", quality=95)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _csv(rows: list[dict]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    fields = ["file_name", "tile_id", "source", "row_off", "col_off", "width", "height",
+              "bounds", "crs", "scene", "cluster", "entropy"]
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "bounds": " ".join(f"{v:.6f}" for v in row["bounds"])})
+    return buffer.getvalue()
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,112 @@
+"""Exports (chips, footprints) and the HTML report, on real data and on the demo."""
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from click.testing import CliRunner
+from PIL import Image
+
+import rsprune_geo
+from rsprune_geo.cli import main
+from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+from rsprune_geo.errors import InputError, OutputError
+from rsprune_geo.export import export_chips, export_footprints
+from rsprune_geo.report import make_plots, write_report
+
+from .conftest import shared
+
+
+@pytest.fixture(scope="module")
+def landsat_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("landsat") / "run.gpkg"
+    return rsprune_geo.run([shared("rasterio-tests/RGB.byte.tif")], out, tile_size=128, progress=False)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    mosaic = write_demo_mosaic(root / "m.tif", DemoSpec(size=1024))
+    bank = write_prior_bank(root / "bank", per_class=4)
+    return rsprune_geo.run([str(mosaic)], root / "demo.gpkg", tile_size=128, keep=0.15,
+                           prior_bank=(str(bank),), encoder="rcf-empirical", evaluate=True,
+                           cache_dir=str(root / "cache"), progress=False)
+
+
+def test_geotiff_chips_reopen_with_the_footprint_bounds(landsat_run, tmp_path):
+    done = export_chips(landsat_run.output, tmp_path / "chips", "tif", progress=False)
+    kept = landsat_run.kept
+    assert done["chips"] == done["written"] == len(kept)
+    with rasterio.open(shared("rasterio-tests/RGB.byte.tif")) as src:
+        source_crs, count, dtype = src.crs, src.count, src.dtypes[0]
+    for tile in kept.itertuples():
+        with rasterio.open(tmp_path / "chips" / f"{tile.tile_id}.tif") as chip:
+            assert chip.bounds == pytest.approx(tile.geometry.bounds, abs=1e-6)
+            assert chip.crs == source_crs and chip.count == count and chip.dtypes[0] == dtype
+            assert (chip.width, chip.height) == (128, 128)
+            with rasterio.open(shared("rasterio-tests/RGB.byte.tif")) as src:
+                window = rasterio.windows.Window(tile.col_off, tile.row_off, 128, 128)
+                assert np.array_equal(chip.read(), src.read(window=window))
+    manifest = pd.read_csv(tmp_path / "chips" / "manifest.csv")
+    assert sorted(manifest.tile_id) == sorted(kept.tile_id)
+
+
+def test_png_chips_with_metadata_and_resume(demo_run, tmp_path):
+    folder = tmp_path / "png"
+    first = export_chips(demo_run.output, folder, "png", progress=False)
+    assert first["written"] == len(demo_run.kept) > 0
+    lines = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert {line["file_name"] for line in lines} == {p.name for p in folder.glob("*.png")}
+    assert all(line["scene"] and line["crs"] == "EPSG:32633" for line in lines)
+    with Image.open(folder / lines[0]["file_name"]) as img:
+        assert img.size == (128, 128) and img.mode == "RGB"
+    (folder / lines[0]["file_name"]).unlink()  # an interrupted export: one chip missing
+    again = export_chips(demo_run.output, folder, "png", progress=False)
+    assert again["written"] == 1 and again["skipped"] == first["written"] - 1
+    with pytest.raises(InputError, match="--format"):
+        export_chips(demo_run.output, folder, "bmp", progress=False)
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".parquet", ".fgb", ".geojson"])
+def test_footprints_in_every_format(landsat_run, tmp_path, suffix):
+    path = export_footprints(landsat_run.output, tmp_path / f"kept{suffix}")
+    frame = gpd.read_parquet(path) if suffix == ".parquet" else gpd.read_file(path)
+    assert sorted(frame.tile_id) == sorted(landsat_run.kept.tile_id)
+    if suffix == ".geojson":
+        assert frame.crs.to_epsg() == 4326
+    else:
+        assert frame.crs == landsat_run.tiles.crs
+    with pytest.raises(OutputError, match="exists"):
+        export_footprints(landsat_run.output, path)
+    with pytest.raises(OutputError, match=".gpkg, .parquet"):
+        export_footprints(landsat_run.output, tmp_path / "kept.csv")
+
+
+def test_report_plots_and_html(demo_run, landsat_run, tmp_path):
+    plots = make_plots(demo_run.output, tmp_path / "plots")
+    assert set(plots) == {"entropy", "clusters", "scenes", "map", "gallery"}
+    for path in plots.values():
+        with Image.open(path) as img:
+            assert img.size[0] >= 600 and img.size[1] >= 250
+            assert np.asarray(img.convert("L")).std() > 5  # not blank
+    html = write_report(demo_run.output, tmp_path / "report.html")
+    text = html.read_text()
+    assert text.count("data:image/png;base64,") == 5
+    assert "rs-prune" in text and "random" in text and "tile_size" in text
+    stage1_only = make_plots(landsat_run.output, tmp_path / "plots1")
+    assert set(stage1_only) == {"entropy", "map", "gallery"}
+
+
+def test_cli_report_and_export(demo_run, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["report", str(demo_run.output), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["export", str(demo_run.output), "--to", str(tmp_path / "c"),
+                                  "--format", "jpg", "--footprints", str(tmp_path / "k.fgb")])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "c").glob("*.jpg"))) == len(demo_run.kept)
+    result = runner.invoke(main, ["export", str(demo_run.output)])
+    assert result.exit_code == 1 and "--to DIR" in result.output
