@@ -13,7 +13,7 @@ def tile_sums(data, grey, valid, nodata, use_nodata, fuse_luma, rows, cols, heig
     data: (bands, H, W) any numeric dtype; grey: (H, W) uint8 grey levels, unused when
     ``fuse_luma`` (uint8 RGB: BT.601 integer luma computed here); valid: (H, W) bool, or
     (0, 0) to derive validity from ``nodata`` (when ``use_nodata``: a pixel is valid if any
-    band differs from it) and from NaN (float data). Tiles are given by their block-relative
+    band differs from it) and from NaN/±Inf (float data). Tiles are given by their block-relative
     offsets and sizes. Returns (hist (n, 256) int64, count (n,) int64, sums (n, bands),
     squares (n, bands)) over valid pixels.
     """
@@ -36,7 +36,7 @@ def tile_sums(data, grey, valid, nodata, use_nodata, fuse_luma, rows, cols, heig
                     ok = not use_nodata
                     for b in range(bands):
                         v = data[b, i, j]
-                        if v != v:  # NaN
+                        if (v - v) != 0:  # NaN or ±Inf (always 0 for integers)
                             ok = False
                             break
                         if use_nodata and v != nodata:

@@ -66,6 +66,7 @@ def run_options(func):
                      help="Stretch non-uint8 rasters to grey levels per source, or once for the run."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed, recorded in the output."),
         click.option("--allow-no-crs", is_flag=True, help="Accept rasters without a CRS (footprints in pixel coordinates)."),
+        click.option("--strict", is_flag=True, help="Stop at the first unusable file instead of skipping it."),
         click.option("--chips", is_flag=True, help="Inputs are image chips (PNG/JPEG/TIFF, folders too): one tile per file."),
         click.option("--prior-bank", multiple=True, type=click.Path(exists=True, file_okay=False),
                      help="Labelled scene dataset, ROOT/<class>/<images> (repeatable); enables stage 2."),
@@ -84,6 +85,7 @@ def run_options(func):
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                      help="Embedding and centroid cache (default ~/.cache/rsprune_geo)."),
         click.option("--device", default=None, help="Torch device for the encoder (default: cuda if present, else cpu)."),
+        click.option("--batch-size", type=int, default=None, help="Tiles per encoder batch (default: the encoder's, 32)."),
         click.option("--evaluate", is_flag=True, help="Also embed every tile and compare RS-Prune with baselines."),
     ]
     for option in reversed(options):

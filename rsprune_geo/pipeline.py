@@ -25,7 +25,7 @@ from .information import (
     source_scaling,
 )
 from .outputs import check_output_path, write_geopackage
-from .sources import RasterSource, open_sources, parse_bands
+from .sources import RasterSource, parse_bands, scan_sources
 from .tiling import EDGE_MODES, clip_to_aoi, make_tiles, read_aoi, whole_tile
 
 #: How non-uint8 values are scaled to grey levels: per source, or one scaling for the run.
@@ -61,6 +61,7 @@ class RunConfig:
     group_px: int = 2048
     scheduler: str | None = "threads"
     chips: bool = False
+    strict: bool = False
     # stage 2
     prior_bank: tuple[str, ...] = ()
     encoder: str = DEFAULT_ENCODER
@@ -73,6 +74,7 @@ class RunConfig:
     dedup: float | None = None
     cache_dir: str | None = None
     device: str | None = None
+    batch_size: int | None = None
     evaluate: bool = False
 
     def validate(self) -> None:
@@ -113,6 +115,8 @@ class RunConfig:
             raise InputError(f"--k-per-class {self.k_per_class}: must be at least 1")
         if self.dedup is not None and not 0 < self.dedup <= 1:
             raise InputError(f"--dedup {self.dedup}: the cosine threshold must be in (0, 1]")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.spread < 1:
             raise InputError(f"--spread {self.spread}: must be at least 1")
         if self.evaluate and not self.prior_bank:
@@ -150,6 +154,8 @@ class RunResult:
         counts = self.tiles["status"].value_counts()
         total = len(self.tiles)
         lines = [f"tiles: {total}  (sources: {len(self.record['inputs'])}, crs: {self.record['crs']})"]
+        for item in self.record.get("skipped") or []:
+            lines.append(f"skipped: {item['error']}")
         for status in ("kept", "not_selected", "duplicate", "low_information", "nodata"):
             if status in counts:
                 n = int(counts[status])
@@ -245,7 +251,7 @@ def run(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    sources = open_sources(inputs, config.bands, config.allow_no_crs, config.chips)
+    sources, skipped = scan_sources(inputs, config.bands, config.allow_no_crs, config.chips, config.strict)
     crs = output_crs(sources, config.out_crs)
     if crs is not None and any(s.crs is None for s in sources):
         raise InputError("--out-crs needs georeferenced rasters (the inputs have no CRS)")
@@ -272,6 +278,13 @@ def run(
     )
     tiles = _assemble(per_source, stats, decisions, crs)
     timings["stage1_filter"] = time.perf_counter() - t0
+    if not (tiles["status"] == STATUS_KEPT).any():
+        if round(stage1_fraction * n_tiles) == 0:
+            raise InputError(f"keeping {stage1_fraction} of {n_tiles} tile(s) rounds to none; raise --keep")
+        counts = ", ".join(f"{n} {s}" for s, n in tiles["status"].value_counts().items())
+        raise InputError(
+            f"no tile passed stage 1 ({counts}); check --bands, --max-nodata and --entropy-min"
+        )
 
     clusters = evaluation = None
     stage2_record = None
@@ -283,6 +296,7 @@ def run(
         tiles, clusters, evaluation, stage2_record = outcome
     record = run_record(sources, scalings, config, crs, timings, tiles)
     record["stage2"] = stage2_record
+    record["skipped"] = skipped
     result = RunResult(tiles=tiles, record=record, timings=timings, clusters=clusters,
                        evaluation=evaluation)
     if output is not None:

@@ -61,7 +61,7 @@ def reselect(
         candidates = ranked & (rank <= n_candidates)
         fresh = np.flatnonzero(candidates & (status != STATUS_DUPLICATE))
         cluster = tiles["cluster"].to_numpy()
-        sel = select_tiles(cluster[fresh], tiles["distance"].to_numpy()[fresh], budget, uniformity, spread, seed)
+        sel = select_tiles(cluster[fresh], tiles["centroid_distance"].to_numpy()[fresh], budget, uniformity, spread, seed)
         status[fresh] = STATUS_NOT_SELECTED
         status[fresh[sel.kept]] = STATUS_KEPT
         reason[fresh] = ""

@@ -193,6 +193,7 @@ def open_source(
                     f"{path}: the raster has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX) "
                     "or pass --allow-no-crs to work in pixel coordinates"
                 )
+            _check_readable(src, path)
             chosen = tuple(bands) if bands else _auto_bands(src)
             if max(chosen) > src.count:
                 raise InputError(
@@ -233,6 +234,15 @@ def open_source(
         raise InputError(f"{path}: not a raster GDAL can open ({first})") from None
 
 
+def _check_readable(src: rasterio.io.DatasetReader, path: str) -> None:
+    """Read the first and last pixel: a truncated file fails here, not half way through a run."""
+    try:
+        src.read(1, window=Window(0, 0, 1, 1))
+        src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
+    except RasterioIOError:
+        raise InputError(f"{path}: the file is truncated or corrupt (its pixels cannot be read)") from None
+
+
 def open_sources(
     inputs: Iterable[str | os.PathLike],
     bands: Sequence[int] | None = None,
@@ -241,10 +251,37 @@ def open_sources(
 ) -> list[RasterSource]:
     """Expand ``inputs`` (paths, globs, folders) and open each raster as a :class:`RasterSource`.
 
-    ``chips``: inputs are image chips (folders of PNG/JPEG/TIFF too), which need no CRS.
+    ``chips``: inputs are image chips (folders of PNG/JPEG/TIFF too), which need no CRS. Any
+    unusable file is an error; :func:`scan_sources` can skip them instead.
+    """
+    return scan_sources(inputs, bands, allow_no_crs, chips, strict=True)[0]
+
+
+def scan_sources(
+    inputs: Iterable[str | os.PathLike],
+    bands: Sequence[int] | None = None,
+    allow_no_crs: bool = False,
+    chips: bool = False,
+    strict: bool = False,
+) -> tuple[list[RasterSource], list[dict]]:
+    """Like :func:`open_sources`, but in a multi-file run an unusable file (not a raster, empty,
+    truncated, no CRS, too few bands) is skipped and reported, unless ``strict``.
+
+    Returns ``(sources, skipped)`` where ``skipped`` holds ``{"path", "error"}`` records. A run
+    of one file, or one where every file is unusable, raises the (first) error.
     """
     paths = expand_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES)
-    sources = [open_source(p, bands, allow_no_crs or chips) for p in paths]
+    sources, skipped, first_error = [], [], None
+    for p in paths:
+        try:
+            sources.append(open_source(p, bands, allow_no_crs or chips))
+        except InputError as exc:
+            if strict or len(paths) == 1:
+                raise
+            first_error = first_error or exc
+            skipped.append({"path": p, "error": str(exc)})
+    if not sources:
+        raise first_error or InputError("no input raster given")
     with_crs = [s for s in sources if s.crs is not None]
     if with_crs and len(with_crs) != len(sources):
         missing = next(s for s in sources if s.crs is None)
@@ -258,7 +295,7 @@ def open_sources(
             "inputs mix one-band and three-band selections; pass --bands to choose the same "
             "number of bands for every file"
         )
-    return sources
+    return sources, skipped
 
 
 def read_window(

@@ -71,6 +71,8 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
         pick = np.sort(rng.choice(len(bank), min(RCF_FIT_IMAGES, len(bank)), replace=False))
         fit_images = load_images([bank.paths[i] for i in pick], encoder_input_size(config.encoder))
     encoder = get_encoder(config.encoder, config.weights, fit_images, config.seed, config.device)
+    if config.batch_size:
+        encoder.batch_size = config.batch_size
     centroids = bank_centroids(bank, encoder, config, cache_root, progress)
     timings["stage2_prior_bank"] = time.perf_counter() - t0
 
@@ -126,7 +128,7 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
     reason[not_sel] = [f"beyond the quota of cluster {c} ({quota_of[c]})" for c in cluster_col[not_sel]]
     out["cluster"] = cluster_col
     out["scene"] = scene_col
-    out["distance"] = dist_col
+    out["centroid_distance"] = dist_col
     out["cluster_rank"] = rank_col
     out["status"] = status
     out["reason"] = reason

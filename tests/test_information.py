@@ -165,6 +165,8 @@ def test_compiled_scoring_equals_the_plain_numpy_statistics(make_raster, case):
     elif case == "float_nan":
         data = rng.normal(0, 1, (1, 96, 80)).astype(np.float32)
         data[0, 5:40, 3:50] = np.nan
+        data[0, 60, 10:20] = np.inf
+        data[0, 61, 10:20] = -np.inf
     else:
         data = rng.integers(1, 256, (3, 90, 70), dtype=np.uint8)
         edge = "pad"

@@ -96,7 +96,7 @@ def test_rs_prune_beats_random_on_balance_and_keeps_the_scenes(result, scenes):
 
 def test_geopackage_has_stage2_columns_clusters_and_record(result):
     tiles = gpd.read_file(result.output, layer="tiles")
-    for column in ("cluster", "scene", "distance", "cluster_rank"):
+    for column in ("cluster", "scene", "centroid_distance", "cluster_rank"):
         assert column in tiles
     clusters = pyogrio.read_dataframe(result.output, layer="clusters")
     assert len(clusters) == 21 and clusters.kept.sum() == (tiles.status == "kept").sum()
@@ -170,6 +170,9 @@ def test_cli_evaluate_and_encoders(result, tmp_path):
         assert method in out.output
     listing = runner.invoke(main, ["encoders"])
     assert "efficientnet-lite0" in listing.output and "ResNet18_Weights.SENTINEL2_RGB_MOCO" in listing.output
-    plain = rsprune_geo.run([str(result.tiles.source.iloc[0])], tmp_path / "plain.gpkg", chips=True, progress=False)
+    single = [str(result.tiles.source.iloc[0])]
+    with pytest.raises(rsprune_geo.InputError, match="rounds to none"):
+        rsprune_geo.run(single, chips=True, progress=False)
+    plain = rsprune_geo.run(single, tmp_path / "plain.gpkg", chips=True, keep=1.0, progress=False)
     bad = runner.invoke(main, ["evaluate", str(plain.output)])
     assert bad.exit_code == 1 and "not a stage-2 run" in bad.output

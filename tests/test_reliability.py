@@ -1,0 +1,192 @@
+"""Reliability: unusable files in multi-file runs, interrupted runs that resume, reproducibility
+across schedulers, input fingerprints, and property tests of the tiling."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.transform import from_origin
+from rasterio.windows import Window, bounds
+
+import rsprune_geo
+from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+from rsprune_geo.errors import InputError
+from rsprune_geo.features.base import Encoder
+from rsprune_geo.sources import RasterSource
+from rsprune_geo.tiling import grid_offsets, make_tiles, tile_windows
+
+from .conftest import shared
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rel")
+    mosaic = write_demo_mosaic(root / "mosaic.tif", DemoSpec(size=1024, seed=5))
+    bank = write_prior_bank(root / "bank", per_class=4)
+    return {"root": root, "mosaic": mosaic, "bank": bank}
+
+
+def rsprune(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "rsprune_geo.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_unusable_files_are_skipped_and_listed_or_fatal_with_strict(demo_files, tmp_path):
+    truncated = tmp_path / "truncated.tif"  # a COG cut short: the header reads, the pixels do not
+    data = Path(demo_files["mosaic"]).read_bytes()
+    truncated.write_bytes(data[: len(data) * 6 // 10])
+    (tmp_path / "notes.tif").write_text("not a raster")
+    good = tmp_path / "good.tif"
+    shutil.copy(shared("rasterio-tests/RGB.byte.tif"), good)
+    out = tmp_path / "run.gpkg"
+    proc = rsprune("run", good, truncated, tmp_path / "notes.tif", "-o", out, "--tile-size", "128")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("skipped: ") == 2 and "truncated or corrupt" in proc.stdout
+    _, record = rsprune_geo.read_run(out)
+    assert {Path(s["path"]).name for s in record["skipped"]} == {"truncated.tif", "notes.tif"}
+    assert [Path(i["path"]).name for i in record["inputs"]] == ["good.tif"]
+    strict = rsprune("run", good, truncated, "-o", tmp_path / "strict.gpkg", "--strict")
+    assert strict.returncode == 1 and "truncated or corrupt" in strict.stderr and "Traceback" not in strict.stderr
+    assert not (tmp_path / "strict.gpkg").exists()
+    alone = rsprune("run", truncated, "-o", tmp_path / "alone.gpkg")
+    assert alone.returncode == 1 and "truncated or corrupt" in alone.stderr
+
+
+def test_all_nodata_raster_gives_a_clear_message(make_raster, tmp_path):
+    path = make_raster(np.zeros((3, 300, 300), dtype=np.uint8), nodata=0)
+    proc = rsprune("run", path, "-o", tmp_path / "o.gpkg", "--tile-size", "100")
+    assert proc.returncode == 1 and "no tile passed stage 1 (9 nodata)" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o.gpkg").exists()
+
+
+def test_mixed_band_counts_and_float_nan(make_raster, tmp_path):
+    one = make_raster(np.random.default_rng(0).integers(1, 255, (1, 128, 128), dtype=np.uint8), name="one.tif")
+    three = make_raster(np.random.default_rng(1).integers(1, 255, (3, 128, 128), dtype=np.uint8), name="three.tif")
+    with pytest.raises(InputError, match="mix one-band and three-band"):
+        rsprune_geo.run([one, three], tile_size=64, progress=False)
+    assert len(rsprune_geo.run([one, three], tile_size=64, bands="1", progress=False).tiles) == 8
+    data = np.random.default_rng(2).normal(0, 1, (1, 128, 128)).astype(np.float32)
+    data[0, :64] = np.nan
+    data[0, 70, 70] = np.inf
+    result = rsprune_geo.run([make_raster(data, name="f.tif")], tile_size=64, keep=1.0, progress=False)
+    assert result.tiles.nodata_fraction.tolist()[:2] == [1.0, 1.0]
+    assert np.isfinite(result.tiles.loc[result.tiles.status == "kept", "b1_mean"]).all()
+
+
+def _cache_shards(cache: Path) -> list[Path]:
+    return list((cache / "embeddings").glob("*/*/shard-*.npz"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_an_interrupted_run_resumes_from_the_cache_and_matches_a_clean_run(demo_files, tmp_path, sig):
+    args = ["run", demo_files["mosaic"], "--tile-size", "64", "--keep", "0.1", "--stage1-keep", "0.5",
+            "--prior-bank", demo_files["bank"], "--batch-size", "4", "-q"]
+    cache = tmp_path / "cache"
+    out = tmp_path / "resumed.gpkg"
+    proc = subprocess.Popen([sys.executable, "-m", "rsprune_geo.cli", *map(str, args), "-o", str(out),
+                             "--cache-dir", str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while len(_cache_shards(cache)) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode in (-signal.SIGKILL, 130), stderr  # it was stopped mid-encoding
+    if sig == signal.SIGINT:
+        assert b"Interrupted" in stderr and b"Traceback" not in stderr
+    assert not out.exists()
+    done_before = len(_cache_shards(cache))
+    assert 3 <= done_before < 128 // 4
+    again = rsprune(*args, "-o", out, "--cache-dir", cache)
+    assert again.returncode == 0, again.stderr
+    if sig == signal.SIGINT:
+        return  # the comparison with a clean run is made once, after SIGKILL
+    clean = rsprune(*args, "-o", tmp_path / "clean.gpkg", "--cache-dir", tmp_path / "fresh-cache")
+    assert clean.returncode == 0, clean.stderr
+    a, _ = rsprune_geo.read_run(out)
+    b, _ = rsprune_geo.read_run(tmp_path / "clean.gpkg")
+    columns = ["tile_id", "status", "cluster", "scene", "cluster_rank"]
+    assert a[columns].equals(b[columns])
+    assert np.allclose(a.centroid_distance.fillna(-1), b.centroid_distance.fillna(-1), atol=1e-6)
+
+
+def test_same_selection_on_every_scheduler(demo_files):
+    runs = [rsprune_geo.run([str(demo_files["mosaic"])], tile_size=64, keep=0.1, prior_bank=(str(demo_files["bank"]),),
+                            encoder="rcf-empirical", cache_dir=str(demo_files["root"] / "cache"),
+                            scheduler=scheduler, progress=False)
+            for scheduler in ("sync", "threads", "processes")]
+    kept = [r.tiles.loc[r.tiles.status == "kept", "tile_id"].tolist() for r in runs]
+    assert kept[0] == kept[1] == kept[2]
+    stats = [r.tiles[["entropy", "nodata_fraction", "b1_mean", "b3_std"]].to_numpy() for r in runs]
+    assert np.array_equal(stats[0], stats[1], equal_nan=True) and np.array_equal(stats[0], stats[2], equal_nan=True)
+
+
+def test_a_changed_input_invalidates_only_its_own_embeddings(demo_files, tmp_path, monkeypatch):
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    shutil.copy(demo_files["mosaic"], a)
+    shutil.copy(shared("rasterio-tests/cogeo.tif"), b)
+    options = dict(tile_size=128, keep=0.1, prior_bank=(str(demo_files["bank"]),), encoder="rcf-empirical",
+                   cache_dir=str(tmp_path / "cache"), progress=False, out_crs="EPSG:3857")
+    first = rsprune_geo.run([str(a), str(b)], **options)
+    encoded = []
+    real = Encoder.encode
+    monkeypatch.setattr(Encoder, "encode", lambda self, imgs: encoded.append(len(imgs)) or real(self, imgs))
+    with rasterio.open(b) as src:  # rewrite b with other pixels: a new fingerprint
+        profile, data = src.profile, src.read()
+    with rasterio.open(b, "w", **profile) as dst:
+        dst.write(255 - data)
+    second = rsprune_geo.run([str(a), str(b)], **options)
+    survivors_b = second.tiles[(second.tiles.source == str(b)) & second.tiles.status.isin(["kept", "not_selected"])]
+    assert sum(encoded) == len(survivors_b) > 0  # only b's tiles, none of a's
+    assert first.record["inputs"][1]["fingerprint"] != second.record["inputs"][1]["fingerprint"]
+
+
+def fake_source(height, width, transform):
+    return RasterSource(path="mem", width=width, height=height, count=1, dtype="uint8", crs=None,
+                        transform=transform, bands=(1,), nodata=None, mask_mode="none", alpha_band=None,
+                        block_shape=(1, width), overviews=(), fingerprint="x", key="k")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    height=st.integers(8, 300), width=st.integers(8, 300), tile=st.integers(8, 64),
+    stride_ratio=st.floats(0.25, 1.5), edge=st.sampled_from(["drop", "pad"]),
+    x0=st.floats(-1e6, 1e6), y0=st.floats(-1e6, 1e6), res=st.floats(0.1, 100),
+)
+def test_tiling_covers_every_pixel_as_expected(height, width, tile, stride_ratio, edge, x0, y0, res):
+    stride = max(1, int(tile * stride_ratio))
+    transform = from_origin(x0, y0, res, res)
+    source = fake_source(height, width, transform)
+    if edge == "drop" and (tile > height or tile > width):
+        with pytest.raises(InputError):
+            make_tiles(source, tile, stride, edge)
+        return
+    tiles = make_tiles(source, tile, stride, edge)
+    cover = np.zeros((height + tile, width + tile), dtype=np.int32)
+    for window in tile_windows(tiles):
+        cover[window.row_off:window.row_off + tile, window.col_off:window.col_off + tile] += 1
+    rows = grid_offsets(height, tile, stride, edge)
+    cols = grid_offsets(width, tile, stride, edge)
+    assert len(tiles) == rows.size * cols.size and tiles.tile_id.is_unique
+    expected = np.zeros_like(cover)
+    for r in rows:
+        for c in cols:
+            expected[r:r + tile, c:c + tile] += 1
+    assert np.array_equal(cover, expected)
+    inner = cover[:height, :width]
+    if stride <= tile:  # (a stride larger than the tile samples with gaps, by design)
+        # every pixel is covered; in drop mode, all but the remainder no whole tile reaches
+        reach_r = height if edge == "pad" else rows[-1] + tile
+        reach_c = width if edge == "pad" else cols[-1] + tile
+        assert (inner[:reach_r, :reach_c] >= 1).all()
+    for window, geom in zip(tile_windows(tiles), tiles.geometry):
+        assert geom.equals(shapely.box(*bounds(window, transform)))
