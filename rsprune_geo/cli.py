@@ -86,6 +86,8 @@ def run_options(func):
                      help="Embedding and centroid cache (default ~/.cache/rsprune_geo)."),
         click.option("--device", default=None, help="Torch device for the encoder (default: cuda if present, else cpu)."),
         click.option("--batch-size", type=int, default=None, help="Tiles per encoder batch (default: the encoder's, 32)."),
+        click.option("--dask-address", default=None, help="Run the per-tile work on this Dask scheduler (tcp://host:8786)."),
+        click.option("--workers", type=int, default=None, help="Start a local Dask cluster of N worker processes."),
         click.option("--evaluate", is_flag=True, help="Also embed every tile and compare RS-Prune with baselines."),
     ]
     for option in reversed(options):

@@ -76,6 +76,9 @@ class RunConfig:
     device: str | None = None
     batch_size: int | None = None
     evaluate: bool = False
+    # scale-out
+    dask_address: str | None = None
+    workers: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`InputError` for a parameter out of range."""
@@ -237,7 +240,9 @@ def run(
     """Run the pipeline on rasters and (when ``output`` is given) write the GeoPackage.
 
     ``inputs``: paths, globs or folders. Keyword ``overrides`` set :class:`RunConfig` fields,
-    e.g. ``run("mosaic.tif", "out.gpkg", tile_size=512, keep=0.15)``.
+    e.g. ``run("mosaic.tif", "out.gpkg", tile_size=512, keep=0.15)``. With ``dask_address`` or
+    ``workers`` the per-tile work (reading, stage 1, encoding) runs on a Dask cluster; an
+    active ``distributed.Client`` is used too when ``scheduler=None``.
     """
     config = config or RunConfig()
     for key, value in overrides.items():
@@ -248,6 +253,13 @@ def run(
     if output is not None:
         check_output_path(output, overwrite)
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    from .scaleout import dask_client
+
+    with dask_client(config.dask_address, config.workers, announce=progress) as client:
+        return _run(inputs, output, config, overwrite, progress, client)
+
+
+def _run(inputs, output, config: RunConfig, overwrite: bool, progress: bool, client) -> RunResult:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -267,7 +279,7 @@ def run(
     else:
         scalings = [source_scaling(s, config.percentiles) for s in sources]
     stats = score_tiles(
-        sources, per_source, scalings, config.group_px, config.scheduler, progress
+        sources, per_source, scalings, config.group_px, None if client else config.scheduler, progress
     )
     timings["stage1_scoring"] = time.perf_counter() - t0
 
@@ -292,7 +304,7 @@ def run(
         from .stage2 import run_stage2
 
         outcome = run_stage2(tiles, sources, scalings, config, round(config.effective_keep * n_tiles),
-                             timings, progress)
+                             timings, progress, client)
         tiles, clusters, evaluation, stage2_record = outcome
     record = run_record(sources, scalings, config, crs, timings, tiles)
     record["stage2"] = stage2_record

@@ -60,7 +60,7 @@ def bank_centroids(bank: PriorBank, encoder, config, cache_root: Path, progress:
 
 
 def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, timings: dict,
-               progress: bool = True):
+               progress: bool = True, client=None):
     """Stage 2 on the tiles stage 1 kept: returns (tiles, clusters table, evaluation, record)."""
     t0 = time.perf_counter()
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -83,7 +83,7 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
     scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
     cache = EmbeddingCache(cache_root, encoder.cache_key)
     embedded = np.flatnonzero(embed_mask)
-    vectors = embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, progress)
+    vectors = embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, progress, client)
     embeddings = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
     embeddings[embedded] = vectors
     timings["stage2_encoding"] = time.perf_counter() - t0

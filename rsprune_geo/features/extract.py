@@ -52,6 +52,11 @@ def read_tile_images(
     return images
 
 
+def encode_batch(encoder: Encoder, source: RasterSource, windows: list[Window], scaling: Scaling) -> np.ndarray:
+    """Read and encode one batch of tiles (the unit of work sent to Dask workers)."""
+    return encoder.encode(read_tile_images(source, windows, encoder.input_size, scaling))
+
+
 def embed_tiles(
     tiles: pd.DataFrame,
     sources: dict[str, RasterSource],
@@ -59,9 +64,14 @@ def embed_tiles(
     encoder: Encoder,
     cache: EmbeddingCache | None = None,
     progress: bool = True,
+    client=None,
 ) -> np.ndarray:
     """Embeddings (N, dim) of ``tiles`` (columns source, tile_id, row_off, col_off, width,
-    height), reusing cached vectors and caching new ones batch by batch."""
+    height), reusing cached vectors and caching new ones batch by batch.
+
+    With a ``distributed.Client`` the batches run on its workers (the encoder is sent to each
+    once; workers open the files by path), and each finished batch is cached as it arrives.
+    """
     from tqdm.auto import tqdm
 
     out = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
@@ -76,21 +86,35 @@ def embed_tiles(
             positions = positions[~found]
         if positions.size:
             todo.append((path, positions))
-    total = sum(p.size for _, p in todo)
-    bar = tqdm(total=total, desc=f"encoding ({encoder.name})", unit="tile", disable=not progress or total == 0,
-               leave=False)
+    batches = []
     rows = tiles.reset_index(drop=True)
     for path, positions in todo:
-        source, scaling = sources[path], scalings[path]
         for start in range(0, positions.size, encoder.batch_size):
             batch = positions[start : start + encoder.batch_size]
             part = rows.iloc[batch]
             windows = [Window(int(c), int(r), int(w), int(h)) for r, c, w, h in
                        zip(part.row_off, part.col_off, part.width, part.height)]
-            vectors = encoder.encode(read_tile_images(source, windows, encoder.input_size, scaling))
-            out[batch] = vectors
-            if cache is not None:
-                cache.store(source.fingerprint, part.tile_id.tolist(), vectors)
-            bar.update(batch.size)
+            batches.append((path, batch, part.tile_id.tolist(), windows))
+    total = sum(b[1].size for b in batches)
+    bar = tqdm(total=total, desc=f"encoding ({encoder.name})", unit="tile", disable=not progress or total == 0,
+               leave=False)
+
+    def finish(path, batch, ids, vectors):
+        out[batch] = vectors
+        if cache is not None:
+            cache.store(sources[path].fingerprint, ids, vectors)
+        bar.update(batch.size)
+
+    if client is None:
+        for path, batch, ids, windows in batches:
+            finish(path, batch, ids, encode_batch(encoder, sources[path], windows, scalings[path]))
+    elif batches:
+        from distributed import as_completed
+
+        remote = client.scatter(encoder, broadcast=True)
+        futures = {client.submit(encode_batch, remote, sources[path], windows, scalings[path], pure=False):
+                   (path, batch, ids) for path, batch, ids, windows in batches}
+        for future in as_completed(futures):
+            finish(*futures[future], future.result())
     bar.close()
     return out

@@ -1,0 +1,76 @@
+"""Scale-out on a real Dask LocalCluster: same results as the local schedulers, and a worker
+killed mid-run loses and duplicates nothing."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import rsprune_geo
+from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+from rsprune_geo.errors import InputError
+
+distributed = pytest.importorskip("distributed")  # a dependency: present in `make test`
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale")
+    return {"root": root, "mosaic": str(write_demo_mosaic(root / "m.tif", DemoSpec(size=1024, seed=5))),
+            "bank": str(write_prior_bank(root / "bank", per_class=4))}
+
+
+def options(data, cache):
+    return dict(tile_size=64, keep=0.1, prior_bank=(data["bank"],), encoder="rcf-empirical",
+                cache_dir=str(data["root"] / cache), group_px=256, batch_size=8, progress=False)
+
+
+def comparable(result):
+    return result.tiles[["tile_id", "status", "cluster", "entropy", "nodata_fraction", "b1_mean"]]
+
+
+def test_local_cluster_of_two_processes_gives_the_same_run(data):
+    local = rsprune_geo.run([data["mosaic"]], scheduler="sync", **options(data, "c-local"))
+    on_cluster = rsprune_geo.run([data["mosaic"]], workers=2, **options(data, "c-cluster"))
+    assert comparable(local).equals(comparable(on_cluster))
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data):
+    baseline = rsprune_geo.run([data["mosaic"]], scheduler="sync", **options(data, "c-base"))
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", silence_logs=40)
+    client = distributed.Client(cluster)
+    try:
+        outcome = {}
+
+        def work():
+            try:
+                outcome["result"] = rsprune_geo.run([data["mosaic"]], dask_address=cluster.scheduler_address,
+                                                    **options(data, "c-kill"))
+            except Exception as exc:  # reported below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        shards = data["root"] / "c-kill" / "embeddings"
+        deadline = time.time() + 240
+        while len(list(shards.glob("*/*/shard-*.npz"))) < 2 and thread.is_alive() and time.time() < deadline:
+            time.sleep(0.02)
+        assert thread.is_alive(), "the run ended before a worker could be killed"
+        pids = client.run(os.getpid)
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        thread.join(timeout=300)
+        assert "error" not in outcome, outcome.get("error")
+        result = outcome["result"]
+        assert result.tiles.tile_id.is_unique and len(result.tiles) == len(baseline.tiles)
+        assert comparable(result).equals(comparable(baseline))
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_unreachable_scheduler_is_a_clear_error(data):
+    with pytest.raises(InputError, match="cannot reach the Dask scheduler"):
+        rsprune_geo.run([data["mosaic"]], dask_address="tcp://127.0.0.1:9", progress=False)
