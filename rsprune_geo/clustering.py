@@ -151,7 +151,7 @@ def self_clusters(
     """
     import faiss
 
-    x = normalise(embeddings)
+    x = embeddings  # may be memory-mapped: only the training sample is loaded at once
     n = x.shape[0]
     k = int(min(k, n))
     if k < 1:
@@ -167,7 +167,7 @@ def self_clusters(
         sample = np.arange(n)
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True,
                       min_points_per_centroid=1, max_points_per_centroid=1 << 30)
-    km.train(x[sample])
+    km.train(normalise(x[sample]))
     vectors = normalise(km.centroids)
     nearest_scene, _ = assign_to_centroids(vectors, scene_centroids)
     labels = scene_centroids.labels[nearest_scene]

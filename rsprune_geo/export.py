@@ -8,7 +8,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import rasterio
 from rasterio.windows import Window, transform as window_transform

@@ -160,20 +160,21 @@ def find_duplicates(
     """
     if not 0 < threshold <= 1:
         raise InputError(f"--dedup {threshold}: the cosine threshold must be in (0, 1]")
-    x = np.asarray(embeddings, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.where(norms > 0, norms, 1)
-    duplicate = np.zeros(len(x), dtype=bool)
+    duplicate = np.zeros(len(embeddings), dtype=bool)
     labels = np.asarray(labels)
     for cluster in np.unique(labels):
         members = np.flatnonzero(labels == cluster)
         members = members[np.argsort(rank[members], kind="stable")]
-        accepted = np.empty((members.size, x.shape[1]), dtype=np.float32)
+        x = np.asarray(embeddings[np.sort(members)], dtype=np.float32)  # one cluster in memory
+        x = x[np.argsort(np.argsort(members))]
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = x / np.where(norms > 0, norms, 1)
+        accepted = np.empty_like(x)
         count = 0
-        for m in members:
-            if count and float((accepted[:count] @ x[m]).max()) >= threshold:
+        for i, m in enumerate(members):
+            if count and float((accepted[:count] @ x[i]).max()) >= threshold:
                 duplicate[m] = True
                 continue
-            accepted[count] = x[m]
+            accepted[count] = x[i]
             count += 1
     return duplicate

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,6 +61,25 @@ def bank_centroids(bank: PriorBank, encoder, config, cache_root: Path, progress:
     return centroids
 
 
+def _cluster_and_select(cand, cand_vectors, vectors, centroids, config, budget):
+    """Assign (or self-cluster) the candidates, mark near-duplicates, select the budget."""
+    if config.clustering == "self":
+        clusters_used, ids, dist = self_clusters(cand_vectors, centroids, k=len(centroids), seed=config.seed)
+    else:
+        clusters_used = centroids
+        ids, dist = assign_to_centroids(cand_vectors, centroids)
+    duplicate = np.zeros(cand.size, dtype=bool)
+    if config.dedup is not None:
+        from .selection import centroid_first_order
+
+        order = centroid_first_order(ids, dist, config.spread, config.seed)
+        duplicate = find_duplicates(cand_vectors, ids, order, config.dedup)
+    fresh = np.flatnonzero(~duplicate)
+    selection = select_tiles(ids[fresh], dist[fresh], budget, config.uniformity, config.spread, config.seed)
+    all_assignment = assign_to_centroids(vectors, clusters_used) if config.evaluate else None
+    return clusters_used, ids, dist, duplicate, fresh, selection, all_assignment
+
+
 def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, timings: dict,
                progress: bool = True, client=None):
     """Stage 2 on the tiles stage 1 kept: returns (tiles, clusters table, evaluation, record)."""
@@ -83,34 +104,46 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
     scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
     cache = EmbeddingCache(cache_root, encoder.cache_key)
     embedded = np.flatnonzero(embed_mask)
-    vectors = embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, progress, client)
-    embeddings = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
-    embeddings[embedded] = vectors
-    timings["stage2_encoding"] = time.perf_counter() - t0
+    scratch = cache_root / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    fd, scratch_file = tempfile.mkstemp(prefix="run-", suffix=".npy", dir=scratch)
+    os.close(fd)
+    try:
+        # the embeddings of this run live in a memory-mapped file: memory stays at one batch
+        vectors = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=np.float32,
+                                            shape=(embedded.size, encoder.dim))
+        embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, progress, client, out=vectors)
+        timings["stage2_encoding"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cand = np.flatnonzero(survivors)
+        cand_vectors = vectors if embedded.size == cand.size else vectors[np.searchsorted(embedded, cand)]
+        outcome = _cluster_and_select(cand, cand_vectors, vectors, centroids, config, budget)
+        clusters_used, ids, dist, duplicate, fresh, selection, all_assignment = outcome
+        evaluation = None
+        if config.evaluate:
+            from .evaluation import compare_methods
 
-    t0 = time.perf_counter()
-    cand = np.flatnonzero(survivors)
-    if config.clustering == "self":
-        clusters_used, ids, dist = self_clusters(embeddings[cand], centroids, k=len(centroids), seed=config.seed)
-    else:
-        clusters_used = centroids
-        ids, dist = assign_to_centroids(embeddings[cand], centroids)
-    duplicate = np.zeros(cand.size, dtype=bool)
-    if config.dedup is not None:
-        from .selection import centroid_first_order
-
-        order = centroid_first_order(ids, dist, config.spread, config.seed)
-        duplicate = find_duplicates(embeddings[cand], ids, order, config.dedup)
-    fresh = np.flatnonzero(~duplicate)
-    selection = select_tiles(ids[fresh], dist[fresh], budget, config.uniformity, config.spread, config.seed)
+            t1 = time.perf_counter()
+            final_kept = np.zeros(len(tiles), dtype=bool)
+            final_kept[cand[fresh[selection.kept]]] = True
+            full = (tiles["status"] != "nodata").to_numpy()
+            junk = (tiles["nodata_fraction"] > config.max_nodata).to_numpy()
+            evaluation = compare_methods(
+                np.asarray(vectors), tiles["entropy"].to_numpy(), tiles["entropy_rank"].to_numpy(), survivors,
+                centroids, budget, final_kept, full, junk, config.uniformity, config.seed,
+            )
+            timings["evaluation"] = time.perf_counter() - t1
+    finally:
+        vectors = cand_vectors = None
+        os.unlink(scratch_file)
 
     out = tiles.copy()
     cluster_col = np.full(len(tiles), -1, dtype=np.int64)
     scene_col = np.full(len(tiles), "", dtype=object)
     dist_col = np.full(len(tiles), np.nan)
     rank_col = np.full(len(tiles), -1, dtype=np.int64)
-    if config.evaluate:  # every tile has an embedding: give each its nearest scene
-        all_ids, all_dist = assign_to_centroids(embeddings, clusters_used)
+    if all_assignment is not None:  # every tile has an embedding: give each its nearest scene
+        all_ids, all_dist = all_assignment
         cluster_col[:], dist_col[:] = all_ids, all_dist
         scene_col[:] = clusters_used.labels[all_ids]
     cluster_col[cand], dist_col[cand] = ids, dist
@@ -150,20 +183,6 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
         "kept": np.bincount(ids[fresh[selection.kept]], minlength=k_all),
     })
     timings["stage2_selection"] = time.perf_counter() - t0
-
-    evaluation = None
-    if config.evaluate:
-        from .evaluation import compare_methods
-
-        t0 = time.perf_counter()
-        final_kept = (out["status"] == STATUS_KEPT).to_numpy()
-        full = (out["status"] != "nodata").to_numpy()
-        junk = (tiles["nodata_fraction"] > config.max_nodata).to_numpy()
-        evaluation = compare_methods(
-            embeddings, tiles["entropy"].to_numpy(), tiles["entropy_rank"].to_numpy(), survivors,
-            centroids, budget, final_kept, full, junk, config.uniformity, config.seed,
-        )
-        timings["evaluation"] = time.perf_counter() - t0
 
     record = {
         "encoder": encoder.name,

@@ -141,10 +141,14 @@ def test_cache_stores_finds_and_survives_a_corrupt_shard(tmp_path):
     assert np.array_equal(np.stack(got), vectors[[2, 0]])
     assert not EmbeddingCache(tmp_path, "enc-1").lookup("fp2", ["a"])[0].any()  # changed input
     assert not EmbeddingCache(tmp_path, "enc-2").lookup("fp1", ["a"])[0].any()  # other encoder
-    shard = next((tmp_path / "embeddings" / "enc-1" / "fp1").glob("shard-*.npz"))
-    shard.write_bytes(b"truncated")
-    found, _ = EmbeddingCache(tmp_path, "enc-1").lookup("fp1", ["a"])
+    shard = next((tmp_path / "embeddings" / "enc-1" / "fp1").glob("shard-*.vec.npy"))
+    shard.write_bytes(shard.read_bytes()[:100])  # cut short
+    found, _ = EmbeddingCache(tmp_path, "enc-1").lookup("fp1", ["a"], dim=3)
     assert not found.any() and not shard.exists()
+    cache.store("fp1", ["a", "b", "c"], vectors)  # recomputed and stored again
+    out = np.zeros((2, 3), dtype=np.float32)
+    assert EmbeddingCache(tmp_path, "enc-1").fill("fp1", ["b", "c"], out, np.array([1, 0])).all()
+    assert np.array_equal(out, vectors[[2, 1]])
 
 
 def test_tile_images_from_uint16_and_padded_windows():

@@ -1,7 +1,6 @@
 """Reliability: unusable files in multi-file runs, interrupted runs that resume, reproducibility
 across schedulers, input fingerprints, and property tests of the tiling."""
 
-import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.transform import from_origin
-from rasterio.windows import Window, bounds
+from rasterio.windows import bounds
 
 import rsprune_geo
 from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
@@ -84,7 +83,7 @@ def test_mixed_band_counts_and_float_nan(make_raster, tmp_path):
 
 
 def _cache_shards(cache: Path) -> list[Path]:
-    return list((cache / "embeddings").glob("*/*/shard-*.npz"))
+    return list((cache / "embeddings").glob("*/*/shard-*.ids.npy"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])

@@ -56,7 +56,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data):
         thread.start()
         shards = data["root"] / "c-kill" / "embeddings"
         deadline = time.time() + 240
-        while len(list(shards.glob("*/*/shard-*.npz"))) < 2 and thread.is_alive() and time.time() < deadline:
+        while len(list(shards.glob("*/*/shard-*.ids.npy"))) < 2 and thread.is_alive() and time.time() < deadline:
             time.sleep(0.02)
         assert thread.is_alive(), "the run ended before a worker could be killed"
         pids = client.run(os.getpid)

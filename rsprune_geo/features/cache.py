@@ -43,42 +43,77 @@ def load_npz(path: Path) -> dict | None:
 
 
 class EmbeddingCache:
-    """Embeddings of one encoder, stored as shards under ``root/<encoder key>/<fingerprint>/``.
+    """Embeddings of one encoder, stored as shards under ``root/embeddings/<encoder key>/<fingerprint>/``.
 
-    A shard holds the ids and float32 vectors of one encoded batch and is written atomically,
-    so an interrupted run keeps every finished batch; a corrupt shard is dropped and recomputed.
-    A changed input file has a new fingerprint, so its stale vectors are never used.
+    A shard is one encoded batch: ``shard-<digest>.vec.npy`` (float32 vectors, read memory-mapped)
+    and ``shard-<digest>.ids.npy`` (tile ids), each written atomically, the ids last, so a shard
+    counts only once both are whole. An interrupted run keeps every finished batch; a damaged
+    shard is dropped and recomputed. A changed input file has a new fingerprint, so its stale
+    vectors are never used. Nothing is held in memory beyond one shard's ids.
     """
 
     def __init__(self, root: str | os.PathLike | None, encoder_key: str):
         self.root = Path(root) if root else default_cache_dir()
         self.dir = self.root / "embeddings" / encoder_key
-        self._loaded: dict[str, dict[str, np.ndarray]] = {}
 
-    def _entries(self, fingerprint: str) -> dict[str, np.ndarray]:
-        if fingerprint not in self._loaded:
-            table: dict[str, np.ndarray] = {}
-            folder = self.dir / fingerprint
-            for shard in sorted(folder.glob("shard-*.npz")) if folder.is_dir() else []:
-                data = load_npz(shard)
-                if data is None or "ids" not in data or "vectors" not in data:
-                    continue
-                table.update(zip(data["ids"].tolist(), data["vectors"]))
-            self._loaded[fingerprint] = table
-        return self._loaded[fingerprint]
+    def _shards(self, fingerprint: str) -> list[Path]:
+        folder = self.dir / fingerprint
+        return sorted(folder.glob("shard-*.ids.npy")) if folder.is_dir() else []
 
-    def lookup(self, fingerprint: str, tile_ids: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """(found mask, vectors of the found ids in order)."""
-        table = self._entries(fingerprint)
-        found = np.array([tid in table for tid in tile_ids], dtype=bool)
-        return found, [table[tid] for tid in tile_ids if tid in table]
+    def fill(self, fingerprint: str, tile_ids: list[str], out: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Copy the cached vectors of ``tile_ids`` into ``out[rows]``; returns the found mask."""
+        wanted = {tid: k for k, tid in enumerate(tile_ids)}
+        found = np.zeros(len(tile_ids), dtype=bool)
+        for ids_path in self._shards(fingerprint):
+            vec_path = ids_path.with_name(ids_path.name.replace(".ids.npy", ".vec.npy"))
+            try:
+                ids = np.load(ids_path, allow_pickle=False)
+                vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)
+                if vectors.shape[0] != ids.shape[0] or vectors.ndim != 2 or vectors.shape[1] != out.shape[1]:
+                    raise ValueError("shape")
+            except Exception:
+                ids_path.unlink(missing_ok=True)
+                vec_path.unlink(missing_ok=True)
+                continue
+            hits = [(j, wanted[t]) for j, t in enumerate(ids.tolist()) if t in wanted]
+            if hits:
+                src, dst = (np.array(a) for a in zip(*hits))
+                out[rows[dst]] = vectors[src]
+                found[dst] = True
+        return found
+
+    def lookup(self, fingerprint: str, tile_ids: list[str], dim: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(found mask, vectors of the found ids in order); for small look-ups."""
+        shards = self._shards(fingerprint)
+        if not shards:
+            return np.zeros(len(tile_ids), dtype=bool), []
+        if dim is None:
+            vec = shards[0].with_name(shards[0].name.replace(".ids.npy", ".vec.npy"))
+            try:
+                dim = np.load(vec, mmap_mode="r").shape[1]
+            except Exception:
+                dim = 0
+        out = np.zeros((len(tile_ids), dim), dtype=np.float32)
+        found = self.fill(fingerprint, tile_ids, out, np.arange(len(tile_ids)))
+        return found, list(out[found])
 
     def store(self, fingerprint: str, tile_ids: list[str], vectors: np.ndarray) -> None:
-        """Add a batch of vectors (one shard file)."""
+        """Add one batch of vectors as a shard."""
         if not tile_ids:
             return
         digest = hashlib.blake2b("\n".join(tile_ids).encode(), digest_size=8).hexdigest()
-        ids = np.array(tile_ids)
-        atomic_save_npz(self.dir / fingerprint / f"shard-{digest}.npz", ids=ids,
-                        vectors=np.asarray(vectors, dtype=np.float32))
-        self._entries(fingerprint).update(zip(tile_ids, np.asarray(vectors, dtype=np.float32)))
+        folder = self.dir / fingerprint
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_save_npy(folder / f"shard-{digest}.vec.npy", np.asarray(vectors, dtype=np.float32))
+        _atomic_save_npy(folder / f"shard-{digest}.ids.npy", np.array(tile_ids))
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
+    os.close(fd)
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -65,24 +65,27 @@ def embed_tiles(
     cache: EmbeddingCache | None = None,
     progress: bool = True,
     client=None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Embeddings (N, dim) of ``tiles`` (columns source, tile_id, row_off, col_off, width,
     height), reusing cached vectors and caching new ones batch by batch.
+
+    ``out``: where to write them, e.g. a memory-mapped ``.npy`` so that millions of tiles need
+    no more memory than one batch (default: a new in-memory array).
 
     With a ``distributed.Client`` the batches run on its workers (the encoder is sent to each
     once; workers open the files by path), and each finished batch is cached as it arrives.
     """
     from tqdm.auto import tqdm
 
-    out = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
+    if out is None:
+        out = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
     todo: list[tuple[str, np.ndarray]] = []
     for path, positions in tiles.groupby("source", sort=False).indices.items():
         source = sources[path]
         ids = tiles["tile_id"].to_numpy()[positions].tolist()
         if cache is not None:
-            found, vectors = cache.lookup(source.fingerprint, ids)
-            if vectors:
-                out[positions[found]] = np.stack(vectors)
+            found = cache.fill(source.fingerprint, ids, out, positions)
             positions = positions[~found]
         if positions.size:
             todo.append((path, positions))
