@@ -30,6 +30,7 @@ bench: env
 	$(BIN)/python benchmarks/bench_stage1.py
 	$(BIN)/python benchmarks/bench_selection.py
 	$(BIN)/python benchmarks/bench_encoders.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf demo-output .pytest_cache build *.egg-info
