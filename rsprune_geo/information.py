@@ -9,7 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .sources import RasterSource, read_window
+from .sources import RasterSource, read_reduced, read_window
 from .tiling import group_tiles, union_window
 
 #: BT.601 luma weights in 1/256ths (77 + 150 + 29 = 256): integer luma on uint8, within 1 level.
@@ -70,23 +70,7 @@ def run_scaling(
 
 def _sample_valid_values(source: RasterSource, max_size: int) -> list[np.ndarray]:
     """Valid values of each selected band, read at reduced resolution."""
-    factor = max(1, int(np.ceil(max(source.width, source.height) / max_size)))
-    out_h, out_w = max(1, source.height // factor), max(1, source.width // factor)
-    with source.open() as src:
-        data = src.read(source.bands, out_shape=(len(source.bands), out_h, out_w))
-        if source.mask_mode == "nodata":
-            if np.isnan(source.nodata):
-                valid = ~np.isnan(data).all(axis=0)
-            else:
-                valid = (data != np.array(source.nodata, dtype=data.dtype)).any(axis=0)
-        elif source.mask_mode == "alpha":
-            valid = src.read(source.alpha_band, out_shape=(out_h, out_w)) > 0
-        elif source.mask_mode == "mask":
-            valid = src.read_masks(source.bands[0], out_shape=(out_h, out_w)) > 0
-        else:
-            valid = np.ones((out_h, out_w), dtype=bool)
-    if data.dtype.kind == "f":
-        valid &= np.isfinite(data).all(axis=0)
+    data, valid = read_reduced(source, max_size)
     return [band[valid] for band in data]
 
 

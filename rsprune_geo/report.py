@@ -28,6 +28,16 @@ def _plt():
     return plt
 
 
+def _finish(fig, ax, title: str, ylabel: str, path) -> Path:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    _plt().close(fig)
+    return Path(path)
+
+
 def _color(status: str) -> tuple[float, float, float]:
     r, g, b = STATUS_COLORS.get(status, (0, 0, 0))
     return r / 255, g / 255, b / 255
@@ -57,13 +67,7 @@ def plot_entropy_histogram(tiles: pd.DataFrame, path: str | os.PathLike, record:
     if params.get("entropy_min") is not None:
         ax.axvline(params["entropy_min"], color="grey", linestyle=":", label="--entropy-min")
     ax.set_xlabel("Shannon entropy of grey levels (bits)")
-    ax.set_ylabel("tiles")
-    ax.set_title("Stage 1: entropy of every tile")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, "Stage 1: entropy of every tile", "tiles", path)
 
 
 def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -76,13 +80,7 @@ def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike) -> Path:
     ax.bar(x, used["kept"], color=_color("kept"), label="after (kept)")
     ax.set_xticks(x)
     ax.set_xticklabels([f"{c} {s}" for c, s in zip(used["cluster"], used["scene"])], rotation=90, fontsize=7)
-    ax.set_ylabel("tiles")
-    ax.set_title("Stage 2: cluster sizes before and after selection")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, "Stage 2: cluster sizes before and after selection", "tiles", path)
 
 
 def plot_scene_balance(tiles: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -97,13 +95,7 @@ def plot_scene_balance(tiles: pd.DataFrame, path: str | os.PathLike) -> Path:
     ax.bar(x + 0.2, after.reindex(scenes, fill_value=0), 0.4, color=_color("kept"), label="after")
     ax.set_xticks(x)
     ax.set_xticklabels(scenes, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("share of tiles")
-    ax.set_title("Scene balance before and after selection")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, "Scene balance before and after selection", "share of tiles", path)
 
 
 def plot_gallery(tiles: pd.DataFrame, record: dict, path: str | os.PathLike, n: int = 8, size: int = 128,

@@ -324,7 +324,7 @@ def read_window(
         h, w = int(inner.height), int(inner.width)
         block = src.read(source.bands, window=inner)
         data[:, r0 : r0 + h, c0 : c0 + w] = block
-        valid[r0 : r0 + h, c0 : c0 + w] = _valid_mask(source, src, block, inner)
+        valid[r0 : r0 + h, c0 : c0 + w] = _valid_mask(source, src, block, window=inner)
         return data, valid
     finally:
         if own:
@@ -340,10 +340,23 @@ def _overlaps(a: Window, b: Window) -> bool:
     )
 
 
+def read_reduced(source: RasterSource, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The selected bands and validity at reduced resolution (longest side <= ``max_size``),
+    read from overviews when the file has them: ``(data, valid)``."""
+    factor = max(1, int(np.ceil(max(source.width, source.height) / max_size)))
+    shape = (max(1, source.height // factor), max(1, source.width // factor))
+    with source.open() as src:
+        data = src.read(source.bands, out_shape=(len(source.bands), *shape))
+        return data, _valid_mask(source, src, data, out_shape=shape)
+
+
 def _valid_mask(
-    source: RasterSource, src: rasterio.io.DatasetReader, block: np.ndarray, window: Window
+    source: RasterSource, src: rasterio.io.DatasetReader, block: np.ndarray, **where
 ) -> np.ndarray:
-    """Valid pixels of a block: any band valid (GDAL's dataset-mask rule), finite floats only."""
+    """Valid pixels of a block: any band valid (GDAL's dataset-mask rule), finite floats only.
+
+    ``where`` locates the block for the alpha band or mask: ``window=`` or ``out_shape=``.
+    """
     if source.mask_mode == "nodata":
         nodata = source.nodata
         if np.isnan(nodata):
@@ -351,9 +364,9 @@ def _valid_mask(
         else:
             valid = (block != np.array(nodata, dtype=block.dtype)).any(axis=0)
     elif source.mask_mode == "alpha":
-        valid = src.read(source.alpha_band, window=window) > 0
+        valid = src.read(source.alpha_band, **where) > 0
     elif source.mask_mode == "mask":
-        valid = src.read_masks(source.bands[0], window=window) > 0
+        valid = src.read_masks(source.bands[0], **where) > 0
     else:
         valid = None
     if block.dtype.kind == "f":
