@@ -36,12 +36,13 @@ CLUSTERING_MODES = ("prior", "self")
 
 @dataclass
 class RunConfig:
-    """Parameters of a run; every field has the CLI option of the same name (``_`` → ``-``).
+    """Parameters of a run. Fields map to the ``rsprune run`` options of the same name
+    (``_`` → ``-``), except ``percentiles``, ``group_px`` and ``scheduler`` (API only).
 
-    ``keep`` is the fraction of all tiles kept in the end (default: ``stage1_keep``); with no
-    stage 2, stage 1 alone keeps that top fraction by entropy. ``scaling`` says whether
-    non-uint8 rasters are stretched to grey levels per source (default) or once for the whole
-    run (better for one scene cut into several files).
+    ``keep`` is the fraction of all tiles kept in the end (default: ``stage1_keep``). Stage 2
+    runs when ``prior_bank`` is given and ``keep < stage1_keep``; otherwise stage 1 alone keeps
+    that top fraction by entropy. ``scaling`` says whether non-uint8 rasters are stretched to
+    grey levels per source (default) or once for the whole run (one scene cut into files).
     """
 
     tile_size: int = 256
