@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -19,28 +20,38 @@ def _fail_cleanly(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        debug = click.get_current_context().find_root().params.get("debug", False)
+        context = click.get_current_context()
+        debug = context.find_root().params.get("debug", False)
+        as_json = context.params.get("progress_json", False)
+
+        def fail(message: str, code: int) -> None:
+            if as_json:
+                _json_line({"event": "error", "message": message})
+            else:
+                click.echo(f"Error: {message}" if code == 1 else message, err=True)
+            sys.exit(code)
+
         try:
             return func(*args, **kwargs)
         except RsPruneError as exc:
             if debug:
                 traceback.print_exc()
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(1)
+            fail(str(exc), 1)
         except KeyboardInterrupt:
-            click.echo("Interrupted; no output was written.", err=True)
-            sys.exit(130)
+            fail("Interrupted; no output was written.", 130)
         except Exception as exc:  # a bug, or an input we did not foresee: still one line
             if debug:
                 traceback.print_exc()
             first = str(exc).splitlines()[0] if str(exc) else ""
-            click.echo(
-                f"Error: unexpected {type(exc).__name__}: {first} (rerun with --debug for details)",
-                err=True,
-            )
-            sys.exit(1)
+            fail(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for details)", 1)
 
     return wrapper
+
+
+def _json_line(event: dict) -> None:
+    """One JSON object per line on stderr: the machine-readable protocol of --progress-json."""
+    sys.stderr.write(json.dumps(event) + "\n")
+    sys.stderr.flush()
 
 
 def run_options(func):
@@ -107,16 +118,27 @@ def main(debug: bool) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output GeoPackage (.gpkg).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+@click.option("--progress-json", is_flag=True,
+              help='Machine-readable progress on stderr, one JSON object a line: {"event": "progress", '
+                   '"stage", "done", "total"}, then {"event": "ok", ...} or {"event": "error", "message"}.')
 @run_options
 @_fail_cleanly
-def run(inputs, output, overwrite, quiet, **options) -> None:
+def run(inputs, output, overwrite, quiet, progress_json, **options) -> None:
     """Tile INPUTS (rasters, globs or folders), score and select tiles, write a GeoPackage."""
     options["prior_bank"] = tuple(options["prior_bank"])
     if options["k"] is not None:
         options["k_per_class"] = None
     config = RunConfig(**options)
-    result = run_pipeline(list(inputs), output, config, overwrite=overwrite, progress=not quiet)
-    if not quiet:
+    on_progress = None
+    if progress_json:
+        def on_progress(stage, done, total):
+            _json_line({"event": "progress", "stage": stage, "done": int(done), "total": int(total)})
+    result = run_pipeline(list(inputs), output, config, overwrite=overwrite,
+                          progress=not (quiet or progress_json), on_progress=on_progress)
+    if progress_json:
+        _json_line({"event": "ok", "output": str(result.output), "tiles": len(result.tiles),
+                    "counts": {str(k): int(v) for k, v in result.tiles["status"].value_counts().items()}})
+    elif not quiet:
         click.echo(result.summary())
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 
 import dask
+import dask.callbacks
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -242,12 +245,14 @@ def score_tiles(
     group_px: int = 2048,
     scheduler: str | None = "threads",
     progress: bool = True,
+    on_progress=None,
 ) -> pd.DataFrame:
     """Stage-1 statistics for every tile of every source, computed as Dask tasks.
 
     One task reads one window of about ``group_px`` square (a group of tiles), so memory per
     task is bounded and tasks can run on any Dask scheduler; ``scheduler=None`` uses Dask's
-    current default (a distributed Client when one is active). Returns one row per tile,
+    current default (a distributed Client when one is active). ``on_progress(stage, done,
+    total)`` is called as windows finish (on the local schedulers). Returns one row per tile,
     indexed like the concatenation of ``tiles``.
     """
     if scalings is None:
@@ -258,12 +263,13 @@ def score_tiles(
         for positions in group_tiles(plain, group_px):
             tasks.append(dask.delayed(score_group)(source, plain.iloc[positions], scaling))
     kwargs = {"scheduler": scheduler} if scheduler else {}
-    if progress and tasks:
-        from tqdm.dask import TqdmCallback
+    with contextlib.ExitStack() as stack:
+        if progress and tasks:
+            from tqdm.dask import TqdmCallback
 
-        with TqdmCallback(desc="stage 1: reading and scoring", unit="task", leave=False):
-            results = dask.compute(*tasks, **kwargs)
-    else:
+            stack.enter_context(TqdmCallback(desc="stage 1: reading and scoring", unit="task", leave=False))
+        if on_progress is not None and tasks:
+            stack.enter_context(_WindowCounter(on_progress, len(tasks)))
         results = dask.compute(*tasks, **kwargs)
     rows = [row for group in results for row in group]
     stats = pd.DataFrame(rows)
@@ -271,6 +277,22 @@ def score_tiles(
         return stats
     order = pd.concat([pd.Series(f.tile_id.values) for f in tiles], ignore_index=True)
     return stats.set_index("tile_id").loc[order.values].reset_index()
+
+
+class _WindowCounter(dask.callbacks.Callback):
+    """Reports finished stage-1 windows to an ``on_progress(stage, done, total)`` callable."""
+
+    def __init__(self, on_progress, total: int):
+        super().__init__()
+        self.on_progress, self.total, self.done = on_progress, total, 0
+        self.lock = threading.Lock()
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        name = key[0] if isinstance(key, tuple) else key
+        if str(name).startswith("score_group"):
+            with self.lock:
+                self.done += 1
+                self.on_progress("stage1", self.done, self.total)
 
 
 def apply_information_filter(

@@ -236,6 +236,7 @@ def run(
     config: RunConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    on_progress=None,
     **overrides,
 ) -> RunResult:
     """Run the pipeline on rasters and (when ``output`` is given) write the GeoPackage.
@@ -243,7 +244,9 @@ def run(
     ``inputs``: paths, globs or folders. Keyword ``overrides`` set :class:`RunConfig` fields,
     e.g. ``run("mosaic.tif", "out.gpkg", tile_size=512, keep=0.15)``. With ``dask_address`` or
     ``workers`` the per-tile work (reading, stage 1, encoding) runs on a Dask cluster; an
-    active ``distributed.Client`` is used too when ``scheduler=None``.
+    active ``distributed.Client`` is used too when ``scheduler=None``. ``on_progress(stage,
+    done, total)`` is called as the run moves (stages ``tiling``, ``stage1``, ``prior_bank``,
+    ``encoding``, ``selection``, ``writing``), for GUIs and machine-readable progress.
     """
     config = config or RunConfig()
     for key, value in overrides.items():
@@ -257,11 +260,16 @@ def run(
     from .scaleout import dask_client
 
     with dask_client(config.dask_address, config.workers, announce=progress) as client:
-        return _run(inputs, output, config, overwrite, progress, client)
+        return _run(inputs, output, config, overwrite, progress, client, on_progress or _ignore)
 
 
-def _run(inputs, output, config: RunConfig, overwrite: bool, progress: bool, client) -> RunResult:
+def _ignore(stage: str, done: int, total: int) -> None:
+    """The default progress sink."""
+
+
+def _run(inputs, output, config: RunConfig, overwrite: bool, progress: bool, client, on_progress) -> RunResult:
     timings: dict[str, float] = {}
+    on_progress("tiling", 0, 1)
 
     t0 = time.perf_counter()
     sources, skipped = scan_sources(inputs, config.bands, config.allow_no_crs, config.chips, config.strict)
@@ -279,8 +287,10 @@ def _run(inputs, output, config: RunConfig, overwrite: bool, progress: bool, cli
         scalings = run_scaling(sources, config.percentiles)
     else:
         scalings = [source_scaling(s, config.percentiles) for s in sources]
+    on_progress("stage1", 0, 1)
     stats = score_tiles(
-        sources, per_source, scalings, config.group_px, None if client else config.scheduler, progress
+        sources, per_source, scalings, config.group_px, None if client else config.scheduler, progress,
+        on_progress,
     )
     timings["stage1_scoring"] = time.perf_counter() - t0
 
@@ -305,7 +315,8 @@ def _run(inputs, output, config: RunConfig, overwrite: bool, progress: bool, cli
         from .stage2 import run_stage2
 
         outcome = run_stage2(tiles, sources, scalings, config, round(config.effective_keep * n_tiles),
-                             timings, progress, client)
+                             timings, progress, client, on_progress)
+        on_progress("selection", 1, 1)
         tiles, clusters, evaluation, stage2_record = outcome
     record = run_record(sources, scalings, config, crs, timings, tiles)
     record["stage2"] = stage2_record
@@ -314,12 +325,14 @@ def _run(inputs, output, config: RunConfig, overwrite: bool, progress: bool, cli
                        evaluation=evaluation)
     if output is not None:
         t0 = time.perf_counter()
+        on_progress("writing", 0, 1)
         extra = {"clusters": clusters} if clusters is not None else {}
         if evaluation is not None:
             extra["evaluation"] = evaluation.reset_index()
         result.output = write_geopackage(output, tiles, runs_table(record), extra, overwrite=overwrite)
         timings["write"] = time.perf_counter() - t0
         record["timings"] = dict(timings)
+        on_progress("writing", 1, 1)
     return result
 
 

@@ -81,7 +81,7 @@ def _cluster_and_select(cand, cand_vectors, vectors, centroids, config, budget):
 
 
 def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, timings: dict,
-               progress: bool = True, client=None):
+               progress: bool = True, client=None, on_progress=None):
     """Stage 2 on the tiles stage 1 kept: returns (tiles, clusters table, evaluation, record)."""
     t0 = time.perf_counter()
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -94,6 +94,8 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
     encoder = get_encoder(config.encoder, config.weights, fit_images, config.seed, config.device)
     if config.batch_size:
         encoder.batch_size = config.batch_size
+    if on_progress is not None:
+        on_progress("prior_bank", 0, len(bank))
     centroids = bank_centroids(bank, encoder, config, cache_root, progress)
     timings["stage2_prior_bank"] = time.perf_counter() - t0
 
@@ -112,7 +114,10 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
         # the embeddings of this run live in a memory-mapped file: memory stays at one batch
         vectors = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=np.float32,
                                             shape=(embedded.size, encoder.dim))
-        embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, progress, client, out=vectors)
+        if on_progress is not None:
+            on_progress("encoding", 0, int(embedded.size))
+        embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, progress, client,
+                    out=vectors, on_progress=on_progress)
         timings["stage2_encoding"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         cand = np.flatnonzero(survivors)

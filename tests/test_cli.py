@@ -90,3 +90,25 @@ def test_help_lists_the_options():
     for option in ("--tile-size", "--stride", "--bands", "--aoi", "--max-nodata", "--entropy-min",
                    "--stage1-keep", "--keep", "--out-crs", "--overwrite", "--seed"):
         assert option in result.output
+
+
+def test_progress_json_protocol(tmp_path):
+    """--progress-json: every stderr line is a JSON event; progress, then ok or error."""
+    import json
+
+    out = tmp_path / "o.gpkg"
+    proc = rsprune("run", shared("rasterio-tests/RGB.byte.tif"), "-o", out, "--tile-size", "64", "--progress-json")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert {e["event"] for e in events[:-1]} == {"progress"}
+    stages = [e["stage"] for e in events if e["event"] == "progress"]
+    assert stages[0] == "tiling" and "stage1" in stages and stages[-1] == "writing"
+    windows = [e for e in events if e.get("stage") == "stage1"]
+    assert windows and windows[-1]["done"] == windows[-1]["total"]
+    assert events[-1]["event"] == "ok" and events[-1]["output"] == str(out)
+    assert sum(events[-1]["counts"].values()) == events[-1]["tiles"] == 11 * 12
+    assert proc.stdout == ""
+    bad = rsprune("run", tmp_path / "missing.tif", "-o", tmp_path / "x.gpkg", "--progress-json")
+    assert bad.returncode == 1
+    last = json.loads(bad.stderr.splitlines()[-1])
+    assert last["event"] == "error" and "no such file" in last["message"]

@@ -66,6 +66,7 @@ def embed_tiles(
     progress: bool = True,
     client=None,
     out: np.ndarray | None = None,
+    on_progress=None,
 ) -> np.ndarray:
     """Embeddings (N, dim) of ``tiles`` (columns source, tile_id, row_off, col_off, width,
     height), reusing cached vectors and caching new ones batch by batch.
@@ -102,11 +103,17 @@ def embed_tiles(
     bar = tqdm(total=total, desc=f"encoding ({encoder.name})", unit="tile", disable=not progress or total == 0,
                leave=False)
 
+    done = 0
+
     def finish(path, batch, ids, vectors):
+        nonlocal done
         out[batch] = vectors
         if cache is not None:
             cache.store(sources[path].fingerprint, ids, vectors)
         bar.update(batch.size)
+        done += batch.size
+        if on_progress is not None:
+            on_progress("encoding", done, total)
 
     if client is None:
         for path, batch, ids, windows in batches:
