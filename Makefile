@@ -7,7 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: env demo test bench clean
+QGIS_VENV := .venv-qgis
+QGIS_STAMP := $(QGIS_VENV)/.installed
+
+.PHONY: env qgis-env demo test test-python test-qgis plugin bench clean
 
 env: $(STAMP)
 
@@ -19,11 +22,38 @@ $(STAMP): pyproject.toml constraints.txt
 demo: env
 	$(BIN)/rsprune demo --out demo-output
 
+# QGIS from Debian (apt, as root) and a venv on its Python with pytest-qgis, for the plugin tests.
+qgis-env: $(QGIS_STAMP)
+
+$(QGIS_STAMP):
+	@/usr/bin/python3 -c "import qgis.core" 2>/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qgis python3-qgis python3-venv >/dev/null; }
+	/usr/bin/python3 -m venv --system-site-packages $(QGIS_VENV)
+	$(QGIS_VENV)/bin/python -m pip --disable-pip-version-check install -q 'pytest>=8' 'pytest-qgis>=2'
+	@touch $@
+
+# The whole suite: the package (tests/) then the QGIS plugin in real QGIS (tests_qgis/).
 # pytest's exit code 5 means no test was collected: that is a failure here, said plainly.
-test: env
+test: test-python test-qgis
+
+test-python: env
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no test (exit 5): failing"; exit 1; fi; \
 	exit $$rc
+
+test-qgis: env qgis-env
+	@QT_QPA_PLATFORM=offscreen RSPRUNE_CLI=$(CURDIR)/$(BIN)/rsprune $(QGIS_VENV)/bin/python -m pytest \
+	  -c tests_qgis/pytest.ini tests_qgis -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no QGIS test (exit 5): failing"; exit 1; fi; \
+	exit $$rc
+
+# The plugin as a zip QGIS installs from (Plugins > Install from ZIP).
+plugin: env
+	@mkdir -p dist
+	$(BIN)/python -c "import pathlib, zipfile; root = pathlib.Path('qgis_plugin'); \
+	z = zipfile.ZipFile('dist/rsprune-qgis-plugin.zip', 'w', zipfile.ZIP_DEFLATED); \
+	[z.write(p, p.relative_to(root)) for p in sorted((root / 'rsprune').rglob('*')) if '__pycache__' not in p.parts]; \
+	z.close(); print('dist/rsprune-qgis-plugin.zip')"
 
 bench: env
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
@@ -33,4 +63,4 @@ bench: env
 	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
-	rm -rf demo-output .pytest_cache build *.egg-info
+	rm -rf demo-output .pytest_cache build dist *.egg-info qgis-test-output

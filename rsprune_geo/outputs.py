@@ -38,6 +38,8 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise OutputError(f"{out}: the file exists; pass --overwrite to replace it")
     if out.exists() and out.is_dir():
         raise OutputError(f"{out}: is a folder")
+    if ";" in out.name:
+        raise OutputError(f"{out}: GDAL cuts GeoPackage paths at ';' — choose a name without it")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{out}: the folder {parent} does not exist")
@@ -88,7 +90,7 @@ def write_geopackage(
     interrupted write leaves no file at ``path``.
     """
     out = check_output_path(path, overwrite)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.gpkg", dir=out.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=".rsprune-", suffix=".tmp.gpkg", dir=out.parent)  # a name GDAL takes as is
     os.close(fd)
     os.unlink(tmp_name)  # GDAL must create the file itself
     try:

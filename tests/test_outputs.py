@@ -42,4 +42,6 @@ def test_check_output_path(tmp_path):
 
     with pytest.raises(OutputError, match=".gpkg"):
         check_output_path(tmp_path / "x.shp")
+    with pytest.raises(OutputError, match="';'"):
+        check_output_path(tmp_path / "a;b.gpkg")
     assert check_output_path(tmp_path / "x.gpkg") == tmp_path / "x.gpkg"

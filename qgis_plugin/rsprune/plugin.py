@@ -1,0 +1,103 @@
+"""The plugin: a toolbar button and menu entry on the active raster(s), and the Processing provider."""
+
+from __future__ import annotations
+
+import os
+
+from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsProject
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction, QFileDialog
+
+from . import backend
+from .provider import RsPruneProvider
+from .task import PruneTask
+
+MENU = "&RS-Prune"
+
+
+class RsPrunePlugin:
+    """Registers the button, the menu, the settings action and the Processing provider."""
+
+    def __init__(self, iface):
+        self.iface = iface
+        self.provider = None
+        self.action = None
+        self.settings_action = None
+        self.task = None
+        self.outcome = None  # the last run's outcome (QGIS deletes finished tasks)
+
+    def initGui(self):  # noqa: N802
+        self.provider = RsPruneProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+        icon = QIcon(os.path.join(os.path.dirname(__file__), "icon.png"))
+        self.action = QAction(icon, "Prune raster tiles (RS-Prune)…", self.iface.mainWindow())
+        self.action.setObjectName("rsprune_prune")
+        self.action.triggered.connect(self.run)
+        self.iface.addToolBarIcon(self.action)
+        self.iface.addPluginToRasterMenu(MENU, self.action)
+        self.settings_action = QAction("Settings: rsprune command…", self.iface.mainWindow())
+        self.settings_action.triggered.connect(self.choose_cli)
+        self.iface.addPluginToRasterMenu(MENU, self.settings_action)
+
+    def unload(self):
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+        for action in (self.action, self.settings_action):
+            if action is not None:
+                self.iface.removePluginRasterMenu(MENU, action)
+        if self.action is not None:
+            self.iface.removeToolBarIcon(self.action)
+
+    def selected_rasters(self):
+        """The rasters selected in the Layers panel, else the active layer; file-backed only."""
+        layers = list(self.iface.layerTreeView().selectedLayers()) if self.iface.layerTreeView() else []
+        if not layers and self.iface.activeLayer() is not None:
+            layers = [self.iface.activeLayer()]
+        rasters = [layer for layer in layers if layer.type() == QgsMapLayerType.RasterLayer]
+        if not rasters:
+            raise backend.BackendError("select a raster layer first")
+        paths = [layer.source().split("|")[0] for layer in rasters]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise backend.BackendError(f"{path}: the layer has no file behind it")
+        return rasters, paths
+
+    def run(self):
+        from .dialog import PruneDialog
+
+        try:
+            layers, paths = self.selected_rasters()
+        except backend.BackendError as exc:
+            self.iface.messageBar().pushMessage("RS-Prune", str(exc), level=Qgis.Warning)
+            return
+        dialog = PruneDialog(paths, self.iface.mainWindow())
+        if not dialog.exec_():
+            return
+        self.start(dialog.params(), above=layers[0])
+
+    def start(self, params, above=None, use_in_process=None) -> PruneTask:
+        """Run ``params`` as a background task (also used by tests)."""
+        self.outcome = None
+        self.task = PruneTask(params, use_in_process, on_done=self.report, above=above)
+        QgsApplication.taskManager().addTask(self.task)
+        return self.task
+
+    def report(self, ok, task):
+        self.outcome = {"ok": ok, "error": task.error, "layer": task.layer, "event": task.result_event}
+        bar = self.iface.messageBar()
+        if ok:
+            counts = task.result_event["counts"]
+            kept = counts.get("kept", 0)
+            pruned = sum(counts.values()) - kept
+            bar.pushMessage("RS-Prune", f"{kept} tiles kept, {pruned} pruned", level=Qgis.Success)
+        elif task.error:
+            bar.pushMessage("RS-Prune", task.error, level=Qgis.Critical)
+        else:
+            bar.pushMessage("RS-Prune", "canceled: nothing was written", level=Qgis.Info)
+
+    def choose_cli(self):
+        from qgis.core import QgsSettings
+
+        path, _ = QFileDialog.getOpenFileName(self.iface.mainWindow(), "The rsprune command")
+        if path:
+            QgsSettings().setValue(backend.SETTINGS_KEY, path)

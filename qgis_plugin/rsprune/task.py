@@ -1,0 +1,67 @@
+"""The run as a cancellable QgsTask; the layer is added in finished(), on the main thread."""
+
+from __future__ import annotations
+
+from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsTask, QgsVectorLayer
+
+from . import backend
+
+LOG_TAG = "RS-Prune"
+
+
+def add_result_layer(output: str, above=None) -> QgsVectorLayer:
+    """Add the GeoPackage's ``tiles`` layer (its stored style colours it by status)."""
+    layer = QgsVectorLayer(f"{output}|layername=tiles", "RS-Prune tiles", "ogr")
+    if not layer.isValid():
+        raise backend.BackendError(f"{output}: the tiles layer cannot be opened")
+    layer.loadDefaultStyle()
+    project = QgsProject.instance()
+    project.addMapLayer(layer, False)
+    root = project.layerTreeRoot()
+    index = 0
+    if above is not None:
+        node = root.findLayer(above.id())
+        if node is not None and node.parent() is root:
+            index = root.children().index(node)
+    root.insertLayer(index, layer)
+    return layer
+
+
+class PruneTask(QgsTask):
+    """Runs the backend off the main thread; reports progress; Cancel stops it."""
+
+    def __init__(self, params: backend.PruneParams, use_in_process: bool | None = None,
+                 on_done=None, above=None):
+        super().__init__("RS-Prune", QgsTask.CanCancel)
+        self.params = params
+        self.use_in_process = backend.in_process_available() if use_in_process is None else use_in_process
+        self.on_done = on_done
+        self.above = above
+        self.result_event = None
+        self.error = None
+        self.layer = None
+
+    def run(self) -> bool:
+        runner = backend.run_in_process if self.use_in_process else backend.run_cli
+        try:
+            self.result_event = runner(self.params, lambda pct, stage: self.setProgress(pct), self.isCanceled)
+            return True
+        except backend.Canceled:
+            return False
+        except backend.BackendError as exc:
+            self.error = str(exc)
+            return False
+        except Exception as exc:  # report, never crash QGIS
+            self.error = f"{type(exc).__name__}: {exc}"
+            return False
+
+    def finished(self, ok: bool) -> None:
+        if ok:
+            try:
+                self.layer = add_result_layer(self.result_event["output"], self.above)
+            except backend.BackendError as exc:
+                self.error, ok = str(exc), False
+        if self.error:
+            QgsMessageLog.logMessage(self.error, LOG_TAG, Qgis.Critical)
+        if self.on_done:
+            self.on_done(ok, self)

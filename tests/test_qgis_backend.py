@@ -1,0 +1,47 @@
+"""The QGIS plugin's backends, outside QGIS: in-process through the API, and the CLI subprocess.
+
+(The plugin itself is tested in real QGIS by tests_qgis/, run by `make test`.)"""
+
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qgis_plugin"))
+from rsprune import backend  # noqa: E402
+
+from .conftest import shared  # noqa: E402
+
+
+def test_in_process_backend_runs_reports_and_cancels(tmp_path):
+    assert backend.in_process_available()
+    params = backend.PruneParams(rasters=[shared("rasterio-tests/RGB.byte.tif")], output=str(tmp_path / "a.gpkg"),
+                                 tile_size=128, keep=0.3)
+    seen = []
+    event = backend.run_in_process(params, lambda pct, stage: seen.append((pct, stage)), lambda: False)
+    assert event["event"] == "ok" and event["counts"]["kept"] == 9
+    assert seen[-1] == (100.0, "writing") and [p for p, _ in seen] == sorted(p for p, _ in seen)
+    canceled = backend.PruneParams(rasters=params.rasters, output=str(tmp_path / "b.gpkg"), tile_size=128)
+    with pytest.raises(backend.Canceled):
+        backend.run_in_process(canceled, lambda *a: None, lambda: True)
+    assert not (tmp_path / "b.gpkg").exists()
+
+
+def test_cli_backend_uses_an_argument_list(tmp_path, monkeypatch):
+    cli = str(Path(sys.executable).with_name("rsprune"))
+    params = backend.PruneParams(rasters=[shared("rasterio-tests/RGB.byte.tif")], output=str(tmp_path / "c d.gpkg"),
+                                 tile_size=128, keep=0.3, prior_banks=[])
+    args = params.cli_arguments()
+    assert args[:2] == ["run", params.rasters[0]] and "--progress-json" in args
+    seen = []
+    event = backend.run_cli(params, lambda pct, stage: seen.append(stage), lambda: False, cli=cli)
+    assert event["output"] == params.output and len(gpd.read_file(params.output, layer="tiles")) == 30
+    assert "stage1" in seen and "writing" in seen
+    with pytest.raises(backend.BackendError, match="does not exist"):
+        backend.run_cli(backend.PruneParams(rasters=params.rasters, output=str(tmp_path / "x.gpkg"),
+                                            prior_banks=[str(tmp_path / "nope")]), print, lambda: False, cli=cli)
+    monkeypatch.setattr(backend, "configured_cli", lambda: None)
+    with pytest.raises(backend.BackendError, match="not configured"):
+        backend.run_cli(params, print, lambda: False)
+    assert backend.stage_percent({"stage": "encoding", "done": 5, "total": 10}) == 67.5
