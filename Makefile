@@ -26,7 +26,7 @@ demo: env
 qgis-env: $(QGIS_STAMP)
 
 $(QGIS_STAMP):
-	@/usr/bin/python3 -c "import qgis.core" 2>/dev/null || { apt-get update -qq && \
+	@{ /usr/bin/python3 -c "import qgis.core, ensurepip" 2>/dev/null; } || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qgis python3-qgis python3-venv >/dev/null; }
 	/usr/bin/python3 -m venv --system-site-packages $(QGIS_VENV)
 	$(QGIS_VENV)/bin/python -m pip --disable-pip-version-check install -q 'pytest>=8' 'pytest-qgis>=2'
