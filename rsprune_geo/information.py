@@ -137,10 +137,6 @@ def tile_statistics(data: np.ndarray, valid: np.ndarray, scaling: Scaling = Scal
     valid pixels only; a tile with none has entropy 0, nodata fraction 1 and NaN band stats.
     """
     grey = grey_levels(data, scaling)
-    return _statistics(data, grey, valid)
-
-
-def _statistics(data: np.ndarray, grey: np.ndarray, valid: np.ndarray) -> dict:
     n = valid.size
     n_valid = int(np.count_nonzero(valid))
     row = {"entropy": 0.0, "nodata_fraction": 1.0 - n_valid / n if n else 1.0}
