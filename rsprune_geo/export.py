@@ -14,9 +14,8 @@ from rasterio.windows import Window, transform as window_transform
 
 from .errors import InputError, OutputError
 from .features.extract import to_rgb8
-from .information import STATUS_KEPT, Scaling
-from .outputs import read_run
-from .sources import open_source
+from .information import STATUS_KEPT
+from .outputs import read_run, recorded_source
 
 CHIP_FORMATS = ("tif", "png", "jpg")
 FOOTPRINT_DRIVERS = {".gpkg": "GPKG", ".parquet": "parquet", ".fgb": "FlatGeobuf",
@@ -86,10 +85,9 @@ def export_chips(
         if path not in inputs:
             raise InputError(f"{run_file}: source {path} is not in the run's inputs")
         info = inputs[path]
-        source = open_source(path, bands=tuple(info["bands"]), allow_no_crs=True)
+        source, scaling = recorded_source(info)
         if source.fingerprint != info["fingerprint"]:
             raise InputError(f"{path}: the file changed since the run (fingerprint differs); rerun rsprune run")
-        scaling = Scaling(tuple(info["scaling"]["low"]), tuple(info["scaling"]["high"])) if info["scaling"] else Scaling()
         with rasterio.open(path) as src:
             for tile in part.itertuples():
                 name = f"{tile.tile_id}.{fmt}"

@@ -153,6 +153,18 @@ def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, dict]:
     return tiles, record
 
 
+def recorded_source(item: dict):
+    """Reopen one input of a run's record with the run's bands and grey-level stretch:
+    ``(RasterSource, Scaling)``, for reading its tiles back as the run saw them."""
+    from .information import Scaling
+    from .sources import open_source
+
+    source = open_source(item["path"], bands=tuple(item["bands"]), allow_no_crs=True)
+    stretch = item.get("scaling")
+    scaling = Scaling(tuple(stretch["low"]), tuple(stretch["high"])) if stretch else Scaling()
+    return source, scaling
+
+
 def plot_map(
     tiles: gpd.GeoDataFrame,
     rasters: Sequence[str],

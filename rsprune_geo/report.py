@@ -102,12 +102,12 @@ def plot_gallery(tiles: pd.DataFrame, record: dict, path: str | os.PathLike, n: 
                  seed: int = 0) -> Path:
     """Thumbnails of kept tiles (top row) and pruned ones (bottom row), read by windows."""
     from .features.extract import read_tile_images
-    from .information import Scaling
-    from .sources import open_source
+    from .outputs import recorded_source
 
     plt = _plt()
     rng = np.random.default_rng(seed)
     inputs = {item["path"]: item for item in record["inputs"]}
+    opened = {}  # each source opened (and fingerprinted) once, not once per thumbnail
     groups = {"kept": tiles[tiles["status"] == "kept"], "pruned": tiles[tiles["status"] != "kept"]}
     fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.6), dpi=100)
     for row, (label, part) in enumerate(groups.items()):
@@ -118,9 +118,9 @@ def plot_gallery(tiles: pd.DataFrame, record: dict, path: str | os.PathLike, n: 
             if col >= len(pick):
                 continue
             tile = pick.iloc[col]
-            info = inputs[tile["source"]]
-            source = open_source(tile["source"], bands=tuple(info["bands"]), allow_no_crs=True)
-            scaling = Scaling(tuple(info["scaling"]["low"]), tuple(info["scaling"]["high"])) if info["scaling"] else Scaling()
+            if tile["source"] not in opened:
+                opened[tile["source"]] = recorded_source(inputs[tile["source"]])
+            source, scaling = opened[tile["source"]]
             window = Window(int(tile["col_off"]), int(tile["row_off"]), int(tile["width"]), int(tile["height"]))
             ax.imshow(read_tile_images(source, [window], size, scaling)[0])
             ax.set_title(str(tile["status"]) if label == "pruned" else str(tile.get("scene", "") or "kept"), fontsize=7)
