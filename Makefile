@@ -59,6 +59,7 @@ bench: env
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_stage1.py
 	$(BIN)/python benchmarks/bench_selection.py
+	$(BIN)/python benchmarks/bench_selection_quality.py
 	$(BIN)/python benchmarks/bench_encoders.py
 	$(BIN)/python benchmarks/bench_scale.py
 

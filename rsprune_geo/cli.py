@@ -54,6 +54,18 @@ def _json_line(event: dict) -> None:
     sys.stderr.flush()
 
 
+def evaluation_options() -> list:
+    """Options of ``--evaluate`` and ``rsprune evaluate``: where true labels come from."""
+    return [
+        click.option("--labels", default=None,
+                     help="True labels for --evaluate: a vector file of labelled polygons (a tile takes the label "
+                          "it overlaps most), 'folders' (chip folder names) or 'column' (a tiles column)."),
+        click.option("--label-column", default="label", show_default=True, help="Column holding the labels."),
+        click.option("--eval-encoder", default=None,
+                     help="Encoder whose space coverage and Fréchet are measured in (default: one unlike the run's)."),
+    ]
+
+
 def run_options(func):
     """Options shared by ``run`` and later subcommands, spelled once."""
     options = [
@@ -68,10 +80,17 @@ def run_options(func):
                      help="Tiles with a larger nodata fraction are dropped (status nodata)."),
         click.option("--entropy-min", type=float, default=None,
                      help="Absolute entropy threshold in bits (0-8); lower tiles are low_information."),
-        click.option("--stage1-keep", type=float, default=0.30, show_default=True,
-                     help="Fraction of all tiles that stage 1 keeps by highest entropy."),
+        click.option("--stage1", type=click.Choice(["bank", "paper"]), default=None,
+                     help="Stage-1 rule. bank (default with --prior-bank): drop tiles below the entropy of every "
+                          "prior-bank scene, cut within each tile's nearest scene; paper (default without): the "
+                          "paper's global top --stage1-keep by entropy (D_H↑30%)."),
+        click.option("--stage1-keep", type=float, default=None,
+                     help="Fraction of the tiles with data that stage 1 keeps by highest entropy "
+                          "(default: 1.0 under bank, i.e. no cut beyond the floor; 0.30 under paper)."),
+        click.option("--plausibility-z", type=float, default=3.0, show_default=True,
+                     help="bank rule: a scene's entropy floor is its median minus z robust deviations."),
         click.option("--keep", type=float, default=None,
-                     help="Fraction of all tiles kept in the end (default: --stage1-keep)."),
+                     help="Fraction of the tiles with data kept in the end (default: stage 1's fraction)."),
         click.option("--out-crs", default=None, help="CRS of the footprints (default: the inputs' common CRS, else EPSG:4326)."),
         click.option("--scaling", type=click.Choice(["source", "run"]), default="source", show_default=True,
                      help="Stretch non-uint8 rasters to grey levels per source, or once for the run."),
@@ -86,6 +105,14 @@ def run_options(func):
         click.option("--weights", default=None, help="Local weights file (or folder, for git-rsclip) for the encoder."),
         click.option("--k-per-class", type=int, default=4, show_default=True, help="Scene centroids per prior-bank class."),
         click.option("--k", type=int, default=None, help="Total number of centroids, split over classes (overrides --k-per-class)."),
+        click.option("--images-per-centroid", type=int, default=10, show_default=True,
+                     help="With --k-per-class: no centroid is fitted on fewer bank images than this."),
+        click.option("--bank-samples", type=int, default=None,
+                     help="Fit each class on at most this many bank images (default: all of them)."),
+        click.option("--match-bank-scale", is_flag=True,
+                     help="Set the tile size so a tile covers the ground of one prior-bank image (needs its GSD)."),
+        click.option("--quota-by", type=click.Choice(["scene", "centroid"]), default="scene", show_default=True,
+                     help="Share the budget among scenes (then their centroids), or among centroids."),
         click.option("--clustering", type=click.Choice(["prior", "self"]), default="prior", show_default=True,
                      help="Assign tiles to the prior bank's centroids, or k-means on the tiles (baseline)."),
         click.option("--uniformity", type=float, default=1.0, show_default=True,
@@ -100,10 +127,20 @@ def run_options(func):
         click.option("--dask-address", default=None, help="Run the per-tile work on this Dask scheduler (tcp://host:8786)."),
         click.option("--workers", type=int, default=None, help="Start a local Dask cluster of N worker processes."),
         click.option("--evaluate", is_flag=True, help="Also embed every tile and compare RS-Prune with baselines."),
+        *evaluation_options(),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _apply(options)(func)
+
+
+def _apply(options: list):
+    """A decorator adding click ``options`` in their listed order."""
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -220,20 +257,29 @@ def encoders() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Also write the evaluated run (tiles of every scene, evaluation table) here.")
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@_apply(evaluation_options())
 @_fail_cleanly
-def evaluate(run_file, output, overwrite) -> None:
-    """Compare a stage-2 run with random, entropy-only, self-clustering and proportional quotas.
+def evaluate(run_file, output, overwrite, labels, label_column, eval_encoder) -> None:
+    """Compare a stage-2 run with the baselines, by true labels when given.
 
     Reruns RUN_FILE's inputs and parameters with every tile embedded (cached embeddings are
-    reused) and prints the metrics table.
+    reused) and prints the metrics table: classes kept, label balance and junk kept by the
+    true labels (--labels), coverage and Fréchet in an independent encoder's space, and the
+    method's own-partition figures, marked (own). Baselines: random over the tiles with data,
+    entropy only, the paper's stage 1 + random, the paper's stage 1 + RS-Prune's stage 2,
+    per-cluster random, proportional quotas, self-clustering.
     """
+    from dataclasses import fields
+
     from .outputs import read_run
 
     _, record = read_run(run_file)
     if not record.get("stage2"):
         raise RsPruneError(f"{run_file}: not a stage-2 run (it was made without --prior-bank)")
-    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in record["parameters"].items()}
-    config = RunConfig(**{**params, "evaluate": True})
+    known = {f.name for f in fields(RunConfig)}
+    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in record["parameters"].items() if k in known}
+    config = RunConfig(**{**params, "evaluate": True, "labels": labels, "label_column": label_column,
+                          "eval_encoder": eval_encoder})
     inputs = [item["path"] for item in record["inputs"]]
     result = run_pipeline(inputs, output, config, overwrite=overwrite)
     click.echo(result.summary())
@@ -260,8 +306,7 @@ def demo(out_dir: str, size: int, regenerate: bool) -> None:
     if regenerate or not bank.exists():
         click.echo("generating the demo prior bank (6 land-cover scenes x 12 chips) ...")
         write_prior_bank(bank)
-    config = RunConfig(keep=0.15, stage1_keep=0.30, prior_bank=(str(bank),), evaluate=True,
-                       cache_dir=str(out / "cache"))
+    config = RunConfig(keep=0.15, prior_bank=(str(bank),), evaluate=True, cache_dir=str(out / "cache"))
     result = run_pipeline([str(mosaic)], out / "demo.gpkg", config, overwrite=True)
     map_png = plot_map(result.tiles, [str(mosaic)], out / "demo-map.png",
                        title="rsprune demo: tiles by status (keep 15%)")

@@ -3,12 +3,15 @@ k-means per class), and nearest-centroid assignment of tiles in batches."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,12 +62,16 @@ def fit_scene_centroids(
     samples_per_class: int | None = None,
     seed: int = 0,
     niter: int = 25,
+    images_per_centroid: int = 1,
 ) -> SceneCentroids:
     """Over-cluster a labelled prior bank into scene centroids, class by class (spherical k-means).
 
-    Each class gets ``k_per_class`` centroids, or ``k`` in total split evenly over classes.
-    Every class is trained on the same number of samples (``samples_per_class``, default the
-    smallest class), drawn with ``seed``, so big classes do not dominate.
+    Each class gets ``k_per_class`` centroids, or ``k`` in total split evenly over classes;
+    a class with fewer images than that gets one centroid per image (logged). With
+    ``k_per_class``, no centroid is fitted on fewer than ``images_per_centroid`` images (a class
+    of 10 images with ``images_per_centroid=10`` gets one centroid, its mean). Each class is
+    trained on all its images, or on at most ``samples_per_class`` of them drawn with ``seed``
+    (equal samples per class, the paper's setting, when that is the smallest class's size).
     """
     import faiss
 
@@ -84,13 +91,20 @@ def fit_scene_centroids(
         if not k_per_class or k_per_class < 1:
             raise InputError("give k_per_class >= 1 or a total k")
         per_class = np.full(classes.size, k_per_class)
-    n_samples = int(samples_per_class or counts.min())
+    if samples_per_class is not None and samples_per_class < 1:
+        raise InputError(f"samples_per_class {samples_per_class}: must be at least 1")
+    n_samples = int(samples_per_class) if samples_per_class else int(counts.max())
     rng = np.random.default_rng(seed)
     vectors, names = [], []
     for i, (cls, kc) in enumerate(zip(classes, per_class)):
         members = np.flatnonzero(labels == cls)
         take = members if members.size <= n_samples else np.sort(rng.choice(members, n_samples, replace=False))
         sample = x[take]
+        if k is None and images_per_centroid > 1:
+            kc = max(1, min(int(kc), sample.shape[0] // images_per_centroid))
+        if kc > sample.shape[0]:
+            log.warning("prior bank class %r has %d image(s) for %d centroids: using %d centroid(s)",
+                        str(cls), sample.shape[0], int(kc), sample.shape[0])
         kc = int(min(kc, sample.shape[0]))
         if kc == sample.shape[0]:
             centres = sample.copy()

@@ -1,12 +1,24 @@
-"""Baselines and metrics, so anyone can compare selections: balance, coverage, Fréchet, junk."""
+"""Judge selections against the truth: labels from a vector layer, a column or chip folders;
+baselines on the same candidates and budget; metrics in an independent encoder's space."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from .clustering import SceneCentroids, assign_to_centroids, normalise, self_clusters
+from .errors import InputError
+from .information import PAPER_STAGE1_KEEP, STATUS_NODATA
 from .selection import select_tiles
+
+log = logging.getLogger(__name__)
+
+#: Labels that mean "not a land cover": such tiles (and tiles dropped as nodata) count as junk.
+JUNK_LABELS = ("junk", "nodata", "blank", "cloud", "no_data")
 
 
 def label_balance(labels: np.ndarray, n_classes: int) -> float:
@@ -58,67 +70,220 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, dims: int = 64) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)
 
 
-def metrics(
-    kept: np.ndarray, embeddings: np.ndarray, scenes: np.ndarray, n_classes: int,
-    full: np.ndarray, junk: np.ndarray | None = None, seed: int = 0,
-) -> dict:
-    """The metrics of one selection (a boolean mask over all tiles)."""
+def labels_from_vector(tiles: gpd.GeoDataFrame, path: str, column: str = "label") -> np.ndarray:
+    """Each tile's label: the ``column`` of the polygon of ``path`` (any CRS) it overlaps
+    most; ``""`` where it overlaps none."""
+    try:
+        polygons = gpd.read_file(path)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the labels ({str(exc).splitlines()[0]})") from None
+    if column not in polygons:
+        raise InputError(f"{path}: no column {column!r} (columns: {', '.join(map(str, polygons.columns))})")
+    if polygons.crs is not None and tiles.crs is not None and polygons.crs != tiles.crs:
+        polygons = polygons.to_crs(tiles.crs)
+    frame = gpd.GeoDataFrame({"tile": np.arange(len(tiles))}, geometry=tiles.geometry.values, crs=tiles.crs)
+    labelled = gpd.GeoDataFrame({"label": polygons[column].astype(str).values},
+                                geometry=polygons.geometry.values, crs=frame.crs)
+    pieces = gpd.overlay(frame, labelled, how="intersection", keep_geom_type=True)
+    out = np.full(len(tiles), "", dtype=object)
+    if len(pieces):
+        pieces["area"] = pieces.geometry.area
+        best = pieces.sort_values(["tile", "area"], ascending=[True, False]).drop_duplicates("tile")
+        out[best["tile"].to_numpy()] = best["label"].to_numpy()
+    return out
+
+
+def labels_from_folders(tiles: pd.DataFrame) -> np.ndarray:
+    """Each chip's label: the name of the folder that holds its file (``ROOT/<class>/chip.png``)."""
+    return np.array([Path(p).parent.name for p in tiles["source"]], dtype=object)
+
+
+def tile_labels(tiles: gpd.GeoDataFrame, labels: str, column: str = "label") -> np.ndarray:
+    """True labels of the tiles from ``labels``: ``folders`` (chip folder names), ``column``
+    (the tiles' own ``column``), or the path of a vector layer of labelled polygons."""
+    if labels == "folders":
+        return labels_from_folders(tiles)
+    if labels == "column":
+        if column not in tiles:
+            raise InputError(f"the tiles have no column {column!r} to take labels from")
+        return tiles[column].fillna("").astype(str).to_numpy(dtype=object)
+    if not Path(labels).exists():
+        raise InputError(f"{labels}: no such labels file (or use 'folders' or 'column')")
+    return labels_from_vector(tiles, labels, column)
+
+
+def truth_metrics(kept: np.ndarray, labels: np.ndarray, junk: np.ndarray, n_classes: int) -> dict:
+    """Classes kept, label balance and junk share of one selection, by true labels."""
     kept = np.asarray(kept, dtype=bool)
-    row = {
+    real = kept & ~junk & (labels != "")
+    return {
         "kept": int(kept.sum()),
-        "classes_kept": int(np.unique(scenes[kept & full]).size) if (kept & full).any() else 0,
-        "label_balance": label_balance(scenes[kept & full], n_classes),
-        "coverage": coverage(embeddings[full], embeddings[kept & full], seed=seed),
-        "frechet": frechet_distance(embeddings[full], embeddings[kept & full]),
+        "classes_kept": int(np.unique(labels[real]).size),
+        "label_balance": label_balance(labels[real], n_classes),
+        "junk_kept": float((kept & junk).sum() / max(int(kept.sum()), 1)),
     }
-    if junk is not None:
-        row["junk_kept"] = float((kept & junk).sum() / max(kept.sum(), 1))
-    return row
 
 
-def compare_methods(
-    embeddings: np.ndarray,
+def baseline_selections(
+    n: int,
+    data: np.ndarray,
     entropy: np.ndarray,
-    entropy_rank: np.ndarray,
-    candidates: np.ndarray,
-    centroids: SceneCentroids,
+    tile_ids: np.ndarray,
     budget: int,
-    rs_prune_kept: np.ndarray,
-    full: np.ndarray,
-    junk: np.ndarray | None = None,
+    stage1_count: int,
+    pool: np.ndarray,
+    pool_ids: np.ndarray,
+    pool_dist: np.ndarray,
+    pool_vectors: np.ndarray,
+    all_vectors: np.ndarray,
+    centroids: SceneCentroids,
     uniformity: float = 1.0,
     seed: int = 0,
-) -> pd.DataFrame:
-    """Random, entropy-only, self-clustering, proportional quotas and RS-Prune on the same
-    budget, measured on the same embeddings. ``candidates`` are stage 1's survivors,
-    ``entropy_rank`` stage 1's ranking (0 = not ranked), ``full`` the tiles the metrics
-    describe (e.g. all tiles not dropped for nodata), ``junk`` planted junk if known."""
-    n = embeddings.shape[0]
-    scene_ids, _ = assign_to_centroids(embeddings, centroids)
-    scenes = centroids.labels[scene_ids]
-    n_classes = len(set(centroids.labels.tolist()))
+    cluster_scenes: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Keep masks (over all ``n`` tiles) of the baselines, each at ``budget`` tiles.
+
+    ``data`` marks tiles with data; ``stage1_count`` is the paper's stage-1 cut (its top 30%),
+    used by ``stage-1 + random`` and ``rs-prune, paper stage 1``; ``pool`` (tile positions) are the run's stage-2 candidates,
+    ``pool_ids``/``pool_dist`` their clusters and centroid distances, ``pool_vectors`` their
+    embeddings; ``all_vectors`` embeds every tile (the paper's stage 1 + stage 2 needs them).
+    """
     rng = np.random.default_rng(seed)
-    selections: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
 
-    random_keep = np.zeros(n, dtype=bool)
-    random_keep[rng.choice(n, min(budget, n), replace=False)] = True
-    selections["random"] = random_keep
-    selections["entropy only"] = (entropy_rank >= 1) & (entropy_rank <= budget)
+    def mask(positions) -> np.ndarray:
+        m = np.zeros(n, dtype=bool)
+        m[np.asarray(positions, dtype=np.int64)] = True
+        return m
 
-    cand = np.flatnonzero(candidates)
-    _, self_ids, self_dist = self_clusters(embeddings[cand], centroids, k=len(centroids), seed=seed)
-    mask = np.zeros(n, dtype=bool)
-    mask[cand[select_tiles(self_ids, self_dist, budget, uniformity, seed=seed).kept]] = True
-    selections["self-clustering"] = mask
+    with_data = np.flatnonzero(data)
+    out["random"] = mask(rng.choice(with_data, min(budget, with_data.size), replace=False))
+    by_entropy = with_data[np.lexsort((tile_ids[with_data], -entropy[with_data]))]
+    out["entropy only"] = mask(by_entropy[:budget])
+    top = by_entropy[: max(stage1_count, budget)]
+    out["stage-1 + random"] = mask(rng.choice(top, min(budget, top.size), replace=False))
 
-    ids, dist = assign_to_centroids(embeddings[cand], centroids)
-    mask = np.zeros(n, dtype=bool)
-    mask[cand[select_tiles(ids, dist, budget, 0.0, seed=seed).kept]] = True
-    selections["proportional quotas"] = mask
-    selections["rs-prune"] = np.asarray(rs_prune_kept, dtype=bool)
+    paper_ids, paper_dist = assign_to_centroids(all_vectors[top], centroids)
+    paper = select_tiles(paper_ids, paper_dist, budget, uniformity, seed=seed, cluster_scenes=cluster_scenes)
+    out["rs-prune, paper stage 1"] = mask(top[paper.kept])
 
-    rows = {name: metrics(kept, embeddings, scenes, n_classes, full, junk, seed)
-            for name, kept in selections.items()}
+    sel = select_tiles(pool_ids, pool_dist, budget, uniformity, seed=seed, cluster_scenes=cluster_scenes)
+    picks = []
+    for cluster, quota in zip(sel.clusters, sel.quotas):
+        members = pool[pool_ids == cluster]
+        picks.extend(rng.choice(members, int(quota), replace=False).tolist())
+    out["per-cluster random"] = mask(picks)
+    out["proportional quotas"] = mask(pool[select_tiles(pool_ids, pool_dist, budget, 0.0, seed=seed).kept])
+    _, self_ids, self_dist = self_clusters(pool_vectors, centroids, k=len(centroids), seed=seed)
+    out["self-clustering"] = mask(pool[select_tiles(self_ids, self_dist, budget, uniformity, seed=seed).kept])
+    return out
+
+
+def compare_selections(
+    selections: dict[str, np.ndarray],
+    data: np.ndarray,
+    own_scenes: np.ndarray,
+    n_scenes: int,
+    independent: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    junk: np.ndarray | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row of metrics per selection.
+
+    With true ``labels``: classes kept, label balance and junk kept by those labels. With
+    ``independent`` embeddings (an encoder other than the one that selected): coverage and
+    Fréchet distance of the kept real tiles against all real tiles with data. Always: scenes
+    kept and balance on the method's own nearest-centroid partition, labelled ``(own)``.
+    """
+    if junk is None:
+        junk = ~data
+    real = data & ~junk
+    n_classes = 0
+    if labels is not None:
+        real &= labels != ""
+        n_classes = int(np.unique(labels[real]).size)
+    rows = {}
+    for name, kept in selections.items():
+        kept = np.asarray(kept, dtype=bool)
+        row = {"kept": int(kept.sum())}
+        if labels is not None:
+            row.update(truth_metrics(kept, labels, junk, n_classes))
+        else:
+            row["junk_kept"] = float((kept & junk).sum() / max(int(kept.sum()), 1))
+        if independent is not None:
+            row["coverage"] = coverage(independent[real], independent[kept & real], seed=seed)
+            row["frechet"] = frechet_distance(independent[real], independent[kept & real])
+        own = kept & data
+        row["scenes_kept (own)"] = int(np.unique(own_scenes[own]).size)
+        row["scene_balance (own)"] = label_balance(own_scenes[own], n_scenes)
+        rows[name] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
+    return table
+
+
+def independent_encoder_name(run_encoder: str, requested: str | None = None) -> str:
+    """The encoder coverage and Fréchet are measured with: ``requested``, else one unlike the
+    run's (``rcf-empirical``, or ``efficientnet-lite0`` when the run used RCF)."""
+    if requested:
+        return requested
+    return "efficientnet-lite0" if run_encoder.startswith("rcf") else "rcf-empirical"
+
+
+def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list[str], seed: int,
+                           cache_root, progress: bool = False) -> np.ndarray:
+    """Every tile embedded by the independent encoder ``name`` (cached like any run's)."""
+    from .features import encoder_input_size, get_encoder
+    from .features.cache import EmbeddingCache
+    from .features.extract import embed_tiles
+    from .priorbank import load_images
+
+    fit = None
+    if name == "rcf-empirical":
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(bank_paths), min(1000, len(bank_paths)), replace=False))
+        fit = load_images([bank_paths[i] for i in pick], encoder_input_size(name))
+    encoder = get_encoder(name, None, fit, seed)
+    by_path = {s.path: s for s in sources}
+    scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
+    return embed_tiles(tiles, by_path, scale_by_path, encoder, EmbeddingCache(cache_root, encoder.cache_key),
+                       progress)
+
+
+def evaluate_run(tiles, vectors, embedded, final_kept, survivors, centroids, config, budget, stage1_count,
+                 sources, scalings, cache_root, progress: bool = False, pool=None, pool_ids=None,
+                 pool_dist=None) -> pd.DataFrame:
+    """The evaluation table of a run (``--evaluate``): RS-Prune and the baselines on the same
+    candidates and budget, by true labels when ``config.labels`` is given."""
+    from .priorbank import find_prior_bank
+
+    n = len(tiles)
+    if embedded.size != n:
+        raise ValueError("evaluation needs every tile embedded")
+    data = (tiles["status"] != STATUS_NODATA).to_numpy()
+    entropy = tiles["entropy"].to_numpy(dtype=np.float64)
+    ids = tiles["tile_id"].to_numpy()
+    if pool is None:
+        pool = np.flatnonzero(survivors)
+        pool_ids, pool_dist = assign_to_centroids(vectors[pool], centroids)
+    selections = baseline_selections(
+        n, data, entropy, ids, budget, round(PAPER_STAGE1_KEEP * int(data.sum())), pool, pool_ids, pool_dist, vectors[pool],
+        vectors, centroids, config.uniformity, config.seed,
+        centroids.labels if config.quota_by == "scene" else None,
+    )
+    selections["rs-prune"] = np.asarray(final_kept, dtype=bool)
+    own_ids, _ = assign_to_centroids(vectors, centroids)
+    own_scenes = centroids.labels[own_ids]
+    labels = junk = None
+    if config.labels:
+        labels = tile_labels(tiles, config.labels, config.label_column)
+        junk = ~data | np.isin(np.char.lower(labels.astype(str)), JUNK_LABELS)
+    bank = find_prior_bank(config.prior_bank)
+    name = independent_encoder_name(config.encoder, config.eval_encoder)
+    independent = independent_embeddings(tiles, sources, scalings, name, bank.paths, config.seed, cache_root,
+                                         progress)
+    table = compare_selections(selections, data, own_scenes, len(set(centroids.labels.tolist())),
+                               independent, labels, junk, config.seed)
+    table.attrs["independent_encoder"] = name
     return table

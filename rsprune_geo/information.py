@@ -23,6 +23,18 @@ STATUS_KEPT = "kept"
 STATUS_NODATA = "nodata"
 STATUS_LOW_INFORMATION = "low_information"
 
+#: Stage-1 rules. ``bank``: information judged against the prior bank (a floor below which no
+#: scene of the bank goes, then any top-fraction cut taken within each scene); ``paper``: the
+#: paper's global top fraction by entropy (D_H↑30%).
+STAGE1_RULES = ("bank", "paper")
+
+#: The paper's stage-1 fraction (D_H↑30%): the top 30% of images by entropy.
+PAPER_STAGE1_KEEP = 0.30
+
+#: How far below a scene's typical entropy a tile may fall and still be that scene: robust
+#: z-score (median − z · 1.4826 · MAD of the scene's bank entropies).
+DEFAULT_PLAUSIBILITY_Z = 3.0
+
 
 @dataclass(frozen=True)
 class Scaling:
@@ -128,6 +140,20 @@ def shannon_entropy(histogram: np.ndarray) -> float:
         return 0.0
     p = counts[counts > 0] / total
     return float(-(p * np.log2(p)).sum() + 0.0)
+
+
+def image_entropy(rgb: np.ndarray) -> float:
+    """Entropy (bits) of the BT.601 luma of one uint8 RGB image shaped (H, W, 3)."""
+    grey = grey_levels(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)))
+    return shannon_entropy(np.bincount(grey.ravel(), minlength=256))
+
+
+def bank_entropies(paths: list[str], scale: float = 1.0) -> np.ndarray:
+    """Entropy (bits) of each prior-bank image, resized by ``scale`` first (``scale < 1``
+    brings the bank's finer pixels to the tiles' coarser pixel size)."""
+    from .priorbank import load_image
+
+    return np.array([image_entropy(load_image(p, scale=scale)) for p in paths], dtype=np.float64)
 
 
 def tile_statistics(data: np.ndarray, valid: np.ndarray, scaling: Scaling = Scaling()) -> dict:
@@ -291,17 +317,103 @@ class _WindowCounter(dask.callbacks.Callback):
                 self.on_progress("stage1", self.done, self.total)
 
 
+@dataclass(frozen=True)
+class EntropyFloor:
+    """The entropy (bits) below which a tile is implausible for every scene of a prior bank.
+
+    ``per_scene[name]`` is each scene's own floor (median − z · 1.4826 · MAD of its bank
+    images' entropies, measured at the tiles' pixel size); ``bits`` is the lowest of them: a
+    tile under it looks like no scene the bank knows (blank, cloud, flat water, haze).
+    """
+
+    bits: float
+    per_scene: dict[str, float]
+    z: float
+
+
+def plausibility_floor(
+    entropies: np.ndarray, labels: np.ndarray, z: float = DEFAULT_PLAUSIBILITY_Z
+) -> EntropyFloor:
+    """The :class:`EntropyFloor` of a labelled bank from its images' entropies (bits)."""
+    entropies = np.asarray(entropies, dtype=np.float64)
+    labels = np.asarray(labels).astype(str)
+    if entropies.shape != labels.shape or entropies.size == 0:
+        raise ValueError("need one entropy per labelled bank image")
+    if z < 0:
+        raise ValueError(f"z {z}: must be non-negative")
+    per_scene = {}
+    for scene in np.unique(labels):
+        values = entropies[labels == scene]
+        median = float(np.median(values))
+        mad = float(np.median(np.abs(values - median))) * 1.4826
+        per_scene[str(scene)] = max(0.0, median - z * mad)
+    return EntropyFloor(bits=min(per_scene.values()), per_scene=per_scene, z=float(z))
+
+
+def apportion_by_size(sizes: np.ndarray, count: int) -> np.ndarray:
+    """Share ``count`` among groups in proportion to their sizes (largest remainder), every
+    non-empty group getting at least one while the count allows; exact total, none over size."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    count = int(min(max(count, 0), sizes.sum()))
+    out = np.zeros_like(sizes)
+    if count == 0:
+        return out
+    nonempty = np.flatnonzero(sizes > 0)
+    if count <= nonempty.size:  # not enough for one each: the biggest groups first
+        order = nonempty[np.lexsort((nonempty, -sizes[nonempty]))]
+        out[order[:count]] = 1
+        return out
+    out[nonempty] = 1
+    left = count - nonempty.size
+    room = sizes - out
+    target = room * (left / max(int(room.sum()), 1))
+    add = np.minimum(np.floor(target + 1e-9).astype(np.int64), room)
+    remainder = target - add
+    rest = left - int(add.sum())
+    while rest > 0:
+        open_ = np.flatnonzero(add < room)
+        take = open_[np.lexsort((open_, -remainder[open_]))][:rest]
+        add[take] += 1
+        remainder[take] = -np.inf
+        rest = left - int(add.sum())
+    return out + add
+
+
+def stratified_entropy_cut(
+    entropy: np.ndarray, strata: np.ndarray, count: int, tile_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep ``count`` tiles by entropy *within* each stratum (e.g. each tile's nearest scene).
+
+    Each stratum's share is proportional to its size and at least one tile while the count
+    allows, so no stratum is wiped out; inside it the highest entropy goes first (ties by
+    tile id). Returns (kept mask, rank inside the stratum from 1, quota of each tile's stratum).
+    """
+    entropy = np.asarray(entropy, dtype=np.float64)
+    strata = np.asarray(strata)
+    ids = np.asarray(tile_ids)
+    names, inverse, sizes = np.unique(strata, return_inverse=True, return_counts=True)
+    quotas = apportion_by_size(sizes, count)
+    order = np.lexsort((ids, -entropy, inverse))
+    rank = np.empty(entropy.size, dtype=np.int64)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    rank[order] = np.arange(entropy.size) - np.repeat(starts, sizes) + 1
+    quota_of_tile = quotas[inverse]
+    return rank <= quota_of_tile, rank, quota_of_tile
+
+
 def apply_information_filter(
     stats: pd.DataFrame,
     max_nodata: float = 0.25,
     entropy_min: float | None = None,
     keep_count: int | None = None,
+    floor: EntropyFloor | None = None,
 ) -> pd.DataFrame:
     """Stage-1 decisions: ``status``, ``reason`` and ``entropy_rank`` for each tile.
 
     Tiles whose nodata fraction exceeds ``max_nodata`` are ``nodata``; tiles under
-    ``entropy_min`` bits are ``low_information``; of the rest, the ``keep_count`` with the highest
-    entropy are kept (ties broken by tile id, so the result is deterministic) and the others are
+    ``entropy_min`` bits, or under the prior bank's ``floor`` (implausible for every scene),
+    are ``low_information``; of the rest, the ``keep_count`` with the highest entropy are kept
+    (ties broken by tile id, so the result is deterministic) and the others are
     ``low_information``. ``keep_count=None`` keeps every remaining tile.
     """
     out = pd.DataFrame(index=stats.index)
@@ -321,6 +433,14 @@ def apply_information_filter(
         reason[low] = [f"entropy {v:.2f} < {entropy_min:.2f} bits" for v in entropy[low]]
     else:
         low[:] = False
+    if floor is not None:
+        implausible = ~is_nodata & ~low & (entropy < floor.bits)
+        status[implausible] = STATUS_LOW_INFORMATION
+        reason[implausible] = [
+            f"entropy {v:.2f} bits: below every prior-bank scene (floor {floor.bits:.2f} bits)"
+            for v in entropy[implausible]
+        ]
+        low |= implausible
 
     candidates = np.flatnonzero(~is_nodata & ~low)
     rank = np.zeros(len(stats), dtype=np.int64)

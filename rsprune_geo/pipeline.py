@@ -4,29 +4,42 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 from rasterio.crs import CRS
 
 from .errors import InputError
 from .features import DEFAULT_ENCODER
 from .information import (
+    DEFAULT_PLAUSIBILITY_Z,
+    PAPER_STAGE1_KEEP,
+    STAGE1_RULES,
     STATUS_KEPT,
+    STATUS_NODATA,
     apply_information_filter,
     run_scaling,
     score_tiles,
     source_scaling,
 )
+from .selection import QUOTA_MODES
 from .outputs import check_output_path, write_geopackage
 from .sources import RasterSource, parse_bands, scan_sources
 from .tiling import EDGE_MODES, clip_to_aoi, make_tiles, read_aoi, whole_tile
+
+log = logging.getLogger(__name__)
+
+#: The smallest tile (pixels) worth matching to a prior-bank image's ground: coarser rasters
+#: need a bank at their own pixel size instead.
+MIN_MATCHED_TILE = 32
 
 #: How non-uint8 values are scaled to grey levels: per source, or one scaling for the run.
 SCALING_SCOPES = ("source", "run")
@@ -39,9 +52,14 @@ class RunConfig:
     """Parameters of a run. Fields map to the ``rsprune run`` options of the same name
     (``_`` → ``-``), except ``percentiles``, ``group_px`` and ``scheduler`` (API only).
 
-    ``keep`` is the fraction of all tiles kept in the end (default: ``stage1_keep``). Stage 2
-    runs when ``prior_bank`` is given and ``keep < stage1_keep``; otherwise stage 1 alone keeps
-    that top fraction by entropy. ``scaling`` says whether non-uint8 rasters are stretched to
+    ``keep`` and ``stage1_keep`` are fractions of the tiles that have data (tiles not dropped
+    as ``nodata``); ``stage1_keep`` defaults to 1.0 under the ``bank`` rule (no cut beyond the
+    floor: measured best) and 0.30 under ``paper``; ``keep`` defaults to ``stage1_keep``. ``stage1`` is the stage-1 rule:
+    ``bank`` (the default with a prior bank) drops tiles whose entropy no scene of the bank
+    reaches, then takes the ``stage1_keep`` cut within each tile's nearest scene; ``paper``
+    (the default without one) keeps the global top ``stage1_keep`` by entropy, the paper's
+    D_H↑30%. Stage 2 selects ``keep`` among stage 1's candidates when a prior bank is given
+    and ``keep < stage1_keep``. ``scaling`` says whether non-uint8 rasters are stretched to
     grey levels per source (default) or once for the whole run (one scene cut into files).
     """
 
@@ -52,7 +70,9 @@ class RunConfig:
     aoi: str | None = None
     max_nodata: float = 0.25
     entropy_min: float | None = None
-    stage1_keep: float = 0.30
+    stage1: str | None = None
+    plausibility_z: float = DEFAULT_PLAUSIBILITY_Z
+    stage1_keep: float | None = None
     keep: float | None = None
     out_crs: str | None = None
     seed: int = 0
@@ -68,8 +88,12 @@ class RunConfig:
     encoder: str = DEFAULT_ENCODER
     weights: str | None = None
     k_per_class: int | None = 4
+    images_per_centroid: int = 10
     k: int | None = None
+    bank_samples: int | None = None
+    match_bank_scale: bool = False
     clustering: str = "prior"
+    quota_by: str = "scene"
     uniformity: float = 1.0
     spread: int = 1
     dedup: float | None = None
@@ -77,6 +101,9 @@ class RunConfig:
     device: str | None = None
     batch_size: int | None = None
     evaluate: bool = False
+    labels: str | None = None
+    label_column: str = "label"
+    eval_encoder: str | None = None
     # scale-out
     dask_address: str | None = None
     workers: int | None = None
@@ -89,6 +116,8 @@ class RunConfig:
             raise InputError(f"--stride {self.stride}: must be a positive number of pixels")
         if self.edge not in EDGE_MODES:
             raise InputError(f"--edge {self.edge}: use one of {', '.join(EDGE_MODES)}")
+        if self.images_per_centroid < 1:
+            raise InputError(f"--images-per-centroid {self.images_per_centroid}: must be at least 1")
         for name in ("stage1_keep", "keep"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
@@ -109,6 +138,18 @@ class RunConfig:
         if isinstance(self.prior_bank, (str, Path)):
             self.prior_bank = (str(self.prior_bank),)
         self.prior_bank = tuple(str(p) for p in self.prior_bank)
+        if self.stage1 is not None and self.stage1 not in STAGE1_RULES:
+            raise InputError(f"--stage1 {self.stage1}: use one of {', '.join(STAGE1_RULES)}")
+        if self.stage1 == "bank" and not self.prior_bank:
+            raise InputError("--stage1 bank judges information against a prior bank: give --prior-bank")
+        if not 0 <= self.plausibility_z <= 20:
+            raise InputError(f"--plausibility-z {self.plausibility_z}: must be in [0, 20]")
+        if self.bank_samples is not None and self.bank_samples < 1:
+            raise InputError(f"--bank-samples {self.bank_samples}: must be at least 1")
+        if self.quota_by not in QUOTA_MODES:
+            raise InputError(f"--quota-by {self.quota_by}: use one of {', '.join(QUOTA_MODES)}")
+        if self.match_bank_scale and not self.prior_bank:
+            raise InputError("--match-bank-scale needs --prior-bank")
         if self.clustering not in CLUSTERING_MODES:
             raise InputError(f"--clustering {self.clustering}: use one of {', '.join(CLUSTERING_MODES)}")
         if not 0 <= self.uniformity <= 1:
@@ -125,16 +166,33 @@ class RunConfig:
             raise InputError(f"--spread {self.spread}: must be at least 1")
         if self.evaluate and not self.prior_bank:
             raise InputError("--evaluate compares stage-2 selections: give --prior-bank")
+        if self.labels is not None and not self.evaluate:
+            raise InputError("--labels are used by --evaluate: give both")
+
+    @property
+    def stage1_rule(self) -> str:
+        """The stage-1 rule in force: ``stage1``, else ``bank`` with a prior bank, else ``paper``."""
+        return self.stage1 or ("bank" if self.prior_bank else "paper")
 
     @property
     def stage2(self) -> bool:
-        """Whether stage 2 decides: a prior bank is given and the keep ratio is below stage 1's."""
-        return bool(self.prior_bank) and self.effective_keep < self.stage1_keep
+        """Whether stage 2 runs: a prior bank is given and either the keep ratio is below stage
+        1's or stage 1's cut is taken within scenes (which needs every candidate's scene)."""
+        if not self.prior_bank:
+            return False
+        return self.stage1_rule == "bank" or self.effective_keep < self.stage1_fraction
+
+    @property
+    def stage1_fraction(self) -> float:
+        """Stage 1's keep fraction: ``stage1_keep``, else 1.0 (``bank``) or 0.30 (``paper``)."""
+        if self.stage1_keep is not None:
+            return self.stage1_keep
+        return 1.0 if self.stage1_rule == "bank" else PAPER_STAGE1_KEEP
 
     @property
     def effective_keep(self) -> float:
-        """The final keep fraction (``keep``, or ``stage1_keep`` when not given)."""
-        return self.keep if self.keep is not None else self.stage1_keep
+        """The final keep fraction (``keep``, or stage 1's fraction when not given)."""
+        return self.keep if self.keep is not None else self.stage1_fraction
 
 
 @dataclass
@@ -164,16 +222,27 @@ class RunResult:
             if status in counts:
                 n = int(counts[status])
                 lines.append(f"  {status:<16} {n:>8}  {100 * n / total:5.1f}%")
+        st1 = self.record.get("stage1") or {}
+        if st1:
+            floor = (f", entropy floor {st1['floor_bits']:.2f} bits (no prior-bank scene below it)"
+                     if st1.get("floor_bits") is not None else "")
+            lines.append(f"stage 1: rule {st1['rule']}{floor}; fractions count the {st1['tiles_with_data']} "
+                         f"tile(s) with data")
+        for warning in self.record.get("warnings") or []:
+            lines.append(f"warning: {warning}")
         if self.timings:
             lines.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()))
         if self.record.get("stage2"):
             st2 = self.record["stage2"]
             lines.append(
                 f"stage 2: encoder {st2['encoder']}, {st2['n_centroids']} centroids over "
-                f"{st2['n_classes']} scenes, {st2['clustering']} clustering, budget {st2['budget']}"
+                f"{st2['n_classes']} scenes, {st2['clustering']} clustering, quotas by "
+                f"{st2.get('quota_by', 'centroid')}, budget {st2['budget']}"
             )
         if self.evaluation is not None:
-            lines.append("evaluation (higher is better, except frechet and junk_kept):")
+            where = self.evaluation.attrs.get("independent_encoder")
+            lines.append("evaluation (higher is better, except frechet and junk_kept"
+                         + (f"; coverage and frechet in {where}'s space" if where else "") + "):")
             lines.append(self.evaluation.to_string(float_format=lambda v: f"{v:.3f}"))
         if self.output:
             lines.append(f"output: {self.output}")
@@ -219,6 +288,71 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def tiles_pixel_size(sources: Sequence[RasterSource]) -> float | None:
+    """The median ground sample distance (m) of the sources, ``None`` when none has a CRS."""
+    sizes = [s.pixel_size_m for s in sources if s.pixel_size_m is not None]
+    return float(np.median(sizes)) if sizes else None
+
+
+def scale_warnings(bank, sources: Sequence[RasterSource], config: RunConfig) -> list[str]:
+    """Warn (log, and return the lines for the run record) when the tiles' ground size is far
+    from the prior bank's: its scenes are then seen at another scale."""
+    tile_gsd = tiles_pixel_size(sources)
+    if bank.gsd is None or tile_gsd is None or config.chips:
+        return []
+    ratio = tile_gsd / bank.gsd
+    if 1 / 3 <= ratio <= 3 or config.match_bank_scale:
+        return []
+    match = bank_tile_size(bank, sources)
+    advice = f"use a prior bank at about {tile_gsd:.3g} m/pixel"
+    if match is not None and match >= MIN_MATCHED_TILE:
+        advice += f", or tiles covering a bank image's ground (--tile-size {match}, or --match-bank-scale)"
+    message = (
+        f"the tiles are {tile_gsd:.3g} m/pixel and the prior bank {bank.gsd:.3g} m/pixel: its scenes are "
+        f"seen at another scale; {advice}"
+    )
+    log.warning(message)
+    return [message]
+
+
+def bank_tile_size(bank, sources: Sequence[RasterSource]) -> int | None:
+    """The tile size (pixels) whose ground matches one prior-bank image's, ``None`` when the
+    bank or the rasters declare no ground sample distance."""
+    from PIL import Image
+
+    tile_gsd = tiles_pixel_size(sources)
+    if bank.gsd is None or tile_gsd is None:
+        return None
+    try:
+        with Image.open(bank.paths[0]) as img:
+            side = min(img.size)
+    except OSError:
+        side = 256
+    return max(8, round(side * bank.gsd / tile_gsd))
+
+
+def bank_floor(bank, sources: Sequence[RasterSource], config: RunConfig):
+    """The stage-1 entropy floor of the prior bank, its images brought to the tiles' pixel size
+    (downsampled when the tiles are coarser); cached by bank fingerprint and scale."""
+    from .features.cache import atomic_save_npz, default_cache_dir, load_npz
+    from .information import bank_entropies, plausibility_floor
+
+    tile_gsd = None if config.chips else tiles_pixel_size(sources)
+    scale = 1.0 if bank.gsd is None or tile_gsd is None else min(1.0, bank.gsd / tile_gsd)
+    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    path = cache_root / "bank-entropy" / f"{bank.fingerprint}-s{scale:.4g}.npz"
+    cached = load_npz(path) if path.exists() else None
+    if cached is not None and cached["entropy"].shape == (len(bank),):
+        entropies = cached["entropy"]
+    else:
+        entropies = bank_entropies(bank.paths, scale)
+        try:
+            atomic_save_npz(path, entropy=entropies)
+        except OSError:  # a read-only cache only costs the recomputation
+            pass
+    return plausibility_floor(entropies, bank.labels, config.plausibility_z)
+
+
 def build_tiles(sources: Sequence[RasterSource], config: RunConfig) -> list[gpd.GeoDataFrame]:
     """Tile every source (each in its own CRS), restricted to the AOI when one is set."""
     aoi = read_aoi(config.aoi) if config.aoi else None
@@ -249,10 +383,10 @@ def run(
     ``encoding``, ``selection``, ``writing``), for GUIs and machine-readable progress.
     """
     config = config or RunConfig()
-    for key, value in overrides.items():
+    for key in overrides:
         if not hasattr(config, key):
             raise InputError(f"unknown parameter {key!r}")
-        setattr(config, key, value)
+    config = replace(config, **overrides)
     config.validate()
     if output is not None:
         check_output_path(output, overwrite)
@@ -276,6 +410,18 @@ def _run(inputs, output, config: RunConfig, overwrite: bool, progress: bool, cli
     crs = output_crs(sources, config.out_crs)
     if crs is not None and any(s.crs is None for s in sources):
         raise InputError("--out-crs needs georeferenced rasters (the inputs have no CRS)")
+    if config.match_bank_scale:
+        from .priorbank import find_prior_bank
+
+        size = bank_tile_size(find_prior_bank(config.prior_bank), sources)
+        if size is None:
+            raise InputError("--match-bank-scale needs georeferenced rasters and a prior bank that declares "
+                             "its ground sample distance (bank.json with {\"gsd\": METRES})")
+        if size < MIN_MATCHED_TILE:
+            raise InputError(f"--match-bank-scale: a prior-bank image's ground is {size} pixel(s) of these rasters; "
+                             "use a prior bank at their pixel size instead")
+        log.info("tile size %d px: one tile covers the ground of one prior-bank image", size)
+        config = replace(config, tile_size=size, stride=None)
     per_source = build_tiles(sources, config)
     n_tiles = sum(len(t) for t in per_source)
     if n_tiles == 0:
@@ -295,18 +441,27 @@ def _run(inputs, output, config: RunConfig, overwrite: bool, progress: bool, cli
     timings["stage1_scoring"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    stage1_fraction = config.stage1_keep if config.stage2 else config.effective_keep
-    decisions = apply_information_filter(
-        stats, config.max_nodata, config.entropy_min, round(stage1_fraction * n_tiles)
-    )
+    n_data = int((stats["nodata_fraction"].to_numpy() <= config.max_nodata).sum())
+    stage1_fraction = config.stage1_fraction if config.stage2 else config.effective_keep
+    floor = bank = None
+    warnings_: list[str] = []
+    if config.stage1_rule == "bank":
+        from .priorbank import find_prior_bank
+
+        bank = find_prior_bank(config.prior_bank)
+        warnings_ += scale_warnings(bank, sources, config)
+        floor = bank_floor(bank, sources, config)
+    keep_count = None if config.stage1_rule == "bank" else round(stage1_fraction * n_data)
+    decisions = apply_information_filter(stats, config.max_nodata, config.entropy_min, keep_count, floor)
     tiles = _assemble(per_source, stats, decisions, crs)
     timings["stage1_filter"] = time.perf_counter() - t0
     if not (tiles["status"] == STATUS_KEPT).any():
-        if round(stage1_fraction * n_tiles) == 0:
-            raise InputError(f"keeping {stage1_fraction} of {n_tiles} tile(s) rounds to none; raise --keep")
+        if n_data and round(stage1_fraction * n_data) == 0:
+            raise InputError(f"keeping {stage1_fraction} of {n_data} tile(s) with data rounds to none; "
+                             "raise the keep fraction")
         counts = ", ".join(f"{n} {s}" for s, n in tiles["status"].value_counts().items())
         raise InputError(
-            f"no tile passed stage 1 ({counts}); check --bands, --max-nodata and --entropy-min"
+            f"no tile passed stage 1 ({counts}); check the bands, the nodata limit and the entropy threshold"
         )
 
     clusters = evaluation = None
@@ -314,13 +469,23 @@ def _run(inputs, output, config: RunConfig, overwrite: bool, progress: bool, cli
     if config.stage2:
         from .stage2 import run_stage2
 
-        outcome = run_stage2(tiles, sources, scalings, config, round(config.effective_keep * n_tiles),
-                             timings, progress, client, on_progress)
+        outcome = run_stage2(tiles, sources, scalings, config, round(config.effective_keep * n_data),
+                             timings, progress, client, on_progress,
+                             stage1_count=round(config.stage1_fraction * n_data), bank=bank)
         on_progress("selection", 1, 1)
         tiles, clusters, evaluation, stage2_record = outcome
     record = run_record(sources, scalings, config, crs, timings, tiles)
+    record["stage1"] = {
+        "rule": config.stage1_rule,
+        "tiles_with_data": n_data,
+        "stage1_count": round(stage1_fraction * n_data),
+        "floor_bits": floor.bits if floor is not None else None,
+        "floor_per_scene": floor.per_scene if floor is not None else None,
+        "plausibility_z": floor.z if floor is not None else None,
+    }
     record["stage2"] = stage2_record
     record["skipped"] = skipped
+    record["warnings"] = warnings_
     result = RunResult(tiles=tiles, record=record, timings=timings, clusters=clusters,
                        evaluation=evaluation)
     if output is not None:

@@ -124,6 +124,28 @@ class Selection:
     quotas: np.ndarray
 
 
+#: How the budget is shared: among centroids (clusters), or among scenes first and then
+#: evenly among each scene's centroids.
+QUOTA_MODES = ("centroid", "scene")
+
+
+def scene_quotas(
+    sizes: np.ndarray, scenes: np.ndarray, budget: int, uniformity: float = 1.0, seed: int = 0
+) -> np.ndarray:
+    """Quotas per cluster shared by scene first: the scenes' quotas blend equal and
+    size-proportional shares (as :func:`blended_quotas` does for clusters), then each scene's
+    quota is water-filled over its clusters. Exact total, none above a cluster's size."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    scenes = np.asarray(scenes).astype(str)
+    names, inverse = np.unique(scenes, return_inverse=True)
+    per_scene = blended_quotas(np.bincount(inverse, weights=sizes).astype(np.int64), budget, uniformity, seed)
+    quotas = np.zeros_like(sizes)
+    for s in range(names.size):
+        members = np.flatnonzero(inverse == s)
+        quotas[members] = water_fill_quotas(sizes[members], int(per_scene[s]), seed + s)
+    return quotas
+
+
 def select_tiles(
     labels: np.ndarray,
     distances: np.ndarray,
@@ -131,11 +153,14 @@ def select_tiles(
     uniformity: float = 1.0,
     spread_bins: int = 1,
     seed: int = 0,
+    cluster_scenes: np.ndarray | None = None,
 ) -> Selection:
     """Keep exactly ``min(budget, n)`` tiles: per-cluster quotas, then centroid-first picks.
 
-    ``labels`` are cluster ids, ``distances`` each tile's distance to its centroid. The same
-    inputs and seed always give the same selection.
+    ``labels`` are cluster ids, ``distances`` each tile's distance to its centroid. With
+    ``cluster_scenes`` (the scene of every cluster id, indexed by id) the budget is shared
+    among scenes first (:func:`scene_quotas`). The same inputs and seed always give the same
+    selection.
     """
     labels = np.asarray(labels)
     if labels.shape != np.shape(distances):
@@ -143,7 +168,10 @@ def select_tiles(
     if budget < 0:
         raise InputError(f"budget {budget}: must be non-negative")
     clusters, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
-    quotas = blended_quotas(sizes, budget, uniformity, seed)
+    if cluster_scenes is None:
+        quotas = blended_quotas(sizes, budget, uniformity, seed)
+    else:
+        quotas = scene_quotas(sizes, np.asarray(cluster_scenes)[clusters], budget, uniformity, seed)
     rank = centroid_first_order(inverse, distances, spread_bins, seed)
     kept = rank < quotas[inverse]
     return Selection(kept=kept, rank=rank, clusters=clusters, sizes=sizes, quotas=quotas)

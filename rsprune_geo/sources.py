@@ -73,16 +73,34 @@ class RasterSource:
         """(left, bottom, right, top) of a pixel window in the source CRS."""
         return rasterio.windows.bounds(window, self.transform)
 
+    @property
+    def pixel_size_m(self) -> float | None:
+        """Ground sample distance in metres (mean of the pixel's sides), or ``None`` without a
+        CRS. Geographic CRSs are converted at the raster's centre latitude."""
+        if self.crs is None:
+            return None
+        width, height = abs(self.transform.a), abs(self.transform.e)
+        if self.crs.is_geographic:
+            lat = self.transform.f + self.transform.e * self.height / 2
+            return 111_320.0 * (width * float(np.cos(np.radians(lat))) + height) / 2
+        side = (width + height) / 2
+        try:
+            return side * float(self.crs.linear_units_factor[1])
+        except Exception:  # unknown units: assume metres
+            return side
+
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 CHIP_SUFFIXES = RASTER_SUFFIXES + (".png", ".jpg", ".jpeg")
 
 
-def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES) -> list[str]:
+def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES,
+                 recursive: bool = False) -> list[str]:
     """Expand globs and folders into a sorted, de-duplicated list of absolute raster paths.
 
     A folder contributes its files with one of ``suffixes`` (rasters by default; chip folders
-    add PNG and JPEG); GDAL virtual paths (``/vsicurl/...``) pass through unchanged.
+    add PNG and JPEG), and with ``recursive`` those of its subfolders too (chips laid out a
+    folder per class); GDAL virtual paths (``/vsicurl/...``) pass through unchanged.
     """
     paths: list[str] = []
     for item in inputs:
@@ -95,7 +113,8 @@ def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = 
                 raise InputError(f"{text}: the pattern matches no file")
             paths.extend(matches)
         elif os.path.isdir(text):
-            found = sorted(str(p) for p in Path(text).iterdir() if p.suffix.lower() in suffixes)
+            files = Path(text).rglob("*") if recursive else Path(text).iterdir()
+            found = sorted(str(p) for p in files if p.suffix.lower() in suffixes and p.is_file())
             if not found:
                 raise InputError(f"{text}: the folder holds no {', '.join(suffixes)} file")
             paths.extend(found)
@@ -270,7 +289,7 @@ def scan_sources(
     Returns ``(sources, skipped)`` where ``skipped`` holds ``{"path", "error"}`` records. A run
     of one file, or one where every file is unusable, raises the (first) error.
     """
-    paths = expand_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES)
+    paths = expand_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES, recursive=chips)
     sources, skipped, first_error = [], [], None
     for p in paths:
         try:

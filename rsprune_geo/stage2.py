@@ -15,7 +15,7 @@ from .clustering import SceneCentroids, assign_to_centroids, fit_scene_centroids
 from .features import encoder_input_size, get_encoder
 from .features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
 from .features.extract import embed_tiles
-from .information import STATUS_KEPT
+from .information import STATUS_KEPT, STATUS_LOW_INFORMATION, stratified_entropy_cut
 from .priorbank import PriorBank, find_prior_bank, load_images
 from .selection import find_duplicates, select_tiles
 
@@ -46,7 +46,7 @@ def embed_bank(bank: PriorBank, encoder, cache_root: Path, progress: bool = True
 
 def bank_centroids(bank: PriorBank, encoder, config, cache_root: Path, progress: bool = True) -> SceneCentroids:
     """Scene centroids of the bank for this encoder and K, saved so many runs share them."""
-    key = f"{bank.fingerprint}-kpc{config.k_per_class}-k{config.k}-s{config.seed}"
+    key = f"{bank.fingerprint}-kpc{config.k_per_class}-ipc{config.images_per_centroid}-k{config.k}-n{config.bank_samples}-s{config.seed}"
     path = cache_root / "centroids" / encoder.cache_key / f"{key}.npz"
     if path.exists():
         try:
@@ -55,37 +55,49 @@ def bank_centroids(bank: PriorBank, encoder, config, cache_root: Path, progress:
             path.unlink(missing_ok=True)
     vectors = embed_bank(bank, encoder, cache_root, progress)
     centroids = fit_scene_centroids(vectors, bank.labels, k_per_class=config.k_per_class, k=config.k,
-                                    seed=config.seed)
+                                    samples_per_class=config.bank_samples, seed=config.seed,
+                                    images_per_centroid=config.images_per_centroid)
     path.parent.mkdir(parents=True, exist_ok=True)
     centroids.save(path)
     return centroids
 
 
-def _cluster_and_select(cand, cand_vectors, vectors, centroids, config, budget):
-    """Assign (or self-cluster) the candidates, mark near-duplicates, select the budget."""
+def _assign(cand_vectors, centroids, config):
+    """Cluster ids and centroid distances of the candidates, and the clusters used."""
     if config.clustering == "self":
         clusters_used, ids, dist = self_clusters(cand_vectors, centroids, k=len(centroids), seed=config.seed)
     else:
         clusters_used = centroids
         ids, dist = assign_to_centroids(cand_vectors, centroids)
-    duplicate = np.zeros(cand.size, dtype=bool)
+    return clusters_used, ids, dist
+
+
+def _select(ids, dist, pool_vectors, clusters_used, config, budget):
+    """Mark near-duplicates in the pool, then select the budget among the rest."""
+    duplicate = np.zeros(ids.size, dtype=bool)
     if config.dedup is not None:
         from .selection import centroid_first_order
 
         order = centroid_first_order(ids, dist, config.spread, config.seed)
-        duplicate = find_duplicates(cand_vectors, ids, order, config.dedup)
+        duplicate = find_duplicates(pool_vectors, ids, order, config.dedup)
     fresh = np.flatnonzero(~duplicate)
-    selection = select_tiles(ids[fresh], dist[fresh], budget, config.uniformity, config.spread, config.seed)
-    all_assignment = assign_to_centroids(vectors, clusters_used) if config.evaluate else None
-    return clusters_used, ids, dist, duplicate, fresh, selection, all_assignment
+    scenes = clusters_used.labels if config.quota_by == "scene" else None
+    selection = select_tiles(ids[fresh], dist[fresh], budget, config.uniformity, config.spread, config.seed,
+                             cluster_scenes=scenes)
+    return duplicate, fresh, selection
 
 
 def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, timings: dict,
-               progress: bool = True, client=None, on_progress=None):
-    """Stage 2 on the tiles stage 1 kept: returns (tiles, clusters table, evaluation, record)."""
+               progress: bool = True, client=None, on_progress=None, stage1_count: int | None = None,
+               bank: PriorBank | None = None):
+    """Stage 2 on the tiles stage 1 passed: returns (tiles, clusters table, evaluation, record).
+
+    With the ``bank`` stage-1 rule, stage 1's cut (``stage1_count`` tiles, or the budget when
+    larger) is taken here, within each candidate's nearest scene, before selection.
+    """
     t0 = time.perf_counter()
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    bank = find_prior_bank(config.prior_bank)
+    bank = bank or find_prior_bank(config.prior_bank)
     fit_images = None
     if config.encoder == "rcf-empirical":
         rng = np.random.default_rng(config.seed)
@@ -110,6 +122,7 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
     scratch.mkdir(parents=True, exist_ok=True)
     fd, scratch_file = tempfile.mkstemp(prefix="run-", suffix=".npy", dir=scratch)
     os.close(fd)
+    by_stratum = config.stage1_rule == "bank"
     try:
         # the embeddings of this run live in a memory-mapped file: memory stays at one batch
         vectors = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=np.float32,
@@ -122,21 +135,37 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
         t0 = time.perf_counter()
         cand = np.flatnonzero(survivors)
         cand_vectors = vectors if embedded.size == cand.size else vectors[np.searchsorted(embedded, cand)]
-        outcome = _cluster_and_select(cand, cand_vectors, vectors, centroids, config, budget)
-        clusters_used, ids, dist, duplicate, fresh, selection, all_assignment = outcome
+        clusters_used, ids, dist = _assign(cand_vectors, centroids, config)
+        scene_rank = np.zeros(cand.size, dtype=np.int64)
+        passed = np.ones(cand.size, dtype=bool)
+        stage1_quota = None
+        if by_stratum:
+            count = max(int(stage1_count if stage1_count is not None else cand.size), int(budget))
+            passed, scene_rank, stage1_quota = stratified_entropy_cut(
+                tiles["entropy"].to_numpy()[cand], clusters_used.labels[ids], count,
+                tiles["tile_id"].to_numpy()[cand])
+        pool = np.flatnonzero(passed)  # positions in cand
+        stage1_decides = budget >= pool.size
+        if stage1_decides:
+            duplicate = np.zeros(pool.size, dtype=bool)
+            fresh = np.arange(pool.size)
+            selection = select_tiles(ids[pool], dist[pool], pool.size, config.uniformity, config.spread,
+                                     config.seed)
+        else:
+            duplicate, fresh, selection = _select(ids[pool], dist[pool], cand_vectors[pool], clusters_used,
+                                                  config, budget)
+        all_assignment = assign_to_centroids(vectors, clusters_used) if config.evaluate else None
         evaluation = None
+        final_kept = np.zeros(len(tiles), dtype=bool)
+        final_kept[cand[pool[fresh[selection.kept]]]] = True
         if config.evaluate:
-            from .evaluation import compare_methods
+            from .evaluation import evaluate_run
 
             t1 = time.perf_counter()
-            final_kept = np.zeros(len(tiles), dtype=bool)
-            final_kept[cand[fresh[selection.kept]]] = True
-            full = (tiles["status"] != "nodata").to_numpy()
-            junk = (tiles["nodata_fraction"] > config.max_nodata).to_numpy()
-            evaluation = compare_methods(
-                np.asarray(vectors), tiles["entropy"].to_numpy(), tiles["entropy_rank"].to_numpy(), survivors,
-                centroids, budget, final_kept, full, junk, config.uniformity, config.seed,
-            )
+            evaluation = evaluate_run(tiles, np.asarray(vectors), embedded, final_kept, survivors,
+                                      centroids, config, budget, stage1_count, sources, scalings,
+                                      cache_root, progress, pool=cand[pool], pool_ids=ids[pool],
+                                      pool_dist=dist[pool])
             timings["evaluation"] = time.perf_counter() - t1
     finally:
         vectors = cand_vectors = None
@@ -147,34 +176,45 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
     scene_col = np.full(len(tiles), "", dtype=object)
     dist_col = np.full(len(tiles), np.nan)
     rank_col = np.full(len(tiles), -1, dtype=np.int64)
+    scene_rank_col = np.zeros(len(tiles), dtype=np.int64)
     if all_assignment is not None:  # every tile has an embedding: give each its nearest scene
         all_ids, all_dist = all_assignment
-        cluster_col[:], dist_col[:] = all_ids, all_dist
-        scene_col[:] = clusters_used.labels[all_ids]
+        cluster_col[embedded], dist_col[embedded] = all_ids, all_dist
+        scene_col[embedded] = clusters_used.labels[all_ids]
     cluster_col[cand], dist_col[cand] = ids, dist
     scene_col[cand] = clusters_used.labels[ids]
-    rank_col[cand[fresh]] = selection.rank
+    scene_rank_col[cand] = scene_rank
+    in_pool = cand[pool]
+    rank_col[in_pool[fresh]] = selection.rank
     status = out["status"].to_numpy(dtype=object).copy()
-    status[cand] = STATUS_NOT_SELECTED
-    status[cand[duplicate]] = STATUS_DUPLICATE
-    status[cand[fresh[selection.kept]]] = STATUS_KEPT
     reason = out["reason"].to_numpy(dtype=object).copy()
-    reason[cand] = ""
-    reason[cand[duplicate]] = f"near-duplicate (cosine >= {config.dedup}) of a tile nearer its centroid"
-    not_sel = cand[fresh[~selection.kept]]
+    cut = cand[~passed]
+    status[cut] = STATUS_LOW_INFORMATION
+    if cut.size:
+        reason[cut] = [f"entropy {e:.2f} bits under the stage-1 cut within scene {sc} (top {q})"
+                       for e, sc, q in zip(tiles["entropy"].to_numpy()[cut], scene_col[cut],
+                                           stage1_quota[~passed])]
+    status[in_pool] = STATUS_NOT_SELECTED
+    reason[in_pool] = ""
+    status[in_pool[duplicate]] = STATUS_DUPLICATE
+    reason[in_pool[duplicate]] = f"near-duplicate (cosine >= {config.dedup}) of a tile nearer its centroid"
+    status[in_pool[fresh[selection.kept]]] = STATUS_KEPT
+    not_sel = in_pool[fresh[~selection.kept]]
     quota_of = dict(zip(selection.clusters.tolist(), selection.quotas.tolist()))
     reason[not_sel] = [f"beyond the quota of cluster {c} ({quota_of[c]})" for c in cluster_col[not_sel]]
     out["cluster"] = cluster_col
     out["scene"] = scene_col
     out["centroid_distance"] = dist_col
     out["cluster_rank"] = rank_col
+    out["scene_entropy_rank"] = scene_rank_col
     out["status"] = status
     out["reason"] = reason
     geometry = out.pop("geometry")
     out = gpd.GeoDataFrame(out, geometry=geometry.values, crs=tiles.crs)
 
     k_all = len(clusters_used)
-    size = np.bincount(ids, minlength=k_all)
+    pool_ids = ids[pool]
+    size = np.bincount(pool_ids, minlength=k_all)
     quotas = np.zeros(k_all, dtype=np.int64)
     quotas[selection.clusters] = selection.quotas
     clusters = pd.DataFrame({
@@ -183,9 +223,9 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
         "purity": clusters_used.purity,
         "bank_members": clusters_used.members,
         "size": size,
-        "duplicates": np.bincount(ids[duplicate], minlength=k_all),
+        "duplicates": np.bincount(pool_ids[duplicate], minlength=k_all),
         "quota": quotas,
-        "kept": np.bincount(ids[fresh[selection.kept]], minlength=k_all),
+        "kept": np.bincount(pool_ids[fresh[selection.kept]], minlength=k_all),
     })
     timings["stage2_selection"] = time.perf_counter() - t0
 
@@ -198,9 +238,19 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
         "prior_bank_images": len(bank),
         "n_classes": len(bank.classes),
         "n_centroids": len(centroids),
+        "bank_images_per_class": bank.class_counts(),
+        "bank_samples": config.bank_samples,
+        "bank_gsd": bank.gsd,
+        "centroids_per_class": {str(c): int(n) for c, n in zip(*np.unique(centroids.labels, return_counts=True))},
         "k_per_class": config.k_per_class,
+        "images_per_centroid": config.images_per_centroid,
         "k": config.k,
         "clustering": config.clustering,
+        "stage1_rule": config.stage1_rule,
+        "stage1_candidates": int(cand.size),
+        "stage1_passed": int(pool.size),
+        "stage1_decides": bool(stage1_decides),
+        "quota_by": config.quota_by,
         "uniformity": config.uniformity,
         "spread": config.spread,
         "dedup": config.dedup,

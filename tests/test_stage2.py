@@ -105,7 +105,8 @@ def test_geopackage_has_stage2_columns_clusters_and_record(result):
     st2 = record["stage2"]
     assert st2["encoder"] == "efficientnet-lite0" and st2["n_centroids"] == 21 and st2["seed"] == 0
     evaluation = pyogrio.read_dataframe(result.output, layer="evaluation")
-    assert set(evaluation.method) == {"random", "entropy only", "self-clustering", "proportional quotas", "rs-prune"}
+    assert set(evaluation.method) >= {"random", "entropy only", "self-clustering", "proportional quotas", "rs-prune",
+                                      "stage-1 + random", "per-cluster random", "rs-prune, paper stage 1"}
 
 
 def test_a_second_run_encodes_nothing_and_select_is_exact(result, scenes, monkeypatch):
@@ -143,9 +144,20 @@ def test_same_inputs_and_seed_give_the_same_selection(result, scenes):
 def test_keep_at_or_above_stage1_means_stage1_alone(scenes, monkeypatch):
     monkeypatch.setattr(Encoder, "encode", lambda *a: pytest.fail("stage 2 ran"))
     res = rsprune_geo.run([str(scenes["pool"])], chips=True, prior_bank=(str(scenes["bank"]),),
-                          keep=0.5, stage1_keep=0.3, progress=False)
+                          keep=0.5, stage1_keep=0.3, stage1="paper", progress=False)
     assert res.record["stage2"] is None
     assert (res.tiles.status == "kept").sum() == round(0.5 * len(res.tiles))
+
+
+def test_bank_rule_at_or_above_stage1_keeps_the_cut_within_every_scene(result, scenes):
+    # cached embeddings: the bank rule needs every candidate's scene, stage 1 then decides
+    res = rsprune_geo.run([str(scenes["pool"])], chips=True, prior_bank=(str(scenes["bank"]),), keep=0.5,
+                          stage1_keep=0.3, k_per_class=1, cache_dir=str(scenes["cache"]), progress=False)
+    assert res.record["stage2"]["stage1_decides"]
+    kept = res.tiles[res.tiles.status == "kept"]
+    assert len(kept) == round(0.5 * len(res.tiles))
+    assert set(kept.scene) == set(scenes["classes"])  # no scene wiped out
+    assert (true_label(kept.source) != "junk").all()
 
 
 def test_self_clustering_and_dedup(scenes, tmp_path):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from .base import Encoder, torch_device
+from .base import Encoder, file_digest, torch_device
 
 #: Hugging Face repositories of the two Git-RSCLIP sizes.
 GIT_RSCLIP_REPOS = {"git-rsclip": "lcybuaa/Git-RSCLIP", "git-rsclip-base": "lcybuaa/Git-RSCLIP-base"}
@@ -19,6 +19,30 @@ def hf_cache_dir(repo: str) -> str:
         os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub"
     )
     return os.path.join(home, "models--" + repo.replace("/", "--"))
+
+
+def _hub_snapshot(repo: str) -> str:
+    """The local snapshot folder of ``repo`` in the Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, "config.json")
+    return os.path.dirname(found) if isinstance(found, str) else hf_cache_dir(repo)
+
+
+def weights_folder_digest(folder: str) -> str:
+    """A digest of a model folder's config and weights files (names and contents), the same in
+    every process, so cached embeddings and centroids are found again."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=6)
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and name.endswith((".json", ".safetensors", ".bin", ".pt")):
+                h.update(f"{name}:{file_digest(path)}\n".encode())
+    else:
+        h.update(folder.encode())
+    return h.hexdigest()
 
 
 class GitRSCLIPEncoder(Encoder):
@@ -54,7 +78,8 @@ class GitRSCLIPEncoder(Encoder):
         with torch.inference_mode():
             probe = self._features(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
         self.dim = int(probe.shape[1])
-        self._digest = str(getattr(model.config, "_commit_hash", None) or abs(hash(location)) % 10**12)
+        self._digest = str(getattr(model.config, "_commit_hash", None) or weights_folder_digest(
+            weights or _hub_snapshot(repo)))
 
     def _state_digest(self) -> str:
         return self._digest
