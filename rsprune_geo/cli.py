@@ -285,6 +285,28 @@ def evaluate(run_file, output, overwrite, labels, label_column, eval_encoder) ->
     click.echo(result.summary())
 
 
+@main.command("labelled-pool")
+@click.argument("scenes", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the class counts, junk and layout.")
+@_fail_cleanly
+def labelled_pool(scenes, out_dir, seed) -> None:
+    """Build a labelled benchmark pool from a scene dataset SCENES (ROOT/<class>/<images>).
+
+    Writes OUT_DIR/bank (the first 10 images of each class), OUT_DIR/chips (10 down to 2 other
+    images per class, plus 20% planted junk in chips/junk), OUT_DIR/mosaic.tif (the same tiles on
+    a georeferenced grid) and OUT_DIR/labels.gpkg (each cell's true label), for
+    `rsprune run ... --evaluate --labels`.
+    """
+    from .labelled_pool import PoolSpec, build_labelled_pool
+
+    pool = build_labelled_pool(scenes, out_dir, PoolSpec(seed=seed))
+    click.echo(f"bank:   {pool.bank} ({len(pool.classes)} classes)")
+    click.echo(f"chips:  {pool.chips} ({sum(pool.counts.values())} scenes, {pool.junk} junk)")
+    click.echo(f"mosaic: {pool.mosaic}")
+    click.echo(f"labels: {pool.labels}")
+
+
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo-output", show_default=True,
               help="Folder for the demo mosaic and outputs.")
@@ -304,7 +326,7 @@ def demo(out_dir: str, size: int, regenerate: bool) -> None:
         click.echo(f"generating the demo mosaic ({size}x{size} px, 10 m, UTM 33N) ...")
         write_demo_mosaic(mosaic, DemoSpec(size=size))
     if regenerate or not bank.exists():
-        click.echo("generating the demo prior bank (6 land-cover scenes x 12 chips) ...")
+        click.echo("generating the demo prior bank (5 land-cover scenes x 12 chips) ...")
         write_prior_bank(bank)
     config = RunConfig(keep=0.15, prior_bank=(str(bank),), evaluate=True, cache_dir=str(out / "cache"))
     result = run_pipeline([str(mosaic)], out / "demo.gpkg", config, overwrite=True)

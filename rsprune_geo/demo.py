@@ -119,12 +119,25 @@ def render_scene(scene: str, size: int = 256, seed: int = 0) -> np.ndarray:
     return np.clip(np.rint(img), 1, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
-def write_prior_bank(folder: str | os.PathLike, per_class: int = 12, size: int = 256, seed: int = 7) -> Path:
-    """A small labelled prior bank of the demo's land-cover scenes, ``folder/<scene>/*.png``."""
+#: The demo prior bank's scenes: the land covers. Open water is left out, as in UC Merced (which
+#: has rivers, harbours and beaches but no open sea): the demo's sea and lakes are what stage 1
+#: should remove, the paper's "open ocean".
+BANK_SCENES = tuple(name for name in LAND_COVER if name != "water")
+
+
+def write_prior_bank(folder: str | os.PathLike, per_class: int = 12, size: int = 256, seed: int = 7,
+                     scenes: tuple[str, ...] = BANK_SCENES, gsd: float = 10.0) -> Path:
+    """A small labelled prior bank of the demo's land-cover scenes, ``folder/<scene>/*.png``,
+    with a ``bank.json`` declaring its ground sample distance (the demo mosaic's 10 m)."""
+    import json
+
     from PIL import Image
 
     root = Path(folder)
-    for k, scene in enumerate(LAND_COVER):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "bank.json").write_text(json.dumps({"gsd": gsd}))
+    for scene in scenes:
+        k = list(LAND_COVER).index(scene)
         (root / scene).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             chip = render_scene(scene, size, seed * 1000 + k * 100 + i)

@@ -162,11 +162,13 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
             from .evaluation import evaluate_run
 
             t1 = time.perf_counter()
+            t_eval = time.perf_counter()
             evaluation = evaluate_run(tiles, np.asarray(vectors), embedded, final_kept, survivors,
                                       centroids, config, budget, stage1_count, sources, scalings,
                                       cache_root, progress, pool=cand[pool], pool_ids=ids[pool],
                                       pool_dist=dist[pool])
             timings["evaluation"] = time.perf_counter() - t1
+            t0 += time.perf_counter() - t_eval  # selection's time excludes the evaluation
     finally:
         vectors = cand_vectors = None
         os.unlink(scratch_file)

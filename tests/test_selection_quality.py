@@ -215,3 +215,10 @@ def test_pool_spec_is_deterministic(tmp_path):
     b = build_labelled_pool(UCMERCED, tmp_path / "b", PoolSpec(seed=3))
     assert a.counts == b.counts
     assert gpd.read_file(a.labels).label.tolist() == gpd.read_file(b.labels).label.tolist()
+
+
+def test_cli_builds_the_labelled_pool(tmp_path):
+    out = CliRunner().invoke(main, ["labelled-pool", str(UCMERCED), str(tmp_path / "p"), "--seed", "2"])
+    assert out.exit_code == 0, out.output
+    assert "21 classes" in out.output and (tmp_path / "p" / "mosaic.tif").exists()
+    assert (tmp_path / "p" / "labels.gpkg").exists() and (tmp_path / "p" / "chips" / "junk").is_dir()

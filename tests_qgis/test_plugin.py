@@ -127,7 +127,8 @@ def test_dialog_defaults_and_validation(plugin, raster_layer, qgis_iface):
     assert layers == [raster_layer] and paths == [str(RGB_BYTE)]
     dialog = PruneDialog(paths)
     p = dialog.params()
-    assert (p.tile_size, p.keep, p.stage1_keep, p.encoder) == (256, 0.15, 0.30, "efficientnet-lite0")
+    assert (p.tile_size, p.keep, p.stage1_keep, p.encoder) == (256, 0.15, None, "efficientnet-lite0")
+    assert "--stage1-keep" not in p.cli_arguments()  # rsprune's own default for the rule in force
     assert p.output.endswith("RGB.byte-rsprune.gpkg") and p.prior_banks == []
     dialog.output.setText("/tmp/out.shp")
     with pytest.raises(BackendError, match="GeoPackage"):

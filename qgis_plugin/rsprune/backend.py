@@ -34,7 +34,7 @@ class PruneParams:
     tile_size: int = 256
     stride: int = 0
     keep: float = 0.15
-    stage1_keep: float = 0.30
+    stage1_keep: float | None = None  # None: rsprune's default (1.0 with a prior bank, else 0.30)
     entropy_min: float | None = None
     encoder: str = "efficientnet-lite0"
     prior_banks: list[str] = field(default_factory=list)
@@ -48,7 +48,7 @@ class PruneParams:
                 raise BackendError(f"{path}: not a file on disk (save the layer to a GeoTIFF first)")
         if not self.output.lower().endswith(".gpkg"):
             raise BackendError("the output must be a GeoPackage (.gpkg)")
-        if not 0 < self.keep <= 1 or not 0 < self.stage1_keep <= 1:
+        if not 0 < self.keep <= 1 or (self.stage1_keep is not None and not 0 < self.stage1_keep <= 1):
             raise BackendError("keep fractions must be in (0, 1]")
         for bank in self.prior_banks:
             if not os.path.isdir(bank):
@@ -57,8 +57,9 @@ class PruneParams:
     def cli_arguments(self) -> list[str]:
         """``rsprune run`` arguments, one list item per argument (paths stay single items)."""
         args = ["run", *self.rasters, "-o", self.output, "--tile-size", str(self.tile_size),
-                "--keep", repr(float(self.keep)), "--stage1-keep", repr(float(self.stage1_keep)),
-                "--encoder", self.encoder, "--progress-json"]
+                "--keep", repr(float(self.keep)), "--encoder", self.encoder, "--progress-json"]
+        if self.stage1_keep is not None:
+            args += ["--stage1-keep", repr(float(self.stage1_keep))]
         if self.stride:
             args += ["--stride", str(self.stride)]
         if self.entropy_min is not None:

@@ -25,7 +25,8 @@ class PruneDialog(QDialog):
         self.tile_size = QSpinBox(minimum=8, maximum=8192, value=256)
         self.stride = QSpinBox(minimum=0, maximum=8192, value=0, specialValueText="= tile size")
         self.keep = QDoubleSpinBox(minimum=0.001, maximum=1.0, value=0.15, singleStep=0.05, decimals=3)
-        self.stage1_keep = QDoubleSpinBox(minimum=0.001, maximum=1.0, value=0.30, singleStep=0.05, decimals=3)
+        self.stage1_keep = QDoubleSpinBox(minimum=0.0, maximum=1.0, value=0.0, singleStep=0.05, decimals=3,
+                                          specialValueText="auto (1.0 with a prior bank, else 0.30)")
         self.entropy_min = QDoubleSpinBox(minimum=0.0, maximum=8.0, value=0.0, decimals=2,
                                           specialValueText="none")
         self.encoder = QComboBox()
@@ -37,7 +38,7 @@ class PruneDialog(QDialog):
         form.addRow("Rasters", QLineEdit("; ".join(rasters), readOnly=True))
         form.addRow("Tile size (px)", self.tile_size)
         form.addRow("Stride (px)", self.stride)
-        form.addRow("Keep (fraction of all tiles)", self.keep)
+        form.addRow("Keep (fraction of the tiles with data)", self.keep)
         form.addRow("Stage-1 keep (by entropy)", self.stage1_keep)
         form.addRow("Minimum entropy (bits)", self.entropy_min)
         form.addRow("Scene encoder", self.encoder)
@@ -65,7 +66,7 @@ class PruneDialog(QDialog):
     def params(self) -> backend.PruneParams:
         return backend.PruneParams(
             rasters=self.rasters, output=self.output.text().strip(), tile_size=self.tile_size.value(),
-            stride=self.stride.value(), keep=self.keep.value(), stage1_keep=self.stage1_keep.value(),
+            stride=self.stride.value(), keep=self.keep.value(), stage1_keep=self.stage1_keep.value() or None,
             entropy_min=self.entropy_min.value() or None, encoder=self.encoder.currentText(),
             prior_banks=[self.prior_bank.text().strip()] if self.prior_bank.text().strip() else [],
         )

@@ -40,10 +40,11 @@ class PruneAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterMultipleLayers("INPUT", "Raster layers", QgsProcessing.TypeRaster))
         self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", "Tile size (px)", defaultValue=256, minValue=8))
         self.addParameter(QgsProcessingParameterNumber("STRIDE", "Stride (px, 0 = tile size)", defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber("KEEP", "Keep (fraction of all tiles)",
+        self.addParameter(QgsProcessingParameterNumber("KEEP", "Keep (fraction of the tiles with data)",
                                                        QgsProcessingParameterNumber.Double, 0.15, False, 0.001, 1.0))
-        self.addParameter(QgsProcessingParameterNumber("STAGE1_KEEP", "Stage-1 keep (by entropy)",
-                                                       QgsProcessingParameterNumber.Double, 0.30, False, 0.001, 1.0))
+        self.addParameter(QgsProcessingParameterNumber("STAGE1_KEEP", "Stage-1 keep (by entropy; empty: 1.0 with a "
+                                                       "prior bank, else 0.30)",
+                                                       QgsProcessingParameterNumber.Double, None, True, 0.001, 1.0))
         self.addParameter(QgsProcessingParameterNumber("ENTROPY_MIN", "Minimum entropy (bits)",
                                                        QgsProcessingParameterNumber.Double, None, True, 0.0, 8.0))
         self.addParameter(QgsProcessingParameterEnum("ENCODER", "Scene encoder", ENCODERS, defaultValue=0))
@@ -62,7 +63,7 @@ class PruneAlgorithm(QgsProcessingAlgorithm):
             tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
             stride=self.parameterAsInt(parameters, "STRIDE", context),
             keep=self.parameterAsDouble(parameters, "KEEP", context),
-            stage1_keep=self.parameterAsDouble(parameters, "STAGE1_KEEP", context),
+            stage1_keep=None if parameters.get("STAGE1_KEEP") in (None, "") else float(parameters["STAGE1_KEEP"]),
             entropy_min=None if entropy_min in (None, "") else float(entropy_min),
             encoder=ENCODERS[self.parameterAsEnum(parameters, "ENCODER", context)],
             prior_banks=[bank] if bank else [],
