@@ -58,9 +58,16 @@ def plot_entropy_histogram(tiles: pd.DataFrame, path: str | os.PathLike, record:
     ax.hist(stacks, bins=bins, stacked=True, color=colors, label=labels)
     ranked = tiles[tiles["entropy_rank"] >= 1]
     params = (record or {}).get("parameters", {})
+    st1 = (record or {}).get("stage1") or {}
+    if st1.get("floor_bits") is not None:
+        ax.axvline(st1["floor_bits"], color="black", linestyle="--",
+                   label=f"prior-bank floor ({st1['floor_bits']:.2f} bits)")
     stage1 = params.get("stage1_keep")
-    if stage1 and len(ranked):
-        n_cut = min(round(stage1 * len(tiles)), len(ranked))
+    n_cut = st1.get("stage1_count") if st1.get("rule") == "paper" else None
+    if n_cut is None and stage1 and not st1:  # a run written before the stage-1 record
+        n_cut = round(stage1 * len(tiles))
+    if n_cut and len(ranked):
+        n_cut = min(n_cut, len(ranked))
         if n_cut:
             cut = ranked.sort_values("entropy_rank")["entropy"].iloc[n_cut - 1]
             ax.axvline(cut, color="black", linestyle="--", label=f"stage-1 cut ({cut:.2f} bits)")
