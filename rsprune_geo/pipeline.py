@@ -54,12 +54,13 @@ class RunConfig:
 
     ``keep`` and ``stage1_keep`` are fractions of the tiles that have data (tiles not dropped
     as ``nodata``); ``stage1_keep`` defaults to 1.0 under the ``bank`` rule (no cut beyond the
-    floor: measured best) and 0.30 under ``paper``; ``keep`` defaults to ``stage1_keep``. ``stage1`` is the stage-1 rule:
-    ``bank`` (the default with a prior bank) drops tiles whose entropy no scene of the bank
-    reaches, then takes the ``stage1_keep`` cut within each tile's nearest scene; ``paper``
-    (the default without one) keeps the global top ``stage1_keep`` by entropy, the paper's
-    D_H↑30%. Stage 2 selects ``keep`` among stage 1's candidates when a prior bank is given
-    and ``keep < stage1_keep``. ``scaling`` says whether non-uint8 rasters are stretched to
+    floor: measured best) and 0.30 under ``paper``; ``keep`` defaults to stage 1's fraction.
+    ``stage1`` is the stage-1 rule: ``bank`` (the default with a prior bank) drops tiles whose
+    entropy no scene of the bank reaches, then takes the ``stage1_keep`` cut within each tile's
+    nearest scene (so stage 2's encoding always runs); ``paper`` (the default without one)
+    keeps the global top ``stage1_keep`` by entropy, the paper's D_H↑30%. Stage 2 selects
+    ``keep`` among stage 1's candidates when a prior bank is given and ``keep`` is below stage
+    1's fraction. ``scaling`` says whether non-uint8 rasters are stretched to
     grey levels per source (default) or once for the whole run (one scene cut into files).
     """
 
