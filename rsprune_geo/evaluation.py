@@ -234,17 +234,11 @@ def independent_encoder_name(run_encoder: str, requested: str | None = None) -> 
 def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list[str], seed: int,
                            cache_root, progress: bool = False) -> np.ndarray:
     """Every tile embedded by the independent encoder ``name`` (cached like any run's)."""
-    from .features import encoder_input_size, get_encoder
     from .features.cache import EmbeddingCache
     from .features.extract import embed_tiles
-    from .priorbank import load_images
+    from .stage2 import bank_encoder
 
-    fit = None
-    if name == "rcf-empirical":
-        rng = np.random.default_rng(seed)
-        pick = np.sort(rng.choice(len(bank_paths), min(1000, len(bank_paths)), replace=False))
-        fit = load_images([bank_paths[i] for i in pick], encoder_input_size(name))
-    encoder = get_encoder(name, None, fit, seed)
+    encoder = bank_encoder(name, bank_paths, seed=seed)
     by_path = {s.path: s for s in sources}
     scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
     return embed_tiles(tiles, by_path, scale_by_path, encoder, EmbeddingCache(cache_root, encoder.cache_key),

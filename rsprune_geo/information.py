@@ -401,6 +401,12 @@ def stratified_entropy_cut(
     return rank <= quota_of_tile, rank, quota_of_tile
 
 
+def within_scene_cut_reasons(entropy: np.ndarray, scenes: np.ndarray, quotas: np.ndarray) -> list[str]:
+    """The ``reason`` of each tile cut by :func:`stratified_entropy_cut`."""
+    return [f"entropy {e:.2f} bits under the stage-1 cut within scene {s} (top {q})"
+            for e, s, q in zip(entropy, scenes, quotas)]
+
+
 def apply_information_filter(
     stats: pd.DataFrame,
     max_nodata: float = 0.25,

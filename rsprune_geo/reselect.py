@@ -17,6 +17,7 @@ from .information import (
     STATUS_LOW_INFORMATION,
     STATUS_NODATA,
     stratified_entropy_cut,
+    within_scene_cut_reasons,
 )
 from .outputs import read_run, write_geopackage
 from .pipeline import RunResult, runs_table
@@ -67,8 +68,8 @@ def reselect(
                                                   count, tiles["tile_id"].to_numpy()[cand])
         cut = cand[~passed]
         status[cut] = STATUS_LOW_INFORMATION
-        reason[cut] = [f"entropy {e:.2f} bits under the stage-1 cut within scene {sc} (top {q})" for e, sc, q in
-                       zip(tiles["entropy"].to_numpy()[cut], tiles["scene"].to_numpy()[cut], quota[~passed])]
+        reason[cut] = within_scene_cut_reasons(tiles["entropy"].to_numpy()[cut], tiles["scene"].to_numpy()[cut],
+                                               quota[~passed])
         candidates = np.zeros(len(tiles), dtype=bool)
         candidates[cand[passed]] = True
         if budget >= int(passed.sum()):

@@ -15,7 +15,7 @@ from .clustering import SceneCentroids, assign_to_centroids, fit_scene_centroids
 from .features import encoder_input_size, get_encoder
 from .features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
 from .features.extract import embed_tiles
-from .information import STATUS_KEPT, STATUS_LOW_INFORMATION, stratified_entropy_cut
+from .information import STATUS_KEPT, STATUS_LOW_INFORMATION, stratified_entropy_cut, within_scene_cut_reasons
 from .priorbank import PriorBank, find_prior_bank, load_images
 from .selection import find_duplicates, select_tiles
 
@@ -24,6 +24,17 @@ STATUS_DUPLICATE = "duplicate"
 
 #: Prior-bank images used to draw empirical RCF filters (a seeded sample).
 RCF_FIT_IMAGES = 1000
+
+
+def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, seed: int = 0,
+                 device: str | None = None):
+    """The encoder ``name``; ``rcf-empirical`` draws its filters from a seeded sample of the bank."""
+    fit_images = None
+    if name == "rcf-empirical":
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(bank_paths), min(RCF_FIT_IMAGES, len(bank_paths)), replace=False))
+        fit_images = load_images([bank_paths[i] for i in pick], encoder_input_size(name))
+    return get_encoder(name, weights, fit_images, seed, device)
 
 
 def embed_bank(bank: PriorBank, encoder, cache_root: Path, progress: bool = True) -> np.ndarray:
@@ -98,12 +109,7 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
     t0 = time.perf_counter()
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     bank = bank or find_prior_bank(config.prior_bank)
-    fit_images = None
-    if config.encoder == "rcf-empirical":
-        rng = np.random.default_rng(config.seed)
-        pick = np.sort(rng.choice(len(bank), min(RCF_FIT_IMAGES, len(bank)), replace=False))
-        fit_images = load_images([bank.paths[i] for i in pick], encoder_input_size(config.encoder))
-    encoder = get_encoder(config.encoder, config.weights, fit_images, config.seed, config.device)
+    encoder = bank_encoder(config.encoder, bank.paths, config.weights, config.seed, config.device)
     if config.batch_size:
         encoder.batch_size = config.batch_size
     if on_progress is not None:
@@ -193,9 +199,8 @@ def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, 
     cut = cand[~passed]
     status[cut] = STATUS_LOW_INFORMATION
     if cut.size:
-        reason[cut] = [f"entropy {e:.2f} bits under the stage-1 cut within scene {sc} (top {q})"
-                       for e, sc, q in zip(tiles["entropy"].to_numpy()[cut], scene_col[cut],
-                                           stage1_quota[~passed])]
+        reason[cut] = within_scene_cut_reasons(tiles["entropy"].to_numpy()[cut], scene_col[cut],
+                                               stage1_quota[~passed])
     status[in_pool] = STATUS_NOT_SELECTED
     reason[in_pool] = ""
     status[in_pool[duplicate]] = STATUS_DUPLICATE
