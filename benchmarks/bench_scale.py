@@ -113,7 +113,7 @@ def end_to_end(mosaic: str, bank: str) -> list[dict]:
                 with tempfile.TemporaryDirectory() as cache:
                     t0 = time.perf_counter()
                     result = rsprune_geo.run([mosaic], keep=0.15, prior_bank=(bank,), encoder=encoder,
-                                             evaluate=True, cache_dir=cache, workers=workers, progress=False)
+                                             evaluate=True, cache_dir=cache, workers=workers)
                     seconds = time.perf_counter() - t0
                 rows.append({"encoder": encoder, "workers": workers or "local threads",
                              "tiles": len(result.tiles), "seconds": seconds,
@@ -131,10 +131,10 @@ def growth_child(size: int) -> None:
     import rsprune_geo
 
     warm = DATA / "demo-1024.tif"
-    rsprune_geo.run([str(warm)], progress=False)
+    rsprune_geo.run([str(warm)])
     base = rss_mib()["VmHWM"]
     t0 = time.perf_counter()
-    result = rsprune_geo.run([str(DATA / f"demo-{size}.tif")], progress=False)
+    result = rsprune_geo.run([str(DATA / f"demo-{size}.tif")])
     seconds = time.perf_counter() - t0
     print(json.dumps({"size": size, "tiles": len(result.tiles), "seconds": seconds,
                       "stage1_s": result.timings["stage1_scoring"],

@@ -47,7 +47,7 @@ def run_one(pool, keep: float, params: dict) -> tuple[pd.DataFrame, float]:
 
     t0 = time.perf_counter()
     res = rsprune_geo.run([str(pool.mosaic)], keep=keep, prior_bank=(str(pool.bank),), evaluate=True,
-                          labels=str(pool.labels), cache_dir=str(DATA / "cache"), progress=False, **params)
+                          labels=str(pool.labels), cache_dir=str(DATA / "cache"), **params)
     return res.evaluation[COLUMNS], time.perf_counter() - t0
 
 

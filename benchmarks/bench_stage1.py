@@ -17,7 +17,8 @@ import rasterio
 from rasterio.windows import Window
 
 from rsprune_geo.demo import DemoSpec, write_demo_mosaic
-from rsprune_geo.information import score_tiles, source_scaling
+from rsprune_geo.information import score_tiles
+from rsprune_geo.pixels import source_scaling
 from rsprune_geo.sources import open_source
 from rsprune_geo.tiling import make_tiles
 
@@ -91,7 +92,7 @@ def main() -> None:
     floor = min(floor_full, floor_blocks)
     results = {}
     for scheduler in ("threads", "sync"):
-        t, _ = timed(lambda s=scheduler: score_tiles([source], [tiles], [scaling], scheduler=s, progress=False))
+        t, _ = timed(lambda s=scheduler: score_tiles([source], [tiles], [scaling], scheduler=s))
         results[scheduler] = t
     naive, _ = timed(lambda: naive_per_tile(mosaic, tile_size), repeats=3)
     try:

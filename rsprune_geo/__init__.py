@@ -1,18 +1,13 @@
 """rsprune_geo: training-free pruning of remote-sensing imagery (RS-Prune) as a geodata tool."""
 
+from .config import RunConfig
 from .errors import InputError, OutputError, RsPruneError
-from .information import (
-    Scaling,
-    apply_information_filter,
-    grey_levels,
-    score_tiles,
-    shannon_entropy,
-    source_scaling,
-    tile_statistics,
-)
-from .outputs import plot_map, read_run, write_geopackage
-from .pipeline import RunConfig, RunResult, run
-from .sources import RasterSource, open_lazy, open_source, open_sources, read_window
+from .information import apply_information_filter, grey_levels, score_tiles, shannon_entropy, tile_statistics
+from .outputs import plot_map, write_geopackage
+from .pipeline import RunResult, run
+from .pixels import Scaling, read_window, source_scaling
+from .schema import RunRecord, Status, read_run
+from .sources import RasterSource, open_lazy, open_source, open_sources
 from .tiling import make_tiles
 
 __all__ = [
@@ -21,8 +16,10 @@ __all__ = [
     "RasterSource",
     "RsPruneError",
     "RunConfig",
+    "RunRecord",
     "RunResult",
     "Scaling",
+    "Status",
     "apply_information_filter",
     "grey_levels",
     "make_tiles",

@@ -12,7 +12,8 @@ import pandas as pd
 
 from .clustering import SceneCentroids, assign_to_centroids, normalise, self_clusters
 from .errors import InputError
-from .information import PAPER_STAGE1_KEEP, STATUS_NODATA
+from .config import PAPER_STAGE1_KEEP
+from .schema import Status
 from .selection import select_tiles
 
 log = logging.getLogger(__name__)
@@ -232,52 +233,53 @@ def independent_encoder_name(run_encoder: str, requested: str | None = None) -> 
 
 
 def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list[str], seed: int,
-                           cache_root, progress: bool = False) -> np.ndarray:
+                           cache_root, on_progress=None) -> np.ndarray:
     """Every tile embedded by the independent encoder ``name`` (cached like any run's)."""
+    from .embedding import embed_tiles
     from .features.cache import EmbeddingCache
-    from .features.extract import embed_tiles
     from .stage2 import bank_encoder
 
     encoder = bank_encoder(name, bank_paths, seed=seed)
     by_path = {s.path: s for s in sources}
     scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
     return embed_tiles(tiles, by_path, scale_by_path, encoder, EmbeddingCache(cache_root, encoder.cache_key),
-                       progress)
+                       on_progress=on_progress)
 
 
-def evaluate_run(tiles, vectors, embedded, final_kept, survivors, centroids, config, budget, stage1_count,
-                 sources, scalings, cache_root, progress: bool = False, pool=None, pool_ids=None,
-                 pool_dist=None) -> pd.DataFrame:
-    """The evaluation table of a run (``--evaluate``): RS-Prune and the baselines on the same
-    candidates and budget, by true labels when ``config.labels`` is given."""
+def evaluate_run(tiles, vectors, final_kept, survivors, centroids, options, budget, sources, scalings,
+                 pool=None, pool_ids=None, pool_dist=None, on_progress=None) -> pd.DataFrame:
+    """The evaluation table of a run (``evaluate``): RS-Prune and the baselines on the same
+    candidates and budget, by true labels when ``options.labels`` is given; ``vectors`` embed
+    every tile, ``options`` are the run's :class:`~rsprune_geo.stage2.Stage2Options`."""
     from .priorbank import find_prior_bank
 
     n = len(tiles)
-    if embedded.size != n:
+    if len(vectors) != n:
         raise ValueError("evaluation needs every tile embedded")
-    data = (tiles["status"] != STATUS_NODATA).to_numpy()
+    data = (tiles["status"] != Status.NODATA).to_numpy()
     entropy = tiles["entropy"].to_numpy(dtype=np.float64)
     ids = tiles["tile_id"].to_numpy()
     if pool is None:
         pool = np.flatnonzero(survivors)
         pool_ids, pool_dist = assign_to_centroids(vectors[pool], centroids)
+    sel = options.selection
     selections = baseline_selections(
-        n, data, entropy, ids, budget, round(PAPER_STAGE1_KEEP * int(data.sum())), pool, pool_ids, pool_dist, vectors[pool],
-        vectors, centroids, config.uniformity, config.seed,
-        centroids.labels if config.quota_by == "scene" else None,
+        n, data, entropy, ids, budget, round(PAPER_STAGE1_KEEP * int(data.sum())), pool, pool_ids, pool_dist,
+        vectors[pool], vectors, centroids, sel.uniformity, sel.seed,
+        centroids.labels if sel.quota_by == "scene" else None,
     )
     selections["rs-prune"] = np.asarray(final_kept, dtype=bool)
     own_ids, _ = assign_to_centroids(vectors, centroids)
     own_scenes = centroids.labels[own_ids]
     labels = junk = None
-    if config.labels:
-        labels = tile_labels(tiles, config.labels, config.label_column)
+    if options.labels:
+        labels = tile_labels(tiles, options.labels, options.label_column)
         junk = ~data | np.isin(np.char.lower(labels.astype(str)), JUNK_LABELS)
-    bank = find_prior_bank(config.prior_bank)
-    name = independent_encoder_name(config.encoder, config.eval_encoder)
-    independent = independent_embeddings(tiles, sources, scalings, name, bank.paths, config.seed, cache_root,
-                                         progress)
+    bank = find_prior_bank(options.prior_bank)
+    name = independent_encoder_name(options.encoder, options.eval_encoder)
+    independent = independent_embeddings(tiles, sources, scalings, name, bank.paths, sel.seed, options.cache_root,
+                                         on_progress)
     table = compare_selections(selections, data, own_scenes, len(set(centroids.labels.tolist())),
-                               independent, labels, junk, config.seed)
+                               independent, labels, junk, sel.seed)
     table.attrs["independent_encoder"] = name
     return table

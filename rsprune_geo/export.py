@@ -12,17 +12,18 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window, transform as window_transform
 
+from .config import param
 from .errors import InputError, OutputError
-from .features.extract import to_rgb8
-from .information import STATUS_KEPT
-from .outputs import read_run, recorded_source
+from .pixels import read_all_bands, read_chip
+from .progress import ProgressCallback, no_progress
+from .schema import Status, read_run
 
 CHIP_FORMATS = ("tif", "png", "jpg")
 FOOTPRINT_DRIVERS = {".gpkg": "GPKG", ".parquet": "parquet", ".fgb": "FlatGeobuf",
                      ".geojson": "GeoJSON", ".json": "GeoJSON"}
 
 
-def export_footprints(run_file: str | os.PathLike, path: str | os.PathLike, status: str | None = STATUS_KEPT,
+def export_footprints(run_file: str | os.PathLike, path: str | os.PathLike, status: str | None = Status.KEPT,
                       overwrite: bool = False) -> Path:
     """Write the run's tile footprints (default: the kept ones) as GeoPackage, GeoParquet,
     FlatGeobuf or GeoJSON, chosen by the file's extension; written atomically."""
@@ -31,7 +32,7 @@ def export_footprints(run_file: str | os.PathLike, path: str | os.PathLike, stat
     if driver is None:
         raise OutputError(f"{out}: use .gpkg, .parquet, .fgb or .geojson")
     if out.exists() and not overwrite:
-        raise OutputError(f"{out}: the file exists; pass --overwrite to replace it")
+        raise OutputError(f"{out}: the file exists; pass {param('overwrite')} to replace it")
     tiles, _ = read_run(run_file)
     if status:
         tiles = tiles[tiles["status"] == status]
@@ -55,8 +56,8 @@ def export_chips(
     run_file: str | os.PathLike,
     to: str | os.PathLike,
     fmt: str = "tif",
-    status: str = STATUS_KEPT,
-    progress: bool = True,
+    status: str = Status.KEPT,
+    on_progress: ProgressCallback = no_progress,
 ) -> dict:
     """Write the run's kept tiles as training chips in ``to``, resumably.
 
@@ -67,28 +68,20 @@ def export_chips(
     Both also write ``manifest.csv``. Chips already present are skipped, so an interrupted export
     resumes; every file is written to a temporary name and renamed. Reads are windowed.
     """
-    from tqdm.auto import tqdm
-
     if fmt not in CHIP_FORMATS:
-        raise InputError(f"--format {fmt}: use one of {', '.join(CHIP_FORMATS)}")
+        raise InputError(f"{param('format')} {fmt}: use one of {', '.join(CHIP_FORMATS)}")
     tiles, record = read_run(run_file)
     chosen = tiles[tiles["status"] == status]
     if chosen.empty:
         raise InputError(f"{run_file}: no tile has status {status!r}")
     folder = Path(to)
     folder.mkdir(parents=True, exist_ok=True)
-    inputs = {item["path"]: item for item in record["inputs"]}
-    params = record["parameters"]
     rows, written, skipped = [], 0, 0
-    bar = tqdm(total=len(chosen), desc="exporting chips", unit="chip", disable=not progress, leave=False)
     for path, part in chosen.groupby("source", sort=True):
-        if path not in inputs:
+        if path not in record.input_paths:
             raise InputError(f"{run_file}: source {path} is not in the run's inputs")
-        info = inputs[path]
-        source, scaling = recorded_source(info)
-        if source.fingerprint != info["fingerprint"]:
-            raise InputError(f"{path}: the file changed since the run (fingerprint differs); rerun rsprune run")
-        with rasterio.open(path) as src:
+        source, scaling = record.source(path, check=True)
+        with source.open() as src:
             for tile in part.itertuples():
                 name = f"{tile.tile_id}.{fmt}"
                 target = folder / name
@@ -103,26 +96,24 @@ def export_chips(
                     "cluster": int(tile.cluster) if hasattr(tile, "cluster") else None,
                     "entropy": float(tile.entropy),
                 })
-                bar.update(1)
+                on_progress("export", len(rows), len(chosen))
                 if target.exists():
                     skipped += 1
                     continue
                 if fmt == "tif":
                     _write_geotiff_chip(src, window, target)
                 else:
-                    data = src.read(list(source.bands), window=window, boundless=True, fill_value=0)
-                    _write_image_chip(to_rgb8(data, scaling), target, fmt)
+                    _write_image_chip(read_chip(source, window, scaling, src), target, fmt)
                 written += 1
-    bar.close()
     _write_text(folder / "manifest.csv", _csv(rows))
     if fmt != "tif":
         _write_text(folder / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return {"folder": str(folder), "chips": len(rows), "written": written, "skipped": skipped,
-            "format": fmt, "tile_size": params.get("tile_size")}
+            "format": fmt, "tile_size": record.parameters.get("tile_size")}
 
 
 def _write_geotiff_chip(src, window: Window, target: Path) -> None:
-    data = src.read(window=window, boundless=True, fill_value=src.nodata or 0)
+    data = read_all_bands(src, window)
     profile = {
         "driver": "GTiff", "width": int(window.width), "height": int(window.height),
         "count": src.count, "dtype": src.dtypes[0], "crs": src.crs,

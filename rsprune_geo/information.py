@@ -2,106 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from dataclasses import dataclass
+from typing import Any, Sequence
 
-import dask
-import dask.callbacks
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .sources import RasterSource, read_reduced, read_window
+from .config import DEFAULT_PLAUSIBILITY_Z, PAPER_STAGE1_KEEP, STAGE1_RULES
+from .pixels import Scaling, read_image, read_plain, read_window, source_scaling, window_inside
+from .progress import ProgressCallback
+from .schema import Status
+from .sources import RasterSource
 from .tiling import group_tiles, union_window
 
 #: BT.601 luma weights in 1/256ths (77 + 150 + 29 = 256): integer luma on uint8, within 1 level.
 _LUMA_INT = np.array([77, 150, 29], dtype=np.uint16)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-STATUS_KEPT = "kept"
-STATUS_NODATA = "nodata"
-STATUS_LOW_INFORMATION = "low_information"
-
-#: Stage-1 rules. ``bank``: information judged against the prior bank (a floor below which no
-#: scene of the bank goes, then any top-fraction cut taken within each scene); ``paper``: the
-#: paper's global top fraction by entropy (D_H↑30%).
-STAGE1_RULES = ("bank", "paper")
-
-#: The paper's stage-1 fraction (D_H↑30%): the top 30% of images by entropy.
-PAPER_STAGE1_KEEP = 0.30
-
-#: How far below a scene's typical entropy a tile may fall and still be that scene: robust
-#: z-score (median − z · 1.4826 · MAD of the scene's bank entropies).
-DEFAULT_PLAUSIBILITY_Z = 3.0
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """How a source's values become 0–255 grey levels: per band ``low`` → 0, ``high`` → 255.
-
-    ``None`` bounds mean the data are uint8 and used as they are.
-    """
-
-    low: tuple[float, ...] | None = None
-    high: tuple[float, ...] | None = None
-
-    @property
-    def identity(self) -> bool:
-        return self.low is None
-
-
-def source_scaling(
-    source: RasterSource, percentiles: tuple[float, float] = (2.0, 98.0), max_size: int = 1024
-) -> Scaling:
-    """Robust per-band scaling of a non-uint8 source from its valid pixels' percentiles.
-
-    Reads the source once at reduced resolution (overviews when the file has them), so the
-    cost does not grow with the mosaic's size. uint8 sources are left as they are.
-    """
-    if source.dtype == "uint8":
-        return Scaling()
-    return _scaling_from_values(_sample_valid_values(source, max_size), percentiles)
-
-
-def run_scaling(
-    sources: list[RasterSource], percentiles: tuple[float, float] = (2.0, 98.0), max_size: int = 1024
-) -> list[Scaling]:
-    """One robust scaling shared by all non-uint8 sources of a run (pooled percentiles).
-
-    Right for a scene cut into several files (a mostly-sea file is then not stretched into
-    false contrast); per-source scaling (:func:`source_scaling`) suits unrelated scenes.
-    """
-    pooled = [s for s in sources if s.dtype != "uint8"]
-    if not pooled:
-        return [Scaling() for _ in sources]
-    samples = [_sample_valid_values(s, max_size) for s in pooled]
-    shared = _scaling_from_values(
-        [np.concatenate([sample[i] for sample in samples]) for i in range(len(samples[0]))],
-        percentiles,
-    )
-    return [Scaling() if s.dtype == "uint8" else shared for s in sources]
-
-
-def _sample_valid_values(source: RasterSource, max_size: int) -> list[np.ndarray]:
-    """Valid values of each selected band, read at reduced resolution."""
-    data, valid = read_reduced(source, max_size)
-    return [band[valid] for band in data]
-
-
-def _scaling_from_values(values: list[np.ndarray], percentiles: tuple[float, float]) -> Scaling:
-    lows, highs = [], []
-    for band in values:
-        if band.size == 0:
-            lo, hi = 0.0, 1.0
-        else:
-            lo, hi = (float(v) for v in np.percentile(band, percentiles))
-        if not hi > lo:
-            hi = lo + 1.0
-        lows.append(lo)
-        highs.append(hi)
-    return Scaling(tuple(lows), tuple(highs))
-
 
 def grey_levels(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
     """Grey levels 0–255 (uint8) of a (bands, rows, cols) block: BT.601 luma of RGB, or the band.
@@ -151,9 +68,7 @@ def image_entropy(rgb: np.ndarray) -> float:
 def bank_entropies(paths: list[str], scale: float = 1.0) -> np.ndarray:
     """Entropy (bits) of each prior-bank image, resized by ``scale`` first (``scale < 1``
     brings the bank's finer pixels to the tiles' coarser pixel size)."""
-    from .priorbank import load_image
-
-    return np.array([image_entropy(load_image(p, scale=scale)) for p in paths], dtype=np.float64)
+    return np.array([image_entropy(read_image(p, scale=scale)) for p in paths], dtype=np.float64)
 
 
 def tile_statistics(data: np.ndarray, valid: np.ndarray, scaling: Scaling = Scaling()) -> dict:
@@ -247,74 +162,49 @@ def _entropy_rows(hist: np.ndarray) -> np.ndarray:
 
 def _read_for_scoring(source: RasterSource, window) -> tuple[np.ndarray, np.ndarray, bool]:
     """(data, valid, use_nodata) for the kernel: validity as an array only where it must be."""
-    inside = (
-        window.row_off >= 0 and window.col_off >= 0
-        and window.row_off + window.height <= source.height
-        and window.col_off + window.width <= source.width
-    )
-    if inside and source.mask_mode in ("nodata", "none"):
-        with source.open() as src:
-            data = src.read(source.bands, window=window)
-        return data, np.zeros((0, 0), dtype=bool), source.mask_mode == "nodata"
+    if window_inside(window, source.width, source.height) and source.mask_mode in ("nodata", "none"):
+        return read_plain(source, window), np.zeros((0, 0), dtype=bool), source.mask_mode == "nodata"
     data, valid = read_window(source, window)
     return data, valid, False
 
 
 def score_tiles(
-    sources: list[RasterSource],
-    tiles: list[gpd.GeoDataFrame],
-    scalings: list[Scaling] | None = None,
+    sources: Sequence[RasterSource],
+    tiles: Sequence[gpd.GeoDataFrame],
+    scalings: Sequence[Scaling] | None = None,
     group_px: int = 2048,
     scheduler: str | None = "threads",
-    progress: bool = True,
-    on_progress=None,
+    on_progress: ProgressCallback | None = None,
+    client: Any | None = None,
 ) -> pd.DataFrame:
-    """Stage-1 statistics for every tile of every source, computed as Dask tasks.
+    """Stage-1 statistics for every tile of every source.
 
     One task reads one window of about ``group_px`` square (a group of tiles), so memory per
-    task is bounded and tasks can run on any Dask scheduler; ``scheduler=None`` uses Dask's
-    current default (a distributed Client when one is active). ``on_progress(stage, done,
-    total)`` is called as windows finish (on the local schedulers). Returns one row per tile,
-    indexed like the concatenation of ``tiles``.
+    task is bounded; tasks run on local threads (``scheduler="threads"``), in this thread
+    (``"sync"``) or on a ``distributed.Client``'s workers (``client``). ``on_progress("stage1",
+    done, total)`` is called as windows finish. Returns one row per tile, indexed like the
+    concatenation of ``tiles``.
     """
+    from .scaleout import map_tasks
+
     if scalings is None:
         scalings = [source_scaling(s) for s in sources]
     tasks = []
     for source, frame, scaling in zip(sources, tiles, scalings):
         plain = pd.DataFrame(frame.drop(columns=frame.geometry.name))
         for positions in group_tiles(plain, group_px):
-            tasks.append(dask.delayed(score_group)(source, plain.iloc[positions], scaling))
-    kwargs = {"scheduler": scheduler} if scheduler else {}
-    with contextlib.ExitStack() as stack:
-        if progress and tasks:
-            from tqdm.dask import TqdmCallback
-
-            stack.enter_context(TqdmCallback(desc="stage 1: reading and scoring", unit="task", leave=False))
-        if on_progress is not None and tasks:
-            stack.enter_context(_WindowCounter(on_progress, len(tasks)))
-        results = dask.compute(*tasks, **kwargs)
-    rows = [row for group in results for row in group]
-    stats = pd.DataFrame(rows)
+            tasks.append((source, plain.iloc[positions], scaling))
+    results: list[list[dict]] = [[] for _ in tasks]
+    threads = 1 if scheduler in ("sync", "synchronous", "single-threaded") else None
+    for done, (i, rows) in enumerate(map_tasks(score_group, tasks, client, threads), start=1):
+        results[i] = rows
+        if on_progress is not None:
+            on_progress("stage1", done, len(tasks))
+    stats = pd.DataFrame([row for group in results for row in group])
     if stats.empty:
         return stats
     order = pd.concat([pd.Series(f.tile_id.values) for f in tiles], ignore_index=True)
     return stats.set_index("tile_id").loc[order.values].reset_index()
-
-
-class _WindowCounter(dask.callbacks.Callback):
-    """Reports finished stage-1 windows to an ``on_progress(stage, done, total)`` callable."""
-
-    def __init__(self, on_progress, total: int):
-        super().__init__()
-        self.on_progress, self.total, self.done = on_progress, total, 0
-        self.lock = threading.Lock()
-
-    def _posttask(self, key, result, dsk, state, worker_id):
-        name = key[0] if isinstance(key, tuple) else key
-        if str(name).startswith("score_group"):
-            with self.lock:
-                self.done += 1
-                self.on_progress("stage1", self.done, self.total)
 
 
 @dataclass(frozen=True)
@@ -423,25 +313,25 @@ def apply_information_filter(
     ``low_information``. ``keep_count=None`` keeps every remaining tile.
     """
     out = pd.DataFrame(index=stats.index)
-    status = np.full(len(stats), STATUS_KEPT, dtype=object)
+    status = np.full(len(stats), Status.KEPT, dtype=object)
     reason = np.full(len(stats), "", dtype=object)
     entropy = stats["entropy"].to_numpy(dtype=np.float64)
     nodata = stats["nodata_fraction"].to_numpy(dtype=np.float64)
 
     is_nodata = nodata > max_nodata
-    status[is_nodata] = STATUS_NODATA
+    status[is_nodata] = Status.NODATA
     reason[is_nodata] = [f"nodata fraction {v:.2f} > {max_nodata:.2f}" for v in nodata[is_nodata]]
 
     low = ~is_nodata
     if entropy_min is not None:
         low &= entropy < entropy_min
-        status[low] = STATUS_LOW_INFORMATION
+        status[low] = Status.LOW_INFORMATION
         reason[low] = [f"entropy {v:.2f} < {entropy_min:.2f} bits" for v in entropy[low]]
     else:
         low[:] = False
     if floor is not None:
         implausible = ~is_nodata & ~low & (entropy < floor.bits)
-        status[implausible] = STATUS_LOW_INFORMATION
+        status[implausible] = Status.LOW_INFORMATION
         reason[implausible] = [
             f"entropy {v:.2f} bits: below every prior-bank scene (floor {floor.bits:.2f} bits)"
             for v in entropy[implausible]
@@ -456,7 +346,7 @@ def apply_information_filter(
     if keep_count is not None and keep_count < order.size:
         cut = order[keep_count:]
         threshold = entropy[order[keep_count - 1]] if keep_count > 0 else np.inf
-        status[cut] = STATUS_LOW_INFORMATION
+        status[cut] = Status.LOW_INFORMATION
         reason[cut] = [
             f"entropy {v:.2f} bits under the stage-1 cut ({threshold:.2f} bits, top {keep_count})"
             for v in entropy[cut]

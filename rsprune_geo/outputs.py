@@ -15,15 +15,7 @@ import pandas as pd
 import pyogrio
 
 from .errors import OutputError
-
-#: Colour of each tile status (RGB 0–255), shared by the QGIS style and the PNG map.
-STATUS_COLORS: dict[str, tuple[int, int, int]] = {
-    "kept": (26, 152, 80),
-    "not_selected": (69, 117, 180),
-    "duplicate": (152, 78, 163),
-    "low_information": (244, 109, 67),
-    "nodata": (120, 120, 120),
-}
+from .schema import RunRecord, Status
 
 #: GeoPackage version QGIS 3.22's GDAL (3.6) prefers.
 GPKG_VERSION = "1.2"
@@ -35,7 +27,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     if out.suffix.lower() != ".gpkg":
         raise OutputError(f"{out}: the output must be a GeoPackage (.gpkg)")
     if out.exists() and not overwrite:
-        raise OutputError(f"{out}: the file exists; pass --overwrite to replace it")
+        raise OutputError(f"{out}: the file exists; pass `overwrite` to replace it")
     if out.exists() and out.is_dir():
         raise OutputError(f"{out}: is a folder")
     if ";" in out.name:
@@ -51,8 +43,9 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
 def tiles_style_qml(column: str = "status") -> str:
     """A QGIS categorised style (QML) colouring tile footprints by ``status``."""
     categories, symbols = [], []
-    for i, (value, (r, g, b)) in enumerate(STATUS_COLORS.items()):
-        fill_alpha = 110 if value == "kept" else 60
+    for i, status in enumerate(Status):
+        value, (r, g, b) = status.value, status.color
+        fill_alpha = 110 if status is Status.KEPT else 60
         categories.append(f'<category render="true" symbol="{i}" value="{value}" label="{value}"/>')
         symbols.append(
             f'<symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">'
@@ -139,58 +132,44 @@ def _write_layer(frame, path, **kwargs) -> None:
         pyogrio.write_dataframe(frame, path, **kwargs)
 
 
-def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, dict]:
-    """Read a run's GeoPackage back: the ``tiles`` layer and the last ``runs`` record (decoded)."""
-    tiles = gpd.read_file(path, layer="tiles", engine="pyogrio")
-    runs = pyogrio.read_dataframe(path, layer="runs")
-    record = runs.iloc[-1].to_dict()
-    for key, value in list(record.items()):
-        if isinstance(value, str) and value[:1] in "{[":
-            try:
-                record[key] = json.loads(value)
-            except json.JSONDecodeError:
-                pass
-    return tiles, record
-
-
-def recorded_source(item: dict):
-    """Reopen one input of a run's record with the run's bands and grey-level stretch:
-    ``(RasterSource, Scaling)``, for reading its tiles back as the run saw them."""
-    from .information import Scaling
-    from .sources import open_source
-
-    source = open_source(item["path"], bands=tuple(item["bands"]), allow_no_crs=True)
-    stretch = item.get("scaling")
-    scaling = Scaling(tuple(stretch["low"]), tuple(stretch["high"])) if stretch else Scaling()
-    return source, scaling
-
-
 def plot_map(
     tiles: gpd.GeoDataFrame,
     rasters: Sequence[str],
     path: str | os.PathLike,
     title: str | None = None,
     max_size: int = 1600,
+    record: RunRecord | None = None,
 ) -> Path:
     """A PNG map: the rasters (reduced resolution, warped to the tiles' CRS) under the footprints
-    coloured by status, with a legend of counts."""
+    coloured by status, with a legend of counts. With the run's ``record`` the rasters are drawn
+    with its bands and grey-level stretch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from .pixels import read_preview, source_scaling
+    from .sources import open_source
+
     fig, ax = plt.subplots(figsize=(10, 10), dpi=110)
     for raster in rasters:
-        _draw_raster(ax, raster, tiles.crs, max_size)
+        if record is not None and raster in record.input_paths:
+            source, scaling = record.source(raster)
+        else:
+            source = open_source(raster, allow_no_crs=True)
+            scaling = source_scaling(source)
+        rgba, (left, bottom, right, top) = read_preview(source, scaling, max_size, tiles.crs)
+        ax.imshow(rgba, extent=(left, right, bottom, top), interpolation="nearest")
     counts = tiles["status"].value_counts()
     handles = []
-    for status, (r, g, b) in STATUS_COLORS.items():
+    for status in Status:
         part = tiles[tiles["status"] == status]
         if part.empty:
             continue
+        r, g, b = status.color
         color = (r / 255, g / 255, b / 255)
-        kept = status == "kept"
+        kept = status is Status.KEPT
         part.plot(ax=ax, facecolor=color + (0.15 if kept else 0.45,), edgecolor=color,
                   linewidth=1.4 if kept else 0.5, zorder=3 if kept else 2)
         handles.append(Patch(facecolor=color, edgecolor=color, label=f"{status} ({counts[status]})"))
@@ -203,23 +182,3 @@ def plot_map(
     fig.savefig(out)
     plt.close(fig)
     return out
-
-
-def _draw_raster(ax, raster: str, crs, max_size: int) -> None:
-    import rasterio
-    from rasterio.vrt import WarpedVRT
-
-    with rasterio.open(raster) as src:
-        bands = [1, 2, 3] if src.count >= 3 else [1]
-        if crs is not None and src.crs is not None and src.crs != crs:
-            src = WarpedVRT(src, crs=crs)
-        factor = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
-        shape = (len(bands), max(1, src.height // factor), max(1, src.width // factor))
-        data = src.read(bands, out_shape=shape, masked=True).astype(np.float32)
-        left, bottom, right, top = src.bounds
-    filled = data.filled(np.nan)
-    lo, hi = np.nanpercentile(filled, 2), np.nanpercentile(filled, 98)
-    img = np.clip((filled - lo) / max(hi - lo, 1e-9), 0, 1)
-    alpha = (~np.ma.getmaskarray(data).all(axis=0)).astype(np.float32)
-    rgba = np.dstack([np.nan_to_num(np.moveaxis(img, 0, -1))] + ([] if len(bands) == 3 else [img[0]] * 2) + [alpha])
-    ax.imshow(rgba, extent=(left, right, bottom, top), interpolation="nearest")

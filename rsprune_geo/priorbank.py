@@ -1,4 +1,7 @@
-"""The prior bank: labelled scene-classification datasets (a folder per class) as images."""
+"""The prior bank: labelled scene-classification datasets (a folder per class), indexed.
+
+Its images are read through :func:`rsprune_geo.pixels.read_images`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .config import param
 from .errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -91,7 +95,7 @@ def find_prior_bank(roots: Sequence[str | os.PathLike]) -> PriorBank:
     class folder with no image, is a clear error.
     """
     if not roots:
-        raise InputError("no prior bank given (--prior-bank DIR)")
+        raise InputError(f"no prior bank given ({param('prior_bank')})")
     paths, labels, used, gsds = [], [], [], []
     for root in roots:
         base = Path(root)
@@ -120,72 +124,3 @@ def find_prior_bank(roots: Sequence[str | os.PathLike]) -> PriorBank:
     gsd = known.pop() if len(known) == 1 else None
     return PriorBank(roots=used, paths=paths, labels=np.array(labels), fingerprint=digest.hexdigest(),
                      gsd=gsd, root_gsd=gsds)
-
-
-def load_images(paths: Sequence[str], size: int) -> np.ndarray:
-    """Images as uint8 RGB resized to ``size``² (bilinear), (N, size, size, 3); any size in.
-
-    PNG/JPEG/RGB TIFF through Pillow; other TIFFs (uint16, several bands, e.g. EuroSAT's
-    Sentinel-2 GeoTIFFs) through rasterio: their colour bands (else the first three; for 13-band
-    Sentinel-2, B4/B3/B2), stretched per image between the 2nd and 98th percentiles.
-    """
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    for k, path in enumerate(paths):
-        out[k] = load_image(path, (size, size))
-    return out
-
-
-def load_image(path: str, size: tuple[int, int] | None = None, scale: float = 1.0,
-               min_side: int = 32) -> np.ndarray:
-    """One image as uint8 RGB (H, W, 3): at ``size`` (width, height) when given, else its own
-    size times ``scale`` (bilinear, the shorter side not below ``min_side``)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-            target = size or _scaled(rgb.size, scale, min_side)
-            if rgb.size != target:
-                rgb = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
-            return np.asarray(rgb)
-    except OSError:
-        if size is None:
-            import rasterio
-
-            with rasterio.open(path) as src:
-                size = _scaled((src.width, src.height), scale, min_side)
-        return _load_with_rasterio(path, size)
-
-
-def _scaled(size: tuple[int, int], scale: float, min_side: int) -> tuple[int, int]:
-    if scale >= 1.0:
-        return size
-    factor = max(scale, min_side / max(min(size), 1))
-    return (max(1, round(size[0] * min(factor, 1.0))), max(1, round(size[1] * min(factor, 1.0))))
-
-
-def _load_with_rasterio(path: str, size: int | tuple[int, int]) -> np.ndarray:
-    import rasterio
-    from rasterio.enums import ColorInterp, Resampling
-
-    try:
-        with rasterio.open(path) as src:
-            interp = list(src.colorinterp)
-            if all(c in interp for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
-                bands = [interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)]
-            elif src.count == 13:
-                bands = [4, 3, 2]  # Sentinel-2 L1C band order (EuroSAT)
-            elif src.count >= 3:
-                bands = [1, 2, 3]
-            else:
-                bands = [1, 1, 1]
-            width, height = (size, size) if isinstance(size, int) else size
-            data = src.read(bands, out_shape=(3, height, width), resampling=Resampling.bilinear).astype(np.float32)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read the image ({str(exc).splitlines()[0]})") from None
-    if data.max() <= 255 and data.min() >= 0 and src.dtypes[0] == "uint8":
-        scaled = data
-    else:
-        lo, hi = np.percentile(data, (2, 98))
-        scaled = (data - lo) * (255.0 / max(hi - lo, 1e-6))
-    return np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8).transpose(1, 2, 0)

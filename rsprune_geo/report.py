@@ -14,7 +14,9 @@ import pyogrio
 from rasterio.windows import Window
 
 from .errors import InputError
-from .outputs import STATUS_COLORS, plot_map, read_run
+from .outputs import plot_map
+from .pixels import read_rgb
+from .schema import STAGE2_POOL, STATUS_COLORS, RunRecord, Status, read_run
 
 FIGSIZE = (8, 4.5)
 
@@ -43,13 +45,13 @@ def _color(status: str) -> tuple[float, float, float]:
     return r / 255, g / 255, b / 255
 
 
-def plot_entropy_histogram(tiles: pd.DataFrame, path: str | os.PathLike, record: dict | None = None) -> Path:
+def plot_entropy_histogram(tiles: pd.DataFrame, path: str | os.PathLike, record: RunRecord | None = None) -> Path:
     """Entropy of every tile, stacked by status, with stage 1's cut and absolute threshold."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
     bins = np.linspace(0, 8, 41)
     stacks, labels, colors = [], [], []
-    for status in STATUS_COLORS:
+    for status in Status:
         part = tiles.loc[tiles["status"] == status, "entropy"]
         if len(part):
             stacks.append(part.to_numpy())
@@ -84,7 +86,7 @@ def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
     x = np.arange(len(used))
     ax.bar(x, used["size"], color=_color("not_selected"), label="before (stage-1 survivors)")
-    ax.bar(x, used["kept"], color=_color("kept"), label="after (kept)")
+    ax.bar(x, used["kept"], color=_color(Status.KEPT), label="after (kept)")
     ax.set_xticks(x)
     ax.set_xticklabels([f"{c} {s}" for c, s in zip(used["cluster"], used["scene"])], rotation=90, fontsize=7)
     return _finish(fig, ax, "Stage 2: cluster sizes before and after selection", "tiles", path)
@@ -93,29 +95,25 @@ def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike) -> Path:
 def plot_scene_balance(tiles: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Share of each scene among the stage-1 survivors (before) and the kept tiles (after)."""
     plt = _plt()
-    before = tiles[tiles["status"].isin(["kept", "not_selected", "duplicate"])]["scene"].value_counts(normalize=True)
-    after = tiles[tiles["status"] == "kept"]["scene"].value_counts(normalize=True)
+    before = tiles[tiles["status"].isin(STAGE2_POOL)]["scene"].value_counts(normalize=True)
+    after = tiles[tiles["status"] == Status.KEPT]["scene"].value_counts(normalize=True)
     scenes = before.index.union(after.index)
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
     x = np.arange(len(scenes))
-    ax.bar(x - 0.2, before.reindex(scenes, fill_value=0), 0.4, color=_color("not_selected"), label="before")
-    ax.bar(x + 0.2, after.reindex(scenes, fill_value=0), 0.4, color=_color("kept"), label="after")
+    ax.bar(x - 0.2, before.reindex(scenes, fill_value=0), 0.4, color=_color(Status.NOT_SELECTED), label="before")
+    ax.bar(x + 0.2, after.reindex(scenes, fill_value=0), 0.4, color=_color(Status.KEPT), label="after")
     ax.set_xticks(x)
     ax.set_xticklabels(scenes, rotation=45, ha="right", fontsize=8)
     return _finish(fig, ax, "Scene balance before and after selection", "share of tiles", path)
 
 
-def plot_gallery(tiles: pd.DataFrame, record: dict, path: str | os.PathLike, n: int = 8, size: int = 128,
+def plot_gallery(tiles: pd.DataFrame, record: RunRecord, path: str | os.PathLike, n: int = 8, size: int = 128,
                  seed: int = 0) -> Path:
     """Thumbnails of kept tiles (top row) and pruned ones (bottom row), read by windows."""
-    from .features.extract import read_tile_images
-    from .outputs import recorded_source
-
     plt = _plt()
     rng = np.random.default_rng(seed)
-    inputs = {item["path"]: item for item in record["inputs"]}
     opened = {}  # each source opened (and fingerprinted) once, not once per thumbnail
-    groups = {"kept": tiles[tiles["status"] == "kept"], "pruned": tiles[tiles["status"] != "kept"]}
+    groups = {"kept": tiles[tiles["status"] == Status.KEPT], "pruned": tiles[tiles["status"] != Status.KEPT]}
     fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.6), dpi=100)
     for row, (label, part) in enumerate(groups.items()):
         pick = part.iloc[np.sort(rng.choice(len(part), min(n, len(part)), replace=False))] if len(part) else part
@@ -126,10 +124,10 @@ def plot_gallery(tiles: pd.DataFrame, record: dict, path: str | os.PathLike, n: 
                 continue
             tile = pick.iloc[col]
             if tile["source"] not in opened:
-                opened[tile["source"]] = recorded_source(inputs[tile["source"]])
+                opened[tile["source"]] = record.source(tile["source"])
             source, scaling = opened[tile["source"]]
             window = Window(int(tile["col_off"]), int(tile["row_off"]), int(tile["width"]), int(tile["height"]))
-            ax.imshow(read_tile_images(source, [window], size, scaling)[0])
+            ax.imshow(read_rgb(source, [window], size, scaling)[0])
             ax.set_title(str(tile["status"]) if label == "pruned" else str(tile.get("scene", "") or "kept"), fontsize=7)
         axes[row, 0].text(-0.1, 0.5, label, transform=axes[row, 0].transAxes, rotation=90,
                           va="center", ha="right", fontsize=10)
@@ -150,9 +148,9 @@ def make_plots(run_file: str | os.PathLike, folder: str | os.PathLike) -> dict[s
     if "clusters" in layers:
         plots["clusters"] = plot_cluster_sizes(pyogrio.read_dataframe(run_file, layer="clusters"), out / "clusters.png")
         plots["scenes"] = plot_scene_balance(tiles, out / "scenes.png")
-    existing = [item["path"] for item in record["inputs"] if os.path.exists(item["path"])]
+    existing = [item["path"] for item in record.inputs if os.path.exists(item["path"])]
     plots["map"] = plot_map(tiles, existing if tiles.crs is not None else [], out / "map.png",
-                            title="tiles by status")
+                            title="tiles by status", record=record)
     plots["gallery"] = plot_gallery(tiles, record, out / "gallery.png")
     return plots
 
@@ -164,7 +162,7 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
 
     out = Path(path)
     if out.exists() and not overwrite:
-        raise InputError(f"{out}: the file exists; pass --overwrite to replace it")
+        raise InputError(f"{out}: the file exists; pass `overwrite` to replace it")
     tiles, record = read_run(run_file)
     layers = dict(pyogrio.list_layers(run_file))
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,7 +174,7 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
         "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style></head><body>",
         f"<h1>rsprune report: {html.escape(Path(run_file).name)}</h1>",
-        f"<p>{len(tiles)} tiles from {len(record['inputs'])} source(s), CRS {html.escape(str(record.get('crs')))}, "
+        f"<p>{len(tiles)} tiles from {len(record.inputs)} source(s), CRS {html.escape(str(record.get('crs')))}, "
         f"run {html.escape(str(record.get('created')))}.</p>",
         "<h2>Counts</h2>", pd.DataFrame({"tiles": counts, "share": (counts / len(tiles)).round(3)}).to_html(),
     ]
@@ -189,12 +187,12 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
               "map": "Map", "gallery": "Kept and pruned tiles"}
     for name, data in images.items():
         parts.append(f"<h2>{titles[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
-    parts += ["<h2>Parameters</h2>", _dict_table(record["parameters"]),
-              "<h2>Timings (s)</h2>", _dict_table({k: round(v, 3) for k, v in record.get("timings", {}).items()})]
-    if record.get("stage2"):
-        parts += ["<h2>Stage 2</h2>", _dict_table(record["stage2"])]
-    parts += ["<h2>Inputs</h2>", pd.DataFrame(record["inputs"]).drop(columns=["scaling"], errors="ignore").to_html(index=False),
-              "<h2>Versions</h2>", _dict_table(record.get("versions", {})), "</body></html>"]
+    parts += ["<h2>Parameters</h2>", _dict_table(record.parameters),
+              "<h2>Timings (s)</h2>", _dict_table({k: round(v, 3) for k, v in record.timings.items()})]
+    if record.stage2:
+        parts += ["<h2>Stage 2</h2>", _dict_table(record.stage2)]
+    parts += ["<h2>Inputs</h2>", pd.DataFrame(record.inputs).drop(columns=["scaling"], errors="ignore").to_html(index=False),
+              "<h2>Versions</h2>", _dict_table(record.versions), "</body></html>"]
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text("\n".join(parts), encoding="utf-8")
     os.replace(tmp, out)

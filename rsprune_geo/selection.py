@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+import pandas as pd
 
+from .config import param
 from .errors import InputError
+from .information import stratified_entropy_cut, within_scene_cut_reasons
+from .schema import Status
 
 
 def water_fill_quotas(sizes: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
@@ -124,11 +129,6 @@ class Selection:
     quotas: np.ndarray
 
 
-#: How the budget is shared: among centroids (clusters), or among scenes first and then
-#: evenly among each scene's centroids.
-QUOTA_MODES = ("centroid", "scene")
-
-
 def scene_quotas(
     sizes: np.ndarray, scenes: np.ndarray, budget: int, uniformity: float = 1.0, seed: int = 0
 ) -> np.ndarray:
@@ -187,7 +187,7 @@ def find_duplicates(
     size times the number of distinct tiles kept in it.
     """
     if not 0 < threshold <= 1:
-        raise InputError(f"--dedup {threshold}: the cosine threshold must be in (0, 1]")
+        raise InputError(f"{param('dedup')} {threshold}: the cosine threshold must be in (0, 1]")
     duplicate = np.zeros(len(embeddings), dtype=bool)
     labels = np.asarray(labels)
     for cluster in np.unique(labels):
@@ -206,3 +206,118 @@ def find_duplicates(
             accepted[count] = x[i]
             count += 1
     return duplicate
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """How stage 2 selects: quota blend, spread, seed, quota sharing, near-duplicate threshold."""
+
+    uniformity: float = 1.0
+    spread: int = 1
+    seed: int = 0
+    quota_by: str = "scene"
+    dedup: float | None = None
+
+
+@dataclass
+class AppliedSelection:
+    """A selection applied to a tiles table: new ``status``, ``reason``, ``cluster_rank`` and
+    ``scene_entropy_rank`` columns (full length) and per-cluster counts (indexed by cluster id).
+
+    ``pool`` holds the positions of the tiles that passed stage 1 (the selection's candidates),
+    ``pool_cluster``/``pool_distance`` their clusters and distances.
+    """
+
+    status: np.ndarray
+    reason: np.ndarray
+    cluster_rank: np.ndarray
+    scene_entropy_rank: np.ndarray
+    pool: np.ndarray
+    pool_cluster: np.ndarray
+    pool_distance: np.ndarray
+    size: np.ndarray
+    duplicates: np.ndarray
+    quota: np.ndarray
+    kept_per_cluster: np.ndarray
+    stage1_decides: bool
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Keep mask over all tiles."""
+        return self.status == Status.KEPT
+
+
+def apply_selection(
+    tiles: pd.DataFrame,
+    candidates: np.ndarray,
+    cluster: np.ndarray,
+    distance: np.ndarray,
+    cluster_scenes: np.ndarray,
+    budget: int,
+    options: SelectionOptions = SelectionOptions(),
+    stage1_count: int | None = None,
+    duplicates: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
+) -> AppliedSelection:
+    """Stage 2's decisions on a tiles table (columns status, reason, entropy, tile_id), shared
+    by a run and a re-selection.
+
+    ``candidates`` are the positions of the tiles stage 1 passed, ``cluster``/``distance`` their
+    cluster ids and centroid distances, ``cluster_scenes`` the scene of every cluster id. With
+    ``stage1_count`` (the ``bank`` rule) stage 1's cut is taken first within each candidate's
+    scene (``max(stage1_count, budget)`` pass). Then ``budget`` tiles are kept: every one passed
+    when the budget covers them, else per-cluster quotas and centroid-first picks among the
+    tiles that are not near-duplicates. ``duplicates``: a mask over the candidates, or a function
+    of the passed candidates' indexes (into ``candidates``) returning their mask.
+    """
+    n = len(tiles)
+    candidates = np.asarray(candidates, dtype=np.int64)
+    cluster = np.asarray(cluster, dtype=np.int64)
+    distance = np.asarray(distance, dtype=np.float64)
+    k_all = len(cluster_scenes)
+    status = tiles["status"].to_numpy(dtype=object).copy()
+    reason = tiles["reason"].fillna("").to_numpy(dtype=object).copy()
+    cluster_rank = np.full(n, -1, dtype=np.int64)
+    scene_rank = np.zeros(n, dtype=np.int64)
+    passed = np.ones(candidates.size, dtype=bool)
+    if stage1_count is not None:
+        entropy = tiles["entropy"].to_numpy(dtype=np.float64)[candidates]
+        scenes = np.asarray(cluster_scenes)[cluster]
+        passed, rank, quota = stratified_entropy_cut(entropy, scenes, max(int(stage1_count), int(budget)),
+                                                     tiles["tile_id"].to_numpy()[candidates])
+        scene_rank[candidates] = rank
+        cut = candidates[~passed]
+        status[cut] = Status.LOW_INFORMATION
+        if cut.size:
+            reason[cut] = within_scene_cut_reasons(entropy[~passed], scenes[~passed], quota[~passed])
+    inner = np.flatnonzero(passed)  # indexes into candidates
+    pool = candidates[inner]
+    ids, dist = cluster[inner], distance[inner]
+    stage1_decides = budget >= pool.size
+    if stage1_decides or duplicates is None:
+        duplicate = np.zeros(pool.size, dtype=bool)
+    elif callable(duplicates):
+        duplicate = np.asarray(duplicates(inner), dtype=bool)
+    else:
+        duplicate = np.asarray(duplicates, dtype=bool)[inner]
+    fresh = np.flatnonzero(~duplicate)
+    scenes_of = np.asarray(cluster_scenes) if options.quota_by == "scene" and not stage1_decides else None
+    chosen = select_tiles(ids[fresh], dist[fresh], min(int(budget), fresh.size), options.uniformity,
+                          options.spread, options.seed, cluster_scenes=scenes_of)
+    status[pool] = Status.NOT_SELECTED
+    reason[pool] = ""
+    status[pool[duplicate]] = Status.DUPLICATE
+    reason[pool[duplicate]] = f"near-duplicate (cosine >= {options.dedup}) of a tile nearer its centroid"
+    kept = pool[fresh[chosen.kept]]
+    status[kept] = Status.KEPT
+    not_sel = pool[fresh[~chosen.kept]]
+    quota_of = dict(zip(chosen.clusters.tolist(), chosen.quotas.tolist()))
+    reason[not_sel] = [f"beyond the quota of cluster {c} ({quota_of[c]})" for c in ids[fresh[~chosen.kept]]]
+    cluster_rank[pool[fresh]] = chosen.rank
+    quotas = np.zeros(k_all, dtype=np.int64)
+    quotas[chosen.clusters] = chosen.quotas
+    return AppliedSelection(
+        status=status, reason=reason, cluster_rank=cluster_rank, scene_entropy_rank=scene_rank, pool=pool,
+        pool_cluster=ids, pool_distance=dist, size=np.bincount(ids, minlength=k_all),
+        duplicates=np.bincount(ids[duplicate], minlength=k_all), quota=quotas,
+        kept_per_cluster=np.bincount(ids[fresh[chosen.kept]], minlength=k_all), stage1_decides=bool(stage1_decides),
+    )

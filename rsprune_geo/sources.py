@@ -1,4 +1,4 @@
-"""Sources: open rasters (GeoTIFF, COG, VRT, any GDAL path) lazily and describe them."""
+"""Sources: find rasters (GeoTIFF, COG, VRT, chips, any GDAL path), open and describe them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from .errors import InputError
+from .pixels import choose_bands, file_fingerprint
 
 #: dtypes the information filter knows how to read.
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -134,28 +135,18 @@ def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = 
     return unique
 
 
-def file_fingerprint(path: str) -> str:
-    """A cheap fingerprint of a file's content: size, mtime and hashes of its head and tail.
-
-    Changes when the file is rewritten; costs two small reads whatever the file's size.
-    """
-    if path.startswith("/vsi"):
-        return hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
-    stat = os.stat(path)
-    digest = hashlib.blake2b(digest_size=12)
-    digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-    with open(path, "rb") as fh:
-        digest.update(fh.read(65536))
-        if stat.st_size > 65536:
-            fh.seek(max(stat.st_size - 65536, 65536))
-            digest.update(fh.read(65536))
-    return digest.hexdigest()
-
-
 def source_key(path: str) -> str:
     """A short stable key for a source path (its absolute path hashed), used in tile ids."""
     ident = path if path.startswith("/vsi") else os.path.abspath(path)
     return hashlib.blake2b(ident.encode(), digest_size=4).hexdigest()
+
+
+def resolve_crs(text: str) -> CRS:
+    """A CRS from user text (``EPSG:4326``, WKT, PROJ string)."""
+    try:
+        return CRS.from_user_input(text)
+    except Exception:
+        raise InputError(f"`out_crs` {text!r}: not a CRS rasterio understands (e.g. EPSG:4326)") from None
 
 
 def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
@@ -166,7 +157,7 @@ def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
         try:
             bands = tuple(int(part) for part in text.replace(" ", "").split(","))
         except ValueError:
-            raise InputError(f"--bands {text!r}: give 1-based band numbers, e.g. 4,3,2") from None
+            raise InputError(f"`bands` {text!r}: give 1-based band numbers, e.g. 4,3,2") from None
     else:
         bands = tuple(int(b) for b in text)
     if not bands or any(b < 1 for b in bands):
@@ -174,17 +165,6 @@ def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
     if len(bands) not in (1, 3):
         raise InputError(f"bands {bands}: give one band (grey) or three (red, green, blue)")
     return bands
-
-
-def _auto_bands(src: rasterio.io.DatasetReader) -> tuple[int, ...]:
-    interp = list(src.colorinterp)
-    rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-    if all(ci in interp for ci in rgb):
-        return tuple(interp.index(ci) + 1 for ci in rgb)
-    data_bands = [i + 1 for i, ci in enumerate(interp) if ci != ColorInterp.alpha]
-    if len(data_bands) >= 3:
-        return tuple(data_bands[:3])
-    return (data_bands[0] if data_bands else 1,)
 
 
 def open_source(
@@ -210,10 +190,10 @@ def open_source(
             if src.crs is None and not allow_no_crs:
                 raise InputError(
                     f"{path}: the raster has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX) "
-                    "or pass --allow-no-crs to work in pixel coordinates"
+                    "or pass `allow_no_crs` to work in pixel coordinates"
                 )
             _check_readable(src, path)
-            chosen = tuple(bands) if bands else _auto_bands(src)
+            chosen = tuple(bands) if bands else choose_bands(src)
             if max(chosen) > src.count:
                 raise InputError(
                     f"{path}: band {max(chosen)} asked for, but the raster has {src.count} band(s)"
@@ -311,89 +291,10 @@ def scan_sources(
     counts = {len(s.bands) for s in sources}
     if len(counts) > 1:
         raise InputError(
-            "inputs mix one-band and three-band selections; pass --bands to choose the same "
+            "inputs mix one-band and three-band selections; pass `bands` to choose the same "
             "number of bands for every file"
         )
     return sources, skipped
-
-
-def read_window(
-    source: RasterSource,
-    window: Window,
-    dataset: rasterio.io.DatasetReader | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read the source's bands in ``window`` with a validity mask.
-
-    Returns ``(data, valid)``: ``data`` shaped (bands, rows, cols) in the file's dtype and
-    ``valid`` a boolean (rows, cols) array. The window may reach past the raster's edge
-    (padded tiles): pixels outside are zero and invalid.
-    """
-    own = dataset is None
-    src = source.open() if own else dataset
-    try:
-        full = Window(0, 0, source.width, source.height)
-        inner = window.intersection(full) if _overlaps(window, full) else None
-        rows, cols = int(window.height), int(window.width)
-        data = np.zeros((len(source.bands), rows, cols), dtype=source.dtype)
-        valid = np.zeros((rows, cols), dtype=bool)
-        if inner is None:
-            return data, valid
-        r0 = int(inner.row_off - window.row_off)
-        c0 = int(inner.col_off - window.col_off)
-        h, w = int(inner.height), int(inner.width)
-        block = src.read(source.bands, window=inner)
-        data[:, r0 : r0 + h, c0 : c0 + w] = block
-        valid[r0 : r0 + h, c0 : c0 + w] = _valid_mask(source, src, block, window=inner)
-        return data, valid
-    finally:
-        if own:
-            src.close()
-
-
-def _overlaps(a: Window, b: Window) -> bool:
-    return (
-        a.col_off < b.col_off + b.width
-        and b.col_off < a.col_off + a.width
-        and a.row_off < b.row_off + b.height
-        and b.row_off < a.row_off + a.height
-    )
-
-
-def read_reduced(source: RasterSource, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """The selected bands and validity at reduced resolution (longest side <= ``max_size``),
-    read from overviews when the file has them: ``(data, valid)``."""
-    factor = max(1, int(np.ceil(max(source.width, source.height) / max_size)))
-    shape = (max(1, source.height // factor), max(1, source.width // factor))
-    with source.open() as src:
-        data = src.read(source.bands, out_shape=(len(source.bands), *shape))
-        return data, _valid_mask(source, src, data, out_shape=shape)
-
-
-def _valid_mask(
-    source: RasterSource, src: rasterio.io.DatasetReader, block: np.ndarray, **where
-) -> np.ndarray:
-    """Valid pixels of a block: any band valid (GDAL's dataset-mask rule), finite floats only.
-
-    ``where`` locates the block for the alpha band or mask: ``window=`` or ``out_shape=``.
-    """
-    if source.mask_mode == "nodata":
-        nodata = source.nodata
-        if np.isnan(nodata):
-            valid = ~np.isnan(block).all(axis=0)
-        else:
-            valid = (block != np.array(nodata, dtype=block.dtype)).any(axis=0)
-    elif source.mask_mode == "alpha":
-        valid = src.read(source.alpha_band, **where) > 0
-    elif source.mask_mode == "mask":
-        valid = src.read_masks(source.bands[0], **where) > 0
-    else:
-        valid = None
-    if block.dtype.kind == "f":
-        finite = np.isfinite(block).all(axis=0)
-        valid = finite if valid is None else (valid & finite)
-    if valid is None:
-        valid = np.ones(block.shape[1:], dtype=bool)
-    return valid
 
 
 def open_lazy(source: RasterSource, tile_size: int = 256):

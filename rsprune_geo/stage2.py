@@ -2,268 +2,300 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from .clustering import SceneCentroids, assign_to_centroids, fit_scene_centroids, self_clusters
-from .features import encoder_input_size, get_encoder
+from .config import DEFAULT_ENCODER, RunConfig
+from .embedding import embed_tiles
+from .features import Encoder, encoder_info, get_encoder
 from .features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
-from .features.extract import embed_tiles
-from .information import STATUS_KEPT, STATUS_LOW_INFORMATION, stratified_entropy_cut, within_scene_cut_reasons
-from .priorbank import PriorBank, find_prior_bank, load_images
-from .selection import find_duplicates, select_tiles
+from .pixels import Scaling, read_images
+from .priorbank import PriorBank, find_prior_bank
+from .progress import ProgressCallback, no_progress
+from .schema import Status
+from .selection import SelectionOptions, apply_selection, centroid_first_order, find_duplicates
+from .sources import RasterSource
 
-STATUS_NOT_SELECTED = "not_selected"
-STATUS_DUPLICATE = "duplicate"
+log = logging.getLogger(__name__)
 
 #: Prior-bank images used to draw empirical RCF filters (a seeded sample).
 RCF_FIT_IMAGES = 1000
 
 
+@dataclass(frozen=True)
+class Stage2Options:
+    """What stage 2 needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`)."""
+
+    prior_bank: tuple[str, ...]
+    encoder: str = DEFAULT_ENCODER
+    weights: str | None = None
+    k_per_class: int | None = 4
+    images_per_centroid: int = 10
+    k: int | None = None
+    bank_samples: int | None = None
+    clustering: str = "prior"
+    selection: SelectionOptions = field(default_factory=SelectionOptions)
+    stage1_rule: str = "bank"
+    cache_dir: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    evaluate: bool = False
+    labels: str | None = None
+    label_column: str = "label"
+    eval_encoder: str | None = None
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> "Stage2Options":
+        """Stage 2's options of a run."""
+        return cls(
+            prior_bank=tuple(config.prior_bank), encoder=config.encoder, weights=config.weights,
+            k_per_class=config.k_per_class, images_per_centroid=config.images_per_centroid, k=config.k,
+            bank_samples=config.bank_samples, clustering=config.clustering,
+            selection=SelectionOptions(config.uniformity, config.spread, config.seed, config.quota_by,
+                                       config.dedup),
+            stage1_rule=config.stage1_rule, cache_dir=config.cache_dir, device=config.device,
+            batch_size=config.batch_size, evaluate=config.evaluate, labels=config.labels,
+            label_column=config.label_column, eval_encoder=config.eval_encoder,
+        )
+
+    @property
+    def seed(self) -> int:
+        """The run's seed."""
+        return self.selection.seed
+
+    @property
+    def cache_root(self) -> Path:
+        """The embedding and centroid cache folder."""
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+
+@dataclass
+class Stage2Result:
+    """What stage 2 gives a run: the tiles with their stage-2 columns and decisions, the
+    ``clusters`` table, the evaluation table (with ``evaluate``) and the ``stage2`` record."""
+
+    tiles: gpd.GeoDataFrame
+    clusters: pd.DataFrame
+    evaluation: pd.DataFrame | None
+    record: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, seed: int = 0,
-                 device: str | None = None):
-    """The encoder ``name``; ``rcf-empirical`` draws its filters from a seeded sample of the bank."""
+                 device: str | None = None) -> Encoder:
+    """The encoder ``name``; one that fits on the bank (``rcf-empirical``) draws a seeded
+    sample of the bank's images."""
+    info = encoder_info(name)
     fit_images = None
-    if name == "rcf-empirical":
+    if info.needs_bank:
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(bank_paths), min(RCF_FIT_IMAGES, len(bank_paths)), replace=False))
-        fit_images = load_images([bank_paths[i] for i in pick], encoder_input_size(name))
+        fit_images = read_images([bank_paths[i] for i in pick], info.input_size)
     return get_encoder(name, weights, fit_images, seed, device)
 
 
-def embed_bank(bank: PriorBank, encoder, cache_root: Path, progress: bool = True) -> np.ndarray:
+def embed_bank(bank: PriorBank, encoder: Encoder, cache_root: Path,
+               on_progress: ProgressCallback = no_progress) -> np.ndarray:
     """The prior bank's embeddings, cached per encoder and bank fingerprint."""
-    from tqdm.auto import tqdm
-
     path = cache_root / "banks" / encoder.cache_key / f"{bank.fingerprint}.npz"
     cached = load_npz(path) if path.exists() else None
     if cached is not None and cached["vectors"].shape == (len(bank), encoder.dim):
         return cached["vectors"]
     vectors = np.zeros((len(bank), encoder.dim), dtype=np.float32)
     step = max(encoder.batch_size, 32)
-    for start in tqdm(range(0, len(bank), step), desc=f"prior bank ({encoder.name})", unit="batch",
-                      disable=not progress, leave=False):
-        images = load_images(bank.paths[start : start + step], encoder.input_size)
+    for start in range(0, len(bank), step):
+        images = read_images(bank.paths[start : start + step], encoder.input_size)
         vectors[start : start + len(images)] = encoder.encode(images)
+        on_progress("prior_bank", start + len(images), len(bank))
     atomic_save_npz(path, vectors=vectors)
     return vectors
 
 
-def bank_centroids(bank: PriorBank, encoder, config, cache_root: Path, progress: bool = True) -> SceneCentroids:
+def bank_centroids(bank: PriorBank, encoder: Encoder, options: Stage2Options,
+                   on_progress: ProgressCallback = no_progress) -> SceneCentroids:
     """Scene centroids of the bank for this encoder and K, saved so many runs share them."""
-    key = f"{bank.fingerprint}-kpc{config.k_per_class}-ipc{config.images_per_centroid}-k{config.k}-n{config.bank_samples}-s{config.seed}"
-    path = cache_root / "centroids" / encoder.cache_key / f"{key}.npz"
+    key = (f"{bank.fingerprint}-kpc{options.k_per_class}-ipc{options.images_per_centroid}-k{options.k}"
+           f"-n{options.bank_samples}-s{options.seed}")
+    path = options.cache_root / "centroids" / encoder.cache_key / f"{key}.npz"
     if path.exists():
         try:
             return SceneCentroids.load(path)
         except Exception:
             path.unlink(missing_ok=True)
-    vectors = embed_bank(bank, encoder, cache_root, progress)
-    centroids = fit_scene_centroids(vectors, bank.labels, k_per_class=config.k_per_class, k=config.k,
-                                    samples_per_class=config.bank_samples, seed=config.seed,
-                                    images_per_centroid=config.images_per_centroid)
+    vectors = embed_bank(bank, encoder, options.cache_root, on_progress)
+    centroids = fit_scene_centroids(vectors, bank.labels, k_per_class=options.k_per_class, k=options.k,
+                                    samples_per_class=options.bank_samples, seed=options.seed,
+                                    images_per_centroid=options.images_per_centroid)
     path.parent.mkdir(parents=True, exist_ok=True)
     centroids.save(path)
     return centroids
 
 
-def _assign(cand_vectors, centroids, config):
-    """Cluster ids and centroid distances of the candidates, and the clusters used."""
-    if config.clustering == "self":
-        clusters_used, ids, dist = self_clusters(cand_vectors, centroids, k=len(centroids), seed=config.seed)
-    else:
-        clusters_used = centroids
-        ids, dist = assign_to_centroids(cand_vectors, centroids)
-    return clusters_used, ids, dist
-
-
-def _select(ids, dist, pool_vectors, clusters_used, config, budget):
-    """Mark near-duplicates in the pool, then select the budget among the rest."""
-    duplicate = np.zeros(ids.size, dtype=bool)
-    if config.dedup is not None:
-        from .selection import centroid_first_order
-
-        order = centroid_first_order(ids, dist, config.spread, config.seed)
-        duplicate = find_duplicates(pool_vectors, ids, order, config.dedup)
-    fresh = np.flatnonzero(~duplicate)
-    scenes = clusters_used.labels if config.quota_by == "scene" else None
-    selection = select_tiles(ids[fresh], dist[fresh], budget, config.uniformity, config.spread, config.seed,
-                             cluster_scenes=scenes)
-    return duplicate, fresh, selection
-
-
-def run_stage2(tiles: gpd.GeoDataFrame, sources, scalings, config, budget: int, timings: dict,
-               progress: bool = True, client=None, on_progress=None, stage1_count: int | None = None,
-               bank: PriorBank | None = None):
-    """Stage 2 on the tiles stage 1 passed: returns (tiles, clusters table, evaluation, record).
+def run_stage2(
+    tiles: gpd.GeoDataFrame,
+    sources: Sequence[RasterSource],
+    scalings: Sequence[Scaling],
+    options: Stage2Options,
+    budget: int,
+    stage1_count: int | None = None,
+    bank: PriorBank | None = None,
+    client: Any | None = None,
+    on_progress: ProgressCallback = no_progress,
+) -> Stage2Result:
+    """Stage 2 on the tiles stage 1 passed (status ``kept``): keep ``budget`` of them.
 
     With the ``bank`` stage-1 rule, stage 1's cut (``stage1_count`` tiles, or the budget when
     larger) is taken here, within each candidate's nearest scene, before selection.
     """
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    bank = bank or find_prior_bank(config.prior_bank)
-    encoder = bank_encoder(config.encoder, bank.paths, config.weights, config.seed, config.device)
-    if config.batch_size:
-        encoder.batch_size = config.batch_size
-    if on_progress is not None:
-        on_progress("prior_bank", 0, len(bank))
-    centroids = bank_centroids(bank, encoder, config, cache_root, progress)
+    bank = bank or find_prior_bank(options.prior_bank)
+    encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device)
+    if options.batch_size:
+        encoder.batch_size = options.batch_size
+    on_progress("prior_bank", 0, len(bank))
+    centroids = bank_centroids(bank, encoder, options, on_progress)
     timings["stage2_prior_bank"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    survivors = (tiles["status"] == STATUS_KEPT).to_numpy()
-    embed_mask = np.ones(len(tiles), dtype=bool) if config.evaluate else survivors
-    by_path = {s.path: s for s in sources}
-    scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
-    cache = EmbeddingCache(cache_root, encoder.cache_key)
-    embedded = np.flatnonzero(embed_mask)
-    scratch = cache_root / "scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    fd, scratch_file = tempfile.mkstemp(prefix="run-", suffix=".npy", dir=scratch)
-    os.close(fd)
-    by_stratum = config.stage1_rule == "bank"
-    try:
-        # the embeddings of this run live in a memory-mapped file: memory stays at one batch
-        vectors = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=np.float32,
-                                            shape=(embedded.size, encoder.dim))
-        if on_progress is not None:
-            on_progress("encoding", 0, int(embedded.size))
-        embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, progress, client,
-                    out=vectors, on_progress=on_progress)
+    survivors = (tiles["status"] == Status.KEPT).to_numpy()
+    cand = np.flatnonzero(survivors)
+    embedded = np.arange(len(tiles)) if options.evaluate else cand
+    with _scratch_vectors(options.cache_root, embedded.size, encoder.dim) as vectors:
+        t0 = time.perf_counter()
+        on_progress("encoding", 0, int(embedded.size))
+        embed_tiles(tiles.iloc[embedded], {s.path: s for s in sources},
+                    {s.path: sc for s, sc in zip(sources, scalings)}, encoder,
+                    EmbeddingCache(options.cache_root, encoder.cache_key), client, out=vectors,
+                    on_progress=on_progress)
         timings["stage2_encoding"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cand = np.flatnonzero(survivors)
-        cand_vectors = vectors if embedded.size == cand.size else vectors[np.searchsorted(embedded, cand)]
-        clusters_used, ids, dist = _assign(cand_vectors, centroids, config)
-        scene_rank = np.zeros(cand.size, dtype=np.int64)
-        passed = np.ones(cand.size, dtype=bool)
-        stage1_quota = None
-        if by_stratum:
-            count = max(int(stage1_count if stage1_count is not None else cand.size), int(budget))
-            passed, scene_rank, stage1_quota = stratified_entropy_cut(
-                tiles["entropy"].to_numpy()[cand], clusters_used.labels[ids], count,
-                tiles["tile_id"].to_numpy()[cand])
-        pool = np.flatnonzero(passed)  # positions in cand
-        stage1_decides = budget >= pool.size
-        if stage1_decides:
-            duplicate = np.zeros(pool.size, dtype=bool)
-            fresh = np.arange(pool.size)
-            selection = select_tiles(ids[pool], dist[pool], pool.size, config.uniformity, config.spread,
-                                     config.seed)
+        cand_vectors = vectors if embedded.size == cand.size else vectors[cand]
+        if options.clustering == "self":
+            clusters_used, ids, dist = self_clusters(cand_vectors, centroids, k=len(centroids), seed=options.seed)
         else:
-            duplicate, fresh, selection = _select(ids[pool], dist[pool], cand_vectors[pool], clusters_used,
-                                                  config, budget)
-        all_assignment = assign_to_centroids(vectors, clusters_used) if config.evaluate else None
+            clusters_used = centroids
+            ids, dist = assign_to_centroids(cand_vectors, centroids)
+        sel = options.selection
+
+        def duplicates(inner: np.ndarray) -> np.ndarray:
+            order = centroid_first_order(ids[inner], dist[inner], sel.spread, sel.seed)
+            return find_duplicates(cand_vectors[inner], ids[inner], order, sel.dedup)
+
+        applied = apply_selection(
+            tiles, cand, ids, dist, clusters_used.labels, budget, sel,
+            stage1_count=(stage1_count if stage1_count is not None else cand.size)
+            if options.stage1_rule == "bank" else None,
+            duplicates=duplicates if sel.dedup is not None else None,
+        )
+        on_progress("selection", 1, 1)
+        all_ids = all_dist = None
+        if options.evaluate:  # every tile has an embedding: give each its nearest scene
+            all_ids, all_dist = assign_to_centroids(vectors, clusters_used)
+        timings["stage2_selection"] = time.perf_counter() - t0
         evaluation = None
-        final_kept = np.zeros(len(tiles), dtype=bool)
-        final_kept[cand[pool[fresh[selection.kept]]]] = True
-        if config.evaluate:
+        if options.evaluate:
             from .evaluation import evaluate_run
 
             t1 = time.perf_counter()
-            t_eval = time.perf_counter()
-            evaluation = evaluate_run(tiles, np.asarray(vectors), embedded, final_kept, survivors,
-                                      centroids, config, budget, stage1_count, sources, scalings,
-                                      cache_root, progress, pool=cand[pool], pool_ids=ids[pool],
-                                      pool_dist=dist[pool])
+            on_progress("evaluation", 0, 1)
+            evaluation = evaluate_run(tiles, np.asarray(vectors), applied.kept, survivors, centroids, options,
+                                      budget, sources, scalings, pool=applied.pool, pool_ids=applied.pool_cluster,
+                                      pool_dist=applied.pool_distance, on_progress=on_progress)
             timings["evaluation"] = time.perf_counter() - t1
-            t0 += time.perf_counter() - t_eval  # selection's time excludes the evaluation
-    finally:
-        vectors = cand_vectors = None
-        os.unlink(scratch_file)
+        cand_vectors = None
 
-    out = tiles.copy()
-    cluster_col = np.full(len(tiles), -1, dtype=np.int64)
-    scene_col = np.full(len(tiles), "", dtype=object)
-    dist_col = np.full(len(tiles), np.nan)
-    rank_col = np.full(len(tiles), -1, dtype=np.int64)
-    scene_rank_col = np.zeros(len(tiles), dtype=np.int64)
-    if all_assignment is not None:  # every tile has an embedding: give each its nearest scene
-        all_ids, all_dist = all_assignment
-        cluster_col[embedded], dist_col[embedded] = all_ids, all_dist
-        scene_col[embedded] = clusters_used.labels[all_ids]
-    cluster_col[cand], dist_col[cand] = ids, dist
-    scene_col[cand] = clusters_used.labels[ids]
-    scene_rank_col[cand] = scene_rank
-    in_pool = cand[pool]
-    rank_col[in_pool[fresh]] = selection.rank
-    status = out["status"].to_numpy(dtype=object).copy()
-    reason = out["reason"].to_numpy(dtype=object).copy()
-    cut = cand[~passed]
-    status[cut] = STATUS_LOW_INFORMATION
-    if cut.size:
-        reason[cut] = within_scene_cut_reasons(tiles["entropy"].to_numpy()[cut], scene_col[cut],
-                                               stage1_quota[~passed])
-    status[in_pool] = STATUS_NOT_SELECTED
-    reason[in_pool] = ""
-    status[in_pool[duplicate]] = STATUS_DUPLICATE
-    reason[in_pool[duplicate]] = f"near-duplicate (cosine >= {config.dedup}) of a tile nearer its centroid"
-    status[in_pool[fresh[selection.kept]]] = STATUS_KEPT
-    not_sel = in_pool[fresh[~selection.kept]]
-    quota_of = dict(zip(selection.clusters.tolist(), selection.quotas.tolist()))
-    reason[not_sel] = [f"beyond the quota of cluster {c} ({quota_of[c]})" for c in cluster_col[not_sel]]
-    out["cluster"] = cluster_col
-    out["scene"] = scene_col
-    out["centroid_distance"] = dist_col
-    out["cluster_rank"] = rank_col
-    out["scene_entropy_rank"] = scene_rank_col
-    out["status"] = status
-    out["reason"] = reason
-    geometry = out.pop("geometry")
-    out = gpd.GeoDataFrame(out, geometry=geometry.values, crs=tiles.crs)
-
+    out = _with_stage2_columns(tiles, cand, ids, dist, clusters_used, applied, all_ids, all_dist)
     k_all = len(clusters_used)
-    pool_ids = ids[pool]
-    size = np.bincount(pool_ids, minlength=k_all)
-    quotas = np.zeros(k_all, dtype=np.int64)
-    quotas[selection.clusters] = selection.quotas
     clusters = pd.DataFrame({
         "cluster": np.arange(k_all),
         "scene": clusters_used.labels,
         "purity": clusters_used.purity,
         "bank_members": clusters_used.members,
-        "size": size,
-        "duplicates": np.bincount(pool_ids[duplicate], minlength=k_all),
-        "quota": quotas,
-        "kept": np.bincount(pool_ids[fresh[selection.kept]], minlength=k_all),
+        "size": applied.size,
+        "duplicates": applied.duplicates,
+        "quota": applied.quota,
+        "kept": applied.kept_per_cluster,
     })
-    timings["stage2_selection"] = time.perf_counter() - t0
-
     record = {
         "encoder": encoder.name,
         "encoder_key": encoder.cache_key,
-        "weights": config.weights,
+        "weights": options.weights,
         "prior_bank": bank.roots,
         "prior_bank_fingerprint": bank.fingerprint,
         "prior_bank_images": len(bank),
         "n_classes": len(bank.classes),
         "n_centroids": len(centroids),
         "bank_images_per_class": bank.class_counts(),
-        "bank_samples": config.bank_samples,
+        "bank_samples": options.bank_samples,
         "bank_gsd": bank.gsd,
         "centroids_per_class": {str(c): int(n) for c, n in zip(*np.unique(centroids.labels, return_counts=True))},
-        "k_per_class": config.k_per_class,
-        "images_per_centroid": config.images_per_centroid,
-        "k": config.k,
-        "clustering": config.clustering,
-        "stage1_rule": config.stage1_rule,
+        "k_per_class": options.k_per_class,
+        "images_per_centroid": options.images_per_centroid,
+        "k": options.k,
+        "clustering": options.clustering,
+        "stage1_rule": options.stage1_rule,
         "stage1_candidates": int(cand.size),
-        "stage1_passed": int(pool.size),
-        "stage1_decides": bool(stage1_decides),
-        "quota_by": config.quota_by,
-        "uniformity": config.uniformity,
-        "spread": config.spread,
-        "dedup": config.dedup,
+        "stage1_passed": int(applied.pool.size),
+        "stage1_decides": applied.stage1_decides,
+        "quota_by": sel.quota_by,
+        "uniformity": sel.uniformity,
+        "spread": sel.spread,
+        "dedup": sel.dedup,
         "budget": int(budget),
-        "kept": int(selection.kept.sum()),
-        "cache_dir": str(cache_root),
-        "seed": config.seed,
+        "kept": int(applied.kept.sum()),
+        "cache_dir": str(options.cache_root),
+        "seed": options.seed,
     }
-    return out, clusters, evaluation, record
+    return Stage2Result(out, clusters, evaluation, record, timings)
+
+
+class _scratch_vectors:
+    """A memory-mapped (n, dim) float32 scratch file under the cache, removed on exit: the
+    embeddings of a run need no more memory than one batch."""
+
+    def __init__(self, cache_root: Path, n: int, dim: int):
+        self.folder, self.shape = cache_root / "scratch", (n, dim)
+
+    def __enter__(self) -> np.ndarray:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, self.path = tempfile.mkstemp(prefix="run-", suffix=".npy", dir=self.folder)
+        os.close(fd)
+        self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
+        return self.array
+
+    def __exit__(self, *exc: object) -> None:
+        del self.array
+        os.unlink(self.path)
+
+
+def _with_stage2_columns(tiles: gpd.GeoDataFrame, cand: np.ndarray, ids: np.ndarray, dist: np.ndarray,
+                         clusters_used: SceneCentroids, applied, all_ids, all_dist) -> gpd.GeoDataFrame:
+    """The tiles with stage 2's columns and decisions."""
+    n = len(tiles)
+    cluster_col = np.full(n, -1, dtype=np.int64)
+    scene_col = np.full(n, "", dtype=object)
+    dist_col = np.full(n, np.nan)
+    if all_ids is not None:
+        cluster_col[:], dist_col[:] = all_ids, all_dist
+        scene_col[:] = clusters_used.labels[all_ids]
+    cluster_col[cand], dist_col[cand] = ids, dist
+    scene_col[cand] = clusters_used.labels[ids]
+    out = pd.DataFrame(tiles.drop(columns="geometry"))
+    out["cluster"] = cluster_col
+    out["scene"] = scene_col
+    out["centroid_distance"] = dist_col
+    out["cluster_rank"] = applied.cluster_rank
+    out["scene_entropy_rank"] = applied.scene_entropy_rank
+    out["status"] = applied.status
+    out["reason"] = applied.reason
+    return gpd.GeoDataFrame(out, geometry=tiles.geometry.values, crs=tiles.crs)

@@ -9,13 +9,10 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
+from .config import EDGE_MODES, param
 from .errors import InputError
+from .schema import TILING_COLUMNS
 from .sources import RasterSource
-
-EDGE_MODES = ("drop", "pad")
-
-#: Columns of the tile table that tiling produces, in order (geometry last).
-TILE_COLUMNS = ["tile_id", "source", "row_off", "col_off", "width", "height"]
 
 
 def grid_offsets(length: int, tile_size: int, stride: int, edge: str = "drop") -> np.ndarray:
@@ -74,7 +71,7 @@ def make_tiles(
     if edge == "drop" and (tile_size > source.width or tile_size > source.height):
         raise InputError(
             f"{source.path}: tile size {tile_size} px is larger than the raster "
-            f"({source.width}x{source.height} px); use a smaller --tile-size or --edge pad"
+            f"({source.width}x{source.height} px); use a smaller {param('tile_size')} or {param('edge')} pad"
         )
     rows = grid_offsets(source.height, tile_size, stride, edge)
     cols = grid_offsets(source.width, tile_size, stride, edge)

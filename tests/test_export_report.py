@@ -23,7 +23,7 @@ from .conftest import shared
 @pytest.fixture(scope="module")
 def landsat_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("landsat") / "run.gpkg"
-    return rsprune_geo.run([shared("rasterio-tests/RGB.byte.tif")], out, tile_size=128, progress=False)
+    return rsprune_geo.run([shared("rasterio-tests/RGB.byte.tif")], out, tile_size=128)
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +33,11 @@ def demo_run(tmp_path_factory):
     bank = write_prior_bank(root / "bank", per_class=4)
     return rsprune_geo.run([str(mosaic)], root / "demo.gpkg", tile_size=128, keep=0.15,
                            prior_bank=(str(bank),), encoder="rcf-empirical", evaluate=True,
-                           cache_dir=str(root / "cache"), progress=False)
+                           cache_dir=str(root / "cache"))
 
 
 def test_geotiff_chips_reopen_with_the_footprint_bounds(landsat_run, tmp_path):
-    done = export_chips(landsat_run.output, tmp_path / "chips", "tif", progress=False)
+    done = export_chips(landsat_run.output, tmp_path / "chips", "tif")
     kept = landsat_run.kept
     assert done["chips"] == done["written"] == len(kept)
     with rasterio.open(shared("rasterio-tests/RGB.byte.tif")) as src:
@@ -56,7 +56,7 @@ def test_geotiff_chips_reopen_with_the_footprint_bounds(landsat_run, tmp_path):
 
 def test_png_chips_with_metadata_and_resume(demo_run, tmp_path):
     folder = tmp_path / "png"
-    first = export_chips(demo_run.output, folder, "png", progress=False)
+    first = export_chips(demo_run.output, folder, "png")
     assert first["written"] == len(demo_run.kept) > 0
     lines = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
     assert {line["file_name"] for line in lines} == {p.name for p in folder.glob("*.png")}
@@ -64,10 +64,10 @@ def test_png_chips_with_metadata_and_resume(demo_run, tmp_path):
     with Image.open(folder / lines[0]["file_name"]) as img:
         assert img.size == (128, 128) and img.mode == "RGB"
     (folder / lines[0]["file_name"]).unlink()  # an interrupted export: one chip missing
-    again = export_chips(demo_run.output, folder, "png", progress=False)
+    again = export_chips(demo_run.output, folder, "png")
     assert again["written"] == 1 and again["skipped"] == first["written"] - 1
-    with pytest.raises(InputError, match="--format"):
-        export_chips(demo_run.output, folder, "bmp", progress=False)
+    with pytest.raises(InputError, match="`format`"):
+        export_chips(demo_run.output, folder, "bmp")
 
 
 @pytest.mark.parametrize("suffix", [".gpkg", ".parquet", ".fgb", ".geojson"])

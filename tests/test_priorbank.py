@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from rsprune_geo.errors import InputError
-from rsprune_geo.priorbank import find_prior_bank, load_images
+from rsprune_geo.pixels import read_images
+from rsprune_geo.priorbank import find_prior_bank
 
 from .conftest import SHARED_DATA
 
@@ -24,7 +25,7 @@ def test_mixed_sizes_are_resized():
     sizes = {Image.open(p).size for p in bank.paths}
     assert len(sizes) > 1  # the dataset has a few off-size images
     odd = [p for p in bank.paths if Image.open(p).size != (256, 256)][:2]
-    imgs = load_images(odd, 64)
+    imgs = read_images(odd, 64)
     assert imgs.shape == (2, 64, 64, 3) and imgs.dtype == np.uint8
 
 
@@ -53,7 +54,7 @@ def test_bad_prior_banks(tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     with pytest.raises(InputError, match="cannot read the image"):
-        load_images([str(broken)], 16)
+        read_images([str(broken)], 16)
 
 
 def test_multiband_uint16_tiffs_load_as_rgb(tmp_path, make_raster):
@@ -67,5 +68,5 @@ def test_multiband_uint16_tiffs_load_as_rgb(tmp_path, make_raster):
         (root / cls / f"{cls}_1.tif").write_bytes(open(path, "rb").read())
     bank = find_prior_bank([tmp_path / "bank"])
     assert bank.classes == ["Forest", "SeaLake"]
-    imgs = load_images(bank.paths, 32)
+    imgs = read_images(bank.paths, 32)
     assert imgs.shape == (2, 32, 32, 3) and imgs.std() > 20

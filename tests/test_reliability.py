@@ -72,12 +72,12 @@ def test_mixed_band_counts_and_float_nan(make_raster, tmp_path):
     one = make_raster(np.random.default_rng(0).integers(1, 255, (1, 128, 128), dtype=np.uint8), name="one.tif")
     three = make_raster(np.random.default_rng(1).integers(1, 255, (3, 128, 128), dtype=np.uint8), name="three.tif")
     with pytest.raises(InputError, match="mix one-band and three-band"):
-        rsprune_geo.run([one, three], tile_size=64, progress=False)
-    assert len(rsprune_geo.run([one, three], tile_size=64, bands="1", progress=False).tiles) == 8
+        rsprune_geo.run([one, three], tile_size=64)
+    assert len(rsprune_geo.run([one, three], tile_size=64, bands="1").tiles) == 8
     data = np.random.default_rng(2).normal(0, 1, (1, 128, 128)).astype(np.float32)
     data[0, :64] = np.nan
     data[0, 70, 70] = np.inf
-    result = rsprune_geo.run([make_raster(data, name="f.tif")], tile_size=64, keep=1.0, progress=False)
+    result = rsprune_geo.run([make_raster(data, name="f.tif")], tile_size=64, keep=1.0)
     assert result.tiles.nodata_fraction.tolist()[:2] == [1.0, 1.0]
     assert np.isfinite(result.tiles.loc[result.tiles.status == "kept", "b1_mean"]).all()
 
@@ -121,7 +121,7 @@ def test_an_interrupted_run_resumes_from_the_cache_and_matches_a_clean_run(demo_
 def test_same_selection_on_every_scheduler(demo_files):
     runs = [rsprune_geo.run([str(demo_files["mosaic"])], tile_size=64, keep=0.1, prior_bank=(str(demo_files["bank"]),),
                             encoder="rcf-empirical", cache_dir=str(demo_files["root"] / "cache"),
-                            scheduler=scheduler, progress=False)
+                            scheduler=scheduler)
             for scheduler in ("sync", "threads", "processes")]
     kept = [r.tiles.loc[r.tiles.status == "kept", "tile_id"].tolist() for r in runs]
     assert kept[0] == kept[1] == kept[2]
@@ -134,7 +134,7 @@ def test_a_changed_input_invalidates_only_its_own_embeddings(demo_files, tmp_pat
     shutil.copy(demo_files["mosaic"], a)
     shutil.copy(shared("rasterio-tests/cogeo.tif"), b)
     options = dict(tile_size=128, keep=0.1, prior_bank=(str(demo_files["bank"]),), encoder="rcf-empirical",
-                   cache_dir=str(tmp_path / "cache"), progress=False, out_crs="EPSG:3857")
+                   cache_dir=str(tmp_path / "cache"), out_crs="EPSG:3857")
     first = rsprune_geo.run([str(a), str(b)], **options)
     encoded = []
     real = Encoder.encode

@@ -14,11 +14,11 @@ from .conftest import shared
 
 def test_reselect_stage1_run_matches_a_fresh_run(tmp_path):
     path = shared("rasterio-tests/RGB.byte.tif")
-    first = rsprune_geo.run([path], tmp_path / "a.gpkg", tile_size=64, keep=0.3, progress=False)
+    first = rsprune_geo.run([path], tmp_path / "a.gpkg", tile_size=64, keep=0.3)
     again = reselect(first.output, tmp_path / "b.gpkg", keep=0.1)
-    fresh = rsprune_geo.run([path], tile_size=64, keep=0.1, progress=False)
+    fresh = rsprune_geo.run([path], tile_size=64, keep=0.1)
     assert again.tiles.status.tolist() == fresh.tiles.status.tolist()
-    with pytest.raises(InputError, match="--overwrite"):
+    with pytest.raises(InputError, match="`overwrite`"):
         reselect(first.output, None, keep=0.2)
     with pytest.raises(InputError, match="must be in"):
         reselect(first.output, tmp_path / "c.gpkg", keep=0)

@@ -24,7 +24,7 @@ def data(tmp_path_factory):
 
 def options(data, cache):
     return dict(tile_size=64, keep=0.1, prior_bank=(data["bank"],), encoder="rcf-empirical",
-                cache_dir=str(data["root"] / cache), group_px=256, batch_size=8, progress=False)
+                cache_dir=str(data["root"] / cache), group_px=256, batch_size=8)
 
 
 def comparable(result):
@@ -73,4 +73,4 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data):
 
 def test_unreachable_scheduler_is_a_clear_error(data):
     with pytest.raises(InputError, match="cannot reach the Dask scheduler"):
-        rsprune_geo.run([data["mosaic"]], dask_address="tcp://127.0.0.1:9", progress=False)
+        rsprune_geo.run([data["mosaic"]], dask_address="tcp://127.0.0.1:9")

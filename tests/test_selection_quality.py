@@ -36,7 +36,7 @@ def pool(tmp_path_factory):
 def mosaic_run(pool):
     built, cache = pool
     return rsprune_geo.run([str(built.mosaic)], built.root / "run.gpkg", keep=0.25, prior_bank=(str(built.bank),),
-                           evaluate=True, labels=str(built.labels), cache_dir=str(cache), progress=False)
+                           evaluate=True, labels=str(built.labels), cache_dir=str(cache))
 
 
 def test_the_pool_is_split_uneven_and_salted_with_junk(pool):
@@ -93,7 +93,7 @@ def test_the_floor_removes_the_junk_and_no_scene(mosaic_run, pool):
 def test_chips_with_labels_from_their_folders(pool):
     built, cache = pool
     res = rsprune_geo.run([str(built.chips)], chips=True, keep=0.25, prior_bank=(str(built.bank),), evaluate=True,
-                          labels="folders", cache_dir=str(cache), progress=False)
+                          labels="folders", cache_dir=str(cache))
     ours = res.evaluation.loc["rs-prune"]
     assert ours.classes_kept == 21 and ours.label_balance >= 0.95 and ours.junk_kept == 0
     assert (ours.label_balance > res.evaluation.drop(index="rs-prune").label_balance).all()
@@ -106,15 +106,14 @@ def test_chips_with_labels_from_their_folders(pool):
 def test_paper_rule_is_one_option_away_and_reselect_follows_the_rule(mosaic_run, pool, tmp_path):
     built, cache = pool
     paper = rsprune_geo.run([str(built.mosaic)], keep=0.15, stage1="paper", prior_bank=(str(built.bank),),
-                            cache_dir=str(cache), progress=False)
+                            cache_dir=str(cache))
     assert paper.record["stage1"]["rule"] == "paper"
     n_data = int((paper.tiles.status != "nodata").sum())
     assert paper.record["stage1"]["stage1_count"] == round(0.30 * n_data)
     truth = labels_from_vector(paper.tiles, str(built.labels))
     assert np.unique(truth[(paper.tiles.status == "kept").to_numpy()]).size < 21
     # re-selecting the 25% bank-rule run at 15% equals a fresh bank-rule run at 15%
-    fresh = rsprune_geo.run([str(built.mosaic)], keep=0.15, prior_bank=(str(built.bank),), cache_dir=str(cache),
-                            progress=False)
+    fresh = rsprune_geo.run([str(built.mosaic)], keep=0.15, prior_bank=(str(built.bank),), cache_dir=str(cache))
     out = tmp_path / "15.gpkg"
     cli = CliRunner().invoke(main, ["select", str(mosaic_run.output), "--keep", "0.15", "-o", str(out)])
     assert cli.exit_code == 0, cli.output
@@ -174,7 +173,7 @@ def test_a_bank_far_from_the_tiles_pixel_size_warns_and_says_what_to_do():
     assert len(lines) == 1 and "300 m/pixel" in lines[0] and "use a prior bank at about 300 m" in lines[0]
     s2 = open_source(str(SHARED_DATA / "geotiff" / "opengeos-data" / "naip" / "m_4709963_se_14_1_20090818.tif"))
     lines = scale_warnings(bank, [s2], RunConfig(prior_bank=(str(UCMERCED),)))  # 5 m NAIP
-    assert len(lines) == 1 and "--tile-size 15" not in lines[0]
+    assert len(lines) == 1 and "`tile_size` 15" not in lines[0]
     aerial = open_source(str(SHARED_DATA / "geotiff" / "rasterio-tests" / "cogeo.tif"))  # 0.6 m
     assert scale_warnings(bank, [aerial], RunConfig(prior_bank=(str(UCMERCED),))) == []
     assert bank_tile_size(bank, [aerial]) == round(256 * 0.3 / aerial.pixel_size_m) == 129  # 0.597 m pixels
@@ -184,7 +183,7 @@ def test_match_bank_scale_sets_the_tile_size(pool):
     built, cache = pool
     cog = str(SHARED_DATA / "geotiff" / "rasterio-tests" / "cogeo.tif")
     res = rsprune_geo.run([cog], match_bank_scale=True, prior_bank=(str(built.bank),), stage1="paper",
-                          keep=0.30, cache_dir=str(cache), progress=False)
+                          keep=0.30, cache_dir=str(cache))
     assert set(res.tiles.width) == {129}
     assert res.record["warnings"] == []
 

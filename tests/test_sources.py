@@ -8,15 +8,8 @@ import rasterio
 from rasterio.windows import Window
 
 from rsprune_geo.errors import InputError
-from rsprune_geo.sources import (
-    expand_paths,
-    file_fingerprint,
-    open_lazy,
-    open_source,
-    open_sources,
-    parse_bands,
-    read_window,
-)
+from rsprune_geo.pixels import file_fingerprint, read_window
+from rsprune_geo.sources import expand_paths, open_lazy, open_source, open_sources, parse_bands
 
 from .conftest import GEOTIFF, shared
 
@@ -75,7 +68,7 @@ def test_not_a_raster_empty_file_and_no_crs(tmp_path, make_raster, textured):
     with pytest.raises(InputError, match="empty"):
         open_source(str(empty))
     no_crs = make_raster(textured(64, 64), name="nocrs.tif", crs=None)
-    with pytest.raises(InputError, match="no CRS.*--allow-no-crs"):
+    with pytest.raises(InputError, match="no CRS.*`allow_no_crs`"):
         open_source(no_crs)
     assert open_source(no_crs, allow_no_crs=True).crs is None
 

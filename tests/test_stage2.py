@@ -57,7 +57,7 @@ def result(scenes):
     out = scenes["root"] / "run.gpkg"
     res = rsprune_geo.run(
         [str(scenes["pool"])], out, chips=True, prior_bank=(str(scenes["bank"]),), keep=0.15,
-        stage1_keep=0.8, k_per_class=1, cache_dir=str(scenes["cache"]), evaluate=True, progress=False,
+        stage1_keep=0.8, k_per_class=1, cache_dir=str(scenes["cache"]), evaluate=True,
     )
     return res
 
@@ -120,7 +120,7 @@ def test_a_second_run_encodes_nothing_and_select_is_exact(result, scenes, monkey
     monkeypatch.setattr(Encoder, "encode", counting)
     again = rsprune_geo.run(
         [str(scenes["pool"])], chips=True, prior_bank=(str(scenes["bank"]),), keep=0.10,
-        stage1_keep=0.8, k_per_class=1, cache_dir=str(scenes["cache"]), progress=False,
+        stage1_keep=0.8, k_per_class=1, cache_dir=str(scenes["cache"]),
     )
     assert calls == []  # bank centroids and tile embeddings all come from the cache
     assert (again.tiles.status == "kept").sum() == round(0.10 * len(again.tiles))
@@ -136,7 +136,7 @@ def test_a_second_run_encodes_nothing_and_select_is_exact(result, scenes, monkey
 def test_same_inputs_and_seed_give_the_same_selection(result, scenes):
     again = rsprune_geo.run(
         [str(scenes["pool"])], chips=True, prior_bank=(str(scenes["bank"]),), keep=0.15,
-        stage1_keep=0.8, k_per_class=1, cache_dir=str(scenes["cache"]), progress=False,
+        stage1_keep=0.8, k_per_class=1, cache_dir=str(scenes["cache"]),
     )
     assert again.tiles.status.tolist() == result.tiles.status.tolist()
 
@@ -144,7 +144,7 @@ def test_same_inputs_and_seed_give_the_same_selection(result, scenes):
 def test_keep_at_or_above_stage1_means_stage1_alone(scenes, monkeypatch):
     monkeypatch.setattr(Encoder, "encode", lambda *a: pytest.fail("stage 2 ran"))
     res = rsprune_geo.run([str(scenes["pool"])], chips=True, prior_bank=(str(scenes["bank"]),),
-                          keep=0.5, stage1_keep=0.3, stage1="paper", progress=False)
+                          keep=0.5, stage1_keep=0.3, stage1="paper")
     assert res.record["stage2"] is None
     assert (res.tiles.status == "kept").sum() == round(0.5 * len(res.tiles))
 
@@ -152,7 +152,7 @@ def test_keep_at_or_above_stage1_means_stage1_alone(scenes, monkeypatch):
 def test_bank_rule_at_or_above_stage1_keeps_the_cut_within_every_scene(result, scenes):
     # cached embeddings: the bank rule needs every candidate's scene, stage 1 then decides
     res = rsprune_geo.run([str(scenes["pool"])], chips=True, prior_bank=(str(scenes["bank"]),), keep=0.5,
-                          stage1_keep=0.3, k_per_class=1, cache_dir=str(scenes["cache"]), progress=False)
+                          stage1_keep=0.3, k_per_class=1, cache_dir=str(scenes["cache"]))
     assert res.record["stage2"]["stage1_decides"]
     kept = res.tiles[res.tiles.status == "kept"]
     assert len(kept) == round(0.5 * len(res.tiles))
@@ -168,7 +168,7 @@ def test_self_clustering_and_dedup(scenes, tmp_path):
         shutil.copy(source.resolve(), pool / f"copy{k}-{source.name}")
     res = rsprune_geo.run([str(pool)], chips=True, prior_bank=(str(scenes["bank"]),), keep=0.15,
                           stage1_keep=0.8, k_per_class=1, cache_dir=str(scenes["cache"]),
-                          dedup=0.999, clustering="self", progress=False)
+                          dedup=0.999, clustering="self")
     assert (res.tiles.status == "duplicate").sum() >= 3
     assert (res.tiles.status == "kept").sum() == round(0.15 * len(res.tiles))
     assert res.record["stage2"]["clustering"] == "self"
@@ -184,7 +184,7 @@ def test_cli_evaluate_and_encoders(result, tmp_path):
     assert "efficientnet-lite0" in listing.output and "ResNet18_Weights.SENTINEL2_RGB_MOCO" in listing.output
     single = [str(result.tiles.source.iloc[0])]
     with pytest.raises(rsprune_geo.InputError, match="rounds to none"):
-        rsprune_geo.run(single, chips=True, progress=False)
-    plain = rsprune_geo.run(single, tmp_path / "plain.gpkg", chips=True, keep=1.0, progress=False)
+        rsprune_geo.run(single, chips=True)
+    plain = rsprune_geo.run(single, tmp_path / "plain.gpkg", chips=True, keep=1.0)
     bad = runner.invoke(main, ["evaluate", str(plain.output)])
     assert bad.exit_code == 1 and "not a stage-2 run" in bad.output

@@ -70,7 +70,7 @@ def test_tile_ids_are_stable_unique_and_name_source_and_window():
 
 def test_tile_larger_than_raster_is_a_clear_error():
     src = open_source(shared("deepforest/OSBS_029.tif"))  # 400 x 400
-    with pytest.raises(InputError, match="larger than the raster.*--tile-size"):
+    with pytest.raises(InputError, match="larger than the raster.*`tile_size`"):
         make_tiles(src, tile_size=512)
     assert len(make_tiles(src, tile_size=512, edge="pad")) == 1
 

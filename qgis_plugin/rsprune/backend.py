@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from . import options
+
 SETTINGS_KEY = "rsprune/cli"
 
 
@@ -27,18 +29,24 @@ class Canceled(Exception):
 
 @dataclass
 class PruneParams:
-    """What the dialog and the Processing algorithm collect."""
+    """What the dialog and the Processing algorithm collect; defaults from ``options.json``."""
 
     rasters: list[str]
     output: str
-    tile_size: int = 256
-    stride: int = 0
-    keep: float = 0.15
-    stage1_keep: float | None = None  # None: rsprune's default (1.0 with a prior bank, else 0.30)
-    entropy_min: float | None = None
-    encoder: str = "efficientnet-lite0"
+    tile_size: int = options.form_default("tile_size")
+    stride: int | None = options.form_default("stride")  # None: the tile size
+    keep: float | None = options.form_default("keep")
+    stage1_keep: float | None = options.form_default("stage1_keep")  # None: rsprune's default for the rule
+    entropy_min: float | None = options.form_default("entropy_min")
+    encoder: str = options.form_default("encoder")
     prior_banks: list[str] = field(default_factory=list)
     overwrite: bool = True
+
+    def values(self) -> dict:
+        """The run parameters by their names in rsprune (``None``: rsprune's own default)."""
+        return {"tile_size": self.tile_size, "stride": self.stride or None, "keep": self.keep,
+                "stage1_keep": self.stage1_keep, "entropy_min": self.entropy_min, "encoder": self.encoder,
+                "prior_bank": list(self.prior_banks)}
 
     def validate(self) -> None:
         if not self.rasters:
@@ -48,24 +56,23 @@ class PruneParams:
                 raise BackendError(f"{path}: not a file on disk (save the layer to a GeoTIFF first)")
         if not self.output.lower().endswith(".gpkg"):
             raise BackendError("the output must be a GeoPackage (.gpkg)")
-        if not 0 < self.keep <= 1 or (self.stage1_keep is not None and not 0 < self.stage1_keep <= 1):
-            raise BackendError("keep fractions must be in (0, 1]")
+        for name, value in self.values().items():
+            if name != "prior_bank" and name != "encoder":
+                problem = options.check(name, value)
+                if problem:
+                    raise BackendError(problem)
         for bank in self.prior_banks:
             if not os.path.isdir(bank):
                 raise BackendError(f"{bank}: the prior bank folder does not exist")
 
     def cli_arguments(self) -> list[str]:
         """``rsprune run`` arguments, one list item per argument (paths stay single items)."""
-        args = ["run", *self.rasters, "-o", self.output, "--tile-size", str(self.tile_size),
-                "--keep", repr(float(self.keep)), "--encoder", self.encoder, "--progress-json"]
-        if self.stage1_keep is not None:
-            args += ["--stage1-keep", repr(float(self.stage1_keep))]
-        if self.stride:
-            args += ["--stride", str(self.stride)]
-        if self.entropy_min is not None:
-            args += ["--entropy-min", repr(float(self.entropy_min))]
-        for bank in self.prior_banks:
-            args += ["--prior-bank", bank]
+        args = ["run", *self.rasters, "-o", self.output, "--progress-json"]
+        for name, value in self.values().items():
+            flag = options.option(name)["flag"]
+            for item in (value if isinstance(value, list) else [value]):
+                if item is not None:
+                    args += [flag, repr(float(item)) if isinstance(item, float) else str(item)]
         if self.overwrite:
             args.append("--overwrite")
         return args
@@ -149,12 +156,10 @@ def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
             raise Canceled()
         on_progress(stage_percent({"stage": stage, "done": done, "total": total}), stage)
 
-    result = rsprune_geo.run(
-        params.rasters, params.output, overwrite=params.overwrite, progress=False, on_progress=progress,
-        tile_size=params.tile_size, stride=params.stride or None, keep=params.keep,
-        stage1_keep=params.stage1_keep, entropy_min=params.entropy_min, encoder=params.encoder,
-        prior_bank=tuple(params.prior_banks),
-    )
+    values = params.values()
+    values["prior_bank"] = tuple(values["prior_bank"])
+    result = rsprune_geo.run(params.rasters, params.output, overwrite=params.overwrite, on_progress=progress,
+                             **values)
     counts = result.tiles["status"].value_counts()
     return {"event": "ok", "output": str(result.output), "tiles": len(result.tiles),
             "counts": {str(k): int(v) for k, v in counts.items()}}
@@ -162,7 +167,7 @@ def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
 
 #: Where each stage sits on the progress bar (start, end), in percent.
 STAGE_SPANS = {"tiling": (0, 5), "stage1": (5, 35), "prior_bank": (35, 45), "encoding": (45, 90),
-               "selection": (90, 95), "writing": (95, 100)}
+               "selection": (90, 95), "evaluation": (95, 95), "writing": (95, 100)}
 
 
 def stage_percent(event: dict) -> float:

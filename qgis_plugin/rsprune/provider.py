@@ -1,16 +1,44 @@
-"""The "RS-Prune" Processing provider and its "prune" algorithm (modeler, batch, processing.run)."""
+"""The "RS-Prune" Processing provider and its "prune" algorithm (modeler, batch, processing.run).
+
+Its parameters are built from the package's option definitions (``options.json``), as the
+dialog's are.
+"""
 
 from __future__ import annotations
 
-from qgis.core import (
-    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterEnum,
-    QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
-    QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber, QgsProcessingProvider,
-    QgsProcessing,
-)
+import os
 
-from . import backend
-from .dialog import ENCODERS
+from qgis.core import (
+    QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterEnum,
+    QgsProcessingParameterFile, QgsProcessingParameterFileDestination, QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber, QgsProcessingProvider,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from . import backend, options
+
+ICON = os.path.join(os.path.dirname(__file__), "icon.png")
+
+
+def processing_parameter(item: dict):
+    """The Processing parameter of one option definition (name in upper case)."""
+    key, label = item["name"].upper(), item["label"] or item["name"]
+    if item["name"] == "encoder":
+        return QgsProcessingParameterEnum(key, label, options.ENCODERS,
+                                          defaultValue=options.ENCODERS.index(options.form_default("encoder")))
+    if item["type"] in ("int", "float"):
+        kind = QgsProcessingParameterNumber.Integer if item["type"] == "int" else QgsProcessingParameterNumber.Double
+        if item["optional"] and item["auto"]:
+            label = f"{label} (empty: {item['auto']})"
+        param = QgsProcessingParameterNumber(key, label, kind, options.form_default(item["name"]), item["optional"],
+                                             item["low"] if item["low"] is not None else -1e12,
+                                             item["high"] if item["high"] is not None else 1e12)
+    elif item["path"]:
+        param = QgsProcessingParameterFile(key, label, QgsProcessingParameterFile.Folder, optional=True)
+    else:
+        raise ValueError(f"no Processing parameter for {item['name']}")
+    param.setHelp(item["help"])
+    return param
 
 
 class PruneAlgorithm(QgsProcessingAlgorithm):
@@ -28,6 +56,9 @@ class PruneAlgorithm(QgsProcessingAlgorithm):
     def groupId(self):
         return ""
 
+    def icon(self):
+        return QIcon(ICON)
+
     def shortHelpString(self):
         return ("Tiles the input rasters, drops low-information tiles by entropy and, with a prior "
                 "bank, keeps a scene-balanced subset. Writes a GeoPackage of tile footprints with "
@@ -38,35 +69,31 @@ class PruneAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterMultipleLayers("INPUT", "Raster layers", QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", "Tile size (px)", defaultValue=256, minValue=8))
-        self.addParameter(QgsProcessingParameterNumber("STRIDE", "Stride (px, 0 = tile size)", defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber("KEEP", "Keep (fraction of the tiles with data)",
-                                                       QgsProcessingParameterNumber.Double, 0.15, False, 0.001, 1.0))
-        self.addParameter(QgsProcessingParameterNumber("STAGE1_KEEP", "Stage-1 keep (by entropy; empty: 1.0 with a "
-                                                       "prior bank, else 0.30)",
-                                                       QgsProcessingParameterNumber.Double, None, True, 0.001, 1.0))
-        self.addParameter(QgsProcessingParameterNumber("ENTROPY_MIN", "Minimum entropy (bits)",
-                                                       QgsProcessingParameterNumber.Double, None, True, 0.0, 8.0))
-        self.addParameter(QgsProcessingParameterEnum("ENCODER", "Scene encoder", ENCODERS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterFile("PRIOR_BANK", "Prior bank folder",
-                                                     QgsProcessingParameterFile.Folder, optional=True))
+        for item in options.GUI_OPTIONS:
+            self.addParameter(processing_parameter(item))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Output GeoPackage",
                                                                 "GeoPackage (*.gpkg)"))
 
+    def _value(self, parameters, context, item):
+        key = item["name"].upper()
+        if item["name"] == "encoder":
+            return options.ENCODERS[self.parameterAsEnum(parameters, key, context)]
+        if item["path"]:
+            return self.parameterAsFile(parameters, key, context) or None
+        raw = parameters.get(key, options.form_default(item["name"]))
+        if raw in (None, ""):
+            return None
+        return self.parameterAsInt(parameters, key, context) if item["type"] == "int" \
+            else self.parameterAsDouble(parameters, key, context)
+
     def processAlgorithm(self, parameters, context, feedback):
         layers = self.parameterAsLayerList(parameters, "INPUT", context)
-        rasters = [layer.source().split("|")[0] for layer in layers]
-        bank = self.parameterAsFile(parameters, "PRIOR_BANK", context)
-        entropy_min = parameters.get("ENTROPY_MIN")
+        values = {item["name"]: self._value(parameters, context, item) for item in options.GUI_OPTIONS}
+        bank = values.pop("prior_bank")
         params = backend.PruneParams(
-            rasters=rasters, output=self.parameterAsFileOutput(parameters, "OUTPUT", context),
-            tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
-            stride=self.parameterAsInt(parameters, "STRIDE", context),
-            keep=self.parameterAsDouble(parameters, "KEEP", context),
-            stage1_keep=None if parameters.get("STAGE1_KEEP") in (None, "") else float(parameters["STAGE1_KEEP"]),
-            entropy_min=None if entropy_min in (None, "") else float(entropy_min),
-            encoder=ENCODERS[self.parameterAsEnum(parameters, "ENCODER", context)],
-            prior_banks=[bank] if bank else [],
+            rasters=[layer.source().split("|")[0] for layer in layers],
+            output=self.parameterAsFileOutput(parameters, "OUTPUT", context), prior_banks=[bank] if bank else [],
+            **values,
         )
         runner = backend.run_in_process if backend.in_process_available() else backend.run_cli
         try:
@@ -87,6 +114,9 @@ class RsPruneProvider(QgsProcessingProvider):
 
     def name(self):
         return "RS-Prune"
+
+    def icon(self):
+        return QIcon(ICON)
 
     def loadAlgorithms(self):
         self.addAlgorithm(PruneAlgorithm())

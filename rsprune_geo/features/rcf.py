@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import InputError
 from .base import Encoder, torch_device
+from .registry import register_encoder
 
 
 class _Patches:
@@ -25,6 +26,9 @@ class _Patches:
         return {"image": self._images[index]}
 
 
+@register_encoder("rcf-gaussian", "torchgeo RCF, gaussian filters, no weights, no data", input_size=64, dim=512)
+@register_encoder("rcf-empirical", "torchgeo RCF (MOSAIKS), filters drawn from the prior bank, no weights",
+                  input_size=64, dim=512, needs_bank=True)
 class RCFEncoder(Encoder):
     """torchgeo's RCF on 64² RGB in [0, 1]: 512 features from 256 3×3 filters.
 
@@ -51,13 +55,18 @@ class RCFEncoder(Encoder):
         if mode == "empirical":
             if fit_images is None or len(fit_images) == 0:
                 raise InputError("the rcf-empirical encoder draws its filters from the prior bank: "
-                                 "give --prior-bank, or use rcf-gaussian")
+                                 "give `prior_bank`, or use rcf-gaussian")
             dataset = _Patches(fit_images)
             digest.update(np.ascontiguousarray(fit_images[:, ::7, ::7]).tobytes())
         self.device = torch_device(device)
         self.model = RCF(in_channels=3, features=features, kernel_size=3, bias=-1.0,
                          seed=torch_seed, mode=mode, dataset=dataset).eval().to(self.device)
         self._digest = digest.hexdigest()
+
+    @classmethod
+    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> "RCFEncoder":
+        """``rcf-empirical`` or ``rcf-gaussian``; ``weights`` are not used."""
+        return cls(name.split("-")[1], fit_images, seed, device=device)
 
     def _state_digest(self) -> str:
         return self._digest

@@ -12,15 +12,28 @@ from .base import Encoder, file_digest, require_file, torch_device
 
 def torchgeo_weight_names() -> list[str]:
     """Every torchgeo weight that takes 3 bands (the RGB that rsprune feeds its encoders)."""
-    from torchgeo.models.api import _model_weights
+    from torchgeo.models import get_model_weights, list_models
 
-    names = []
-    for key, enum in _model_weights.items():
-        if isinstance(key, str):
-            for weight in enum:
-                if weight.meta.get("in_chans") == 3:
-                    names.append(str(weight))
-    return sorted(set(names))
+    return sorted({str(weight) for model in list_models() for weight in _weights_of(model, get_model_weights)
+                   if weight.meta.get("in_chans") == 3})
+
+
+def _weights_of(model: str, get_model_weights) -> list:
+    """The weights torchgeo lists for ``model`` (none for builders without pretrained weights)."""
+    try:
+        return list(get_model_weights(model))
+    except (KeyError, ValueError):
+        return []
+
+
+def torchgeo_weight(name: str):
+    """The torchgeo weight enum member called ``name`` (public ``torchgeo.models.get_weight``)."""
+    from torchgeo.models import get_weight
+
+    try:
+        return get_weight(name)
+    except (ValueError, KeyError, AttributeError):
+        raise InputError(f"{name}: not a torchgeo weight (see `rsprune encoders`)") from None
 
 
 def hub_checkpoint_path(url: str) -> str:
@@ -31,11 +44,12 @@ def hub_checkpoint_path(url: str) -> str:
 
 
 def _builder_for(weight) -> str:
-    from torchgeo.models.api import _model_weights
+    """The torchgeo model name whose weights enum holds ``weight``."""
+    from torchgeo.models import get_model_weights, list_models
 
-    for key, enum in _model_weights.items():
-        if isinstance(key, str) and isinstance(weight, enum):
-            return key
+    for model in list_models():
+        if weight in _weights_of(model, get_model_weights):
+            return model
     raise InputError(f"no torchgeo model builder for {weight}")
 
 
@@ -64,27 +78,29 @@ class TorchgeoEncoder(Encoder):
 
     input_size = 256
 
+    @classmethod
+    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> "TorchgeoEncoder":
+        """The torchgeo weight ``name``, from ``weights`` or the torch hub cache."""
+        return cls(name, weights, device)
+
     def __init__(self, name: str, weights_file: str | None = None, device: str | None = None):
         import torch
-        from torchgeo.models import get_model, get_weight
+        from torchgeo.models import get_model
 
-        try:
-            weight = get_weight(name)
-        except ValueError:
-            raise InputError(f"{name}: not a torchgeo weight (see `rsprune encoders`)") from None
+        weight = torchgeo_weight(name)
         in_chans = weight.meta.get("in_chans")
         if in_chans != 3:
             raise InputError(f"{name} expects {in_chans} bands; rsprune feeds encoders RGB (3 bands)")
         self.name = name
         if weights_file:
-            require_file(weights_file, f"weights for {name}", "check --weights")
+            require_file(weights_file, f"weights for {name}", "check `weights`")
             state = torch.load(weights_file, map_location="cpu", weights_only=True)
             source = weights_file
         else:
             source = hub_checkpoint_path(weight.url)
             require_file(
                 source, f"weights for {name}",
-                f"download {weight.url} there on a connected machine, or pass --weights FILE",
+                f"download {weight.url} there on a connected machine, or pass `weights` FILE",
             )
             state = weight.get_state_dict(progress=False)
         model = get_model(_builder_for(weight), weights=None, in_chans=3, num_classes=0)

@@ -1,0 +1,38 @@
+"""``rsprune evaluate``: compare a stage-2 run with the baselines; prints the metrics table."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import RsPruneError
+from .options import (TqdmProgress, fail_cleanly, output_option, overwrite_option, run_config_options,
+                      run_file_argument)
+
+
+@click.command("evaluate")
+@run_file_argument
+@output_option(required=False, help="Also write the evaluated run (tiles of every scene, evaluation table) here.")
+@overwrite_option
+@run_config_options(["labels", "label_column", "eval_encoder"])
+@fail_cleanly
+def command(run_file: str, output: str | None, overwrite: bool, labels: str | None, label_column: str,
+            eval_encoder: str | None) -> None:
+    """Compare a stage-2 run with the baselines, by true labels when given.
+
+    Reruns RUN_FILE's inputs and parameters with every tile embedded (cached embeddings are
+    reused) and prints the metrics table: classes kept, label balance and junk kept by the
+    true labels (--labels), coverage and Fréchet in an independent encoder's space, and the
+    method's own-partition figures, marked (own). Baselines: random over the tiles with data,
+    entropy only, the paper's stage 1 + random, the paper's stage 1 + RS-Prune's stage 2,
+    per-cluster random, proportional quotas, self-clustering.
+    """
+    from ..pipeline import run as run_pipeline
+    from ..schema import RunRecord
+
+    record = RunRecord.read(run_file)
+    if not record.stage2:
+        raise RsPruneError(f"{run_file}: not a stage-2 run (it was made without `prior_bank`)")
+    config = record.config(evaluate=True, labels=labels, label_column=label_column, eval_encoder=eval_encoder)
+    with TqdmProgress() as bars:
+        result = run_pipeline(record.input_paths, output, config, overwrite=overwrite, on_progress=bars)
+    click.echo(result.summary())

@@ -1,0 +1,26 @@
+"""``rsprune select``: re-select a finished run with another keep ratio; prints a summary."""
+
+from __future__ import annotations
+
+import click
+
+from .options import config_option, fail_cleanly, output_option, overwrite_option, run_file_argument
+
+
+@click.command("select")
+@run_file_argument
+@output_option(required=False, help="Write the new selection here (default: replace RUN_FILE, needs --overwrite).")
+@overwrite_option
+@config_option("keep", required=True, default=None, show_default=False,
+               help="Fraction of the tiles with data to keep.")
+@config_option("uniformity", default=None, show_default=False, help="Quota blend (default: the run's).")
+@config_option("spread", default=None, show_default=False, help="Distance bins per cluster (default: the run's).")
+@config_option("seed", default=None, show_default=False, help="Seed (default: the run's).")
+@fail_cleanly
+def command(run_file: str, output: str | None, overwrite: bool, keep: float, uniformity: float | None,
+            spread: int | None, seed: int | None) -> None:
+    """Re-select tiles of a finished run with another keep ratio, without encoding."""
+    from ..reselect import reselect
+
+    result = reselect(run_file, output, keep, uniformity, spread, seed, overwrite)
+    click.echo(result.summary())

@@ -1,0 +1,75 @@
+"""Tile embeddings: read each tile at the encoder's size (pixels), encode it, cache the vector."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from rasterio.windows import Window
+
+from .features.base import Encoder
+from .features.cache import EmbeddingCache
+from .pixels import Scaling, read_rgb
+from .progress import ProgressCallback
+from .sources import RasterSource
+
+
+def encode_windows(source: RasterSource, windows: list[Window], scaling: Scaling, encoder: Encoder) -> np.ndarray:
+    """Read and encode one batch of tiles (the unit of work sent to Dask workers)."""
+    return encoder.encode(read_rgb(source, windows, encoder.input_size, scaling))
+
+
+def embed_tiles(
+    tiles: pd.DataFrame,
+    sources: Mapping[str, RasterSource],
+    scalings: Mapping[str, Scaling],
+    encoder: Encoder,
+    cache: EmbeddingCache | None = None,
+    client: Any | None = None,
+    out: np.ndarray | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Embeddings (N, dim) of ``tiles`` (columns source, tile_id, row_off, col_off, width,
+    height), reusing cached vectors and caching new ones batch by batch.
+
+    ``out``: where to write them, e.g. a memory-mapped ``.npy`` so that millions of tiles need
+    no more memory than one batch (default: a new in-memory array). With a
+    ``distributed.Client`` the batches run on its workers (the encoder is sent to each once;
+    workers open the files by path); locally they run in this thread (the encoder uses every
+    core). ``on_progress("encoding", done, total)`` counts encoded tiles.
+    """
+    from .scaleout import map_tasks
+
+    if out is None:
+        out = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
+    todo: list[tuple[str, np.ndarray]] = []
+    for path, positions in tiles.groupby("source", sort=False).indices.items():
+        source = sources[path]
+        ids = tiles["tile_id"].to_numpy()[positions].tolist()
+        if cache is not None:
+            found = cache.fill(source.fingerprint, ids, out, positions)
+            positions = positions[~found]
+        if positions.size:
+            todo.append((path, positions))
+    batches = []
+    rows = tiles.reset_index(drop=True)
+    for path, positions in todo:
+        for start in range(0, positions.size, encoder.batch_size):
+            batch = positions[start : start + encoder.batch_size]
+            part = rows.iloc[batch]
+            windows = [Window(int(c), int(r), int(w), int(h)) for r, c, w, h in
+                       zip(part.row_off, part.col_off, part.width, part.height)]
+            batches.append((path, batch, part.tile_id.tolist(), windows))
+    total = sum(b[1].size for b in batches)
+    tasks = [(sources[path], windows, scalings[path]) for path, _, _, windows in batches]
+    done = 0
+    for i, vectors in map_tasks(encode_windows, tasks, client, threads=1, broadcast={"encoder": encoder}):
+        path, batch, ids, _ = batches[i]
+        out[batch] = vectors
+        if cache is not None:
+            cache.store(sources[path].fingerprint, ids, vectors)
+        done += batch.size
+        if on_progress is not None:
+            on_progress("encoding", done, total)
+    return out

@@ -1,0 +1,80 @@
+"""The encoder registry: classes registered by name with their input size and dimension."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import numpy as np
+
+from ..errors import InputError
+from .base import Encoder
+
+E = TypeVar("E", bound=type[Encoder])
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What an encoder takes and gives, known without loading it.
+
+    ``input_size``: the square side images are resized to; ``dim``: the vector length (``None``
+    when only the weights tell); ``needs_bank``: it fits on prior-bank images (``fit_images``);
+    ``weights``: what ``weights=`` may point at (``file`` or ``folder``).
+    """
+
+    name: str
+    cls: type[Encoder]
+    description: str
+    input_size: int
+    dim: int | None
+    needs_bank: bool = False
+    weights: str = "file"
+
+
+_REGISTRY: dict[str, EncoderInfo] = {}
+
+
+def register_encoder(name: str, description: str, input_size: int, dim: int | None,
+                     needs_bank: bool = False, weights: str = "file") -> Callable[[E], E]:
+    """Class decorator: register an :class:`Encoder` subclass under ``name``. The class is
+    built as ``cls.build(name, weights, fit_images, seed, device)``."""
+
+    def decorate(cls: E) -> E:
+        if name in _REGISTRY:
+            raise ValueError(f"encoder {name!r} is registered twice")
+        _REGISTRY[name] = EncoderInfo(name, cls, description, input_size, dim, needs_bank, weights)
+        return cls
+
+    return decorate
+
+
+def list_encoders(torchgeo: bool = False) -> list[str]:
+    """Names of the registered encoders; with ``torchgeo``, every 3-band torchgeo weight too."""
+    names = list(_REGISTRY)
+    if torchgeo:
+        from .torchgeo_weights import torchgeo_weight_names
+
+        names += torchgeo_weight_names()
+    return names
+
+
+def encoder_info(name: str) -> EncoderInfo:
+    """The :class:`EncoderInfo` of ``name`` (a registered name or a torchgeo weight name)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if "_Weights." in name:
+        from .torchgeo_weights import TorchgeoEncoder, torchgeo_weight
+
+        weight = torchgeo_weight(name)
+        return EncoderInfo(name, TorchgeoEncoder, f"torchgeo {weight}", TorchgeoEncoder.input_size, None)
+    raise InputError(f"unknown encoder {name!r}; `rsprune encoders` lists them")
+
+
+def get_encoder(name: str | None = None, weights: str | None = None, fit_images: np.ndarray | None = None,
+                seed: int = 0, device: str | None = None) -> Encoder:
+    """Build the encoder ``name`` (default: the offline default); ``fit_images`` are prior-bank
+    images at its input size, for encoders that fit on them (``rcf-empirical``)."""
+    from ..config import DEFAULT_ENCODER
+
+    info = encoder_info(name or DEFAULT_ENCODER)
+    return info.cls.build(info.name, weights, fit_images, seed, device)

@@ -1,0 +1,347 @@
+"""Reading and scaling pixels: the one layer that touches raster and image data.
+
+Stage 1, encoding, chip export, the report, the map and the prior bank all read through here:
+windows (with validity, past the raster's edge too), images at a given output size (from
+overviews when smaller), the band choice, the percentile stretch to grey levels, and file
+fingerprints. Everything above it works on NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.windows import Window
+
+from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import rasterio.io
+
+    from .sources import RasterSource
+
+#: Percentiles of the robust stretch of non-uint8 data to 0–255.
+DEFAULT_PERCENTILES = (2.0, 98.0)
+
+
+def file_fingerprint(path: str, with_mtime: bool = True, chunk: int = 65536, digest_size: int = 12) -> str:
+    """A cheap fingerprint of a file's content: its size (and mtime, unless ``with_mtime`` is
+    false, for content keys that survive a copy) and hashes of its head and tail.
+
+    Costs two small reads whatever the file's size; GDAL virtual paths hash their name.
+    """
+    if path.startswith("/vsi"):
+        return hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
+    stat = os.stat(path)
+    digest = hashlib.blake2b(digest_size=digest_size)
+    digest.update((f"{stat.st_size}:{stat.st_mtime_ns}" if with_mtime else f"{stat.st_size}").encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(chunk))
+        if stat.st_size > chunk:
+            fh.seek(max(stat.st_size - chunk, chunk))
+            digest.update(fh.read(chunk))
+    return digest.hexdigest()
+
+
+def choose_bands(src: "rasterio.io.DatasetReader") -> tuple[int, ...]:
+    """The bands read as colour when none are asked for: the ones tagged red, green and blue;
+    B4, B3, B2 of a 13-band Sentinel-2 file; else the first three non-alpha bands; else one
+    grey band."""
+    interp = list(src.colorinterp)
+    rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    if all(ci in interp for ci in rgb):
+        return tuple(interp.index(ci) + 1 for ci in rgb)
+    if src.count == 13:
+        return (4, 3, 2)  # Sentinel-2 L1C band order (EuroSAT)
+    data_bands = [i + 1 for i, ci in enumerate(interp) if ci != ColorInterp.alpha]
+    if len(data_bands) >= 3:
+        return tuple(data_bands[:3])
+    return (data_bands[0] if data_bands else 1,)
+
+
+def window_inside(window: Window, width: int, height: int) -> bool:
+    """Whether ``window`` lies wholly inside a raster of ``width`` × ``height`` pixels."""
+    return (window.row_off >= 0 and window.col_off >= 0
+            and window.row_off + window.height <= height and window.col_off + window.width <= width)
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How values become 0–255 grey levels: per band ``low`` → 0, ``high`` → 255.
+
+    ``None`` bounds mean the data are uint8 and used as they are.
+    """
+
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
+
+    @property
+    def identity(self) -> bool:
+        """Whether values are used as they are (uint8)."""
+        return self.low is None
+
+    @classmethod
+    def from_values(cls, values: Sequence[np.ndarray],
+                    percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> "Scaling":
+        """The robust stretch of each band's ``values`` between two percentiles."""
+        lows, highs = [], []
+        for band in values:
+            band = np.asarray(band)
+            band = band[np.isfinite(band)] if band.dtype.kind == "f" else band
+            if band.size == 0:
+                lo, hi = 0.0, 1.0
+            else:
+                lo, hi = (float(v) for v in np.percentile(band, percentiles))
+            if not hi > lo:
+                hi = lo + 1.0
+            lows.append(lo)
+            highs.append(hi)
+        return cls(tuple(lows), tuple(highs))
+
+    def to_uint8(self, data: np.ndarray) -> np.ndarray:
+        """(bands, H, W) → (bands, H, W) uint8: as is when identity, else stretched and clipped."""
+        if self.identity:
+            return data.astype(np.uint8, copy=False)
+        assert self.low is not None and self.high is not None
+        out = np.empty(data.shape, dtype=np.uint8)
+        for i, band in enumerate(data):
+            lo, hi = self.low[i], self.high[i]
+            scaled = (band.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))
+            out[i] = np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)
+        return out
+
+
+def source_scaling(source: "RasterSource", percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+                   max_size: int = 1024) -> Scaling:
+    """Robust per-band scaling of a non-uint8 source from its valid pixels' percentiles.
+
+    Reads the source once at reduced resolution (overviews when the file has them), so the
+    cost does not grow with the mosaic's size. uint8 sources are left as they are.
+    """
+    if source.dtype == "uint8":
+        return Scaling()
+    return Scaling.from_values(_valid_values(source, max_size), percentiles)
+
+
+def run_scaling(sources: Sequence["RasterSource"], percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+                max_size: int = 1024) -> list[Scaling]:
+    """One robust scaling shared by all non-uint8 sources of a run (pooled percentiles).
+
+    Right for a scene cut into several files (a mostly-sea file is then not stretched into
+    false contrast); per-source scaling (:func:`source_scaling`) suits unrelated scenes.
+    """
+    pooled = [s for s in sources if s.dtype != "uint8"]
+    if not pooled:
+        return [Scaling() for _ in sources]
+    samples = [_valid_values(s, max_size) for s in pooled]
+    shared = Scaling.from_values(
+        [np.concatenate([sample[i] for sample in samples]) for i in range(len(samples[0]))], percentiles)
+    return [Scaling() if s.dtype == "uint8" else shared for s in sources]
+
+
+def _valid_values(source: "RasterSource", max_size: int) -> list[np.ndarray]:
+    data, valid = read_reduced(source, max_size)
+    return [band[valid] for band in data]
+
+
+def to_rgb8(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
+    """(bands, H, W) → (H, W, 3) uint8 RGB by ``scaling``; one band is repeated as grey."""
+    out = scaling.to_uint8(data)
+    if out.shape[0] == 1:
+        out = np.repeat(out, 3, axis=0)
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+def read_window(source: "RasterSource", window: Window,
+                dataset: "rasterio.io.DatasetReader | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read the source's bands in ``window`` with a validity mask.
+
+    Returns ``(data, valid)``: ``data`` shaped (bands, rows, cols) in the file's dtype and
+    ``valid`` a boolean (rows, cols) array. The window may reach past the raster's edge
+    (padded tiles): pixels outside are zero and invalid.
+    """
+    own = dataset is None
+    src = source.open() if own else dataset
+    assert src is not None
+    try:
+        full = Window(0, 0, source.width, source.height)
+        inner = window.intersection(full) if _overlaps(window, full) else None
+        rows, cols = int(window.height), int(window.width)
+        data = np.zeros((len(source.bands), rows, cols), dtype=source.dtype)
+        valid = np.zeros((rows, cols), dtype=bool)
+        if inner is None:
+            return data, valid
+        r0 = int(inner.row_off - window.row_off)
+        c0 = int(inner.col_off - window.col_off)
+        h, w = int(inner.height), int(inner.width)
+        block = src.read(source.bands, window=inner)
+        data[:, r0 : r0 + h, c0 : c0 + w] = block
+        valid[r0 : r0 + h, c0 : c0 + w] = valid_mask(source, src, block, window=inner)
+        return data, valid
+    finally:
+        if own:
+            src.close()
+
+
+def read_plain(source: "RasterSource", window: Window) -> np.ndarray:
+    """The source's bands in a window inside the raster, without a validity mask."""
+    with source.open() as src:
+        return src.read(source.bands, window=window)
+
+
+def _overlaps(a: Window, b: Window) -> bool:
+    return (a.col_off < b.col_off + b.width and b.col_off < a.col_off + a.width
+            and a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height)
+
+
+def read_reduced(source: "RasterSource", max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The selected bands and validity at reduced resolution (longest side <= ``max_size``),
+    read from overviews when the file has them: ``(data, valid)``."""
+    factor = max(1, int(np.ceil(max(source.width, source.height) / max_size)))
+    shape = (max(1, source.height // factor), max(1, source.width // factor))
+    with source.open() as src:
+        data = src.read(source.bands, out_shape=(len(source.bands), *shape))
+        return data, valid_mask(source, src, data, out_shape=shape)
+
+
+def valid_mask(source: "RasterSource", src: "rasterio.io.DatasetReader", block: np.ndarray, **where) -> np.ndarray:
+    """Valid pixels of a block: any band valid (GDAL's dataset-mask rule), finite floats only.
+
+    ``where`` locates the block for the alpha band or mask: ``window=`` or ``out_shape=``.
+    """
+    valid: np.ndarray | None
+    if source.mask_mode == "nodata":
+        nodata = source.nodata
+        assert nodata is not None
+        if np.isnan(nodata):
+            valid = ~np.isnan(block).all(axis=0)
+        else:
+            valid = (block != np.array(nodata, dtype=block.dtype)).any(axis=0)
+    elif source.mask_mode == "alpha":
+        valid = src.read(source.alpha_band, **where) > 0
+    elif source.mask_mode == "mask":
+        valid = src.read_masks(source.bands[0], **where) > 0
+    else:
+        valid = None
+    if block.dtype.kind == "f":
+        finite = np.isfinite(block).all(axis=0)
+        valid = finite if valid is None else (valid & finite)
+    if valid is None:
+        valid = np.ones(block.shape[1:], dtype=bool)
+    return valid
+
+
+def read_rgb(source: "RasterSource", windows: Sequence[Window], size: int, scaling: Scaling) -> np.ndarray:
+    """The windows' pixels resampled to ``size``² as uint8 RGB, (N, size, size, 3).
+
+    GDAL reads from overviews when ``size`` is smaller than the window, so a 256-px tile read at
+    64 px costs a quarter or less of the data. Windows reaching past the raster (padded tiles)
+    read as 0 outside.
+    """
+    images = np.empty((len(windows), size, size, 3), dtype=np.uint8)
+    with source.open() as src:
+        for k, window in enumerate(windows):
+            data = src.read(source.bands, window=window, out_shape=(len(source.bands), size, size),
+                            resampling=Resampling.bilinear,
+                            boundless=not window_inside(window, source.width, source.height), fill_value=0)
+            images[k] = to_rgb8(data, scaling)
+    return images
+
+
+def read_chip(source: "RasterSource", window: Window, scaling: Scaling,
+              dataset: "rasterio.io.DatasetReader | None" = None) -> np.ndarray:
+    """One window at full resolution as uint8 RGB (H, W, 3); 0 outside the raster.
+    ``dataset``: the source already open (many chips, one open)."""
+    with contextlib.nullcontext(dataset) if dataset is not None else source.open() as src:
+        data = src.read(source.bands, window=window,
+                        boundless=not window_inside(window, source.width, source.height), fill_value=0)
+    return to_rgb8(data, scaling)
+
+
+def read_all_bands(src: "rasterio.io.DatasetReader", window: Window) -> np.ndarray:
+    """Every band of an open dataset in ``window`` at full resolution, in the file's dtype;
+    nodata (else 0) past the raster's edge."""
+    return src.read(window=window, boundless=not window_inside(window, src.width, src.height),
+                    fill_value=src.nodata or 0)
+
+
+def read_preview(source: "RasterSource", scaling: Scaling, max_size: int = 1600,
+                 crs=None) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The source's bands as an RGBA float image (longest side <= ``max_size``, overviews when
+    the file has them) by the run's ``scaling``, warped to ``crs`` when it differs, with its
+    bounds (left, bottom, right, top); nodata is transparent."""
+    from rasterio.vrt import WarpedVRT
+
+    with source.open() as opened:
+        src = WarpedVRT(opened, crs=crs) if crs is not None and source.crs is not None and source.crs != crs \
+            else opened
+        factor = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
+        shape = (len(source.bands), max(1, src.height // factor), max(1, src.width // factor))
+        data = src.read(list(source.bands), out_shape=shape, masked=True)
+        bounds = tuple(src.bounds)
+    if scaling.identity and data.dtype != np.uint8:
+        scaling = Scaling.from_values([band.compressed() for band in data])
+    rgb = to_rgb8(data.filled(0), scaling).astype(np.float32) / 255.0
+    alpha = (~np.ma.getmaskarray(data).all(axis=0)).astype(np.float32)
+    return np.dstack([rgb, alpha]), bounds  # type: ignore[return-value]
+
+
+def read_image(path: str, size: tuple[int, int] | None = None, scale: float = 1.0,
+               min_side: int = 32) -> np.ndarray:
+    """One image file as uint8 RGB (H, W, 3): at ``size`` (width, height) when given, else its
+    own size times ``scale`` (bilinear, the shorter side not below ``min_side``).
+
+    PNG/JPEG/RGB TIFF through Pillow; other TIFFs (uint16, several bands, e.g. EuroSAT's
+    Sentinel-2 GeoTIFFs) through rasterio with :func:`choose_bands`, stretched per image
+    between the 2nd and 98th percentiles.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+            target = size or _scaled(rgb.size, scale, min_side)
+            if rgb.size != target:
+                rgb = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
+            return np.asarray(rgb)
+    except OSError:
+        return _read_image_with_rasterio(path, size, scale, min_side)
+
+
+def read_images(paths: Sequence[str], size: int) -> np.ndarray:
+    """Image files as uint8 RGB resized to ``size``², (N, size, size, 3); see :func:`read_image`."""
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for k, path in enumerate(paths):
+        out[k] = read_image(path, (size, size))
+    return out
+
+
+def _scaled(size: tuple[int, int], scale: float, min_side: int) -> tuple[int, int]:
+    if scale >= 1.0:
+        return size
+    factor = max(scale, min_side / max(min(size), 1))
+    return (max(1, round(size[0] * min(factor, 1.0))), max(1, round(size[1] * min(factor, 1.0))))
+
+
+def _read_image_with_rasterio(path: str, size: tuple[int, int] | None, scale: float, min_side: int) -> np.ndarray:
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            bands = list(choose_bands(src))
+            if len(bands) == 1:
+                bands = bands * 3
+            width, height = size or _scaled((src.width, src.height), scale, min_side)
+            data = src.read(bands, out_shape=(3, height, width), resampling=Resampling.bilinear)
+            dtype = src.dtypes[0]
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the image ({str(exc).splitlines()[0]})") from None
+    if dtype == "uint8":
+        return np.ascontiguousarray(data.transpose(1, 2, 0))
+    lo, hi = np.percentile(data.astype(np.float32), DEFAULT_PERCENTILES)
+    return to_rgb8(data, Scaling((float(lo),) * 3, (float(max(hi, lo + 1e-6)),) * 3))

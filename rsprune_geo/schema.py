@@ -1,0 +1,255 @@
+"""The run's schema: tile statuses and their colours, the columns of every layer, the run record.
+
+Everything after a run (re-selection, evaluation, export, report, maps, the QGIS plugin) reads
+the GeoPackage through these definitions, so a status, a column or a record field has one home.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Iterator
+
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    import geopandas as gpd
+
+    from .config import RunConfig
+    from .pixels import Scaling
+    from .sources import RasterSource
+
+
+class Status(StrEnum):
+    """A tile's decision (the ``status`` column). Members are strings: ``Status.KEPT == "kept"``."""
+
+    KEPT = "kept"
+    NOT_SELECTED = "not_selected"
+    DUPLICATE = "duplicate"
+    LOW_INFORMATION = "low_information"
+    NODATA = "nodata"
+
+    @property
+    def color(self) -> tuple[int, int, int]:
+        """RGB (0–255) of this status in the QGIS style, the PNG map and the report."""
+        return _COLORS[self]
+
+    @property
+    def description(self) -> str:
+        """What the status means, for legends and documentation."""
+        return _DESCRIPTIONS[self]
+
+    @property
+    def pruned(self) -> bool:
+        """Whether a tile with this status is left out of the kept subset."""
+        return self is not Status.KEPT
+
+
+_COLORS = {
+    Status.KEPT: (26, 152, 80),
+    Status.NOT_SELECTED: (69, 117, 180),
+    Status.DUPLICATE: (152, 78, 163),
+    Status.LOW_INFORMATION: (244, 109, 67),
+    Status.NODATA: (120, 120, 120),
+}
+_DESCRIPTIONS = {
+    Status.KEPT: "selected for training",
+    Status.NOT_SELECTED: "passed stage 1, beyond its cluster's quota",
+    Status.DUPLICATE: "near-duplicate of a tile nearer its centroid",
+    Status.LOW_INFORMATION: "under the stage-1 entropy floor or cut",
+    Status.NODATA: "nodata fraction over the limit",
+}
+
+#: Colour of each status by its string value (for code that holds plain strings).
+STATUS_COLORS: dict[str, tuple[int, int, int]] = {s.value: s.color for s in Status}
+
+#: Statuses of tiles that passed stage 1 and reached stage 2's selection.
+STAGE2_POOL = (Status.KEPT, Status.NOT_SELECTED, Status.DUPLICATE)
+
+#: The columns tiling produces, in order (the geometry follows).
+TILING_COLUMNS = ("tile_id", "source", "row_off", "col_off", "width", "height")
+
+#: Columns of the ``tiles`` layer (besides the geometry) and what they hold.
+TILE_COLUMNS: dict[str, str] = {
+    "tile_id": "stable id from the source's key and the tile's row and column",
+    "source": "path of the raster the tile was cut from",
+    "row_off": "pixel row of the window's top edge",
+    "col_off": "pixel column of the window's left edge",
+    "width": "window width in pixels",
+    "height": "window height in pixels",
+    "entropy": "Shannon entropy (bits) of the grey-level histogram of valid pixels",
+    "nodata_fraction": "share of the window's pixels without data",
+    "entropy_rank": "rank by entropy among the tiles over stage 1's floors (1 = highest; 0 = not ranked)",
+    "status": "the decision: one of " + ", ".join(s.value for s in Status),
+    "reason": "why the tile has its status (empty for kept tiles)",
+    "cluster": "stage 2: the tile's centroid (-1 when not embedded)",
+    "scene": "stage 2: the prior-bank scene of the tile's centroid",
+    "centroid_distance": "stage 2: cosine distance to the centroid",
+    "cluster_rank": "stage 2: order of selection within the cluster (-1 when not ranked)",
+    "scene_entropy_rank": "stage 2, bank rule: rank by entropy within the tile's scene (0 = not ranked)",
+}
+
+#: Columns of the ``clusters`` layer.
+CLUSTER_COLUMNS: dict[str, str] = {
+    "cluster": "centroid id",
+    "scene": "the prior-bank scene the centroid was fitted on",
+    "purity": "share of the centroid's bank members of its scene",
+    "bank_members": "prior-bank images assigned to the centroid",
+    "size": "candidate tiles assigned to the centroid",
+    "duplicates": "near-duplicates found among them",
+    "quota": "tiles the selection may keep from the centroid",
+    "kept": "tiles kept",
+}
+
+
+def status_counts(statuses: Any) -> dict[str, int]:
+    """Tiles per status as ``{value: count}`` (plain strings, for records and events)."""
+    return {str(k): int(v) for k, v in pd.Series(statuses).value_counts().items()}
+
+
+@dataclass
+class RunRecord:
+    """Everything needed to reproduce and audit a run: the ``runs`` table's row.
+
+    It writes itself (:meth:`to_table`) and reads itself back (:meth:`from_table`,
+    :meth:`read`), rebuilds the run's configuration (:meth:`config`) and reopens its inputs with
+    their bands and grey-level stretch (:meth:`sources`). Indexing by field name
+    (``record["stage1"]``) reads like the JSON it is stored as.
+    """
+
+    run_id: str = ""
+    created: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    crs: str | None = None
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    stage1: dict[str, Any] | None = None
+    stage2: dict[str, Any] | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    reselected_from: str | None = None
+
+    @staticmethod
+    def now() -> tuple[str, str]:
+        """A fresh ``(run_id, created)`` pair in UTC."""
+        stamp = _dt.datetime.now(_dt.timezone.utc)
+        return stamp.strftime("%Y%m%dT%H%M%S.%fZ"), stamp.isoformat(timespec="seconds")
+
+    # mapping-style reads, as the stored JSON reads
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field ``key``, else ``default``."""
+        value = getattr(self, key, None) if key in self._names() else None
+        return default if value is None else value
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-able data."""
+        return asdict(self)
+
+    def to_table(self) -> pd.DataFrame:
+        """The ``runs`` table row: scalars as they are, structures as JSON text."""
+        row = {key: (json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value)
+               for key, value in self.to_dict().items()}
+        return pd.DataFrame([row])
+
+    @classmethod
+    def from_table(cls, runs: pd.DataFrame) -> "RunRecord":
+        """The last row of a ``runs`` table, decoded."""
+        row = runs.iloc[-1].to_dict()
+        names = set(cls._names())
+        values: dict[str, Any] = {}
+        for key, value in row.items():
+            if key not in names:
+                continue
+            if isinstance(value, str) and value[:1] in "{[":
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+            if isinstance(value, float) and pd.isna(value):
+                value = None
+            values[key] = value
+        record = cls(**values)
+        for key in ("skipped", "warnings", "inputs"):
+            if getattr(record, key) is None:
+                setattr(record, key, [])
+        return record
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "RunRecord":
+        """The record of the run stored in the GeoPackage ``path``."""
+        import pyogrio
+
+        return cls.from_table(pyogrio.read_dataframe(path, layer="runs"))
+
+    def config(self, **overrides: Any) -> "RunConfig":
+        """The run's :class:`~rsprune_geo.config.RunConfig`, with ``overrides`` applied."""
+        from .config import RunConfig
+
+        known = {f.name for f in fields(RunConfig)}
+        params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.parameters.items() if k in known}
+        params.update(overrides)
+        return RunConfig(**params)
+
+    @property
+    def input_paths(self) -> list[str]:
+        """The paths of the run's inputs, in order."""
+        return [item["path"] for item in self.inputs]
+
+    def input(self, path: str) -> dict[str, Any]:
+        """The record of one input by path."""
+        for item in self.inputs:
+            if item["path"] == path:
+                return item
+        raise KeyError(path)
+
+    def source(self, path: str, check: bool = False) -> tuple["RasterSource", "Scaling"]:
+        """Reopen the input ``path`` with the run's bands and grey-level stretch; with ``check``,
+        refuse a file that changed since the run."""
+        from .errors import InputError
+        from .pixels import Scaling
+        from .sources import open_source
+
+        item = self.input(path)
+        source = open_source(item["path"], bands=tuple(item["bands"]), allow_no_crs=True)
+        if check and source.fingerprint != item["fingerprint"]:
+            raise InputError(f"{path}: the file changed since the run (fingerprint differs); run the pipeline again")
+        stretch = item.get("scaling")
+        scaling = Scaling(tuple(stretch["low"]), tuple(stretch["high"])) if stretch else Scaling()
+        return source, scaling
+
+    def sources(self) -> dict[str, tuple["RasterSource", "Scaling"]]:
+        """Every input reopened (see :meth:`source`), by path."""
+        return {path: self.source(path) for path in self.input_paths}
+
+    def updated(self, **changes: Any) -> "RunRecord":
+        """A copy with ``changes`` (e.g. a re-selection's parameters and counts)."""
+        return replace(self, **changes)
+
+
+def read_run(path: str | os.PathLike) -> tuple["gpd.GeoDataFrame", RunRecord]:
+    """Read a run's GeoPackage back: the ``tiles`` layer and its :class:`RunRecord`."""
+    import geopandas as gpd
+
+    tiles = gpd.read_file(path, layer="tiles", engine="pyogrio")
+    return tiles, RunRecord.read(path)
