@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 QGIS_VENV := .venv-qgis
 QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env qgis-env demo test test-python test-qgis plugin bench clean
+.PHONY: env qgis-env demo test lint test-python test-qgis plugin options-json bench clean
 
 env: $(STAMP)
 
@@ -32,9 +32,14 @@ $(QGIS_STAMP):
 	$(QGIS_VENV)/bin/python -m pip --disable-pip-version-check install -q 'pytest>=8' 'pytest-qgis>=2'
 	@touch $@
 
-# The whole suite: the package (tests/) then the QGIS plugin in real QGIS (tests_qgis/).
+# The whole suite: lint and types, the package (tests/), then the QGIS plugin in real QGIS (tests_qgis/).
 # pytest's exit code 5 means no test was collected: that is a failure here, said plainly.
-test: test-python test-qgis
+test: lint test-python test-qgis
+
+# ruff (with docstring rules) over everything, mypy over the package.
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-python: env
 	@$(BIN)/python -m pytest -q; rc=$$?; \
@@ -47,8 +52,12 @@ test-qgis: env qgis-env
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no QGIS test (exit 5): failing"; exit 1; fi; \
 	exit $$rc
 
+# The plugin's forms read the package's option definitions from options.json.
+options-json: env
+	$(BIN)/rsprune options --json > qgis_plugin/rsprune/options.json
+
 # The plugin as a zip QGIS installs from (Plugins > Install from ZIP).
-plugin: env
+plugin: options-json
 	@mkdir -p dist
 	$(BIN)/python -c "import pathlib, zipfile; root = pathlib.Path('qgis_plugin'); \
 	z = zipfile.ZipFile('dist/rsprune-qgis-plugin.zip', 'w', zipfile.ZIP_DEFLATED); \

@@ -150,7 +150,8 @@ def main() -> None:
         rate = "—" if r["images_per_s"] != r["images_per_s"] else f"{r['images_per_s']:.1f}"
         lines.append(f"| {r['encoder']} | {r['input']}² | {r['dim']} | {pct(r['one_nn'])} | "
                      f"{pct(r['kmeans_purity'])} | {rate} | {r['offline']} | {r['note']} |")
-    text = "UC Merced, 21 classes x 20 images (../shared/data/scenes/ucmerced), cosine distance:\n\n" + "\n".join(lines) + "\n"
+    head = "UC Merced, 21 classes x 20 images (../shared/data/scenes/ucmerced), cosine distance:\n\n"
+    text = head + "\n".join(lines) + "\n"
     (out / "encoders.md").write_text(text)
     print(text)
 

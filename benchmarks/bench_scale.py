@@ -145,7 +145,8 @@ def growth() -> list[dict]:
     rows = []
     for size in (1024, 4096, 5792, 8192):  # the warm-up, then 1x, 2x, 4x the area
         if not (DATA / f"demo-{size}.tif").exists():
-            subprocess.run([sys.executable, "-c", "import sys; from rsprune_geo.demo import DemoSpec, write_demo_mosaic; "
+            subprocess.run([sys.executable, "-c",
+                            "import sys; from rsprune_geo.demo import DemoSpec, write_demo_mosaic; "
                             f"write_demo_mosaic(sys.argv[1], DemoSpec(size={size}))", str(DATA / f"demo-{size}.tif")],
                            check=True)
     for size in (4096, 5792, 8192):

@@ -142,7 +142,8 @@ def main() -> None:
         f"| stage 1, Dask threads | {results['threads']:.3f} | {mp['stage1_threads']:.1f} | {ratio['threads']:.2f}x |",
         f"| stage 1, one thread | {results['sync']:.3f} | {mp['stage1_sync']:.1f} | {ratio['sync']:.2f}x |",
         f"| naive per-tile read + np.histogram | {naive:.3f} | {mp['naive_per_tile']:.1f} | {naive / floor:.2f}x |",
-        f"| naive per-tile read + skimage shannon_entropy | {naive_sk:.3f} | {mp['naive_skimage']:.1f} | {naive_sk / floor:.2f}x |",
+        f"| naive per-tile read + skimage shannon_entropy | {naive_sk:.3f} | {mp['naive_skimage']:.1f} "
+        f"| {naive_sk / floor:.2f}x |",
         "",
     ])
     (RESULTS / "stage1.md").write_text(table)

@@ -1,5 +1,7 @@
 """rsprune_geo: training-free pruning of remote-sensing imagery (RS-Prune) as a geodata tool."""
 
+import logging as _logging
+
 from .config import RunConfig
 from .errors import InputError, OutputError, RsPruneError
 from .information import apply_information_filter, grey_levels, score_tiles, shannon_entropy, tile_statistics
@@ -36,6 +38,9 @@ __all__ = [
     "tile_statistics",
     "write_geopackage",
 ]
+
+# A library logs and never prints: without a handler set by the application, nothing is shown.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 try:
     from importlib.metadata import version as _version

@@ -38,7 +38,7 @@ class SceneCentroids:
         return out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
 
     @classmethod
-    def load(cls, path: str | Path) -> "SceneCentroids":
+    def load(cls, path: str | Path) -> SceneCentroids:
         """Load centroids saved by :meth:`save`."""
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -112,17 +112,18 @@ def fit_scene_centroids(
             km = faiss.Kmeans(x.shape[1], kc, niter=niter, seed=seed + i, spherical=True,
                               min_points_per_centroid=1, max_points_per_centroid=1 << 30)
             km.train(sample)
+            assert km.centroids is not None
             centres = km.centroids
         vectors.append(normalise(centres))
         names.extend([cls] * kc)
-    vectors = np.concatenate(vectors)
-    names = np.array(names)
-    nearest, _ = assign_to_centroids(x, vectors)
-    members = np.bincount(nearest, minlength=len(names))
-    agree = np.bincount(nearest[names[nearest] == labels], minlength=len(names))
+    all_vectors = np.concatenate(vectors)
+    all_names = np.array(names)
+    nearest, _ = assign_to_centroids(x, all_vectors)
+    members = np.bincount(nearest, minlength=len(all_names))
+    agree = np.bincount(nearest[all_names[nearest] == labels], minlength=len(all_names))
     with np.errstate(invalid="ignore", divide="ignore"):
         purity = np.where(members > 0, agree / np.maximum(members, 1), np.nan)
-    return SceneCentroids(vectors=vectors, labels=names, purity=purity, members=members)
+    return SceneCentroids(vectors=all_vectors, labels=all_names, purity=purity, members=members)
 
 
 def assign_to_centroids(
@@ -182,6 +183,7 @@ def self_clusters(
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True,
                       min_points_per_centroid=1, max_points_per_centroid=1 << 30)
     km.train(normalise(x[sample]))
+    assert km.centroids is not None
     vectors = normalise(km.centroids)
     nearest_scene, _ = assign_to_centroids(vectors, scene_centroids)
     labels = scene_centroids.labels[nearest_scene]

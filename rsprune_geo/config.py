@@ -178,7 +178,7 @@ class RunConfig:
     workers: int | None = option(None, "Start a local Dask cluster of N worker processes.", low=1,
                                  group="scale-out")
 
-    def validated(self) -> "RunConfig":
+    def validated(self) -> RunConfig:
         """A checked, normalised copy (bands parsed, prior banks as a tuple of strings, ``k``
         overriding ``k_per_class``); raises :class:`InputError` for a parameter out of range."""
         from .sources import parse_bands, resolve_crs

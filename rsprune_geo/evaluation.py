@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .clustering import SceneCentroids, assign_to_centroids, normalise, self_clusters
-from .errors import InputError
 from .config import PAPER_STAGE1_KEEP
+from .errors import InputError
 from .schema import Status
 from .selection import select_tiles
 
@@ -145,7 +145,8 @@ def baseline_selections(
     """Keep masks (over all ``n`` tiles) of the baselines, each at ``budget`` tiles.
 
     ``data`` marks tiles with data; ``stage1_count`` is the paper's stage-1 cut (its top 30%),
-    used by ``stage-1 + random`` and ``rs-prune, paper stage 1``; ``pool`` (tile positions) are the run's stage-2 candidates,
+    used by ``stage-1 + random`` and ``rs-prune, paper stage 1``; ``pool`` (tile positions) are the
+    run's stage-2 candidates,
     ``pool_ids``/``pool_dist`` their clusters and centroid distances, ``pool_vectors`` their
     embeddings; ``all_vectors`` embeds every tile (the paper's stage 1 + stage 2 needs them).
     """
@@ -207,7 +208,7 @@ def compare_selections(
     rows = {}
     for name, kept in selections.items():
         kept = np.asarray(kept, dtype=bool)
-        row = {"kept": int(kept.sum())}
+        row: dict[str, float] = {"kept": int(kept.sum())}
         if labels is not None:
             row.update(truth_metrics(kept, labels, junk, n_classes))
         else:

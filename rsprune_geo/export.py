@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.windows import Window, transform as window_transform
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
 
 from .config import param
 from .errors import InputError, OutputError

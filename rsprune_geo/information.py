@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .config import DEFAULT_PLAUSIBILITY_Z, PAPER_STAGE1_KEEP, STAGE1_RULES
+from .config import DEFAULT_PLAUSIBILITY_Z
 from .pixels import Scaling, read_image, read_plain, read_window, source_scaling, window_inside
 from .progress import ProgressCallback
 from .schema import Status
@@ -38,6 +39,7 @@ def grey_levels(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
         acc += 128
         acc >>= 8
         return acc.astype(np.uint8)
+    assert scaling.low is not None and scaling.high is not None
     scaled = np.empty(data.shape, dtype=np.float32)
     for i, band in enumerate(data):
         lo, hi = scaling.low[i], scaling.high[i]
@@ -128,7 +130,7 @@ def score_group(
         tiles.row_off.to_numpy(np.int64) - r0, tiles.col_off.to_numpy(np.int64) - c0,
         tiles.height.to_numpy(np.int64), tiles.width.to_numpy(np.int64),
     )
-    nodata = float(source.nodata) if use_nodata else 0.0
+    nodata = float(source.nodata) if use_nodata and source.nodata is not None else 0.0
     if fuse and data.dtype == np.uint8:
         hist, count, sums, squares = tile_sums_rgb8(data, valid, nodata, use_nodata, *offsets)
     else:

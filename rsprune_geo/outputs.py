@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import pyogrio
 
@@ -126,7 +124,7 @@ def write_geopackage(
 
 
 def _write_layer(frame, path, **kwargs) -> None:
-    """pyogrio's write, quiet about the missing CRS of chips in pixel coordinates."""
+    """Pyogrio's write, quiet about the missing CRS of chips in pixel coordinates."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
         pyogrio.write_dataframe(frame, path, **kwargs)

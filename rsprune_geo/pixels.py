@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rasterio.enums import ColorInterp, Resampling
@@ -48,7 +49,7 @@ def file_fingerprint(path: str, with_mtime: bool = True, chunk: int = 65536, dig
     return digest.hexdigest()
 
 
-def choose_bands(src: "rasterio.io.DatasetReader") -> tuple[int, ...]:
+def choose_bands(src: rasterio.io.DatasetReader) -> tuple[int, ...]:
     """The bands read as colour when none are asked for: the ones tagged red, green and blue;
     B4, B3, B2 of a 13-band Sentinel-2 file; else the first three non-alpha bands; else one
     grey band."""
@@ -87,7 +88,7 @@ class Scaling:
 
     @classmethod
     def from_values(cls, values: Sequence[np.ndarray],
-                    percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> "Scaling":
+                    percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> Scaling:
         """The robust stretch of each band's ``values`` between two percentiles."""
         lows, highs = [], []
         for band in values:
@@ -116,7 +117,7 @@ class Scaling:
         return out
 
 
-def source_scaling(source: "RasterSource", percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+def source_scaling(source: RasterSource, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
                    max_size: int = 1024) -> Scaling:
     """Robust per-band scaling of a non-uint8 source from its valid pixels' percentiles.
 
@@ -128,7 +129,7 @@ def source_scaling(source: "RasterSource", percentiles: tuple[float, float] = DE
     return Scaling.from_values(_valid_values(source, max_size), percentiles)
 
 
-def run_scaling(sources: Sequence["RasterSource"], percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+def run_scaling(sources: Sequence[RasterSource], percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
                 max_size: int = 1024) -> list[Scaling]:
     """One robust scaling shared by all non-uint8 sources of a run (pooled percentiles).
 
@@ -144,7 +145,7 @@ def run_scaling(sources: Sequence["RasterSource"], percentiles: tuple[float, flo
     return [Scaling() if s.dtype == "uint8" else shared for s in sources]
 
 
-def _valid_values(source: "RasterSource", max_size: int) -> list[np.ndarray]:
+def _valid_values(source: RasterSource, max_size: int) -> list[np.ndarray]:
     data, valid = read_reduced(source, max_size)
     return [band[valid] for band in data]
 
@@ -157,8 +158,8 @@ def to_rgb8(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(1, 2, 0))
 
 
-def read_window(source: "RasterSource", window: Window,
-                dataset: "rasterio.io.DatasetReader | None" = None) -> tuple[np.ndarray, np.ndarray]:
+def read_window(source: RasterSource, window: Window,
+                dataset: rasterio.io.DatasetReader | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read the source's bands in ``window`` with a validity mask.
 
     Returns ``(data, valid)``: ``data`` shaped (bands, rows, cols) in the file's dtype and
@@ -188,7 +189,7 @@ def read_window(source: "RasterSource", window: Window,
             src.close()
 
 
-def read_plain(source: "RasterSource", window: Window) -> np.ndarray:
+def read_plain(source: RasterSource, window: Window) -> np.ndarray:
     """The source's bands in a window inside the raster, without a validity mask."""
     with source.open() as src:
         return src.read(source.bands, window=window)
@@ -199,7 +200,7 @@ def _overlaps(a: Window, b: Window) -> bool:
             and a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height)
 
 
-def read_reduced(source: "RasterSource", max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def read_reduced(source: RasterSource, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """The selected bands and validity at reduced resolution (longest side <= ``max_size``),
     read from overviews when the file has them: ``(data, valid)``."""
     factor = max(1, int(np.ceil(max(source.width, source.height) / max_size)))
@@ -209,7 +210,7 @@ def read_reduced(source: "RasterSource", max_size: int = 1024) -> tuple[np.ndarr
         return data, valid_mask(source, src, data, out_shape=shape)
 
 
-def valid_mask(source: "RasterSource", src: "rasterio.io.DatasetReader", block: np.ndarray, **where) -> np.ndarray:
+def valid_mask(source: RasterSource, src: rasterio.io.DatasetReader, block: np.ndarray, **where) -> np.ndarray:
     """Valid pixels of a block: any band valid (GDAL's dataset-mask rule), finite floats only.
 
     ``where`` locates the block for the alpha band or mask: ``window=`` or ``out_shape=``.
@@ -236,7 +237,7 @@ def valid_mask(source: "RasterSource", src: "rasterio.io.DatasetReader", block: 
     return valid
 
 
-def read_rgb(source: "RasterSource", windows: Sequence[Window], size: int, scaling: Scaling) -> np.ndarray:
+def read_rgb(source: RasterSource, windows: Sequence[Window], size: int, scaling: Scaling) -> np.ndarray:
     """The windows' pixels resampled to ``size``² as uint8 RGB, (N, size, size, 3).
 
     GDAL reads from overviews when ``size`` is smaller than the window, so a 256-px tile read at
@@ -253,8 +254,8 @@ def read_rgb(source: "RasterSource", windows: Sequence[Window], size: int, scali
     return images
 
 
-def read_chip(source: "RasterSource", window: Window, scaling: Scaling,
-              dataset: "rasterio.io.DatasetReader | None" = None) -> np.ndarray:
+def read_chip(source: RasterSource, window: Window, scaling: Scaling,
+              dataset: rasterio.io.DatasetReader | None = None) -> np.ndarray:
     """One window at full resolution as uint8 RGB (H, W, 3); 0 outside the raster.
     ``dataset``: the source already open (many chips, one open)."""
     with contextlib.nullcontext(dataset) if dataset is not None else source.open() as src:
@@ -263,14 +264,14 @@ def read_chip(source: "RasterSource", window: Window, scaling: Scaling,
     return to_rgb8(data, scaling)
 
 
-def read_all_bands(src: "rasterio.io.DatasetReader", window: Window) -> np.ndarray:
+def read_all_bands(src: rasterio.io.DatasetReader, window: Window) -> np.ndarray:
     """Every band of an open dataset in ``window`` at full resolution, in the file's dtype;
     nodata (else 0) past the raster's edge."""
     return src.read(window=window, boundless=not window_inside(window, src.width, src.height),
                     fill_value=src.nodata or 0)
 
 
-def read_preview(source: "RasterSource", scaling: Scaling, max_size: int = 1600,
+def read_preview(source: RasterSource, scaling: Scaling, max_size: int = 1600,
                  crs=None) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The source's bands as an RGBA float image (longest side <= ``max_size``, overviews when
     the file has them) by the run's ``scaling``, warped to ``crs`` when it differs, with its
@@ -288,7 +289,7 @@ def read_preview(source: "RasterSource", scaling: Scaling, max_size: int = 1600,
         scaling = Scaling.from_values([band.compressed() for band in data])
     rgb = to_rgb8(data.filled(0), scaling).astype(np.float32) / 255.0
     alpha = (~np.ma.getmaskarray(data).all(axis=0)).astype(np.float32)
-    return np.dstack([rgb, alpha]), bounds  # type: ignore[return-value]
+    return np.dstack([rgb, alpha]), (bounds[0], bounds[1], bounds[2], bounds[3])
 
 
 def read_image(path: str, size: tuple[int, int] | None = None, scale: float = 1.0,

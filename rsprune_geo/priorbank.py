@@ -9,9 +9,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class PriorBank:
 
     @property
     def classes(self) -> list[str]:
+        """The class names, sorted."""
         return sorted(set(self.labels.tolist()))
 
     def __len__(self) -> int:
@@ -96,7 +97,10 @@ def find_prior_bank(roots: Sequence[str | os.PathLike]) -> PriorBank:
     """
     if not roots:
         raise InputError(f"no prior bank given ({param('prior_bank')})")
-    paths, labels, used, gsds = [], [], [], []
+    paths: list[str] = []
+    labels: list[str] = []
+    used: list[str] = []
+    gsds: list[float | None] = []
     for root in roots:
         base = Path(root)
         if not base.is_dir():

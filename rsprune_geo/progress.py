@@ -23,7 +23,8 @@ class ProgressCallback(Protocol):
     A callback may raise (e.g. to cancel from a GUI); the run stops there and writes nothing.
     """
 
-    def __call__(self, stage: str, done: int, total: int) -> None: ...
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` units of ``stage``."""
 
 
 def no_progress(stage: str, done: int, total: int) -> None:

@@ -59,8 +59,8 @@ def plot_entropy_histogram(tiles: pd.DataFrame, path: str | os.PathLike, record:
             colors.append(_color(status))
     ax.hist(stacks, bins=bins, stacked=True, color=colors, label=labels)
     ranked = tiles[tiles["entropy_rank"] >= 1]
-    params = (record or {}).get("parameters", {})
-    st1 = (record or {}).get("stage1") or {}
+    params = record.parameters if record is not None else {}
+    st1 = (record.stage1 if record is not None else None) or {}
     if st1.get("floor_bits") is not None:
         ax.axvline(st1["floor_bits"], color="black", linestyle="--",
                    label=f"prior-bank floor ({st1['floor_bits']:.2f} bits)")
@@ -85,7 +85,7 @@ def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike) -> Path:
     used = clusters[clusters["size"] > 0].sort_values("size", ascending=False)
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
     x = np.arange(len(used))
-    ax.bar(x, used["size"], color=_color("not_selected"), label="before (stage-1 survivors)")
+    ax.bar(x, used["size"], color=_color(Status.NOT_SELECTED), label="before (stage-1 survivors)")
     ax.bar(x, used["kept"], color=_color(Status.KEPT), label="after (kept)")
     ax.set_xticks(x)
     ax.set_xticklabels([f"{c} {s}" for c, s in zip(used["cluster"], used["scene"])], rotation=90, fontsize=7)
@@ -191,11 +191,12 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
               "<h2>Timings (s)</h2>", _dict_table({k: round(v, 3) for k, v in record.timings.items()})]
     if record.stage2:
         parts += ["<h2>Stage 2</h2>", _dict_table(record.stage2)]
-    parts += ["<h2>Inputs</h2>", pd.DataFrame(record.inputs).drop(columns=["scaling"], errors="ignore").to_html(index=False),
+    inputs = pd.DataFrame(record.inputs).drop(columns=["scaling"], errors="ignore")
+    parts += ["<h2>Inputs</h2>", inputs.to_html(index=False),
               "<h2>Versions</h2>", _dict_table(record.versions), "</body></html>"]
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, out)
+    partial = out.with_name(f".{out.name}.tmp")
+    partial.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(partial, out)
     return out
 
 

@@ -37,7 +37,8 @@ def reselect(
         raise InputError(f"{param('keep')} {keep}: must be in (0, 1]")
     target = Path(output) if output else Path(run_file)
     if target.resolve() == Path(run_file).resolve() and not overwrite:
-        raise InputError(f"{run_file}: give {param('output')} NEW.gpkg, or {param('overwrite')} to replace the run file")
+        raise InputError(f"{run_file}: give {param('output')} NEW.gpkg, or {param('overwrite')} to replace the "
+                         "run file")
     tiles, record = read_run(run_file)
     config = record.config()
     params = dict(record.parameters)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from .errors import InputError
 
@@ -44,7 +45,8 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
     try:
         link = getattr(client, "dashboard_link", None)
         n = len(client.scheduler_info().get("workers", {}))
-        log.info("dask: %d worker(s) at %s%s", n, client.scheduler.address, f", dashboard {link}" if link else "")
+        log.info("dask: %d worker(s) at %s%s", n, getattr(client.scheduler, "address", address),
+                 f", dashboard {link}" if link else "")
         yield client
     finally:
         client.close()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -138,7 +139,7 @@ class RunRecord:
     @staticmethod
     def now() -> tuple[str, str]:
         """A fresh ``(run_id, created)`` pair in UTC."""
-        stamp = _dt.datetime.now(_dt.timezone.utc)
+        stamp = _dt.datetime.now(_dt.UTC)
         return stamp.strftime("%Y%m%dT%H%M%S.%fZ"), stamp.isoformat(timespec="seconds")
 
     # mapping-style reads, as the stored JSON reads
@@ -173,7 +174,7 @@ class RunRecord:
         return pd.DataFrame([row])
 
     @classmethod
-    def from_table(cls, runs: pd.DataFrame) -> "RunRecord":
+    def from_table(cls, runs: pd.DataFrame) -> RunRecord:
         """The last row of a ``runs`` table, decoded."""
         row = runs.iloc[-1].to_dict()
         names = set(cls._names())
@@ -196,18 +197,19 @@ class RunRecord:
         return record
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "RunRecord":
+    def read(cls, path: str | os.PathLike) -> RunRecord:
         """The record of the run stored in the GeoPackage ``path``."""
         import pyogrio
 
         return cls.from_table(pyogrio.read_dataframe(path, layer="runs"))
 
-    def config(self, **overrides: Any) -> "RunConfig":
+    def config(self, **overrides: Any) -> RunConfig:
         """The run's :class:`~rsprune_geo.config.RunConfig`, with ``overrides`` applied."""
         from .config import RunConfig
 
         known = {f.name for f in fields(RunConfig)}
-        params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.parameters.items() if k in known}
+        params: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.parameters.items()
+                                  if k in known}
         params.update(overrides)
         return RunConfig(**params)
 
@@ -223,7 +225,7 @@ class RunRecord:
                 return item
         raise KeyError(path)
 
-    def source(self, path: str, check: bool = False) -> tuple["RasterSource", "Scaling"]:
+    def source(self, path: str, check: bool = False) -> tuple[RasterSource, Scaling]:
         """Reopen the input ``path`` with the run's bands and grey-level stretch; with ``check``,
         refuse a file that changed since the run."""
         from .errors import InputError
@@ -238,16 +240,16 @@ class RunRecord:
         scaling = Scaling(tuple(stretch["low"]), tuple(stretch["high"])) if stretch else Scaling()
         return source, scaling
 
-    def sources(self) -> dict[str, tuple["RasterSource", "Scaling"]]:
+    def sources(self) -> dict[str, tuple[RasterSource, Scaling]]:
         """Every input reopened (see :meth:`source`), by path."""
         return {path: self.source(path) for path in self.input_paths}
 
-    def updated(self, **changes: Any) -> "RunRecord":
+    def updated(self, **changes: Any) -> RunRecord:
         """A copy with ``changes`` (e.g. a re-selection's parameters and counts)."""
         return replace(self, **changes)
 
 
-def read_run(path: str | os.PathLike) -> tuple["gpd.GeoDataFrame", RunRecord]:
+def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, RunRecord]:
     """Read a run's GeoPackage back: the ``tiles`` layer and its :class:`RunRecord`."""
     import geopandas as gpd
 

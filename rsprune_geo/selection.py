@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -196,7 +196,7 @@ def find_duplicates(
         x = np.asarray(embeddings[np.sort(members)], dtype=np.float32)  # one cluster in memory
         x = x[np.argsort(np.argsort(members))]
         norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = x / np.where(norms > 0, norms, 1)
+        x = (x / np.where(norms > 0, norms, 1)).astype(np.float32)
         accepted = np.empty_like(x)
         count = 0
         for i, m in enumerate(members):

@@ -6,9 +6,9 @@ import glob
 import hashlib
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import rasterio
@@ -304,11 +304,13 @@ def open_lazy(source: RasterSource, tile_size: int = 256):
     touches one chunk; nothing is read until ``.compute()`` or ``.values``.
     """
     import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
 
     chunk = _aligned_chunk(tile_size, source.block_shape)
     arr = rioxarray.open_rasterio(
         source.path, chunks={"band": -1, "y": chunk[0], "x": chunk[1]}, lock=False, masked=False
     )
+    assert isinstance(arr, xr.DataArray)
     return arr.sel(band=list(source.bands))
 
 

@@ -6,9 +6,10 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -55,7 +56,7 @@ class Stage2Options:
     eval_encoder: str | None = None
 
     @classmethod
-    def from_config(cls, config: RunConfig) -> "Stage2Options":
+    def from_config(cls, config: RunConfig) -> Stage2Options:
         """Stage 2's options of a run."""
         return cls(
             prior_bank=tuple(config.prior_bank), encoder=config.encoder, weights=config.weights,
@@ -189,6 +190,7 @@ def run_stage2(
 
         def duplicates(inner: np.ndarray) -> np.ndarray:
             order = centroid_first_order(ids[inner], dist[inner], sel.spread, sel.seed)
+            assert sel.dedup is not None
             return find_duplicates(cand_vectors[inner], ids[inner], order, sel.dedup)
 
         applied = apply_selection(
@@ -212,7 +214,6 @@ def run_stage2(
                                       budget, sources, scalings, pool=applied.pool, pool_ids=applied.pool_cluster,
                                       pool_dist=applied.pool_distance, on_progress=on_progress)
             timings["evaluation"] = time.perf_counter() - t1
-        cand_vectors = None
 
     out = _with_stage2_columns(tiles, cand, ids, dist, clusters_used, applied, all_ids, all_dist)
     k_all = len(clusters_used)

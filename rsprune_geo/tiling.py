@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import geopandas as gpd
 import numpy as np
@@ -11,7 +11,6 @@ from rasterio.windows import Window
 
 from .config import EDGE_MODES, param
 from .errors import InputError
-from .schema import TILING_COLUMNS
 from .sources import RasterSource
 
 

@@ -10,8 +10,7 @@ from rasterio.windows import Window
 from rsprune_geo.errors import InputError
 from rsprune_geo.features import get_encoder, list_encoders
 from rsprune_geo.features.cache import EmbeddingCache
-from rsprune_geo.pixels import read_rgb, to_rgb8
-from rsprune_geo.pixels import Scaling, source_scaling
+from rsprune_geo.pixels import Scaling, read_rgb, source_scaling, to_rgb8
 from rsprune_geo.sources import open_source
 
 from .conftest import shared

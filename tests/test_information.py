@@ -13,8 +13,7 @@ from rsprune_geo.information import (
     shannon_entropy,
     tile_statistics,
 )
-from rsprune_geo.pixels import Scaling, run_scaling, source_scaling
-from rsprune_geo.pixels import read_window
+from rsprune_geo.pixels import Scaling, read_window, run_scaling, source_scaling
 from rsprune_geo.sources import open_source
 from rsprune_geo.tiling import make_tiles, tile_windows
 
@@ -47,7 +46,7 @@ def test_uint16_scaling_maps_percentiles_to_full_range():
     src = open_source(path, bands=(3, 2, 1))
     scaling = source_scaling(src)
     assert not scaling.identity and len(scaling.low) == 3
-    assert all(h > l for l, h in zip(scaling.low, scaling.high))
+    assert all(hi > lo for lo, hi in zip(scaling.low, scaling.high))
     data, _ = read_window(src, Window(0, 0, 256, 256))
     grey = grey_levels(data, scaling)
     assert grey.dtype == np.uint8

@@ -4,11 +4,10 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import ARTIFACTS, RGB_BYTE, wait_for
 from qgis.core import QgsApplication, QgsMapRendererParallelJob, QgsMapSettings, QgsProject, QgsVectorLayer
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
-
-from conftest import ARTIFACTS, RGB_BYTE, wait_for
 
 KEPT = (26, 152, 80)
 
@@ -149,3 +148,23 @@ def test_a_vector_layer_is_not_a_raster(plugin, qgis_iface, qgis_new_project, tm
     qgis_iface.setActiveLayer(layer)
     with pytest.raises(BackendError, match="select a raster"):
         plugin.selected_rasters()
+
+
+def test_dialog_and_processing_are_built_from_the_packages_option_definitions(plugin, raster_layer):
+    from qgis.core import QgsApplication
+    from rsprune import options
+    from rsprune.dialog import PruneDialog
+
+    names = [item["name"] for item in options.GUI_OPTIONS]
+    assert {"tile_size", "stride", "keep", "stage1_keep", "entropy_min", "encoder", "prior_bank"} <= set(names)
+    dialog = PruneDialog([str(RGB_BYTE)])
+    keep = options.option("keep")
+    assert dialog.keep.toolTip() == keep["help"] and dialog.keep.value() == keep["suggested"]
+    assert dialog.tile_size.minimum() == options.option("tile_size")["low"]
+    dialog.stride.setValue(dialog.stride.minimum())
+    assert dialog.params().stride is None  # the special value stands for "= tile size"
+    algorithm = QgsApplication.processingRegistry().algorithmById("rsprune:prune")
+    defined = {p.name() for p in algorithm.parameterDefinitions()}
+    assert {name.upper() for name in names} <= defined
+    tile = algorithm.parameterDefinition("TILE_SIZE")
+    assert tile.defaultValue() == 256 and tile.minimum() == 8 and tile.help() == options.option("tile_size")["help"]

@@ -18,6 +18,9 @@ with open(_PATH, encoding="utf-8") as _fh:
 GUI_OPTIONS = [item for item in SCHEMA["options"] if item["gui"]]
 #: The registered encoder names (any torchgeo weight name is accepted too).
 ENCODERS = list(SCHEMA["encoders"])
+#: The tile statuses (value, colour, whether pruned); the one not pruned is the kept one.
+STATUSES = list(SCHEMA["statuses"])
+KEPT = next(s["value"] for s in STATUSES if not s["pruned"])
 
 
 def option(name: str) -> dict:

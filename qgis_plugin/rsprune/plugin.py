@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsProject
+from qgis.core import Qgis, QgsApplication, QgsMapLayerType
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
-from . import backend
+from . import backend, options
 from .provider import RsPruneProvider
 from .task import PruneTask
 
@@ -87,7 +87,7 @@ class RsPrunePlugin:
         bar = self.iface.messageBar()
         if ok:
             counts = task.result_event["counts"]
-            kept = counts.get("kept", 0)
+            kept = counts.get(options.KEPT, 0)
             pruned = sum(counts.values()) - kept
             bar.pushMessage("RS-Prune", f"{kept} tiles kept, {pruned} pruned", level=Qgis.Success)
         elif task.error:

@@ -9,9 +9,15 @@ from __future__ import annotations
 import os
 
 from qgis.core import (
-    QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterEnum,
-    QgsProcessingParameterFile, QgsProcessingParameterFileDestination, QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber, QgsProcessingProvider,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingProvider,
 )
 from qgis.PyQt.QtGui import QIcon
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import RsPruneError
-from .options import (TqdmProgress, fail_cleanly, output_option, overwrite_option, run_config_options,
-                      run_file_argument)
+from .options import TqdmProgress, fail_cleanly, output_option, overwrite_option, run_config_options, run_file_argument
 
 
 @click.command("evaluate")

@@ -22,7 +22,8 @@ import logging
 import re
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -151,6 +152,7 @@ class JsonLogHandler(logging.Handler):
     """Log records as ``{"event": "warning"|"info", "message"}`` lines (``--progress-json``)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Write the record as one JSON line."""
         json_line({"event": record.levelname.lower(), "message": cli_message(record.getMessage())})
 
 
@@ -160,9 +162,12 @@ class TqdmProgress:
     UNITS = {"stage1": "window", "prior_bank": "image", "encoding": "tile", "export": "chip"}
 
     def __init__(self, enabled: bool = True):
-        self.enabled, self.bar, self.key = enabled, None, None
+        self.enabled = enabled
+        self.bar: Any = None
+        self.key: tuple[str, int] | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        """Move the stage's bar (a new bar when the stage or its total changes)."""
         if not self.enabled:
             return
         if (stage, total) != self.key:
@@ -183,7 +188,7 @@ class TqdmProgress:
             self.bar.close()
             self.bar = None
 
-    def __enter__(self) -> "TqdmProgress":
+    def __enter__(self) -> TqdmProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,12 +16,16 @@ def command(as_json: bool) -> None:
     """List the run parameters: flag, default, range or choices, help."""
     from ..config import describe_range, option_schema
     from ..features import list_encoders
+    from ..schema import Status
 
-    schema = {"version": 1, "encoders": list_encoders(), "options": option_schema()}
+    items = option_schema()
+    statuses = [{"value": s.value, "color": list(s.color), "pruned": s.pruned, "description": s.description}
+                for s in Status]
+    schema = {"version": 1, "encoders": list_encoders(), "statuses": statuses, "options": items}
     if as_json:
         click.echo(json.dumps(schema, indent=1, ensure_ascii=False))
         return
-    for item in schema["options"]:
+    for item in items:
         if not item["flag"]:
             continue
         limits = ", ".join(item["choices"]) if item["choices"] else ""

@@ -7,8 +7,17 @@ import click
 from ..config import RunConfig
 from ..pipeline import run as run_pipeline
 from ..schema import status_counts
-from .options import (TqdmProgress, fail_cleanly, json_line, json_progress, output_option, overwrite_option,
-                      progress_json_option, quiet_option, run_config_options)
+from .options import (
+    TqdmProgress,
+    fail_cleanly,
+    json_line,
+    json_progress,
+    output_option,
+    overwrite_option,
+    progress_json_option,
+    quiet_option,
+    run_config_options,
+)
 
 
 @click.command("run")

@@ -36,7 +36,7 @@ class Encoder(ABC):
 
     @classmethod
     def build(cls, name: str, weights: str | None = None, fit_images: np.ndarray | None = None, seed: int = 0,
-              device: str | None = None) -> "Encoder":
+              device: str | None = None) -> Encoder:
         """Build the encoder registered as ``name`` (see :func:`~rsprune_geo.features.get_encoder`);
         by default ``cls(weights, device)``."""
         factory: Any = cls

@@ -82,7 +82,8 @@ class EmbeddingCache:
                 found[dst] = True
         return found
 
-    def lookup(self, fingerprint: str, tile_ids: list[str], dim: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    def lookup(self, fingerprint: str, tile_ids: list[str],
+               dim: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """(found mask, vectors of the found ids in order); for small look-ups."""
         shards = self._shards(fingerprint)
         if not shards:

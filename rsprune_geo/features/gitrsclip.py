@@ -60,7 +60,7 @@ class GitRSCLIPEncoder(Encoder):
     input_size = 256
 
     @classmethod
-    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> "GitRSCLIPEncoder":
+    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> GitRSCLIPEncoder:
         """``git-rsclip`` or ``git-rsclip-base``, from ``weights`` or the Hugging Face cache."""
         return cls(name, weights, device)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class RCFEncoder(Encoder):
         self.name = f"rcf-{mode}"
         self.dim = features
         torch_seed = seed + 1  # torchgeo ignores a seed of 0
-        dataset = None
+        dataset: Any = None
         digest = hashlib.blake2b(f"{mode}:{seed}:{features}".encode(), digest_size=6)
         if mode == "empirical":
             if fit_images is None or len(fit_images) == 0:
@@ -64,7 +65,7 @@ class RCFEncoder(Encoder):
         self._digest = digest.hexdigest()
 
     @classmethod
-    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> "RCFEncoder":
+    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> RCFEncoder:
         """``rcf-empirical`` or ``rcf-gaussian``; ``weights`` are not used."""
         return cls(name.split("-")[1], fit_images, seed, device=device)
 

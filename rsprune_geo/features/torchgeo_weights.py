@@ -79,7 +79,7 @@ class TorchgeoEncoder(Encoder):
     input_size = 256
 
     @classmethod
-    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> "TorchgeoEncoder":
+    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> TorchgeoEncoder:
         """The torchgeo weight ``name``, from ``weights`` or the torch hub cache."""
         return cls(name, weights, device)
 

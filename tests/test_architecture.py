@@ -1,0 +1,264 @@
+"""The shared definitions have one home each: options, schema, encoder registry, pixel layer,
+progress and logging; the faces are built from them and the import graph keeps its shape."""
+
+import ast
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import rsprune_geo
+from rsprune_geo.cli import main
+from rsprune_geo.cli import run as run_cmd
+from rsprune_geo.cli.options import TqdmProgress, cli_message, flag_of
+from rsprune_geo.config import RunConfig, option_schema, run_options
+from rsprune_geo.errors import InputError
+from rsprune_geo.features import encoder_info, get_encoder, list_encoders, register_encoder
+from rsprune_geo.features.base import Encoder
+from rsprune_geo.pixels import Scaling, choose_bands, read_preview, window_inside
+from rsprune_geo.scaleout import map_tasks
+from rsprune_geo.schema import STATUS_COLORS, RunRecord, Status, read_run
+from rsprune_geo.selection import SelectionOptions, apply_selection
+
+from .conftest import REPO, shared
+
+PACKAGE = REPO / "rsprune_geo"
+
+
+# --- options, defined once --------------------------------------------------------------------
+
+def test_plugin_options_json_is_what_the_package_prints():
+    printed = CliRunner().invoke(main, ["options", "--json"])
+    assert printed.exit_code == 0, printed.output
+    shipped = json.loads((REPO / "qgis_plugin" / "rsprune" / "options.json").read_text(encoding="utf-8"))
+    assert shipped == json.loads(printed.output), "run `make options-json` after changing an option"
+
+
+def test_cli_defaults_are_the_config_defaults():
+    ctx = run_cmd.command.make_context("run", ["in.tif", "-o", "out.gpkg"])
+    options = {k: v for k, v in ctx.params.items() if k not in ("inputs", "output", "overwrite", "quiet",
+                                                                "progress_json")}
+    assert RunConfig(**options) == RunConfig()
+    api_only = {f.name for f, opt, _ in run_options() if opt.flag == ""}
+    assert set(options) == {f.name for f in fields(RunConfig)} - api_only
+    schema = {item["name"]: item for item in option_schema()}
+    for f in fields(RunConfig):
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        assert schema[f.name]["default"] == default and schema[f.name]["help"]
+
+
+def test_ranges_and_choices_are_checked_from_the_definitions():
+    with pytest.raises(InputError, match=r"`keep` 0: must be in \(0, 1\]"):
+        RunConfig(keep=0).validated()
+    with pytest.raises(InputError, match="`edge` nope: use one of drop, pad"):
+        RunConfig(edge="nope").validated()
+    with pytest.raises(InputError, match="`tile_size` 4: must be at least 8"):
+        RunConfig(tile_size=4).validated()
+    config = RunConfig(k=12, prior_bank="bank", bands="3,2,1")
+    checked = config.validated()
+    assert (checked.k_per_class, checked.prior_bank, checked.bands) == (None, ("bank",), (3, 2, 1))
+    assert config.k_per_class == 4  # validated() returns a copy: the caller's config is unchanged
+
+
+def test_core_messages_name_parameters_and_the_cli_names_flags():
+    assert cli_message("`tile_size` 4: use `edge` pad or `overwrite`") == "--tile-size 4: use --edge pad or --overwrite"
+    assert cli_message("the `distributed` package") == "the `distributed` package"  # not a parameter
+    assert flag_of("output") == "-o" and flag_of("group_px") is None
+
+
+# --- the schema -------------------------------------------------------------------------------
+
+def test_status_values_colours_and_meaning():
+    assert [s.value for s in Status] == ["kept", "not_selected", "duplicate", "low_information", "nodata"]
+    assert Status.KEPT == "kept" and isinstance(Status.NODATA, str) and f"{Status.DUPLICATE}" == "duplicate"
+    assert STATUS_COLORS["kept"] == Status.KEPT.color == (26, 152, 80)
+    assert [s for s in Status if not s.pruned] == [Status.KEPT]
+
+
+def test_run_record_writes_reads_and_rebuilds_the_run(tmp_path):
+    out = tmp_path / "r.gpkg"
+    result = rsprune_geo.run([shared("rasterio-tests/RGB.byte.tif")], out, tile_size=128, bands="3,2,1", seed=3)
+    tiles, record = read_run(out)
+    assert isinstance(record, RunRecord) and record.run_id == result.record.run_id
+    assert RunRecord.from_table(record.to_table()) == record  # writes and reads itself back
+    assert set(result.record.timings) == set(record.timings) | {"write"}  # the write's time comes after it
+    assert record["counts"] == record.counts == result.record.counts
+    config = record.config()
+    assert config.validated() == RunConfig(tile_size=128, bands=(3, 2, 1), seed=3).validated()
+    source, scaling = record.source(record.input_paths[0], check=True)
+    assert source.bands == (3, 2, 1) and scaling.identity
+    assert list(record.sources()) == record.input_paths and len(tiles) == len(result.tiles)
+
+
+# --- encoders by name -------------------------------------------------------------------------
+
+def test_encoder_registry_names_sizes_and_lookups():
+    names = list_encoders()
+    assert {"efficientnet-lite0", "rcf-empirical", "rcf-gaussian", "git-rsclip", "git-rsclip-base"} <= set(names)
+    info = encoder_info("rcf-gaussian")
+    encoder = get_encoder("rcf-gaussian")
+    assert (encoder.input_size, encoder.dim) == (info.input_size, info.dim) == (64, 512)
+    assert encoder_info("rcf-empirical").needs_bank and not info.needs_bank
+    assert "ResNet18_Weights.SENTINEL2_RGB_MOCO" in list_encoders(torchgeo=True)
+    assert encoder_info("ResNet18_Weights.SENTINEL2_RGB_MOCO").input_size == 256
+    with pytest.raises(InputError, match="unknown encoder"):
+        encoder_info("nope")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_encoder("rcf-gaussian", "again", 64, 512)(Encoder)
+
+
+# --- one pixel layer --------------------------------------------------------------------------
+
+def test_band_choice_windows_and_stretch(make_raster):
+    s2 = make_raster(np.arange(13 * 4 * 4, dtype=np.uint16).reshape(13, 4, 4), name="s2.tif")
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(s2) as src:
+        assert choose_bands(src) == (4, 3, 2)  # Sentinel-2's true colour
+    assert window_inside(Window(0, 0, 4, 4), 4, 4) and not window_inside(Window(1, 0, 4, 4), 4, 4)
+    stretch = Scaling.from_values([np.arange(101.0), np.array([np.nan, 5.0])])
+    assert stretch.low == (2.0, 5.0) and stretch.high == (98.0, 6.0)  # NaN ignored, flat band widened
+
+
+def test_preview_honours_the_runs_bands(tmp_path):
+    result = rsprune_geo.run([shared("rasterio-tests/RGB.byte.tif")], tmp_path / "a.gpkg", tile_size=128,
+                             bands="3,2,1")
+    source, scaling = result.record.source(result.record.input_paths[0])
+    swapped, _ = read_preview(source, scaling, max_size=200)
+    plain, _ = read_preview(rsprune_geo.open_source(shared("rasterio-tests/RGB.byte.tif")), Scaling(), max_size=200)
+    assert np.allclose(swapped[..., 0], plain[..., 2]) and np.allclose(swapped[..., 2], plain[..., 0])
+
+
+# --- the core reports and never prints --------------------------------------------------------
+
+def test_the_core_prints_nothing_and_reports_through_one_callback(tmp_path, capfd):
+    seen = []
+    rsprune_geo.run([shared("rasterio-tests/RGB.byte.tif")], tmp_path / "q.gpkg", tile_size=64, keep=0.1,
+                    on_progress=lambda stage, done, total: seen.append((stage, done, total)))
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    stages = [s for s, _, _ in seen]
+    assert stages[0] == "tiling" and stages[-1] == "writing" and "stage1" in stages
+    assert all(0 <= done <= total for _, done, total in seen)
+
+
+def test_tqdm_adapter_draws_one_bar_per_stage():
+    bars = TqdmProgress()
+    bars("stage1", 1, 4)
+    first = bars.bar
+    bars("stage1", 4, 4)
+    assert bars.bar is first and first.n == 4
+    bars("encoding", 1, 10)
+    assert bars.bar is not first and bars.bar.total == 10
+    bars.close()
+    assert bars.bar is None
+    quiet = TqdmProgress(enabled=False)
+    quiet("stage1", 1, 4)
+    assert quiet.bar is None
+
+
+def test_map_tasks_runs_on_threads_or_in_this_thread():
+    tasks = [(i,) for i in range(20)]
+    threaded = dict(map_tasks(lambda x, k=1: x * k, tasks, broadcast={"k": 3}))
+    serial = list(map_tasks(lambda x, k=1: x * k, tasks, threads=1, broadcast={"k": 3}))
+    assert threaded == {i: 3 * i for i in range(20)} and serial == [(i, 3 * i) for i in range(20)]
+    assert list(map_tasks(abs, [])) == []
+
+
+# --- selection applied to a table, once -------------------------------------------------------
+
+def test_apply_selection_keeps_the_budget_every_scene_and_no_duplicate():
+    rng = np.random.default_rng(0)
+    n = 60
+    tiles = pd.DataFrame({"tile_id": [f"t{i:02d}" for i in range(n)], "status": Status.KEPT.value, "reason": "",
+                          "entropy": rng.uniform(3, 7, n)})
+    tiles.loc[[1, 2], "entropy"] = 7.5  # the two near-duplicates pass stage 1's cut
+    cand = np.arange(n)
+    cluster = np.repeat([0, 1, 2], 20)  # scenes a, a, b
+    dist = rng.uniform(0, 1, n)
+    dup = np.zeros(n, dtype=bool)
+    dup[[1, 2]] = True
+    applied = apply_selection(tiles, cand, cluster, dist, np.array(["a", "a", "b"]), 12,
+                              SelectionOptions(quota_by="scene"), stage1_count=30, duplicates=dup)
+    kept = applied.kept
+    assert kept.sum() == 12 and not kept[[1, 2]].any()
+    assert (applied.status[[1, 2]] == Status.DUPLICATE).all()
+    assert applied.pool.size == 30 and set(cluster[kept]) == {0, 1, 2}
+    assert (applied.status[applied.scene_entropy_rank > 0] != "").all()
+    assert applied.kept_per_cluster.sum() == 12 and (applied.quota >= applied.kept_per_cluster).all()
+    everything = apply_selection(tiles, cand, cluster, dist, np.array(["a", "a", "b"]), 100, SelectionOptions())
+    assert everything.stage1_decides and everything.kept.all()
+
+
+# --- the import graph -------------------------------------------------------------------------
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            found.add(base)
+            found.update(f"{base}.{alias.name}" if node.module else f"{base}{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_no_stage_imports_a_face_and_encoders_know_nothing_of_rasters():
+    for path in PACKAGE.rglob("*.py"):
+        if "cli" in path.relative_to(PACKAGE).parts:
+            continue
+        names = _imports(path)
+        assert not any("cli" in n.split(".") for n in names), path
+        assert not any(n.startswith(("qgis", "tqdm", "click")) for n in names), path
+    for path in (PACKAGE / "features").glob("*.py"):
+        names = _imports(path)
+        assert not any(n.startswith(("rasterio", "..sources", "..information", "..tiling")) for n in names), path
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level_targets(path: Path, known: set[str]) -> set[str]:
+    """Package modules imported when ``path`` is imported (module body, not functions or TYPE_CHECKING)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    targets = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        module = f"{base}.{node.module}" if node.module else base
+        for alias in node.names:
+            sub = f"{module}.{alias.name}"
+            targets.add(sub if sub in known else module)
+    return targets & known
+
+
+def test_the_import_graph_has_no_cycle():
+    files = list(PACKAGE.rglob("*.py"))
+    known = {_module_name(p) for p in files}
+    graph = {_module_name(p): _top_level_targets(p, known) - {_module_name(p)} for p in files}
+    assert graph["rsprune_geo.pixels"] <= {"rsprune_geo.errors"}  # the pixel layer sits at the bottom
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                pytest.fail("import cycle: " + " -> ".join(trail + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, trail + [node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
