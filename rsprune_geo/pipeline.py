@@ -73,7 +73,8 @@ class RunResult:
         if self.record.get("stage2"):
             st2 = self.record["stage2"]
             lines.append(
-                f"stage 2: encoder {st2['encoder']}, {st2['n_centroids']} centroids over "
+                f"stage 2: encoder {st2['encoder']} (runtime {st2.get('encoder_runtime', 'torch')}), "
+                f"{st2['n_centroids']} centroids over "
                 f"{st2['n_classes']} scenes, {st2['clustering']} clustering, quotas by "
                 f"{st2.get('quota_by', 'centroid')}, budget {st2['budget']}"
             )

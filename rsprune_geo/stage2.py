@@ -20,6 +20,7 @@ from .config import DEFAULT_ENCODER, RunConfig
 from .embedding import embed_tiles
 from .features import Encoder, encoder_info, get_encoder
 from .features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
+from .features.runtime import onnxruntime_version
 from .pixels import Scaling, read_images
 from .priorbank import PriorBank, find_prior_bank
 from .progress import ProgressCallback, no_progress
@@ -49,6 +50,7 @@ class Stage2Options:
     stage1_rule: str = "bank"
     cache_dir: str | None = None
     device: str | None = None
+    runtime: str = "auto"
     batch_size: int | None = None
     evaluate: bool = False
     labels: str | None = None
@@ -64,7 +66,7 @@ class Stage2Options:
             bank_samples=config.bank_samples, clustering=config.clustering,
             selection=SelectionOptions(config.uniformity, config.spread, config.seed, config.quota_by,
                                        config.dedup),
-            stage1_rule=config.stage1_rule, cache_dir=config.cache_dir, device=config.device,
+            stage1_rule=config.stage1_rule, cache_dir=config.cache_dir, device=config.device, runtime=config.runtime,
             batch_size=config.batch_size, evaluate=config.evaluate, labels=config.labels,
             label_column=config.label_column, eval_encoder=config.eval_encoder,
         )
@@ -93,16 +95,22 @@ class Stage2Result:
 
 
 def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, seed: int = 0,
-                 device: str | None = None) -> Encoder:
+                 device: str | None = None, runtime: str = "auto", cache_dir: str | None = None) -> Encoder:
     """The encoder ``name``; one that fits on the bank (``rcf-empirical``) draws a seeded
-    sample of the bank's images."""
+    sample of the bank's images, and one whose int8 variant keeps its accuracy is calibrated on
+    another (``CALIBRATION_IMAGES`` of them) when it runs on onnxruntime."""
+    from .features.runtime import CALIBRATION_IMAGES
+
     info = encoder_info(name)
-    fit_images = None
-    if info.needs_bank:
-        rng = np.random.default_rng(seed)
-        pick = np.sort(rng.choice(len(bank_paths), min(RCF_FIT_IMAGES, len(bank_paths)), replace=False))
-        fit_images = read_images([bank_paths[i] for i in pick], info.input_size)
-    return get_encoder(name, weights, fit_images, seed, device)
+    rng = np.random.default_rng(seed)
+
+    def sample(n: int) -> np.ndarray:
+        pick = np.sort(rng.choice(len(bank_paths), min(n, len(bank_paths)), replace=False))
+        return read_images([bank_paths[i] for i in pick], info.input_size)
+
+    fit_images = sample(RCF_FIT_IMAGES) if info.needs_bank else None
+    calibration = sample(CALIBRATION_IMAGES) if info.int8 and runtime in ("auto", "onnx-int8") else None
+    return get_encoder(name, weights, fit_images, seed, device, runtime, cache_dir, calibration)
 
 
 def embed_bank(bank: PriorBank, encoder: Encoder, cache_root: Path,
@@ -161,7 +169,8 @@ def run_stage2(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     bank = bank or find_prior_bank(options.prior_bank)
-    encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device)
+    encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device,
+                           options.runtime, str(options.cache_root))
     if options.batch_size:
         encoder.batch_size = options.batch_size
     on_progress("prior_bank", 0, len(bank))
@@ -230,6 +239,8 @@ def run_stage2(
     record = {
         "encoder": encoder.name,
         "encoder_key": encoder.cache_key,
+        "encoder_runtime": encoder.runtime,
+        "onnxruntime": onnxruntime_version(),
         "weights": options.weights,
         "prior_bank": bank.roots,
         "prior_bank_fingerprint": bank.fingerprint,

@@ -25,22 +25,29 @@ class Encoder(ABC):
     input_size: int = 224
     dim: int = 0
     batch_size: int = 32
+    #: Where the network runs: ``torch``, ``onnx`` (onnxruntime, float32) or ``onnx-int8``.
+    runtime: str = "torch"
 
     @property
     def cache_key(self) -> str:
-        """A short id of this encoder's exact configuration and weights."""
-        return f"{self.name.replace('.', '_')}-{self.input_size}-{self._state_digest()}"
+        """A short id of this encoder's exact configuration and weights (and, for int8, its
+        calibration: its vectors differ from float32's)."""
+        key = f"{self.name.replace('.', '_')}-{self.input_size}-{self._state_digest()}"
+        return key + (f"-int8-{self._calibration_digest}" if self.runtime == "onnx-int8" else "")
+
+    _calibration_digest: str = ""
 
     def _state_digest(self) -> str:
         return "0"
 
     @classmethod
     def build(cls, name: str, weights: str | None = None, fit_images: np.ndarray | None = None, seed: int = 0,
-              device: str | None = None) -> Encoder:
+              device: str | None = None, **runtime: Any) -> Encoder:
         """Build the encoder registered as ``name`` (see :func:`~rsprune_geo.features.get_encoder`);
-        by default ``cls(weights, device)``."""
+        by default ``cls(weights, device, **runtime)``; ``runtime`` holds ``runtime``,
+        ``cache_dir`` and ``calibration`` for encoders with a network (:class:`NetworkEncoder`)."""
         factory: Any = cls
-        return factory(weights, device)
+        return factory(weights, device, **runtime)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Embed (N, S, S, 3) uint8 images as (N, dim) L2-normalised float32 vectors."""
@@ -56,6 +63,70 @@ class Encoder(ABC):
     @abstractmethod
     def _embed(self, images: np.ndarray) -> np.ndarray:
         """Raw (N, dim) features of a batch of uint8 images."""
+
+
+class NetworkEncoder(Encoder):
+    """An encoder whose network is a torch module, run by torch or by onnxruntime.
+
+    Subclasses load their weights, then call :meth:`_setup_runtime` with the network
+    (:meth:`_network`: float32 (N, 3, S, S) → (N, D) features) and implement :meth:`_prepare`
+    (uint8 images → the network's float32 input). ``int8`` says whether the int8 variant keeps
+    the encoder's accuracy (measured; see the README's encoder table).
+    """
+
+    int8: bool = False
+    device: Any = None
+    module: Any = None
+    onnx: Any = None
+
+    def _setup_runtime(self, module: Any, runtime: str = "auto", cache_dir: str | None = None,
+                       calibration: np.ndarray | None = None) -> None:
+        """Choose the runtime (see :func:`~rsprune_geo.features.runtime.choose_runtime`) and, for
+        onnxruntime, export (once, cached) and open the network; on failure, fall back to torch."""
+        from .runtime import OnnxNetwork, choose_runtime, images_digest
+
+        self.module = module.eval().to(self.device)
+        self.runtime = choose_runtime(runtime, self.device, self.int8, calibration)
+        if self.runtime == "torch":
+            return
+        calibrated = None
+        if self.runtime == "onnx-int8":
+            assert calibration is not None
+            calibrated = self._prepare(calibration)
+            self._calibration_digest = images_digest(calibration)
+        side = self._prepare(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8)).shape[-1]
+        try:
+            key = f"{self.name.replace('.', '_')}-{self._state_digest()}"
+            self.onnx = OnnxNetwork(module.to("cpu"), int(side), key, cache_dir, calibrated)
+        except Exception as exc:  # an operator the exporter cannot write: torch still works
+            if runtime != "auto":
+                raise InputError(f"{self.name}: cannot run on onnxruntime ({str(exc).splitlines()[0]})") from None
+            import logging
+
+            logging.getLogger(__name__).warning("%s: onnxruntime export failed (%s); using torch",
+                                                self.name, str(exc).splitlines()[0])
+            self.runtime, self.onnx = "torch", None
+
+    @abstractmethod
+    def _prepare(self, images: np.ndarray) -> np.ndarray:
+        """The network's float32 (N, 3, S, S) input from uint8 (N, S, S, 3) images."""
+
+    def _embed(self, images: np.ndarray) -> np.ndarray:
+        x = self._prepare(images)
+        if self.onnx is not None:
+            return self.onnx(x)
+        import torch
+
+        with torch.inference_mode():
+            features = self.module(torch.from_numpy(x).to(self.device))
+        return features.flatten(1).cpu().numpy()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if state.get("onnx") is not None:  # workers run the exported network; torch's stays here
+            state["module"] = None
+            state.pop("model", None)
+        return state
 
 
 def file_digest(path: str, length: int = 12) -> str:

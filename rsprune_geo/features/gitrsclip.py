@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from .base import Encoder, file_digest, torch_device
+from .base import NetworkEncoder, file_digest, torch_device
 from .registry import register_encoder
 
 #: Hugging Face repositories of the two Git-RSCLIP sizes.
@@ -50,7 +50,7 @@ def weights_folder_digest(folder: str) -> str:
                   input_size=256, dim=None, weights="folder")
 @register_encoder("git-rsclip", "Git-RSCLIP large (the paper's), from the Hugging Face cache or `weights`",
                   input_size=256, dim=None, weights="folder")
-class GitRSCLIPEncoder(Encoder):
+class GitRSCLIPEncoder(NetworkEncoder):
     """Git-RSCLIP image features (``get_image_features``), 256² input, mean/std 0.5.
 
     Loads offline only: from the local Hugging Face cache, or from ``weights`` (a folder
@@ -60,11 +60,12 @@ class GitRSCLIPEncoder(Encoder):
     input_size = 256
 
     @classmethod
-    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> GitRSCLIPEncoder:
+    def build(cls, name, weights=None, fit_images=None, seed=0, device=None, **runtime) -> GitRSCLIPEncoder:
         """``git-rsclip`` or ``git-rsclip-base``, from ``weights`` or the Hugging Face cache."""
-        return cls(name, weights, device)
+        return cls(name, weights, device, **runtime)
 
-    def __init__(self, name: str = "git-rsclip", weights: str | None = None, device: str | None = None):
+    def __init__(self, name: str = "git-rsclip", weights: str | None = None, device: str | None = None,
+                 runtime: str = "auto", cache_dir: str | None = None, calibration: np.ndarray | None = None):
         import torch
         from transformers import AutoModel
 
@@ -82,26 +83,35 @@ class GitRSCLIPEncoder(Encoder):
         if not hasattr(model, "get_image_features"):
             raise InputError(f"{location}: not a SigLIP/CLIP model (no image tower)")
         self.device = torch_device(device)
-        self.model = model.eval().to(self.device)
         vision = getattr(model.config, "vision_config", model.config)
         self.input_size = int(getattr(vision, "image_size", 256))
+        network = _ImageFeatures(model.eval())
         with torch.inference_mode():
-            probe = self._features(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
+            probe = network(torch.zeros(1, 3, self.input_size, self.input_size))
         self.dim = int(probe.shape[1])
         self._digest = str(getattr(model.config, "_commit_hash", None) or weights_folder_digest(
             weights or _hub_snapshot(repo)))
+        self._setup_runtime(network, runtime, cache_dir, calibration)
 
     def _state_digest(self) -> str:
         return self._digest
 
-    def _features(self, pixels):
-        out = self.model.get_image_features(pixel_values=pixels)
-        return out if hasattr(out, "shape") else out.pooler_output
+    def _prepare(self, images: np.ndarray) -> np.ndarray:
+        x = images.transpose(0, 3, 1, 2).astype(np.float32)
+        return (x * np.float32(2 / 255.0) - np.float32(1.0)).astype(np.float32)
 
-    def _embed(self, images: np.ndarray) -> np.ndarray:
-        import torch
 
-        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float()
-        x = (x / 255.0 - 0.5) / 0.5
-        with torch.inference_mode():
-            return self._features(x).cpu().numpy()
+def _ImageFeatures(model):  # noqa: N802  (a module factory, named like the module it returns)
+    """The image tower's pooled features: (N, 3, S, S) in [-1, 1] → (N, D)."""
+    import torch
+
+    class ImageFeatures(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            out = self.model.get_image_features(pixel_values=pixels)
+            return out if hasattr(out, "shape") else out.pooler_output
+
+    return ImageFeatures()

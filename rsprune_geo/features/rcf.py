@@ -65,8 +65,9 @@ class RCFEncoder(Encoder):
         self._digest = digest.hexdigest()
 
     @classmethod
-    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> RCFEncoder:
-        """``rcf-empirical`` or ``rcf-gaussian``; ``weights`` are not used."""
+    def build(cls, name, weights=None, fit_images=None, seed=0, device=None, **runtime) -> RCFEncoder:
+        """``rcf-empirical`` or ``rcf-gaussian``; ``weights`` are not used, and it runs on torch
+        (a single convolution: onnxruntime would not be faster)."""
         return cls(name.split("-")[1], fit_images, seed, device=device)
 
     def _state_digest(self) -> str:

@@ -20,7 +20,8 @@ class EncoderInfo:
 
     ``input_size``: the square side images are resized to; ``dim``: the vector length (``None``
     when only the weights tell); ``needs_bank``: it fits on prior-bank images (``fit_images``);
-    ``weights``: what ``weights=`` may point at (``file`` or ``folder``).
+    ``weights``: what ``weights=`` may point at (``file`` or ``folder``); ``int8``: its int8
+    variant keeps accuracy, so it is used on CPUs when prior-bank images calibrate it.
     """
 
     name: str
@@ -30,20 +31,21 @@ class EncoderInfo:
     dim: int | None
     needs_bank: bool = False
     weights: str = "file"
+    int8: bool = False
 
 
 _REGISTRY: dict[str, EncoderInfo] = {}
 
 
 def register_encoder(name: str, description: str, input_size: int, dim: int | None,
-                     needs_bank: bool = False, weights: str = "file") -> Callable[[E], E]:
+                     needs_bank: bool = False, weights: str = "file", int8: bool = False) -> Callable[[E], E]:
     """Class decorator: register an :class:`Encoder` subclass under ``name``. The class is
-    built as ``cls.build(name, weights, fit_images, seed, device)``."""
+    built as ``cls.build(name, weights, fit_images, seed, device, **runtime)``."""
 
     def decorate(cls: E) -> E:
         if name in _REGISTRY:
             raise ValueError(f"encoder {name!r} is registered twice")
-        _REGISTRY[name] = EncoderInfo(name, cls, description, input_size, dim, needs_bank, weights)
+        _REGISTRY[name] = EncoderInfo(name, cls, description, input_size, dim, needs_bank, weights, int8)
         return cls
 
     return decorate
@@ -72,10 +74,18 @@ def encoder_info(name: str) -> EncoderInfo:
 
 
 def get_encoder(name: str | None = None, weights: str | None = None, fit_images: np.ndarray | None = None,
-                seed: int = 0, device: str | None = None) -> Encoder:
-    """Build the encoder ``name`` (default: the offline default); ``fit_images`` are prior-bank
-    images at its input size, for encoders that fit on them (``rcf-empirical``)."""
+                seed: int = 0, device: str | None = None, runtime: str = "auto", cache_dir: str | None = None,
+                calibration: np.ndarray | None = None) -> Encoder:
+    """Build the encoder ``name`` (default: the offline default).
+
+    ``fit_images``: prior-bank images at its input size, for encoders that fit on them
+    (``rcf-empirical``). ``runtime``: where its network runs (``auto``: onnxruntime on a CPU,
+    torch on CUDA; see :mod:`~rsprune_geo.features.runtime`); ``calibration``: uint8 images at
+    its input size that calibrate the int8 variant; ``cache_dir``: where exported networks are
+    kept.
+    """
     from ..config import DEFAULT_ENCODER
 
     info = encoder_info(name or DEFAULT_ENCODER)
-    return info.cls.build(info.name, weights, fit_images, seed, device)
+    return info.cls.build(info.name, weights, fit_images, seed, device, runtime=runtime, cache_dir=cache_dir,
+                          calibration=calibration)

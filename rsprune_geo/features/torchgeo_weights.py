@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from .base import Encoder, file_digest, require_file, torch_device
+from .base import NetworkEncoder, file_digest, require_file, torch_device
 
 
 def torchgeo_weight_names() -> list[str]:
@@ -67,7 +67,7 @@ def _input_range(transforms) -> float:
     return 1.0 if top <= 1 else (255.0 if top <= 255 else 10000.0)
 
 
-class TorchgeoEncoder(Encoder):
+class TorchgeoEncoder(NetworkEncoder):
     """A torchgeo model with pretrained weights, pooled features (``num_classes=0``).
 
     The state dict comes through torchgeo's own path (``weights.get_state_dict``, i.e. the torch
@@ -79,11 +79,12 @@ class TorchgeoEncoder(Encoder):
     input_size = 256
 
     @classmethod
-    def build(cls, name, weights=None, fit_images=None, seed=0, device=None) -> TorchgeoEncoder:
+    def build(cls, name, weights=None, fit_images=None, seed=0, device=None, **runtime) -> TorchgeoEncoder:
         """The torchgeo weight ``name``, from ``weights`` or the torch hub cache."""
-        return cls(name, weights, device)
+        return cls(name, weights, device, **runtime)
 
-    def __init__(self, name: str, weights_file: str | None = None, device: str | None = None):
+    def __init__(self, name: str, weights_file: str | None = None, device: str | None = None,
+                 runtime: str = "auto", cache_dir: str | None = None, calibration: np.ndarray | None = None):
         import torch
         from torchgeo.models import get_model
 
@@ -114,23 +115,23 @@ class TorchgeoEncoder(Encoder):
                 f"{source}: does not fit {name} ({len(missing)} missing keys, e.g. {list(missing)[:2]})"
             )
         self.device = torch_device(device)
-        self.model = model.eval().to(self.device)
         self.transforms = weight.transforms
         self.value_range = _input_range(weight.transforms)
         with torch.inference_mode():
-            probe = self.model(torch.zeros(1, 3, 224, 224, device=self.device))
-        self.dim = int(probe.shape[1])
+            probe = model.eval()(torch.zeros(1, 3, 224, 224))
+        self.dim = int(probe.flatten(1).shape[1])
         self._digest = file_digest(source)
+        self.model = model
+        self._setup_runtime(model, runtime, cache_dir, calibration)
 
     def _state_digest(self) -> str:
         return self._digest
 
-    def _embed(self, images: np.ndarray) -> np.ndarray:
+    def _prepare(self, images: np.ndarray) -> np.ndarray:
+        """8-bit RGB rescaled to the weights' range, then the weights' own transforms (on the CPU)."""
         import torch
 
-        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
         x = x * (self.value_range / 255.0)
         with torch.inference_mode():
-            x = self.transforms(x)
-            features = self.model(x)
-        return features.flatten(1).cpu().numpy()
+            return self.transforms(x).numpy()

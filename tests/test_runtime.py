@@ -1,0 +1,69 @@
+"""Encoders on onnxruntime: exported once and cached by weights and versions, equal to torch
+in float32, an int8 variant calibrated on prior-bank images, chosen automatically."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from rsprune_geo.errors import InputError
+from rsprune_geo.features import get_encoder
+from rsprune_geo.features import runtime as rt
+from rsprune_geo.pixels import read_images
+from rsprune_geo.priorbank import find_prior_bank
+
+from .conftest import SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    bank = find_prior_bank([str(SHARED_DATA / "scenes" / "ucmerced")])
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(len(bank), 96, replace=False))
+    return read_images([bank.paths[i] for i in pick], 224)
+
+
+def test_onnx_float32_equals_torch_and_is_exported_once(scenes, tmp_path, monkeypatch):
+    torch_enc = get_encoder("efficientnet-lite0", runtime="torch")
+    onnx_enc = get_encoder("efficientnet-lite0", cache_dir=str(tmp_path))  # auto on a CPU: onnxruntime
+    assert (torch_enc.runtime, onnx_enc.runtime) == ("torch", "onnx")
+    cosine = (torch_enc.encode(scenes[:32]) * onnx_enc.encode(scenes[:32])).sum(axis=1)
+    assert cosine.min() >= 0.9999
+    assert onnx_enc.cache_key == torch_enc.cache_key  # the same vectors: the same embedding cache
+    exported = sorted((tmp_path / "onnx").glob("*.onnx"))
+    assert len(exported) == 1 and f"ort{rt.onnxruntime_version()}" in exported[0].name
+    assert onnx_enc._state_digest() in exported[0].name  # keyed by the weights' digest
+
+    def no_export(*args):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(rt, "_export", no_export)
+    get_encoder("efficientnet-lite0", cache_dir=str(tmp_path))  # the cached file is reused
+
+
+def test_int8_is_calibrated_on_bank_images_and_keeps_the_neighbours(scenes, tmp_path):
+    fp32 = get_encoder("efficientnet-lite0", cache_dir=str(tmp_path))
+    int8 = get_encoder("efficientnet-lite0", cache_dir=str(tmp_path), calibration=scenes[:64])
+    assert int8.runtime == "onnx-int8" and int8.cache_key != fp32.cache_key and "int8" in int8.cache_key
+    a, b = fp32.encode(scenes), int8.encode(scenes)
+    assert (a * b).sum(axis=1).mean() > 0.9
+    # nearest neighbours mostly survive quantisation
+    sim_a, sim_b = a @ a.T, b @ b.T
+    np.fill_diagonal(sim_a, -2)
+    np.fill_diagonal(sim_b, -2)
+    assert (sim_a.argmax(1) == sim_b.argmax(1)).mean() > 0.7
+    # a Dask worker gets the encoder pickled and reopens the cached network
+    again = pickle.loads(pickle.dumps(int8))
+    assert np.allclose(again.encode(scenes[:4]), b[:4], atol=1e-6)
+
+
+def test_runtime_choice_and_errors():
+    assert rt.choose_runtime("auto", "cuda", True, np.zeros((1, 8, 8, 3), np.uint8)) == "torch"
+    assert rt.choose_runtime("auto", "cpu", True, None) == "onnx"
+    assert rt.choose_runtime("auto", "cpu", False, np.zeros((1, 8, 8, 3), np.uint8)) == "onnx"
+    assert rt.choose_runtime("auto", "cpu", True, np.zeros((1, 8, 8, 3), np.uint8)) == "onnx-int8"
+    with pytest.raises(InputError, match="calibrates on prior-bank images"):
+        rt.choose_runtime("onnx-int8", "cpu", True, None)
+    with pytest.raises(InputError, match="`runtime` tpu"):
+        rt.choose_runtime("tpu", "cpu", True, None)
+    assert get_encoder("rcf-gaussian").runtime == "torch"  # one convolution: torch is as fast
