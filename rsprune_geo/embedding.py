@@ -46,12 +46,39 @@ def embed_tiles(
 
     if out is None:
         out = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
+    def use_cached(positions: np.ndarray, dst: np.ndarray, vectors: np.ndarray) -> None:
+        out[positions[dst]] = vectors
+
+    batches = pending_batches(tiles, sources, encoder, cache, use_cached)
+    total = sum(b[1].size for b in batches)
+    tasks = [(sources[path], windows, scalings[path]) for path, _, _, windows in batches]
+    results = (map_tasks(encode_windows, tasks, client, broadcast={"encoder": encoder}) if client is not None
+               else read_ahead(tasks, encoder))
+    done = 0
+    for i, vectors in results:
+        path, batch, ids, _ = batches[i]
+        out[batch] = vectors
+        if cache is not None:
+            cache.store(sources[path].fingerprint, ids, vectors)
+        done += batch.size
+        if on_progress is not None:
+            on_progress("encoding", done, total)
+    return out
+
+
+def pending_batches(tiles: pd.DataFrame, sources: Mapping[str, RasterSource], encoder: Encoder,
+             cache: EmbeddingCache | None, use_cached) -> list[tuple[str, np.ndarray, list[str], list[Window]]]:
+    """The batches still to encode, ``(source path, positions, tile ids, windows)``; cached
+    vectors are handed to ``use_cached(positions, dst, vectors)`` shard by shard."""
     todo: list[tuple[str, np.ndarray]] = []
+    tile_ids = tiles["tile_id"].to_numpy()
     for path, positions in tiles.groupby("source", sort=False).indices.items():
         source = sources[path]
-        ids = tiles["tile_id"].to_numpy()[positions].tolist()
         if cache is not None:
-            found = cache.fill(source.fingerprint, ids, out, positions)
+            found = np.zeros(positions.size, dtype=bool)
+            for dst, vectors in cache.cached(source.fingerprint, tile_ids[positions].tolist(), encoder.dim):
+                use_cached(positions, dst, vectors)
+                found[dst] = True
             positions = positions[~found]
         if positions.size:
             todo.append((path, positions))
@@ -64,23 +91,10 @@ def embed_tiles(
             windows = [Window(int(c), int(r), int(w), int(h)) for r, c, w, h in
                        zip(part.row_off, part.col_off, part.width, part.height)]
             batches.append((path, batch, part.tile_id.tolist(), windows))
-    total = sum(b[1].size for b in batches)
-    tasks = [(sources[path], windows, scalings[path]) for path, _, _, windows in batches]
-    done = 0
-    results = (map_tasks(encode_windows, tasks, client, broadcast={"encoder": encoder}) if client is not None
-               else _read_ahead(tasks, encoder))
-    for i, vectors in results:
-        path, batch, ids, _ = batches[i]
-        out[batch] = vectors
-        if cache is not None:
-            cache.store(sources[path].fingerprint, ids, vectors)
-        done += batch.size
-        if on_progress is not None:
-            on_progress("encoding", done, total)
-    return out
+    return batches
 
 
-def _read_ahead(tasks: list[tuple], encoder: Encoder) -> Iterator[tuple[int, np.ndarray]]:
+def read_ahead(tasks: list[tuple], encoder: Encoder) -> Iterator[tuple[int, np.ndarray]]:
     """Encode the batches in order, reading batch ``i + 1`` on a thread while ``i`` is encoded."""
     if not tasks:
         return
@@ -95,3 +109,5 @@ def _read_ahead(tasks: list[tuple], encoder: Encoder) -> Iterator[tuple[int, np.
             if i + 1 < len(tasks):
                 pending = read(tasks[i + 1])
             yield i, encoder.encode(images)
+
+

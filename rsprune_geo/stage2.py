@@ -6,7 +6,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,11 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from rasterio.windows import Window
 
 from .clustering import SceneCentroids, assign_to_centroids, fit_scene_centroids, self_clusters
 from .config import DEFAULT_ENCODER, RunConfig
-from .embedding import embed_tiles
+from .embedding import embed_tiles, encode_windows, pending_batches, read_ahead
 from .features import Encoder, encoder_info, get_encoder
 from .features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
 from .features.runtime import onnxruntime_version
@@ -75,6 +76,12 @@ class Stage2Options:
     def seed(self) -> int:
         """The run's seed."""
         return self.selection.seed
+
+    @property
+    def needs_vectors(self) -> bool:
+        """Whether the run needs the embeddings themselves (near-duplicates, self-clustering, the
+        evaluation); otherwise each tile's nearest centroid is all that leaves the encoder."""
+        return self.evaluate or self.selection.dedup is not None or self.clustering == "self"
 
     @property
     def cache_root(self) -> Path:
@@ -150,6 +157,70 @@ def bank_centroids(bank: PriorBank, encoder: Encoder, options: Stage2Options,
     return centroids
 
 
+def encode_and_assign(source: RasterSource, windows: list[Window], scaling: Scaling, tile_ids: list[str],
+                      cache_root: str | None, encoder: Encoder,
+                      centroids: SceneCentroids) -> tuple[np.ndarray, np.ndarray]:
+    """Read, encode, cache and assign one batch where it runs (a Dask worker): only the nearest
+    centroid ids and distances travel back."""
+    vectors = encode_windows(source, windows, scaling, encoder)
+    if cache_root is not None:
+        EmbeddingCache(cache_root, encoder.cache_key).store(source.fingerprint, tile_ids, vectors)
+    return assign_to_centroids(vectors, centroids)
+
+
+def embed_and_assign(
+    tiles: pd.DataFrame,
+    sources: Mapping[str, RasterSource],
+    scalings: Mapping[str, Scaling],
+    encoder: Encoder,
+    centroids: SceneCentroids,
+    cache: EmbeddingCache | None = None,
+    client: Any | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest centroid (ids, cosine distances) of every tile, without gathering embeddings.
+
+    Cached vectors are assigned shard by shard; the rest are encoded, cached and assigned batch
+    by batch where they are encoded (on a Dask client's workers, against centroids sent to each
+    worker once), so neither the driver's memory nor its disk grows with the embeddings.
+    """
+    from .scaleout import map_tasks
+
+    ids = np.full(len(tiles), -1, dtype=np.int64)
+    dist = np.full(len(tiles), np.nan, dtype=np.float32)
+
+    def assign_cached(positions: np.ndarray, dst: np.ndarray, vectors: np.ndarray) -> None:
+        ids[positions[dst]], dist[positions[dst]] = assign_to_centroids(vectors, centroids)
+
+    batches = pending_batches(tiles, sources, encoder, cache, assign_cached)
+    total = sum(b[1].size for b in batches)
+    cache_root = str(cache.root) if cache is not None else None
+    tasks = [(sources[path], windows, scalings[path], tile_ids, cache_root)
+             for path, _, tile_ids, windows in batches]
+    if client is not None:
+        results: Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]] = map_tasks(
+            encode_and_assign, tasks, client, broadcast={"encoder": encoder, "centroids": centroids})
+    else:
+        results = ((i, _store_and_assign(vectors, tasks[i], encoder, cache, centroids))
+                   for i, vectors in read_ahead([t[:3] for t in tasks], encoder))
+    done = 0
+    for i, (batch_ids, batch_dist) in results:
+        batch = batches[i][1]
+        ids[batch], dist[batch] = batch_ids, batch_dist
+        done += batch.size
+        if on_progress is not None:
+            on_progress("encoding", done, total)
+    return ids, dist
+
+
+def _store_and_assign(vectors: np.ndarray, task: tuple, encoder: Encoder, cache: EmbeddingCache | None,
+                      centroids: SceneCentroids) -> tuple[np.ndarray, np.ndarray]:
+    source, _, _, tile_ids, _ = task
+    if cache is not None:
+        cache.store(source.fingerprint, tile_ids, vectors)
+    return assign_to_centroids(vectors, centroids)
+
+
 def run_stage2(
     tiles: gpd.GeoDataFrame,
     sources: Sequence[RasterSource],
@@ -179,50 +250,61 @@ def run_stage2(
 
     survivors = (tiles["status"] == Status.KEPT).to_numpy()
     cand = np.flatnonzero(survivors)
-    embedded = np.arange(len(tiles)) if options.evaluate else cand
-    with _scratch_vectors(options.cache_root, embedded.size, encoder.dim) as vectors:
+    sel = options.selection
+    stage1_cut = (stage1_count if stage1_count is not None else cand.size) if options.stage1_rule == "bank" else None
+    by_path = {s.path: s for s in sources}
+    scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
+    cache = EmbeddingCache(options.cache_root, encoder.cache_key)
+    all_ids = all_dist = None
+    evaluation = None
+    if not options.needs_vectors:  # the usual run: only nearest centroids travel, no embedding matrix
         t0 = time.perf_counter()
-        on_progress("encoding", 0, int(embedded.size))
-        embed_tiles(tiles.iloc[embedded], {s.path: s for s in sources},
-                    {s.path: sc for s, sc in zip(sources, scalings)}, encoder,
-                    EmbeddingCache(options.cache_root, encoder.cache_key), client, out=vectors,
-                    on_progress=on_progress)
+        on_progress("encoding", 0, int(cand.size))
+        ids, dist = embed_and_assign(tiles.iloc[cand], by_path, scale_by_path, encoder, centroids, cache, client,
+                                     on_progress)
         timings["stage2_encoding"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cand_vectors = vectors if embedded.size == cand.size else vectors[cand]
-        if options.clustering == "self":
-            clusters_used, ids, dist = self_clusters(cand_vectors, centroids, k=len(centroids), seed=options.seed)
-        else:
-            clusters_used = centroids
-            ids, dist = assign_to_centroids(cand_vectors, centroids)
-        sel = options.selection
-
-        def duplicates(inner: np.ndarray) -> np.ndarray:
-            order = centroid_first_order(ids[inner], dist[inner], sel.spread, sel.seed)
-            assert sel.dedup is not None
-            return find_duplicates(cand_vectors[inner], ids[inner], order, sel.dedup)
-
-        applied = apply_selection(
-            tiles, cand, ids, dist, clusters_used.labels, budget, sel,
-            stage1_count=(stage1_count if stage1_count is not None else cand.size)
-            if options.stage1_rule == "bank" else None,
-            duplicates=duplicates if sel.dedup is not None else None,
-        )
+        clusters_used = centroids
+        applied = apply_selection(tiles, cand, ids, dist, clusters_used.labels, budget, sel, stage1_count=stage1_cut)
         on_progress("selection", 1, 1)
-        all_ids = all_dist = None
-        if options.evaluate:  # every tile has an embedding: give each its nearest scene
-            all_ids, all_dist = assign_to_centroids(vectors, clusters_used)
         timings["stage2_selection"] = time.perf_counter() - t0
-        evaluation = None
-        if options.evaluate:
-            from .evaluation import evaluate_run
+    else:
+        embedded = np.arange(len(tiles)) if options.evaluate else cand
+        with _scratch_vectors(options.cache_root, embedded.size, encoder.dim) as vectors:
+            t0 = time.perf_counter()
+            on_progress("encoding", 0, int(embedded.size))
+            embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, client, out=vectors,
+                        on_progress=on_progress)
+            timings["stage2_encoding"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            cand_vectors = vectors if embedded.size == cand.size else vectors[cand]
+            if options.clustering == "self":
+                clusters_used, ids, dist = self_clusters(cand_vectors, centroids, k=len(centroids), seed=options.seed)
+            else:
+                clusters_used = centroids
+                ids, dist = assign_to_centroids(cand_vectors, centroids)
 
-            t1 = time.perf_counter()
-            on_progress("evaluation", 0, 1)
-            evaluation = evaluate_run(tiles, np.asarray(vectors), applied.kept, survivors, centroids, options,
-                                      budget, sources, scalings, pool=applied.pool, pool_ids=applied.pool_cluster,
-                                      pool_dist=applied.pool_distance, on_progress=on_progress)
-            timings["evaluation"] = time.perf_counter() - t1
+            def duplicates(inner: np.ndarray) -> np.ndarray:
+                order = centroid_first_order(ids[inner], dist[inner], sel.spread, sel.seed)
+                assert sel.dedup is not None
+                return find_duplicates(cand_vectors[inner], ids[inner], order, sel.dedup)
+
+            applied = apply_selection(tiles, cand, ids, dist, clusters_used.labels, budget, sel,
+                                      stage1_count=stage1_cut, duplicates=duplicates if sel.dedup is not None else None)
+            on_progress("selection", 1, 1)
+            if options.evaluate:  # every tile has an embedding: give each its nearest scene
+                all_ids, all_dist = assign_to_centroids(vectors, clusters_used)
+            timings["stage2_selection"] = time.perf_counter() - t0
+            if options.evaluate:
+                from .evaluation import evaluate_run
+
+                t1 = time.perf_counter()
+                on_progress("evaluation", 0, 1)
+                evaluation = evaluate_run(tiles, np.asarray(vectors), applied.kept, survivors, centroids, options,
+                                          budget, sources, scalings, pool=applied.pool,
+                                          pool_ids=applied.pool_cluster, pool_dist=applied.pool_distance,
+                                          on_progress=on_progress)
+                timings["evaluation"] = time.perf_counter() - t1
 
     out = _with_stage2_columns(tiles, cand, ids, dist, clusters_used, applied, all_ids, all_dist)
     k_all = len(clusters_used)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,14 +63,22 @@ class EmbeddingCache:
 
     def fill(self, fingerprint: str, tile_ids: list[str], out: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Copy the cached vectors of ``tile_ids`` into ``out[rows]``; returns the found mask."""
-        wanted = {tid: k for k, tid in enumerate(tile_ids)}
         found = np.zeros(len(tile_ids), dtype=bool)
+        for dst, vectors in self.cached(fingerprint, tile_ids, out.shape[1]):
+            out[rows[dst]] = vectors
+            found[dst] = True
+        return found
+
+    def cached(self, fingerprint: str, tile_ids: list[str], dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The cached vectors of ``tile_ids``, shard by shard: ``(positions in tile_ids, vectors)``.
+        Memory stays at one shard whatever the number of tiles."""
+        wanted = {tid: k for k, tid in enumerate(tile_ids)}
         for ids_path in self._shards(fingerprint):
             vec_path = ids_path.with_name(ids_path.name.replace(".ids.npy", ".vec.npy"))
             try:
                 ids = np.load(ids_path, allow_pickle=False)
                 vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)
-                if vectors.shape[0] != ids.shape[0] or vectors.ndim != 2 or vectors.shape[1] != out.shape[1]:
+                if vectors.shape[0] != ids.shape[0] or vectors.ndim != 2 or vectors.shape[1] != dim:
                     raise ValueError("shape")
             except Exception:
                 ids_path.unlink(missing_ok=True)
@@ -78,9 +87,7 @@ class EmbeddingCache:
             hits = [(j, wanted[t]) for j, t in enumerate(ids.tolist()) if t in wanted]
             if hits:
                 src, dst = (np.array(a) for a in zip(*hits))
-                out[rows[dst]] = vectors[src]
-                found[dst] = True
-        return found
+                yield dst, np.asarray(vectors[src])
 
     def lookup(self, fingerprint: str, tile_ids: list[str],
                dim: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
