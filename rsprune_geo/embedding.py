@@ -98,16 +98,26 @@ def read_ahead(tasks: list[tuple], encoder: Encoder) -> Iterator[tuple[int, np.n
     """Encode the batches in order, reading batch ``i + 1`` on a thread while ``i`` is encoded."""
     if not tasks:
         return
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        def read(task: tuple) -> Future:
-            source, windows, scaling = task
-            return reader.submit(read_rgb, source, windows, encoder.input_size, scaling)
+    opened: dict[str, Any] = {}  # the current source stays open while its batches are read: blocks decode once
 
-        pending = read(tasks[0])
-        for i in range(len(tasks)):
-            images = pending.result()
-            if i + 1 < len(tasks):
-                pending = read(tasks[i + 1])
-            yield i, encoder.encode(images)
+    def read_batch(source: RasterSource, windows: list[Window], scaling: Scaling) -> np.ndarray:
+        if source.path not in opened:  # batches come source by source: close the previous one
+            for dataset in opened.values():
+                dataset.close()
+            opened.clear()
+            opened[source.path] = source.open()
+        return read_rgb(source, windows, encoder.input_size, scaling, opened[source.path])
+
+    try:
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending: Future = reader.submit(read_batch, *tasks[0])
+            for i in range(len(tasks)):
+                images = pending.result()
+                if i + 1 < len(tasks):
+                    pending = reader.submit(read_batch, *tasks[i + 1])
+                yield i, encoder.encode(images)
+    finally:
+        for dataset in opened.values():
+            dataset.close()
 
 

@@ -237,15 +237,17 @@ def valid_mask(source: RasterSource, src: rasterio.io.DatasetReader, block: np.n
     return valid
 
 
-def read_rgb(source: RasterSource, windows: Sequence[Window], size: int, scaling: Scaling) -> np.ndarray:
+def read_rgb(source: RasterSource, windows: Sequence[Window], size: int, scaling: Scaling,
+             dataset: rasterio.io.DatasetReader | None = None) -> np.ndarray:
     """The windows' pixels resampled to ``size``² as uint8 RGB, (N, size, size, 3).
 
     GDAL reads from overviews when ``size`` is smaller than the window, so a 256-px tile read at
     64 px costs a quarter or less of the data. Windows reaching past the raster (padded tiles)
-    read as 0 outside.
+    read as 0 outside. ``dataset``: the source already open (GDAL keeps its decoded blocks
+    between batches).
     """
     images = np.empty((len(windows), size, size, 3), dtype=np.uint8)
-    with source.open() as src:
+    with contextlib.nullcontext(dataset) if dataset is not None else source.open() as src:
         for k, window in enumerate(windows):
             data = src.read(source.bands, window=window, out_shape=(len(source.bands), size, size),
                             resampling=Resampling.bilinear,

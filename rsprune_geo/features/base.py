@@ -68,10 +68,11 @@ class Encoder(ABC):
 class NetworkEncoder(Encoder):
     """An encoder whose network is a torch module, run by torch or by onnxruntime.
 
-    Subclasses load their weights, then call :meth:`_setup_runtime` with the network
-    (:meth:`_network`: float32 (N, 3, S, S) → (N, D) features) and implement :meth:`_prepare`
-    (uint8 images → the network's float32 input). ``int8`` says whether the int8 variant keeps
-    the encoder's accuracy (measured; see the README's encoder table).
+    Subclasses call :meth:`_setup_runtime` with their network (a torch module mapping float32
+    (N, 3, S, S) to (N, D) features, or a function that loads and returns it: then it is loaded
+    only when torch runs it or it must be exported, so a run whose export is cached never imports
+    torch) and implement :meth:`_prepare` (uint8 images → the network's float32 input). ``int8``
+    says whether the int8 variant keeps the encoder's accuracy (measured; see the README).
     """
 
     int8: bool = False
@@ -85,9 +86,11 @@ class NetworkEncoder(Encoder):
         onnxruntime, export (once, cached) and open the network; on failure, fall back to torch."""
         from .runtime import OnnxNetwork, choose_runtime, images_digest
 
-        self.module = module.eval().to(self.device)
+        load = module if callable(module) and not hasattr(module, "forward") else (lambda: module)
+        self.device = resolve_device(self.device)
         self.runtime = choose_runtime(runtime, self.device, self.int8, calibration)
         if self.runtime == "torch":
+            self.module = load().eval().to(torch_device(self.device))
             return
         calibrated = None
         if self.runtime == "onnx-int8":
@@ -97,7 +100,9 @@ class NetworkEncoder(Encoder):
         side = self._prepare(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8)).shape[-1]
         try:
             key = f"{self.name.replace('.', '_')}-{self._state_digest()}"
-            self.onnx = OnnxNetwork(module.to("cpu"), int(side), key, cache_dir, calibrated)
+            self.onnx = OnnxNetwork(lambda: load().to("cpu"), int(side), key, cache_dir, calibrated)
+        except InputError:
+            raise
         except Exception as exc:  # an operator the exporter cannot write: torch still works
             if runtime != "auto":
                 raise InputError(f"{self.name}: cannot run on onnxruntime ({str(exc).splitlines()[0]})") from None
@@ -106,6 +111,7 @@ class NetworkEncoder(Encoder):
             logging.getLogger(__name__).warning("%s: onnxruntime export failed (%s); using torch",
                                                 self.name, str(exc).splitlines()[0])
             self.runtime, self.onnx = "torch", None
+            self.module = load().eval().to(torch_device(self.device))
 
     @abstractmethod
     def _prepare(self, images: np.ndarray) -> np.ndarray:
@@ -118,7 +124,7 @@ class NetworkEncoder(Encoder):
         import torch
 
         with torch.inference_mode():
-            features = self.module(torch.from_numpy(x).to(self.device))
+            features = self.module(torch.from_numpy(x).to(torch_device(self.device)))
         return features.flatten(1).cpu().numpy()
 
     def __getstate__(self) -> dict:
@@ -126,6 +132,8 @@ class NetworkEncoder(Encoder):
         if state.get("onnx") is not None:  # workers run the exported network; torch's stays here
             state["module"] = None
             state.pop("model", None)
+            if "_model" in state:
+                state["_model"] = None
         return state
 
 
@@ -141,6 +149,18 @@ def require_file(path: str, what: str, hint: str) -> str:
     if not os.path.isfile(path):
         raise InputError(f"{what} not found at {path}; {hint}")
     return path
+
+
+def resolve_device(device: Any = None) -> str:
+    """``cuda`` or ``cpu`` (or the device asked for), without importing torch on a machine
+    with no NVIDIA device."""
+    if device:
+        return str(device)
+    if not any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia/version")):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def torch_device(device: str | None = None):

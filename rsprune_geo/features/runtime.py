@@ -66,25 +66,26 @@ def images_digest(images: np.ndarray) -> str:
 class OnnxNetwork:
     """A torch network exported to ONNX and run by onnxruntime on every CPU core.
 
-    ``module`` maps float32 (N, 3, S, S) inputs to (N, D) features; ``key`` names its weights
-    and input. With ``calibration`` (float32 inputs, already prepared) the int8 variant is
-    built and used.
+    ``load()`` returns the torch module mapping float32 (N, 3, S, S) inputs to (N, D) features
+    (called only when the export is not cached yet); ``key`` names its weights and input. With
+    ``calibration`` (float32 inputs, already prepared) the int8 variant is built and used.
     """
 
-    def __init__(self, module: Any, input_size: int, key: str, cache_dir: str | os.PathLike | None = None,
+    def __init__(self, load: Any, input_size: int, key: str, cache_dir: str | os.PathLike | None = None,
                  calibration: np.ndarray | None = None):
+        from importlib.metadata import version
+
         import onnxruntime as ort
-        import torch
 
         from .cache import default_cache_dir
 
         folder = Path(cache_dir) if cache_dir else default_cache_dir()
         folder = folder / "onnx"
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{key}-{input_size}-torch{torch.__version__.split('+')[0]}-ort{ort.__version__}"
+        stem = f"{key}-{input_size}-torch{version('torch').split('+')[0]}-ort{ort.__version__}"
         fp32 = folder / f"{stem}.onnx"
         if not fp32.exists():
-            _export(module, input_size, fp32)
+            _export(load(), input_size, fp32)
         path = fp32
         self.variant = "float32"
         if calibration is not None:
