@@ -12,7 +12,9 @@ benchmarks/.data. Each figure is a whole command, as a user runs it, timed REPEA
   above the bank's floor is encoded; the bank's centroids and the encoder's export are cached by
   a first, untimed run; tile embeddings are not: each timed run has a fresh embedding cache);
 - floor, encoder: the default encoder alone (its runtime as the run chooses it) on as many
-  images as the run encodes, through ``encoder.encode``.
+  images as the run encodes, through ``encoder.encode``;
+- in process (fixed costs apart): the same plain read and stage 1's scoring (``score_tiles``)
+  inside one warmed-up Python process.
 
 Writes benchmarks/results/real.json and real.md. Run with `make bench`.
 """
@@ -108,6 +110,29 @@ def command_times(args: list[str], env: dict | None = None, before=None, repeats
     return times
 
 
+IN_PROCESS = """
+import json, statistics, sys, time
+import rasterio
+from rsprune_geo.information import score_tiles
+from rsprune_geo.sources import open_source
+from rsprune_geo.tiling import make_tiles
+path = sys.argv[1]
+source = open_source(path)
+tiles = make_tiles(source, 256)
+score_tiles([source], [tiles])  # warm-up: the compiled kernel is loaded
+out = {"read": [], "score": []}
+for _ in range(REPEATS):
+    t0 = time.perf_counter()
+    with rasterio.open(path) as src:
+        src.read()
+    out["read"].append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    score_tiles([source], [tiles])
+    out["score"].append(time.perf_counter() - t0)
+print(json.dumps(out))
+""".replace("REPEATS", str(REPEATS))
+
+
 def summary(times: list[float]) -> dict:
     return {"min": min(times), "median": statistics.median(times), "max": max(times), "runs": len(times)}
 
@@ -132,6 +157,10 @@ def main() -> None:
     stage1 = command_times([RSPRUNE, "run", str(mosaic), "-o", str(out), "--overwrite", "-q", "--stage1", "paper",
                             "--cache-dir", str(work / "cache")])
     print("stage 1", stage1)
+    proc = subprocess.run([sys.executable, "-c", IN_PROCESS, str(mosaic)], check=True, capture_output=True, text=True,
+                          env={**os.environ, "GDAL_NUM_THREADS": "ALL_CPUS"})
+    in_process = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("in process", in_process)
     run_args = [RSPRUNE, "run", str(mosaic), "-o", str(out), "--overwrite", "-q", "--prior-bank", str(UCMERCED),
                 "--keep", "0.15", "--cache-dir", str(work / "cache")]
     subprocess.run(run_args, check=True, stdout=subprocess.DEVNULL)  # untimed: bank centroids, ONNX export
@@ -174,6 +203,9 @@ def main() -> None:
         "encoder_images_per_s": summary(rates),
         "floor_encoder_s": summary(encoder_floor),
         "stage1_over_read": statistics.median(stage1) / statistics.median(floor_read),
+        "in_process_read_s": summary(in_process["read"]),
+        "in_process_stage1_s": summary(in_process["score"]),
+        "in_process_stage1_over_read": statistics.median(in_process["score"]) / statistics.median(in_process["read"]),
         "end_to_end_over_floors": statistics.median(end_to_end)
         / (statistics.median(floor_read) + statistics.median(encoder_floor)),
         "counts": record.counts,
@@ -194,6 +226,9 @@ def main() -> None:
         f"| floor: plain read of the whole file, GDAL_NUM_THREADS=ALL_CPUS | {cell(r['floor_read_s'])} | 1.00× |",
         f"| stage 1: `rsprune run --stage1 paper` (no bank) | {cell(r['stage1_s'])} | "
         f"{r['stage1_over_read']:.2f}× the read |",
+        f"| in process: plain read, GDAL_NUM_THREADS=ALL_CPUS | {cell(r['in_process_read_s'])} | 1.00× |",
+        f"| in process: stage 1's scoring (`score_tiles`), warmed up | {cell(r['in_process_stage1_s'])} | "
+        f"{r['in_process_stage1_over_read']:.2f}× the read |",
         f"| floor: the encoder alone ({r['encoder']}, {runtime}) on {encoded} images | {cell(r['floor_encoder_s'])} "
         "| |",
         f"| end to end: `rsprune run --prior-bank UCMERCED --keep 0.15`, {encoded} tiles encoded | "
