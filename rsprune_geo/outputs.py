@@ -152,8 +152,9 @@ def plot_map(
 
     fig, ax = plt.subplots(figsize=(10, 10), dpi=110)
     for raster in rasters:
-        if record is not None and raster in record.input_paths:
-            source, scaling = record.source(raster)
+        recorded = raster if raster.startswith("/vsi") else os.path.abspath(raster)
+        if record is not None and recorded in record.input_paths:
+            source, scaling = record.source(recorded)
         else:
             source = open_source(raster, allow_no_crs=True)
             scaling = source_scaling(source)
