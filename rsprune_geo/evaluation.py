@@ -252,7 +252,7 @@ def evaluate_run(tiles, vectors, final_kept, survivors, centroids, options, budg
     """The evaluation table of a run (``evaluate``): RS-Prune and the baselines on the same
     candidates and budget, by true labels when ``options.labels`` is given; ``vectors`` embed
     every tile, ``options`` are the run's :class:`~rsprune_geo.stage2.Stage2Options`."""
-    from .priorbank import find_prior_bank
+    from .priorbank import load_prior_bank
 
     n = len(tiles)
     if len(vectors) != n:
@@ -276,7 +276,7 @@ def evaluate_run(tiles, vectors, final_kept, survivors, centroids, options, budg
     if options.labels:
         labels = tile_labels(tiles, options.labels, options.label_column)
         junk = ~data | np.isin(np.char.lower(labels.astype(str)), JUNK_LABELS)
-    bank = find_prior_bank(options.prior_bank)
+    bank, _ = load_prior_bank(options.prior_bank, options.cache_root)
     name = independent_encoder_name(options.encoder, options.eval_encoder)
     independent = independent_embeddings(tiles, sources, scalings, name, bank.paths, sel.seed, options.cache_root,
                                          on_progress, options.runtime)

@@ -271,10 +271,16 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     stage1_fraction = config.stage1_fraction if config.stage2 else config.effective_keep
     floor = bank = None
     warnings_: list[str] = []
-    if config.stage1_rule == "bank":
-        from .priorbank import find_prior_bank
+    bank_skipped: list[dict] = []
+    if config.prior_bank:
+        from .priorbank import load_prior_bank
 
-        bank = find_prior_bank(config.prior_bank)
+        bank, bank_skipped = load_prior_bank(config.prior_bank, config.cache_dir)
+        if bank_skipped:
+            warnings_.append(f"prior bank: {len(bank_skipped)} unreadable image(s) skipped, e.g. "
+                             f"{bank_skipped[0]['path']}")
+    if config.stage1_rule == "bank":
+        assert bank is not None
         warnings_ += scale_warnings(bank, sources, config)
         floor = bank_floor(bank, sources, config)
     keep_count = None if config.stage1_rule == "bank" else round(stage1_fraction * n_data)
@@ -300,6 +306,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
                              client, on_progress)
         tiles, clusters, evaluation, stage2_record = outcome.tiles, outcome.clusters, outcome.evaluation, \
             outcome.record
+        stage2_record["bank_skipped"] = bank_skipped
         timings.update(outcome.timings)
     record = make_record(sources, scalings, config, crs, timings, tiles)
     record.stage1 = {

@@ -301,7 +301,8 @@ def read_image(path: str, size: tuple[int, int] | None = None, scale: float = 1.
 
     PNG/JPEG/RGB TIFF through Pillow; other TIFFs (uint16, several bands, e.g. EuroSAT's
     Sentinel-2 GeoTIFFs) through rasterio with :func:`choose_bands`, stretched per image
-    between the 2nd and 98th percentiles.
+    between the 2nd and 98th percentiles. A file cut short or corrupt is an
+    :class:`InputError`, never a partly black image.
     """
     from PIL import Image
 
@@ -312,8 +313,15 @@ def read_image(path: str, size: tuple[int, int] | None = None, scale: float = 1.
             if rgb.size != target:
                 rgb = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
             return np.asarray(rgb)
-    except OSError:
+    except OSError as exc:
+        if not isinstance(exc, Image.UnidentifiedImageError) and _damaged(str(exc)):
+            raise InputError(f"{path}: the image is truncated or corrupt ({str(exc).splitlines()[0]})") from None
         return _read_image_with_rasterio(path, size, scale, min_side)
+
+
+def _damaged(message: str) -> bool:
+    """Whether a Pillow error says the file itself is damaged (not merely a format it lacks)."""
+    return any(word in message.lower() for word in ("truncated", "broken", "corrupt", "premature", "crc"))
 
 
 def read_images(paths: Sequence[str], size: int) -> np.ndarray:
@@ -332,16 +340,21 @@ def _scaled(size: tuple[int, int], scale: float, min_side: int) -> tuple[int, in
 
 
 def _read_image_with_rasterio(path: str, size: tuple[int, int] | None, scale: float, min_side: int) -> np.ndarray:
+    import warnings
+
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
 
     try:
-        with rasterio.open(path) as src:
-            bands = list(choose_bands(src))
-            if len(bands) == 1:
-                bands = bands * 3
-            width, height = size or _scaled((src.width, src.height), scale, min_side)
-            data = src.read(bands, out_shape=(3, height, width), resampling=Resampling.bilinear)
-            dtype = src.dtypes[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # image files rarely have a CRS
+            with rasterio.open(path) as src:
+                bands = list(choose_bands(src))
+                if len(bands) == 1:
+                    bands = bands * 3
+                width, height = size or _scaled((src.width, src.height), scale, min_side)
+                data = src.read(bands, out_shape=(3, height, width), resampling=Resampling.bilinear)
+                dtype = src.dtypes[0]
     except Exception as exc:
         raise InputError(f"{path}: cannot read the image ({str(exc).splitlines()[0]})") from None
     if dtype == "uint8":

@@ -128,3 +128,56 @@ def find_prior_bank(roots: Sequence[str | os.PathLike]) -> PriorBank:
     gsd = known.pop() if len(known) == 1 else None
     return PriorBank(roots=used, paths=paths, labels=np.array(labels), fingerprint=digest.hexdigest(),
                      gsd=gsd, root_gsd=gsds)
+
+
+def readable_bank(bank: PriorBank, cache_root: str | os.PathLike | None = None) -> tuple[PriorBank, list[dict]]:
+    """The bank without its images that cannot be read whole (cut short, corrupt), and the
+    skipped ones as ``{"path", "error"}``; each skip is logged once, as one line. Every image is
+    decoded once per bank fingerprint (the verdict is cached). A class left with no image is an
+    :class:`InputError` naming it."""
+    from .features.cache import default_cache_dir
+    from .pixels import read_image
+
+    folder = Path(cache_root) if cache_root else default_cache_dir()
+    verdict = folder / "bank-check" / f"{bank.fingerprint}.json"
+    skipped: list[dict] | None = None
+    if verdict.is_file():
+        try:
+            skipped = json.loads(verdict.read_text())
+        except ValueError:
+            skipped = None
+    if skipped is None:
+        skipped = []
+        for path in bank.paths:
+            try:
+                read_image(path, (16, 16))
+            except InputError as exc:
+                skipped.append({"path": path, "error": str(exc)})
+        try:
+            verdict.parent.mkdir(parents=True, exist_ok=True)
+            tmp = verdict.with_suffix(".tmp")
+            tmp.write_text(json.dumps(skipped))
+            os.replace(tmp, verdict)
+        except OSError:  # a read-only cache only costs the check next time
+            pass
+    if not skipped:
+        return bank, []
+    for item in skipped:
+        log.warning("prior bank: skipped %s", item["error"])
+    bad = {item["path"] for item in skipped}
+    keep = [i for i, p in enumerate(bank.paths) if p not in bad]
+    labels = bank.labels[keep]
+    emptied = sorted(set(bank.labels.tolist()) - set(labels.tolist()))
+    if emptied:
+        raise InputError(f"prior bank class {emptied[0]!r} has no readable image left "
+                         f"({sum(1 for p in bad if Path(p).parent.name == emptied[0])} unreadable)")
+    digest = hashlib.blake2b(f"{bank.fingerprint}-without-{len(bad)}".encode(), digest_size=8)
+    for path in sorted(bad):
+        digest.update(path.encode())
+    return PriorBank(roots=bank.roots, paths=[bank.paths[i] for i in keep], labels=labels,
+                     fingerprint=digest.hexdigest(), gsd=bank.gsd, root_gsd=bank.root_gsd), skipped
+
+
+def load_prior_bank(roots, cache_root: str | os.PathLike | None = None) -> tuple[PriorBank, list[dict]]:
+    """:func:`find_prior_bank` then :func:`readable_bank`: the usable bank and what was skipped."""
+    return readable_bank(find_prior_bank(roots), cache_root)

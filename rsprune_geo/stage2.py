@@ -23,7 +23,7 @@ from .features import Encoder, encoder_info, get_encoder
 from .features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
 from .features.runtime import onnxruntime_version
 from .pixels import Scaling, read_images
-from .priorbank import PriorBank, find_prior_bank
+from .priorbank import PriorBank
 from .progress import ProgressCallback, no_progress
 from .schema import Status
 from .selection import SelectionOptions, apply_selection, centroid_first_order, find_duplicates
@@ -239,7 +239,10 @@ def run_stage2(
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    bank = bank or find_prior_bank(options.prior_bank)
+    if bank is None:
+        from .priorbank import load_prior_bank
+
+        bank, _ = load_prior_bank(options.prior_bank, options.cache_root)
     encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device,
                            options.runtime, str(options.cache_root))
     if options.batch_size:

@@ -70,3 +70,35 @@ def test_multiband_uint16_tiffs_load_as_rgb(tmp_path, make_raster):
     assert bank.classes == ["Forest", "SeaLake"]
     imgs = read_images(bank.paths, 32)
     assert imgs.shape == (2, 32, 32, 3) and imgs.std() > 20
+
+
+def test_a_truncated_bank_image_is_skipped_named_and_recorded(tmp_path, capfd):
+    """A PNG cut short used to be read by GDAL as a partly black image, silently."""
+    import shutil
+
+    import rsprune_geo
+    from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+    from rsprune_geo.priorbank import load_prior_bank
+
+    bank_dir = write_prior_bank(tmp_path / "bank", per_class=4)
+    victim = sorted((bank_dir / "forest").glob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(InputError, match="truncated"):
+        read_images([str(victim)], 16)
+    bank, skipped = load_prior_bank([bank_dir], tmp_path / "cache")
+    assert [s["path"] for s in skipped] == [str(victim)] and str(victim) not in bank.paths
+    assert len(bank) == len(find_prior_bank([bank_dir])) - 1
+    mosaic = write_demo_mosaic(tmp_path / "m.tif", DemoSpec(size=1024))
+    capfd.readouterr()
+    result = rsprune_geo.run([str(mosaic)], tile_size=128, keep=0.2, prior_bank=(str(bank_dir),),
+                             encoder="rcf-gaussian", cache_dir=str(tmp_path / "cache"))
+    assert result.record.stage2["bank_skipped"][0]["path"] == str(victim)
+    assert any("1 unreadable image(s) skipped" in w for w in result.record.warnings)
+    out, err = capfd.readouterr()
+    assert "Warning" not in err and out == ""  # no library warning reaches the terminal
+    # a class whose every image is damaged is a clear error naming it
+    for png in (bank_dir / "forest").glob("*.png"):
+        png.write_bytes(png.read_bytes()[:100])
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(InputError, match="class 'forest' has no readable image"):
+        load_prior_bank([bank_dir], tmp_path / "cache")

@@ -189,3 +189,20 @@ def test_tiling_covers_every_pixel_as_expected(height, width, tile, stride_ratio
         assert (inner[:reach_r, :reach_c] >= 1).all()
     for window, geom in zip(tile_windows(tiles), tiles.geometry):
         assert geom.equals(shapely.box(*bounds(window, transform)))
+
+
+def test_moving_the_mosaic_does_not_change_its_selection(demo_files, tmp_path):
+    """Tile ids carry a hash of the path; nothing that decides may depend on it."""
+    import shutil
+
+    runs = []
+    for folder in ("here", "elsewhere/deeper"):
+        target = tmp_path / folder / "renamed-mosaic.tif"
+        target.parent.mkdir(parents=True)
+        shutil.copy(demo_files["mosaic"], target)
+        result = rsprune_geo.run([str(target)], tile_size=64, keep=0.1, prior_bank=(demo_files["bank"],),
+                                 encoder="rcf-gaussian", cache_dir=str(tmp_path / "cache"))
+        tiles = result.tiles.sort_values(["row_off", "col_off"])
+        runs.append((tiles.tile_id.tolist(), tiles[["row_off", "col_off", "status", "cluster"]].to_numpy().tolist()))
+    assert runs[0][0] != runs[1][0]  # the ids differ with the path …
+    assert runs[0][1] == runs[1][1]  # … and no decision does
