@@ -29,6 +29,27 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Percentiles of the robust stretch of non-uint8 data to 0–255.
 DEFAULT_PERCENTILES = (2.0, 98.0)
 
+#: GDAL settings for remote rasters (``/vsicurl/``, ``/vsis3/``…), unless the user set them:
+#: retry a failed range request (HTTP 429/5xx) three times, half a second apart, and do not
+#: list the remote folder on open.
+REMOTE_DEFAULTS = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5",
+                   "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+for _key, _value in REMOTE_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
+
+
+@contextlib.contextmanager
+def read_errors(path: str):
+    """Turn a failed read (a file cut short, a connection dropped for good) into one
+    :class:`InputError` naming the file or URL."""
+    from rasterio.errors import RasterioIOError
+
+    try:
+        yield
+    except RasterioIOError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "read failed"
+        raise InputError(f"{path}: reading failed ({first})") from None
+
 
 def file_fingerprint(path: str, with_mtime: bool = True, chunk: int = 65536, digest_size: int = 12) -> str:
     """A cheap fingerprint of a file's content: its size (and mtime, unless ``with_mtime`` is
@@ -180,7 +201,8 @@ def read_window(source: RasterSource, window: Window,
         r0 = int(inner.row_off - window.row_off)
         c0 = int(inner.col_off - window.col_off)
         h, w = int(inner.height), int(inner.width)
-        block = src.read(source.bands, window=inner)
+        with read_errors(source.path):
+            block = src.read(source.bands, window=inner)
         data[:, r0 : r0 + h, c0 : c0 + w] = block
         valid[r0 : r0 + h, c0 : c0 + w] = valid_mask(source, src, block, window=inner)
         return data, valid
@@ -191,7 +213,7 @@ def read_window(source: RasterSource, window: Window,
 
 def read_plain(source: RasterSource, window: Window) -> np.ndarray:
     """The source's bands in a window inside the raster, without a validity mask."""
-    with source.open() as src:
+    with source.open() as src, read_errors(source.path):
         return src.read(source.bands, window=window)
 
 
@@ -247,7 +269,7 @@ def read_rgb(source: RasterSource, windows: Sequence[Window], size: int, scaling
     between batches).
     """
     images = np.empty((len(windows), size, size, 3), dtype=np.uint8)
-    with contextlib.nullcontext(dataset) if dataset is not None else source.open() as src:
+    with contextlib.nullcontext(dataset) if dataset is not None else source.open() as src, read_errors(source.path):
         for k, window in enumerate(windows):
             data = src.read(source.bands, window=window, out_shape=(len(source.bands), size, size),
                             resampling=Resampling.bilinear,
@@ -260,7 +282,7 @@ def read_chip(source: RasterSource, window: Window, scaling: Scaling,
               dataset: rasterio.io.DatasetReader | None = None) -> np.ndarray:
     """One window at full resolution as uint8 RGB (H, W, 3); 0 outside the raster.
     ``dataset``: the source already open (many chips, one open)."""
-    with contextlib.nullcontext(dataset) if dataset is not None else source.open() as src:
+    with contextlib.nullcontext(dataset) if dataset is not None else source.open() as src, read_errors(source.path):
         data = src.read(source.bands, window=window,
                         boundless=not window_inside(window, source.width, source.height), fill_value=0)
     return to_rgb8(data, scaling)

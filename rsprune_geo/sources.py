@@ -18,7 +18,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from .errors import InputError
-from .pixels import choose_bands, file_fingerprint
+from .pixels import choose_bands, file_fingerprint, read_errors
 
 #: dtypes the information filter knows how to read.
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -63,12 +63,12 @@ class RasterSource:
         return os.path.basename(self.path) or self.path
 
     def open(self) -> rasterio.io.DatasetReader:
-        """Open the raster for reading (the caller closes it)."""
-        if self.crs is None:
-            with warnings.catch_warnings():
+        """Open the raster for reading (the caller closes it); a file gone or a server that no
+        longer answers is an :class:`InputError` naming it."""
+        with read_errors(self.path), warnings.catch_warnings():
+            if self.crs is None:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                return rasterio.open(self.path)
-        return rasterio.open(self.path)
+            return rasterio.open(self.path)
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) of a pixel window in the source CRS."""
