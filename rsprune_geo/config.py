@@ -130,8 +130,8 @@ class RunConfig:
                                               group="stage 1")
     group_px: int = option(2048, "Side (px) of the window one stage-1 task reads.", low=64, flag="",
                            group="stage 1")
-    scheduler: str | None = option("threads", "Local stage-1 work: threads, or sync (in this thread).",
-                                   flag="", group="stage 1")
+    scheduler: str | None = option("threads", "Local stage-1 work: threads, processes, or sync (in this thread).",
+                                   choices=("threads", "processes", "sync"), flag="", group="stage 1")
     seed: int = option(0, "Random seed, recorded in the output.", group="selection")
     # stage 2
     prior_bank: tuple[str, ...] = option((), "Labelled scene dataset, ROOT/<class>/<images> (repeatable); "

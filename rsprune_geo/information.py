@@ -182,8 +182,9 @@ def score_tiles(
     """Stage-1 statistics for every tile of every source.
 
     One task reads one window of about ``group_px`` square (a group of tiles), so memory per
-    task is bounded; tasks run on local threads (``scheduler="threads"``), in this thread
-    (``"sync"``) or on a ``distributed.Client``'s workers (``client``). ``on_progress("stage1",
+    task is bounded; tasks run on local threads (``scheduler="threads"``), local processes
+    (``"processes"``), in this thread (``"sync"``) or on a ``distributed.Client``'s workers
+    (``client``). ``on_progress("stage1",
     done, total)`` is called as windows finish. Returns one row per tile, indexed like the
     concatenation of ``tiles``.
     """
@@ -198,7 +199,8 @@ def score_tiles(
             tasks.append((source, plain.iloc[positions], scaling))
     results: list[list[dict]] = [[] for _ in tasks]
     threads = 1 if scheduler in ("sync", "synchronous", "single-threaded") else None
-    for done, (i, rows) in enumerate(map_tasks(score_group, tasks, client, threads), start=1):
+    processes = scheduler == "processes"
+    for done, (i, rows) in enumerate(map_tasks(score_group, tasks, client, threads, processes=processes), start=1):
         results[i] = rows
         if on_progress is not None:
             on_progress("stage1", done, len(tasks))

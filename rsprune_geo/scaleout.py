@@ -55,12 +55,13 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
 
 
 def map_tasks(func: Callable[..., Any], tasks: Sequence[tuple], client: Any | None = None,
-              threads: int | None = None, broadcast: dict[str, Any] | None = None) -> Iterator[tuple[int, Any]]:
+              threads: int | None = None, broadcast: dict[str, Any] | None = None,
+              processes: bool = False) -> Iterator[tuple[int, Any]]:
     """Run ``func(*task, **broadcast)`` for every task; yield ``(index, result)`` as each finishes.
 
     With a ``distributed.Client`` the tasks run on its workers (``broadcast`` values, such as an
     encoder, are sent to every worker once); otherwise on ``threads`` local threads (default:
-    one per core; 1 runs them in this thread, in order).
+    one per core; 1 runs them in this thread, in order), or local processes with ``processes``.
     """
     broadcast = broadcast or {}
     if not tasks:
@@ -74,6 +75,16 @@ def map_tasks(func: Callable[..., Any], tasks: Sequence[tuple], client: Any | No
             yield futures[future], future.result()
         return
     threads = threads or os.cpu_count() or 1
+    if processes:
+        import functools
+        from concurrent.futures import ProcessPoolExecutor
+
+        call = functools.partial(_star, func, broadcast)
+        with ProcessPoolExecutor(max_workers=threads) as pool:
+            running = {pool.submit(call, task): i for i, task in enumerate(tasks)}
+            for future in as_completed(running):
+                yield running[future], future.result()
+        return
     if threads == 1 or len(tasks) == 1:
         for i, task in enumerate(tasks):
             yield i, func(*task, **broadcast)
@@ -86,3 +97,8 @@ def map_tasks(func: Callable[..., Any], tasks: Sequence[tuple], client: Any | No
         finally:
             for future in running:
                 future.cancel()
+
+
+def _star(func: Callable[..., Any], broadcast: dict[str, Any], task: tuple) -> Any:
+    """``func(*task, **broadcast)``, as a picklable call for process pools."""
+    return func(*task, **broadcast)

@@ -103,10 +103,15 @@ def test_an_interrupted_run_resumes_from_the_cache_and_matches_a_clean_run(demo_
     if sig == signal.SIGINT:
         assert b"Interrupted" in stderr and b"Traceback" not in stderr
     assert not out.exists()
-    done_before = len(_cache_shards(cache))
+    before = {p: p.stat().st_mtime_ns for p in _cache_shards(cache)}
+    done_before = len(before)
     assert 3 <= done_before < 128 // 4
     again = rsprune(*args, "-o", out, "--cache-dir", cache)
     assert again.returncode == 0, again.stderr
+    after = _cache_shards(cache)
+    # the resumed run encoded only what was left: every finished batch kept untouched, new ones added
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in before.items())
+    assert len(after) > done_before
     if sig == signal.SIGINT:
         return  # the comparison with a clean run is made once, after SIGKILL
     clean = rsprune(*args, "-o", tmp_path / "clean.gpkg", "--cache-dir", tmp_path / "fresh-cache")
@@ -119,10 +124,13 @@ def test_an_interrupted_run_resumes_from_the_cache_and_matches_a_clean_run(demo_
 
 
 def test_same_selection_on_every_scheduler(demo_files):
+    # one cache per scheduler: every run encodes its own tiles, so stage 2 is compared, not reused
     runs = [rsprune_geo.run([str(demo_files["mosaic"])], tile_size=64, keep=0.1, prior_bank=(str(demo_files["bank"]),),
-                            encoder="rcf-empirical", cache_dir=str(demo_files["root"] / "cache"),
+                            encoder="rcf-empirical", cache_dir=str(demo_files["root"] / f"cache-{scheduler}"),
                             scheduler=scheduler)
             for scheduler in ("sync", "threads", "processes")]
+    for scheduler in ("sync", "threads", "processes"):
+        assert _cache_shards(demo_files["root"] / f"cache-{scheduler}")
     kept = [r.tiles.loc[r.tiles.status == "kept", "tile_id"].tolist() for r in runs]
     assert kept[0] == kept[1] == kept[2]
     stats = [r.tiles[["entropy", "nodata_fraction", "b1_mean", "b3_std"]].to_numpy() for r in runs]

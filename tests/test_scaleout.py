@@ -33,8 +33,24 @@ def comparable(result):
 
 def test_local_cluster_of_two_processes_gives_the_same_run(data):
     local = rsprune_geo.run([data["mosaic"]], scheduler="sync", **options(data, "c-local"))
-    on_cluster = rsprune_geo.run([data["mosaic"]], workers=2, **options(data, "c-cluster"))
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", silence_logs=40)
+    client = distributed.Client(cluster)
+    try:
+        with distributed.get_task_stream(client) as stream:
+            on_cluster = rsprune_geo.run([data["mosaic"]], dask_address=cluster.scheduler_address,
+                                         **options(data, "c-cluster"))
+        workers = set(client.scheduler_info()["workers"])
+    finally:
+        client.close()
+        cluster.close()
     assert comparable(local).equals(comparable(on_cluster))
+    # the work ran on the workers: stage 1's windows and stage 2's encode-and-assign batches
+    ran = {(task["key"][0] if isinstance(task["key"], tuple) else task["key"]).rsplit("-", 1)[0]: task["worker"]
+           for task in stream.data}
+    assert any(name.startswith("score_group") for name in ran) and any(
+        name.startswith("encode_and_assign") for name in ran), sorted(ran)
+    assert set(ran.values()) <= workers
 
 
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data):
