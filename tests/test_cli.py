@@ -8,6 +8,7 @@ import geopandas as gpd
 import pytest
 from click.testing import CliRunner
 
+import rsprune_geo
 from rsprune_geo.cli import main
 
 from .conftest import shared
@@ -113,3 +114,53 @@ def test_progress_json_protocol(tmp_path):
     assert bad.returncode == 1
     last = json.loads(bad.stderr.splitlines()[-1])
     assert last["event"] == "error" and "no such file" in last["message"]
+
+
+def test_every_run_option_reaches_the_run(tmp_path):
+    """Each `rsprune run` flag sets its RunConfig field (wiring), and a run with many of them at
+    once records them and shows their effect in the output."""
+    from rsprune_geo.cli import run as run_cmd
+    from rsprune_geo.config import RunConfig, run_options
+
+    samples = {int: "17", float: "0.5", str: "x"}
+    for field, opt, kind in run_options():
+        if opt.flag == "":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool",) or field.default is False:
+            args, expected = [flag], True
+        elif opt.choices:
+            value = next(c for c in opt.choices if c != field.default)
+            args, expected = [flag, value], value
+        elif field.name == "prior_bank":
+            args, expected = [flag, str(tmp_path)], (str(tmp_path),)
+        elif field.name == "aoi":
+            aoi = tmp_path / "aoi.geojson"
+            aoi.write_text('{"type": "FeatureCollection", "features": []}')
+            args, expected = [flag, str(aoi)], str(aoi)
+        elif field.name in ("cache_dir",):
+            args, expected = [flag, str(tmp_path / "c")], str(tmp_path / "c")
+        else:
+            base = float if "float" in str(kind) else int if "int" in str(kind) and field.name != "bands" else str
+            text = samples[base] if field.name != "bands" else "3,2,1"
+            args, expected = [flag, text], base(text) if field.name != "bands" else "3,2,1"
+        ctx = run_cmd.command.make_context("run", ["in.tif", "-o", "o.gpkg", *args])
+        config = RunConfig(**{k: v for k, v in ctx.params.items()
+                              if k not in ("inputs", "output", "overwrite", "quiet", "progress_json")})
+        assert getattr(config, field.name) == expected, (flag, getattr(config, field.name), expected)
+
+    out = tmp_path / "many.gpkg"
+    proc = rsprune("run", shared("rasterio-tests/RGB.byte.tif"), "-o", out, "--tile-size", "100", "--stride", "150",
+                   "--edge", "pad", "--bands", "3,2,1", "--max-nodata", "0.6", "--entropy-min", "1.0",
+                   "--stage1-keep", "0.8", "--keep", "0.4", "--out-crs", "EPSG:4326", "--scaling", "run",
+                   "--seed", "3", "-q")
+    assert proc.returncode == 0, proc.stderr
+    tiles, record = rsprune_geo.read_run(out)
+    p = record.parameters
+    assert (p["tile_size"], p["stride"], p["edge"], p["bands"], p["max_nodata"], p["entropy_min"], p["stage1_keep"],
+            p["keep"], p["out_crs"], p["scaling"], p["seed"]) == (100, 150, "pad", [3, 2, 1], 0.6, 1.0, 0.8, 0.4,
+                                                                   "EPSG:4326", "run", 3)
+    assert tiles.crs.to_epsg() == 4326 and record.inputs[0]["bands"] == [3, 2, 1]
+    assert (tiles.col_off % 150 == 0).all() and (tiles.width == 100).all()  # stride and tile size
+    assert ((tiles.col_off + tiles.width) > 791).any()  # padded edge tiles reach past the raster
+    assert (tiles.status == "nodata").sum() == (tiles.nodata_fraction > 0.6).sum()
