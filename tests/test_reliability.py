@@ -214,3 +214,43 @@ def test_moving_the_mosaic_does_not_change_its_selection(demo_files, tmp_path):
         runs.append((tiles.tile_id.tolist(), tiles[["row_off", "col_off", "status", "cluster"]].to_numpy().tolist()))
     assert runs[0][0] != runs[1][0]  # the ids differ with the path …
     assert runs[0][1] == runs[1][1]  # … and no decision does
+
+
+def test_two_runs_sharing_a_cache_at_once_agree(demo_files, tmp_path):
+    args = ["run", demo_files["mosaic"], "--tile-size", "64", "--keep", "0.1", "--prior-bank", demo_files["bank"],
+            "--encoder", "rcf-empirical", "--cache-dir", tmp_path / "shared-cache", "-q"]
+    command = [sys.executable, "-m", "rsprune_geo.cli", *map(str, args)]
+    procs = [subprocess.Popen([*command, "-o", str(tmp_path / f"{i}.gpkg")], stderr=subprocess.PIPE)
+             for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    a, _ = rsprune_geo.read_run(tmp_path / "0.gpkg")
+    b, _ = rsprune_geo.read_run(tmp_path / "1.gpkg")
+    assert a[["tile_id", "status", "cluster"]].equals(b[["tile_id", "status", "cluster"]])
+
+
+def test_a_full_cache_disk_is_a_clear_error_and_leaves_no_partial_shard(demo_files, tmp_path, monkeypatch):
+    import errno
+
+    from rsprune_geo.errors import OutputError
+
+    real_save = np.save
+    calls = {"n": 0}
+
+    def filling(path, array, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first batch fits, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(path, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", filling)
+    cache = tmp_path / "cache"
+    out = tmp_path / "full.gpkg"
+    with pytest.raises(OutputError, match="cannot write the embedding cache .No space left on device"):
+        rsprune_geo.run([str(demo_files["mosaic"])], out, tile_size=64, keep=0.1,
+                        prior_bank=(str(demo_files["bank"]),), encoder="rcf-gaussian", cache_dir=str(cache))
+    assert not out.exists()
+    vec = list((cache / "embeddings").glob("*/*/shard-*.vec.npy"))
+    ids = list((cache / "embeddings").glob("*/*/shard-*.ids.npy"))
+    assert len(vec) == len(ids) and not list((cache / "embeddings").glob("*/*/.tmp-*"))

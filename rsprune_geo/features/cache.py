@@ -106,14 +106,23 @@ class EmbeddingCache:
         return found, list(out[found])
 
     def store(self, fingerprint: str, tile_ids: list[str], vectors: np.ndarray) -> None:
-        """Add one batch of vectors as a shard."""
+        """Add one batch of vectors as a shard; a cache that cannot be written (a full disk) is
+        an :class:`~rsprune_geo.errors.OutputError` and leaves no partial shard."""
         if not tile_ids:
             return
         digest = hashlib.blake2b("\n".join(tile_ids).encode(), digest_size=8).hexdigest()
         folder = self.dir / fingerprint
-        folder.mkdir(parents=True, exist_ok=True)
-        _atomic_save_npy(folder / f"shard-{digest}.vec.npy", np.asarray(vectors, dtype=np.float32))
-        _atomic_save_npy(folder / f"shard-{digest}.ids.npy", np.array(tile_ids))
+        vec = folder / f"shard-{digest}.vec.npy"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_save_npy(vec, np.asarray(vectors, dtype=np.float32))
+            _atomic_save_npy(folder / f"shard-{digest}.ids.npy", np.array(tile_ids))
+        except OSError as exc:
+            vec.unlink(missing_ok=True)  # a vectors file without its ids never counts; remove it anyway
+            from ..errors import OutputError
+
+            raise OutputError(f"{self.root}: cannot write the embedding cache ({exc.strerror or exc}); free some "
+                              "space or give `cache_dir` elsewhere") from None
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
