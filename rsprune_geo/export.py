@@ -77,6 +77,8 @@ def export_chips(
         raise InputError(f"{run_file}: no tile has status {status!r}")
     folder = Path(to)
     folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".*.tmp"):  # a chip half-written by an interrupted export
+        leftover.unlink()
     rows, written, skipped = [], 0, 0
     for path, part in chosen.groupby("source", sort=True):
         if path not in record.input_paths:

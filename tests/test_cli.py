@@ -1,5 +1,6 @@
 """The rsprune CLI: a real run, and one-line errors (no traceback) for bad input."""
 
+import json
 import os
 import subprocess
 import sys
@@ -164,3 +165,20 @@ def test_every_run_option_reaches_the_run(tmp_path):
     assert (tiles.col_off % 150 == 0).all() and (tiles.width == 100).all()  # stride and tile size
     assert ((tiles.col_off + tiles.width) > 791).any()  # padded edge tiles reach past the raster
     assert (tiles.status == "nodata").sum() == (tiles.nodata_fraction > 0.6).sum()
+
+
+def test_progress_json_through_stage_2(tmp_path):
+    from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+
+    mosaic = write_demo_mosaic(tmp_path / "m.tif", DemoSpec(size=1024))
+    bank = write_prior_bank(tmp_path / "bank", per_class=4)
+    proc = rsprune("run", mosaic, "-o", tmp_path / "o.gpkg", "--tile-size", "128", "--keep", "0.2", "--prior-bank",
+                   bank, "--encoder", "rcf-gaussian", "--cache-dir", tmp_path / "cache", "--progress-json")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    stages = [e["stage"] for e in events if e["event"] == "progress"]
+    assert {"tiling", "stage1", "prior_bank", "encoding", "selection", "writing"} <= set(stages)
+    tiles = gpd.read_file(tmp_path / "o.gpkg", layer="tiles")
+    assert events[-1]["event"] == "ok" and events[-1]["counts"]["kept"] == round(0.2 * (tiles.status != "nodata").sum())
+    done = [(e["done"], e["total"]) for e in events if e["event"] == "progress" and e["stage"] == "encoding"]
+    assert done[-1][0] == done[-1][1] > 0

@@ -63,9 +63,13 @@ def test_png_chips_with_metadata_and_resume(demo_run, tmp_path):
     assert all(line["scene"] and line["crs"] == "EPSG:32633" for line in lines)
     with Image.open(folder / lines[0]["file_name"]) as img:
         assert img.size == (128, 128) and img.mode == "RGB"
-    (folder / lines[0]["file_name"]).unlink()  # an interrupted export: one chip missing
+    (folder / lines[0]["file_name"]).unlink()  # an interrupted export: one chip missing …
+    (folder / f".{lines[0]['file_name']}.tmp").write_bytes(b"\x89PNG half")  # … and half-written
     again = export_chips(demo_run.output, folder, "png")
     assert again["written"] == 1 and again["skipped"] == first["written"] - 1
+    assert not list(folder.glob(".*.tmp"))
+    with Image.open(folder / lines[0]["file_name"]) as img:
+        img.load()  # whole
     with pytest.raises(InputError, match="`format`"):
         export_chips(demo_run.output, folder, "bmp")
 
@@ -110,3 +114,16 @@ def test_cli_report_and_export(demo_run, tmp_path):
     assert len(list((tmp_path / "c").glob("*.jpg"))) == len(demo_run.kept)
     result = runner.invoke(main, ["export", str(demo_run.output)])
     assert result.exit_code == 1 and "--to DIR" in result.output
+
+
+def test_export_refuses_a_source_changed_since_the_run(tmp_path):
+    import shutil
+
+    raster = tmp_path / "RGB.byte.tif"
+    shutil.copy(shared("rasterio-tests/RGB.byte.tif"), raster)
+    run = rsprune_geo.run([str(raster)], tmp_path / "run.gpkg", tile_size=128)
+    with rasterio.open(raster, "r+") as dst:  # the file is edited after the run
+        dst.write(np.zeros((3, 10, 10), dtype=np.uint8), window=rasterio.windows.Window(0, 0, 10, 10))
+    with pytest.raises(InputError, match="changed since the run"):
+        export_chips(run.output, tmp_path / "chips", "png")
+    assert not list((tmp_path / "chips").glob("*.png"))
