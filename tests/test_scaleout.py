@@ -82,6 +82,14 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data):
         result = outcome["result"]
         assert result.tiles.tile_id.is_unique and len(result.tiles) == len(baseline.tiles)
         assert comparable(result).equals(comparable(baseline))
+        # the killed worker's tasks were handed to the survivor: some task went to "processing" twice
+        log = client.run_on_scheduler(
+            lambda dask_scheduler: [(str(entry[0]), entry[2]) for entry in dask_scheduler.transition_log])
+        starts: dict[str, int] = {}
+        for key, finish in log:
+            if finish == "processing":
+                starts[key] = starts.get(key, 0) + 1
+        assert any(n > 1 for n in starts.values()), "no task was retried after the worker died"
     finally:
         client.close()
         cluster.close()
