@@ -182,3 +182,23 @@ def test_progress_json_through_stage_2(tmp_path):
     assert events[-1]["event"] == "ok" and events[-1]["counts"]["kept"] == round(0.2 * (tiles.status != "nodata").sum())
     done = [(e["done"], e["total"]) for e in events if e["event"] == "progress" and e["stage"] == "encoding"]
     assert done[-1][0] == done[-1][1] > 0
+
+
+def test_library_warnings_reach_the_terminal_as_one_log_line():
+    import warnings
+
+    import click
+
+    from rsprune_geo.cli.options import fail_cleanly
+
+    @click.command()
+    @fail_cleanly
+    def noisy():
+        for _ in range(3):
+            warnings.warn("a library is unhappy", UserWarning, stacklevel=1)
+        click.echo("done")
+
+    result = CliRunner().invoke(noisy, [])
+    assert result.exit_code == 0 and "done" in result.output
+    lines = [line for line in result.stderr.splitlines() if "unhappy" in line] if hasattr(result, "stderr") else []
+    assert len(lines) == 1 and lines[0].startswith("WARNING: ")

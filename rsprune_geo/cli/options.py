@@ -153,7 +153,7 @@ class JsonLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write the record as one JSON line."""
-        json_line({"event": record.levelname.lower(), "message": cli_message(record.getMessage())})
+        json_line({"event": record.levelname.lower(), "message": cli_message(_one_line(record))})
 
 
 class TqdmProgress:
@@ -216,6 +216,11 @@ def fail_cleanly(func: Callable) -> Callable:
         package = logging.getLogger("rsprune_geo")
         package.addHandler(handler)
         package.propagate = False
+        # other libraries' warnings go through the same log line (Python shows each once)
+        logging.captureWarnings(True)
+        library = logging.getLogger("py.warnings")
+        library.addHandler(handler)
+        library.propagate = False
         try:
             return func(*args, **kwargs)
         except RsPruneError as exc:
@@ -231,6 +236,8 @@ def fail_cleanly(func: Callable) -> Callable:
             fail(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for details)", 1)
         finally:
             package.removeHandler(handler)
+            library.removeHandler(handler)
+            logging.captureWarnings(False)
 
     return wrapper
 
@@ -240,8 +247,13 @@ def _stderr_handler() -> logging.Handler:
 
     class CliFormatter(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
-            return cli_message(super().format(record))
+            return f"{record.levelname}: {cli_message(_one_line(record))}"
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(CliFormatter("%(levelname)s: %(message)s"))
     return handler
+
+
+def _one_line(record: logging.LogRecord) -> str:
+    """A log record's message on one line (a Python warning drops the source line it quotes)."""
+    return record.getMessage().strip().splitlines()[0]
