@@ -20,7 +20,7 @@ from .config import RunConfig, param
 from .errors import InputError
 from .information import EntropyFloor, apply_information_filter, score_tiles
 from .outputs import check_output_path, write_geopackage
-from .pixels import Scaling, run_scaling, source_scaling
+from .pixels import Scaling, has_credentials, redact, run_scaling, source_scaling
 from .priorbank import PriorBank
 from .progress import ProgressCallback, no_progress
 from .schema import RunRecord, Status, status_counts
@@ -318,7 +318,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
         "plausibility_z": floor.z if floor is not None else None,
     }
     record.stage2 = stage2_record
-    record.skipped = skipped
+    record.skipped = [{key: redact(str(value)) for key, value in item.items()} for item in skipped]
     record.warnings = warnings_
     result = RunResult(tiles=tiles, record=record, timings=timings, clusters=clusters,
                        evaluation=evaluation)
@@ -328,7 +328,9 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
         extra: dict[str, pd.DataFrame] = {"clusters": clusters} if clusters is not None else {}
         if evaluation is not None:
             extra["evaluation"] = evaluation.reset_index()
-        result.output = write_geopackage(output, tiles, record.to_table(), extra, overwrite=overwrite)
+        stored = tiles.assign(source=tiles["source"].map(redact)) if any(map(has_credentials, record_paths(sources))) \
+            else tiles  # credentials in input URLs are never written
+        result.output = write_geopackage(output, stored, record.to_table(), extra, overwrite=overwrite)
         timings["write"] = time.perf_counter() - t0
         record.timings = dict(timings)
         on_progress("writing", 1, 1)
@@ -367,7 +369,7 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
         crs=crs.to_string() if crs is not None else None,
         inputs=[
             {
-                "path": s.path,
+                "path": redact(s.path),
                 "fingerprint": s.fingerprint,
                 "key": s.key,
                 "crs": s.crs.to_string() if s.crs is not None else None,
@@ -384,3 +386,8 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
         timings=dict(timings),
         seed=config.seed,
     )
+
+
+def record_paths(sources: Sequence[RasterSource]) -> list[str]:
+    """The paths of the run's inputs, as given."""
+    return [s.path for s in sources]

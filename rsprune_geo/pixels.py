@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,6 +37,24 @@ REMOTE_DEFAULTS = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5",
                    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 for _key, _value in REMOTE_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
+
+
+#: Query parameters of a URL that carry credentials (signed URLs, tokens, keys).
+_SECRET_PARAMS = re.compile(r"(?i)([?&](?:x-amz-[a-z-]*|x-goog-[a-z-]*|sig|signature|se|sp|sv|st|token|access_token|"
+                            r"key|api_key|apikey|secret|password|pwd|credential)=)[^&#]*")
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
+REDACTED = "REDACTED"
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of any URL in it replaced (user:password@, signed-URL and
+    token query parameters), for records, logs and messages."""
+    return _SECRET_PARAMS.sub(rf"\1{REDACTED}", _USERINFO.sub(rf"\1{REDACTED}@", text))
+
+
+def has_credentials(path: str) -> bool:
+    """Whether a path or URL carries credentials that :func:`redact` removes."""
+    return redact(path) != path
 
 
 @contextlib.contextmanager

@@ -229,10 +229,13 @@ class RunRecord:
         """Reopen the input ``path`` with the run's bands and grey-level stretch; with ``check``,
         refuse a file that changed since the run."""
         from .errors import InputError
-        from .pixels import Scaling
+        from .pixels import REDACTED, Scaling
         from .sources import open_source
 
         item = self.input(path)
+        if REDACTED in item["path"]:
+            raise InputError(f"{path}: the run's input URL carried credentials, which are never stored; give them "
+                             "through GDAL's environment (e.g. GDAL_HTTP_AUTH, AWS_SECRET_ACCESS_KEY) and run again")
         source = open_source(item["path"], bands=tuple(item["bands"]), allow_no_crs=True)
         if check and source.fingerprint != item["fingerprint"]:
             raise InputError(f"{path}: the file changed since the run (fingerprint differs); run the pipeline again")

@@ -98,3 +98,24 @@ def test_a_dropped_request_is_retried_and_a_dead_server_is_one_clear_error(serve
     with pytest.raises(InputError, match=r"RGB\.byte\.tif"):
         rsprune_geo.run([url(server, "RGB.byte.tif") + "?fresh"], out, tile_size=128)
     assert not out.exists()
+
+
+def test_credentials_in_a_url_are_never_stored_or_shown(server, tmp_path):
+    secret_url = url(server, "RGB.byte.tif").replace("http://", "http://reader:s3cr3t@") + "?token=t0k3n&x=1"
+    out = tmp_path / "secret.gpkg"
+    result = rsprune_geo.run([secret_url], out, tile_size=128, keep=0.3)
+    assert (result.tiles.status == "kept").sum() > 0
+    stored = out.read_bytes()
+    assert b"s3cr3t" not in stored and b"t0k3n" not in stored  # not in the record, not in the tiles
+    tiles, record = rsprune_geo.read_run(out)
+    assert "REDACTED" in record.inputs[0]["path"] and tiles.source.str.contains("REDACTED").all()
+    with pytest.raises(InputError, match="carried credentials"):
+        record.source(record.inputs[0]["path"])
+    server.fail = -1  # the CLI's one-line error for a dead server hides them too
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "rsprune_geo.cli", "run", secret_url + "&again", "-o",
+                           str(tmp_path / "dead.gpkg"), "--tile-size", "128"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Error: " in proc.stderr
+    assert "s3cr3t" not in proc.stderr and "t0k3n" not in proc.stderr

@@ -47,11 +47,14 @@ def flag_of(name: str) -> str | None:
 
 
 def cli_message(text: str) -> str:
-    """A core message as the CLI says it: ```tile_size``` becomes ``--tile-size``."""
+    """A core message as the CLI says it: ```tile_size``` becomes ``--tile-size``, and URL
+    credentials are removed."""
+    from ..pixels import redact
+
     def swap(match: re.Match) -> str:
         return flag_of(match.group(1)) or match.group(0)
 
-    return re.sub(r"`([a-z][a-z0-9_]*)`", swap, text)
+    return redact(re.sub(r"`([a-z][a-z0-9_]*)`", swap, text))
 
 
 def _click_type(opt: Option, base: str, multiple: bool) -> Any:
