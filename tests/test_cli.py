@@ -202,3 +202,21 @@ def test_library_warnings_reach_the_terminal_as_one_log_line():
     assert result.exit_code == 0 and "done" in result.output
     lines = [line for line in result.stderr.splitlines() if "unhappy" in line] if hasattr(result, "stderr") else []
     assert len(lines) == 1 and lines[0].startswith("WARNING: ")
+
+
+def test_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Root writes almost anywhere: use a folder even root cannot write (/proc/sys), else make
+    the permission check say so, so that the read-only branch runs in CI (as root) too."""
+    from rsprune_geo.errors import OutputError
+    from rsprune_geo.outputs import check_output_path
+
+    folder = next((p for p in ("/proc/sys", "/sys/kernel") if os.path.isdir(p) and not os.access(p, os.W_OK)), None)
+    if folder is None:
+        folder = str(tmp_path)
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == folder else real(p, mode))
+    with pytest.raises(OutputError, match="is not writable"):
+        check_output_path(os.path.join(folder, "o.gpkg"))
+    if folder.startswith("/proc") or folder.startswith("/sys"):
+        proc = rsprune("run", shared("deepforest/OSBS_029.tif"), "-o", os.path.join(folder, "o.gpkg"))
+        assert proc.returncode == 1 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr
