@@ -220,3 +220,29 @@ def test_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
     if folder.startswith("/proc") or folder.startswith("/sys"):
         proc = rsprune("run", shared("deepforest/OSBS_029.tif"), "-o", os.path.join(folder, "o.gpkg"))
         assert proc.returncode == 1 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stage2_flags_reach_the_run_and_its_record(tmp_path):
+    from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+
+    mosaic = write_demo_mosaic(tmp_path / "m.tif", DemoSpec(size=1024))
+    bank = write_prior_bank(tmp_path / "bank", per_class=4)
+    out = tmp_path / "s2.gpkg"
+    proc = rsprune("run", mosaic, "-o", out, "--tile-size", "128", "--keep", "0.2", "--prior-bank", bank,
+                   "--encoder", "rcf-gaussian", "--runtime", "torch", "--k-per-class", "2",
+                   "--images-per-centroid", "1", "--bank-samples", "3", "--clustering", "self", "--quota-by",
+                   "centroid", "--uniformity", "0.5", "--spread", "2", "--dedup", "0.999", "--batch-size", "8",
+                   "--stage1", "paper", "--stage1-keep", "0.6", "--plausibility-z", "2.5", "--cache-dir",
+                   tmp_path / "cache", "--device", "cpu", "-q")
+    assert proc.returncode == 0, proc.stderr
+    tiles, record = rsprune_geo.read_run(out)
+    st2, p = record.stage2, record.parameters
+    assert (st2["encoder"], st2["encoder_runtime"], st2["clustering"], st2["quota_by"], st2["uniformity"],
+            st2["spread"], st2["dedup"], st2["k_per_class"], st2["bank_samples"], st2["stage1_rule"]) == (
+        "rcf-gaussian", "torch", "self", "centroid", 0.5, 2, 0.999, 2, 3, "paper")
+    assert (p["batch_size"], p["plausibility_z"], p["device"], p["images_per_centroid"]) == (8, 2.5, "cpu", 1)
+    assert st2["n_centroids"] == 2 * st2["n_classes"]  # k-per-class 2
+    n_data = int((tiles.status != "nodata").sum())
+    assert st2["stage1_candidates"] == round(0.6 * n_data)  # the paper's cut at --stage1-keep
+    assert (tiles.status == "kept").sum() == round(0.2 * n_data)
+    assert list((tmp_path / "cache" / "embeddings").glob("*/*/shard-*.ids.npy"))  # --cache-dir used

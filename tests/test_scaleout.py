@@ -98,3 +98,20 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data):
 def test_unreachable_scheduler_is_a_clear_error(data):
     with pytest.raises(InputError, match="cannot reach the Dask scheduler"):
         rsprune_geo.run([data["mosaic"]], dask_address="tcp://127.0.0.1:9")
+
+
+def test_progress_json_under_a_dask_cluster(data, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    opts = options(data, "c-json")
+    proc = subprocess.run([sys.executable, "-m", "rsprune_geo.cli", "run", data["mosaic"], "-o",
+                           str(tmp_path / "j.gpkg"), "--tile-size", "64", "--keep", "0.1", "--prior-bank",
+                           data["bank"], "--encoder", opts["encoder"], "--cache-dir", opts["cache_dir"],
+                           "--workers", "2", "--progress-json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = [json.loads(line) for line in proc.stderr.splitlines()]  # every stderr line is an event
+    stages = {e["stage"] for e in events if e["event"] == "progress"}
+    assert {"stage1", "encoding", "writing"} <= stages and events[-1]["event"] == "ok"
