@@ -328,8 +328,8 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
         extra: dict[str, pd.DataFrame] = {"clusters": clusters} if clusters is not None else {}
         if evaluation is not None:
             extra["evaluation"] = evaluation.reset_index()
-        stored = tiles.assign(source=tiles["source"].map(redact)) if any(map(has_credentials, record_paths(sources))) \
-            else tiles  # credentials in input URLs are never written
+        secret = any(has_credentials(s.path) for s in sources)  # credentials in input URLs are never written
+        stored = tiles.assign(source=tiles["source"].map(redact)) if secret else tiles
         result.output = write_geopackage(output, stored, record.to_table(), extra, overwrite=overwrite)
         timings["write"] = time.perf_counter() - t0
         record.timings = dict(timings)
@@ -386,8 +386,3 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
         timings=dict(timings),
         seed=config.seed,
     )
-
-
-def record_paths(sources: Sequence[RasterSource]) -> list[str]:
-    """The paths of the run's inputs, as given."""
-    return [s.path for s in sources]
