@@ -273,13 +273,13 @@ def option_schema() -> list[dict[str, Any]]:
     label), what ``rsprune options --json`` prints and the QGIS plugin builds its forms from."""
     out = []
     for f, opt, kind in run_options():
-        base = _base_type(kind)
+        base = base_type(kind)
         out.append({
             "name": f.name,
             "flag": _flag(f.name, opt),
             "type": base,
-            "multiple": _is_multiple(kind),
-            "optional": _is_optional(kind),
+            "multiple": is_multiple(kind),
+            "optional": is_optional(kind),
             "default": list(f.default) if isinstance(f.default, tuple) else (
                 None if f.default is MISSING else f.default),
             "suggested": opt.suggested,
@@ -295,18 +295,19 @@ def _flag(name: str, opt: Option) -> str:
     return "--" + name.replace("_", "-") if opt.flag is None else opt.flag
 
 
-def _is_optional(kind: Any) -> bool:
+def is_optional(kind: Any) -> bool:
+    """Whether a field's annotation allows ``None``."""
     return type(None) in typing.get_args(kind)
 
 
-def _is_multiple(kind: Any) -> bool:
+def is_multiple(kind: Any) -> bool:
     """Whether the field holds several strings (a repeatable flag, e.g. ``prior_bank``)."""
     args = [a for a in typing.get_args(kind) if a is not type(None)] if typing.get_origin(kind) is not tuple \
         else [kind]
     return any(typing.get_origin(a) is tuple and typing.get_args(a)[0] is str for a in args)
 
 
-def _base_type(kind: Any) -> str:
+def base_type(kind: Any) -> str:
     """``int``, ``float``, ``bool`` or ``str`` (tuples of ints, the bands, are written as text)."""
     args = [a for a in typing.get_args(kind) if a is not type(None)] if typing.get_origin(kind) is not tuple \
         else [kind]

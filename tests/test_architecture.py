@@ -262,3 +262,12 @@ def test_the_import_graph_has_no_cycle():
     for node in sorted(graph):
         if node not in state:
             visit(node, [])
+
+
+def test_option_types_from_annotations():
+    from rsprune_geo.config import base_type, is_multiple, is_optional
+
+    assert (base_type(int | None), base_type(float), base_type(bool), base_type(tuple[int, ...] | None)) == (
+        "int", "float", "bool", "str")
+    assert is_multiple(tuple[str, ...]) and not is_multiple(tuple[int, ...] | None) and not is_multiple(str)
+    assert is_optional(int | None) and not is_optional(int)

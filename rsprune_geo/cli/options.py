@@ -57,7 +57,8 @@ def cli_message(text: str) -> str:
     return redact(re.sub(r"`([a-z][a-z0-9_]*)`", swap, text))
 
 
-def _click_type(opt: Option, base: str, multiple: bool) -> Any:
+def _click_type(opt: Option, base: str) -> Any:
+    """The click type of an option: its choices, a path, or its base type."""
     if opt.choices:
         return click.Choice(list(opt.choices))
     if opt.path == "file":
@@ -72,18 +73,18 @@ def _click_type(opt: Option, base: str, multiple: bool) -> Any:
 def config_option(name: str, **overrides: Any) -> Callable:
     """The click option of the :class:`RunConfig` field ``name`` (``overrides``: click keyword
     arguments, e.g. ``default=None`` for "the run's")."""
-    from ..config import _base_type, _is_multiple
+    from ..config import base_type, is_multiple
 
     for f, opt, kind in run_options():
         if f.name != name:
             continue
-        base = _base_type(kind)
-        multiple = _is_multiple(kind)
+        base = base_type(kind)
+        multiple = is_multiple(kind)
         kwargs: dict[str, Any] = {"help": opt.help}
         if base == "bool":
             kwargs["is_flag"] = True
         else:
-            kwargs["type"] = _click_type(opt, base, multiple)
+            kwargs["type"] = _click_type(opt, base)
             kwargs["multiple"] = multiple
             if not multiple:
                 kwargs["default"] = f.default
