@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,8 @@ from .errors import InputError
 from .outputs import plot_map
 from .pixels import read_rgb
 from .schema import STAGE2_POOL, STATUS_COLORS, RunRecord, Status, read_run
+
+log = logging.getLogger(__name__)
 
 FIGSIZE = (8, 4.5)
 
@@ -112,7 +116,7 @@ def plot_gallery(tiles: pd.DataFrame, record: RunRecord, path: str | os.PathLike
     """Thumbnails of kept tiles (top row) and pruned ones (bottom row), read by windows."""
     plt = _plt()
     rng = np.random.default_rng(seed)
-    opened = {}  # each source opened (and fingerprinted) once, not once per thumbnail
+    opened: dict[str, Any] = {}  # each source opened (and fingerprinted) once, not once per thumbnail
     groups = {"kept": tiles[tiles["status"] == Status.KEPT], "pruned": tiles[tiles["status"] != Status.KEPT]}
     fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.6), dpi=100)
     for row, (label, part) in enumerate(groups.items()):
@@ -124,8 +128,16 @@ def plot_gallery(tiles: pd.DataFrame, record: RunRecord, path: str | os.PathLike
                 continue
             tile = pick.iloc[col]
             if tile["source"] not in opened:
-                opened[tile["source"]] = record.source(tile["source"])
-            source, scaling = opened[tile["source"]]
+                try:
+                    opened[tile["source"]] = record.source(tile["source"])
+                except InputError as exc:  # an input gone, or whose URL credentials were not stored
+                    log.warning("report gallery: %s", exc)
+                    opened[tile["source"]] = None
+            reopened = opened[tile["source"]]
+            if reopened is None:
+                ax.text(0.5, 0.5, "not readable", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+                continue
+            source, scaling = reopened
             window = Window(int(tile["col_off"]), int(tile["row_off"]), int(tile["width"]), int(tile["height"]))
             ax.imshow(read_rgb(source, [window], size, scaling)[0])
             ax.set_title(str(tile["status"]) if label == "pruned" else str(tile.get("scene", "") or "kept"), fontsize=7)
