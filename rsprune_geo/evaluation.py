@@ -248,10 +248,11 @@ def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list
 
 
 def evaluate_run(tiles, vectors, final_kept, survivors, centroids, options, budget, sources, scalings,
-                 pool=None, pool_ids=None, pool_dist=None, on_progress=None) -> pd.DataFrame:
+                 pool=None, pool_ids=None, pool_dist=None, on_progress=None, bank=None) -> pd.DataFrame:
     """The evaluation table of a run (``evaluate``): RS-Prune and the baselines on the same
     candidates and budget, by true labels when ``options.labels`` is given; ``vectors`` embed
-    every tile, ``options`` are the run's :class:`~rsprune_geo.stage2.Stage2Options`."""
+    every tile, ``options`` are the run's :class:`~rsprune_geo.stage2.Stage2Options` and ``bank``
+    its prior bank (loaded again when not given)."""
     from .priorbank import load_prior_bank
 
     n = len(tiles)
@@ -276,7 +277,8 @@ def evaluate_run(tiles, vectors, final_kept, survivors, centroids, options, budg
     if options.labels:
         labels = tile_labels(tiles, options.labels, options.label_column)
         junk = ~data | np.isin(np.char.lower(labels.astype(str)), JUNK_LABELS)
-    bank, _ = load_prior_bank(options.prior_bank, options.cache_root)
+    if bank is None:
+        bank, _ = load_prior_bank(options.prior_bank, options.cache_root)
     name = independent_encoder_name(options.encoder, options.eval_encoder)
     independent = independent_embeddings(tiles, sources, scalings, name, bank.paths, sel.seed, options.cache_root,
                                          on_progress, options.runtime)

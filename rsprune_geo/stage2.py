@@ -106,17 +106,22 @@ def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, s
     """The encoder ``name``; one that fits on the bank (``rcf-empirical``) draws a seeded
     sample of the bank's images, and one whose int8 variant keeps its accuracy is calibrated on
     another (``CALIBRATION_IMAGES`` of them) when it runs on onnxruntime."""
-    from .features.runtime import CALIBRATION_IMAGES
+    from .features.runtime import CALIBRATION_IMAGES, Calibration
 
     info = encoder_info(name)
     rng = np.random.default_rng(seed)
 
-    def sample(n: int) -> np.ndarray:
+    def sample(n: int) -> list[str]:
         pick = np.sort(rng.choice(len(bank_paths), min(n, len(bank_paths)), replace=False))
-        return read_images([bank_paths[i] for i in pick], info.input_size)
+        return [bank_paths[i] for i in pick]
 
-    fit_images = sample(RCF_FIT_IMAGES) if info.needs_bank else None
-    calibration = sample(CALIBRATION_IMAGES) if info.int8 and runtime in ("auto", "onnx-int8") else None
+    fit_images = read_images(sample(RCF_FIT_IMAGES), info.input_size) if info.needs_bank else None
+    calibration = None
+    if info.int8 and runtime in ("auto", "onnx-int8"):
+        # read only when the int8 file must be made; named by the files, so a cached one is reused
+        paths = sample(CALIBRATION_IMAGES)
+        key = f"{info.input_size}:" + "\n".join(f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths)
+        calibration = Calibration(key, lambda: read_images(paths, info.input_size))
     return get_encoder(name, weights, fit_images, seed, device, runtime, cache_dir, calibration)
 
 
@@ -306,7 +311,7 @@ def run_stage2(
                 evaluation = evaluate_run(tiles, np.asarray(vectors), applied.kept, survivors, centroids, options,
                                           budget, sources, scalings, pool=applied.pool,
                                           pool_ids=applied.pool_cluster, pool_dist=applied.pool_distance,
-                                          on_progress=on_progress)
+                                          on_progress=on_progress, bank=bank)
                 timings["evaluation"] = time.perf_counter() - t1
 
     out = _with_stage2_columns(tiles, cand, ids, dist, clusters_used, applied, all_ids, all_dist)

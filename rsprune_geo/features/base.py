@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -81,10 +82,12 @@ class NetworkEncoder(Encoder):
     onnx: Any = None
 
     def _setup_runtime(self, module: Any, runtime: str = "auto", cache_dir: str | None = None,
-                       calibration: np.ndarray | None = None) -> None:
+                       calibration: Any = None) -> None:
         """Choose the runtime (see :func:`~rsprune_geo.features.runtime.choose_runtime`) and, for
-        onnxruntime, export (once, cached) and open the network; on failure, fall back to torch."""
-        from .runtime import OnnxNetwork, choose_runtime, images_digest
+        onnxruntime, export (once, cached) and open the network; on failure, fall back to torch.
+        ``calibration``: uint8 images, or a :class:`~rsprune_geo.features.runtime.Calibration`
+        read only when the int8 file must be made."""
+        from .runtime import Calibration, OnnxNetwork, choose_runtime
 
         load = module if callable(module) and not hasattr(module, "forward") else (lambda: module)
         self.device = resolve_device(self.device)
@@ -95,8 +98,9 @@ class NetworkEncoder(Encoder):
         calibrated = None
         if self.runtime == "onnx-int8":
             assert calibration is not None
-            calibrated = self._prepare(calibration)
-            self._calibration_digest = images_digest(calibration)
+            images = calibration if isinstance(calibration, Calibration) else Calibration.of(calibration)
+            self._calibration_digest = images.digest
+            calibrated = (images.digest, lambda: self._prepare(images.read()))
         side = self._prepare(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8)).shape[-1]
         try:
             key = f"{self.name.replace('.', '_')}-{self._state_digest()}"
@@ -135,6 +139,30 @@ class NetworkEncoder(Encoder):
             if "_model" in state:
                 state["_model"] = None
         return state
+
+
+def torch_network(model: Any, call: Callable[[Any, Any], Any]) -> Any:
+    """A torch module holding ``model`` whose forward is ``call(model, x)`` (pooled features from
+    a backbone, an image tower of a two-tower model), ready for torch or an ONNX export."""
+    import torch
+
+    class Network(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return call(self.model, x)
+
+    return Network()
+
+
+def unit_range(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, S, S, 3) images as float32 (N, 3, S, S) in [-1, 1]."""
+    x = images.transpose(0, 3, 1, 2).astype(np.float32)
+    x *= np.float32(1 / 127.5)
+    x -= np.float32(1.0)
+    return x
 
 
 def file_digest(path: str, length: int = 12) -> str:

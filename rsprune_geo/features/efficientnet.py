@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .base import NetworkEncoder, file_digest, require_file
+from .base import NetworkEncoder, file_digest, require_file, torch_network, unit_range
 from .registry import register_encoder
 
 
@@ -46,10 +46,9 @@ class EfficientNetLite0Encoder(NetworkEncoder):
         self.device = device
         self._digest = file_digest(path)
         self._model = None
-        if weights:  # a file given by hand is checked at once, whatever is cached
-            self._setup_runtime(_PooledFeatures(self.model), runtime, cache_dir, calibration)
-        else:
-            self._setup_runtime(lambda: _PooledFeatures(self.model), runtime, cache_dir, calibration)
+        # loaded (and every key checked) only when torch runs it or its export is not cached yet:
+        # a cached export was made from a file with this very digest
+        self._setup_runtime(lambda: torch_network(self.model, _pooled_features), runtime, cache_dir, calibration)
 
     @property
     def model(self):
@@ -62,10 +61,7 @@ class EfficientNetLite0Encoder(NetworkEncoder):
         return self._digest
 
     def _prepare(self, images: np.ndarray) -> np.ndarray:
-        x = images.transpose(0, 3, 1, 2).astype(np.float32)
-        x *= np.float32(1 / 127.5)
-        x -= np.float32(1.0)
-        return x
+        return unit_range(images)
 
 
 def _load_efficientnet(path: str):
@@ -87,16 +83,6 @@ def _load_efficientnet(path: str):
     return model.eval()
 
 
-def _PooledFeatures(model):  # noqa: N802  (a module factory, named like the module it returns)
+def _pooled_features(model, x):
     """EfficientNet's last feature map, mean-pooled: (N, 3, S, S) → (N, 1280)."""
-    import torch
-
-    class PooledFeatures(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.model.extract_features(x).mean(dim=(2, 3))
-
-    return PooledFeatures()
+    return model.extract_features(x).mean(dim=(2, 3))

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from .base import NetworkEncoder, file_digest, torch_device
+from .base import NetworkEncoder, file_digest, torch_device, torch_network, unit_range
 from .registry import register_encoder
 
 #: Hugging Face repositories of the two Git-RSCLIP sizes.
@@ -85,7 +85,7 @@ class GitRSCLIPEncoder(NetworkEncoder):
         self.device = torch_device(device)
         vision = getattr(model.config, "vision_config", model.config)
         self.input_size = int(getattr(vision, "image_size", 256))
-        network = _ImageFeatures(model.eval())
+        network = torch_network(model.eval(), _image_features)
         with torch.inference_mode():
             probe = network(torch.zeros(1, 3, self.input_size, self.input_size))
         self.dim = int(probe.shape[1])
@@ -97,21 +97,10 @@ class GitRSCLIPEncoder(NetworkEncoder):
         return self._digest
 
     def _prepare(self, images: np.ndarray) -> np.ndarray:
-        x = images.transpose(0, 3, 1, 2).astype(np.float32)
-        return (x * np.float32(2 / 255.0) - np.float32(1.0)).astype(np.float32)
+        return unit_range(images)  # the processor's mean and std of 0.5
 
 
-def _ImageFeatures(model):  # noqa: N802  (a module factory, named like the module it returns)
+def _image_features(model, pixels):
     """The image tower's pooled features: (N, 3, S, S) in [-1, 1] → (N, D)."""
-    import torch
-
-    class ImageFeatures(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            out = self.model.get_image_features(pixel_values=pixels)
-            return out if hasattr(out, "shape") else out.pooler_output
-
-    return ImageFeatures()
+    out = model.get_image_features(pixel_values=pixels)
+    return out if hasattr(out, "shape") else out.pooler_output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -75,14 +75,15 @@ def encoder_info(name: str) -> EncoderInfo:
 
 def get_encoder(name: str | None = None, weights: str | None = None, fit_images: np.ndarray | None = None,
                 seed: int = 0, device: str | None = None, runtime: str = "auto", cache_dir: str | None = None,
-                calibration: np.ndarray | None = None) -> Encoder:
+                calibration: Any = None) -> Encoder:
     """Build the encoder ``name`` (default: the offline default).
 
     ``fit_images``: prior-bank images at its input size, for encoders that fit on them
     (``rcf-empirical``). ``runtime``: where its network runs (``auto``: onnxruntime on a CPU,
     torch on CUDA; see :mod:`~rsprune_geo.features.runtime`); ``calibration``: uint8 images at
-    its input size that calibrate the int8 variant; ``cache_dir``: where exported networks are
-    kept.
+    its input size that calibrate the int8 variant (or a
+    :class:`~rsprune_geo.features.runtime.Calibration`, read only when needed);
+    ``cache_dir``: where exported networks are kept.
     """
     from ..config import DEFAULT_ENCODER
 

@@ -14,6 +14,8 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ import numpy as np
 
 from ..config import RUNTIMES
 
-__all__ = ["CALIBRATION_IMAGES", "RUNTIMES", "OnnxNetwork", "choose_runtime", "images_digest", "onnxruntime_version"]
+__all__ = ["CALIBRATION_IMAGES", "RUNTIMES", "Calibration", "OnnxNetwork", "choose_runtime", "images_digest",
+           "onnxruntime_version"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,28 @@ def onnxruntime_version() -> str | None:
     return str(onnxruntime.__version__)
 
 
-def choose_runtime(requested: str, device: Any, int8_allowed: bool, calibration: np.ndarray | None) -> str:
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration images for the int8 variant, read only when a quantisation must be made:
+    ``key`` names them (it keys the quantised file and the embedding cache), ``read()`` returns
+    them as uint8 (N, S, S, 3)."""
+
+    key: str
+    read: Callable[[], np.ndarray]
+
+    @classmethod
+    def of(cls, images: np.ndarray) -> Calibration:
+        """Images at hand, named by their digest."""
+        return cls(images_digest(images), lambda: images)
+
+    @property
+    def digest(self) -> str:
+        """A short id of the images."""
+        return hashlib.blake2b(self.key.encode(), digest_size=6).hexdigest()
+
+
+def choose_runtime(requested: str, device: Any, int8_allowed: bool,
+                   calibration: np.ndarray | Calibration | None) -> str:
     """The runtime an encoder uses: ``torch``, ``onnx`` (float32) or ``onnx-int8``."""
     if requested not in RUNTIMES:
         from ..errors import InputError
@@ -68,11 +92,12 @@ class OnnxNetwork:
 
     ``load()`` returns the torch module mapping float32 (N, 3, S, S) inputs to (N, D) features
     (called only when the export is not cached yet); ``key`` names its weights and input. With
-    ``calibration`` (float32 inputs, already prepared) the int8 variant is built and used.
+    ``calibration`` (the images' digest, and a function giving them as the network's prepared
+    float32 input, called only when the int8 file is not cached yet) the int8 variant is used.
     """
 
     def __init__(self, load: Any, input_size: int, key: str, cache_dir: str | os.PathLike | None = None,
-                 calibration: np.ndarray | None = None):
+                 calibration: tuple[str, Callable[[], np.ndarray]] | None = None):
         from importlib.metadata import version
 
         import onnxruntime as ort
@@ -89,9 +114,10 @@ class OnnxNetwork:
         path = fp32
         self.variant = "float32"
         if calibration is not None:
-            path = folder / f"{stem}-int8-{images_digest(calibration)}.onnx"
+            digest, prepared = calibration
+            path = folder / f"{stem}-int8-{digest}.onnx"
             if not path.exists():
-                _quantize(fp32, path, calibration)
+                _quantize(fp32, path, prepared())
             self.variant = "int8"
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, os.cpu_count() or 1)
