@@ -20,8 +20,25 @@ from .progress import ProgressCallback, no_progress
 from .schema import Status, read_run
 
 CHIP_FORMATS = ("tif", "png", "jpg")
+#: How chips are laid out: all in one folder, or one sub-folder per scene (torchvision's
+#: ``ImageFolder`` layout, the scene as the class).
+CHIP_LAYOUTS = ("flat", "by-scene")
 FOOTPRINT_DRIVERS = {".gpkg": "GPKG", ".parquet": "parquet", ".fgb": "FlatGeobuf",
                      ".geojson": "GeoJSON", ".json": "GeoJSON"}
+
+
+def _chosen_footprints(run_file: str | os.PathLike, status: str | None):
+    tiles, _ = read_run(run_file)
+    return tiles[tiles["status"] == status] if status else tiles
+
+
+def footprints_geojson(run_file: str | os.PathLike, status: str | None = Status.KEPT) -> str:
+    """The run's tile footprints (default: the kept ones) as a GeoJSON FeatureCollection in
+    WGS 84 (RFC 7946), for pipes (``rsprune export RUN --footprints -``)."""
+    tiles = _chosen_footprints(run_file, status)
+    if tiles.crs is not None and tiles.crs.to_epsg() != 4326:
+        tiles = tiles.to_crs(4326)
+    return tiles.to_json(drop_id=True)
 
 
 def export_footprints(run_file: str | os.PathLike, path: str | os.PathLike, status: str | None = Status.KEPT,
@@ -34,9 +51,7 @@ def export_footprints(run_file: str | os.PathLike, path: str | os.PathLike, stat
         raise OutputError(f"{out}: use .gpkg, .parquet, .fgb or .geojson")
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: the file exists; pass {param('overwrite')} to replace it")
-    tiles, _ = read_run(run_file)
-    if status:
-        tiles = tiles[tiles["status"] == status]
+    tiles = _chosen_footprints(run_file, status)
     if driver == "GeoJSON" and tiles.crs is not None and tiles.crs.to_epsg() != 4326:
         tiles = tiles.to_crs(4326)  # RFC 7946
     tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
@@ -59,6 +74,7 @@ def export_chips(
     fmt: str = "tif",
     status: str = Status.KEPT,
     on_progress: ProgressCallback = no_progress,
+    layout: str = "flat",
 ) -> dict:
     """Write the run's kept tiles as training chips in ``to``, resumably.
 
@@ -66,18 +82,25 @@ def export_chips(
     window's transform and the source CRS, so they re-open with the footprint's bounds.
     ``png``/``jpg``: 8-bit RGB chips (the run's bands and stretch) plus ``metadata.jsonl`` that
     the Hugging Face ``imagefolder`` loader reads (``file_name`` and the tile's attributes).
-    Both also write ``manifest.csv``. Chips already present are skipped, so an interrupted export
+    Both also write ``manifest.csv``. ``layout="by-scene"`` puts each chip in a sub-folder named
+    by its scene, which torchvision's ``ImageFolder`` reads as classes (``file_name`` in the
+    metadata then holds the sub-folder). Chips already present are skipped, so an interrupted export
     resumes; every file is written to a temporary name and renamed. Reads are windowed.
     """
     if fmt not in CHIP_FORMATS:
         raise InputError(f"{param('format')} {fmt}: use one of {', '.join(CHIP_FORMATS)}")
+    if layout not in CHIP_LAYOUTS:
+        raise InputError(f"{param('layout')} {layout}: use one of {', '.join(CHIP_LAYOUTS)}")
     tiles, record = read_run(run_file)
     chosen = tiles[tiles["status"] == status]
     if chosen.empty:
         raise InputError(f"{run_file}: no tile has status {status!r}")
+    by_scene = layout == "by-scene"
+    if by_scene and ("scene" not in chosen or chosen["scene"].isna().any() or (chosen["scene"] == "").any()):
+        raise InputError(f"{run_file}: {param('layout')} by-scene needs every tile's scene (a run with stage 2)")
     folder = Path(to)
     folder.mkdir(parents=True, exist_ok=True)
-    for leftover in folder.glob(".*.tmp"):  # a chip half-written by an interrupted export
+    for leftover in folder.glob("**/.*.tmp"):  # a chip half-written by an interrupted export
         leftover.unlink()
     rows, written, skipped = [], 0, 0
     for path, part in chosen.groupby("source", sort=True):
@@ -86,8 +109,9 @@ def export_chips(
         source, scaling = record.source(path, check=True)
         with source.open() as src:
             for tile in part.itertuples():
-                name = f"{tile.tile_id}.{fmt}"
+                name = f"{tile.scene}/{tile.tile_id}.{fmt}" if by_scene else f"{tile.tile_id}.{fmt}"
                 target = folder / name
+                target.parent.mkdir(exist_ok=True)
                 window = Window(int(tile.col_off), int(tile.row_off), int(tile.width), int(tile.height))
                 bounds = rasterio.windows.bounds(window, src.transform)
                 rows.append({
@@ -112,7 +136,7 @@ def export_chips(
     if fmt != "tif":
         _write_text(folder / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return {"folder": str(folder), "chips": len(rows), "written": written, "skipped": skipped,
-            "format": fmt, "tile_size": record.parameters.get("tile_size")}
+            "format": fmt, "layout": layout, "tile_size": record.parameters.get("tile_size")}
 
 
 def _write_geotiff_chip(src, window: Window, target: Path) -> None:

@@ -254,6 +254,8 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     if n_tiles == 0:
         raise InputError("no tile to process: the area of interest misses every raster")
     timings["tiling"] = time.perf_counter() - t0
+    log.info("tiling: %d tile(s) of %d px from %d source(s), edge %s", n_tiles, config.tile_size, len(sources),
+             config.edge)
     on_progress("tiling", 1, 1)
 
     t0 = time.perf_counter()
@@ -287,6 +289,9 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     decisions = apply_information_filter(stats, config.max_nodata, config.entropy_min, keep_count, floor)
     tiles = _assemble(per_source, stats, decisions, crs)
     timings["stage1_filter"] = time.perf_counter() - t0
+    log.info("stage 1 (rule %s%s): %s", config.stage1_rule,
+             f", floor {floor.bits:.2f} bits" if floor is not None else "",
+             ", ".join(f"{n} {status}" for status, n in status_counts(tiles["status"]).items()))
     if not (tiles["status"] == Status.KEPT).any():
         if n_data and round(stage1_fraction * n_data) == 0:
             raise InputError(f"keeping {stage1_fraction} of {n_data} tile(s) with data rounds to none; "

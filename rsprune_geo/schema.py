@@ -252,6 +252,34 @@ class RunRecord:
         return replace(self, **changes)
 
 
+def describe_run(path: str | os.PathLike) -> dict[str, Any]:
+    """What a run's GeoPackage holds, as JSON-able data: tiles per status, CRS, parameters,
+    inputs, stage summaries, timings, versions and the file's layers. Reads no geometry."""
+    import pyogrio
+
+    record = RunRecord.read(path)
+    statuses = pyogrio.read_dataframe(path, layer="tiles", columns=["status"], read_geometry=False)["status"]
+    counts = status_counts(statuses)
+    return {
+        "file": str(path),
+        "run_id": record.run_id,
+        "created": record.created,
+        "reselected_from": record.reselected_from,
+        "crs": record.crs,
+        "tiles": int(len(statuses)),
+        "counts": {s.value: counts.get(s.value, 0) for s in Status if s.value in counts},
+        "parameters": record.parameters,
+        "inputs": [{k: v for k, v in item.items() if k != "scaling"} for item in record.inputs],
+        "stage1": record.stage1,
+        "stage2": record.stage2,
+        "timings": record.timings,
+        "warnings": record.warnings,
+        "skipped": record.skipped,
+        "versions": record.versions,
+        "layers": [str(name) for name, _ in pyogrio.list_layers(path)],
+    }
+
+
 def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, RunRecord]:
     """Read a run's GeoPackage back: the ``tiles`` layer and its :class:`RunRecord`."""
     import geopandas as gpd

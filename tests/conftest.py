@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,12 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+import rsprune_geo
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RSPRUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
 GEOTIFF = SHARED_DATA / "geotiff"
+UCMERCED = SHARED_DATA / "scenes" / "ucmerced"
 
 
 def shared(relative: str) -> str:
@@ -66,3 +70,27 @@ def textured():
         return np.random.default_rng(seed).integers(1, 256, (3, h, w), dtype=np.uint8)
 
     return _make
+
+
+NAIP = ["opengeos-data/naip/m_4709963_se_14_1_20090818.tif", "opengeos-data/naip/m_4709963_se_14_1_20100629.tif"]
+
+
+@pytest.fixture(scope="session")
+def naip_run(tmp_path_factory):
+    """A stage-2 run (keep 0.3) over two NAIP dates, copied to a folder of their own, with a
+    six-scene UC Merced bank."""
+    root = tmp_path_factory.mktemp("naip-run")
+    folder, bank = root / "naip", root / "bank"
+    folder.mkdir()
+    for relative in NAIP:
+        shutil.copy(shared(relative), folder)
+    for cls in ("agricultural", "forest", "river", "sparseresidential", "freeway", "golfcourse"):
+        (bank / cls).mkdir(parents=True)
+        for f in sorted((UCMERCED / cls).iterdir())[:6]:
+            os.symlink(f, bank / cls / f.name)
+    (bank / "bank.json").write_text('{"gsd": 0.3}')  # UC Merced's pixel size
+    out = root / "run.gpkg"
+    result = rsprune_geo.run([str(folder)], out, tile_size=128, keep=0.3, prior_bank=(str(bank),),
+                             encoder="rcf-empirical", cache_dir=str(root / "cache"))
+    assert 0 < len(result.kept) < len(result.tiles)
+    return {"gpkg": out, "result": result, "folder": folder, "root": root}

@@ -127,3 +127,45 @@ def test_export_refuses_a_source_changed_since_the_run(tmp_path):
     with pytest.raises(InputError, match="changed since the run"):
         export_chips(run.output, tmp_path / "chips", "png")
     assert not list((tmp_path / "chips").glob("*.png"))
+
+
+def test_png_export_loads_with_hugging_face_imagefolder(naip_run, tmp_path, monkeypatch):
+    """The chips and metadata.jsonl load with `datasets` as they are (offline, no script)."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    from datasets import load_dataset
+
+    done = export_chips(naip_run["gpkg"], tmp_path / "chips", "png")
+    loaded = load_dataset("imagefolder", data_dir=str(tmp_path / "chips"), split="train")
+    kept = naip_run["result"].kept.set_index("tile_id")
+    assert len(loaded) == done["chips"] == len(kept)
+    assert {"image", "tile_id", "scene", "cluster", "entropy", "bounds", "crs"} <= set(loaded.column_names)
+    for row in loaded:
+        tile = kept.loc[row["tile_id"]]
+        assert row["image"].size == (128, 128) and row["image"].mode == "RGB"
+        assert (row["scene"], row["cluster"]) == (tile["scene"], tile["cluster"])
+        assert row["bounds"] == pytest.approx(list(tile.geometry.bounds))
+
+
+def test_by_scene_layout_is_a_torchvision_image_folder(naip_run, tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    done = export_chips(naip_run["gpkg"], tmp_path / "chips", "jpg", layout="by-scene")
+    kept = naip_run["result"].kept
+    folder = ImageFolder(str(tmp_path / "chips"))
+    assert len(folder) == done["chips"] == len(kept) and done["layout"] == "by-scene"
+    assert folder.classes == sorted(kept["scene"].unique())
+    names = {p.rsplit("/", 1)[-1][:-4]: folder.classes[label] for p, label in folder.samples}
+    assert names == dict(zip(kept["tile_id"], kept["scene"]))
+    meta = [json.loads(line) for line in (tmp_path / "chips" / "metadata.jsonl").read_text().splitlines()]
+    assert all(m["file_name"] == f"{m['scene']}/{m['tile_id']}.jpg" for m in meta)
+    again = export_chips(naip_run["gpkg"], tmp_path / "chips", "jpg", layout="by-scene")
+    assert again["written"] == 0 and again["skipped"] == len(kept)
+
+
+def test_by_scene_layout_needs_scenes(landsat_run, tmp_path):
+    with pytest.raises(InputError, match="by-scene"):
+        export_chips(landsat_run.output, tmp_path / "chips", "png", layout="by-scene")
+    with pytest.raises(InputError, match="layout"):
+        export_chips(landsat_run.output, tmp_path / "chips", "png", layout="nested")

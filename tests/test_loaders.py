@@ -15,35 +15,11 @@ import torch
 from rasterio.windows import Window
 from torch.utils.data import DataLoader
 
-import rsprune_geo
 from rsprune_geo.errors import InputError
 from rsprune_geo.loaders import TileDataset, choose_tiles
 from rsprune_geo.pixels import read_chip
 
-from .conftest import SHARED_DATA, shared
-
-NAIP = ["opengeos-data/naip/m_4709963_se_14_1_20090818.tif", "opengeos-data/naip/m_4709963_se_14_1_20100629.tif"]
-UCMERCED = SHARED_DATA / "scenes" / "ucmerced"
-
-
-@pytest.fixture(scope="module")
-def naip_run(tmp_path_factory):
-    """A stage-2 run (keep 0.3) over two NAIP dates, copied to a folder of their own, with a
-    six-scene UC Merced bank."""
-    root = tmp_path_factory.mktemp("loaders")
-    folder, bank = root / "naip", root / "bank"
-    folder.mkdir()
-    for relative in NAIP:
-        shutil.copy(shared(relative), folder)
-    for cls in ("agricultural", "forest", "river", "sparseresidential", "freeway", "golfcourse"):
-        (bank / cls).mkdir(parents=True)
-        for f in sorted((UCMERCED / cls).iterdir())[:6]:
-            os.symlink(f, bank / cls / f.name)
-    out = root / "run.gpkg"
-    result = rsprune_geo.run([str(folder)], out, tile_size=128, keep=0.3, prior_bank=(str(bank),),
-                             encoder="rcf-empirical", cache_dir=str(root / "cache"))
-    assert 0 < len(result.kept) < len(result.tiles)
-    return {"gpkg": out, "result": result, "folder": folder, "root": root}
+from .conftest import NAIP, shared
 
 
 def _window(tile) -> Window:

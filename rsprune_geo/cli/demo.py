@@ -8,7 +8,8 @@ import click
 
 from ..config import SUGGESTED_KEEP, RunConfig
 from ..pipeline import run as run_pipeline
-from .options import TqdmProgress, fail_cleanly
+from ..schema import status_counts
+from .options import fail_cleanly, finish, progress_json_option, progress_reporter
 
 
 @click.command("demo")
@@ -16,8 +17,9 @@ from .options import TqdmProgress, fail_cleanly
               help="Folder for the demo mosaic and outputs.")
 @click.option("--size", type=int, default=4096, show_default=True, help="Demo mosaic size in pixels.")
 @click.option("--regenerate", is_flag=True, help="Regenerate the mosaic even if it exists.")
+@progress_json_option
 @fail_cleanly
-def command(out_dir: str, size: int, regenerate: bool) -> None:
+def command(out_dir: str, size: int, regenerate: bool, progress_json: bool) -> None:
     """Generate the demo mosaic and prior bank, run both stages, evaluate, draw the map."""
     from ..demo import DemoSpec, write_demo_mosaic, write_prior_bank
     from ..outputs import plot_map
@@ -27,18 +29,17 @@ def command(out_dir: str, size: int, regenerate: bool) -> None:
     mosaic = out / "demo-mosaic.tif"
     bank = out / "prior-bank"
     if regenerate or not mosaic.exists():
-        click.echo(f"generating the demo mosaic ({size}x{size} px, 10 m, UTM 33N) ...")
+        click.echo(f"generating the demo mosaic ({size}x{size} px, 10 m, UTM 33N) ...", err=progress_json)
         write_demo_mosaic(mosaic, DemoSpec(size=size))
     if regenerate or not bank.exists():
-        click.echo("generating the demo prior bank (5 land-cover scenes x 12 chips) ...")
+        click.echo("generating the demo prior bank (5 land-cover scenes x 12 chips) ...", err=progress_json)
         write_prior_bank(bank)
     config = RunConfig(keep=SUGGESTED_KEEP, prior_bank=(str(bank),), evaluate=True, cache_dir=str(out / "cache"))
-    with TqdmProgress() as bars:
-        result = run_pipeline([str(mosaic)], out / "demo.gpkg", config, overwrite=True, on_progress=bars)
+    with progress_reporter(progress_json) as on_progress:
+        result = run_pipeline([str(mosaic)], out / "demo.gpkg", config, overwrite=True, on_progress=on_progress)
     map_png = plot_map(result.tiles, [str(mosaic)], out / "demo-map.png",
                        title="rsprune demo: tiles by status (keep 15%)", record=result.record)
-    click.echo(result.summary())
-    click.echo(f"mosaic:     {mosaic}")
-    click.echo(f"prior bank: {bank}")
-    click.echo(f"geopackage: {result.output}")
-    click.echo(f"map:        {map_png}")
+    finish(progress_json, {"output": str(result.output), "mosaic": str(mosaic), "prior_bank": str(bank),
+                           "map": str(map_png), "counts": status_counts(result.tiles["status"])},
+           f"{result.summary()}\nmosaic:     {mosaic}\nprior bank: {bank}\ngeopackage: {result.output}\n"
+           f"map:        {map_png}")

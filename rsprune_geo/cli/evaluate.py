@@ -5,7 +5,17 @@ from __future__ import annotations
 import click
 
 from ..errors import RsPruneError
-from .options import TqdmProgress, fail_cleanly, output_option, overwrite_option, run_config_options, run_file_argument
+from ..schema import status_counts
+from .options import (
+    fail_cleanly,
+    finish,
+    output_option,
+    overwrite_option,
+    progress_json_option,
+    progress_reporter,
+    run_config_options,
+    run_file_argument,
+)
 
 
 @click.command("evaluate")
@@ -13,9 +23,10 @@ from .options import TqdmProgress, fail_cleanly, output_option, overwrite_option
 @output_option(required=False, help="Also write the evaluated run (tiles of every scene, evaluation table) here.")
 @overwrite_option
 @run_config_options(["labels", "label_column", "eval_encoder"])
+@progress_json_option
 @fail_cleanly
 def command(run_file: str, output: str | None, overwrite: bool, labels: str | None, label_column: str,
-            eval_encoder: str | None) -> None:
+            eval_encoder: str | None, progress_json: bool) -> None:
     """Compare a stage-2 run with the baselines, by true labels when given.
 
     Reruns RUN_FILE's inputs and parameters with every tile embedded (cached embeddings are
@@ -32,6 +43,10 @@ def command(run_file: str, output: str | None, overwrite: bool, labels: str | No
     if not record.stage2:
         raise RsPruneError(f"{run_file}: not a stage-2 run (it was made without `prior_bank`)")
     config = record.config(evaluate=True, labels=labels, label_column=label_column, eval_encoder=eval_encoder)
-    with TqdmProgress() as bars:
-        result = run_pipeline(record.input_paths, output, config, overwrite=overwrite, on_progress=bars)
-    click.echo(result.summary())
+    with progress_reporter(progress_json) as on_progress:
+        result = run_pipeline(record.input_paths, output, config, overwrite=overwrite, on_progress=on_progress)
+    table = result.evaluation
+    finish(progress_json, {"output": str(result.output) if result.output else None,
+                           "counts": status_counts(result.tiles["status"]),
+                           "evaluation": table.reset_index().to_dict("records") if table is not None else None},
+           result.summary())

@@ -9,31 +9,34 @@ Registry (the flags every subcommand spells the same way):
   ``--overwrite`` (:func:`overwrite_option`), ``-q/--quiet`` (:func:`quiet_option`),
   ``--progress-json`` (:func:`progress_json_option`).
 
-The adapters turn the core's reports into what a terminal shows: :class:`TqdmProgress` draws
-progress bars, :func:`json_progress` writes JSON lines, :func:`fail_cleanly` prints errors as
-one line naming flags (the core names parameters as ```name```).
+The adapters turn the core's reports into what a terminal shows: :func:`progress_reporter`
+gives a long command its progress callback (:class:`TqdmProgress` bars, or
+:func:`json_progress` lines with ``--progress-json``) and :func:`finish` its last word;
+:func:`fail_cleanly` prints errors as one line naming flags (the core names parameters as
+```name```). The main command's ``-v``/``-q`` set the package's log level.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from ..config import Option, run_options
 from ..errors import RsPruneError
-from ..progress import STAGES
+from ..progress import STAGES, ProgressCallback
 
 #: Flags of parameters that are not run options, as messages name them.
 EXTRA_FLAGS = {"output": "-o", "overwrite": "--overwrite", "format": "--format", "status": "--status",
-               "to": "--to", "footprints": "--footprints"}
+               "to": "--to", "footprints": "--footprints", "layout": "--layout"}
 
 
 def flag_of(name: str) -> str | None:
@@ -143,8 +146,38 @@ def progress_json_option(func: Callable) -> Callable:
 
 def json_line(event: dict) -> None:
     """One JSON object per line on stderr: the protocol of ``--progress-json``."""
-    sys.stderr.write(json.dumps(event) + "\n")
+    sys.stderr.write(json.dumps(event, default=_plain) + "\n")
     sys.stderr.flush()
+
+
+def quieted() -> bool:
+    """Whether the main command was given ``-q`` (no progress bars)."""
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("quiet"))
+
+
+@contextlib.contextmanager
+def progress_reporter(progress_json: bool = False, quiet: bool = False) -> Iterator[ProgressCallback]:
+    """The progress callback of a long command: JSON lines with ``--progress-json``, else tqdm
+    bars on stderr (none with ``quiet`` or the main command's ``-q``)."""
+    if progress_json:
+        yield json_progress
+        return
+    with TqdmProgress(enabled=not (quiet or quieted())) as bars:
+        yield bars
+
+
+def finish(progress_json: bool, event: dict, text: str | None = None) -> None:
+    """End a command: ``{"event": "ok", **event}`` with ``--progress-json``, else ``text`` on stdout."""
+    if progress_json:
+        json_line({"event": "ok", **event})
+    elif text:
+        click.echo(text)
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON cannot take as it is: a numpy scalar as its Python value, else its text."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def json_progress(stage: str, done: int, total: int) -> None:

@@ -8,13 +8,12 @@ from ..config import RunConfig
 from ..pipeline import run as run_pipeline
 from ..schema import status_counts
 from .options import (
-    TqdmProgress,
     fail_cleanly,
-    json_line,
-    json_progress,
+    finish,
     output_option,
     overwrite_option,
     progress_json_option,
+    progress_reporter,
     quiet_option,
     run_config_options,
 )
@@ -32,11 +31,7 @@ def command(inputs: tuple[str, ...], output: str, overwrite: bool, quiet: bool, 
             **options) -> None:
     """Tile INPUTS (rasters, globs or folders), score and select tiles, write a GeoPackage."""
     config = RunConfig(**options)
-    with TqdmProgress(enabled=not (quiet or progress_json)) as bars:
-        result = run_pipeline(list(inputs), output, config, overwrite=overwrite,
-                              on_progress=json_progress if progress_json else bars)
-    if progress_json:
-        json_line({"event": "ok", "output": str(result.output), "tiles": len(result.tiles),
-                   "counts": status_counts(result.tiles["status"])})
-    elif not quiet:
-        click.echo(result.summary())
+    with progress_reporter(progress_json, quiet) as on_progress:
+        result = run_pipeline(list(inputs), output, config, overwrite=overwrite, on_progress=on_progress)
+    finish(progress_json, {"output": str(result.output), "tiles": len(result.tiles),
+                           "counts": status_counts(result.tiles["status"])}, None if quiet else result.summary())

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .options import config_option, fail_cleanly, output_option, overwrite_option, run_file_argument
+from ..schema import status_counts
+from .options import (
+    config_option,
+    fail_cleanly,
+    finish,
+    output_option,
+    overwrite_option,
+    progress_json_option,
+    run_file_argument,
+)
 
 
 @click.command("select")
@@ -16,11 +25,13 @@ from .options import config_option, fail_cleanly, output_option, overwrite_optio
 @config_option("uniformity", default=None, show_default=False, help="Quota blend (default: the run's).")
 @config_option("spread", default=None, show_default=False, help="Distance bins per cluster (default: the run's).")
 @config_option("seed", default=None, show_default=False, help="Seed (default: the run's).")
+@progress_json_option
 @fail_cleanly
 def command(run_file: str, output: str | None, overwrite: bool, keep: float, uniformity: float | None,
-            spread: int | None, seed: int | None) -> None:
+            spread: int | None, seed: int | None, progress_json: bool) -> None:
     """Re-select tiles of a finished run with another keep ratio, without encoding."""
     from ..reselect import reselect
 
     result = reselect(run_file, output, keep, uniformity, spread, seed, overwrite)
-    click.echo(result.summary())
+    finish(progress_json, {"output": str(result.output), "tiles": len(result.tiles),
+                           "counts": status_counts(result.tiles["status"])}, result.summary())

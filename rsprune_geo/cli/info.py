@@ -1,0 +1,43 @@
+"""``rsprune info``: what a run's GeoPackage holds; prints counts, parameters, inputs and versions."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .options import fail_cleanly, run_file_argument
+
+
+@click.command("info")
+@run_file_argument
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@fail_cleanly
+def command(run_file: str, as_json: bool) -> None:
+    """Print what RUN_FILE holds: tiles per status, CRS, parameters, inputs, stages, versions."""
+    from ..schema import describe_run
+
+    info = describe_run(run_file)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    total = max(info["tiles"], 1)
+    lines = [f"{info['file']}: run {info['run_id']} of {info['created']}"
+             + (f" (re-selected from {info['reselected_from']})" if info["reselected_from"] else ""),
+             f"tiles: {info['tiles']}  crs: {info['crs']}  layers: {', '.join(info['layers'])}"]
+    lines += [f"  {status:<16} {n:>8}  {100 * n / total:5.1f}%" for status, n in info["counts"].items()]
+    stage2 = info["stage2"] or {}
+    if info["stage1"]:
+        lines.append(f"stage 1: rule {info['stage1'].get('rule')}")
+    if stage2:
+        lines.append(f"stage 2: encoder {stage2.get('encoder')} ({stage2.get('encoder_runtime', 'torch')}), "
+                     f"{stage2.get('n_centroids')} centroids")
+    lines.append("parameters:")
+    lines += [f"  {key} = {json.dumps(value)}" for key, value in sorted(info["parameters"].items())
+              if value not in (None, [], "")]
+    lines.append("inputs:")
+    lines += [f"  {item['path']} ({item.get('width')}x{item.get('height')} px, {item.get('dtype')}, "
+              f"bands {item.get('bands')}, {item.get('crs')})" for item in info["inputs"]]
+    lines += [f"warning: {w}" for w in info["warnings"]]
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    click.echo("\n".join(lines))
