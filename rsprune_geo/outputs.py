@@ -1,4 +1,4 @@
-"""Outputs: the GeoPackage (tiles, runs, QGIS style), written atomically, and a PNG map."""
+"""Outputs: the GeoPackage (tiles, runs, QGIS style), written atomically, and the map."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import pandas as pd
@@ -14,6 +15,9 @@ import pyogrio
 
 from .errors import OutputError
 from .schema import RunRecord, Status
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 #: GeoPackage version QGIS 3.22's GDAL (3.6) prefers.
 GPKG_VERSION = "1.2"
@@ -133,24 +137,22 @@ def _write_layer(frame, path, **kwargs) -> None:
 def plot_map(
     tiles: gpd.GeoDataFrame,
     rasters: Sequence[str],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     title: str | None = None,
     max_size: int = 1600,
     record: RunRecord | None = None,
-) -> Path:
-    """A PNG map: the rasters (reduced resolution, warped to the tiles' CRS) under the footprints
-    coloured by status, with a legend of counts. With the run's ``record`` the rasters are drawn
-    with its bands and grey-level stretch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+) -> Figure:
+    """A map as a matplotlib Figure: the rasters (reduced resolution, warped to the tiles' CRS)
+    under the footprints coloured by status, with a legend of counts; written to ``path`` (PNG)
+    when given. With the run's ``record`` the rasters are drawn with its bands and stretch."""
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     from .pixels import read_preview, source_scaling
     from .sources import open_source
 
-    fig, ax = plt.subplots(figsize=(10, 10), dpi=110)
+    fig = Figure(figsize=(10, 10), dpi=110)
+    ax = fig.subplots()
     for raster in rasters:
         recorded = raster if raster.startswith("/vsi") else os.path.abspath(raster)
         if record is not None and recorded in record.input_paths:
@@ -177,7 +179,6 @@ def plot_map(
     ax.set_aspect("equal")
     ax.ticklabel_format(useOffset=False, style="plain")
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    if path is not None:
+        fig.savefig(path)
+    return fig

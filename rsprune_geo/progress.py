@@ -14,6 +14,8 @@ STAGES: dict[str, str] = {
     "writing": "writing",
     "evaluation": "evaluation",
     "export": "exporting chips",
+    "report": "report plots",
+    "gallery": "gallery thumbnails",
 }
 
 

@@ -1,4 +1,10 @@
-"""The visual report of a run: plots as PNG files and one self-contained HTML page."""
+"""The visual report of a run: plots (matplotlib Figures), tile galleries and one HTML page.
+
+Every plot function returns a :class:`matplotlib.figure.Figure` and writes a file only when
+given a ``path``; the galleries show, per scene and cluster, the kept tiles and those left out,
+nearest and farthest from the centroid, as figures for notebooks and as HTML pages with lazily
+loaded thumbnails for the report.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +13,53 @@ import html
 import json
 import logging
 import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyogrio
 from rasterio.windows import Window
 
-from .errors import InputError
+from .errors import InputError, OutputError
 from .outputs import plot_map
 from .pixels import read_rgb
+from .progress import ProgressCallback, no_progress
 from .schema import STAGE2_POOL, STATUS_COLORS, RunRecord, Status, read_run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
 FIGSIZE = (8, 4.5)
+#: The four groups of a cluster's gallery, in the order shown.
+GALLERY_GROUPS = ("kept, nearest", "kept, farthest", "left out, nearest", "left out, farthest")
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize: tuple[float, float] = FIGSIZE, dpi: int = 100) -> Figure:
+    """A Figure outside pyplot's state (nothing global changes; notebooks display it as returned)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize, dpi=dpi)
 
 
-def _finish(fig, ax, title: str, ylabel: str, path) -> Path:
+def _done(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def _finish(fig: Figure, ax, title: str, ylabel: str, path) -> Figure:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    _plt().close(fig)
-    return Path(path)
+    return _done(fig, path)
 
 
 def _color(status: str) -> tuple[float, float, float]:
@@ -49,11 +67,12 @@ def _color(status: str) -> tuple[float, float, float]:
     return r / 255, g / 255, b / 255
 
 
-def plot_entropy_histogram(tiles: pd.DataFrame, path: str | os.PathLike, record: RunRecord | None = None) -> Path:
+def plot_entropy_histogram(tiles: pd.DataFrame, record: RunRecord | None = None,
+                           path: str | os.PathLike | None = None) -> Figure:
     """Entropy of every tile, stacked by status, with stage 1's cut and absolute threshold."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
-    bins = np.linspace(0, 8, 41)
+    fig = _figure()
+    ax = fig.subplots()
+    bins = np.linspace(0, 8, 41).tolist()
     stacks, labels, colors = [], [], []
     for status in Status:
         part = tiles.loc[tiles["status"] == status, "entropy"]
@@ -83,11 +102,11 @@ def plot_entropy_histogram(tiles: pd.DataFrame, path: str | os.PathLike, record:
     return _finish(fig, ax, "Stage 1: entropy of every tile", "tiles", path)
 
 
-def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike) -> Path:
+def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike | None = None) -> Figure:
     """Tiles per cluster before selection (stage-1 survivors) and after (kept)."""
-    plt = _plt()
     used = clusters[clusters["size"] > 0].sort_values("size", ascending=False)
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
+    fig = _figure()
+    ax = fig.subplots()
     x = np.arange(len(used))
     ax.bar(x, used["size"], color=_color(Status.NOT_SELECTED), label="before (stage-1 survivors)")
     ax.bar(x, used["kept"], color=_color(Status.KEPT), label="after (kept)")
@@ -96,13 +115,13 @@ def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike) -> Path:
     return _finish(fig, ax, "Stage 2: cluster sizes before and after selection", "tiles", path)
 
 
-def plot_scene_balance(tiles: pd.DataFrame, path: str | os.PathLike) -> Path:
+def plot_scene_balance(tiles: pd.DataFrame, path: str | os.PathLike | None = None) -> Figure:
     """Share of each scene among the stage-1 survivors (before) and the kept tiles (after)."""
-    plt = _plt()
     before = tiles[tiles["status"].isin(STAGE2_POOL)]["scene"].value_counts(normalize=True)
     after = tiles[tiles["status"] == Status.KEPT]["scene"].value_counts(normalize=True)
     scenes = before.index.union(after.index)
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
+    fig = _figure()
+    ax = fig.subplots()
     x = np.arange(len(scenes))
     ax.bar(x - 0.2, before.reindex(scenes, fill_value=0), 0.4, color=_color(Status.NOT_SELECTED), label="before")
     ax.bar(x + 0.2, after.reindex(scenes, fill_value=0), 0.4, color=_color(Status.KEPT), label="after")
@@ -111,75 +130,288 @@ def plot_scene_balance(tiles: pd.DataFrame, path: str | os.PathLike) -> Path:
     return _finish(fig, ax, "Scene balance before and after selection", "share of tiles", path)
 
 
-def plot_gallery(tiles: pd.DataFrame, record: RunRecord, path: str | os.PathLike, n: int = 8, size: int = 128,
-                 seed: int = 0) -> Path:
-    """Thumbnails of kept tiles (top row) and pruned ones (bottom row), read by windows."""
-    plt = _plt()
-    rng = np.random.default_rng(seed)
-    opened: dict[str, Any] = {}  # each source opened (and fingerprinted) once, not once per thumbnail
-    groups = {"kept": tiles[tiles["status"] == Status.KEPT], "pruned": tiles[tiles["status"] != Status.KEPT]}
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.6), dpi=100)
-    for row, (label, part) in enumerate(groups.items()):
-        pick = part.iloc[np.sort(rng.choice(len(part), min(n, len(part)), replace=False))] if len(part) else part
-        for col in range(n):
-            ax = axes[row, col]
-            ax.axis("off")
-            if col >= len(pick):
+# ---- galleries -------------------------------------------------------------------------------
+
+
+class Thumbnails:
+    """Reads tiles' thumbnails (uint8 RGB, ``size``², GDAL overviews when the file has them)
+    with the run's bands and stretch, each source opened once; a source that cannot be reopened
+    (gone, or a URL whose credentials were not stored) gives ``None`` and one warning."""
+
+    def __init__(self, record: RunRecord, size: int = 96) -> None:
+        self.record = record
+        self.size = size
+        self._sources: dict[str, Any] = {}
+
+    def _source(self, path: str):
+        if path not in self._sources:
+            try:
+                self._sources[path] = self.record.source(path)
+            except InputError as exc:
+                log.warning("gallery: %s", exc)
+                self._sources[path] = None
+        return self._sources[path]
+
+    def read(self, tiles: pd.DataFrame) -> list[np.ndarray | None]:
+        """One thumbnail per row of ``tiles`` (in order), ``None`` where unreadable."""
+        out: list[np.ndarray | None] = [None] * len(tiles)
+        for path, part in tiles.reset_index(drop=True).groupby("source", sort=False):
+            opened = self._source(str(path))
+            if opened is None:
                 continue
-            tile = pick.iloc[col]
-            if tile["source"] not in opened:
-                try:
-                    opened[tile["source"]] = record.source(tile["source"])
-                except InputError as exc:  # an input gone, or whose URL credentials were not stored
-                    log.warning("report gallery: %s", exc)
-                    opened[tile["source"]] = None
-            reopened = opened[tile["source"]]
-            if reopened is None:
+            source, scaling = opened
+            windows = [Window(int(t.col_off), int(t.row_off), int(t.width), int(t.height)) for t in part.itertuples()]
+            for k, image in zip(part.index, read_rgb(source, windows, self.size, scaling)):
+                out[k] = image
+        return out
+
+
+def _has_clusters(tiles: pd.DataFrame) -> bool:
+    return "cluster" in tiles and bool((tiles["cluster"] >= 0).any())
+
+
+def gallery_picks(tiles: pd.DataFrame, cluster: int, n: int = 6) -> dict[str, pd.DataFrame]:
+    """A cluster's gallery: its kept tiles and those left out (not selected or duplicate), each
+    the ``n`` nearest to the centroid and the ``n`` farthest (never the same tile twice)."""
+    members = tiles[tiles["cluster"] == cluster]
+    picks: dict[str, pd.DataFrame] = {}
+    for label, statuses in (("kept", [Status.KEPT]), ("left out", [Status.NOT_SELECTED, Status.DUPLICATE])):
+        part = members[members["status"].isin(statuses)].sort_values(["centroid_distance", "tile_id"])
+        nearest = part.head(n)
+        picks[f"{label}, nearest"] = nearest
+        picks[f"{label}, farthest"] = part.iloc[len(nearest):].tail(n)
+    return picks
+
+
+def sampled_picks(tiles: pd.DataFrame, n: int = 12, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """For a run without clusters: up to ``n`` tiles of each status, drawn with ``seed``."""
+    picks = {}
+    for status in Status:
+        part = tiles[tiles["status"] == status]
+        if len(part):
+            picks[str(status)] = part.sample(min(n, len(part)), random_state=seed).sort_values("tile_id")
+    return picks
+
+
+def _caption(tile: pd.Series) -> str:
+    scene = tile.get("scene")
+    scene = "" if scene is None or pd.isna(scene) else f"{scene} · "
+    distance = tile.get("centroid_distance")
+    distance = "" if distance is None or pd.isna(distance) or distance < 0 else f" · d {distance:.3f}"
+    return f"{tile['tile_id']}\n{scene}{tile['entropy']:.2f} bits{distance}"
+
+
+def _plot_rows(rows: list[tuple[str, pd.DataFrame]], record: RunRecord, n: int, size: int, title: str,
+               path: str | os.PathLike | None) -> Figure:
+    images = Thumbnails(record, size)
+    columns = max([n] + [len(part) for _, part in rows])
+    fig = _figure((1.5 * columns + 1.2, 1.75 * max(1, len(rows)) + 0.6), dpi=100)
+    axes = np.atleast_2d(fig.subplots(max(1, len(rows)), columns, squeeze=False))
+    for r, (label, part) in enumerate(rows):
+        thumbs = images.read(part)
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c >= len(part):
+                if c == 0:
+                    ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=8, color="grey",
+                            transform=ax.transAxes)
+                continue
+            tile = part.iloc[c]
+            if thumbs[c] is None:
                 ax.text(0.5, 0.5, "not readable", ha="center", va="center", fontsize=7, transform=ax.transAxes)
-                continue
-            source, scaling = reopened
-            window = Window(int(tile["col_off"]), int(tile["row_off"]), int(tile["width"]), int(tile["height"]))
-            ax.imshow(read_rgb(source, [window], size, scaling)[0])
-            ax.set_title(str(tile["status"]) if label == "pruned" else str(tile.get("scene", "") or "kept"), fontsize=7)
-        axes[row, 0].text(-0.1, 0.5, label, transform=axes[row, 0].transAxes, rotation=90,
-                          va="center", ha="right", fontsize=10)
-    fig.suptitle("Kept (top) and pruned (bottom) tiles")
+            else:
+                ax.imshow(thumbs[c])
+            ax.set_xlabel(_caption(tile), fontsize=5.5)
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _done(fig, path)
+
+
+def plot_cluster_gallery(tiles: pd.DataFrame, record: RunRecord, cluster: int, n: int = 6, size: int = 96,
+                         path: str | os.PathLike | None = None) -> Figure:
+    """One cluster: kept tiles and those left out, nearest and farthest from its centroid
+    (rows), captioned with tile id, scene and entropy."""
+    members = tiles[tiles["cluster"] == cluster]
+    if members.empty:
+        raise InputError(f"cluster {cluster}: no tile is assigned to it")
+    scene = members["scene"].iloc[0]
+    rows = [(label, part) for label, part in gallery_picks(tiles, cluster, n).items()]
+    kept = int((members["status"] == Status.KEPT).sum())
+    return _plot_rows(rows, record, n, size, f"cluster {cluster} ({scene}): {len(members)} tiles, {kept} kept", path)
+
+
+def plot_scene_gallery(tiles: pd.DataFrame, record: RunRecord, scene: str, n: int = 4, size: int = 96,
+                       path: str | os.PathLike | None = None) -> Figure:
+    """Every cluster of one scene, two rows each (kept, left out), the ``n`` nearest tiles to the
+    centroid then the ``n`` farthest."""
+    members = tiles[(tiles["scene"] == scene) & (tiles["cluster"] >= 0)]
+    if members.empty:
+        raise InputError(f"scene {scene!r}: no tile is assigned to it")
+    rows = []
+    for cluster in sorted(members["cluster"].unique()):
+        picks = gallery_picks(tiles, int(cluster), n)
+        rows.append((f"c{cluster} kept", pd.concat([picks["kept, nearest"], picks["kept, farthest"]])))
+        rows.append((f"c{cluster} left out", pd.concat([picks["left out, nearest"], picks["left out, farthest"]])))
+    kept = int((members["status"] == Status.KEPT).sum())
+    return _plot_rows(rows, record, 2 * n, size, f"scene {scene}: {len(members)} tiles, {kept} kept "
+                      "(each row: nearest to the centroid, then farthest)", path)
+
+
+def plot_gallery(tiles: pd.DataFrame, record: RunRecord, n: int = 8, size: int = 128, seed: int = 0,
+                 path: str | os.PathLike | None = None) -> Figure:
+    """Thumbnails of kept tiles (top row) and pruned ones (bottom row), drawn at random with ``seed``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, part in (("kept", tiles[tiles["status"] == Status.KEPT]),
+                        ("pruned", tiles[tiles["status"] != Status.KEPT])):
+        pick = part.iloc[np.sort(rng.choice(len(part), min(n, len(part)), replace=False))] if len(part) else part
+        rows.append((label, pick))
+    return _plot_rows(rows, record, n, size, "Kept (top) and pruned (bottom) tiles", path)
+
+
+@dataclass
+class GalleryPage:
+    """One written gallery page: its title, file and what it shows."""
+
+    title: str
+    path: Path
+    clusters: int
+    tiles: int
+    kept: int
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "scene"
+
+
+def write_galleries(run_file: str | os.PathLike, folder: str | os.PathLike, n: int = 6, size: int = 96,
+                    on_progress: ProgressCallback = no_progress) -> list[GalleryPage]:
+    """HTML gallery pages of a run in ``folder``: one page per scene (each of its clusters: kept
+    and left-out tiles, nearest and farthest from the centroid), or, for a run without stage 2,
+    one page of tiles sampled per status. Thumbnails are JPEG files loaded lazily by the browser,
+    so a page stays light whatever the run's size (at most 4·``n`` tiles per cluster)."""
+    tiles, record = read_run(run_file)
+    out = Path(folder)
+    (out / "thumbs").mkdir(parents=True, exist_ok=True)
+    sections: dict[str, list[tuple[str, dict[str, pd.DataFrame]]]] = {}
+    if _has_clusters(tiles):
+        clustered = tiles[tiles["cluster"] >= 0]
+        for scene, part in clustered.groupby("scene", sort=True):
+            sections[str(scene)] = [
+                (_cluster_heading(clustered, int(c)), gallery_picks(clustered, int(c), n))
+                for c in sorted(part["cluster"].unique())
+            ]
+    else:
+        sections["all tiles"] = [("tiles sampled per status", sampled_picks(tiles, 2 * n, seed=record.seed or 0))]
+    wanted = pd.concat([p for blocks in sections.values() for _, picks in blocks for p in picks.values()])
+    wanted = wanted.drop_duplicates("tile_id")
+    _write_thumbnails(wanted, record, out / "thumbs", size, on_progress)
+    pages = []
+    for title, blocks in sections.items():
+        page = out / f"{_slug(title)}.html"
+        members = tiles[tiles["scene"] == title] if title in set(tiles.get("scene", [])) else tiles
+        body = [f"<h1>{html.escape(title)}</h1>",
+                f"<p>{html.escape(Path(run_file).name)}: "
+                f"{len(members)} tiles, {int((members['status'] == Status.KEPT).sum())} kept. Captions: tile id, "
+                "scene, entropy (bits), cosine distance to the centroid.</p>"]
+        for heading, picks in blocks:
+            body.append(f"<h2>{html.escape(heading)}</h2>")
+            for label, part in picks.items():
+                body.append(f"<div class='row'><div class='label'>{html.escape(label)} ({len(part)})</div>"
+                            + "".join(_figure_html(t) for _, t in part.iterrows()) + "</div>")
+        page.write_text(_page(title, "".join(body)), encoding="utf-8")
+        pages.append(GalleryPage(title, page, len(blocks), len(members), int((members["status"] == Status.KEPT).sum())))
+    return pages
+
+
+def _cluster_heading(tiles: pd.DataFrame, cluster: int) -> str:
+    members = tiles[tiles["cluster"] == cluster]
+    kept = int((members["status"] == Status.KEPT).sum())
+    return f"cluster {cluster} ({members['scene'].iloc[0]}): {len(members)} tiles, {kept} kept"
+
+
+def _write_thumbnails(tiles: pd.DataFrame, record: RunRecord, folder: Path, size: int,
+                      on_progress: ProgressCallback) -> None:
+    from PIL import Image
+
+    reader = Thumbnails(record, size)
+    batch = 64
+    for start in range(0, len(tiles), batch):
+        part = tiles.iloc[start:start + batch]
+        for tile_id, image in zip(part["tile_id"], reader.read(part)):
+            if image is not None:
+                Image.fromarray(image).save(folder / f"{_slug(str(tile_id))}.jpg", quality=85)
+        on_progress("gallery", min(start + batch, len(tiles)), len(tiles))
+
+
+def _figure_html(tile: pd.Series) -> str:
+    name = _slug(str(tile["tile_id"]))
+    scene = tile.get("scene")
+    scene = "" if scene is None or pd.isna(scene) else f"{html.escape(str(scene))} · "
+    distance = tile.get("centroid_distance")
+    distance = "" if distance is None or pd.isna(distance) or distance < 0 else f" · d {distance:.3f}"
+    return (f"<figure title='{html.escape(str(tile['status']))}'><img loading='lazy' src='thumbs/{name}.jpg' "
+            f"alt='not readable'><figcaption>{html.escape(str(tile['tile_id']))}<br>{scene}"
+            f"{tile['entropy']:.2f} bits{distance}</figcaption></figure>")
+
+
+def _page(title: str, body: str) -> str:
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>rsprune gallery: {html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;margin:1em}.row{display:flex;flex-wrap:wrap;align-items:flex-start}"
+            ".label{width:9em;font-size:12px;padding-top:2em}figure{margin:2px;width:110px}"
+            "img{width:96px;height:96px;background:#eee}figcaption{font-size:9px;word-break:break-all}"
+            f"</style></head><body>{body}</body></html>")
 
 
 def make_plots(run_file: str | os.PathLike, folder: str | os.PathLike) -> dict[str, Path]:
-    """All the report's plots as PNG files in ``folder``; returns them by name."""
+    """All the report's plots as PNG files in ``folder``; returns their paths by name."""
     tiles, record = read_run(run_file)
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    plots = {"entropy": plot_entropy_histogram(tiles, out / "entropy.png", record)}
+    plot_entropy_histogram(tiles, record, path=out / "entropy.png")
+    plots = {"entropy": out / "entropy.png"}
     layers = dict(pyogrio.list_layers(run_file))
     if "clusters" in layers:
-        plots["clusters"] = plot_cluster_sizes(pyogrio.read_dataframe(run_file, layer="clusters"), out / "clusters.png")
-        plots["scenes"] = plot_scene_balance(tiles, out / "scenes.png")
+        plot_cluster_sizes(pyogrio.read_dataframe(run_file, layer="clusters"), path=out / "clusters.png")
+        plot_scene_balance(tiles, path=out / "scenes.png")
+        plots.update(clusters=out / "clusters.png", scenes=out / "scenes.png")
     existing = [item["path"] for item in record.inputs if os.path.exists(item["path"])]
-    plots["map"] = plot_map(tiles, existing if tiles.crs is not None else [], out / "map.png",
-                            title="tiles by status", record=record)
-    plots["gallery"] = plot_gallery(tiles, record, out / "gallery.png")
+    plot_map(tiles, existing if tiles.crs is not None else [], out / "map.png", title="tiles by status", record=record)
+    plot_gallery(tiles, record, path=out / "gallery.png")
+    plots.update(map=out / "map.png", gallery=out / "gallery.png")
     return plots
 
 
-def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """A self-contained HTML report (images inlined): counts, plots, parameters, timings and,
-    when the run has it, the baseline comparison."""
-    import tempfile
+def galleries_folder(report: str | os.PathLike) -> Path:
+    """Where :func:`write_report` puts a report's gallery pages: ``<name>_galleries`` beside it."""
+    report = Path(report)
+    return report.with_name(f"{report.stem}_galleries")
 
+
+def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False,
+                 galleries: bool = True, gallery_size: int = 6,
+                 on_progress: ProgressCallback = no_progress) -> Path:
+    """An HTML report: counts, plots (inlined), parameters, timings, the baseline comparison when
+    the run has it and, with ``galleries``, a table linking one gallery page per scene (written to
+    :func:`galleries_folder`; ``gallery_size`` tiles per group). Written atomically."""
     out = Path(path)
     if out.exists() and not overwrite:
-        raise InputError(f"{out}: the file exists; pass `overwrite` to replace it")
+        raise OutputError(f"{out}: the file exists; pass `overwrite` to replace it")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: the folder {out.parent} does not exist")
     tiles, record = read_run(run_file)
     layers = dict(pyogrio.list_layers(run_file))
+    on_progress("report", 0, 1)
     with tempfile.TemporaryDirectory() as tmp:
         plots = make_plots(run_file, tmp)
         images = {name: base64.b64encode(p.read_bytes()).decode() for name, p in plots.items()}
+    on_progress("report", 1, 1)
     counts = tiles["status"].value_counts()
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>rsprune report</title>",
@@ -196,9 +428,22 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
                   "<p>Higher is better, except frechet and junk_kept.</p>",
                   evaluation.to_html(float_format=lambda v: f"{v:.3f}")]
     titles = {"entropy": "Stage 1: entropy", "clusters": "Cluster sizes", "scenes": "Scene balance",
-              "map": "Map", "gallery": "Kept and pruned tiles"}
+              "map": "Map", "gallery": "Kept and pruned tiles (a random draw)"}
     for name, data in images.items():
         parts.append(f"<h2>{titles[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
+    staged: Path | None = None
+    if galleries:
+        final = galleries_folder(out)
+        staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out.parent))
+        pages = write_galleries(run_file, staged, gallery_size, on_progress=on_progress)
+        link = html.escape(final.name)
+        rows = "".join(f"<tr><td style='text-align:left'><a href='{link}/{html.escape(p.path.name)}'>"
+                       f"{html.escape(p.title)}</a></td><td>{p.clusters}</td><td>{p.tiles}</td><td>{p.kept}</td></tr>"
+                       for p in pages)
+        parts += ["<h2>Galleries</h2>",
+                  "<p>One page per scene: for each cluster, the kept tiles and those left out, nearest and "
+                  "farthest from the centroid.</p>",
+                  f"<table><tr><th>page</th><th>clusters</th><th>tiles</th><th>kept</th></tr>{rows}</table>"]
     parts += ["<h2>Parameters</h2>", _dict_table(record.parameters),
               "<h2>Timings (s)</h2>", _dict_table({k: round(v, 3) for k, v in record.timings.items()})]
     if record.stage2:
@@ -207,8 +452,20 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
     parts += ["<h2>Inputs</h2>", inputs.to_html(index=False),
               "<h2>Versions</h2>", _dict_table(record.versions), "</body></html>"]
     partial = out.with_name(f".{out.name}.tmp")
-    partial.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(partial, out)
+    try:
+        partial.write_text("\n".join(parts), encoding="utf-8")
+        if staged is not None:
+            final = galleries_folder(out)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            staged = None
+        os.replace(partial, out)
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        if partial.exists():
+            partial.unlink()
     return out
 
 

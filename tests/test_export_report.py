@@ -99,6 +99,9 @@ def test_report_plots_and_html(demo_run, landsat_run, tmp_path):
     html = write_report(demo_run.output, tmp_path / "report.html")
     text = html.read_text()
     assert text.count("data:image/png;base64,") == 5
+    scenes = sorted(demo_run.tiles.loc[demo_run.tiles["cluster"] >= 0, "scene"].unique())
+    assert [p.name for p in sorted((tmp_path / "report_galleries").glob("*.html"))] == [f"{s}.html" for s in scenes]
+    assert all(f"report_galleries/{s}.html" in text for s in scenes)
     assert "rs-prune" in text and "random" in text and "tile_size" in text
     stage1_only = make_plots(landsat_run.output, tmp_path / "plots1")
     assert set(stage1_only) == {"entropy", "map", "gallery"}

@@ -30,8 +30,9 @@ def test_read_run_round_trip(tmp_path):
 
 def test_plot_map_draws_kept_colour_over_the_raster(tmp_path):
     result = run([shared("rasterio-tests/RGB.byte.tif")], tile_size=128)
-    png = plot_map(result.tiles, [shared("rasterio-tests/RGB.byte.tif")], tmp_path / "map.png")
-    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3).astype(int)
+    figure = plot_map(result.tiles, [shared("rasterio-tests/RGB.byte.tif")], tmp_path / "map.png")
+    assert figure.axes[0].get_title() == "rsprune_geo tiles by status"
+    pixels = np.asarray(Image.open(tmp_path / "map.png").convert("RGB")).reshape(-1, 3).astype(int)
     green = np.array(STATUS_COLORS["kept"])
     assert (np.abs(pixels - green).sum(axis=1) < 30).sum() > 100  # kept outlines drawn
 

@@ -37,8 +37,9 @@ def command(out_dir: str, size: int, regenerate: bool, progress_json: bool) -> N
     config = RunConfig(keep=SUGGESTED_KEEP, prior_bank=(str(bank),), evaluate=True, cache_dir=str(out / "cache"))
     with progress_reporter(progress_json) as on_progress:
         result = run_pipeline([str(mosaic)], out / "demo.gpkg", config, overwrite=True, on_progress=on_progress)
-    map_png = plot_map(result.tiles, [str(mosaic)], out / "demo-map.png",
-                       title="rsprune demo: tiles by status (keep 15%)", record=result.record)
+    map_png = out / "demo-map.png"
+    plot_map(result.tiles, [str(mosaic)], map_png, title="rsprune demo: tiles by status (keep 15%)",
+             record=result.record)
     finish(progress_json, {"output": str(result.output), "mosaic": str(mosaic), "prior_bank": str(bank),
                            "map": str(map_png), "counts": status_counts(result.tiles["status"])},
            f"{result.summary()}\nmosaic:     {mosaic}\nprior bank: {bank}\ngeopackage: {result.output}\n"

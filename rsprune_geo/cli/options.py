@@ -196,7 +196,7 @@ class JsonLogHandler(logging.Handler):
 class TqdmProgress:
     """A progress callback drawing one tqdm bar per stage on stderr (nothing when disabled)."""
 
-    UNITS = {"stage1": "window", "prior_bank": "image", "encoding": "tile", "export": "chip"}
+    UNITS = {"stage1": "window", "prior_bank": "image", "encoding": "tile", "export": "chip", "gallery": "tile"}
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
