@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 QGIS_VENV := .venv-qgis
 QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env qgis-env demo test lint test-python test-qgis plugin options-json bench clean
+.PHONY: env qgis-env demo test lint test-python test-qgis plugin options-json bench notebooks clean
 
 env: $(STAMP)
 
@@ -55,6 +55,11 @@ test-qgis: env qgis-env
 # The plugin's forms read the package's option definitions from options.json.
 options-json: env
 	$(BIN)/rsprune options --json > qgis_plugin/rsprune/options.json
+
+# Execute the notebooks in place so they are committed with their outputs; the training notebook
+# also writes docs/train-kept-vs-random.png for the README (needs ../shared/data/scenes/ucmerced).
+notebooks: env
+	cd notebooks && ../$(BIN)/python execute.py
 
 # The plugin as a zip QGIS installs from (Plugins > Install from ZIP).
 plugin: options-json

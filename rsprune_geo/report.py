@@ -198,14 +198,15 @@ def _caption(tile: pd.Series) -> str:
     scene = "" if scene is None or pd.isna(scene) else f"{scene} · "
     distance = tile.get("centroid_distance")
     distance = "" if distance is None or pd.isna(distance) or distance < 0 else f" · d {distance:.3f}"
-    return f"{tile['tile_id']}\n{scene}{tile['entropy']:.2f} bits{distance}"
+    return f"{tile['tile_id']}\n{scene.removesuffix(' · ')}\n{tile['entropy']:.2f} bits{distance}".replace("\n\n", "\n")
 
 
 def _plot_rows(rows: list[tuple[str, pd.DataFrame]], record: RunRecord, n: int, size: int, title: str,
                path: str | os.PathLike | None) -> Figure:
     images = Thumbnails(record, size)
     columns = max([n] + [len(part) for _, part in rows])
-    fig = _figure((1.5 * columns + 1.2, 1.75 * max(1, len(rows)) + 0.6), dpi=100)
+    cell = size / 100 + 0.3  # inches per thumbnail at 100 dpi: drawn near its own pixel size
+    fig = _figure((cell * columns + 1.0, (cell + 0.45) * max(1, len(rows)) + 0.5), dpi=100)
     axes = np.atleast_2d(fig.subplots(max(1, len(rows)), columns, squeeze=False))
     for r, (label, part) in enumerate(rows):
         thumbs = images.read(part)
