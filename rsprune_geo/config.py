@@ -37,6 +37,12 @@ DEFAULT_ENCODER = "efficientnet-lite0"
 #: Where an encoder's network runs: ``auto`` (onnxruntime on a CPU, int8 where the encoder
 #: allows it and prior-bank images calibrate it; torch on CUDA), or one runtime by name.
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+#: What a per-cell cap counts within: the whole run, each year, or each season of the year
+#: (December–February, March–May, June–August, September–November).
+CELL_PERIODS = ("all", "year", "season")
+#: Whether selection prefers tiles far in space and time from those kept: ``auto`` turns it on
+#: when tiles share ground or span several dates.
+GEO_SPREAD_MODES = ("auto", "on", "off")
 #: The keep ratio a form starts with (the paper's 85% pruning); the API and CLI default to
 #: stage 1's fraction instead.
 SUGGESTED_KEEP = 0.15
@@ -104,6 +110,10 @@ class RunConfig:
     allow_no_crs: bool = option(False, "Accept rasters without a CRS (footprints in pixel coordinates).")
     strict: bool = option(False, "Stop at the first unusable file instead of skipping it.")
     chips: bool = option(False, "Inputs are image chips (PNG/JPEG/TIFF, folders too): one tile per file.")
+    date_pattern: str | None = option(
+        None, "Regular expression finding a raster's acquisition date in its file name (a 'date' group, else "
+              "the first group), e.g. '_(\\d{8})\\.tif$'; default: GDAL metadata (ACQUISITIONDATE, "
+              "TIFFTAG_DATETIME...) or a STAC item NAME.json beside the file.")
     # stage 1
     max_nodata: float = option(0.25, "Tiles with a larger nodata fraction are dropped (status nodata).",
                                low=0, high=1, group="stage 1")
@@ -160,6 +170,16 @@ class RunConfig:
                          low=1, group="selection")
     dedup: float | None = option(None, "Drop near-duplicates: cosine threshold, e.g. 0.97.", low=0, high=1,
                                  low_open=True, group="selection")
+    max_per_cell: int = option(
+        1, "Keep at most this many tiles of one ground cell (the same ground in overlapping rasters: a time series, "
+           "revisits, overlaps) per cell period while the budget allows; 0 = no cap. The budget stays exact.",
+        low=0, group="selection", gui=True, label="Max tiles per location (0 = no cap)")
+    cell_period: str = option("all", "What max-per-cell counts within: the whole run, each year, or each season "
+                              "of the year.", choices=CELL_PERIODS, group="selection")
+    geo_spread: str = option(
+        "auto", "Within each cluster, among its next few tiles by rank, prefer the one whose date and neighbouring "
+                "ground hold the fewest kept tiles. auto: on when tiles share ground or span several dates (else "
+                "the paper's centroid-first order).", choices=GEO_SPREAD_MODES, group="selection")
     cache_dir: str | None = option(None, "Embedding and centroid cache (default ~/.cache/rsprune_geo).",
                                    path="new-folder", group="stage 2")
     device: str | None = option(None, "Torch device for the encoder (default: cuda if present, else cpu).",

@@ -125,6 +125,44 @@ def truth_metrics(kept: np.ndarray, labels: np.ndarray, junk: np.ndarray, n_clas
     }
 
 
+def nearest_kept_distance(centres: np.ndarray) -> float:
+    """Mean distance from each kept tile's centre to the nearest other kept tile's (CRS units),
+    nan for fewer than two."""
+    import faiss
+
+    points = np.asarray(centres, dtype=np.float64)
+    if len(points) < 2:
+        return float("nan")
+    centred = np.ascontiguousarray(points - points.mean(axis=0), dtype=np.float32)
+    index = faiss.IndexFlatL2(centred.shape[1])
+    index.add(centred)
+    distances, _ = index.search(centred, 2)
+    return float(np.sqrt(np.maximum(distances[:, 1], 0)).mean())
+
+
+def geo_metrics(kept: np.ndarray, cells: np.ndarray, dates: np.ndarray | None = None,
+                centres: np.ndarray | None = None) -> dict:
+    """Where and when a selection's kept tiles are: distinct ground cells, the most tiles kept of
+    one cell, the mean nearest-kept-neighbour distance, distinct dates and the largest share of
+    the kept tiles from one date (dates only when some are known)."""
+    kept = np.asarray(kept, dtype=bool)
+    on_ground = kept & (np.asarray(cells, dtype=object).astype(str) != "")
+    counts = pd.Series(np.asarray(cells, dtype=object)[on_ground]).value_counts()
+    row: dict[str, float] = {
+        "cells_kept": int(counts.size),
+        "max_per_cell": int(counts.max()) if counts.size else 0,
+    }
+    if centres is not None:
+        row["nn_distance"] = nearest_kept_distance(np.asarray(centres)[on_ground])
+    if dates is not None:
+        stamps = pd.Series(pd.to_datetime(np.asarray(dates)[kept], errors="coerce")).dropna()
+        if len(stamps):
+            shares = stamps.value_counts(normalize=True)
+            row["dates_kept"] = int(shares.size)
+            row["max_date_share"] = float(shares.max())
+    return row
+
+
 def baseline_selections(
     n: int,
     data: np.ndarray,
@@ -190,8 +228,12 @@ def compare_selections(
     labels: np.ndarray | None = None,
     junk: np.ndarray | None = None,
     seed: int = 0,
+    ground: dict[str, np.ndarray | None] | None = None,
 ) -> pd.DataFrame:
     """One row of metrics per selection.
+
+    With ``ground`` (``cells``, ``dates``, ``centres`` of every tile): where and when the kept
+    tiles are (:func:`geo_metrics`).
 
     With true ``labels``: classes kept, label balance and junk kept by those labels. With
     ``independent`` embeddings (an encoder other than the one that selected): coverage and
@@ -216,6 +258,9 @@ def compare_selections(
         if independent is not None:
             row["coverage"] = coverage(independent[real], independent[kept & real], seed=seed)
             row["frechet"] = frechet_distance(independent[real], independent[kept & real])
+        if ground is not None and ground.get("cells") is not None:
+            assert ground["cells"] is not None
+            row.update(geo_metrics(kept, ground["cells"], ground.get("dates"), ground.get("centres")))
         own = kept & data
         row["scenes_kept (own)"] = int(np.unique(own_scenes[own]).size)
         row["scene_balance (own)"] = label_balance(own_scenes[own], n_scenes)
@@ -223,6 +268,20 @@ def compare_selections(
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
     return table
+
+
+def run_ground(tiles: pd.DataFrame) -> dict[str, np.ndarray | None] | None:
+    """The ``ground`` of :func:`compare_selections` from a tiles table: ground cells, dates (when
+    any is known) and footprint centres; ``None`` for tiles without ground cells."""
+    if "ground_cell" not in tiles or not (tiles["ground_cell"].astype(str) != "").any():
+        return None
+    dates = tiles["date"].to_numpy() if "date" in tiles and tiles["date"].notna().any() else None
+    centres = None
+    if hasattr(tiles, "geometry") and tiles.geometry is not None:
+        import shapely
+
+        centres = shapely.get_coordinates(shapely.centroid(tiles.geometry.values))
+    return {"cells": tiles["ground_cell"].to_numpy(), "dates": dates, "centres": centres}
 
 
 def independent_encoder_name(run_encoder: str, requested: str | None = None) -> str:
@@ -283,6 +342,6 @@ def evaluate_run(tiles, vectors, final_kept, survivors, centroids, options, budg
     independent = independent_embeddings(tiles, sources, scalings, name, bank.paths, sel.seed, options.cache_root,
                                          on_progress, options.runtime)
     table = compare_selections(selections, data, own_scenes, len(set(centroids.labels.tolist())),
-                               independent, labels, junk, sel.seed)
+                               independent, labels, junk, sel.seed, ground=run_ground(tiles))
     table.attrs["independent_encoder"] = name
     return table

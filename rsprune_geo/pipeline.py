@@ -24,8 +24,8 @@ from .pixels import Scaling, has_credentials, redact, run_scaling, source_scalin
 from .priorbank import PriorBank
 from .progress import ProgressCallback, no_progress
 from .schema import RunRecord, Status, status_counts
-from .sources import RasterSource, resolve_crs, scan_sources
-from .tiling import clip_to_aoi, make_tiles, read_aoi, whole_tile
+from .sources import RasterSource, acquisition_date, resolve_crs, scan_sources
+from .tiling import clip_to_aoi, ground_cells, make_tiles, read_aoi, whole_tile
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,12 @@ class RunResult:
                      if st1.get("floor_bits") is not None else "")
             lines.append(f"stage 1: rule {st1['rule']}{floor}; fractions count the {st1['tiles_with_data']} "
                          f"tile(s) with data")
+        ground = self.record.get("ground") or {}
+        if ground.get("cells"):
+            dated = [when for when, _ in (ground.get("dates") or {}).values() if when]
+            spread = f", dates {min(dated)[:10]} to {max(dated)[:10]}" if len(set(dated)) > 1 else ""
+            lines.append(f"ground: {ground['cells']} cell(s) of {ground['cell_size']:.4g} CRS units; "
+                         f"{len(dated)} of {len(ground.get('dates') or {})} raster(s) dated{spread}")
         for warning in self.record.get("warnings") or []:
             lines.append(f"warning: {warning}")
         if self.timings:
@@ -288,6 +294,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     keep_count = None if config.stage1_rule == "bank" else round(stage1_fraction * n_data)
     decisions = apply_information_filter(stats, config.max_nodata, config.entropy_min, keep_count, floor)
     tiles = _assemble(per_source, stats, decisions, crs)
+    ground = add_ground_and_dates(tiles, sources, config.date_pattern)
     timings["stage1_filter"] = time.perf_counter() - t0
     log.info("stage 1 (rule %s%s): %s", config.stage1_rule,
              f", floor {floor.bits:.2f} bits" if floor is not None else "",
@@ -323,6 +330,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
         "plausibility_z": floor.z if floor is not None else None,
     }
     record.stage2 = stage2_record
+    record.ground = ground
     record.skipped = [{key: redact(str(value)) for key, value in item.items()} for item in skipped]
     record.warnings = warnings_
     result = RunResult(tiles=tiles, record=record, timings=timings, clusters=clusters,
@@ -358,6 +366,28 @@ def _assemble(per_source: list[gpd.GeoDataFrame], stats: pd.DataFrame, decisions
     geometry = tiles.geometry
     tiles = pd.concat([tiles.drop(columns="geometry"), body], axis=1)
     return gpd.GeoDataFrame(tiles, geometry=geometry.values, crs=crs)
+
+
+def add_ground_and_dates(tiles: gpd.GeoDataFrame, sources: Sequence[RasterSource],
+                         date_pattern: str | None = None) -> dict[str, Any]:
+    """Give ``tiles`` (in place) their ``ground_cell`` (a cell of one grid common to every
+    raster, :func:`~rsprune_geo.tiling.ground_cells`) and ``date`` (their raster's acquisition
+    date, :func:`~rsprune_geo.sources.acquisition_date`; NaT when unknown). Returns the record
+    of both: the grid's cell size and origin, each input's date and where it was read."""
+    cells, size, origin = ground_cells(tiles.geometry)
+    tiles["ground_cell"] = cells
+    found = {s.path: acquisition_date(s.path, date_pattern) for s in sources}
+    tiles["date"] = pd.to_datetime(tiles["source"].map({p: d for p, (d, _) in found.items()}))
+    dated = sum(1 for d, _ in found.values() if not np.isnat(d))
+    if date_pattern and dated < len(found):
+        log.warning("%d of %d raster(s) have no date (%s matched no file name, and no metadata says it)",
+                    len(found) - dated, len(found), param("date_pattern"))
+    return {
+        "cell_size": None if np.isnan(size) else size,
+        "origin": None if np.isnan(origin[0]) else list(origin),
+        "cells": int(pd.Series(cells).replace("", np.nan).nunique()),
+        "dates": {redact(p): (None if np.isnat(d) else str(d)[:19], how or None) for p, (d, how) in found.items()},
+    }
 
 
 def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], config: RunConfig, crs: CRS | None,

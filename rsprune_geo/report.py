@@ -130,6 +130,54 @@ def plot_scene_balance(tiles: pd.DataFrame, path: str | os.PathLike | None = Non
     return _finish(fig, ax, "Scene balance before and after selection", "share of tiles", path)
 
 
+def plot_dates(tiles: pd.DataFrame, path: str | os.PathLike | None = None) -> Figure:
+    """Tiles per acquisition date: the tiles with data (before) and the kept ones (after)."""
+    dated = tiles[tiles["date"].notna() & (tiles["status"] != Status.NODATA)]
+    days = pd.to_datetime(dated["date"]).dt.strftime("%Y-%m-%d")
+    before = days.value_counts().sort_index()
+    after = days[dated["status"] == Status.KEPT].value_counts().reindex(before.index, fill_value=0)
+    fig = _figure()
+    ax = fig.subplots()
+    x = np.arange(len(before))
+    ax.bar(x - 0.2, before, 0.4, color=_color(Status.NOT_SELECTED), label="tiles with data")
+    ax.bar(x + 0.2, after, 0.4, color=_color(Status.KEPT), label="kept")
+    ax.set_xticks(x)
+    ax.set_xticklabels(before.index, rotation=45, ha="right", fontsize=8)
+    return _finish(fig, ax, "Tiles per acquisition date", "tiles", path)
+
+
+def plot_cells(tiles: pd.DataFrame, path: str | os.PathLike | None = None) -> Figure:
+    """Ground cells by how many tiles they hold: all tiles with data, and the kept ones (a cell
+    kept five times shows as one cell at 5)."""
+    on_ground = tiles[(tiles["ground_cell"].astype(str) != "") & (tiles["status"] != Status.NODATA)]
+    before = on_ground["ground_cell"].value_counts().value_counts().sort_index()
+    after = on_ground.loc[on_ground["status"] == Status.KEPT, "ground_cell"].value_counts().value_counts()
+    counts = before.index.union(after.index)
+    fig = _figure()
+    ax = fig.subplots()
+    x = np.arange(len(counts))
+    ax.bar(x - 0.2, before.reindex(counts, fill_value=0), 0.4, color=_color(Status.NOT_SELECTED),
+           label="tiles with data")
+    ax.bar(x + 0.2, after.reindex(counts, fill_value=0), 0.4, color=_color(Status.KEPT), label="kept")
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(c) for c in counts])
+    ax.set_xlabel("tiles in the same ground cell")
+    return _finish(fig, ax, "The same ground: cells by number of tiles", "ground cells", path)
+
+
+def has_dates(tiles: pd.DataFrame) -> bool:
+    """Whether some tile has an acquisition date."""
+    return "date" in tiles and bool(tiles["date"].notna().any())
+
+
+def has_shared_ground(tiles: pd.DataFrame) -> bool:
+    """Whether some ground cell holds more than one tile (overlapping rasters)."""
+    if "ground_cell" not in tiles:
+        return False
+    cells = tiles["ground_cell"].astype(str)
+    return bool(cells[cells != ""].duplicated().any())
+
+
 # ---- galleries -------------------------------------------------------------------------------
 
 
@@ -382,6 +430,12 @@ def make_plots(run_file: str | os.PathLike, folder: str | os.PathLike) -> dict[s
         plot_cluster_sizes(pyogrio.read_dataframe(run_file, layer="clusters"), path=out / "clusters.png")
         plot_scene_balance(tiles, path=out / "scenes.png")
         plots.update(clusters=out / "clusters.png", scenes=out / "scenes.png")
+    if has_dates(tiles):
+        plot_dates(tiles, path=out / "dates.png")
+        plots["dates"] = out / "dates.png"
+    if has_shared_ground(tiles):
+        plot_cells(tiles, path=out / "cells.png")
+        plots["cells"] = out / "cells.png"
     existing = [item["path"] for item in record.inputs if os.path.exists(item["path"])]
     plot_map(tiles, existing if tiles.crs is not None else [], out / "map.png", title="tiles by status", record=record)
     plot_gallery(tiles, record, path=out / "gallery.png")
@@ -429,7 +483,8 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
                   "<p>Higher is better, except frechet and junk_kept.</p>",
                   evaluation.to_html(float_format=lambda v: f"{v:.3f}")]
     titles = {"entropy": "Stage 1: entropy", "clusters": "Cluster sizes", "scenes": "Scene balance",
-              "map": "Map", "gallery": "Kept and pruned tiles (a random draw)"}
+              "dates": "Acquisition dates", "cells": "The same ground", "map": "Map",
+              "gallery": "Kept and pruned tiles (a random draw)"}
     for name, data in images.items():
         parts.append(f"<h2>{titles[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
     staged: Path | None = None

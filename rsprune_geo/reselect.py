@@ -24,6 +24,9 @@ def reselect(
     spread: int | None = None,
     seed: int | None = None,
     overwrite: bool = False,
+    max_per_cell: int | None = None,
+    cell_period: str | None = None,
+    geo_spread: str | None = None,
 ) -> RunResult:
     """A new selection from the clusters, distances and entropy ranks stored in ``run_file``.
 
@@ -32,9 +35,13 @@ def reselect(
     at or above it is decided by stage 1 alone; under ``bank`` the within-scene cut is taken
     again from the stored scenes and entropies. Near-duplicates found by the run stay duplicates.
     The selection is applied by :func:`~rsprune_geo.selection.apply_selection`, as in a run.
+    ``uniformity``, ``spread``, ``seed``, ``max_per_cell``, ``cell_period`` and ``geo_spread``
+    default to the run's; ``max_per_cell=0`` removes the run's cap.
     """
     if not 0 < keep <= 1:
         raise InputError(f"{param('keep')} {keep}: must be in (0, 1]")
+    if max_per_cell is not None and max_per_cell < 0:
+        raise InputError(f"{param('max_per_cell')} {max_per_cell}: must be at least 0 (0: no cap)")
     target = Path(output) if output else Path(run_file)
     if target.resolve() == Path(run_file).resolve() and not overwrite:
         raise InputError(f"{run_file}: give {param('output')} NEW.gpkg, or {param('overwrite')} to replace the "
@@ -50,6 +57,9 @@ def reselect(
         seed=config.seed if seed is None else seed,
         quota_by=params.get("quota_by", "centroid"),
         dedup=config.dedup,
+        max_per_cell=config.max_per_cell if max_per_cell is None else (max_per_cell or None),
+        cell_period=config.cell_period if cell_period is None else cell_period,
+        geo_spread=config.geo_spread if geo_spread is None else geo_spread,
     )
     status = tiles["status"].to_numpy(dtype=object).copy()
     n_data = int((status != Status.NODATA).sum())
@@ -90,7 +100,9 @@ def reselect(
         tiles["status"], tiles["reason"] = status, reason
         if "cluster_rank" in tiles:
             tiles["cluster_rank"] = -1
-    params.update(keep=keep, uniformity=options.uniformity, spread=options.spread, seed=options.seed)
+    params.update(keep=keep, uniformity=options.uniformity, spread=options.spread, seed=options.seed,
+                  max_per_cell=options.max_per_cell or 0, cell_period=options.cell_period,
+                  geo_spread=options.geo_spread)
     run_id, created = RunRecord.now()
     new_record = record.updated(parameters=params, stage2=stage2, reselected_from=str(run_file), run_id=run_id,
                                 created=created, counts=status_counts(tiles["status"]))

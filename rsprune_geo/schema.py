@@ -91,6 +91,10 @@ TILE_COLUMNS: dict[str, str] = {
     "centroid_distance": "stage 2: cosine distance to the centroid",
     "cluster_rank": "stage 2: order of selection within the cluster (-1 when not ranked)",
     "scene_entropy_rank": "stage 2, bank rule: rank by entropy within the tile's scene (0 = not ranked)",
+    "ground_cell": "the tile's cell in a grid common to all rasters: tiles of overlapping rasters over the same "
+                   "ground share it (empty without a CRS)",
+    "date": "acquisition date of the tile's raster (file name pattern, GDAL metadata or STAC item; empty when "
+            "unknown)",
 }
 
 #: Columns of the ``clusters`` layer.
@@ -135,6 +139,7 @@ class RunRecord:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     reselected_from: str | None = None
+    ground: dict[str, Any] | None = None
 
     @staticmethod
     def now() -> tuple[str, str]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .config import param
+from .config import CELL_PERIODS, GEO_SPREAD_MODES, param
 from .errors import InputError
 from .information import stratified_entropy_cut, within_scene_cut_reasons
 from .schema import Status
@@ -120,13 +121,149 @@ def centroid_first_order(
 
 @dataclass
 class Selection:
-    """The outcome of selection: which tiles are kept, their in-cluster rank and the quotas."""
+    """The outcome of selection: which tiles are kept, their in-cluster rank and the quotas;
+    ``capped`` marks tiles a per-cell cap left out although their cluster's quota reached them."""
 
     kept: np.ndarray
     rank: np.ndarray
     clusters: np.ndarray
     sizes: np.ndarray
     quotas: np.ndarray
+    capped: np.ndarray | None = None
+
+
+def cell_groups(ground_cell: np.ndarray, dates: np.ndarray | None = None, period: str = "all") -> np.ndarray:
+    """The key a per-cell cap counts by: the ground cell, with the year or the season of the
+    year when ``period`` says so (tiles without a date share one ``unknown`` period); ``""``
+    for tiles without a ground cell (never capped)."""
+    cells = np.asarray(ground_cell, dtype=object).astype(str)
+    if period not in CELL_PERIODS:
+        raise InputError(f"{param('cell_period')} {period}: use one of {', '.join(CELL_PERIODS)}")
+    if period == "all" or dates is None:
+        return np.where(cells == "nan", "", cells)
+    stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(dates), errors="coerce"))
+    unknown = np.asarray(stamps.isna())
+    if period == "year":
+        label = np.where(unknown, "unknown", np.nan_to_num(stamps.year.to_numpy(dtype=float)).astype(int).astype(str))
+    else:
+        months = np.nan_to_num(stamps.month.to_numpy(dtype=float)).astype(int)
+        label = np.where(unknown, "unknown", np.array(SEASONS)[(months % 12) // 3])
+    return np.where((cells == "") | (cells == "nan"), "", cells + "|" + label.astype(str))
+
+
+#: Seasons of the year, by the month's ``(month % 12) // 3``.
+SEASONS = ("DJF", "MAM", "JJA", "SON")
+
+
+#: How many of a cluster's next tiles (by rank) ``geo_spread`` chooses among.
+GEO_SPREAD_WINDOW = 8
+
+
+def cell_position(ground_cell: np.ndarray) -> np.ndarray:
+    """(row, col) of ``r{row}-c{col}`` ground-cell ids, (N, 2) int64; -1 for ids without one."""
+    parts = pd.Series(np.asarray(ground_cell, dtype=object).astype(str)).str.extract(r"^r(-?\d+)-c(-?\d+)$")
+    return parts.fillna(-1).astype(np.int64).to_numpy()
+
+
+def geo_picks(rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget: int, seed: int = 0,
+              groups: np.ndarray | None = None, cap: int | None = None, cells: np.ndarray | None = None,
+              dates: np.ndarray | None = None, spread: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Keep ``budget`` tiles knowing where and when they are: ``(kept, capped)`` masks.
+
+    Clusters take turns (a seeded order), each taking its next tile by ``rank`` while under its
+    quota. With ``groups`` (int codes, ``-1`` none) and ``cap``, a tile whose group already holds
+    ``cap`` kept tiles is passed over (``capped``). With ``spread``, a cluster takes, among its
+    next :data:`GEO_SPREAD_WINDOW` eligible tiles, the one whose date (``dates``, int codes, -1
+    unknown) and 3×3 cell neighbourhood (``cells``, (N, 2) row and col) hold the fewest kept
+    tiles, ties by rank. A shortfall (clusters whose tiles share full groups) is filled round by
+    round from any cluster under the cap; only when the cap makes the budget impossible is it
+    raised, one tile per group at a time: the total is always exact and the excess spread.
+    """
+    n = rank.size
+    budget = int(min(budget, n))
+    kept = np.zeros(n, dtype=bool)
+    capped = np.zeros(n, dtype=bool)
+    if n == 0:
+        return kept, capped
+    groups = np.full(n, -1, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    cap_value = n if cap is None else int(cap)
+    in_group = np.zeros(int(groups.max()) + 1 if groups.max() >= 0 else 0, dtype=np.int64)
+    date_codes = np.asarray(dates, dtype=np.int64) if dates is not None else None
+    per_date = np.zeros(int(date_codes.max()) + 2, dtype=np.int64) if date_codes is not None else None
+    positions = np.asarray(cells, dtype=np.int64) if cells is not None else None
+    near: dict[tuple[int, int], int] = {}  # kept tiles in each cell's 3x3 neighbourhood
+
+    def score(i: int) -> int:
+        value = 0
+        if per_date is not None and date_codes is not None and date_codes[i] >= 0:
+            value += int(per_date[date_codes[i]])
+        if positions is not None and positions[i, 0] >= 0:
+            value += near.get((int(positions[i, 0]), int(positions[i, 1])), 0)
+        return value
+
+    def keep(i: int) -> None:
+        kept[i] = True
+        if groups[i] >= 0:
+            in_group[groups[i]] += 1
+        if per_date is not None and date_codes is not None and date_codes[i] >= 0:
+            per_date[date_codes[i]] += 1
+        if positions is not None and positions[i, 0] >= 0:
+            r, c = int(positions[i, 0]), int(positions[i, 1])
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    near[(r + dr, c + dc)] = near.get((r + dr, c + dc), 0) + 1
+
+    turn = np.random.default_rng(seed).permutation(int(inverse.max()) + 1)
+    by_rank = np.lexsort((rank, inverse))
+    starts = np.flatnonzero(np.r_[True, inverse[by_rank][1:] != inverse[by_rank][:-1]])
+    queues: dict[int, deque[int]] = {int(inverse[by_rank[a]]): deque(by_rank[a:b].tolist())
+                                     for a, b in zip(starts, np.r_[starts[1:], n])}
+    taken = np.zeros(quotas.size, dtype=np.int64)
+    total = 0
+    active = [c for c in sorted(queues, key=lambda c: turn[c]) if quotas[c] > 0]
+    while active and total < budget:  # rounds: every cluster under quota takes one tile
+        still = []
+        for c in active:
+            queue = queues[c]
+            window: list[int] = []
+            while queue and len(window) < (GEO_SPREAD_WINDOW if spread else 1):
+                i = queue.popleft()
+                if groups[i] >= 0 and in_group[groups[i]] >= cap_value:
+                    capped[i] = True  # its ground is full: passed over for good in this pass
+                    continue
+                window.append(i)
+            if not window:
+                continue
+            best = min(window, key=lambda i: (score(i), rank[i])) if spread else window[0]
+            queue.extendleft(reversed([i for i in window if i != best]))  # the others stay, in rank order
+            keep(best)
+            taken[c] += 1
+            total += 1
+            if taken[c] < quotas[c] and queue:
+                still.append(c)
+            if total >= budget:
+                break
+        active = still
+    order = np.lexsort((turn[inverse], rank))  # round-robin over every cluster
+    limit = cap_value
+    width = GEO_SPREAD_WINDOW if spread else 1
+    while total < budget:  # the shortfall, under the cap; then the cap raised one tile a round
+        pending = []
+        for i in order.tolist() + [-1]:  # -1 flushes the last pending
+            if i >= 0 and (kept[i] or (groups[i] >= 0 and in_group[groups[i]] >= limit)):
+                continue
+            if i >= 0:
+                pending.append(i)
+            while pending and (len(pending) >= width or i < 0) and total < budget:
+                best = min(pending, key=lambda j: (score(j), rank[j])) if spread else pending[0]
+                pending.remove(best)
+                keep(best)
+                total += 1
+                pending = [j for j in pending if not (groups[j] >= 0 and in_group[groups[j]] >= limit)]
+            if total >= budget:
+                break
+        limit += 1
+    return kept, capped & ~kept
 
 
 def scene_quotas(
@@ -146,6 +283,18 @@ def scene_quotas(
     return quotas
 
 
+def spans_ground_or_time(cells: np.ndarray | None, dates: np.ndarray | None) -> bool:
+    """Whether tiles share a ground cell (overlapping rasters) or come from several dates: when
+    ``geo_spread="auto"`` turns the spread on."""
+    if cells is not None:
+        keys = pd.Series(np.asarray(cells, dtype=object).astype(str))
+        if keys[keys != ""].duplicated().any():
+            return True
+    if dates is not None:
+        return pd.Series(pd.to_datetime(np.asarray(dates), errors="coerce")).dropna().nunique() > 1
+    return False
+
+
 def select_tiles(
     labels: np.ndarray,
     distances: np.ndarray,
@@ -154,13 +303,22 @@ def select_tiles(
     spread_bins: int = 1,
     seed: int = 0,
     cluster_scenes: np.ndarray | None = None,
+    cells: np.ndarray | None = None,
+    dates: np.ndarray | None = None,
+    max_per_cell: int | None = None,
+    cell_period: str = "all",
+    geo_spread: str = "off",
 ) -> Selection:
     """Keep exactly ``min(budget, n)`` tiles: per-cluster quotas, then centroid-first picks.
 
     ``labels`` are cluster ids, ``distances`` each tile's distance to its centroid. With
     ``cluster_scenes`` (the scene of every cluster id, indexed by id) the budget is shared
-    among scenes first (:func:`scene_quotas`). The same inputs and seed always give the same
-    selection.
+    among scenes first (:func:`scene_quotas`). With ``cells`` (each tile's ground cell, ``""``
+    for none) and ``dates`` (datetime64, NaT unknown): at most ``max_per_cell`` tiles of a cell
+    (per ``cell_period``; ``None`` or 0: no cap) are kept while the budget allows, and
+    ``geo_spread`` (``on``; ``auto``: when tiles share a cell or span several dates) prefers
+    tiles whose date and neighbourhood hold fewer kept tiles (:func:`geo_picks`). The same
+    inputs and seed always give the same selection.
     """
     labels = np.asarray(labels)
     if labels.shape != np.shape(distances):
@@ -174,7 +332,26 @@ def select_tiles(
         quotas = scene_quotas(sizes, np.asarray(cluster_scenes)[clusters], budget, uniformity, seed)
     rank = centroid_first_order(inverse, distances, spread_bins, seed)
     kept = rank < quotas[inverse]
-    return Selection(kept=kept, rank=rank, clusters=clusters, sizes=sizes, quotas=quotas)
+    capped = None
+    codes = None
+    if cells is not None and max_per_cell:
+        keys = cell_groups(cells, dates, cell_period)
+        names, codes = np.unique(keys, return_inverse=True)
+        codes = np.where(keys == "", -1, codes)
+        if not np.bincount(codes[codes >= 0], minlength=1).max() > max_per_cell:
+            codes = None  # no cell holds more candidates than the cap: nothing to do
+    if geo_spread not in GEO_SPREAD_MODES:
+        raise InputError(f"{param('geo_spread')} {geo_spread}: use one of {', '.join(GEO_SPREAD_MODES)}")
+    spread = geo_spread == "on" or (geo_spread == "auto" and spans_ground_or_time(cells, dates))
+    if codes is not None or (spread and (cells is not None or dates is not None)):
+        date_codes = None
+        if spread and dates is not None:
+            stamps = pd.to_datetime(np.asarray(dates), errors="coerce")
+            date_codes = np.where(pd.isna(stamps), -1, pd.factorize(stamps)[0])
+        positions = cell_position(cells) if spread and cells is not None else None
+        kept, capped = geo_picks(rank, inverse, quotas, int(kept.sum()), seed, codes,
+                                 max_per_cell if codes is not None else None, positions, date_codes, spread)
+    return Selection(kept=kept, rank=rank, clusters=clusters, sizes=sizes, quotas=quotas, capped=capped)
 
 
 def find_duplicates(
@@ -210,13 +387,17 @@ def find_duplicates(
 
 @dataclass(frozen=True)
 class SelectionOptions:
-    """How stage 2 selects: quota blend, spread, seed, quota sharing, near-duplicate threshold."""
+    """How stage 2 selects: quota blend, spread, seed, quota sharing, near-duplicate threshold,
+    and the cap on kept tiles per ground cell (and period)."""
 
     uniformity: float = 1.0
     spread: int = 1
     seed: int = 0
     quota_by: str = "scene"
     dedup: float | None = None
+    max_per_cell: int | None = 1
+    cell_period: str = "all"
+    geo_spread: str = "auto"
 
 
 @dataclass
@@ -267,7 +448,9 @@ def apply_selection(
     scene (``max(stage1_count, budget)`` pass). Then ``budget`` tiles are kept: every one passed
     when the budget covers them, else per-cluster quotas and centroid-first picks among the
     tiles that are not near-duplicates. ``duplicates``: a mask over the candidates, or a function
-    of the passed candidates' indexes (into ``candidates``) returning their mask.
+    of the passed candidates' indexes (into ``candidates``) returning their mask. With
+    ``options.max_per_cell``, the tiles' ``ground_cell`` (and ``date``, by ``options.cell_period``)
+    columns cap the tiles kept per cell (:func:`cell_groups`).
     """
     n = len(tiles)
     candidates = np.asarray(candidates, dtype=np.int64)
@@ -301,8 +484,12 @@ def apply_selection(
         duplicate = np.asarray(duplicates, dtype=bool)[inner]
     fresh = np.flatnonzero(~duplicate)
     scenes_of = np.asarray(cluster_scenes) if options.quota_by == "scene" and not stage1_decides else None
+    cells = tiles["ground_cell"].to_numpy()[pool[fresh]] if "ground_cell" in tiles else None
+    dates = tiles["date"].to_numpy()[pool[fresh]] if "date" in tiles else None
     chosen = select_tiles(ids[fresh], dist[fresh], min(int(budget), fresh.size), options.uniformity,
-                          options.spread, options.seed, cluster_scenes=scenes_of)
+                          options.spread, options.seed, cluster_scenes=scenes_of, cells=cells, dates=dates,
+                          max_per_cell=options.max_per_cell, cell_period=options.cell_period,
+                          geo_spread=options.geo_spread)
     status[pool] = Status.NOT_SELECTED
     reason[pool] = ""
     status[pool[duplicate]] = Status.DUPLICATE
@@ -312,6 +499,12 @@ def apply_selection(
     not_sel = pool[fresh[~chosen.kept]]
     quota_of = dict(zip(chosen.clusters.tolist(), chosen.quotas.tolist()))
     reason[not_sel] = [f"beyond the quota of cluster {c} ({quota_of[c]})" for c in ids[fresh[~chosen.kept]]]
+    if chosen.capped is not None and chosen.capped.any():
+        assert cells is not None
+        period = "" if options.cell_period == "all" else f" in its {options.cell_period}"
+        reason[pool[fresh[chosen.capped]]] = [
+            f"ground cell {cell} already holds {options.max_per_cell} kept tile(s){period} (max per cell)"
+            for cell in cells[chosen.capped]]
     cluster_rank[pool[fresh]] = chosen.rank
     quotas = np.zeros(k_all, dtype=np.int64)
     quotas[chosen.clusters] = chosen.quotas

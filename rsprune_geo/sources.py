@@ -323,3 +323,67 @@ def _aligned_chunk(tile_size: int, block_shape: tuple[int, int], target: int = 2
             step = tile_size
         out.append(max(step, (target // step) * step))
     return out[0], out[1]
+
+
+#: GDAL metadata items that hold an acquisition date, in the order they are tried.
+DATE_TAGS = ("ACQUISITIONDATE", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "DATATAKE_SENSING_START",
+             "TIFFTAG_DATETIME")
+
+
+def acquisition_date(path: str, pattern: str | None = None) -> tuple[np.datetime64, str]:
+    r"""When the raster at ``path`` was acquired, and where that was read: ``(date, how)``.
+
+    With ``pattern`` (a regular expression with a ``date`` group, else its first group), the file
+    name says it (``_(?P<date>\d{8})\.tif$`` for NAIP's ``…_20090818.tif``). Else GDAL metadata
+    (:data:`DATE_TAGS`, e.g. ``TIFFTAG_DATETIME`` ``2019:07:14 10:30:00``), else a STAC item beside
+    the file (``NAME.json`` or ``NAME.tif.json``, ``properties.datetime``). ``(NaT, "")`` when none
+    says it.
+    """
+    import json
+    import re
+
+    import pandas as pd
+
+    def parse(text: str) -> np.datetime64:
+        text = text.strip()
+        if re.fullmatch(r"\d{4}:\d\d:\d\d( .*)?", text):  # TIFF's "YYYY:MM:DD HH:MM:SS"
+            text = text[:10].replace(":", "-") + text[10:]
+        stamp = pd.to_datetime(text, errors="coerce", utc=True)
+        return np.datetime64("NaT", "ns") if pd.isna(stamp) else np.datetime64(stamp.tz_convert(None), "ns")
+
+    if pattern:
+        try:
+            match = re.search(pattern, os.path.basename(path))
+        except re.error as exc:
+            raise InputError(f"date pattern {pattern!r}: not a regular expression ({exc})") from None
+        if match:
+            text = match.groupdict().get("date") or (match.group(1) if match.groups() else match.group(0))
+            found = parse(text)
+            if not np.isnat(found):
+                return found, "file name"
+    if not path.startswith("/vsi") and "://" not in path:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(path) as src:
+                    tags = {k.upper(): v for k, v in src.tags().items()}
+        except RasterioIOError:
+            tags = {}
+        for name in DATE_TAGS:
+            if name in tags:
+                found = parse(tags[name])
+                if not np.isnat(found):
+                    return found, f"metadata {name}"
+        stem = os.path.splitext(path)[0]
+        for item in (stem + ".json", path + ".json"):
+            if os.path.isfile(item):
+                try:
+                    properties = json.loads(Path(item).read_text()).get("properties", {})
+                except (ValueError, AttributeError):
+                    continue
+                text = properties.get("datetime") or properties.get("start_datetime")
+                if isinstance(text, str):
+                    found = parse(text)
+                    if not np.isnat(found):
+                        return found, "STAC item"
+    return np.datetime64("NaT", "ns"), ""

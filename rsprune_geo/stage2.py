@@ -66,7 +66,7 @@ class Stage2Options:
             k_per_class=config.k_per_class, images_per_centroid=config.images_per_centroid, k=config.k,
             bank_samples=config.bank_samples, clustering=config.clustering,
             selection=SelectionOptions(config.uniformity, config.spread, config.seed, config.quota_by,
-                                       config.dedup),
+                                       config.dedup, config.max_per_cell, config.cell_period, config.geo_spread),
             stage1_rule=config.stage1_rule, cache_dir=config.cache_dir, device=config.device, runtime=config.runtime,
             batch_size=config.batch_size, evaluate=config.evaluate, labels=config.labels,
             label_column=config.label_column, eval_encoder=config.eval_encoder,

@@ -166,3 +166,29 @@ def union_window(tiles: gpd.GeoDataFrame, positions: Sequence[int]) -> Window:
     r1 = int((part.row_off + part.height).max())
     c1 = int((part.col_off + part.width).max())
     return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def ground_cells(footprints: gpd.GeoSeries, cell_size: float | None = None,
+                 origin: tuple[float, float] | None = None) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """The ground cell of every footprint in one grid common to all rasters: ``(ids, size, origin)``.
+
+    Tiles of overlapping rasters that cover the same ground (a time series, revisits,
+    neighbouring scenes' overlap) fall in the same cell, whatever the file. The grid's cells are
+    ``cell_size`` wide (default: the footprints' median side), anchored at ``origin`` (default:
+    the footprints' upper-left corner, so tiles of the first grid sit at cell centres); a tile's
+    cell is the one holding its footprint's centre. Ids read ``r{row}-c{col}`` of that grid;
+    footprints without a CRS get ``""`` (no common ground).
+    """
+    if footprints.crs is None or len(footprints) == 0:
+        return np.full(len(footprints), "", dtype=object), float("nan"), (float("nan"), float("nan"))
+    geoms = footprints.values
+    if cell_size is None:
+        cell_size = float(np.median(np.sqrt(shapely.area(geoms))))
+    if origin is None:
+        left, _, _, top = footprints.total_bounds
+        origin = (float(left), float(top))
+    centres = shapely.get_coordinates(shapely.centroid(geoms))
+    cols = np.floor((centres[:, 0] - origin[0]) / cell_size).astype(np.int64)
+    rows = np.floor((origin[1] - centres[:, 1]) / cell_size).astype(np.int64)
+    ids = np.array([f"r{r}-c{c}" for r, c in zip(rows.tolist(), cols.tolist())], dtype=object)
+    return ids, cell_size, origin

@@ -1,5 +1,6 @@
 """The QGIS plugin in real QGIS: loading, the button, Processing, the task, style, render, cancel."""
 
+import os
 import shutil
 
 import numpy as np
@@ -156,7 +157,8 @@ def test_dialog_and_processing_are_built_from_the_packages_option_definitions(pl
     from rsprune.dialog import PruneDialog
 
     names = [item["name"] for item in options.GUI_OPTIONS]
-    assert {"tile_size", "stride", "keep", "stage1_keep", "entropy_min", "encoder", "prior_bank"} <= set(names)
+    assert {"tile_size", "stride", "keep", "stage1_keep", "entropy_min", "encoder", "max_per_cell",
+            "prior_bank"} <= set(names)
     dialog = PruneDialog([str(RGB_BYTE)])
     keep = options.option("keep")
     assert dialog.keep.toolTip() == keep["help"] and dialog.keep.value() == keep["suggested"]
@@ -166,5 +168,32 @@ def test_dialog_and_processing_are_built_from_the_packages_option_definitions(pl
     algorithm = QgsApplication.processingRegistry().algorithmById("rsprune:prune")
     defined = {p.name() for p in algorithm.parameterDefinitions()}
     assert {name.upper() for name in names} <= defined
+    cap = algorithm.parameterDefinition("MAX_PER_CELL")  # the per-location cap (#16)
+    assert cap.defaultValue() == 1 and cap.minimum() == 0
+    assert dialog.params().max_per_cell == 1
     tile = algorithm.parameterDefinition("TILE_SIZE")
     assert tile.defaultValue() == 256 and tile.minimum() == 8 and tile.help() == options.option("tile_size")["help"]
+
+
+def test_a_dated_run_is_a_temporal_layer(plugin, qgis_new_project, tmp_path):
+    """Tiles with acquisition dates (two NAIP dates, found in the file names) animate in the
+    temporal controller; an undated run's layer is not temporal."""
+    import subprocess
+
+    from conftest import SHARED
+    from rsprune.task import add_result_layer
+
+    naip = sorted((SHARED / "geotiff" / "opengeos-data" / "naip").glob("*.tif"))[:2]
+    assert len(naip) == 2, "real test data missing: the NAIP stack"
+    runs = {}
+    for name, extra in (("dated", ["--date-pattern", r"_(\d{8})\.tif$"]), ("undated", [])):
+        out = tmp_path / f"{name}.gpkg"
+        subprocess.run([os.environ["RSPRUNE_CLI"], "run", *map(str, naip), "-o", str(out), "--tile-size", "256",
+                        "--keep", "0.5", *extra], check=True, capture_output=True)
+        runs[name] = add_result_layer(str(out))
+    dated = runs["dated"]
+    properties = dated.temporalProperties()
+    assert properties.isActive() and properties.startField() == "date"
+    years = {f["date"].date().year() for f in dated.getFeatures()}
+    assert years == {2009, 2010}
+    assert not runs["undated"].temporalProperties().isActive()

@@ -39,6 +39,7 @@ class PruneParams:
     stage1_keep: float | None = options.form_default("stage1_keep")  # None: rsprune's default for the rule
     entropy_min: float | None = options.form_default("entropy_min")
     encoder: str = options.form_default("encoder")
+    max_per_cell: int | None = options.form_default("max_per_cell")  # kept tiles per ground cell (0: no cap)
     prior_banks: list[str] = field(default_factory=list)
     overwrite: bool = True
 
@@ -46,7 +47,7 @@ class PruneParams:
         """The run parameters by their names in rsprune (``None``: rsprune's own default)."""
         return {"tile_size": self.tile_size, "stride": self.stride or None, "keep": self.keep,
                 "stage1_keep": self.stage1_keep, "entropy_min": self.entropy_min, "encoder": self.encoder,
-                "prior_bank": list(self.prior_banks)}
+                "max_per_cell": self.max_per_cell, "prior_bank": list(self.prior_banks)}
 
     def validate(self) -> None:
         if not self.rasters:

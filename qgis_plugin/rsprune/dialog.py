@@ -108,7 +108,7 @@ class PruneDialog(QDialog):
             rasters=self.rasters, output=self.output.text().strip(), tile_size=self.value("tile_size"),
             stride=self.value("stride"), keep=self.value("keep"), stage1_keep=self.value("stage1_keep"),
             entropy_min=self.value("entropy_min"), encoder=self.value("encoder"),
-            prior_banks=[bank] if bank else [],
+            max_per_cell=self.value("max_per_cell"), prior_banks=[bank] if bank else [],
         )
 
     def accept(self) -> None:

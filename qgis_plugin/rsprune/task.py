@@ -15,6 +15,7 @@ def add_result_layer(output: str, above=None) -> QgsVectorLayer:
     if not layer.isValid():
         raise backend.BackendError(f"{output}: the tiles layer cannot be opened")
     layer.loadDefaultStyle()
+    make_temporal(layer)
     project = QgsProject.instance()
     project.addMapLayer(layer, False)
     root = project.layerTreeRoot()
@@ -25,6 +26,25 @@ def add_result_layer(output: str, above=None) -> QgsVectorLayer:
             index = root.children().index(node)
     root.insertLayer(index, layer)
     return layer
+
+
+def make_temporal(layer: QgsVectorLayer, field: str = "date") -> bool:
+    """When the tiles have acquisition dates, let QGIS's temporal controller animate them: each
+    tile shown at its ``date``. Returns whether the layer was made temporal."""
+    index = layer.fields().indexOf(field)
+    latest = layer.maximumValue(index) if index >= 0 else None
+    if latest is None or (hasattr(latest, "isNull") and latest.isNull()):  # no tile has a date
+        return False
+    properties = layer.temporalProperties()
+    mode = getattr(getattr(Qgis, "VectorTemporalMode", None), "FeatureDateTimeInstantFromField", None)
+    if mode is None:  # QGIS before the scoped enums
+        from qgis.core import QgsVectorLayerTemporalProperties
+
+        mode = QgsVectorLayerTemporalProperties.ModeFeatureDateTimeInstantFromField
+    properties.setMode(mode)
+    properties.setStartField(field)
+    properties.setIsActive(True)
+    return True
 
 
 class PruneTask(QgsTask):

@@ -1,0 +1,234 @@
+"""Geo-aware diversity: tiles know their ground and date; the selection caps tiles per ground cell
+and spreads over space and time with an exact budget; the evaluation and report show it. On the
+shared NAIP stack (one quarter-quad at several dates) and single-date mosaics."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rsprune_geo as rg
+from rsprune_geo.errors import InputError
+from rsprune_geo.evaluation import geo_metrics, nearest_kept_distance
+from rsprune_geo.reselect import reselect
+from rsprune_geo.selection import cell_groups, geo_picks, select_tiles, spans_ground_or_time
+from rsprune_geo.sources import acquisition_date
+from rsprune_geo.tiling import ground_cells
+
+from .conftest import GEOTIFF, UCMERCED, shared
+
+NAIP_DIR = GEOTIFF / "opengeos-data" / "naip"
+NAIP_DATES = r"_(\d{8})\.tif$"
+
+
+@pytest.fixture(scope="module")
+def small_bank(tmp_path_factory):
+    bank = tmp_path_factory.mktemp("geo-bank")
+    for cls in ("agricultural", "forest", "river", "sparseresidential", "freeway", "golfcourse"):
+        (bank / cls).mkdir()
+        for f in sorted((UCMERCED / cls).iterdir())[:6]:
+            os.symlink(f, bank / cls / f.name)
+    return bank
+
+
+@pytest.fixture(scope="module")
+def stack(small_bank, tmp_path_factory):
+    """Four NAIP acquisitions (2009, 2010, 2012, 2014), 128-px tiles (35 cells), keep 0.3 (42 of
+    140 tiles: more than the cells), one run per setting sharing a cache."""
+    files = sorted(NAIP_DIR.glob("*.tif"))[:4]
+    assert len(files) == 4, f"real test data missing: {NAIP_DIR}"
+    cache = tmp_path_factory.mktemp("geo-cache")
+
+    def run(output=None, **params):
+        return rg.run([str(f) for f in files], output, tile_size=128, keep=0.3, prior_bank=(str(small_bank),),
+                      encoder="rcf-empirical", cache_dir=str(cache), date_pattern=NAIP_DATES, **params)
+
+    out = cache / "default.gpkg"
+    return {"default": run(out), "before": run(max_per_cell=0, geo_spread="off"), "run": run, "gpkg": out,
+            "files": files}
+
+
+# ---- where and when ---------------------------------------------------------------------------
+
+
+def test_acquisition_date_from_the_name_metadata_or_a_stac_item(make_raster, tmp_path):
+    naip = str(sorted(NAIP_DIR.glob("*.tif"))[0])
+    date, how = acquisition_date(naip, NAIP_DATES)
+    assert str(date)[:10] == "2009-08-18" and how == "file name"
+    assert np.isnat(acquisition_date(naip)[0])  # NAIP's files carry no date tag
+    tagged = make_raster(np.ones((1, 8, 8), np.uint8), name="tagged.tif")
+    import rasterio
+
+    with rasterio.open(tagged, "r+") as dst:
+        dst.update_tags(TIFFTAG_DATETIME="2019:07:14 10:30:00")
+    date, how = acquisition_date(tagged)
+    assert str(date)[:19] == "2019-07-14T10:30:00" and how == "metadata TIFFTAG_DATETIME"
+    plain = make_raster(np.ones((1, 8, 8), np.uint8), name="scene.tif")
+    (tmp_path / "scene.json").write_text(json.dumps({"type": "Feature", "properties": {
+        "datetime": "2021-03-02T09:00:00Z"}}))
+    date, how = acquisition_date(plain)
+    assert str(date)[:10] == "2021-03-02" and how == "STAC item"
+    with pytest.raises(InputError, match="regular expression"):
+        acquisition_date(plain, "(unclosed")
+
+
+def test_ground_cells_are_shared_by_the_same_ground_across_files():
+    sources = rg.open_sources([str(f) for f in sorted(NAIP_DIR.glob("*.tif"))[:2]])
+    tiles = pd.concat([rg.make_tiles(s, 128) for s in sources], ignore_index=True)
+    import geopandas as gpd
+
+    cells, size, origin = ground_cells(gpd.GeoSeries(tiles.geometry, crs=sources[0].crs))
+    assert size == 640.0 and origin[0] == 485900.0
+    first, second = cells[: len(tiles) // 2], cells[len(tiles) // 2:]
+    assert len(set(first)) == len(first) == 35  # within one file, every tile its own cell
+    assert list(first) == list(second)  # 2009 and 2010 (2 m apart) share their ground
+    no_crs, _, _ = ground_cells(gpd.GeoSeries(list(tiles.geometry)))  # pixel footprints, no CRS
+    assert set(no_crs) == {""}
+
+
+def test_cell_groups_by_period():
+    cells = np.array(["r0-c0", "r0-c0", "r0-c0", ""], dtype=object)
+    dates = np.array(["2019-07-01", "2019-12-24", "2020-07-01", "2020-01-01"], dtype="datetime64[ns]")
+    assert list(cell_groups(cells, dates, "all")) == ["r0-c0", "r0-c0", "r0-c0", ""]
+    assert list(cell_groups(cells, dates, "year")) == ["r0-c0|2019", "r0-c0|2019", "r0-c0|2020", ""]
+    assert list(cell_groups(cells, dates, "season")) == ["r0-c0|JJA", "r0-c0|DJF", "r0-c0|JJA", ""]
+    undated = np.array(["NaT"] * 4, dtype="datetime64[ns]")
+    assert list(cell_groups(cells, undated, "season"))[0] == "r0-c0|unknown"
+    with pytest.raises(InputError, match="cell_period"):
+        cell_groups(cells, dates, "decade")
+
+
+# ---- selection --------------------------------------------------------------------------------
+
+
+def _stack_of(n_cells: int, n_dates: int, seed: int = 0):
+    """n_cells ground cells seen at n_dates dates; two clusters; random distances."""
+    rng = np.random.default_rng(seed)
+    cells = np.array([f"r0-c{c}" for _ in range(n_dates) for c in range(n_cells)], dtype=object)
+    dates = np.repeat(np.datetime64("2010-01-01") + np.arange(n_dates) * np.timedelta64(40, "D"), n_cells)
+    labels = rng.integers(0, 2, cells.size)
+    return labels, rng.random(cells.size), cells, dates.astype("datetime64[ns]")
+
+
+@pytest.mark.parametrize("budget", [5, 12, 20, 37, 60])
+def test_the_cap_keeps_the_budget_exact_and_spreads_any_excess(budget):
+    labels, distances, cells, dates = _stack_of(12, 5)
+    for spread in ("off", "on"):
+        chosen = select_tiles(labels, distances, budget, cells=cells, dates=dates, max_per_cell=1, geo_spread=spread)
+        assert chosen.kept.sum() == budget
+        per_cell = pd.Series(cells[chosen.kept]).value_counts()
+        assert per_cell.max() == int(np.ceil(budget / 12))  # at most one per cell while the cells allow
+        again = select_tiles(labels, distances, budget, cells=cells, dates=dates, max_per_cell=1, geo_spread=spread)
+        assert np.array_equal(chosen.kept, again.kept)  # reproducible
+
+
+def test_without_shared_ground_the_cap_and_auto_spread_change_nothing():
+    rng = np.random.default_rng(3)
+    labels, distances = rng.integers(0, 4, 200), rng.random(200)
+    cells = np.array([f"r{i // 20}-c{i % 20}" for i in range(200)], dtype=object)
+    plain = select_tiles(labels, distances, 30)
+    capped = select_tiles(labels, distances, 30, cells=cells, max_per_cell=1, geo_spread="auto")
+    assert np.array_equal(plain.kept, capped.kept) and capped.capped is None
+    assert not spans_ground_or_time(cells, None)
+    assert spans_ground_or_time(np.array(["a", "a"], dtype=object), None)
+
+
+def test_geo_spread_prefers_dates_with_fewer_kept_tiles():
+    labels, distances, cells, dates = _stack_of(30, 6, seed=1)
+    distances = distances + (dates == dates.min()) * -1.0  # the first date is nearest every centroid
+    off = select_tiles(labels, distances, 24, cells=cells, dates=dates, max_per_cell=0, geo_spread="off")
+    on = select_tiles(labels, distances, 24, cells=cells, dates=dates, max_per_cell=0, geo_spread="on")
+    share = lambda kept: pd.Series(dates[kept]).value_counts(normalize=True).max()  # noqa: E731
+    assert share(off.kept) == 1.0 and share(on.kept) < 0.8  # within a window of the next 8 by rank
+    assert pd.Series(dates[on.kept]).nunique() > 1
+    assert on.kept.sum() == off.kept.sum() == 24
+
+
+def test_geo_picks_reports_tiles_the_cap_passed_over():
+    rank = np.array([0, 1, 0, 1])
+    inverse = np.array([0, 0, 1, 1])
+    groups = np.array([0, 1, 0, 2])  # both clusters' first tiles stand on ground 0
+    kept, capped = geo_picks(rank, inverse, np.array([1, 1]), 2, seed=0, groups=groups, cap=1)
+    assert kept.sum() == 2 and capped.sum() == 1 and groups[kept].tolist().count(0) == 1
+
+
+# ---- runs on the NAIP stack --------------------------------------------------------------------
+
+
+def test_tiles_carry_ground_cell_and_date_into_the_geopackage(stack):
+    tiles, record = rg.read_run(stack["gpkg"])
+    assert {"ground_cell", "date"} <= set(tiles.columns)
+    assert tiles["ground_cell"].nunique() == 35
+    assert sorted(tiles["date"].dt.year.unique()) == [2009, 2010, 2012, 2014]
+    assert record.ground["cell_size"] == 640.0 and record.ground["cells"] == 35
+    assert {how for _, how in record.ground["dates"].values()} == {"file name"}
+    assert "ground: 35 cell(s)" in stack["default"].summary()
+
+
+def test_the_default_keeps_one_tile_per_ground_cell_and_spreads_dates(stack):
+    before, after = stack["before"].kept, stack["default"].kept
+    assert len(before) == len(after) == 42
+    assert before["ground_cell"].value_counts().max() > 2  # the same field kept at several dates
+    assert after["ground_cell"].nunique() == 35 and after["ground_cell"].value_counts().max() == 2
+    share = lambda kept: kept["date"].value_counts(normalize=True).max()  # noqa: E731
+    assert share(after) <= share(before)
+    assert after["scene"].nunique() >= before["scene"].nunique() - 1
+    reasons = stack["default"].tiles["reason"]
+    assert reasons.str.contains("already holds 1 kept tile").any()
+
+
+def test_reselect_applies_changes_and_removes_the_cap(stack, tmp_path):
+    removed = reselect(stack["gpkg"], tmp_path / "nocap.gpkg", keep=0.3, max_per_cell=0, geo_spread="off")
+    kept = removed.tiles[removed.tiles["status"] == "kept"]
+    assert sorted(kept["tile_id"]) == sorted(stack["before"].kept["tile_id"])  # as the run without a cap
+    again = reselect(stack["gpkg"], tmp_path / "same.gpkg", keep=0.3)
+    assert sorted(again.tiles.loc[again.tiles["status"] == "kept", "tile_id"]) == sorted(
+        stack["default"].kept["tile_id"])
+    seasonal = reselect(stack["gpkg"], tmp_path / "season.gpkg", keep=0.3, cell_period="season")
+    assert seasonal.record.parameters["cell_period"] == "season"
+
+
+def test_evaluation_and_report_show_where_and_when(stack, tmp_path):
+    evaluated = stack["run"](tmp_path / "evaluated.gpkg", evaluate=True)
+    table = evaluated.evaluation
+    assert {"cells_kept", "max_per_cell", "nn_distance", "dates_kept", "max_date_share"} <= set(table.columns)
+    assert table.loc["rs-prune", "cells_kept"] == 35 and table.loc["rs-prune", "max_per_cell"] == 2
+    assert table.loc["rs-prune", "nn_distance"] > table.loc["random", "nn_distance"] * 0.9
+    from rsprune_geo.report import make_plots
+
+    plots = make_plots(tmp_path / "evaluated.gpkg", tmp_path / "plots")
+    assert {"dates", "cells"} <= set(plots) and all(p.stat().st_size > 5000 for p in plots.values())
+
+
+def test_geo_metrics_by_hand():
+    kept = np.array([True, True, True, False])
+    cells = np.array(["a", "a", "b", "c"], dtype=object)
+    dates = np.array(["2020-01-01", "2020-01-01", "2021-01-01", "NaT"], dtype="datetime64[ns]")
+    centres = np.array([[0, 0], [0, 3], [4, 0], [100, 100]], dtype=float)
+    row = geo_metrics(kept, cells, dates, centres)
+    assert row == {"cells_kept": 2, "max_per_cell": 2, "nn_distance": pytest.approx((3 + 3 + 4) / 3),
+                   "dates_kept": 2, "max_date_share": pytest.approx(2 / 3)}
+    assert np.isnan(nearest_kept_distance(centres[:1]))
+
+
+def test_a_single_date_mosaic_is_selected_as_before(small_bank, tmp_path):
+    raster = shared("rasterio-tests/RGB.byte.tif")
+    common = dict(tile_size=64, keep=0.2, prior_bank=(str(small_bank),), encoder="rcf-empirical",
+                  cache_dir=str(tmp_path / "cache"))
+    default = rg.run([raster], **common)
+    before = rg.run([raster], max_per_cell=0, geo_spread="off", **common)
+    assert default.tiles["status"].tolist() == before.tiles["status"].tolist()
+    assert default.tiles["date"].isna().all()
+
+
+def test_date_pattern_that_matches_nothing_warns(small_bank, tmp_path, caplog):
+    copy = tmp_path / "naip.tif"
+    shutil.copy(sorted(NAIP_DIR.glob("*.tif"))[0], copy)
+    result = rg.run([str(copy)], tile_size=256, date_pattern=NAIP_DATES)
+    assert result.tiles["date"].isna().all()
+    assert "1 of 1 raster(s) have no date" in caplog.text
