@@ -100,10 +100,10 @@ class RunConfig:
     stride: int | None = option(None, "Stride in pixels (default: the tile size; smaller overlaps).", low=1,
                                 gui=True, label="Stride (px)", auto="= tile size")
     edge: str = option("drop", "Partial tiles at the raster's edge: drop them, or pad with nodata.",
-                       choices=EDGE_MODES)
+                       choices=EDGE_MODES, gui=True, label="Edge tiles")
     bands: tuple[int, ...] | None = option(
         None, "1-based bands read as RGB (e.g. 4,3,2) or one grey band; default: the RGB colour bands, "
-              "else the first three.")
+              "else the first three.", gui=True, label="Bands as RGB (e.g. 4,3,2)", auto="the colour bands")
     aoi: str | None = option(None, "Area of interest (any vector file); only tiles touching it are kept.",
                              path="file")
     out_crs: str | None = option(None, "CRS of the footprints (default: the inputs' common CRS, else EPSG:4326).")
@@ -116,14 +116,15 @@ class RunConfig:
               "TIFFTAG_DATETIME...) or a STAC item NAME.json beside the file.")
     # stage 1
     max_nodata: float = option(0.25, "Tiles with a larger nodata fraction are dropped (status nodata).",
-                               low=0, high=1, group="stage 1")
+                               low=0, high=1, group="stage 1", gui=True, label="Max nodata fraction")
     entropy_min: float | None = option(None, "Absolute entropy threshold in bits (0-8); lower tiles are "
                                        "low_information.", low=0, high=8, group="stage 1", gui=True,
                                        label="Minimum entropy (bits)", auto="none")
     stage1: str | None = option(
         None, "Stage-1 rule. bank (default with a prior bank): drop tiles below the entropy of every prior-bank "
               "scene, cut within each tile's nearest scene; paper (default without): the paper's global top "
-              "stage-1 keep by entropy (D_H↑30%).", choices=STAGE1_RULES, group="stage 1")
+              "stage-1 keep by entropy (D_H↑30%).", choices=STAGE1_RULES, group="stage 1", gui=True,
+        label="Stage-1 rule", auto="bank with a prior bank, else paper")
     plausibility_z: float = option(DEFAULT_PLAUSIBILITY_Z, "bank rule: a scene's entropy floor is its median "
                                    "minus z robust deviations.", low=0, high=20, group="stage 1")
     stage1_keep: float | None = option(

@@ -1,5 +1,6 @@
 """The QGIS plugin in real QGIS: loading, the button, Processing, the task, style, render, cancel."""
 
+import json
 import os
 import shutil
 
@@ -197,3 +198,139 @@ def test_a_dated_run_is_a_temporal_layer(plugin, qgis_new_project, tmp_path):
     years = {f["date"].date().year() for f in dated.getFeatures()}
     assert years == {2009, 2010}
     assert not runs["undated"].temporalProperties().isActive()
+
+
+def test_processing_chain_prune_aoi_reselect_export_report(plugin, raster_layer, tmp_path):
+    """The algorithms chain as a model would: prune (area of interest, bands, stage-1 rule) writes a
+    vector destination, re-select, export and report take its layer."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsRectangle
+
+    texts = []
+
+    class Recording(QgsProcessingFeedback):
+        def setProgressText(self, text):  # noqa: N802
+            texts.append(text)
+            super().setProgressText(text)
+
+    context, feedback = QgsProcessingContext(), Recording()
+    extent = raster_layer.extent()
+    half = QgsRectangle(extent.xMinimum(), extent.yMinimum(), extent.center().x(), extent.yMaximum())
+    pruned = processing.run("rsprune:prune", {
+        "INPUT": [raster_layer], "TILE_SIZE": 128, "KEEP": 0.3, "ENCODER": 0, "BANDS": "3,2,1",
+        "STAGE1": 2, "MAX_NODATA": 0.5, "EXTENT": f"{half.xMinimum()},{half.xMaximum()},{half.yMinimum()},"
+        f"{half.yMaximum()} [{raster_layer.crs().authid()}]", "OUTPUT": str(tmp_path / "pruned.gpkg")},
+        context=context, feedback=feedback)
+    layer = QgsVectorLayer(f"{pruned['OUTPUT']}|layername=tiles", "tiles", "ogr")
+    assert layer.isValid() and 0 < layer.featureCount() < 30  # only tiles touching the left half
+    assert "stage 1: reading and scoring" in texts  # feedback names the stages
+    import sqlite3
+
+    with sqlite3.connect(pruned["OUTPUT"]) as db:
+        parameters = json.loads(db.execute("select parameters from runs").fetchone()[0])
+    assert parameters["bands"] == [3, 2, 1] and parameters["stage1"] == "paper" and parameters["max_nodata"] == 0.5
+    reselected = processing.run("rsprune:reselect", {"RUN": layer, "KEEP": 0.6,
+                                                     "OUTPUT": str(tmp_path / "reselected.gpkg")})
+    again = QgsVectorLayer(f"{reselected['OUTPUT']}|layername=tiles", "tiles", "ogr")
+    kept = [f for f in again.getFeatures() if f["status"] == "kept"]
+    assert again.featureCount() == layer.featureCount() and len(kept) > 0
+    chips = processing.run("rsprune:export_chips", {"RUN": again, "FORMAT": 1, "LAYOUT": 0,
+                                                    "FOLDER": str(tmp_path / "chips")})
+    assert chips["CHIPS"] == len(kept) and len(list((tmp_path / "chips").glob("*.png"))) == len(kept)
+    report = processing.run("rsprune:report", {"RUN": again, "OUTPUT": str(tmp_path / "report.html")})
+    assert report["HTML"] == str(tmp_path / "report.html") and (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_a_model_chains_prune_then_reselect(plugin, raster_layer, tmp_path):
+    """In the graphical modeler: prune's output feeds re-select's run input."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterMultipleLayers,
+    )
+
+    model = QgsProcessingModelAlgorithm("prune then reselect", "rsprune")
+    model.addModelParameter(QgsProcessingParameterMultipleLayers("rasters", "rasters", 3),
+                            QgsProcessingModelParameter("rasters"))
+    prune = QgsProcessingModelChildAlgorithm("rsprune:prune")
+    prune.setChildId("prune")
+    prune.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("rasters")])
+    prune.addParameterSources("TILE_SIZE", [QgsProcessingModelChildParameterSource.fromStaticValue(128)])
+    prune.addParameterSources("KEEP", [QgsProcessingModelChildParameterSource.fromStaticValue(0.3)])
+    prune.addParameterSources("OUTPUT", [QgsProcessingModelChildParameterSource.fromStaticValue(
+        str(tmp_path / "model-pruned.gpkg"))])
+    model.addChildAlgorithm(prune)
+    reselect = QgsProcessingModelChildAlgorithm("rsprune:reselect")
+    reselect.setChildId("reselect")
+    reselect.addParameterSources("RUN", [QgsProcessingModelChildParameterSource.fromChildOutput("prune", "OUTPUT")])
+    reselect.addParameterSources("KEEP", [QgsProcessingModelChildParameterSource.fromStaticValue(0.5)])
+    output = QgsProcessingModelOutput("reselected", "re-selected tiles")
+    output.setChildId("reselect")
+    output.setChildOutputName("OUTPUT")
+    reselect.setModelOutputs({"reselected": output})
+    model.addChildAlgorithm(reselect)
+    result = processing.run(model, {"rasters": [raster_layer], "reselect:reselected": str(tmp_path / "chained.gpkg")})
+    chained = QgsVectorLayer(f"{tmp_path / 'chained.gpkg'}|layername=tiles", "tiles", "ogr")
+    assert result and chained.isValid() and chained.featureCount() == 30
+    assert sum(f["status"] == "kept" for f in chained.getFeatures()) == 10  # 0.5 of the 19 tiles with data
+
+
+def test_stage_2_with_the_uc_merced_bank_progress_and_cancel_during_encoding(plugin, tmp_path):
+    """A stage-2 run in QGIS: progress rises to 100; a second run canceled while encoding stops
+    within about a second and leaves no file."""
+    import time
+
+    from conftest import SHARED
+    from qgis.PyQt.QtCore import QCoreApplication
+    from rsprune.backend import PruneParams
+
+    bank = SHARED / "scenes" / "ucmerced"
+    naip = sorted((SHARED / "geotiff" / "opengeos-data" / "naip").glob("*.tif"))
+    done = tmp_path / "stage2.gpkg"
+    task = plugin.start(PruneParams(rasters=[str(p) for p in naip[:2]], output=str(done), tile_size=128,
+                                    keep=0.15, encoder="rcf-empirical", prior_banks=[str(bank)]),
+                        use_in_process=False)
+    values = []
+    task.progressChanged.connect(values.append)
+    outcome = wait_for(plugin)
+    assert outcome["ok"], outcome["error"]
+    assert values and values == sorted(values) and values[-1] == 100
+    assert outcome["event"]["counts"]["kept"] == 10
+    stopped = tmp_path / "canceled.gpkg"
+    task = plugin.start(PruneParams(rasters=[str(p) for p in naip], output=str(stopped), tile_size=32, keep=0.15,
+                                    encoder="efficientnet-lite0", prior_banks=[str(bank)]), use_in_process=False)
+    while task.progress() < 46 and plugin.outcome is None:  # into the encoding stage (45-90%)
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    assert plugin.outcome is None, "the run ended before it could be canceled"
+    start = time.perf_counter()
+    task.cancel()
+    outcome = wait_for(plugin)
+    assert time.perf_counter() - start < 3.0
+    assert not outcome["ok"] and outcome["error"] is None
+    assert not stopped.exists() and not list(tmp_path.glob(".rsprune-*"))
+
+
+def test_dialog_output_coverage_and_choices(plugin, raster_layer, tmp_path, monkeypatch):
+    from qgis.core import QgsProcessingUtils, QgsSettings
+    from rsprune import dialog as dialog_module
+    from rsprune.dialog import PruneDialog
+
+    QgsSettings().remove(dialog_module.OUTPUT_FOLDER_KEY)
+    dialog = PruneDialog([str(RGB_BYTE)])
+    assert os.path.dirname(dialog.output.text()) == QgsProcessingUtils.tempFolder()  # not beside the source
+    assert "RGB.byte.tif (791×718 px): 69% tiled" in dialog.coverage.text() and "pad" in dialog.coverage.text()
+    dialog.edge.setCurrentIndex(dialog.edge.findData("pad"))
+    assert dialog.coverage.text() == "the tile grid covers every raster" and dialog.params().edge == "pad"
+    assert dialog.params().stage1 is None and dialog.params().bands is None
+    dialog.stage1.setCurrentIndex(dialog.stage1.findData("paper"))
+    dialog.bands.setText("3,2,1")
+    args = dialog.params().cli_arguments()
+    assert args[args.index("--stage1") + 1] == "paper" and args[args.index("--bands") + 1] == "3,2,1"
+    dialog_module.remember_output_folder(str(tmp_path))
+    assert os.path.dirname(PruneDialog([str(RGB_BYTE)]).output.text()) == str(tmp_path)
+    QgsSettings().remove(dialog_module.OUTPUT_FOLDER_KEY)

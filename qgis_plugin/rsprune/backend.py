@@ -35,19 +35,25 @@ class PruneParams:
     output: str
     tile_size: int = options.form_default("tile_size")
     stride: int | None = options.form_default("stride")  # None: the tile size
+    edge: str = options.form_default("edge")  # drop partial edge tiles, or pad them
     keep: float | None = options.form_default("keep")
     stage1_keep: float | None = options.form_default("stage1_keep")  # None: rsprune's default for the rule
     entropy_min: float | None = options.form_default("entropy_min")
     encoder: str = options.form_default("encoder")
     max_per_cell: int | None = options.form_default("max_per_cell")  # kept tiles per ground cell (0: no cap)
+    bands: str | None = options.form_default("bands")  # "4,3,2"; None: the colour bands
+    max_nodata: float = options.form_default("max_nodata")
+    stage1: str | None = options.form_default("stage1")  # None: bank with a prior bank, else paper
+    aoi: str | None = None  # a vector file; only tiles touching it
     prior_banks: list[str] = field(default_factory=list)
     overwrite: bool = True
 
     def values(self) -> dict:
         """The run parameters by their names in rsprune (``None``: rsprune's own default)."""
-        return {"tile_size": self.tile_size, "stride": self.stride or None, "keep": self.keep,
+        return {"tile_size": self.tile_size, "stride": self.stride or None, "edge": self.edge, "keep": self.keep,
                 "stage1_keep": self.stage1_keep, "entropy_min": self.entropy_min, "encoder": self.encoder,
-                "max_per_cell": self.max_per_cell, "prior_bank": list(self.prior_banks)}
+                "max_per_cell": self.max_per_cell, "bands": self.bands or None, "max_nodata": self.max_nodata,
+                "stage1": self.stage1 or None, "aoi": self.aoi or None, "prior_bank": list(self.prior_banks)}
 
     def validate(self) -> None:
         if not self.rasters:
@@ -57,8 +63,10 @@ class PruneParams:
                 raise BackendError(f"{path}: not a file on disk (save the layer to a GeoTIFF first)")
         if not self.output.lower().endswith(".gpkg"):
             raise BackendError("the output must be a GeoPackage (.gpkg)")
+        if self.aoi and not os.path.isfile(self.aoi):
+            raise BackendError(f"{self.aoi}: the area of interest is not a file")
         for name, value in self.values().items():
-            if name != "prior_bank" and name != "encoder":
+            if name not in ("prior_bank", "encoder", "bands", "aoi", "edge"):
                 problem = options.check(name, value)
                 if problem:
                     raise BackendError(problem)
@@ -79,6 +87,18 @@ class PruneParams:
         return args
 
 
+def grid_coverage(width: int, height: int, tile_size: int, stride: int | None = None, edge: str = "drop") -> float:
+    """Share of a ``width``×``height`` raster that the tile grid covers (1.0 with ``pad``)."""
+    stride = stride or tile_size
+    if edge == "pad":
+        return 1.0
+
+    def span(length: int) -> int:
+        return 0 if tile_size > length else ((length - tile_size) // stride) * stride + tile_size
+
+    return span(width) * span(height) / max(width * height, 1)
+
+
 def in_process_available() -> bool:
     """True when rsprune_geo (and what it needs) imports in this Python (QGIS's)."""
     if importlib.util.find_spec("rsprune_geo") is None:
@@ -88,6 +108,20 @@ def in_process_available() -> bool:
     except Exception:  # a package without its dependencies, or a numpy/GDAL clash
         return False
     return True
+
+
+IN_PROCESS_KEY = "rsprune/in_process"
+
+
+def in_process_allowed() -> bool:
+    """Whether the user opted in to running rsprune_geo inside QGIS's own Python (off by default:
+    rasterio's GDAL must not load into QGIS's process unasked)."""
+    try:
+        from qgis.core import QgsSettings
+
+        return QgsSettings().value(IN_PROCESS_KEY, False, type=bool)
+    except ImportError:  # outside QGIS
+        return True
 
 
 def configured_cli() -> str | None:
@@ -104,26 +138,59 @@ def configured_cli() -> str | None:
 
 
 def run_cli(params: PruneParams, on_progress, is_canceled, cli: str | None = None) -> dict:
-    """Run ``rsprune run`` as a subprocess; returns the final ``ok`` event.
-
-    ``on_progress(percent, stage)`` gets the JSON progress; ``is_canceled()`` is polled, and a
-    cancel terminates the process (its output is written atomically, so nothing half-written
-    stays behind).
-    """
+    """Run ``rsprune run`` as a subprocess; returns the final ``ok`` event (see :func:`run_command`)."""
     params.validate()
+    return run_command(params.cli_arguments(), on_progress, is_canceled, cli, output=params.output)
+
+
+#: How often a running command checks for Cancel, and how long it has to stop cleanly.
+POLL_SECONDS = 0.1
+STOP_SECONDS = 3.0
+
+
+def run_command(arguments: list[str], on_progress, is_canceled, cli: str | None = None,
+                output: str | None = None) -> dict:
+    """Run ``rsprune ARGUMENTS`` (which must include ``--progress-json``) as a subprocess.
+
+    ``on_progress(percent, stage)`` gets the JSON progress; ``is_canceled()`` is polled every
+    :data:`POLL_SECONDS`, whatever the command prints, and a cancel interrupts it (SIGINT: it
+    cleans up and writes nothing), killing it if it has not stopped after :data:`STOP_SECONDS`;
+    a temporary GeoPackage a killed run leaves beside ``output`` is removed. Returns the ``ok``
+    event; raises :class:`Canceled` or :class:`BackendError` (with the command's last words).
+    """
+    import queue
+    import signal
+    import threading
+
     cli = cli or configured_cli()
     if not cli:
-        raise BackendError("rsprune is not configured: set the path to the rsprune command in "
-                           "RS-Prune > Settings (or $RSPRUNE_CLI)")
-    process = subprocess.Popen([cli, *params.cli_arguments()], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, shell=False)
-    final, other = None, []
-    try:
+        raise BackendError("rsprune is not configured: use RS-Prune > Set up backend…, or choose an existing "
+                           "rsprune command in RS-Prune > Settings (or set $RSPRUNE_CLI)")
+    creation = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {}
+    process = subprocess.Popen([cli, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, text=True, shell=False, **creation)
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
         for line in process.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    final, other, done = None, [], False
+    try:
+        while not done:
             if is_canceled():
-                process.terminate()
-                process.wait(timeout=30)
+                _stop(process, signal)
+                _remove_partial(output)
                 raise Canceled()
+            try:
+                line = lines.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if line is None:
+                done = True
+                continue
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
@@ -133,17 +200,48 @@ def run_cli(params: PruneParams, on_progress, is_canceled, cli: str | None = Non
                 on_progress(stage_percent(event), event.get("stage", ""))
             elif event.get("event") in ("ok", "error"):
                 final = event
+            elif event.get("event") == "warning":
+                other.append(event.get("message", ""))
         process.wait()
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
     if is_canceled():
+        _remove_partial(output)
         raise Canceled()
     if final is None:
-        raise BackendError("rsprune stopped without a result: " + " ".join(other[-3:]))
+        tail = " ".join(line for line in other[-3:] if line)
+        raise BackendError(f"rsprune stopped without a result (exit code {process.returncode})"
+                           + (f": {tail}" if tail else "; check that the configured rsprune is rsprune_geo's command"))
     if final["event"] == "error":
         raise BackendError(final["message"])
     return final
+
+
+def _stop(process, signal) -> None:
+    """Interrupt a command (it cleans up), then kill it if it does not stop in time."""
+    if process.poll() is not None:
+        return
+    try:
+        process.send_signal(signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGINT)
+        process.wait(timeout=STOP_SECONDS)
+    except (subprocess.TimeoutExpired, OSError):
+        process.kill()
+        process.wait()
+
+
+def _remove_partial(output: str | None) -> None:
+    """Remove the temporary GeoPackage files a killed run left beside ``output``."""
+    if not output:
+        return
+    import glob
+
+    for leftover in glob.glob(os.path.join(glob.escape(os.path.dirname(output) or "."), ".rsprune-*.tmp.gpkg*")):
+        try:
+            os.remove(leftover)
+        except OSError:
+            pass
 
 
 def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
@@ -157,7 +255,7 @@ def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
             raise Canceled()
         on_progress(stage_percent({"stage": stage, "done": done, "total": total}), stage)
 
-    values = params.values()
+    values = {k: v for k, v in params.values().items() if v is not None}
     values["prior_bank"] = tuple(values["prior_bank"])
     result = rsprune_geo.run(params.rasters, params.output, overwrite=params.overwrite, on_progress=progress,
                              **values)
@@ -168,7 +266,8 @@ def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
 
 #: Where each stage sits on the progress bar (start, end), in percent.
 STAGE_SPANS = {"tiling": (0, 5), "stage1": (5, 35), "prior_bank": (35, 45), "encoding": (45, 90),
-               "selection": (90, 95), "evaluation": (95, 95), "writing": (95, 100)}
+               "selection": (90, 95), "evaluation": (95, 95), "writing": (95, 100), "export": (0, 100),
+               "report": (0, 30), "gallery": (30, 100)}
 
 
 def stage_percent(event: dict) -> float:

@@ -12,6 +12,7 @@ from qgis.PyQt.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
@@ -45,6 +46,37 @@ def number_widget(item: dict):
     return box
 
 
+OUTPUT_FOLDER_KEY = "rsprune/output_folder"
+
+
+def output_folder() -> str:
+    """Where outputs go by default: the folder the user chose last, else QGIS's temporary folder
+    (never, silently, the folder of the source data, which may be read-only or shared)."""
+    from qgis.core import QgsProcessingUtils, QgsSettings
+
+    chosen = QgsSettings().value(OUTPUT_FOLDER_KEY, "", type=str)
+    return chosen if chosen and os.path.isdir(chosen) else QgsProcessingUtils.tempFolder()
+
+
+def remember_output_folder(folder: str) -> None:
+    """Make ``folder`` the default output folder from now on."""
+    from qgis.core import QgsSettings
+
+    QgsSettings().setValue(OUTPUT_FOLDER_KEY, folder)
+
+
+def default_output(raster: str) -> str:
+    """``<output folder>/<raster name>-rsprune.gpkg``, numbered so no file is overwritten."""
+    stem = os.path.splitext(os.path.basename(raster))[0]
+    folder = output_folder()
+    path = os.path.join(folder, f"{stem}-rsprune.gpkg")
+    n = 2
+    while os.path.exists(path):
+        path = os.path.join(folder, f"{stem}-rsprune-{n}.gpkg")
+        n += 1
+    return path
+
+
 class PruneDialog(QDialog):
     """One field per parameter the package marks for forms, then the output."""
 
@@ -62,21 +94,56 @@ class PruneDialog(QDialog):
                 widget.setEditable(True)  # any torchgeo weight name too
                 widget.setCurrentText(options.form_default(name))
                 row = widget
+            elif item["choices"]:
+                widget = row = QComboBox()
+                if item["optional"]:
+                    widget.addItem(f"automatic ({item['auto']})" if item["auto"] else "automatic", None)
+                for choice in item["choices"]:
+                    widget.addItem(choice, choice)
+                default = options.form_default(name)
+                widget.setCurrentIndex(max(0, widget.findData(default)) if default is not None else 0)
             elif item["type"] in ("int", "float"):
                 widget = row = number_widget(item)
             else:
                 widget = QLineEdit()
-                widget.setPlaceholderText("folder with one sub-folder per class (optional)" if item["path"] else "")
+                widget.setPlaceholderText("folder with one sub-folder per class (optional)" if item["path"]
+                                          else (item["auto"] or ""))
                 row = self._with_browse(widget, folder=True) if item["path"] else widget
             widget.setToolTip(item["help"])
             setattr(self, name, widget)
             form.addRow(item["label"] or name, row)
-        self.output = QLineEdit(os.path.splitext(rasters[0])[0] + "-rsprune.gpkg" if rasters else "")
+        self.coverage = QLabel()
+        self.coverage.setWordWrap(True)
+        form.addRow("Grid coverage", self.coverage)
+        for name in ("tile_size", "stride"):
+            getattr(self, name).valueChanged.connect(self.update_coverage)
+        self.edge.currentIndexChanged.connect(self.update_coverage)
+        self.update_coverage()
+        self.output = QLineEdit(default_output(rasters[0]) if rasters else "")
         form.addRow("Output GeoPackage", self._with_browse(self.output, folder=False))
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def update_coverage(self) -> None:
+        """Say how much of each raster the tile grid covers, and offer ``pad`` when it leaves some out."""
+        from osgeo import gdal
+
+        size, stride, edge = self.value("tile_size"), self.value("stride"), self.value("edge")
+        notes = []
+        for path in self.rasters:
+            dataset = gdal.Open(path)
+            if dataset is None:
+                continue
+            width, height = dataset.RasterXSize, dataset.RasterYSize
+            share = backend.grid_coverage(width, height, size, stride, edge)
+            if share < 0.999:
+                notes.append(f"{os.path.basename(path)} ({width}×{height} px): {share:.0%} tiled")
+        self.coverage.setText(
+            "the tile grid covers every raster" if not notes else
+            "; ".join(notes) + f" — with {size}-px tiles and edge {edge} the rest is never tiled; "
+            "choose edge tiles 'pad' to cover it")
 
     def _with_browse(self, edit: QLineEdit, folder: bool) -> QWidget:
         box = QWidget()
@@ -87,16 +154,21 @@ class PruneDialog(QDialog):
         if folder:
             button.clicked.connect(lambda: edit.setText(QFileDialog.getExistingDirectory(self) or edit.text()))
         else:
-            button.clicked.connect(lambda: edit.setText(
-                QFileDialog.getSaveFileName(self, filter="GeoPackage (*.gpkg)")[0] or edit.text()))
+            button.clicked.connect(lambda: self._choose_output(edit))
         row.addWidget(button)
         return box
+
+    def _choose_output(self, edit: QLineEdit) -> None:
+        path = QFileDialog.getSaveFileName(self, "Output GeoPackage", edit.text(), "GeoPackage (*.gpkg)")[0]
+        if path:
+            edit.setText(path if path.lower().endswith(".gpkg") else path + ".gpkg")
+            remember_output_folder(os.path.dirname(path))
 
     def value(self, name: str):
         """A field's value as rsprune takes it (``None`` for "automatic" or empty)."""
         widget = getattr(self, name)
         if isinstance(widget, QComboBox):
-            return widget.currentText()
+            return widget.currentText() if name == "encoder" else widget.currentData()
         if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
             value = widget.value()
             return None if widget.auto_value is not None and value == widget.auto_value else value
@@ -106,9 +178,11 @@ class PruneDialog(QDialog):
         bank = self.value("prior_bank")
         return backend.PruneParams(
             rasters=self.rasters, output=self.output.text().strip(), tile_size=self.value("tile_size"),
-            stride=self.value("stride"), keep=self.value("keep"), stage1_keep=self.value("stage1_keep"),
+            stride=self.value("stride"), edge=self.value("edge"), keep=self.value("keep"),
+            stage1_keep=self.value("stage1_keep"),
             entropy_min=self.value("entropy_min"), encoder=self.value("encoder"),
-            max_per_cell=self.value("max_per_cell"), prior_banks=[bank] if bank else [],
+            max_per_cell=self.value("max_per_cell"), bands=self.value("bands"), max_nodata=self.value("max_nodata"),
+            stage1=self.value("stage1"), prior_banks=[bank] if bank else [],
         )
 
     def accept(self) -> None:

@@ -21,6 +21,10 @@ ENCODERS = list(SCHEMA["encoders"])
 #: The tile statuses (value, colour, whether pruned); the one not pruned is the kept one.
 STATUSES = list(SCHEMA["statuses"])
 KEPT = next(s["value"] for s in STATUSES if not s["pruned"])
+#: The words a progress bar shows for each stage of a command.
+STAGES = dict(SCHEMA.get("stages", {}))
+#: The rsprune_geo version the plugin was built with: the backend must be at least this.
+PACKAGE_VERSION = SCHEMA.get("package_version", "0")
 
 
 def option(name: str) -> dict:

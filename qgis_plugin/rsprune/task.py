@@ -54,7 +54,9 @@ class PruneTask(QgsTask):
                  on_done=None, above=None):
         super().__init__("RS-Prune", QgsTask.CanCancel)
         self.params = params
-        self.use_in_process = backend.in_process_available() if use_in_process is None else use_in_process
+        if use_in_process is None:
+            use_in_process = backend.in_process_allowed() and backend.in_process_available()
+        self.use_in_process = use_in_process
         self.on_done = on_done
         self.above = above
         self.result_event = None

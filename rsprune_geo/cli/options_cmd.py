@@ -14,14 +14,17 @@ from .options import fail_cleanly
 @fail_cleanly
 def command(as_json: bool) -> None:
     """List the run parameters: flag, default, range or choices, help."""
+    from .. import __version__
     from ..config import describe_range, option_schema
     from ..features import list_encoders
+    from ..progress import STAGES
     from ..schema import Status
 
     items = option_schema()
     statuses = [{"value": s.value, "color": list(s.color), "pruned": s.pruned, "description": s.description}
                 for s in Status]
-    schema = {"version": 1, "encoders": list_encoders(), "statuses": statuses, "options": items}
+    schema = {"version": 1, "package_version": __version__, "encoders": list_encoders(), "statuses": statuses,
+              "stages": STAGES, "options": items}
     if as_json:
         click.echo(json.dumps(schema, indent=1, ensure_ascii=False))
         return
