@@ -62,8 +62,12 @@ notebooks: env
 	cd notebooks && ../$(BIN)/python execute.py
 
 # The plugin as a zip QGIS installs from (Plugins > Install from ZIP).
+# The zip carries the package's wheel, which Set up backend installs.
 plugin: options-json
 	@mkdir -p dist
+	@rm -rf qgis_plugin/rsprune/wheels
+	$(PIP) wheel -q --no-deps -w qgis_plugin/rsprune/wheels .
+	cp constraints.txt qgis_plugin/rsprune/wheels/constraints.txt
 	$(BIN)/python -c "import pathlib, zipfile; root = pathlib.Path('qgis_plugin'); \
 	z = zipfile.ZipFile('dist/rsprune-qgis-plugin.zip', 'w', zipfile.ZIP_DEFLATED); \
 	[z.write(p, p.relative_to(root)) for p in sorted((root / 'rsprune').rglob('*')) if '__pycache__' not in p.parts]; \

@@ -334,3 +334,84 @@ def test_dialog_output_coverage_and_choices(plugin, raster_layer, tmp_path, monk
     dialog_module.remember_output_folder(str(tmp_path))
     assert os.path.dirname(PruneDialog([str(RGB_BYTE)]).output.text()) == str(tmp_path)
     QgsSettings().remove(dialog_module.OUTPUT_FOLDER_KEY)
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory):
+    """The package's wheel, as `make plugin` ships it in the zip."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    python = REPO / ".venv" / "bin" / "python"
+    subprocess.run([str(python if python.exists() else sys.executable), "-m", "pip", "wheel", "-q", "--no-deps",
+                    "-w", str(folder), str(REPO)], check=True)
+    return folder
+
+
+def test_set_up_backend_builds_a_working_backend(plugin, wheelhouse, tmp_path, monkeypatch, qgis_iface):
+    """RS-Prune > Set up backend: an environment outside the plugin folder, rsprune_geo from the local
+    wheelhouse, dependencies from the package index (the versions tested together), a live log, a
+    Test that checks the version, and Diagnostics that report it."""
+    import time
+
+    from conftest import REPO
+    from qgis.core import QgsSettings
+    from qgis.PyQt.QtCore import QCoreApplication
+    from rsprune import backend, backend_setup
+
+    monkeypatch.setattr(backend_setup, "plugin_constraints", lambda: str(REPO / "constraints.txt"))
+    previous = QgsSettings().value(backend.SETTINGS_KEY, "", type=str)
+    dialog = plugin.set_up_backend()
+    assert not dialog.environment.text().startswith(backend_setup.PLUGIN_DIR)  # survives plugin updates
+    environment = tmp_path / "rsprune-backend"
+    dialog.environment.setText(str(environment))
+    dialog.wheelhouse.setText(str(wheelhouse))
+    outcome = {}
+    task = dialog.start()
+    task.on_done = lambda ok, t: (dialog._done(ok, t), outcome.update(ok=ok, error=t.error))
+    deadline = time.time() + 900
+    seen_while_running = 0
+    while not outcome and time.time() < deadline:
+        QCoreApplication.processEvents()
+        seen_while_running = max(seen_while_running, dialog.log.blockCount())
+        time.sleep(0.05)
+    try:
+        assert outcome.get("ok"), (outcome, dialog.log.toPlainText()[-2000:])
+        assert seen_while_running > 5  # the log was live
+        cli = backend_setup.environment_cli(str(environment))
+        assert QgsSettings().value(backend.SETTINGS_KEY, "", type=str) == cli == backend.configured_cli()
+        assert dialog.test() == "0.1.0" and "test passed" in dialog.status.text()
+        report = plugin.copy_diagnostics()
+        assert "backend rsprune_geo: 0.1.0" in report and "torch 2.14.1" in report and "QGIS 3." in report
+        assert report == QCoreApplication.instance().clipboard().text()
+    finally:
+        QgsSettings().setValue(backend.SETTINGS_KEY, previous)
+
+
+def test_setup_plan_cancel_and_version_check(tmp_path, monkeypatch):
+    import sys
+    import time
+
+    from rsprune import backend, backend_setup, options
+
+    plan = backend_setup.SetupPlan(environment=str(tmp_path / "env"), python=sys.executable, wheel="/w/x.whl",
+                                   find_links=["/wheels"], cpu_torch=True, constraints="/c.txt")
+    steps = plan.commands()
+    assert steps[0] == [sys.executable, "-m", "venv", str(tmp_path / "env")]
+    assert steps[1][-3:] == ["torchvision", "--index-url", backend_setup.CPU_TORCH_INDEX]
+    assert steps[2][-1] == "/w/x.whl" and "--constraint" in steps[2] and "--find-links" in steps[2]
+    start, lines = time.perf_counter(), []
+    with pytest.raises(backend.Canceled):
+        backend_setup.stream([sys.executable, "-c", "import time\nprint('working', flush=True)\ntime.sleep(60)"],
+                             lines.append, lambda: time.perf_counter() - start > 1.0)
+    assert time.perf_counter() - start < 5 and lines == ["working"]
+    with pytest.raises(backend.BackendError, match="not rsprune_geo's command"):
+        backend_setup.check_backend("/bin/echo")
+    cli = os.environ["RSPRUNE_CLI"]
+    assert backend_setup.check_backend(cli) == "0.1.0"
+    monkeypatch.setattr(options, "PACKAGE_VERSION", "9.0")
+    with pytest.raises(backend.BackendError, match="older than 9.0"):
+        backend_setup.check_backend(cli)

@@ -121,7 +121,7 @@ class PruneDialog(QDialog):
         self.update_coverage()
         self.output = QLineEdit(default_output(rasters[0]) if rasters else "")
         form.addRow("Output GeoPackage", self._with_browse(self.output, folder=False))
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
-from qgis.core import Qgis, QgsApplication, QgsMapLayerType
+from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
 from . import backend, options
+from .compat import CRITICAL, INFO, SUCCESS, WARNING, is_raster
 from .provider import RsPruneProvider
 from .task import PruneTask
 
@@ -23,6 +24,8 @@ class RsPrunePlugin:
         self.provider = None
         self.action = None
         self.settings_action = None
+        self.setup_action = None
+        self.diagnostics_action = None
         self.task = None
         self.outcome = None  # the last run's outcome (QGIS deletes finished tasks)
 
@@ -35,14 +38,21 @@ class RsPrunePlugin:
         self.action.triggered.connect(self.run)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToRasterMenu(MENU, self.action)
-        self.settings_action = QAction("Settings: rsprune command…", self.iface.mainWindow())
+        self.setup_action = QAction("Set up backend…", self.iface.mainWindow())
+        self.setup_action.setObjectName("rsprune_setup")
+        self.setup_action.triggered.connect(self.set_up_backend)
+        self.iface.addPluginToRasterMenu(MENU, self.setup_action)
+        self.settings_action = QAction("Settings: an existing rsprune command…", self.iface.mainWindow())
         self.settings_action.triggered.connect(self.choose_cli)
         self.iface.addPluginToRasterMenu(MENU, self.settings_action)
+        self.diagnostics_action = QAction("Diagnostics (copy a report)", self.iface.mainWindow())
+        self.diagnostics_action.triggered.connect(self.copy_diagnostics)
+        self.iface.addPluginToRasterMenu(MENU, self.diagnostics_action)
 
     def unload(self):
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
-        for action in (self.action, self.settings_action):
+        for action in (self.action, self.setup_action, self.settings_action, self.diagnostics_action):
             if action is not None:
                 self.iface.removePluginRasterMenu(MENU, action)
         if self.action is not None:
@@ -53,7 +63,7 @@ class RsPrunePlugin:
         layers = list(self.iface.layerTreeView().selectedLayers()) if self.iface.layerTreeView() else []
         if not layers and self.iface.activeLayer() is not None:
             layers = [self.iface.activeLayer()]
-        rasters = [layer for layer in layers if layer.type() == QgsMapLayerType.RasterLayer]
+        rasters = [layer for layer in layers if is_raster(layer)]
         if not rasters:
             raise backend.BackendError("select a raster layer first")
         paths = [layer.source().split("|")[0] for layer in rasters]
@@ -68,10 +78,10 @@ class RsPrunePlugin:
         try:
             layers, paths = self.selected_rasters()
         except backend.BackendError as exc:
-            self.iface.messageBar().pushMessage("RS-Prune", str(exc), level=Qgis.Warning)
+            self.iface.messageBar().pushMessage("RS-Prune", str(exc), level=WARNING)
             return
         dialog = PruneDialog(paths, self.iface.mainWindow())
-        if not dialog.exec_():
+        if not dialog.exec():
             return
         self.start(dialog.params(), above=layers[0])
 
@@ -89,11 +99,31 @@ class RsPrunePlugin:
             counts = task.result_event["counts"]
             kept = counts.get(options.KEPT, 0)
             pruned = sum(counts.values()) - kept
-            bar.pushMessage("RS-Prune", f"{kept} tiles kept, {pruned} pruned", level=Qgis.Success)
+            bar.pushMessage("RS-Prune", f"{kept} tiles kept, {pruned} pruned", level=SUCCESS)
         elif task.error:
-            bar.pushMessage("RS-Prune", task.error, level=Qgis.Critical)
+            bar.pushMessage("RS-Prune", task.error, level=CRITICAL)
         else:
-            bar.pushMessage("RS-Prune", "canceled: nothing was written", level=Qgis.Info)
+            bar.pushMessage("RS-Prune", "canceled: nothing was written", level=INFO)
+
+    def set_up_backend(self):
+        from .backend_setup import SetupDialog
+
+        self.setup_dialog = SetupDialog(self.iface.mainWindow())
+        self.setup_dialog.show()
+        return self.setup_dialog
+
+    def copy_diagnostics(self) -> str:
+        """Copy the diagnostics report to the clipboard (and the message log)."""
+        from qgis.core import QgsMessageLog
+        from qgis.PyQt.QtWidgets import QApplication
+
+        from .backend_setup import diagnostics
+
+        report = diagnostics()
+        QApplication.clipboard().setText(report)
+        QgsMessageLog.logMessage(report, "RS-Prune", INFO)
+        self.iface.messageBar().pushMessage("RS-Prune", "diagnostics copied to the clipboard", level=INFO)
+        return report
 
     def choose_cli(self):
         from qgis.core import QgsSettings

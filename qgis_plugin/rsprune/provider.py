@@ -14,7 +14,6 @@ import tempfile
 from qgis.core import (
     QgsFeature,
     QgsGeometry,
-    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
@@ -38,6 +37,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from . import backend, options
+from .compat import DOUBLE, FOLDER, INTEGER, POLYGONS, RASTER
 
 ICON = os.path.join(os.path.dirname(__file__), "icon.png")
 AUTO = "(automatic)"
@@ -55,14 +55,14 @@ def processing_parameter(item: dict):
         param = QgsProcessingParameterEnum(key, label, choices,
                                            defaultValue=0 if default is None else choices.index(default))
     elif item["type"] in ("int", "float"):
-        kind = QgsProcessingParameterNumber.Integer if item["type"] == "int" else QgsProcessingParameterNumber.Double
+        kind = INTEGER if item["type"] == "int" else DOUBLE
         if item["optional"] and item["auto"]:
             label = f"{label} (empty: {item['auto']})"
         param = QgsProcessingParameterNumber(key, label, kind, options.form_default(item["name"]), item["optional"],
                                              item["low"] if item["low"] is not None else -1e12,
                                              item["high"] if item["high"] is not None else 1e12)
     elif item["path"]:
-        param = QgsProcessingParameterFile(key, label, QgsProcessingParameterFile.Folder, optional=True)
+        param = QgsProcessingParameterFile(key, label, FOLDER, optional=True)
     else:
         param = QgsProcessingParameterString(key, f"{label} (empty: {item['auto']})" if item["auto"] else label,
                                              optional=True)
@@ -156,14 +156,14 @@ class PruneAlgorithm(RsPruneAlgorithm):
                 "interest (polygon layer) or an extent limits the tiles to those touching it.")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterMultipleLayers("INPUT", "Raster layers", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterMultipleLayers("INPUT", "Raster layers", RASTER))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            "AOI", "Area of interest (polygons)", [QgsProcessing.TypeVectorPolygon], optional=True))
+            "AOI", "Area of interest (polygons)", [POLYGONS], optional=True))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Area of interest (extent)", optional=True))
         for item in options.GUI_OPTIONS:
             self.addParameter(processing_parameter(item))
         self.addParameter(QgsProcessingParameterVectorDestination(
-            "OUTPUT", "RS-Prune tiles", QgsProcessing.TypeVectorPolygon))
+            "OUTPUT", "RS-Prune tiles", POLYGONS))
 
     def _value(self, parameters, context, item):
         key = item["name"].upper()
@@ -244,12 +244,12 @@ class ReselectAlgorithm(RsPruneAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterVectorLayer("RUN", "RS-Prune tiles layer",
-                                                            [QgsProcessing.TypeVectorPolygon]))
+                                                            [POLYGONS]))
         keep = options.option("keep")
-        self.addParameter(QgsProcessingParameterNumber("KEEP", keep["label"], QgsProcessingParameterNumber.Double,
+        self.addParameter(QgsProcessingParameterNumber("KEEP", keep["label"], DOUBLE,
                                                        options.form_default("keep"), False, 0.001, 1.0))
         self.addParameter(QgsProcessingParameterVectorDestination(
-            "OUTPUT", "Re-selected tiles", QgsProcessing.TypeVectorPolygon))
+            "OUTPUT", "Re-selected tiles", POLYGONS))
 
     def processAlgorithm(self, parameters, context, feedback):
         run = self.run_file(parameters, context)
@@ -281,7 +281,7 @@ class ExportChipsAlgorithm(RsPruneAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterVectorLayer("RUN", "RS-Prune tiles layer",
-                                                            [QgsProcessing.TypeVectorPolygon]))
+                                                            [POLYGONS]))
         self.addParameter(QgsProcessingParameterEnum("FORMAT", "Format", self.FORMATS, defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum("LAYOUT", "Layout", self.LAYOUTS, defaultValue=0))
         self.addParameter(QgsProcessingParameterFolderDestination("FOLDER", "Chips folder"))
@@ -312,7 +312,7 @@ class ReportAlgorithm(RsPruneAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterVectorLayer("RUN", "RS-Prune tiles layer",
-                                                            [QgsProcessing.TypeVectorPolygon]))
+                                                            [POLYGONS]))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Report", "HTML files (*.html)"))
         self.addOutput(QgsProcessingOutputHtml("HTML", "RS-Prune report"))
 

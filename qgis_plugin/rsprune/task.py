@@ -5,6 +5,7 @@ from __future__ import annotations
 from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsTask, QgsVectorLayer
 
 from . import backend
+from .compat import CAN_CANCEL, CRITICAL
 
 LOG_TAG = "RS-Prune"
 
@@ -52,7 +53,7 @@ class PruneTask(QgsTask):
 
     def __init__(self, params: backend.PruneParams, use_in_process: bool | None = None,
                  on_done=None, above=None):
-        super().__init__("RS-Prune", QgsTask.CanCancel)
+        super().__init__("RS-Prune", CAN_CANCEL)
         self.params = params
         if use_in_process is None:
             use_in_process = backend.in_process_allowed() and backend.in_process_available()
@@ -84,6 +85,6 @@ class PruneTask(QgsTask):
             except backend.BackendError as exc:
                 self.error, ok = str(exc), False
         if self.error:
-            QgsMessageLog.logMessage(self.error, LOG_TAG, Qgis.Critical)
+            QgsMessageLog.logMessage(self.error, LOG_TAG, CRITICAL)
         if self.on_done:
             self.on_done(ok, self)
