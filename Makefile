@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 QGIS_VENV := .venv-qgis
 QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env qgis-env demo test lint test-python test-qgis plugin options-json bench notebooks clean
+.PHONY: env qgis-env demo test lint test-python test-qgis plugin options-json bench notebooks screenshots clean
 
 env: $(STAMP)
 
@@ -29,7 +29,7 @@ $(QGIS_STAMP):
 	@{ /usr/bin/python3 -c "import qgis.core, ensurepip" 2>/dev/null; } || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qgis python3-qgis python3-venv >/dev/null; }
 	/usr/bin/python3 -m venv --system-site-packages $(QGIS_VENV)
-	$(QGIS_VENV)/bin/python -m pip --disable-pip-version-check install -q 'pytest>=8' 'pytest-qgis>=2'
+	$(QGIS_VENV)/bin/python -m pip --disable-pip-version-check install -q 'pytest==9.2.0' 'pytest-qgis==5.0.2'
 	@touch $@
 
 # The whole suite: lint and types, the package (tests/), then the QGIS plugin in real QGIS (tests_qgis/).
@@ -55,6 +55,11 @@ test-qgis: env qgis-env
 # The plugin's forms read the package's option definitions from options.json.
 options-json: env
 	$(BIN)/rsprune options --json > qgis_plugin/rsprune/options.json
+
+# Screenshots of the plugin in QGIS under Xvfb for the README (apt: xvfb); docs/screenshots/.
+screenshots: env qgis-env
+	@command -v Xvfb >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb >/dev/null; }
+	tests_qgis/take_screenshots.sh
 
 # Execute the notebooks in place so they are committed with their outputs; the training notebook
 # also writes docs/train-kept-vs-random.png for the README (needs ../shared/data/scenes/ucmerced).

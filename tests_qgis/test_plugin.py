@@ -223,6 +223,10 @@ def test_processing_chain_prune_aoi_reselect_export_report(plugin, raster_layer,
         context=context, feedback=feedback)
     layer = QgsVectorLayer(f"{pruned['OUTPUT']}|layername=tiles", "tiles", "ogr")
     assert layer.isValid() and 0 < layer.featureCount() < 30  # only tiles touching the left half
+    loaded = processing.runAndLoadResults("rsprune:prune", {  # as the toolbox runs it: QGIS loads it, styled
+        "INPUT": [raster_layer], "TILE_SIZE": 128, "KEEP": 0.3, "ENCODER": 0, "OUTPUT": str(tmp_path / "l.gpkg")})
+    shown = QgsProject.instance().mapLayersByName("RS-Prune tiles")
+    assert loaded and shown and shown[-1].renderer().type() == "categorizedSymbol"
     assert "stage 1: reading and scoring" in texts  # feedback names the stages
     import sqlite3
 
@@ -415,3 +419,54 @@ def test_setup_plan_cancel_and_version_check(tmp_path, monkeypatch):
     monkeypatch.setattr(options, "PACKAGE_VERSION", "9.0")
     with pytest.raises(backend.BackendError, match="older than 9.0"):
         backend_setup.check_backend(cli)
+
+
+def test_a_stale_error_is_cleared_by_a_later_success_and_in_process_is_opt_in(plugin, tmp_path, monkeypatch,
+                                                                               qgis_iface):
+    from qgis.core import QgsSettings
+    from qgis.gui import QgsMessageBar
+    from rsprune import backend
+    from rsprune.backend import PruneParams
+
+    bar = QgsMessageBar()
+    monkeypatch.setattr(qgis_iface, "messageBar", lambda: bar)
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster")
+    plugin.start(PruneParams(rasters=[str(text)], output=str(tmp_path / "x.gpkg")), use_in_process=False)
+    assert not wait_for(plugin)["ok"]
+    assert [item.text() for item in bar.items()] and "not a raster" in bar.items()[-1].text()
+    plugin.start(PruneParams(rasters=[str(RGB_BYTE)], output=str(tmp_path / "ok.gpkg"), tile_size=128, keep=0.3),
+                 use_in_process=False)
+    assert wait_for(plugin)["ok"]
+    assert not any("not a raster" in item.text() for item in bar.items())  # the stale error is gone
+    assert QgsSettings().value(backend.IN_PROCESS_KEY, False, type=bool) is False  # off unless asked
+    plugin.in_process_action.setChecked(True)
+    assert backend.in_process_allowed()
+    plugin.in_process_action.setChecked(False)
+    assert not backend.in_process_allowed()
+
+
+def test_the_dialog_flow_from_the_selected_layer_to_the_styled_result(plugin, raster_layer, qgis_iface,
+                                                                       monkeypatch, tmp_path):
+    """Press the button with a raster selected: the dialog opens on it, OK runs the task, and the
+    styled tiles layer lands above the raster."""
+    from rsprune.dialog import PruneDialog
+
+    qgis_iface.setActiveLayer(raster_layer)
+    seen = {}
+
+    def accept(dialog):
+        seen["rasters"] = dialog.rasters
+        dialog.tile_size.setValue(128)
+        dialog.keep.setValue(0.3)
+        dialog.output.setText(str(tmp_path / "flow.gpkg"))
+        return 1
+
+    monkeypatch.setattr(PruneDialog, "exec", accept)
+    plugin.run()
+    outcome = wait_for(plugin)
+    assert seen["rasters"] == [str(RGB_BYTE)] and outcome["ok"], outcome["error"]
+    layer = outcome["layer"]
+    assert layer.featureCount() == 30 and layer.renderer().type() == "categorizedSymbol"
+    order = [node.layer() for node in QgsProject.instance().layerTreeRoot().findLayers()]
+    assert order.index(layer) < order.index(raster_layer)

@@ -25,7 +25,9 @@ class RsPrunePlugin:
         self.action = None
         self.settings_action = None
         self.setup_action = None
+        self.in_process_action = None
         self.diagnostics_action = None
+        self.error_item = None  # the last error on the message bar, cleared when a run succeeds
         self.task = None
         self.outcome = None  # the last run's outcome (QGIS deletes finished tasks)
 
@@ -45,6 +47,11 @@ class RsPrunePlugin:
         self.settings_action = QAction("Settings: an existing rsprune command…", self.iface.mainWindow())
         self.settings_action.triggered.connect(self.choose_cli)
         self.iface.addPluginToRasterMenu(MENU, self.settings_action)
+        self.in_process_action = QAction("Run inside QGIS's Python (advanced)", self.iface.mainWindow())
+        self.in_process_action.setCheckable(True)
+        self.in_process_action.setChecked(backend.in_process_allowed())
+        self.in_process_action.toggled.connect(self.allow_in_process)
+        self.iface.addPluginToRasterMenu(MENU, self.in_process_action)
         self.diagnostics_action = QAction("Diagnostics (copy a report)", self.iface.mainWindow())
         self.diagnostics_action.triggered.connect(self.copy_diagnostics)
         self.iface.addPluginToRasterMenu(MENU, self.diagnostics_action)
@@ -52,7 +59,8 @@ class RsPrunePlugin:
     def unload(self):
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
-        for action in (self.action, self.setup_action, self.settings_action, self.diagnostics_action):
+        for action in (self.action, self.setup_action, self.settings_action, self.in_process_action,
+                       self.diagnostics_action):
             if action is not None:
                 self.iface.removePluginRasterMenu(MENU, action)
         if self.action is not None:
@@ -92,16 +100,32 @@ class RsPrunePlugin:
         QgsApplication.taskManager().addTask(self.task)
         return self.task
 
+    def allow_in_process(self, allowed: bool) -> None:
+        """Opt in (or out) of running rsprune_geo inside QGIS's own Python."""
+        from qgis.core import QgsSettings
+
+        QgsSettings().setValue(backend.IN_PROCESS_KEY, bool(allowed))
+
     def report(self, ok, task):
         self.outcome = {"ok": ok, "error": task.error, "layer": task.layer, "event": task.result_event}
         bar = self.iface.messageBar()
+        if ok and self.error_item is not None and hasattr(bar, "popWidget"):  # a stale error goes
+            try:
+                bar.popWidget(self.error_item)
+            except RuntimeError:  # the user closed it already
+                pass
+            self.error_item = None
         if ok:
             counts = task.result_event["counts"]
             kept = counts.get(options.KEPT, 0)
             pruned = sum(counts.values()) - kept
             bar.pushMessage("RS-Prune", f"{kept} tiles kept, {pruned} pruned", level=SUCCESS)
         elif task.error:
-            bar.pushMessage("RS-Prune", task.error, level=CRITICAL)
+            if hasattr(bar, "createMessage") and hasattr(bar, "pushWidget"):
+                self.error_item = bar.createMessage("RS-Prune", task.error)
+                bar.pushWidget(self.error_item, CRITICAL)
+            else:
+                bar.pushMessage("RS-Prune", task.error, level=CRITICAL)
         else:
             bar.pushMessage("RS-Prune", "canceled: nothing was written", level=INFO)
 
