@@ -41,14 +41,52 @@ def footprints_geojson(run_file: str | os.PathLike, status: str | None = Status.
     return tiles.to_json(drop_id=True)
 
 
+#: Rows per file of a partitioned GeoParquet export.
+PARTITION_ROWS = 1_000_000
+
+
+def export_partitioned(run_file: str | os.PathLike, folder: str | os.PathLike, status: str | None = Status.KEPT,
+                       overwrite: bool = False, rows_per_file: int = PARTITION_ROWS) -> Path:
+    """Write the footprints as a partitioned GeoParquet dataset: ``folder/source_key=<key>/part-N.parquet``,
+    one sub-folder per source raster (Hive style), at most ``rows_per_file`` rows a file, each
+    file a complete GeoParquet file; ``geopandas.read_parquet(folder)`` or any Arrow dataset reader
+    reads them back. Written to a temporary folder renamed into place."""
+    import shutil
+
+    out = Path(folder)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: the folder exists; pass {param('overwrite')} to replace it")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: the folder {out.parent} does not exist")
+    tiles = _chosen_footprints(run_file, status)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        keys = tiles["tile_id"].str.split("-r", n=1).str[0]
+        for key, part in tiles.groupby(keys, sort=True):
+            target = staging / f"source_key={key}"
+            target.mkdir()
+            for n, start in enumerate(range(0, len(part), rows_per_file)):
+                part.iloc[start:start + rows_per_file].to_parquet(target / f"part-{n:05d}.parquet", index=False)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
 def export_footprints(run_file: str | os.PathLike, path: str | os.PathLike, status: str | None = Status.KEPT,
                       overwrite: bool = False) -> Path:
     """Write the run's tile footprints (default: the kept ones) as GeoPackage, GeoParquet,
-    FlatGeobuf or GeoJSON, chosen by the file's extension; written atomically."""
+    FlatGeobuf or GeoJSON, chosen by the file's extension; written atomically. A path ending in
+    ``/`` (or an existing folder) gets a partitioned GeoParquet dataset (:func:`export_partitioned`)."""
     out = Path(path)
+    if str(path).endswith(("/", os.sep)) or out.is_dir():
+        return export_partitioned(run_file, out, status, overwrite)
     driver = FOOTPRINT_DRIVERS.get(out.suffix.lower())
     if driver is None:
-        raise OutputError(f"{out}: use .gpkg, .parquet, .fgb or .geojson")
+        raise OutputError(f"{out}: use .gpkg, .parquet, .fgb or .geojson (or a folder/ for partitioned GeoParquet)")
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: the file exists; pass {param('overwrite')} to replace it")
     tiles = _chosen_footprints(run_file, status)

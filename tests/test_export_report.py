@@ -172,3 +172,22 @@ def test_by_scene_layout_needs_scenes(landsat_run, tmp_path):
         export_chips(landsat_run.output, tmp_path / "chips", "png", layout="by-scene")
     with pytest.raises(InputError, match="layout"):
         export_chips(landsat_run.output, tmp_path / "chips", "png", layout="nested")
+
+
+def test_partitioned_geoparquet_footprints(naip_run, tmp_path):
+    from rsprune_geo.export import export_partitioned
+
+    kept = naip_run["result"].kept
+    out = export_partitioned(naip_run["gpkg"], tmp_path / "kept", rows_per_file=3)
+    folders = sorted(p.name for p in out.iterdir())
+    assert len(folders) == kept["source"].nunique() == 2 and all(f.startswith("source_key=") for f in folders)
+    files = sorted(out.rglob("*.parquet"))
+    assert len(files) == sum(-(-n // 3) for n in kept.groupby("source").size())  # at most 3 rows a file
+    back = gpd.read_parquet(out)
+    assert sorted(back["tile_id"]) == sorted(kept["tile_id"]) and back.crs == kept.crs
+    assert all(gpd.read_parquet(f).crs == kept.crs for f in files)  # each file is GeoParquet on its own
+    with pytest.raises(OutputError, match="exists"):
+        export_partitioned(naip_run["gpkg"], out)
+    result = CliRunner().invoke(main, ["export", str(naip_run["gpkg"]), "--footprints", str(tmp_path / "cli") + "/"])
+    assert result.exit_code == 0, result.output
+    assert sorted(gpd.read_parquet(tmp_path / "cli")["tile_id"]) == sorted(kept["tile_id"])

@@ -121,11 +121,9 @@ class RsPrunePlugin:
             pruned = sum(counts.values()) - kept
             bar.pushMessage("RS-Prune", f"{kept} tiles kept, {pruned} pruned", level=SUCCESS)
         elif task.error:
-            if hasattr(bar, "createMessage") and hasattr(bar, "pushWidget"):
-                self.error_item = bar.createMessage("RS-Prune", task.error)
-                bar.pushWidget(self.error_item, CRITICAL)
-            else:
-                bar.pushMessage("RS-Prune", task.error, level=CRITICAL)
+            bar.pushMessage("RS-Prune", task.error, level=CRITICAL)
+            item = bar.currentItem() if hasattr(bar, "currentItem") else None
+            self.error_item = item if item is not None and item.text() == task.error else None
         else:
             bar.pushMessage("RS-Prune", "canceled: nothing was written", level=INFO)
 

@@ -18,9 +18,10 @@ from .options import fail_cleanly, finish, overwrite_option, progress_json_optio
               help="GeoTIFF chips (all bands, georeferenced) or 8-bit RGB PNG/JPEG with metadata.jsonl.")
 @click.option("--layout", type=click.Choice(list(CHIP_LAYOUTS)), default="flat", show_default=True,
               help="Chips in one folder, or one sub-folder per scene (torchvision ImageFolder classes).")
-@click.option("--footprints", type=click.Path(dir_okay=False), default=None,
-              help="Also write the kept footprints: .gpkg, .parquet (GeoParquet), .fgb or .geojson; "
-                   "'-' writes GeoJSON (WGS 84) to standard output.")
+@click.option("--footprints", type=click.Path(), default=None,
+              help="Also write the kept footprints: .gpkg, .parquet (GeoParquet), .fgb or .geojson; a FOLDER/ "
+                   "gets partitioned GeoParquet (one sub-folder per source); '-' writes GeoJSON (WGS 84) to "
+                   "standard output.")
 @click.option("--status", type=click.Choice([s.value for s in Status]), default=Status.KEPT.value,
               show_default=True, help="Which tiles to export.")
 @overwrite_option
