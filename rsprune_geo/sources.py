@@ -17,6 +17,7 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
+from .config import param
 from .errors import InputError
 from .pixels import choose_bands, file_fingerprint, read_errors
 
@@ -355,7 +356,7 @@ def acquisition_date(path: str, pattern: str | None = None) -> tuple[np.datetime
         try:
             match = re.search(pattern, os.path.basename(path))
         except re.error as exc:
-            raise InputError(f"date pattern {pattern!r}: not a regular expression ({exc})") from None
+            raise InputError(f"{param('date_pattern')} {pattern!r}: not a regular expression ({exc})") from None
         if match:
             text = match.groupdict().get("date") or (match.group(1) if match.groups() else match.group(0))
             found = parse(text)

@@ -6,7 +6,14 @@ QGIS 4 drops the unscoped names (``QgsProcessing.TypeRaster``) for scoped ones
 
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsProcessing, QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsTask
+from qgis.core import (
+    Qgis,
+    QgsProcessing,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsTask,
+    QgsVectorLayerTemporalProperties,
+)
 
 
 def first(*candidates):
@@ -32,6 +39,8 @@ INFO = first((Qgis, "MessageLevel.Info"), (Qgis, "Info"))
 WARNING = first((Qgis, "MessageLevel.Warning"), (Qgis, "Warning"))
 CRITICAL = first((Qgis, "MessageLevel.Critical"), (Qgis, "Critical"))
 SUCCESS = first((Qgis, "MessageLevel.Success"), (Qgis, "Success"))
+TIME_FROM_FIELD = first((Qgis, "VectorTemporalMode.FeatureDateTimeInstantFromField"),
+                        (QgsVectorLayerTemporalProperties, "ModeFeatureDateTimeInstantFromField"))
 
 
 def is_raster(layer) -> bool:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsTask, QgsVectorLayer
+from qgis.core import QgsMessageLog, QgsProject, QgsTask, QgsVectorLayer
 
 from . import backend
-from .compat import CAN_CANCEL, CRITICAL
+from .compat import CAN_CANCEL, CRITICAL, TIME_FROM_FIELD
 
 LOG_TAG = "RS-Prune"
 
@@ -37,12 +37,7 @@ def make_temporal(layer: QgsVectorLayer, field: str = "date") -> bool:
     if latest is None or (hasattr(latest, "isNull") and latest.isNull()):  # no tile has a date
         return False
     properties = layer.temporalProperties()
-    mode = getattr(getattr(Qgis, "VectorTemporalMode", None), "FeatureDateTimeInstantFromField", None)
-    if mode is None:  # QGIS before the scoped enums
-        from qgis.core import QgsVectorLayerTemporalProperties
-
-        mode = QgsVectorLayerTemporalProperties.ModeFeatureDateTimeInstantFromField
-    properties.setMode(mode)
+    properties.setMode(TIME_FROM_FIELD)
     properties.setStartField(field)
     properties.setIsActive(True)
     return True
