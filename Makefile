@@ -85,6 +85,7 @@ bench: env
 	$(BIN)/python benchmarks/bench_selection.py
 	$(BIN)/python benchmarks/bench_selection_quality.py
 	$(BIN)/python benchmarks/bench_geo_diversity.py
+	$(BIN)/python benchmarks/bench_cancel.py
 	$(BIN)/python benchmarks/bench_encoders.py
 	$(BIN)/python benchmarks/bench_scale.py
 
