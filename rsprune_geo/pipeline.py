@@ -376,7 +376,7 @@ def add_ground_and_dates(tiles: gpd.GeoDataFrame, sources: Sequence[RasterSource
     of both: the grid's cell size and origin, each input's date and where it was read."""
     cells, size, origin = ground_cells(tiles.geometry)
     tiles["ground_cell"] = cells
-    found = {s.path: acquisition_date(s.path, date_pattern) for s in sources}
+    found = {s.path: acquisition_date(s.path, date_pattern, s.date_tags) for s in sources}
     tiles["date"] = pd.to_datetime(tiles["source"].map({p: d for p, (d, _) in found.items()}))
     dated = sum(1 for d, _ in found.values() if not np.isnat(d))
     if date_pattern and dated < len(found):

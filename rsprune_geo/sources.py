@@ -52,6 +52,7 @@ class RasterSource:
     overviews: tuple[int, ...]
     fingerprint: str
     key: str = field(default="")
+    date_tags: tuple[tuple[str, str], ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -226,6 +227,7 @@ def open_source(
                 overviews=tuple(src.overviews(chosen[0])),
                 fingerprint=file_fingerprint(path),
                 key=source_key(path),
+                date_tags=date_tags(src.tags()),
             )
     except RasterioIOError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "cannot be opened"
@@ -331,12 +333,21 @@ DATE_TAGS = ("ACQUISITIONDATE", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TI
              "TIFFTAG_DATETIME")
 
 
-def acquisition_date(path: str, pattern: str | None = None) -> tuple[np.datetime64, str]:
+def date_tags(tags: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The items of GDAL metadata ``tags`` that may hold an acquisition date (:data:`DATE_TAGS`),
+    names upper-cased, in :data:`DATE_TAGS` order."""
+    upper = {k.upper(): v for k, v in tags.items()}
+    return tuple((name, upper[name]) for name in DATE_TAGS if name in upper)
+
+
+def acquisition_date(path: str, pattern: str | None = None,
+                     tags: tuple[tuple[str, str], ...] | None = None) -> tuple[np.datetime64, str]:
     r"""When the raster at ``path`` was acquired, and where that was read: ``(date, how)``.
 
     With ``pattern`` (a regular expression with a ``date`` group, else its first group), the file
     name says it (``_(?P<date>\d{8})\.tif$`` for NAIP's ``…_20090818.tif``). Else GDAL metadata
-    (:data:`DATE_TAGS`, e.g. ``TIFFTAG_DATETIME`` ``2019:07:14 10:30:00``), else a STAC item beside
+    (:data:`DATE_TAGS`, e.g. ``TIFFTAG_DATETIME`` ``2019:07:14 10:30:00``; ``tags``: those already
+    read, as :attr:`RasterSource.date_tags`, else the file is opened), else a STAC item beside
     the file (``NAME.json`` or ``NAME.tif.json``, ``properties.datetime``). ``(NaT, "")`` when none
     says it.
     """
@@ -362,19 +373,20 @@ def acquisition_date(path: str, pattern: str | None = None) -> tuple[np.datetime
             found = parse(text)
             if not np.isnat(found):
                 return found, "file name"
-    if not path.startswith("/vsi") and "://" not in path:
+    local = not path.startswith("/vsi") and "://" not in path
+    if tags is None and local:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 with rasterio.open(path) as src:
-                    tags = {k.upper(): v for k, v in src.tags().items()}
+                    tags = date_tags(src.tags())
         except RasterioIOError:
-            tags = {}
-        for name in DATE_TAGS:
-            if name in tags:
-                found = parse(tags[name])
-                if not np.isnat(found):
-                    return found, f"metadata {name}"
+            tags = ()
+    for name, text in tags or ():
+        found = parse(text)
+        if not np.isnat(found):
+            return found, f"metadata {name}"
+    if local:
         stem = os.path.splitext(path)[0]
         for item in (stem + ".json", path + ".json"):
             if os.path.isfile(item):

@@ -68,6 +68,9 @@ def test_acquisition_date_from_the_name_metadata_or_a_stac_item(make_raster, tmp
         dst.update_tags(TIFFTAG_DATETIME="2019:07:14 10:30:00")
     date, how = acquisition_date(tagged)
     assert str(date)[:19] == "2019-07-14T10:30:00" and how == "metadata TIFFTAG_DATETIME"
+    source = rg.open_source(tagged)  # read once when the raster is opened; the run does not reopen it
+    assert source.date_tags == (("TIFFTAG_DATETIME", "2019:07:14 10:30:00"),)
+    assert acquisition_date("/nowhere/tagged.tif", tags=source.date_tags)[1] == "metadata TIFFTAG_DATETIME"
     plain = make_raster(np.ones((1, 8, 8), np.uint8), name="scene.tif")
     (tmp_path / "scene.json").write_text(json.dumps({"type": "Feature", "properties": {
         "datetime": "2021-03-02T09:00:00Z"}}))

@@ -158,10 +158,6 @@ def run_command(arguments: list[str], on_progress, is_canceled, cli: str | None 
     a temporary GeoPackage a killed run leaves beside ``output`` is removed. Returns the ``ok``
     event; raises :class:`Canceled` or :class:`BackendError` (with the command's last words).
     """
-    import queue
-    import signal
-    import threading
-
     cli = cli or configured_cli()
     if not cli:
         raise BackendError("rsprune is not configured: use RS-Prune > Set up backend…, or choose an existing "
@@ -169,28 +165,9 @@ def run_command(arguments: list[str], on_progress, is_canceled, cli: str | None 
     creation = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {}
     process = subprocess.Popen([cli, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, text=True, shell=False, **creation)
-    lines: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        for line in process.stderr:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    final, other, done = None, [], False
+    final, other = None, []
     try:
-        while not done:
-            if is_canceled():
-                _stop(process, signal)
-                _remove_partial(output)
-                raise Canceled()
-            try:
-                line = lines.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                continue
-            if line is None:
-                done = True
-                continue
+        for line in lines_of(process, process.stderr, is_canceled):
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
@@ -203,6 +180,9 @@ def run_command(arguments: list[str], on_progress, is_canceled, cli: str | None 
             elif event.get("event") == "warning":
                 other.append(event.get("message", ""))
         process.wait()
+    except Canceled:
+        _remove_partial(output)
+        raise
     finally:
         if process.poll() is None:
             process.kill()
@@ -219,8 +199,51 @@ def run_command(arguments: list[str], on_progress, is_canceled, cli: str | None 
     return final
 
 
-def _stop(process, signal) -> None:
+def lines_of(process, pipe, is_canceled):
+    """The lines of ``process``'s ``pipe`` as they come (read on a thread), checking
+    ``is_canceled()`` every :data:`POLL_SECONDS` even while it is silent; on Cancel the process
+    is stopped (:func:`_stop`) and :class:`Canceled` raised."""
+    import queue
+    import threading
+
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in pipe:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        if is_canceled():
+            _stop(process)
+            raise Canceled()
+        try:
+            line = lines.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            continue
+        if line is None:
+            return
+        yield line
+
+
+def outcome(call) -> tuple:
+    """``(result, error)`` of ``call()`` for a task: ``(result, None)``, ``(None, message)`` when it
+    failed (any exception: a task must never crash QGIS), ``(None, None)`` when canceled."""
+    try:
+        return call(), None
+    except Canceled:
+        return None, None
+    except BackendError as exc:
+        return None, str(exc)
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _stop(process) -> None:
     """Interrupt a command (it cleans up), then kill it if it does not stop in time."""
+    import signal
+
     if process.poll() is not None:
         return
     try:

@@ -14,11 +14,9 @@ from __future__ import annotations
 import glob
 import os
 import platform
-import queue
 import shutil
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 
 from . import backend, options
@@ -97,32 +95,13 @@ class SetupPlan:
 
 def stream(arguments: list[str], log, is_canceled) -> int:
     """Run one step, every output line to ``log``; Cancel (polled ten times a second) stops it."""
+    creation = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {}
     process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, text=True, shell=False)
-    lines: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        for line in process.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
+                               stdin=subprocess.DEVNULL, text=True, shell=False, **creation)
     try:
-        while True:
-            if is_canceled():
-                process.terminate()
-                try:
-                    process.wait(timeout=backend.STOP_SECONDS)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                raise backend.Canceled()
-            try:
-                line = lines.get(timeout=backend.POLL_SECONDS)
-            except queue.Empty:
-                continue
-            if line is None:
-                return process.wait()
+        for line in backend.lines_of(process, process.stdout, is_canceled):
             log(line.rstrip())
+        return process.wait()
     finally:
         if process.poll() is None:
             process.kill()
@@ -249,17 +228,8 @@ class SetupTask(QgsTask):
         self.error: str | None = None
 
     def run(self) -> bool:
-        try:
-            self.cli = run_setup(self.plan, self.lines.line.emit, self.isCanceled)
-            return True
-        except backend.Canceled:
-            return False
-        except backend.BackendError as exc:
-            self.error = str(exc)
-            return False
-        except Exception as exc:  # never crash QGIS
-            self.error = f"{type(exc).__name__}: {exc}"
-            return False
+        self.cli, self.error = backend.outcome(lambda: run_setup(self.plan, self.lines.line.emit, self.isCanceled))
+        return self.cli is not None
 
     def finished(self, ok: bool) -> None:
         if ok and self.cli:

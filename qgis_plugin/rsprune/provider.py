@@ -70,6 +70,11 @@ def processing_parameter(item: dict):
     return param
 
 
+def run_layer_parameter():
+    """``RUN``: the tiles layer of a run's GeoPackage (the input of re-select, export and report)."""
+    return QgsProcessingParameterVectorLayer("RUN", "RS-Prune tiles layer", [POLYGONS])
+
+
 class _Styled(QgsProcessingLayerPostProcessorInterface):
     """Loads a run's stored QGIS style (and time) onto the layer Processing adds."""
 
@@ -243,8 +248,7 @@ class ReselectAlgorithm(RsPruneAlgorithm):
                 "no pixel is read and nothing is encoded, so it takes seconds. Writes a new GeoPackage.")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterVectorLayer("RUN", "RS-Prune tiles layer",
-                                                            [POLYGONS]))
+        self.addParameter(run_layer_parameter())
         keep = options.option("keep")
         self.addParameter(QgsProcessingParameterNumber("KEEP", keep["label"], DOUBLE,
                                                        options.form_default("keep"), False, 0.001, 1.0))
@@ -280,8 +284,7 @@ class ExportChipsAlgorithm(RsPruneAlgorithm):
                 "Resumable.")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterVectorLayer("RUN", "RS-Prune tiles layer",
-                                                            [POLYGONS]))
+        self.addParameter(run_layer_parameter())
         self.addParameter(QgsProcessingParameterEnum("FORMAT", "Format", self.FORMATS, defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum("LAYOUT", "Layout", self.LAYOUTS, defaultValue=0))
         self.addParameter(QgsProcessingParameterFolderDestination("FOLDER", "Chips folder"))
@@ -311,8 +314,7 @@ class ReportAlgorithm(RsPruneAlgorithm):
                 "tiles, nearest and farthest from the centroid). Opens in the results viewer.")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterVectorLayer("RUN", "RS-Prune tiles layer",
-                                                            [POLYGONS]))
+        self.addParameter(run_layer_parameter())
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Report", "HTML files (*.html)"))
         self.addOutput(QgsProcessingOutputHtml("HTML", "RS-Prune report"))
 

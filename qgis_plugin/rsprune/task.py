@@ -61,17 +61,9 @@ class PruneTask(QgsTask):
 
     def run(self) -> bool:
         runner = backend.run_in_process if self.use_in_process else backend.run_cli
-        try:
-            self.result_event = runner(self.params, lambda pct, stage: self.setProgress(pct), self.isCanceled)
-            return True
-        except backend.Canceled:
-            return False
-        except backend.BackendError as exc:
-            self.error = str(exc)
-            return False
-        except Exception as exc:  # report, never crash QGIS
-            self.error = f"{type(exc).__name__}: {exc}"
-            return False
+        self.result_event, self.error = backend.outcome(
+            lambda: runner(self.params, lambda pct, stage: self.setProgress(pct), self.isCanceled))
+        return self.result_event is not None
 
     def finished(self, ok: bool) -> None:
         if ok:
