@@ -19,6 +19,17 @@ GEOTIFF = SHARED_DATA / "geotiff"
 UCMERCED = SHARED_DATA / "scenes" / "ucmerced"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The tests never write to the user's cache (exported networks, embeddings, banks): the
+    default cache folder is one of their own for the session, cold as on a fresh machine."""
+    patch = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("rsprune-cache")
+    patch.setenv("RSPRUNE_CACHE", str(folder))
+    yield folder
+    patch.undo()
+
+
 def shared(relative: str) -> str:
     """Path of a file in ../shared/data/geotiff; fail loudly (not skip) when it is missing."""
     path = GEOTIFF / relative

@@ -66,4 +66,29 @@ def test_runtime_choice_and_errors():
         rt.choose_runtime("onnx-int8", "cpu", True, None)
     with pytest.raises(InputError, match="`runtime` tpu"):
         rt.choose_runtime("tpu", "cpu", True, None)
-    assert get_encoder("rcf-gaussian").runtime == "torch"  # one convolution: torch is as fast
+
+
+def test_rcf_runs_on_onnxruntime_equal_to_torch_and_ships_no_filters_to_workers(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    bank = rng.integers(0, 256, (24, 64, 64, 3), dtype=np.uint8)
+    tiles = rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
+    for name in ("rcf-gaussian", "rcf-empirical"):
+        fast = get_encoder(name, fit_images=bank, seed=2, cache_dir=str(tmp_path))
+        slow = get_encoder(name, fit_images=bank, seed=2, runtime="torch")
+        assert (fast.runtime, slow.runtime) == ("onnx", "torch") and fast.cache_key == slow.cache_key
+        assert (fast.encode(tiles) * slow.encode(tiles)).sum(axis=1).min() >= 0.9999
+        shipped = pickle.loads(pickle.dumps(fast))  # what a Dask worker gets: the cached file, no bank
+        assert shipped._fit_images is None and shipped._model is None
+        assert np.array_equal(shipped.encode(tiles), fast.encode(tiles))
+    # a cached export is reused without drawing the filters again (torchgeo's RCF not built)
+    monkeypatch.setattr(type(fast), "model", property(lambda self: pytest.fail("filters drawn again")))
+    again = get_encoder("rcf-empirical", fit_images=bank, seed=2, cache_dir=str(tmp_path))
+    assert np.array_equal(again.encode(tiles), fast.encode(tiles))
+
+
+def test_exports_are_kept_in_the_default_cache_folder(private_cache, monkeypatch):
+    # RSPRUNE_CACHE names the folder (the test session points it at its own, cold one)
+    encoder = get_encoder("rcf-gaussian", seed=11)
+    assert encoder.onnx.path.parent == private_cache / "onnx"
+    monkeypatch.setenv("RSPRUNE_CACHE", str(private_cache / "elsewhere"))
+    assert get_encoder("rcf-gaussian", seed=11).onnx.path.parent == private_cache / "elsewhere" / "onnx"
