@@ -13,7 +13,7 @@ import pandas as pd
 from .config import DEFAULT_PLAUSIBILITY_Z
 from .pixels import Scaling, read_image, read_plain, read_window, source_scaling, window_inside
 from .progress import ProgressCallback
-from .schema import Status
+from .schema import TILING_COLUMNS, Status
 from .sources import RasterSource
 from .tiling import group_tiles, union_window
 
@@ -108,11 +108,13 @@ def tile_statistics(data: np.ndarray, valid: np.ndarray, scaling: Scaling = Scal
 
 def score_group(
     source: RasterSource, tiles: pd.DataFrame, scaling: Scaling
-) -> list[dict]:
+) -> pd.DataFrame:
     """Read the window covering ``tiles`` (one source) once and score each tile in it.
 
     Same figures as :func:`tile_statistics` per tile, computed by one compiled pass over the
-    block (no per-tile copies), which keeps stage 1 close to the cost of reading.
+    block (no per-tile copies), which keeps stage 1 close to the cost of reading. Returns one
+    row per tile (columns ``entropy``, ``nodata_fraction``, ``b<i>_mean``, ``b<i>_std``,
+    ``tile_id``), in the order of ``tiles``.
     """
     from ._kernels import tile_sums, tile_sums_rgb8
 
@@ -136,21 +138,16 @@ def score_group(
     else:
         hist, count, sums, squares = tile_sums(data, grey, valid, nodata, use_nodata, fuse, *offsets)
     size = (tiles.width.to_numpy() * tiles.height.to_numpy()).astype(np.float64)
-    entropy = _entropy_rows(hist)
-    rows = []
-    for k, tid in enumerate(tiles.tile_id):
-        n = count[k]
-        row = {"entropy": float(entropy[k]), "nodata_fraction": 1.0 - n / size[k]}
-        for b in range(data.shape[0]):
-            if n:
-                mean = sums[k, b] / n
-                var = max(squares[k, b] / n - mean * mean, 0.0)
-                row[f"b{b + 1}_mean"], row[f"b{b + 1}_std"] = float(mean), float(np.sqrt(var))
-            else:
-                row[f"b{b + 1}_mean"], row[f"b{b + 1}_std"] = np.nan, np.nan
-        row["tile_id"] = tid
-        rows.append(row)
-    return rows
+    columns: dict[str, np.ndarray] = {"entropy": _entropy_rows(hist), "nodata_fraction": 1.0 - count / size}
+    empty = count == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = sums / count[:, None]
+        stds = np.sqrt(np.maximum(squares / count[:, None] - means * means, 0.0))
+    means[empty], stds[empty] = np.nan, np.nan
+    for b in range(data.shape[0]):
+        columns[f"b{b + 1}_mean"], columns[f"b{b + 1}_std"] = means[:, b], stds[:, b]
+    columns["tile_id"] = tiles.tile_id.to_numpy()
+    return pd.DataFrame(columns)
 
 
 def _entropy_rows(hist: np.ndarray) -> np.ndarray:
@@ -192,23 +189,25 @@ def score_tiles(
 
     if scalings is None:
         scalings = [source_scaling(s) for s in sources]
-    tasks = []
+    tasks, places = [], []
+    start = 0
     for source, frame, scaling in zip(sources, tiles, scalings):
-        plain = pd.DataFrame(frame.drop(columns=frame.geometry.name))
+        plain = pd.DataFrame(frame[list(TILING_COLUMNS)])
         for positions in group_tiles(plain, group_px):
             tasks.append((source, plain.iloc[positions], scaling))
-    results: list[list[dict]] = [[] for _ in tasks]
+            places.append(start + np.asarray(positions, dtype=np.int64))
+        start += len(frame)
+    results: list[pd.DataFrame | None] = [None] * len(tasks)
     threads = 1 if scheduler in ("sync", "synchronous", "single-threaded") else None
     processes = scheduler == "processes"
-    for done, (i, rows) in enumerate(map_tasks(score_group, tasks, client, threads, processes=processes), start=1):
-        results[i] = rows
+    for done, (i, group) in enumerate(map_tasks(score_group, tasks, client, threads, processes=processes), start=1):
+        results[i] = group.set_axis(places[i])  # the tiles' positions in the concatenation of ``tiles``
         if on_progress is not None:
             on_progress("stage1", done, len(tasks))
-    stats = pd.DataFrame([row for group in results for row in group])
-    if stats.empty:
-        return stats
-    order = pd.concat([pd.Series(f.tile_id.values) for f in tiles], ignore_index=True)
-    return stats.set_index("tile_id").loc[order.values].reset_index()
+    if not results:
+        return pd.DataFrame()
+    stats = pd.concat(results).sort_index()
+    return stats[["tile_id", *(c for c in stats.columns if c != "tile_id")]].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
