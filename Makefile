@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 QGIS_VENV := .venv-qgis
 QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env qgis-env demo test lint test-python test-qgis plugin options-json bench notebooks screenshots clean
+.PHONY: env qgis-env demo test lint test-python test-qgis plugin options-json bench bench-million notebooks screenshots clean
 
 env: $(STAMP)
 
@@ -88,6 +88,10 @@ bench: env
 	$(BIN)/python benchmarks/bench_cancel.py
 	$(BIN)/python benchmarks/bench_encoders.py
 	$(BIN)/python benchmarks/bench_scale.py
+
+bench-million: env
+	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python benchmarks/bench_million.py
 
 clean:
 	rm -rf demo-output .pytest_cache build dist *.egg-info qgis-test-output

@@ -3,8 +3,10 @@
 Leave-one-out cosine 1-NN accuracy, k-means purity (K = 21) and images/s on this machine,
 through the public encoder API (``encoder.encode`` on batches of 32 uint8 images, preprocessing
 included, building the encoder excluded and timed apart), each runtime of the default encoder
-(torch, onnxruntime float32, onnxruntime int8). Speed is the min / median / max over REPEATS
-passes over the 420 images. Writes benchmarks/results/encoders.json and encoders.md. Run with
+(torch, onnxruntime float32, onnxruntime int8) and of RCF (torch, onnxruntime). Speed is the
+min / median / max over REPEATS passes over the 420 images. Then the default encoder's exported
+networks alone (no preprocessing) on onnxruntime with 1 and all cores and on OpenVINO: the
+ceiling this CPU offers. Writes benchmarks/results/encoders.json and encoders.md. Run with
 `make bench`.
 """
 
@@ -125,6 +127,50 @@ def timed(enc, imgs: np.ndarray, repeats: int = REPEATS) -> tuple[np.ndarray, li
     return x, rates
 
 
+def network_alone(variant: str, path: Path, batch: np.ndarray) -> list[dict]:
+    """Images/s of the exported network alone (no preprocessing) on onnxruntime with 1 and all
+    cores, and on OpenVINO where it is installed (the bench extra installs it)."""
+    import onnxruntime as ort
+
+    def rates(run) -> list[float]:
+        run()
+        out = []
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                run()
+            out.append(10 * len(batch) / (time.perf_counter() - t0))
+        return out
+
+    def row(runtime: str, threads: int, values: list[float]) -> dict:
+        return {"variant": "int8" if variant == "onnx-int8" else "float32", "runtime": runtime, "threads": threads,
+                "images_per_s": float(np.median(values)), "images_per_s_min": min(values),
+                "images_per_s_max": max(values)}
+
+    rows = []
+    for threads in sorted({1, os.cpu_count() or 1}):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def run(s=session, n=name) -> None:
+            s.run(None, {n: batch})
+
+        rows.append(row(f"onnxruntime {ort.__version__}", threads, rates(run)))
+    try:
+        import openvino
+    except ImportError:
+        print("openvino not installed: its row is skipped (pip install openvino)")
+        return rows
+    model = openvino.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    request = model.create_infer_request()
+    rows.append(row(f"OpenVINO {openvino.__version__.split('-')[0]}", os.cpu_count() or 1,
+                    rates(lambda: request.infer({0: batch}))))
+    print(rows[-3:])
+    return rows
+
+
 def main() -> None:
     import tempfile
 
@@ -137,7 +183,8 @@ def main() -> None:
     cache = tempfile.mkdtemp(prefix="bench-onnx-")  # a cold cache: the export is timed as a first build
     rng = np.random.default_rng(0)
     cases = [("efficientnet-lite0", "torch"), ("efficientnet-lite0", "onnx"), ("efficientnet-lite0", "onnx-int8"),
-             ("rcf-empirical", "torch"), ("rcf-gaussian", "torch")]
+             ("rcf-empirical", "torch"), ("rcf-empirical", "onnx"), ("rcf-gaussian", "torch"), ("rcf-gaussian", "onnx")]
+    networks = {}
     for name, runtime in cases:
         size = {"efficientnet-lite0": 224}.get(name, 64)
         imgs = read_images(bank.paths, size)
@@ -151,6 +198,8 @@ def main() -> None:
         get_encoder(name, fit_images=fit, seed=0, runtime=runtime, cache_dir=cache, calibration=calibration)
         rebuild = time.perf_counter() - t0
         x, rates = timed(enc, imgs)
+        if name == "efficientnet-lite0" and enc.onnx is not None:
+            networks[enc.runtime] = (enc.onnx.path, enc._prepare(imgs[:32]))
         note = {"onnx-int8": f"calibrated on {CALIBRATION_IMAGES} of the 420 images (no labels used)",
                 "onnx": f"onnxruntime {onnxruntime_version()}, float32"}.get(runtime, "")
         if name == "rcf-empirical":
@@ -179,9 +228,10 @@ def main() -> None:
     except ImportError:
         print("ai-edge-litert not installed: MobileNet reference skipped (pip install ai-edge-litert)")
     rows.extend(speed_only_rows())
+    ceilings = [row for runtime, (path, batch) in networks.items() for row in network_alone(runtime, path, batch)]
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "encoders.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "encoders.json").write_text(json.dumps({"encoders": rows, "network_alone": ceilings}, indent=2) + "\n")
     lines = ["| encoder | runtime | input | dim | 1-NN (LOO) | k-means purity (K=21) | images/s, median (min–max) "
              "| first / cached build (s) | note |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -197,6 +247,12 @@ def main() -> None:
                      f"{pct(r['kmeans_purity'])} | {rate} | {build} | {r['note']} |")
     head = (f"UC Merced, 21 classes x 20 images (../shared/data/scenes/ucmerced), cosine distance; {os.cpu_count()} "
             f"cores; speed through `encoder.encode` in batches of 32, {REPEATS} passes:\n\n")
+    lines += ["", "The default encoder's network alone (the exported files above, fed a prepared float32 batch of 32, "
+              f"no preprocessing; {REPEATS} passes of 320 images): what each runtime can do on this CPU.", "",
+              "| variant | runtime | threads | images/s, median (min–max) |", "|---|---|---|---|"]
+    for r in ceilings:
+        lines.append(f"| {r['variant']} | {r['runtime']} | {r['threads']} | {r['images_per_s']:.1f} "
+                     f"({r['images_per_s_min']:.1f}–{r['images_per_s_max']:.1f}) |")
     text = head + "\n".join(lines) + "\n"
     (out / "encoders.md").write_text(text)
     print(text)

@@ -1,6 +1,6 @@
 """Scale figures: 10M-tile selection from memory-mapped float16 embeddings, reading through
-overviews, end-to-end tiles/s locally and on 2 Dask workers, growth from 1x to 4x the mosaic,
-and the driver's memory while stage 2 runs on a LocalCluster at growing tile counts.
+overviews, end-to-end tiles/s locally and on 2 Dask workers, growth from 1x to 4x the mosaic
+(the driver's memory on a LocalCluster up to a million tiles is `bench_million.py`).
 
 Memory peaks are measured as peaks: the kernel's high-water mark of resident memory (VmHWM),
 and, where memory-mapped files would count their page cache, the highest anonymous memory seen
@@ -147,37 +147,6 @@ def end_to_end(mosaic: str, bank: str) -> list[dict]:
     return rows
 
 
-def driver_child(size: int, tile: int) -> None:
-    """(child process) stage 2 on a 2-worker LocalCluster: the driver's peak memory."""
-    import rsprune_geo
-
-    mosaic, bank = DATA / f"demo-{size}.tif", DATA / "prior-bank"
-    with tempfile.TemporaryDirectory() as cache:
-        rsprune_geo.run([str(DATA / "demo-1024.tif")], tile_size=tile, keep=0.15, prior_bank=(str(bank),),
-                        encoder="rcf-gaussian", cache_dir=cache)  # warm-up: libraries, kernel, bank
-        base = rss_mib()["VmHWM"]
-        t0 = time.perf_counter()
-        result = rsprune_geo.run([str(mosaic)], tile_size=tile, keep=0.15, prior_bank=(str(bank),),
-                                 encoder="rcf-gaussian", cache_dir=cache, workers=2)
-        seconds = time.perf_counter() - t0
-    print(json.dumps({"size": size, "tile": tile, "tiles": len(result.tiles),
-                      "encoded": result.record.stage2["stage1_candidates"], "seconds": seconds,
-                      "driver_peak_rss_mib": rss_mib()["VmHWM"], "driver_rss_after_warmup_mib": base}))
-
-
-def driver_memory() -> list[dict]:
-    """Stage 2 on 2 workers at 1x, 4x and 16x the tiles: the driver's peak memory should stay flat."""
-    rows = []
-    for size in (1024, 2048, 4096):
-        _demo_mosaic(size)
-        proc = subprocess.run([sys.executable, __file__, "driver", str(size), "32"], capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(proc.stderr)
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
-    return rows
-
-
 def _demo_mosaic(size: int) -> Path:
     path = DATA / f"demo-{size}.tif"
     if not path.exists():
@@ -223,9 +192,6 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "growth":
         growth_child(int(sys.argv[2]))
         return
-    if len(sys.argv) == 4 and sys.argv[1] == "driver":
-        driver_child(int(sys.argv[2]), int(sys.argv[3]))
-        return
     from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
 
     DATA.mkdir(exist_ok=True)
@@ -236,7 +202,7 @@ def main() -> None:
     if not bank.exists():
         write_prior_bank(bank)
     record = {"growth": growth(), "overviews": overview_reads(str(mosaic)),
-              "end_to_end": end_to_end(str(mosaic), str(bank)), "driver_memory": driver_memory(),
+              "end_to_end": end_to_end(str(mosaic), str(bank)),
               "selection_10m": big_selection()}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
@@ -260,13 +226,6 @@ def main() -> None:
     for row in record["end_to_end"]:
         lines.append(f"| {row['encoder']} | {row['runtime']} | {row['workers']} | {row['encoded']} | "
                      f"{row['seconds']:.1f} | {row['tiles_per_s']:.1f} | {row['encoding_s']:.1f} |")
-    lines += ["", "Stage 2 on a 2-worker LocalCluster (rcf-gaussian, 32-px tiles): the driver's peak memory "
-              "(VmHWM, fresh process, after a warm-up run) as the tiles grow:", "",
-              "| mosaic | tiles | encoded | seconds | driver peak RSS (MiB) | after warm-up (MiB) |",
-              "|---|---|---|---|---|---|"]
-    for row in record["driver_memory"]:
-        lines.append(f"| {row['size']}² | {row['tiles']} | {row['encoded']} | {row['seconds']:.1f} | "
-                     f"{row['driver_peak_rss_mib']:.0f} | {row['driver_rss_after_warmup_mib']:.0f} |")
     lines += ["", f"10,000,000 tiles x {DIM}-d float16 embeddings memory-mapped ({b['file_gib']:.1f} GiB file) "
               f"to {K} centroids, keep 15%: assign {b['assign_s']:.1f} s, select {b['select_s']:.1f} s, "
               f"peak anonymous memory {b['peak_anon_mib']:.0f} MiB (sampled every 20 ms; the peak RSS of "

@@ -36,7 +36,7 @@ class RCFEncoder(NetworkEncoder):
     ``mode="empirical"`` draws the filters (ZCA-whitened) from patches of ``fit_images`` (the
     prior bank), seeded; ``mode="gaussian"`` draws them from a normal distribution and needs
     no data. No pretrained weights: it separates textures and colours, not semantics (see
-    the README's encoder table). On a CPU it runs on onnxruntime (about 3x torch's speed,
+    the README's encoder table). On a CPU it runs on onnxruntime (about 3.7x torch's speed,
     measured in ``benchmarks/bench_encoders.py``); the filters are drawn only when torch runs
     it or its export is not cached yet.
     """
