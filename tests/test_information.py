@@ -190,7 +190,7 @@ def test_compiled_scoring_equals_the_plain_numpy_statistics(make_raster, case):
 
 
 def test_stage1_holds_its_scores_in_columns_not_per_tile_objects(make_raster):
-    """A million tiles must not cost the driver a Python dict each (≈2 KB a tile before)."""
+    """A million tiles must not cost the driver a Python dict each (1.3 KB a tile traced before)."""
     import tracemalloc
 
     rng = np.random.default_rng(0)
