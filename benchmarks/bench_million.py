@@ -25,20 +25,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench_scale import demo_mosaic, rss_mib  # this folder is on the path when a script runs
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 FOLDER = DATA / "tiles-1m"
 SIZE, TILE, FILES = 8192, 32, 16
 ENCODER = "rcf-gaussian"
-
-
-def status_mib(field: str) -> float:
-    """A memory field of this process's /proc status (MiB)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == field:
-            return int(value.split()[0]) / 1024
-    raise KeyError(field)
 
 
 def mosaics() -> list[Path]:
@@ -59,16 +52,6 @@ def mosaics() -> list[Path]:
     return paths
 
 
-def small_mosaic(size: int) -> Path:
-    """A seed-42 demo mosaic of ``size``² (the warm-up and the first level)."""
-    path = DATA / f"demo-{size}.tif"
-    if not path.exists():
-        subprocess.run([sys.executable, "-c", "import sys; from rsprune_geo.demo import DemoSpec, "
-                        f"write_demo_mosaic; write_demo_mosaic(sys.argv[1], DemoSpec(size={size}))", str(path)],
-                       check=True)
-    return path
-
-
 def child(files: list[str]) -> None:
     """(child process) warm up, reset the peak, run both stages on ``files`` with 2 workers."""
     import rsprune_geo
@@ -77,14 +60,14 @@ def child(files: list[str]) -> None:
     bank = str(DATA / "prior-bank")
     options = dict(tile_size=TILE, keep=0.15, prior_bank=(bank,), encoder=ENCODER)
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
-        rsprune_geo.run([str(small_mosaic(1024))], Path(tmp) / "warm.gpkg", cache_dir=f"{tmp}/cache", **options)
-        warm_peak = status_mib("VmHWM")
+        rsprune_geo.run([str(demo_mosaic(1024))], Path(tmp) / "warm.gpkg", cache_dir=f"{tmp}/cache", **options)
+        warm_peak = rss_mib()["VmHWM"]
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
-        start = status_mib("VmHWM")
+        start = rss_mib()["VmHWM"]
         t0 = time.perf_counter()
         result = rsprune_geo.run(files, Path(tmp) / "run.gpkg", cache_dir=f"{tmp}/cache", workers=2, **options)
         seconds = time.perf_counter() - t0
-        peak = status_mib("VmHWM")
+        peak = rss_mib()["VmHWM"]
         gpkg_mib = (Path(tmp) / "run.gpkg").stat().st_size / 2**20
     tiles, stage2 = len(result.tiles), result.record.stage2
     encoded = int(stage2["stage1_candidates"])
@@ -109,7 +92,7 @@ def main() -> None:
     if not bank.exists():
         write_prior_bank(bank)
     paths = mosaics()
-    levels = [[small_mosaic(4096)], paths[:4], paths]
+    levels = [[demo_mosaic(4096)], paths[:4], paths]
     rows = []
     for files in levels:
         proc = subprocess.run([sys.executable, __file__, "child", *map(str, files)], capture_output=True, text=True)

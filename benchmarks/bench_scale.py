@@ -147,7 +147,8 @@ def end_to_end(mosaic: str, bank: str) -> list[dict]:
     return rows
 
 
-def _demo_mosaic(size: int) -> Path:
+def demo_mosaic(size: int) -> Path:
+    """A seed-42 demo mosaic of ``size``² in benchmarks/.data, written once."""
     path = DATA / f"demo-{size}.tif"
     if not path.exists():
         subprocess.run([sys.executable, "-c", "import sys; from rsprune_geo.demo import DemoSpec, "
@@ -178,7 +179,7 @@ def growth_child(size: int) -> None:
 def growth() -> list[dict]:
     rows = []
     for size in (1024, 4096, 5792, 8192):  # the warm-up, then 1x, 2x, 4x the area
-        _demo_mosaic(size)
+        demo_mosaic(size)
     for size in (4096, 5792, 8192):
         proc = subprocess.run([sys.executable, __file__, "growth", str(size)], capture_output=True, text=True)
         if proc.returncode:
