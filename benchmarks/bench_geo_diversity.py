@@ -71,7 +71,7 @@ def compare(inputs: list[str], columns: list[str], **common) -> tuple[pd.DataFra
 def selection_cost(repeats: int = 3) -> pd.DataFrame:
     import numpy as np
 
-    from rsprune_geo.selection import select_tiles
+    from rsprune_geo.stages.selection import select_tiles
 
     n, rng = 1_000_000, np.random.default_rng(0)
     cells = np.array([f"r{i // 1000}-c{i % 1000}" for i in rng.integers(0, 100_000, n)], dtype=object)
@@ -92,7 +92,7 @@ def selection_cost(repeats: int = 3) -> pd.DataFrame:
 
 
 def main() -> None:
-    from rsprune_geo.labelled_pool import build_labelled_pool
+    from rsprune_geo.fixtures.labelled_pool import build_labelled_pool
 
     naip = sorted((SHARED / "geotiff" / "opengeos-data" / "naip").glob("*.tif"))
     scenes = SHARED / "scenes" / "ucmerced"

@@ -43,7 +43,7 @@ def mosaics() -> list[Path]:
         if paths[i].exists():
             return
         east, north = 400000.0 + SIZE * 10.0 * (i % 4), 5300000.0 - SIZE * 10.0 * (i // 4)
-        code = ("import sys; from rsprune_geo.demo import DemoSpec, write_demo_mosaic; "
+        code = ("import sys; from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic; "
                 f"write_demo_mosaic(sys.argv[1], DemoSpec(size={SIZE}, seed={100 + i}, origin=({east}, {north})))")
         subprocess.run([sys.executable, "-c", code, str(paths[i])], check=True)
 
@@ -86,7 +86,7 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "child":
         child(sys.argv[2:])
         return
-    from rsprune_geo.demo import write_prior_bank
+    from rsprune_geo.fixtures.demo import write_prior_bank
 
     bank = DATA / "prior-bank"
     if not bank.exists():

@@ -47,7 +47,7 @@ def real_images() -> list[np.ndarray]:
     """The real uint8 RGB rasters of ../shared/data (uint16 ones stretched 2–98%), (3, H, W)."""
     import rasterio
 
-    from rsprune_geo.pixels import Scaling, choose_bands, to_rgb8
+    from rsprune_geo.reading.pixels import Scaling, choose_bands, to_rgb8
 
     out = []
     for path in sorted((SHARED / "geotiff").rglob("*.tif")):
@@ -113,9 +113,9 @@ def command_times(args: list[str], env: dict | None = None, before=None, repeats
 IN_PROCESS = """
 import json, statistics, sys, time
 import rasterio
-from rsprune_geo.information import score_tiles
-from rsprune_geo.sources import open_source
-from rsprune_geo.tiling import make_tiles
+from rsprune_geo.stages.information import score_tiles
+from rsprune_geo.reading.sources import open_source
+from rsprune_geo.reading.tiling import make_tiles
 path = sys.argv[1]
 source = open_source(path)
 tiles = make_tiles(source, 256)
@@ -176,8 +176,8 @@ def main() -> None:
     encoded = int(record.stage2["stage1_candidates"])
     runtime = record.stage2["encoder_runtime"]
     from rsprune_geo.features.runtime import CALIBRATION_IMAGES
-    from rsprune_geo.priorbank import find_prior_bank
-    from rsprune_geo.stage2 import bank_encoder
+    from rsprune_geo.stages.priorbank import find_prior_bank
+    from rsprune_geo.stages.stage2 import bank_encoder
 
     bank = find_prior_bank([UCMERCED])
     encoder = bank_encoder(record.stage2["encoder"], bank.paths, cache_dir=str(work / "cache"))

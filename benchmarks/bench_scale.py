@@ -59,8 +59,8 @@ class AnonPeak:
 
 def big_selection() -> dict:
     """Assign and select 10M tiles whose 512-d float16 embeddings are memory-mapped."""
-    from rsprune_geo.clustering import assign_to_centroids
-    from rsprune_geo.selection import select_tiles
+    from rsprune_geo.stages.clustering import assign_to_centroids
+    from rsprune_geo.stages.selection import select_tiles
 
     DATA.mkdir(exist_ok=True)
     path = DATA / f"embeddings-{N_BIG}x{DIM}-f16.npy"
@@ -151,7 +151,7 @@ def demo_mosaic(size: int) -> Path:
     """A seed-42 demo mosaic of ``size``² in benchmarks/.data, written once."""
     path = DATA / f"demo-{size}.tif"
     if not path.exists():
-        subprocess.run([sys.executable, "-c", "import sys; from rsprune_geo.demo import DemoSpec, "
+        subprocess.run([sys.executable, "-c", "import sys; from rsprune_geo.fixtures.demo import DemoSpec, "
                         f"write_demo_mosaic; write_demo_mosaic(sys.argv[1], DemoSpec(size={size}))", str(path)],
                        check=True)
     return path
@@ -193,7 +193,7 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "growth":
         growth_child(int(sys.argv[2]))
         return
-    from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+    from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
 
     DATA.mkdir(exist_ok=True)
     mosaic = DATA / "demo-mosaic-4096.tif"

@@ -30,7 +30,7 @@ def work(method: str, n: int) -> dict:
         x[start:stop] = centroids[labels[start:stop]] + 0.04 * rng.normal(size=(stop - start, DIM)).astype(np.float32)
     t0 = time.perf_counter()
     if method == "faiss":
-        from rsprune_geo.clustering import assign_to_centroids
+        from rsprune_geo.stages.clustering import assign_to_centroids
 
         ids, dist = assign_to_centroids(x, centroids, batch_size=65536)
     else:
@@ -38,7 +38,7 @@ def work(method: str, n: int) -> dict:
 
         ids, dist = pairwise_distances_argmin_min(x, centroids, metric="cosine")
     t_assign = time.perf_counter() - t0
-    from rsprune_geo.selection import select_tiles
+    from rsprune_geo.stages.selection import select_tiles
 
     t0 = time.perf_counter()
     sel = select_tiles(ids, dist, budget=round(0.15 * n), uniformity=1.0, seed=0)

@@ -52,7 +52,7 @@ def run_one(pool, keep: float, params: dict) -> tuple[pd.DataFrame, float]:
 
 
 def main() -> None:
-    from rsprune_geo.labelled_pool import PoolSpec, build_labelled_pool
+    from rsprune_geo.fixtures.labelled_pool import PoolSpec, build_labelled_pool
 
     scenes = SHARED / "scenes" / "ucmerced"
     if not scenes.is_dir():

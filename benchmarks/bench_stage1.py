@@ -18,11 +18,11 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from rsprune_geo.demo import DemoSpec, write_demo_mosaic
-from rsprune_geo.information import score_tiles
-from rsprune_geo.pixels import source_scaling
-from rsprune_geo.sources import open_source
-from rsprune_geo.tiling import make_tiles
+from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic
+from rsprune_geo.reading.pixels import source_scaling
+from rsprune_geo.reading.sources import open_source
+from rsprune_geo.reading.tiling import make_tiles
+from rsprune_geo.stages.information import score_tiles
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

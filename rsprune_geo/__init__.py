@@ -4,13 +4,14 @@ import logging as _logging
 
 from .config import RunConfig
 from .errors import InputError, OutputError, RsPruneError
-from .information import apply_information_filter, grey_levels, score_tiles, shannon_entropy, tile_statistics
 from .outputs import plot_map, write_geopackage
-from .pipeline import RunResult, run
-from .pixels import Scaling, read_window, source_scaling
+from .pipeline import run
+from .reading.pixels import Scaling, read_window, source_scaling
+from .reading.sources import RasterSource, open_lazy, open_source, open_sources
+from .reading.tiling import make_tiles
+from .result import RunResult
 from .schema import RunRecord, Status, read_run
-from .sources import RasterSource, open_lazy, open_source, open_sources
-from .tiling import make_tiles
+from .stages.information import apply_information_filter, grey_levels, score_tiles, shannon_entropy, tile_statistics
 
 __all__ = [
     "InputError",

@@ -208,7 +208,7 @@ class RunConfig:
     def validated(self) -> RunConfig:
         """A checked, normalised copy (bands parsed, prior banks as a tuple of strings, ``k``
         overriding ``k_per_class``); raises :class:`InputError` for a parameter out of range."""
-        from .sources import parse_bands, resolve_crs
+        from .reading.sources import parse_bands, resolve_crs
 
         for f in fields(self):
             check_value(f, getattr(self, f.name))

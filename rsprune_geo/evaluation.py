@@ -10,11 +10,11 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .clustering import SceneCentroids, assign_to_centroids, normalise, self_clusters
 from .config import PAPER_STAGE1_KEEP
 from .errors import InputError
 from .schema import Status
-from .selection import select_tiles
+from .stages.clustering import SceneCentroids, assign_to_centroids, normalise, self_clusters
+from .stages.selection import select_tiles
 
 log = logging.getLogger(__name__)
 
@@ -295,9 +295,9 @@ def independent_encoder_name(run_encoder: str, requested: str | None = None) -> 
 def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list[str], seed: int,
                            cache_root, on_progress=None, runtime: str = "auto") -> np.ndarray:
     """Every tile embedded by the independent encoder ``name`` (cached like any run's)."""
-    from .embedding import embed_tiles
     from .features.cache import EmbeddingCache
-    from .stage2 import bank_encoder
+    from .stages.embedding import embed_tiles
+    from .stages.stage2 import bank_encoder
 
     encoder = bank_encoder(name, bank_paths, seed=seed, runtime=runtime, cache_dir=str(cache_root))
     by_path = {s.path: s for s in sources}
@@ -310,9 +310,9 @@ def evaluate_run(tiles, vectors, final_kept, survivors, centroids, options, budg
                  pool=None, pool_ids=None, pool_dist=None, on_progress=None, bank=None) -> pd.DataFrame:
     """The evaluation table of a run (``evaluate``): RS-Prune and the baselines on the same
     candidates and budget, by true labels when ``options.labels`` is given; ``vectors`` embed
-    every tile, ``options`` are the run's :class:`~rsprune_geo.stage2.Stage2Options` and ``bank``
+    every tile, ``options`` are the run's :class:`~rsprune_geo.stages.stage2.Stage2Options` and ``bank``
     its prior bank (loaded again when not given)."""
-    from .priorbank import load_prior_bank
+    from .stages.priorbank import load_prior_bank
 
     n = len(tiles)
     if len(vectors) != n:

@@ -6,7 +6,7 @@ import logging
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,81 +18,21 @@ from rasterio.crs import CRS
 
 from .config import RunConfig, param
 from .errors import InputError
-from .information import EntropyFloor, apply_information_filter, score_tiles
-from .outputs import check_output_path, write_geopackage
-from .pixels import Scaling, has_credentials, redact, run_scaling, source_scaling
-from .priorbank import PriorBank
+from .outputs.geopackage import check_output_path, write_geopackage
 from .progress import ProgressCallback, no_progress
+from .reading.pixels import Scaling, has_credentials, redact, run_scaling, source_scaling
+from .reading.sources import RasterSource, acquisition_date, resolve_crs, scan_sources
+from .reading.tiling import clip_to_aoi, ground_cells, make_tiles, read_aoi, whole_tile
+from .result import RunResult
 from .schema import RunRecord, Status, status_counts
-from .sources import RasterSource, acquisition_date, resolve_crs, scan_sources
-from .tiling import clip_to_aoi, ground_cells, make_tiles, read_aoi, whole_tile
+from .stages.information import EntropyFloor, apply_information_filter, score_tiles
+from .stages.priorbank import PriorBank
 
 log = logging.getLogger(__name__)
 
 #: The smallest tile (pixels) worth matching to a prior-bank image's ground: coarser rasters
 #: need a bank at their own pixel size instead.
 MIN_MATCHED_TILE = 32
-
-@dataclass
-class RunResult:
-    """What a run produced: every tile with its decision, the run record and the output path."""
-
-    tiles: gpd.GeoDataFrame
-    record: RunRecord
-    output: Path | None = None
-    timings: dict = field(default_factory=dict)
-    clusters: pd.DataFrame | None = None
-    evaluation: pd.DataFrame | None = None
-
-    @property
-    def kept(self) -> gpd.GeoDataFrame:
-        """The kept tiles."""
-        return self.tiles[self.tiles["status"] == Status.KEPT]
-
-    def summary(self) -> str:
-        """A one-screen text summary of the run."""
-        counts = self.tiles["status"].value_counts()
-        total = len(self.tiles)
-        lines = [f"tiles: {total}  (sources: {len(self.record['inputs'])}, crs: {self.record['crs']})"]
-        for item in self.record.get("skipped") or []:
-            lines.append(f"skipped: {item['error']}")
-        for status in Status:
-            if status in counts:
-                n = int(counts[status])
-                lines.append(f"  {status:<16} {n:>8}  {100 * n / total:5.1f}%")
-        st1 = self.record.get("stage1") or {}
-        if st1:
-            floor = (f", entropy floor {st1['floor_bits']:.2f} bits (no prior-bank scene below it)"
-                     if st1.get("floor_bits") is not None else "")
-            lines.append(f"stage 1: rule {st1['rule']}{floor}; fractions count the {st1['tiles_with_data']} "
-                         f"tile(s) with data")
-        ground = self.record.get("ground") or {}
-        if ground.get("cells"):
-            dated = [when for when, _ in (ground.get("dates") or {}).values() if when]
-            spread = f", dates {min(dated)[:10]} to {max(dated)[:10]}" if len(set(dated)) > 1 else ""
-            lines.append(f"ground: {ground['cells']} cell(s) of {ground['cell_size']:.4g} CRS units; "
-                         f"{len(dated)} of {len(ground.get('dates') or {})} raster(s) dated{spread}")
-        for warning in self.record.get("warnings") or []:
-            lines.append(f"warning: {warning}")
-        if self.timings:
-            lines.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()))
-        if self.record.get("stage2"):
-            st2 = self.record["stage2"]
-            lines.append(
-                f"stage 2: encoder {st2['encoder']} (runtime {st2.get('encoder_runtime', 'torch')}), "
-                f"{st2['n_centroids']} centroids over "
-                f"{st2['n_classes']} scenes, {st2['clustering']} clustering, quotas by "
-                f"{st2.get('quota_by', 'centroid')}, budget {st2['budget']}"
-            )
-        if self.evaluation is not None:
-            where = self.evaluation.attrs.get("independent_encoder")
-            lines.append("evaluation (higher is better, except frechet and junk_kept"
-                         + (f"; coverage and frechet in {where}'s space" if where else "") + "):")
-            lines.append(self.evaluation.to_string(float_format=lambda v: f"{v:.3f}"))
-        if self.output:
-            lines.append(f"output: {self.output}")
-        return "\n".join(lines)
-
 
 def output_crs(sources: Sequence[RasterSource], requested: str | None = None) -> CRS | None:
     """The CRS of the output: the requested one, else the sources' common CRS, else EPSG:4326."""
@@ -173,7 +113,7 @@ def bank_floor(bank: PriorBank, sources: Sequence[RasterSource], config: RunConf
     """The stage-1 entropy floor of the prior bank, its images brought to the tiles' pixel size
     (downsampled when the tiles are coarser); cached by bank fingerprint and scale."""
     from .features.cache import atomic_save_npz, default_cache_dir, load_npz
-    from .information import bank_entropies, plausibility_floor
+    from .stages.information import bank_entropies, plausibility_floor
 
     tile_gsd = None if config.chips else tiles_pixel_size(sources)
     scale = 1.0 if bank.gsd is None or tile_gsd is None else min(1.0, bank.gsd / tile_gsd)
@@ -244,7 +184,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     if crs is not None and any(s.crs is None for s in sources):
         raise InputError(f"{param('out_crs')} needs georeferenced rasters (the inputs have no CRS)")
     if config.match_bank_scale:
-        from .priorbank import find_prior_bank
+        from .stages.priorbank import find_prior_bank
 
         size = bank_tile_size(find_prior_bank(config.prior_bank), sources)
         if size is None:
@@ -281,7 +221,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     warnings_: list[str] = []
     bank_skipped: list[dict] = []
     if config.prior_bank:
-        from .priorbank import load_prior_bank
+        from .stages.priorbank import load_prior_bank
 
         bank, bank_skipped = load_prior_bank(config.prior_bank, config.cache_dir)
         if bank_skipped:
@@ -311,7 +251,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     clusters = evaluation = None
     stage2_record = None
     if config.stage2:
-        from .stage2 import Stage2Options, run_stage2
+        from .stages.stage2 import Stage2Options, run_stage2
 
         outcome = run_stage2(tiles, sources, scalings, Stage2Options.from_config(config),
                              round(config.effective_keep * n_data), round(config.stage1_fraction * n_data), bank,
@@ -371,8 +311,8 @@ def _assemble(per_source: list[gpd.GeoDataFrame], stats: pd.DataFrame, decisions
 def add_ground_and_dates(tiles: gpd.GeoDataFrame, sources: Sequence[RasterSource],
                          date_pattern: str | None = None) -> dict[str, Any]:
     """Give ``tiles`` (in place) their ``ground_cell`` (a cell of one grid common to every
-    raster, :func:`~rsprune_geo.tiling.ground_cells`) and ``date`` (their raster's acquisition
-    date, :func:`~rsprune_geo.sources.acquisition_date`; NaT when unknown). Returns the record
+    raster, :func:`~rsprune_geo.reading.tiling.ground_cells`) and ``date`` (their raster's acquisition
+    date, :func:`~rsprune_geo.reading.sources.acquisition_date`; NaT when unknown). Returns the record
     of both: the grid's cell size and origin, each input's date and where it was read."""
     cells, size, origin = ground_cells(tiles.geometry)
     tiles["ground_cell"] = cells

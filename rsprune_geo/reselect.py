@@ -10,10 +10,10 @@ import pyogrio
 
 from .config import PAPER_STAGE1_KEEP, param
 from .errors import InputError
-from .outputs import write_geopackage
-from .pipeline import RunResult
+from .outputs.geopackage import write_geopackage
+from .result import RunResult
 from .schema import RunRecord, Status, read_run, status_counts
-from .selection import SelectionOptions, apply_selection
+from .stages.selection import SelectionOptions, apply_selection
 
 
 def reselect(
@@ -34,7 +34,7 @@ def reselect(
     Stage-1 candidates follow the run's rule and ``stage1_keep``: under ``paper`` a keep ratio
     at or above it is decided by stage 1 alone; under ``bank`` the within-scene cut is taken
     again from the stored scenes and entropies. Near-duplicates found by the run stay duplicates.
-    The selection is applied by :func:`~rsprune_geo.selection.apply_selection`, as in a run.
+    The selection is applied by :func:`~rsprune_geo.stages.selection.apply_selection`, as in a run.
     ``uniformity``, ``spread``, ``seed``, ``max_per_cell``, ``cell_period`` and ``geo_spread``
     default to the run's; ``max_per_cell=0`` removes the run's cap.
     """

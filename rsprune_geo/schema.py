@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
 
     from .config import RunConfig
-    from .pixels import Scaling
-    from .sources import RasterSource
+    from .reading.pixels import Scaling
+    from .reading.sources import RasterSource
 
 
 class Status(StrEnum):
@@ -234,8 +234,8 @@ class RunRecord:
         """Reopen the input ``path`` with the run's bands and grey-level stretch; with ``check``,
         refuse a file that changed since the run."""
         from .errors import InputError
-        from .pixels import REDACTED, Scaling
-        from .sources import open_source
+        from .reading.pixels import REDACTED, Scaling
+        from .reading.sources import open_source
 
         item = self.input(path)
         if REDACTED in item["path"]:

@@ -14,15 +14,16 @@ from click.testing import CliRunner
 import rsprune_geo
 from rsprune_geo.cli import main
 from rsprune_geo.cli import run as run_cmd
-from rsprune_geo.cli.options import TqdmProgress, cli_message, flag_of
+from rsprune_geo.cli.options import cli_message, flag_of
+from rsprune_geo.cli.progress import TqdmProgress
 from rsprune_geo.config import RunConfig, option_schema, run_options
 from rsprune_geo.errors import InputError
 from rsprune_geo.features import encoder_info, get_encoder, list_encoders, register_encoder
 from rsprune_geo.features.base import Encoder
-from rsprune_geo.pixels import Scaling, choose_bands, read_preview, window_inside
+from rsprune_geo.reading.pixels import Scaling, choose_bands, read_preview, window_inside
 from rsprune_geo.scaleout import map_tasks
 from rsprune_geo.schema import STATUS_COLORS, RunRecord, Status, read_run
-from rsprune_geo.selection import SelectionOptions, apply_selection
+from rsprune_geo.stages.selection import SelectionOptions, apply_selection
 
 from .conftest import REPO, shared
 
@@ -247,7 +248,7 @@ def test_the_import_graph_has_no_cycle():
     files = list(PACKAGE.rglob("*.py"))
     known = {_module_name(p) for p in files}
     graph = {_module_name(p): _top_level_targets(p, known) - {_module_name(p)} for p in files}
-    assert graph["rsprune_geo.pixels"] <= {"rsprune_geo.errors"}  # the pixel layer sits at the bottom
+    assert graph["rsprune_geo.reading.pixels"] <= {"rsprune_geo.errors"}  # the pixel layer sits at the bottom
     state: dict[str, int] = {}
 
     def visit(node: str, trail: list[str]) -> None:

@@ -168,7 +168,7 @@ def test_every_run_option_reaches_the_run(tmp_path):
 
 
 def test_progress_json_through_stage_2(tmp_path):
-    from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+    from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
 
     mosaic = write_demo_mosaic(tmp_path / "m.tif", DemoSpec(size=1024))
     bank = write_prior_bank(tmp_path / "bank", per_class=4)
@@ -189,7 +189,7 @@ def test_library_warnings_reach_the_terminal_as_one_log_line():
 
     import click
 
-    from rsprune_geo.cli.options import fail_cleanly
+    from rsprune_geo.cli.errors import fail_cleanly
 
     @click.command()
     @fail_cleanly
@@ -208,7 +208,7 @@ def test_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
     """Root writes almost anywhere: use a folder even root cannot write (/proc/sys), else make
     the permission check say so, so that the read-only branch runs in CI (as root) too."""
     from rsprune_geo.errors import OutputError
-    from rsprune_geo.outputs import check_output_path
+    from rsprune_geo.outputs.geopackage import check_output_path
 
     folder = next((p for p in ("/proc/sys", "/sys/kernel") if os.path.isdir(p) and not os.access(p, os.W_OK)), None)
     if folder is None:
@@ -223,7 +223,7 @@ def test_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
 
 
 def test_stage2_flags_reach_the_run_and_its_record(tmp_path):
-    from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+    from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
 
     mosaic = write_demo_mosaic(tmp_path / "m.tif", DemoSpec(size=1024))
     bank = write_prior_bank(tmp_path / "bank", per_class=4)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rsprune_geo.clustering import SceneCentroids, assign_to_centroids, fit_scene_centroids, normalise
 from rsprune_geo.errors import InputError
+from rsprune_geo.stages.clustering import SceneCentroids, assign_to_centroids, fit_scene_centroids, normalise
 
 
 def blobs(sizes, dim=16, spread=0.05, seed=0):

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rsprune_geo.cli import main
-from rsprune_geo.demo import DemoSpec, land_cover_map, render_mosaic, write_demo_mosaic
+from rsprune_geo.fixtures.demo import DemoSpec, land_cover_map, render_mosaic, write_demo_mosaic
 
 
 def test_render_mosaic_has_collar_water_clouds_and_texture():

@@ -3,15 +3,15 @@ nearest centroids need no embedding matrix."""
 
 import numpy as np
 
-from rsprune_geo.clustering import assign_to_centroids, fit_scene_centroids
-from rsprune_geo.embedding import embed_tiles
 from rsprune_geo.features import get_encoder
 from rsprune_geo.features.base import Encoder
 from rsprune_geo.features.cache import EmbeddingCache
-from rsprune_geo.pixels import source_scaling
-from rsprune_geo.sources import open_source
-from rsprune_geo.stage2 import embed_and_assign
-from rsprune_geo.tiling import make_tiles
+from rsprune_geo.reading.pixels import source_scaling
+from rsprune_geo.reading.sources import open_source
+from rsprune_geo.reading.tiling import make_tiles
+from rsprune_geo.stages.clustering import assign_to_centroids, fit_scene_centroids
+from rsprune_geo.stages.embedding import embed_tiles
+from rsprune_geo.stages.stage2 import embed_and_assign
 
 from .conftest import shared
 

@@ -12,10 +12,10 @@ from PIL import Image
 
 import rsprune_geo
 from rsprune_geo.cli import main
-from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
 from rsprune_geo.errors import InputError, OutputError
-from rsprune_geo.export import export_chips, export_footprints
-from rsprune_geo.report import make_plots, write_report
+from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+from rsprune_geo.outputs.export import export_chips, export_footprints
+from rsprune_geo.outputs.report import make_plots, write_report
 
 from .conftest import shared
 
@@ -175,7 +175,7 @@ def test_by_scene_layout_needs_scenes(landsat_run, tmp_path):
 
 
 def test_partitioned_geoparquet_footprints(naip_run, tmp_path):
-    from rsprune_geo.export import export_partitioned
+    from rsprune_geo.outputs.export import export_partitioned
 
     kept = naip_run["result"].kept
     out = export_partitioned(naip_run["gpkg"], tmp_path / "kept", rows_per_file=3)

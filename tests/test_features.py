@@ -10,8 +10,8 @@ from rasterio.windows import Window
 from rsprune_geo.errors import InputError
 from rsprune_geo.features import get_encoder, list_encoders
 from rsprune_geo.features.cache import EmbeddingCache
-from rsprune_geo.pixels import Scaling, read_rgb, source_scaling, to_rgb8
-from rsprune_geo.sources import open_source
+from rsprune_geo.reading.pixels import Scaling, read_rgb, source_scaling, to_rgb8
+from rsprune_geo.reading.sources import open_source
 
 from .conftest import shared
 

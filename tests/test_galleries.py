@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 
 from rsprune_geo import read_run, run
 from rsprune_geo.errors import InputError, OutputError
-from rsprune_geo.outputs import plot_map
-from rsprune_geo.report import (
+from rsprune_geo.outputs.maps import plot_map
+from rsprune_geo.outputs.report import (
     GALLERY_GROUPS,
     Thumbnails,
     gallery_picks,

@@ -15,10 +15,10 @@ import pytest
 import rsprune_geo as rg
 from rsprune_geo.errors import InputError
 from rsprune_geo.evaluation import geo_metrics, nearest_kept_distance
+from rsprune_geo.reading.sources import acquisition_date
+from rsprune_geo.reading.tiling import ground_cells
 from rsprune_geo.reselect import reselect
-from rsprune_geo.selection import cell_groups, geo_picks, select_tiles, spans_ground_or_time
-from rsprune_geo.sources import acquisition_date
-from rsprune_geo.tiling import ground_cells
+from rsprune_geo.stages.selection import cell_groups, geo_picks, select_tiles, spans_ground_or_time
 
 from .conftest import GEOTIFF, UCMERCED, shared
 
@@ -202,7 +202,7 @@ def test_evaluation_and_report_show_where_and_when(stack, tmp_path):
     assert {"cells_kept", "max_per_cell", "nn_distance", "dates_kept", "max_date_share"} <= set(table.columns)
     assert table.loc["rs-prune", "cells_kept"] == 35 and table.loc["rs-prune", "max_per_cell"] == 2
     assert table.loc["rs-prune", "nn_distance"] > table.loc["random", "nn_distance"] * 0.9
-    from rsprune_geo.report import make_plots
+    from rsprune_geo.outputs.report import make_plots
 
     plots = make_plots(tmp_path / "evaluated.gpkg", tmp_path / "plots")
     assert {"dates", "cells"} <= set(plots) and all(p.stat().st_size > 5000 for p in plots.values())

@@ -6,16 +6,16 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from rsprune_geo.information import (
+from rsprune_geo.reading.pixels import Scaling, read_window, run_scaling, source_scaling
+from rsprune_geo.reading.sources import open_source
+from rsprune_geo.reading.tiling import make_tiles, tile_windows
+from rsprune_geo.stages.information import (
     apply_information_filter,
     grey_levels,
     score_tiles,
     shannon_entropy,
     tile_statistics,
 )
-from rsprune_geo.pixels import Scaling, read_window, run_scaling, source_scaling
-from rsprune_geo.sources import open_source
-from rsprune_geo.tiling import make_tiles, tile_windows
 
 from .conftest import shared
 
@@ -108,7 +108,7 @@ def test_score_tiles_is_the_same_on_any_scheduler():
 
 def test_score_tiles_reads_bounded_windows(monkeypatch):
     """Memory per task does not grow with the mosaic: every read is at most one group."""
-    import rsprune_geo.information as info
+    import rsprune_geo.stages.information as info
 
     seen = []
     real = info._read_for_scoring

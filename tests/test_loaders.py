@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from rsprune_geo.errors import InputError
 from rsprune_geo.loaders import TileDataset, choose_tiles
-from rsprune_geo.pixels import read_chip
+from rsprune_geo.reading.pixels import read_chip
 
 from .conftest import NAIP, shared
 

@@ -81,7 +81,7 @@ def test_aoi_restricts_the_run(tmp_path):
     import shapely
 
     src = rsprune_geo.open_source(shared("rasterio-tests/RGB.byte.tif"))
-    left, bottom, right, top = src.window_bounds(rsprune_geo.sources.Window(0, 0, 300, 300))
+    left, bottom, right, top = src.window_bounds(rsprune_geo.reading.sources.Window(0, 0, 300, 300))
     aoi = tmp_path / "aoi.gpkg"
     gpd.GeoDataFrame(geometry=[shapely.box(left, bottom, right, top).buffer(-1)], crs=src.crs).to_file(aoi)
     result = run([src.path], aoi=str(aoi), tile_size=100)
@@ -99,7 +99,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
 
 
 def test_failed_write_leaves_no_output_and_no_temp_file(tmp_path, monkeypatch):
-    import rsprune_geo.outputs as outputs
+    import rsprune_geo.outputs.geopackage as outputs
 
     real = outputs.pyogrio.write_dataframe
     calls = []

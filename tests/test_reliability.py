@@ -18,11 +18,11 @@ from rasterio.transform import from_origin
 from rasterio.windows import bounds
 
 import rsprune_geo
-from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
 from rsprune_geo.errors import InputError
 from rsprune_geo.features.base import Encoder
-from rsprune_geo.sources import RasterSource
-from rsprune_geo.tiling import grid_offsets, make_tiles, tile_windows
+from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+from rsprune_geo.reading.sources import RasterSource
+from rsprune_geo.reading.tiling import grid_offsets, make_tiles, tile_windows
 
 from .conftest import shared
 

@@ -111,7 +111,7 @@ def test_credentials_in_a_url_are_never_stored_or_shown(server, tmp_path):
     assert "REDACTED" in record.inputs[0]["path"] and tiles.source.str.contains("REDACTED").all()
     with pytest.raises(InputError, match="carried credentials"):
         record.source(record.inputs[0]["path"])
-    from rsprune_geo.report import write_report
+    from rsprune_geo.outputs.report import write_report
 
     report = write_report(out, tmp_path / "report.html")  # the gallery says what it cannot read
     assert report.exists() and "s3cr3t" not in report.read_text()

@@ -9,8 +9,8 @@ import time
 import pytest
 
 import rsprune_geo
-from rsprune_geo.demo import DemoSpec, write_demo_mosaic, write_prior_bank
 from rsprune_geo.errors import InputError
+from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
 
 distributed = pytest.importorskip("distributed")  # a dependency: present in `make test`
 

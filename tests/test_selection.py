@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rsprune_geo.errors import InputError
-from rsprune_geo.selection import (
+from rsprune_geo.stages.selection import (
     blended_quotas,
     centroid_first_order,
     proportional_quotas,

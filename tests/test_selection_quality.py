@@ -14,7 +14,7 @@ from shapely.geometry import box
 import rsprune_geo
 from rsprune_geo.cli import main
 from rsprune_geo.evaluation import labels_from_folders, labels_from_vector, tile_labels, truth_metrics
-from rsprune_geo.labelled_pool import JUNK_KINDS, PoolSpec, build_labelled_pool
+from rsprune_geo.fixtures.labelled_pool import JUNK_KINDS, PoolSpec, build_labelled_pool
 
 from .conftest import SHARED_DATA
 
@@ -163,8 +163,8 @@ def test_labels_from_folders_and_truth_metrics():
 
 def test_a_bank_far_from_the_tiles_pixel_size_warns_and_says_what_to_do():
     from rsprune_geo.pipeline import RunConfig, bank_tile_size, scale_warnings
-    from rsprune_geo.priorbank import find_prior_bank
-    from rsprune_geo.sources import open_source
+    from rsprune_geo.reading.sources import open_source
+    from rsprune_geo.stages.priorbank import find_prior_bank
 
     bank = find_prior_bank([str(UCMERCED)])
     assert bank.gsd == 0.3  # known by the folder's name

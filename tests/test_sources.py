@@ -8,8 +8,8 @@ import rasterio
 from rasterio.windows import Window
 
 from rsprune_geo.errors import InputError
-from rsprune_geo.pixels import file_fingerprint, read_window
-from rsprune_geo.sources import expand_paths, open_lazy, open_source, open_sources, parse_bands
+from rsprune_geo.reading.pixels import file_fingerprint, read_window
+from rsprune_geo.reading.sources import expand_paths, open_lazy, open_source, open_sources, parse_bands
 
 from .conftest import GEOTIFF, shared
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rsprune_geo.clustering import fit_scene_centroids
-from rsprune_geo.information import (
+from rsprune_geo.stages.clustering import fit_scene_centroids
+from rsprune_geo.stages.information import (
     apply_information_filter,
     apportion_by_size,
     bank_entropies,
@@ -16,8 +16,8 @@ from rsprune_geo.information import (
     plausibility_floor,
     stratified_entropy_cut,
 )
-from rsprune_geo.priorbank import declared_gsd, find_prior_bank
-from rsprune_geo.selection import scene_quotas, select_tiles
+from rsprune_geo.stages.priorbank import declared_gsd, find_prior_bank
+from rsprune_geo.stages.selection import scene_quotas, select_tiles
 
 from .conftest import SHARED_DATA
 

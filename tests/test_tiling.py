@@ -8,8 +8,8 @@ import shapely
 from rasterio.windows import bounds
 
 from rsprune_geo.errors import InputError
-from rsprune_geo.sources import open_source
-from rsprune_geo.tiling import (
+from rsprune_geo.reading.sources import open_source
+from rsprune_geo.reading.tiling import (
     clip_to_aoi,
     grid_offsets,
     group_tiles,

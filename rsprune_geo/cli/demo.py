@@ -9,7 +9,9 @@ import click
 from ..config import SUGGESTED_KEEP, RunConfig
 from ..pipeline import run as run_pipeline
 from ..schema import status_counts
-from .options import fail_cleanly, finish, progress_json_option, progress_reporter
+from .errors import fail_cleanly
+from .options import progress_json_option
+from .progress import finish, progress_reporter
 
 
 @click.command("demo")
@@ -21,8 +23,8 @@ from .options import fail_cleanly, finish, progress_json_option, progress_report
 @fail_cleanly
 def command(out_dir: str, size: int, regenerate: bool, progress_json: bool) -> None:
     """Generate the demo mosaic and prior bank, run both stages, evaluate, draw the map."""
-    from ..demo import DemoSpec, write_demo_mosaic, write_prior_bank
-    from ..outputs import plot_map
+    from ..fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+    from ..outputs.maps import plot_map
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ..config import DEFAULT_ENCODER
-from .options import cli_message, fail_cleanly
+from .errors import fail_cleanly
+from .options import cli_message
 
 
 @click.command("encoders")

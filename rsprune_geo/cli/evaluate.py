@@ -6,16 +6,9 @@ import click
 
 from ..errors import RsPruneError
 from ..schema import status_counts
-from .options import (
-    fail_cleanly,
-    finish,
-    output_option,
-    overwrite_option,
-    progress_json_option,
-    progress_reporter,
-    run_config_options,
-    run_file_argument,
-)
+from .errors import fail_cleanly
+from .options import output_option, overwrite_option, progress_json_option, run_config_options, run_file_argument
+from .progress import finish, progress_reporter
 
 
 @click.command("evaluate")

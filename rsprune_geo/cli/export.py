@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from ..errors import RsPruneError
-from ..export import CHIP_FORMATS, CHIP_LAYOUTS
+from ..outputs.export import CHIP_FORMATS, CHIP_LAYOUTS
 from ..schema import Status
-from .options import fail_cleanly, finish, overwrite_option, progress_json_option, progress_reporter, run_file_argument
+from .errors import fail_cleanly
+from .options import overwrite_option, progress_json_option, run_file_argument
+from .progress import finish, progress_reporter
 
 
 @click.command("export")
@@ -30,7 +32,7 @@ from .options import fail_cleanly, finish, overwrite_option, progress_json_optio
 def command(run_file: str, to_dir: str | None, fmt: str, layout: str, footprints: str | None, status: str,
             overwrite: bool, progress_json: bool) -> None:
     """Export a run's kept tiles as training chips and/or footprint layers."""
-    from ..export import export_chips, export_footprints, footprints_geojson
+    from ..outputs.export import export_chips, export_footprints, footprints_geojson
 
     if not to_dir and not footprints:
         raise RsPruneError("give `to` DIR (chips) and/or `footprints` FILE")

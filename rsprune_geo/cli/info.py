@@ -6,7 +6,8 @@ import json
 
 import click
 
-from .options import fail_cleanly, run_file_argument
+from .errors import fail_cleanly
+from .options import run_file_argument
 
 
 @click.command("info")

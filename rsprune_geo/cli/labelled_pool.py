@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .options import fail_cleanly, finish, progress_json_option
+from .errors import fail_cleanly
+from .options import progress_json_option
+from .progress import finish
 
 
 @click.command("labelled-pool")
@@ -21,7 +23,7 @@ def command(scenes: str, out_dir: str, seed: int, progress_json: bool) -> None:
     a georeferenced grid) and OUT_DIR/labels.gpkg (each cell's true label), for
     `rsprune run ... --evaluate --labels`.
     """
-    from ..labelled_pool import PoolSpec, build_labelled_pool
+    from ..fixtures.labelled_pool import PoolSpec, build_labelled_pool
 
     pool = build_labelled_pool(scenes, out_dir, PoolSpec(seed=seed))
     finish(progress_json, {"bank": str(pool.bank), "chips": str(pool.chips), "mosaic": str(pool.mosaic),

@@ -1,4 +1,4 @@
-"""Options shared by the subcommands, each defined once, and the CLI's adapters.
+"""Options shared by the subcommands, each defined once (rio's ``options.py`` manner).
 
 Registry (the flags every subcommand spells the same way):
 
@@ -9,30 +9,19 @@ Registry (the flags every subcommand spells the same way):
   ``--overwrite`` (:func:`overwrite_option`), ``-q/--quiet`` (:func:`quiet_option`),
   ``--progress-json`` (:func:`progress_json_option`).
 
-The adapters turn the core's reports into what a terminal shows: :func:`progress_reporter`
-gives a long command its progress callback (:class:`TqdmProgress` bars, or
-:func:`json_progress` lines with ``--progress-json``) and :func:`finish` its last word;
-:func:`fail_cleanly` prints errors as one line naming flags (the core names parameters as
-```name```). The main command's ``-v``/``-q`` set the package's log level.
+The core names parameters as ```name```; :func:`cli_message` says them as flags. Progress bars
+and JSON lines are in :mod:`.progress`, one-line errors in :mod:`.errors`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import logging
 import re
-import sys
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from ..config import Option, run_options
-from ..errors import RsPruneError
-from ..progress import STAGES, ProgressCallback
 
 #: Flags of parameters that are not run options, as messages name them.
 EXTRA_FLAGS = {"output": "-o", "overwrite": "--overwrite", "format": "--format", "status": "--status",
@@ -52,7 +41,7 @@ def flag_of(name: str) -> str | None:
 def cli_message(text: str) -> str:
     """A core message as the CLI says it: ```tile_size``` becomes ``--tile-size``, and URL
     credentials are removed."""
-    from ..pixels import redact
+    from ..reading.pixels import redact
 
     def swap(match: re.Match) -> str:
         return flag_of(match.group(1)) or match.group(0)
@@ -142,155 +131,3 @@ def progress_json_option(func: Callable) -> Callable:
         help='Machine-readable progress on stderr, one JSON object a line: {"event": "progress", "stage", "done", '
              '"total"}, then {"event": "ok", ...} or {"event": "error", "message"}; warnings as '
              '{"event": "warning", "message"}.')(func)
-
-
-def json_line(event: dict) -> None:
-    """One JSON object per line on stderr: the protocol of ``--progress-json``."""
-    sys.stderr.write(json.dumps(event, default=_plain) + "\n")
-    sys.stderr.flush()
-
-
-def quieted() -> bool:
-    """Whether the main command was given ``-q`` (no progress bars)."""
-    context = click.get_current_context(silent=True)
-    return bool(context and context.find_root().params.get("quiet"))
-
-
-@contextlib.contextmanager
-def progress_reporter(progress_json: bool = False, quiet: bool = False) -> Iterator[ProgressCallback]:
-    """The progress callback of a long command: JSON lines with ``--progress-json``, else tqdm
-    bars on stderr (none with ``quiet`` or the main command's ``-q``)."""
-    if progress_json:
-        yield json_progress
-        return
-    with TqdmProgress(enabled=not (quiet or quieted())) as bars:
-        yield bars
-
-
-def finish(progress_json: bool, event: dict, text: str | None = None) -> None:
-    """End a command: ``{"event": "ok", **event}`` with ``--progress-json``, else ``text`` on stdout."""
-    if progress_json:
-        json_line({"event": "ok", **event})
-    elif text:
-        click.echo(text)
-
-
-def _plain(value: Any) -> Any:
-    """A value JSON cannot take as it is: a numpy scalar as its Python value, else its text."""
-    return value.item() if hasattr(value, "item") else str(value)
-
-
-def json_progress(stage: str, done: int, total: int) -> None:
-    """A progress callback writing ``{"event": "progress", ...}`` lines."""
-    json_line({"event": "progress", "stage": stage, "done": int(done), "total": int(total)})
-
-
-class JsonLogHandler(logging.Handler):
-    """Log records as ``{"event": "warning"|"info", "message"}`` lines (``--progress-json``)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Write the record as one JSON line."""
-        json_line({"event": record.levelname.lower(), "message": cli_message(_one_line(record))})
-
-
-class TqdmProgress:
-    """A progress callback drawing one tqdm bar per stage on stderr (nothing when disabled)."""
-
-    UNITS = {"stage1": "window", "prior_bank": "image", "encoding": "tile", "export": "chip", "gallery": "tile"}
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.bar: Any = None
-        self.key: tuple[str, int] | None = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        """Move the stage's bar (a new bar when the stage or its total changes)."""
-        if not self.enabled:
-            return
-        if (stage, total) != self.key:
-            self.close()
-            self.key = (stage, total)
-            if total > 1:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, desc=STAGES.get(stage, stage), unit=self.UNITS.get(stage, "step"),
-                                leave=False)
-        if self.bar is not None:
-            self.bar.n = min(int(done), self.bar.total)
-            self.bar.refresh()
-
-    def close(self) -> None:
-        """Close the bar in progress."""
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def __enter__(self) -> TqdmProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def fail_cleanly(func: Callable) -> Callable:
-    """Turn user-facing errors (and unexpected ones) into one line on stderr and exit code 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        context = click.get_current_context()
-        debug = context.find_root().params.get("debug", False)
-        as_json = context.params.get("progress_json", False)
-
-        def fail(message: str, code: int) -> None:
-            message = cli_message(message)
-            if as_json:
-                json_line({"event": "error", "message": message})
-            else:
-                click.echo(f"Error: {message}" if code == 1 else message, err=True)
-            sys.exit(code)
-
-        handler: logging.Handler = JsonLogHandler() if as_json else _stderr_handler()
-        package = logging.getLogger("rsprune_geo")
-        package.addHandler(handler)
-        package.propagate = False
-        # other libraries' warnings go through the same log line (Python shows each once)
-        logging.captureWarnings(True)
-        library = logging.getLogger("py.warnings")
-        library.addHandler(handler)
-        library.propagate = False
-        try:
-            return func(*args, **kwargs)
-        except RsPruneError as exc:
-            if debug:
-                traceback.print_exc()
-            fail(str(exc), 1)
-        except KeyboardInterrupt:
-            fail("Interrupted; no output was written.", 130)
-        except Exception as exc:  # a bug, or an input we did not foresee: still one line
-            if debug:
-                traceback.print_exc()
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            fail(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for details)", 1)
-        finally:
-            package.removeHandler(handler)
-            library.removeHandler(handler)
-            logging.captureWarnings(False)
-
-    return wrapper
-
-
-def _stderr_handler() -> logging.Handler:
-    """Plain log lines on stderr, flags as the CLI spells them."""
-
-    class CliFormatter(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return f"{record.levelname}: {cli_message(_one_line(record))}"
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(CliFormatter("%(levelname)s: %(message)s"))
-    return handler
-
-
-def _one_line(record: logging.LogRecord) -> str:
-    """A log record's message on one line (a Python warning drops the source line it quotes)."""
-    return record.getMessage().strip().splitlines()[0]

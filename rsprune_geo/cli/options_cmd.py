@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import fail_cleanly
+from .errors import fail_cleanly
 
 
 @click.command("options")

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .options import (
-    fail_cleanly,
-    finish,
-    output_option,
-    overwrite_option,
-    progress_json_option,
-    progress_reporter,
-    run_file_argument,
-)
+from .errors import fail_cleanly
+from .options import output_option, overwrite_option, progress_json_option, run_file_argument
+from .progress import finish, progress_reporter
 
 
 @click.command("report")
@@ -28,7 +22,7 @@ from .options import (
 def command(run_file: str, output: str, galleries: bool, gallery_size: int, overwrite: bool,
             progress_json: bool) -> None:
     """Write an HTML report of a run (plots, galleries, parameters, timings, baselines)."""
-    from ..report import galleries_folder, write_report
+    from ..outputs.report import galleries_folder, write_report
 
     with progress_reporter(progress_json) as on_progress:
         path = write_report(run_file, output, overwrite, galleries=galleries, gallery_size=gallery_size,

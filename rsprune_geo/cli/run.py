@@ -7,16 +7,9 @@ import click
 from ..config import RunConfig
 from ..pipeline import run as run_pipeline
 from ..schema import status_counts
-from .options import (
-    fail_cleanly,
-    finish,
-    output_option,
-    overwrite_option,
-    progress_json_option,
-    progress_reporter,
-    quiet_option,
-    run_config_options,
-)
+from .errors import fail_cleanly
+from .options import output_option, overwrite_option, progress_json_option, quiet_option, run_config_options
+from .progress import finish, progress_reporter
 
 
 @click.command("run")

@@ -5,15 +5,9 @@ from __future__ import annotations
 import click
 
 from ..schema import status_counts
-from .options import (
-    config_option,
-    fail_cleanly,
-    finish,
-    output_option,
-    overwrite_option,
-    progress_json_option,
-    run_file_argument,
-)
+from .errors import fail_cleanly
+from .options import config_option, output_option, overwrite_option, progress_json_option, run_file_argument
+from .progress import finish
 
 
 @click.command("select")

@@ -167,7 +167,7 @@ def unit_range(images: np.ndarray) -> np.ndarray:
 
 def file_digest(path: str, length: int = 12) -> str:
     """Content key of a weights file (size, head and tail; not its mtime, so a copy keeps it)."""
-    from ..pixels import file_fingerprint
+    from ..reading.pixels import file_fingerprint
 
     return file_fingerprint(path, with_mtime=False, chunk=1 << 20, digest_size=length // 2)
 

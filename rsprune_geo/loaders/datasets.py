@@ -12,7 +12,7 @@ import torch
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..pixels import read_all_bands, read_chip, read_errors, window_inside
+from ..reading.pixels import read_all_bands, read_chip, read_errors, window_inside
 from ..schema import Status, read_run
 
 #: What ``TileDataset`` returns as the image: the raw values of every band, the raw values of

@@ -20,7 +20,7 @@ import numpy as np
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
-from .errors import InputError
+from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import rasterio.io

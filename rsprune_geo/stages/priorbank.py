@@ -1,6 +1,6 @@
 """The prior bank: labelled scene-classification datasets (a folder per class), indexed.
 
-Its images are read through :func:`rsprune_geo.pixels.read_images`.
+Its images are read through :func:`rsprune_geo.reading.pixels.read_images`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import param
-from .errors import InputError
+from ..config import param
+from ..errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -135,8 +135,8 @@ def readable_bank(bank: PriorBank, cache_root: str | os.PathLike | None = None) 
     skipped ones as ``{"path", "error"}``; each skip is logged once, as one line. Every image is
     decoded once per bank fingerprint (the verdict is cached). A class left with no image is an
     :class:`InputError` naming it."""
-    from .features.cache import default_cache_dir
-    from .pixels import read_image
+    from ..features.cache import default_cache_dir
+    from ..reading.pixels import read_image
 
     folder = Path(cache_root) if cache_root else default_cache_dir()
     verdict = folder / "bank-check" / f"{bank.fingerprint}.json"

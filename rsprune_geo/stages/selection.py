@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .config import CELL_PERIODS, GEO_SPREAD_MODES, param
-from .errors import InputError
+from ..config import CELL_PERIODS, GEO_SPREAD_MODES, param
+from ..errors import InputError
+from ..schema import Status
 from .information import stratified_entropy_cut, within_scene_cut_reasons
-from .schema import Status
 
 
 def water_fill_quotas(sizes: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:

@@ -17,8 +17,8 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from .config import param
-from .errors import InputError
+from ..config import param
+from ..errors import InputError
 from .pixels import choose_bands, file_fingerprint, read_errors
 
 #: dtypes the information filter knows how to read.

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 from rasterio.windows import Window
 
-from .features.base import Encoder
-from .features.cache import EmbeddingCache
-from .pixels import Scaling, read_rgb
-from .progress import ProgressCallback
-from .sources import RasterSource
+from ..features.base import Encoder
+from ..features.cache import EmbeddingCache
+from ..progress import ProgressCallback
+from ..reading.pixels import Scaling, read_rgb
+from ..reading.sources import RasterSource
 
 
 def encode_windows(source: RasterSource, windows: list[Window], scaling: Scaling, encoder: Encoder) -> np.ndarray:
@@ -42,7 +42,7 @@ def embed_tiles(
     while a second thread reads and resizes the next batch. ``on_progress("encoding", done,
     total)`` counts encoded tiles.
     """
-    from .scaleout import map_tasks
+    from ..scaleout import map_tasks
 
     if out is None:
         out = np.zeros((len(tiles), encoder.dim), dtype=np.float32)

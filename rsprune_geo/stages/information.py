@@ -10,12 +10,12 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .config import DEFAULT_PLAUSIBILITY_Z
-from .pixels import Scaling, read_image, read_plain, read_window, source_scaling, window_inside
-from .progress import ProgressCallback
-from .schema import TILING_COLUMNS, Status
-from .sources import RasterSource
-from .tiling import group_tiles, union_window
+from ..config import DEFAULT_PLAUSIBILITY_Z
+from ..progress import ProgressCallback
+from ..reading.pixels import Scaling, read_image, read_plain, read_window, source_scaling, window_inside
+from ..reading.sources import RasterSource
+from ..reading.tiling import group_tiles, union_window
+from ..schema import TILING_COLUMNS, Status
 
 #: BT.601 luma weights in 1/256ths (77 + 150 + 29 = 256): integer luma on uint8, within 1 level.
 _LUMA_INT = np.array([77, 150, 29], dtype=np.uint16)
@@ -185,7 +185,7 @@ def score_tiles(
     done, total)`` is called as windows finish. Returns one row per tile, indexed like the
     concatenation of ``tiles``.
     """
-    from .scaleout import map_tasks
+    from ..scaleout import map_tasks
 
     if scalings is None:
         scalings = [source_scaling(s) for s in sources]

@@ -13,11 +13,11 @@ import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from .config import param
-from .errors import InputError, OutputError
-from .pixels import read_all_bands, read_chip
-from .progress import ProgressCallback, no_progress
-from .schema import Status, read_run
+from ..config import param
+from ..errors import InputError, OutputError
+from ..progress import ProgressCallback, no_progress
+from ..reading.pixels import read_all_bands, read_chip
+from ..schema import Status, read_run
 
 CHIP_FORMATS = ("tif", "png", "jpg")
 #: How chips are laid out: all in one folder, or one sub-folder per scene (torchvision's

@@ -16,18 +16,18 @@ import numpy as np
 import pandas as pd
 from rasterio.windows import Window
 
+from ..config import DEFAULT_ENCODER, RunConfig
+from ..features import Encoder, encoder_info, get_encoder
+from ..features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
+from ..features.runtime import onnxruntime_version
+from ..progress import ProgressCallback, no_progress
+from ..reading.pixels import Scaling, read_images
+from ..reading.sources import RasterSource
+from ..schema import Status
 from .clustering import SceneCentroids, assign_to_centroids, fit_scene_centroids, self_clusters
-from .config import DEFAULT_ENCODER, RunConfig
 from .embedding import embed_tiles, encode_windows, pending_batches, read_ahead
-from .features import Encoder, encoder_info, get_encoder
-from .features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
-from .features.runtime import onnxruntime_version
-from .pixels import Scaling, read_images
 from .priorbank import PriorBank
-from .progress import ProgressCallback, no_progress
-from .schema import Status
 from .selection import SelectionOptions, apply_selection, centroid_first_order, find_duplicates
-from .sources import RasterSource
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, s
     """The encoder ``name``; one that fits on the bank (``rcf-empirical``) draws a seeded
     sample of the bank's images, and one whose int8 variant keeps its accuracy is calibrated on
     another (``CALIBRATION_IMAGES`` of them) when it runs on onnxruntime."""
-    from .features.runtime import CALIBRATION_IMAGES, Calibration
+    from ..features.runtime import CALIBRATION_IMAGES, Calibration
 
     info = encoder_info(name)
     rng = np.random.default_rng(seed)
@@ -189,7 +189,7 @@ def embed_and_assign(
     by batch where they are encoded (on a Dask client's workers, against centroids sent to each
     worker once), so neither the driver's memory nor its disk grows with the embeddings.
     """
-    from .scaleout import map_tasks
+    from ..scaleout import map_tasks
 
     ids = np.full(len(tiles), -1, dtype=np.int64)
     dist = np.full(len(tiles), np.nan, dtype=np.float32)
@@ -304,7 +304,7 @@ def run_stage2(
                 all_ids, all_dist = assign_to_centroids(vectors, clusters_used)
             timings["stage2_selection"] = time.perf_counter() - t0
             if options.evaluate:
-                from .evaluation import evaluate_run
+                from ..evaluation import evaluate_run
 
                 t1 = time.perf_counter()
                 on_progress("evaluation", 0, 1)

@@ -9,8 +9,8 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
-from .config import EDGE_MODES, param
-from .errors import InputError
+from ..config import EDGE_MODES, param
+from ..errors import InputError
 from .sources import RasterSource
 
 

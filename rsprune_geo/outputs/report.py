@@ -25,11 +25,11 @@ import pandas as pd
 import pyogrio
 from rasterio.windows import Window
 
-from .errors import InputError, OutputError
-from .outputs import plot_map
-from .pixels import read_rgb
-from .progress import ProgressCallback, no_progress
-from .schema import STAGE2_POOL, STATUS_COLORS, RunRecord, Status, read_run
+from ..errors import InputError, OutputError
+from ..progress import ProgressCallback, no_progress
+from ..reading.pixels import read_rgb
+from ..schema import STAGE2_POOL, STATUS_COLORS, RunRecord, Status, read_run
+from .maps import plot_map
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure

@@ -1,0 +1,94 @@
+"""The CLI's progress adapters: tqdm bars on a terminal, JSON lines for tools (``--progress-json``),
+and a command's last word (:func:`finish`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from ..progress import STAGES, ProgressCallback
+
+
+def json_line(event: dict) -> None:
+    """One JSON object per line on stderr: the protocol of ``--progress-json``."""
+    sys.stderr.write(json.dumps(event, default=_plain) + "\n")
+    sys.stderr.flush()
+
+
+def quieted() -> bool:
+    """Whether the main command was given ``-q`` (no progress bars)."""
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("quiet"))
+
+
+@contextlib.contextmanager
+def progress_reporter(progress_json: bool = False, quiet: bool = False) -> Iterator[ProgressCallback]:
+    """The progress callback of a long command: JSON lines with ``--progress-json``, else tqdm
+    bars on stderr (none with ``quiet`` or the main command's ``-q``)."""
+    if progress_json:
+        yield json_progress
+        return
+    with TqdmProgress(enabled=not (quiet or quieted())) as bars:
+        yield bars
+
+
+def finish(progress_json: bool, event: dict, text: str | None = None) -> None:
+    """End a command: ``{"event": "ok", **event}`` with ``--progress-json``, else ``text`` on stdout."""
+    if progress_json:
+        json_line({"event": "ok", **event})
+    elif text:
+        click.echo(text)
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON cannot take as it is: a numpy scalar as its Python value, else its text."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def json_progress(stage: str, done: int, total: int) -> None:
+    """A progress callback writing ``{"event": "progress", ...}`` lines."""
+    json_line({"event": "progress", "stage": stage, "done": int(done), "total": int(total)})
+
+
+class TqdmProgress:
+    """A progress callback drawing one tqdm bar per stage on stderr (nothing when disabled)."""
+
+    UNITS = {"stage1": "window", "prior_bank": "image", "encoding": "tile", "export": "chip", "gallery": "tile"}
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar: Any = None
+        self.key: tuple[str, int] | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Move the stage's bar (a new bar when the stage or its total changes)."""
+        if not self.enabled:
+            return
+        if (stage, total) != self.key:
+            self.close()
+            self.key = (stage, total)
+            if total > 1:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=STAGES.get(stage, stage), unit=self.UNITS.get(stage, "step"),
+                                leave=False)
+        if self.bar is not None:
+            self.bar.n = min(int(done), self.bar.total)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        """Close the bar in progress."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> TqdmProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,72 @@
+"""What a run gives back: every tile with its decision, the run record, and a one-screen summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from .schema import RunRecord, Status
+
+
+@dataclass
+class RunResult:
+    """What a run produced: every tile with its decision, the run record and the output path."""
+
+    tiles: gpd.GeoDataFrame
+    record: RunRecord
+    output: Path | None = None
+    timings: dict = field(default_factory=dict)
+    clusters: pd.DataFrame | None = None
+    evaluation: pd.DataFrame | None = None
+
+    @property
+    def kept(self) -> gpd.GeoDataFrame:
+        """The kept tiles."""
+        return self.tiles[self.tiles["status"] == Status.KEPT]
+
+    def summary(self) -> str:
+        """A one-screen text summary of the run."""
+        counts = self.tiles["status"].value_counts()
+        total = len(self.tiles)
+        lines = [f"tiles: {total}  (sources: {len(self.record['inputs'])}, crs: {self.record['crs']})"]
+        for item in self.record.get("skipped") or []:
+            lines.append(f"skipped: {item['error']}")
+        for status in Status:
+            if status in counts:
+                n = int(counts[status])
+                lines.append(f"  {status:<16} {n:>8}  {100 * n / total:5.1f}%")
+        st1 = self.record.get("stage1") or {}
+        if st1:
+            floor = (f", entropy floor {st1['floor_bits']:.2f} bits (no prior-bank scene below it)"
+                     if st1.get("floor_bits") is not None else "")
+            lines.append(f"stage 1: rule {st1['rule']}{floor}; fractions count the {st1['tiles_with_data']} "
+                         f"tile(s) with data")
+        ground = self.record.get("ground") or {}
+        if ground.get("cells"):
+            dated = [when for when, _ in (ground.get("dates") or {}).values() if when]
+            spread = f", dates {min(dated)[:10]} to {max(dated)[:10]}" if len(set(dated)) > 1 else ""
+            lines.append(f"ground: {ground['cells']} cell(s) of {ground['cell_size']:.4g} CRS units; "
+                         f"{len(dated)} of {len(ground.get('dates') or {})} raster(s) dated{spread}")
+        for warning in self.record.get("warnings") or []:
+            lines.append(f"warning: {warning}")
+        if self.timings:
+            lines.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()))
+        if self.record.get("stage2"):
+            st2 = self.record["stage2"]
+            lines.append(
+                f"stage 2: encoder {st2['encoder']} (runtime {st2.get('encoder_runtime', 'torch')}), "
+                f"{st2['n_centroids']} centroids over "
+                f"{st2['n_classes']} scenes, {st2['clustering']} clustering, quotas by "
+                f"{st2.get('quota_by', 'centroid')}, budget {st2['budget']}"
+            )
+        if self.evaluation is not None:
+            where = self.evaluation.attrs.get("independent_encoder")
+            lines.append("evaluation (higher is better, except frechet and junk_kept"
+                         + (f"; coverage and frechet in {where}'s space" if where else "") + "):")
+            lines.append(self.evaluation.to_string(float_format=lambda v: f"{v:.3f}"))
+        if self.output:
+            lines.append(f"output: {self.output}")
+        return "\n".join(lines)
