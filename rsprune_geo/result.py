@@ -29,38 +29,35 @@ class RunResult:
 
     def summary(self) -> str:
         """A one-screen text summary of the run."""
+        record = self.record
         counts = self.tiles["status"].value_counts()
         total = len(self.tiles)
-        lines = [f"tiles: {total}  (sources: {len(self.record['inputs'])}, crs: {self.record['crs']})"]
-        for item in self.record.get("skipped") or []:
-            lines.append(f"skipped: {item['error']}")
+        lines = [f"tiles: {total}  (sources: {len(record.inputs)}, crs: {record.crs})"]
+        lines += [f"skipped: {item['error']}" for item in record.skipped]
         for status in Status:
             if status in counts:
                 n = int(counts[status])
                 lines.append(f"  {status:<16} {n:>8}  {100 * n / total:5.1f}%")
-        st1 = self.record.get("stage1") or {}
-        if st1:
-            floor = (f", entropy floor {st1['floor_bits']:.2f} bits (no prior-bank scene below it)"
-                     if st1.get("floor_bits") is not None else "")
-            lines.append(f"stage 1: rule {st1['rule']}{floor}; fractions count the {st1['tiles_with_data']} "
+        if record.stage1 is not None:
+            st1 = record.stage1
+            floor = (f", entropy floor {st1.floor_bits:.2f} bits (no prior-bank scene below it)"
+                     if st1.floor_bits is not None else "")
+            lines.append(f"stage 1: rule {st1.rule}{floor}; fractions count the {st1.tiles_with_data} "
                          f"tile(s) with data")
-        ground = self.record.get("ground") or {}
-        if ground.get("cells"):
-            dated = [when for when, _ in (ground.get("dates") or {}).values() if when]
+        ground = record.ground
+        if ground is not None and ground.cells:
+            dated = ground.dated()
             spread = f", dates {min(dated)[:10]} to {max(dated)[:10]}" if len(set(dated)) > 1 else ""
-            lines.append(f"ground: {ground['cells']} cell(s) of {ground['cell_size']:.4g} CRS units; "
-                         f"{len(dated)} of {len(ground.get('dates') or {})} raster(s) dated{spread}")
-        for warning in self.record.get("warnings") or []:
-            lines.append(f"warning: {warning}")
+            lines.append(f"ground: {ground.cells} cell(s) of {ground.cell_size:.4g} CRS units; "
+                         f"{len(dated)} of {len(ground.dates)} raster(s) dated{spread}")
+        lines += [f"warning: {warning}" for warning in record.warnings]
         if self.timings:
             lines.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()))
-        if self.record.get("stage2"):
-            st2 = self.record["stage2"]
+        if record.stage2 is not None:
+            st2 = record.stage2
             lines.append(
-                f"stage 2: encoder {st2['encoder']} (runtime {st2.get('encoder_runtime', 'torch')}), "
-                f"{st2['n_centroids']} centroids over "
-                f"{st2['n_classes']} scenes, {st2['clustering']} clustering, quotas by "
-                f"{st2.get('quota_by', 'centroid')}, budget {st2['budget']}"
+                f"stage 2: encoder {st2.encoder} (runtime {st2.encoder_runtime}), {st2.n_centroids} centroids over "
+                f"{st2.n_classes} scenes, {st2.clustering} clustering, quotas by {st2.quota_by}, budget {st2.budget}"
             )
         if self.evaluation is not None:
             where = self.evaluation.attrs.get("independent_encoder")

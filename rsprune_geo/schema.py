@@ -9,19 +9,19 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 import pandas as pd
 
+from .config import RunConfig
+from .errors import InputError
+from .reading.pixels import REDACTED, Scaling
+from .reading.sources import RasterSource, open_source
+
 if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
-
-    from .config import RunConfig
-    from .reading.pixels import Scaling
-    from .reading.sources import RasterSource
 
 
 class Status(StrEnum):
@@ -115,14 +115,114 @@ def status_counts(statuses: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in pd.Series(statuses).value_counts().items()}
 
 
+class RecordPart:
+    """A typed part of the run record (a dataclass) that writes and reads itself as JSON-able data.
+
+    Reading tolerates older run files: a key they lack takes its field's default (or the value
+    older versions used, :attr:`LEGACY`), a key this version does not know is dropped.
+    """
+
+    #: Values of fields that older run files lack, where older versions behaved otherwise than
+    #: today's default.
+    LEGACY: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Self | None:
+        """The part stored as ``data`` (``None`` stays ``None``)."""
+        if data is None:
+            return None
+        names = {f.name for f in fields(cast(Any, cls))}
+        values = {**cls.LEGACY, **{k: v for k, v in data.items() if k in names}}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The part as JSON-able data."""
+        return asdict(cast(Any, self))
+
+
+@dataclass
+class Stage1Record(RecordPart):
+    """What stage 1 did: its rule, the tiles with data its fractions count, the count its
+    top-fraction cut keeps, and (bank rule) the entropy floor, each scene's floor and the z
+    behind them."""
+
+    rule: str = "paper"
+    tiles_with_data: int = 0
+    stage1_count: int = 0
+    floor_bits: float | None = None
+    floor_per_scene: dict[str, float] | None = None
+    plausibility_z: float | None = None
+
+
+@dataclass
+class Stage2Record(RecordPart):
+    """What stage 2 did: the encoder and where it ran, the prior bank and its centroids, the
+    clustering, the stage-1 candidates and how many passed, the selection's settings, budget and
+    outcome."""
+
+    LEGACY: ClassVar[dict[str, Any]] = {"encoder_runtime": "torch", "quota_by": "centroid"}
+
+    encoder: str = ""
+    encoder_key: str = ""
+    encoder_runtime: str = "torch"
+    onnxruntime: str | None = None
+    weights: str | None = None
+    prior_bank: list[str] = field(default_factory=list)
+    prior_bank_fingerprint: str = ""
+    prior_bank_images: int = 0
+    n_classes: int = 0
+    n_centroids: int = 0
+    bank_images_per_class: dict[str, int] = field(default_factory=dict)
+    bank_samples: int | None = None
+    bank_gsd: float | None = None
+    centroids_per_class: dict[str, int] = field(default_factory=dict)
+    k_per_class: int | None = None
+    images_per_centroid: int | None = None
+    k: int | None = None
+    clustering: str = "prior"
+    stage1_rule: str = "paper"
+    stage1_candidates: int = 0
+    stage1_passed: int = 0
+    stage1_decides: bool = False
+    quota_by: str = "scene"
+    uniformity: float = 1.0
+    spread: int = 1
+    dedup: float | None = None
+    budget: int = 0
+    kept: int = 0
+    cache_dir: str | None = None
+    seed: int = 0
+    bank_skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class GroundRecord(RecordPart):
+    """The ground grid common to every raster (its cell size and origin, in the output CRS) and
+    the cells the tiles fall in; each input's date and where it was read (``(date, how)``)."""
+
+    cell_size: float | None = None
+    origin: list[float] | None = None
+    cells: int = 0
+    dates: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def dated(self) -> list[str]:
+        """The known dates of the inputs (ISO text)."""
+        return [when for when, _ in self.dates.values() if when]
+
+
+#: Run parameters that older run files lack, with the value older versions used when it
+#: differs from today's default (quotas were shared among centroids before ``quota_by``).
+LEGACY_PARAMETERS: dict[str, Any] = {"quota_by": "centroid"}
+
+
 @dataclass
 class RunRecord:
     """Everything needed to reproduce and audit a run: the ``runs`` table's row.
 
     It writes itself (:meth:`to_table`) and reads itself back (:meth:`from_table`,
     :meth:`read`), rebuilds the run's configuration (:meth:`config`) and reopens its inputs with
-    their bands and grey-level stretch (:meth:`sources`). Indexing by field name
-    (``record["stage1"]``) reads like the JSON it is stored as.
+    their bands and grey-level stretch (:meth:`sources`). Its stage and ground parts are typed
+    (:class:`Stage1Record`, :class:`Stage2Record`, :class:`GroundRecord`).
     """
 
     run_id: str = ""
@@ -134,39 +234,18 @@ class RunRecord:
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     seed: int = 0
-    stage1: dict[str, Any] | None = None
-    stage2: dict[str, Any] | None = None
+    stage1: Stage1Record | None = None
+    stage2: Stage2Record | None = None
     skipped: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     reselected_from: str | None = None
-    ground: dict[str, Any] | None = None
+    ground: GroundRecord | None = None
 
     @staticmethod
     def now() -> tuple[str, str]:
         """A fresh ``(run_id, created)`` pair in UTC."""
         stamp = _dt.datetime.now(_dt.UTC)
         return stamp.strftime("%Y%m%dT%H%M%S.%fZ"), stamp.isoformat(timespec="seconds")
-
-    # mapping-style reads, as the stored JSON reads
-    def __getitem__(self, key: str) -> Any:
-        if key not in self._names():
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._names()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The field ``key``, else ``default``."""
-        value = getattr(self, key, None) if key in self._names() else None
-        return default if value is None else value
-
-    @classmethod
-    def _names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-able data."""
@@ -179,14 +258,23 @@ class RunRecord:
         return pd.DataFrame([row])
 
     @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """The record stored as JSON-able ``data`` (keys this version does not know are dropped)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        for key in ("skipped", "warnings", "inputs"):
+            if values.get(key) is None:
+                values[key] = []
+        values["stage1"] = Stage1Record.from_dict(values.get("stage1"))
+        values["stage2"] = Stage2Record.from_dict(values.get("stage2"))
+        values["ground"] = GroundRecord.from_dict(values.get("ground"))
+        return cls(**values)
+
+    @classmethod
     def from_table(cls, runs: pd.DataFrame) -> RunRecord:
         """The last row of a ``runs`` table, decoded."""
-        row = runs.iloc[-1].to_dict()
-        names = set(cls._names())
         values: dict[str, Any] = {}
-        for key, value in row.items():
-            if key not in names:
-                continue
+        for key, value in runs.iloc[-1].to_dict().items():
             if isinstance(value, str) and value[:1] in "{[":
                 try:
                     value = json.loads(value)
@@ -195,11 +283,7 @@ class RunRecord:
             if isinstance(value, float) and pd.isna(value):
                 value = None
             values[key] = value
-        record = cls(**values)
-        for key in ("skipped", "warnings", "inputs"):
-            if getattr(record, key) is None:
-                setattr(record, key, [])
-        return record
+        return cls.from_dict(values)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> RunRecord:
@@ -209,11 +293,12 @@ class RunRecord:
         return cls.from_table(pyogrio.read_dataframe(path, layer="runs"))
 
     def config(self, **overrides: Any) -> RunConfig:
-        """The run's :class:`~rsprune_geo.config.RunConfig`, with ``overrides`` applied."""
-        from .config import RunConfig
-
+        """The run's :class:`~rsprune_geo.config.RunConfig`, with ``overrides`` applied;
+        parameters an older run file lacks take the value that version used
+        (:data:`LEGACY_PARAMETERS`), else today's default."""
         known = {f.name for f in fields(RunConfig)}
-        params: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.parameters.items()
+        stored = {**LEGACY_PARAMETERS, **self.parameters}
+        params: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
                                   if k in known}
         params.update(overrides)
         return RunConfig(**params)
@@ -233,10 +318,6 @@ class RunRecord:
     def source(self, path: str, check: bool = False) -> tuple[RasterSource, Scaling]:
         """Reopen the input ``path`` with the run's bands and grey-level stretch; with ``check``,
         refuse a file that changed since the run."""
-        from .errors import InputError
-        from .reading.pixels import REDACTED, Scaling
-        from .reading.sources import open_source
-
         item = self.input(path)
         if REDACTED in item["path"]:
             raise InputError(f"{path}: the run's input URL carried credentials, which are never stored; give them "
@@ -275,8 +356,8 @@ def describe_run(path: str | os.PathLike) -> dict[str, Any]:
         "counts": {s.value: counts.get(s.value, 0) for s in Status if s.value in counts},
         "parameters": record.parameters,
         "inputs": [{k: v for k, v in item.items() if k != "scaling"} for item in record.inputs],
-        "stage1": record.stage1,
-        "stage2": record.stage2,
+        "stage1": record.stage1.to_dict() if record.stage1 else None,
+        "stage2": record.stage2.to_dict() if record.stage2 else None,
         "timings": record.timings,
         "warnings": record.warnings,
         "skipped": record.skipped,

@@ -121,7 +121,7 @@ def test_every_run_option_reaches_the_run(tmp_path):
     """Each `rsprune run` flag sets its RunConfig field (wiring), and a run with many of them at
     once records them and shows their effect in the output."""
     from rsprune_geo.cli import run as run_cmd
-    from rsprune_geo.config import RunConfig, run_options
+    from rsprune_geo.config import RunConfig, choices_of, run_options
 
     samples = {int: "17", float: "0.5", str: "x"}
     for field, opt, kind in run_options():
@@ -130,8 +130,8 @@ def test_every_run_option_reaches_the_run(tmp_path):
         flag = "--" + field.name.replace("_", "-")
         if field.type in ("bool",) or field.default is False:
             args, expected = [flag], True
-        elif opt.choices:
-            value = next(c for c in opt.choices if c != field.default)
+        elif choices_of(kind):
+            value = next(c for c in choices_of(kind).words() if c != field.default)
             args, expected = [flag, value], value
         elif field.name == "prior_bank":
             args, expected = [flag, str(tmp_path)], (str(tmp_path),)
@@ -237,12 +237,12 @@ def test_stage2_flags_reach_the_run_and_its_record(tmp_path):
     assert proc.returncode == 0, proc.stderr
     tiles, record = rsprune_geo.read_run(out)
     st2, p = record.stage2, record.parameters
-    assert (st2["encoder"], st2["encoder_runtime"], st2["clustering"], st2["quota_by"], st2["uniformity"],
-            st2["spread"], st2["dedup"], st2["k_per_class"], st2["bank_samples"], st2["stage1_rule"]) == (
+    assert (st2.encoder, st2.encoder_runtime, st2.clustering, st2.quota_by, st2.uniformity,
+            st2.spread, st2.dedup, st2.k_per_class, st2.bank_samples, st2.stage1_rule) == (
         "rcf-gaussian", "torch", "self", "centroid", 0.5, 2, 0.999, 2, 3, "paper")
     assert (p["batch_size"], p["plausibility_z"], p["device"], p["images_per_centroid"]) == (8, 2.5, "cpu", 1)
-    assert st2["n_centroids"] == 2 * st2["n_classes"]  # k-per-class 2
+    assert st2.n_centroids == 2 * st2.n_classes  # k-per-class 2
     n_data = int((tiles.status != "nodata").sum())
-    assert st2["stage1_candidates"] == round(0.6 * n_data)  # the paper's cut at --stage1-keep
+    assert st2.stage1_candidates == round(0.6 * n_data)  # the paper's cut at --stage1-keep
     assert (tiles.status == "kept").sum() == round(0.2 * n_data)
     assert list((tmp_path / "cache" / "embeddings").glob("*/*/shard-*.ids.npy"))  # --cache-dir used

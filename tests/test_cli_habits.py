@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import geopandas as gpd
 import pyogrio
@@ -31,8 +32,8 @@ def json_events(stderr: str) -> list[dict]:
 def test_describe_run_and_rsprune_info(naip_run):
     info = describe_run(naip_run["gpkg"])
     statuses = pyogrio.read_dataframe(naip_run["gpkg"], layer="tiles", columns=["status"], read_geometry=False)
-    assert info["tiles"] == len(statuses) and sum(info["counts"].values()) == len(statuses)
-    assert info["counts"]["kept"] == (statuses["status"] == "kept").sum()
+    truth = statuses["status"].value_counts().to_dict()
+    assert info["tiles"] == len(statuses) and info["counts"] == truth and truth["kept"] > 0
     assert info["parameters"]["tile_size"] == 128 and len(info["inputs"]) == 2
     assert {"tiles", "runs", "clusters"} <= set(info["layers"]) and "rsprune_geo" in info["versions"]
     assert info["stage2"]["encoder"] == "rcf-empirical"
@@ -41,7 +42,10 @@ def test_describe_run_and_rsprune_info(naip_run):
     assert as_json.exit_code == 0 and json.loads(as_json.output)["counts"] == info["counts"]
     text = invoke("info", naip_run["gpkg"])
     assert text.exit_code == 0
-    assert f"kept {info['counts']['kept']:>12}" in " ".join(text.output.split()) or "kept" in text.output
+    shown = {m.group(1): (int(m.group(2)), float(m.group(3)))
+             for m in re.finditer(r"^ +(\w+) +(\d+) +([\d.]+)%$", text.output, re.MULTILINE)}
+    assert shown == {s: (n, round(100 * n / len(statuses), 1)) for s, n in truth.items()}, text.output
+    assert "stage 1: rule bank" in text.output and "stage 2: encoder rcf-empirical" in text.output
     assert all(os.path.basename(p) in text.output for p in NAIP) and "tile_size = 128" in text.output
 
 

@@ -89,6 +89,19 @@ def test_footprints_in_every_format(landsat_run, tmp_path, suffix):
         export_footprints(landsat_run.output, tmp_path / "kept.csv")
 
 
+def test_export_status_chooses_the_tiles(landsat_run, tmp_path):
+    tiles = landsat_run.tiles
+    low = sorted(tiles.loc[tiles.status == "low_information", "tile_id"])
+    assert low and set(low).isdisjoint(landsat_run.kept.tile_id)
+    path = export_footprints(landsat_run.output, tmp_path / "low.gpkg", status="low_information")
+    assert sorted(gpd.read_file(path).tile_id) == low
+    cli = CliRunner().invoke(main, ["export", str(landsat_run.output), "--to", str(tmp_path / "chips"),
+                                    "--format", "png", "--status", "nodata"])
+    assert cli.exit_code == 0, cli.output
+    nodata = set(tiles.loc[tiles.status == "nodata", "tile_id"])
+    assert {p.stem for p in (tmp_path / "chips").glob("*.png")} == nodata
+
+
 def test_report_plots_and_html(demo_run, landsat_run, tmp_path):
     plots = make_plots(demo_run.output, tmp_path / "plots")
     assert set(plots) == {"entropy", "clusters", "scenes", "map", "gallery"}

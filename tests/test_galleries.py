@@ -7,7 +7,9 @@ import re
 
 import numpy as np
 import pytest
+import rasterio
 from matplotlib.figure import Figure
+from rasterio.windows import Window
 
 from rsprune_geo import read_run, run
 from rsprune_geo.errors import InputError, OutputError
@@ -76,9 +78,19 @@ def test_plot_functions_return_figures_and_write_only_when_asked(naip, tmp_path,
 
 
 def test_thumbnails_match_the_tiles_and_say_what_they_cannot_read(naip):
+    """Each thumbnail shows its own tile: closer to that tile's pixels (read here at full size and
+    averaged down) than to any other tile's, across both dates of the run."""
     tiles, record, _ = naip
-    images = Thumbnails(record, size=32).read(tiles.head(3))
-    assert [im.shape for im in images] == [(32, 32, 3)] * 3 and images[0].std() > 0
+    picked = tiles.iloc[np.linspace(0, len(tiles) - 1, 8).astype(int)]
+    images = Thumbnails(record, size=32).read(picked)
+    assert [im.shape for im in images] == [(32, 32, 3)] * len(picked)
+    references = []
+    for tile in picked.itertuples():
+        with rasterio.open(tile.source) as src:
+            data = src.read([1, 2, 3], window=Window(tile.col_off, tile.row_off, tile.width, tile.height))
+        references.append(data.reshape(3, 32, 4, 32, 4).mean(axis=(2, 4)).transpose(1, 2, 0))
+    error = np.array([[np.abs(im.astype(float) - ref).mean() for ref in references] for im in images])
+    assert (error.argmin(axis=1) == np.arange(len(picked))).all(), error.round(1)
     broken = tiles.head(2).copy()
     broken["source"] = "/nowhere/gone.tif"
     with pytest.raises(KeyError):

@@ -8,9 +8,11 @@ import json
 import os
 import shutil
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 
 import rsprune_geo as rg
 from rsprune_geo.errors import InputError
@@ -94,6 +96,39 @@ def test_ground_cells_are_shared_by_the_same_ground_across_files():
     assert set(no_crs) == {""}
 
 
+def test_ground_cells_across_rasters_on_other_grids_and_crss(tmp_path):
+    """The same ground in a raster on another pixel grid (shifted by a third of a tile) and in
+    one reprojected to another CRS falls in the same cells: the cell is the one holding the
+    footprint's centre, in the run's output CRS."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    naip = sorted(NAIP_DIR.glob("*.tif"))[0]
+    with rasterio.open(naip) as src:
+        profile, data = src.profile, src.read()
+        shifted = tmp_path / "shifted.tif"  # the same ground, its grid 40 m (8 px, a fifth of a tile) east
+        moved = dict(profile, transform=src.transform * rasterio.Affine.translation(8, 0))
+        with rasterio.open(shifted, "w", **moved) as dst:
+            dst.write(data)
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
+                                                               *src.bounds)
+        geographic = tmp_path / "geographic.tif"
+        with rasterio.open(geographic, "w", **dict(profile, crs="EPSG:4326", transform=transform, width=width,
+                                                   height=height)) as dst:
+            for band in range(1, src.count + 1):
+                reproject(rasterio.band(src, band), rasterio.band(dst, band), resampling=Resampling.nearest)
+    sources = rg.open_sources([str(naip), str(shifted)])
+    tiles = pd.concat([rg.make_tiles(s, 128) for s in sources], ignore_index=True)
+    cells, size, _ = ground_cells(gpd.GeoSeries(tiles.geometry, crs=sources[0].crs))
+    first, second = cells[: len(tiles) // 2], cells[len(tiles) // 2:]
+    assert size == 640.0 and list(first) == list(second)  # shifted by 40 m: centres in the same cells
+
+    run = rg.run([str(naip), str(geographic)], tile_size=128, out_crs=str(sources[0].crs), max_per_cell=0)
+    by_source = {path: part for path, part in run.tiles.groupby("source")}
+    utm, wgs = by_source[str(naip)], by_source[str(geographic)]
+    shared = set(utm.ground_cell) & set(wgs.ground_cell)
+    assert len(shared) >= 0.5 * min(len(utm), len(wgs))  # most reprojected tiles land on the same ground
+
+
 def test_cell_groups_by_period():
     cells = np.array(["r0-c0", "r0-c0", "r0-c0", ""], dtype=object)
     dates = np.array(["2019-07-01", "2019-12-24", "2020-07-01", "2020-01-01"], dtype="datetime64[ns]")
@@ -109,18 +144,25 @@ def test_cell_groups_by_period():
 # ---- selection --------------------------------------------------------------------------------
 
 
-def _stack_of(n_cells: int, n_dates: int, seed: int = 0):
-    """n_cells ground cells seen at n_dates dates; two clusters; random distances."""
+def _stack_of(n_cells: int, n_dates: int, seed: int = 0, piled: bool = False):
+    """n_cells ground cells seen at n_dates dates; two clusters; random distances, or (``piled``)
+    distances that put every date of a cell next to each other (a cell's dates are
+    near-duplicates), so centroid-first picks without a cap pile up on the same ground."""
     rng = np.random.default_rng(seed)
     cells = np.array([f"r0-c{c}" for _ in range(n_dates) for c in range(n_cells)], dtype=object)
     dates = np.repeat(np.datetime64("2010-01-01") + np.arange(n_dates) * np.timedelta64(40, "D"), n_cells)
     labels = rng.integers(0, 2, cells.size)
-    return labels, rng.random(cells.size), cells, dates.astype("datetime64[ns]")
+    distances = rng.random(cells.size)
+    if piled:
+        distances = np.tile(np.arange(n_cells), n_dates) + 0.01 * distances
+    return labels, distances, cells, dates.astype("datetime64[ns]")
 
 
-@pytest.mark.parametrize("budget", [5, 12, 20, 37, 60])
+@pytest.mark.parametrize("budget", [5, 12, 20, 37, 47])
 def test_the_cap_keeps_the_budget_exact_and_spreads_any_excess(budget):
-    labels, distances, cells, dates = _stack_of(12, 5)
+    labels, distances, cells, dates = _stack_of(12, 5, piled=True)
+    uncapped = select_tiles(labels, distances, budget, cells=cells, dates=dates, max_per_cell=0, geo_spread="off")
+    assert pd.Series(cells[uncapped.kept]).value_counts().max() > int(np.ceil(budget / 12))  # the cap has work
     for spread in ("off", "on"):
         chosen = select_tiles(labels, distances, budget, cells=cells, dates=dates, max_per_cell=1, geo_spread=spread)
         assert chosen.kept.sum() == budget
@@ -128,6 +170,41 @@ def test_the_cap_keeps_the_budget_exact_and_spreads_any_excess(budget):
         assert per_cell.max() == int(np.ceil(budget / 12))  # at most one per cell while the cells allow
         again = select_tiles(labels, distances, budget, cells=cells, dates=dates, max_per_cell=1, geo_spread=spread)
         assert np.array_equal(chosen.kept, again.kept)  # reproducible
+
+
+def test_a_cap_above_one_and_a_cap_per_period():
+    labels, distances, cells, dates = _stack_of(6, 6, piled=True)  # dates 40 days apart: 2010-01-01 to 2010-07-20
+    two = select_tiles(labels, distances, 12, cells=cells, dates=dates, max_per_cell=2, geo_spread="off")
+    assert two.kept.sum() == 12 and pd.Series(cells[two.kept]).value_counts().max() == 2
+    assert pd.Series(cells[two.kept]).nunique() == 6
+    # per season: one tile of a cell in each season (two dates each of DJF, MAM, JJA here)
+    seasonal = select_tiles(labels, distances, 6, cells=cells, dates=dates, max_per_cell=1, cell_period="season",
+                            geo_spread="off")
+    keys = pd.Series(cell_groups(cells, dates, "season")[seasonal.kept])
+    assert seasonal.kept.sum() == 6 and keys.value_counts().max() == 1
+    assert pd.Series(cells[seasonal.kept]).value_counts().max() > 1  # the nearest cell again, in another season
+    whole = select_tiles(labels, distances, 6, cells=cells, dates=dates, max_per_cell=1, cell_period="all",
+                         geo_spread="off")
+    assert pd.Series(cells[whole.kept]).value_counts().max() == 1
+
+
+def test_geo_spread_prefers_ground_away_from_kept_tiles():
+    """The spatial half of the spread: with no dates, among a cluster's next tiles it takes the one
+    whose 3x3 cell neighbourhood holds the fewest kept tiles."""
+    side = 12
+    rows, cols = np.divmod(np.arange(side * side), side)
+    cells = np.array([f"r{r}-c{c}" for r, c in zip(rows, cols)], dtype=object)
+    labels = np.zeros(side * side, dtype=int)
+    distances = (rows + cols) + 0.001 * np.random.default_rng(0).random(side * side)  # nearest: one corner
+    off = select_tiles(labels, distances, 8, cells=cells, max_per_cell=0, geo_spread="off")
+    on = select_tiles(labels, distances, 8, cells=cells, max_per_cell=0, geo_spread="on")
+
+    def neighbours(kept: np.ndarray) -> int:
+        r, c = rows[kept], cols[kept]
+        return int(sum(((abs(r - r[i]) <= 1) & (abs(c - c[i]) <= 1)).sum() - 1 for i in range(r.size)))
+
+    assert on.kept.sum() == off.kept.sum() == 8
+    assert neighbours(on.kept) < neighbours(off.kept)
 
 
 def test_without_shared_ground_the_cap_and_auto_spread_change_nothing():
@@ -168,8 +245,8 @@ def test_tiles_carry_ground_cell_and_date_into_the_geopackage(stack):
     assert {"ground_cell", "date"} <= set(tiles.columns)
     assert tiles["ground_cell"].nunique() == 35
     assert sorted(tiles["date"].dt.year.unique()) == [2009, 2010, 2012, 2014]
-    assert record.ground["cell_size"] == 640.0 and record.ground["cells"] == 35
-    assert {how for _, how in record.ground["dates"].values()} == {"file name"}
+    assert record.ground.cell_size == 640.0 and record.ground.cells == 35
+    assert {how for _, how in record.ground.dates.values()} == {"file name"}
     assert "ground: 35 cell(s)" in stack["default"].summary()
 
 
@@ -194,6 +271,32 @@ def test_reselect_applies_changes_and_removes_the_cap(stack, tmp_path):
         stack["default"].kept["tile_id"])
     seasonal = reselect(stack["gpkg"], tmp_path / "season.gpkg", keep=0.3, cell_period="season")
     assert seasonal.record.parameters["cell_period"] == "season"
+
+
+def test_rsprune_select_geo_flags_reach_the_selection(stack, tmp_path):
+    """``rsprune select`` with --max-per-cell, --cell-period and --geo-spread: the same tiles as
+    the API's re-selection with those values, recorded as the new run's parameters."""
+    from click.testing import CliRunner
+
+    from rsprune_geo.cli import main
+
+    out = tmp_path / "cli.gpkg"
+    cli = CliRunner().invoke(main, ["select", str(stack["gpkg"]), "-o", str(out), "--keep", "0.3",
+                                    "--max-per-cell", "0", "--geo-spread", "off"])
+    assert cli.exit_code == 0, cli.output
+    tiles, record = rg.read_run(out)
+    assert sorted(tiles.loc[tiles.status == "kept", "tile_id"]) == sorted(stack["before"].kept["tile_id"])
+    assert (record.parameters["max_per_cell"], record.parameters["geo_spread"]) == (0, "off")
+    yearly = tmp_path / "yearly.gpkg"
+    cli = CliRunner().invoke(main, ["select", str(stack["gpkg"]), "-o", str(yearly), "--keep", "0.3",
+                                    "--cell-period", "year"])
+    assert cli.exit_code == 0, cli.output
+    tiles, record = rg.read_run(yearly)
+    api = reselect(stack["gpkg"], tmp_path / "api.gpkg", keep=0.3, cell_period="year")
+    assert record.parameters["cell_period"] == "year"
+    assert sorted(tiles.loc[tiles.status == "kept", "tile_id"]) == sorted(api.kept["tile_id"])
+    kept = tiles[tiles.status == "kept"]
+    assert kept.groupby([kept.ground_cell, kept.date.dt.year]).size().max() == 1  # one per cell and year
 
 
 def test_evaluation_and_report_show_where_and_when(stack, tmp_path):

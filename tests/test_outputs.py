@@ -25,7 +25,7 @@ def test_read_run_round_trip(tmp_path):
     result = run([shared("deepforest/OSBS_029.tif")], out, tile_size=100)
     tiles, record = read_run(out)
     assert tiles.tile_id.tolist() == result.tiles.tile_id.tolist()
-    assert record["counts"] == result.record["counts"]
+    assert record.counts == result.record.counts
 
 
 def test_plot_map_draws_kept_colour_over_the_raster(tmp_path):

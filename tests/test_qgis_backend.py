@@ -6,7 +6,10 @@ import sys
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qgis_plugin"))
 from rsprune import backend  # noqa: E402
@@ -46,3 +49,23 @@ def test_cli_backend_uses_an_argument_list(tmp_path, monkeypatch):
     with pytest.raises(backend.BackendError, match="not configured"):
         backend.run_cli(params, print, lambda: False)
     assert backend.stage_percent({"stage": "encoding", "done": 5, "total": 10}) == 67.5
+
+
+@settings(max_examples=300, deadline=None)
+@given(width=st.integers(1, 3000), height=st.integers(1, 3000), tile=st.integers(8, 1024),
+       stride=st.one_of(st.none(), st.integers(1, 1500)), edge=st.sampled_from(["drop", "pad"]))
+def test_the_dialogs_grid_arithmetic_is_the_packages(width, height, tile, stride, edge):
+    """The dialog's coverage figure (the plugin cannot import rsprune_geo) equals the share of the
+    raster the package's own tile grid covers, for any raster, tile size, stride and edge mode."""
+    from rsprune_geo.reading.tiling import grid_offsets
+
+    def share(length: int) -> float:
+        covered = np.zeros(length, dtype=bool)
+        for offset in grid_offsets(length, tile, stride or tile, edge):
+            covered[offset:offset + tile] = True
+        return covered.mean()
+
+    for length in (width, height):
+        assert backend.grid_offsets(length, tile, stride or tile, edge) == \
+            grid_offsets(length, tile, stride or tile, edge).tolist()
+    assert backend.grid_coverage(width, height, tile, stride, edge) == pytest.approx(share(width) * share(height))

@@ -52,8 +52,8 @@ def test_unusable_files_are_skipped_and_listed_or_fatal_with_strict(demo_files, 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("skipped: ") == 2 and "truncated or corrupt" in proc.stdout
     _, record = rsprune_geo.read_run(out)
-    assert {Path(s["path"]).name for s in record["skipped"]} == {"truncated.tif", "notes.tif"}
-    assert [Path(i["path"]).name for i in record["inputs"]] == ["good.tif"]
+    assert {Path(s["path"]).name for s in record.skipped} == {"truncated.tif", "notes.tif"}
+    assert [Path(i["path"]).name for i in record.inputs] == ["good.tif"]
     strict = rsprune("run", good, truncated, "-o", tmp_path / "strict.gpkg", "--strict")
     assert strict.returncode == 1 and "truncated or corrupt" in strict.stderr and "Traceback" not in strict.stderr
     assert not (tmp_path / "strict.gpkg").exists()
@@ -123,6 +123,24 @@ def test_an_interrupted_run_resumes_from_the_cache_and_matches_a_clean_run(demo_
     assert np.allclose(a.centroid_distance.fillna(-1), b.centroid_distance.fillna(-1), atol=1e-6)
 
 
+def test_the_processes_scheduler_works_in_other_processes(demo_files, monkeypatch):
+    """``scheduler="processes"`` reaches the task runner, which runs each task in a process of
+    its own (a task's pid is not the run's)."""
+    import os
+
+    import rsprune_geo.stages.information as information
+    from rsprune_geo.scaleout import map_tasks
+
+    pids = dict(map_tasks(os.getpid, [()] * 4, processes=True))
+    assert len(pids) == 4 and os.getpid() not in pids.values()
+    asked = []
+    real = information.map_tasks
+    monkeypatch.setattr(information, "map_tasks", lambda *a, **k: asked.append(k.get("processes")) or real(*a, **k))
+    rsprune_geo.run([str(demo_files["mosaic"])], tile_size=256, scheduler="processes")
+    rsprune_geo.run([str(demo_files["mosaic"])], tile_size=256, scheduler="threads")
+    assert asked == [True, False]
+
+
 def test_same_selection_on_every_scheduler(demo_files):
     # one cache per scheduler: every run encodes its own tiles, so stage 2 is compared, not reused
     runs = [rsprune_geo.run([str(demo_files["mosaic"])], tile_size=64, keep=0.1, prior_bank=(str(demo_files["bank"]),),
@@ -154,7 +172,7 @@ def test_a_changed_input_invalidates_only_its_own_embeddings(demo_files, tmp_pat
     second = rsprune_geo.run([str(a), str(b)], **options)
     survivors_b = second.tiles[(second.tiles.source == str(b)) & second.tiles.status.isin(["kept", "not_selected"])]
     assert sum(encoded) == len(survivors_b) > 0  # only b's tiles, none of a's
-    assert first.record["inputs"][1]["fingerprint"] != second.record["inputs"][1]["fingerprint"]
+    assert first.record.inputs[1]["fingerprint"] != second.record.inputs[1]["fingerprint"]
 
 
 def fake_source(height, width, transform):

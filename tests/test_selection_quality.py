@@ -73,8 +73,8 @@ def test_default_keeps_every_land_cover_no_junk_and_beats_every_baseline(mosaic_
     assert (ours.label_balance > others.label_balance).all(), table
     # the paper's global entropy cut wipes land covers out on the same pool
     assert table.loc["rs-prune, paper stage 1", "classes_kept"] < 21
-    assert mosaic_run.record["stage1"]["rule"] == "bank"
-    assert mosaic_run.record["stage1"]["tiles_with_data"] == n_data
+    assert mosaic_run.record.stage1.rule == "bank"
+    assert mosaic_run.record.stage1.tiles_with_data == n_data
 
 
 def test_the_floor_removes_the_junk_and_no_scene(mosaic_run, pool):
@@ -85,7 +85,7 @@ def test_the_floor_removes_the_junk_and_no_scene(mosaic_run, pool):
     assert set(truth[low]) == {"junk"}  # blank, cloud and water tiles, nothing else
     assert ((truth == "junk") <= low).all()
     assert set(truth[(tiles.status == "nodata").to_numpy()]) == {"nodata"}
-    floor = mosaic_run.record["stage1"]["floor_bits"]
+    floor = mosaic_run.record.stage1.floor_bits
     assert 3.5 < floor < 5.5
     assert all("below every prior-bank scene" in r for r in tiles.reason[low])
 
@@ -107,9 +107,9 @@ def test_paper_rule_is_one_option_away_and_reselect_follows_the_rule(mosaic_run,
     built, cache = pool
     paper = rsprune_geo.run([str(built.mosaic)], keep=0.15, stage1="paper", prior_bank=(str(built.bank),),
                             cache_dir=str(cache))
-    assert paper.record["stage1"]["rule"] == "paper"
+    assert paper.record.stage1.rule == "paper"
     n_data = int((paper.tiles.status != "nodata").sum())
-    assert paper.record["stage1"]["stage1_count"] == round(0.30 * n_data)
+    assert paper.record.stage1.stage1_count == round(0.30 * n_data)
     truth = labels_from_vector(paper.tiles, str(built.labels))
     assert np.unique(truth[(paper.tiles.status == "kept").to_numpy()]).size < 21
     # re-selecting the 25% bank-rule run at 15% equals a fresh bank-rule run at 15%
@@ -162,20 +162,21 @@ def test_labels_from_folders_and_truth_metrics():
 
 
 def test_a_bank_far_from_the_tiles_pixel_size_warns_and_says_what_to_do():
-    from rsprune_geo.pipeline import RunConfig, bank_tile_size, scale_warnings
+    from rsprune_geo.config import RunConfig
     from rsprune_geo.reading.sources import open_source
     from rsprune_geo.stages.priorbank import find_prior_bank
+    from rsprune_geo.stages.stage1 import Stage1Options, bank_tile_size, scale_warnings
 
     bank = find_prior_bank([str(UCMERCED)])
     assert bank.gsd == 0.3  # known by the folder's name
     landsat = open_source(str(SHARED_DATA / "geotiff" / "rasterio-tests" / "RGB.byte.tif"))
-    lines = scale_warnings(bank, [landsat], RunConfig(prior_bank=(str(UCMERCED),)))
+    lines = scale_warnings(bank, [landsat], Stage1Options.from_config(RunConfig(prior_bank=(str(UCMERCED),))))
     assert len(lines) == 1 and "300 m/pixel" in lines[0] and "use a prior bank at about 300 m" in lines[0]
     s2 = open_source(str(SHARED_DATA / "geotiff" / "opengeos-data" / "naip" / "m_4709963_se_14_1_20090818.tif"))
-    lines = scale_warnings(bank, [s2], RunConfig(prior_bank=(str(UCMERCED),)))  # 5 m NAIP
+    lines = scale_warnings(bank, [s2], Stage1Options.from_config(RunConfig(prior_bank=(str(UCMERCED),))))  # 5 m NAIP
     assert len(lines) == 1 and "`tile_size` 15" not in lines[0]
     aerial = open_source(str(SHARED_DATA / "geotiff" / "rasterio-tests" / "cogeo.tif"))  # 0.6 m
-    assert scale_warnings(bank, [aerial], RunConfig(prior_bank=(str(UCMERCED),))) == []
+    assert scale_warnings(bank, [aerial], Stage1Options.from_config(RunConfig(prior_bank=(str(UCMERCED),)))) == []
     assert bank_tile_size(bank, [aerial]) == round(256 * 0.3 / aerial.pixel_size_m) == 129  # 0.597 m pixels
 
 
@@ -185,7 +186,7 @@ def test_match_bank_scale_sets_the_tile_size(pool):
     res = rsprune_geo.run([cog], match_bank_scale=True, prior_bank=(str(built.bank),), stage1="paper",
                           keep=0.30, cache_dir=str(cache))
     assert set(res.tiles.width) == {129}
-    assert res.record["warnings"] == []
+    assert res.record.warnings == []
 
 
 def test_git_rsclip_cache_key_is_the_same_in_two_processes(tmp_path):

@@ -7,9 +7,11 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from rsprune_geo.config import parse_bands
 from rsprune_geo.errors import InputError
-from rsprune_geo.reading.pixels import file_fingerprint, read_window
-from rsprune_geo.reading.sources import expand_paths, open_lazy, open_source, open_sources, parse_bands
+from rsprune_geo.files import file_fingerprint
+from rsprune_geo.reading.pixels import read_window
+from rsprune_geo.reading.sources import expand_paths, open_lazy, open_source, open_sources
 
 from .conftest import GEOTIFF, shared
 

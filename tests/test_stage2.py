@@ -103,8 +103,8 @@ def test_geopackage_has_stage2_columns_clusters_and_record(result):
     assert len(clusters) == 21 and clusters.kept.sum() == (tiles.status == "kept").sum()
     assert (clusters.quota >= clusters.kept).all() and (clusters.quota <= clusters["size"]).all()
     _, record = rsprune_geo.read_run(result.output)
-    st2 = record["stage2"]
-    assert st2["encoder"] == "efficientnet-lite0" and st2["n_centroids"] == 21 and st2["seed"] == 0
+    st2 = record.stage2
+    assert st2.encoder == "efficientnet-lite0" and st2.n_centroids == 21 and st2.seed == 0
     evaluation = pyogrio.read_dataframe(result.output, layer="evaluation")
     assert set(evaluation.method) >= {"random", "entropy only", "self-clustering", "proportional quotas", "rs-prune",
                                       "stage-1 + random", "per-cluster random", "rs-prune, paper stage 1"}
@@ -134,19 +134,29 @@ def test_a_second_run_encodes_nothing_and_select_is_exact(result, scenes, monkey
     assert kept_ids == set(again.tiles[again.tiles.status == "kept"].tile_id)
 
 
-def test_same_inputs_and_seed_give_the_same_selection(result, scenes):
+def test_same_inputs_and_seed_give_the_same_selection(result, scenes, tmp_path, monkeypatch):
+    """A second run with its own, empty cache encodes everything again and decides the same."""
+    encoded = []
+    real = Encoder.encode
+    monkeypatch.setattr(Encoder, "encode", lambda self, images: encoded.append(len(images)) or real(self, images))
     again = rsprune_geo.run(
         [str(scenes["pool"])], chips=True, prior_bank=(str(scenes["bank"]),), keep=0.15,
-        stage1_keep=0.8, k_per_class=1, cache_dir=str(scenes["cache"]),
+        stage1_keep=0.8, k_per_class=1, cache_dir=str(tmp_path / "fresh-cache"),
     )
-    assert again.tiles.status.tolist() == result.tiles.status.tolist()
+    encoded_tiles = again.tiles.cluster >= 0  # without evaluate, only stage 2's candidates are embedded
+    assert sum(encoded) == 210 + encoded_tiles.sum()  # the bank's 21 x 10 images and every candidate, anew
+    columns = ["tile_id", "status", "reason", "cluster_rank"]
+    assert again.tiles[columns].equals(result.tiles[columns])
+    mine, theirs = again.tiles[encoded_tiles], result.tiles[encoded_tiles]
+    assert mine[["cluster", "scene"]].equals(theirs[["cluster", "scene"]])
+    assert np.allclose(mine.centroid_distance, theirs.centroid_distance, atol=1e-5)
 
 
 def test_keep_at_or_above_stage1_means_stage1_alone(scenes, monkeypatch):
     monkeypatch.setattr(Encoder, "encode", lambda *a: pytest.fail("stage 2 ran"))
     res = rsprune_geo.run([str(scenes["pool"])], chips=True, prior_bank=(str(scenes["bank"]),),
                           keep=0.5, stage1_keep=0.3, stage1="paper")
-    assert res.record["stage2"] is None
+    assert res.record.stage2 is None
     assert (res.tiles.status == "kept").sum() == round(0.5 * len(res.tiles))
 
 
@@ -154,7 +164,7 @@ def test_bank_rule_at_or_above_stage1_keeps_the_cut_within_every_scene(result, s
     # cached embeddings: the bank rule needs every candidate's scene, stage 1 then decides
     res = rsprune_geo.run([str(scenes["pool"])], chips=True, prior_bank=(str(scenes["bank"]),), keep=0.5,
                           stage1_keep=0.3, k_per_class=1, cache_dir=str(scenes["cache"]))
-    assert res.record["stage2"]["stage1_decides"]
+    assert res.record.stage2.stage1_decides
     kept = res.tiles[res.tiles.status == "kept"]
     assert len(kept) == round(0.5 * len(res.tiles))
     assert set(kept.scene) == set(scenes["classes"])  # no scene wiped out
@@ -172,7 +182,7 @@ def test_self_clustering_and_dedup(scenes, tmp_path):
                           dedup=0.999, clustering="self")
     assert (res.tiles.status == "duplicate").sum() >= 3
     assert (res.tiles.status == "kept").sum() == round(0.15 * len(res.tiles))
-    assert res.record["stage2"]["clustering"] == "self"
+    assert res.record.stage2.clustering == "self"
 
 
 def test_cli_evaluate_and_encoders(result, tmp_path):

@@ -14,6 +14,11 @@ from qgis.PyQt.QtGui import QColor
 KEPT = (26, 152, 80)
 
 
+#: What a canceled command must stop within: far above the second or so it takes (see
+#: benchmarks/bench_cancel.py), far below the minutes the canceled work would run, so the test
+#: holds on a loaded machine and still fails if Cancel were ignored.
+STOPPED_WITHIN = 45.0
+
 def params(output, **kw):
     from rsprune.backend import PruneParams
 
@@ -285,7 +290,8 @@ def test_a_model_chains_prune_then_reselect(plugin, raster_layer, tmp_path):
 
 def test_stage_2_with_the_uc_merced_bank_progress_and_cancel_during_encoding(plugin, tmp_path):
     """A stage-2 run in QGIS: progress rises to 100; a second run canceled while encoding stops
-    within about a second and leaves no file."""
+    (long before it would have finished, whatever else the machine is doing) and leaves no file.
+    How fast a cancel stops is a benchmark figure (benchmarks/bench_cancel.py), not a test's."""
     import time
 
     from conftest import SHARED
@@ -314,7 +320,7 @@ def test_stage_2_with_the_uc_merced_bank_progress_and_cancel_during_encoding(plu
     start = time.perf_counter()
     task.cancel()
     outcome = wait_for(plugin)
-    assert time.perf_counter() - start < 3.0
+    assert time.perf_counter() - start < STOPPED_WITHIN  # the whole run takes minutes
     assert not outcome["ok"] and outcome["error"] is None
     assert not stopped.exists() and not list(tmp_path.glob(".rsprune-*"))
 
@@ -409,9 +415,9 @@ def test_setup_plan_cancel_and_version_check(tmp_path, monkeypatch):
     assert steps[2][-1] == "/w/x.whl" and "--constraint" in steps[2] and "--find-links" in steps[2]
     start, lines = time.perf_counter(), []
     with pytest.raises(backend.Canceled):
-        backend_setup.stream([sys.executable, "-c", "import time\nprint('working', flush=True)\ntime.sleep(60)"],
+        backend_setup.stream([sys.executable, "-c", "import time\nprint('working', flush=True)\ntime.sleep(120)"],
                              lines.append, lambda: time.perf_counter() - start > 1.0)
-    assert time.perf_counter() - start < 5 and lines == ["working"]
+    assert time.perf_counter() - start < STOPPED_WITHIN and lines == ["working"]  # stopped, not waited out
     with pytest.raises(backend.BackendError, match="not rsprune_geo's command"):
         backend_setup.check_backend("/bin/echo")
     cli = os.environ["RSPRUNE_CLI"]

@@ -87,16 +87,27 @@ class PruneParams:
         return args
 
 
-def grid_coverage(width: int, height: int, tile_size: int, stride: int | None = None, edge: str = "drop") -> float:
-    """Share of a ``width``×``height`` raster that the tile grid covers (1.0 with ``pad``)."""
-    stride = stride or tile_size
+def grid_offsets(length: int, tile_size: int, stride: int, edge: str = "drop") -> list[int]:
+    """Pixel offsets of the tiles along one axis, as rsprune_geo's tiling lays them out
+    (``drop``: whole tiles only; ``pad``: also the partial tiles past the edge that add pixels)."""
     if edge == "pad":
-        return 1.0
+        return [o for o in range(0, length, stride) if o == 0 or o - stride + tile_size < length]
+    return list(range(0, length - tile_size + 1, stride))
 
-    def span(length: int) -> int:
-        return 0 if tile_size > length else ((length - tile_size) // stride) * stride + tile_size
 
-    return span(width) * span(height) / max(width * height, 1)
+def covered_pixels(length: int, tile_size: int, stride: int, edge: str = "drop") -> int:
+    """How many pixels of an axis of ``length`` the tiles cover (gaps when the stride exceeds
+    the tile size; overlaps counted once)."""
+    offsets = grid_offsets(length, tile_size, stride, edge)
+    ends = offsets[1:] + [length]
+    return sum(min(tile_size, end - start, length - start) for start, end in zip(offsets, ends))
+
+
+def grid_coverage(width: int, height: int, tile_size: int, stride: int | None = None, edge: str = "drop") -> float:
+    """Share of a ``width``×``height`` raster that the tile grid covers."""
+    stride = stride or tile_size
+    covered = covered_pixels(width, tile_size, stride, edge) * covered_pixels(height, tile_size, stride, edge)
+    return covered / max(width * height, 1)
 
 
 def in_process_available() -> bool:

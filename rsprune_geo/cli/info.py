@@ -27,12 +27,12 @@ def command(run_file: str, as_json: bool) -> None:
              + (f" (re-selected from {info['reselected_from']})" if info["reselected_from"] else ""),
              f"tiles: {info['tiles']}  crs: {info['crs']}  layers: {', '.join(info['layers'])}"]
     lines += [f"  {status:<16} {n:>8}  {100 * n / total:5.1f}%" for status, n in info["counts"].items()]
-    stage2 = info["stage2"] or {}
-    if info["stage1"]:
-        lines.append(f"stage 1: rule {info['stage1'].get('rule')}")
+    stage1, stage2 = info["stage1"], info["stage2"]
+    if stage1:
+        lines.append(f"stage 1: rule {stage1['rule']}")
     if stage2:
-        lines.append(f"stage 2: encoder {stage2.get('encoder')} ({stage2.get('encoder_runtime', 'torch')}), "
-                     f"{stage2.get('n_centroids')} centroids")
+        lines.append(f"stage 2: encoder {stage2['encoder']} ({stage2['encoder_runtime']}), "
+                     f"{stage2['n_centroids']} centroids")
     lines.append("parameters:")
     lines += [f"  {key} = {json.dumps(value)}" for key, value in sorted(info["parameters"].items())
               if value not in (None, [], "")]

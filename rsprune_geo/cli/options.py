@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from ..config import Option, run_options
+from ..config import Choice, Option, choices_of, run_options
 
 #: Flags of parameters that are not run options, as messages name them.
 EXTRA_FLAGS = {"output": "-o", "overwrite": "--overwrite", "format": "--format", "status": "--status",
@@ -49,10 +49,11 @@ def cli_message(text: str) -> str:
     return redact(re.sub(r"`([a-z][a-z0-9_]*)`", swap, text))
 
 
-def _click_type(opt: Option, base: str) -> Any:
+def _click_type(opt: Option, base: str, kind: Any) -> Any:
     """The click type of an option: its choices, a path, or its base type."""
-    if opt.choices:
-        return click.Choice(list(opt.choices))
+    choice = choices_of(kind)
+    if choice is not None:
+        return click.Choice(list(choice.words()))
     if opt.path == "file":
         return click.Path(exists=True, dir_okay=False)
     if opt.path == "folder":
@@ -76,10 +77,10 @@ def config_option(name: str, **overrides: Any) -> Callable:
         if base == "bool":
             kwargs["is_flag"] = True
         else:
-            kwargs["type"] = _click_type(opt, base)
+            kwargs["type"] = _click_type(opt, base, kind)
             kwargs["multiple"] = multiple
             if not multiple:
-                kwargs["default"] = f.default
+                kwargs["default"] = f.default.value if isinstance(f.default, Choice) else f.default
                 kwargs["show_default"] = f.default is not None
         kwargs.update(overrides)
         return click.option(opt.flag or "--" + name.replace("_", "-"), name, **kwargs)

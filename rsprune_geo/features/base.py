@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ..config import Runtime
 from ..errors import InputError
+from ..files import file_fingerprint
+from .runtime import Calibration, OnnxNetwork, choose_runtime
 
 
 class Encoder(ABC):
@@ -27,14 +30,14 @@ class Encoder(ABC):
     dim: int = 0
     batch_size: int = 32
     #: Where the network runs: ``torch``, ``onnx`` (onnxruntime, float32) or ``onnx-int8``.
-    runtime: str = "torch"
+    runtime: Runtime = Runtime.TORCH
 
     @property
     def cache_key(self) -> str:
         """A short id of this encoder's exact configuration and weights (and, for int8, its
         calibration: its vectors differ from float32's)."""
         key = f"{self.name.replace('.', '_')}-{self.input_size}-{self._state_digest()}"
-        return key + (f"-int8-{self._calibration_digest}" if self.runtime == "onnx-int8" else "")
+        return key + (f"-int8-{self._calibration_digest}" if self.runtime is Runtime.ONNX_INT8 else "")
 
     _calibration_digest: str = ""
 
@@ -81,22 +84,20 @@ class NetworkEncoder(Encoder):
     module: Any = None
     onnx: Any = None
 
-    def _setup_runtime(self, module: Any, runtime: str = "auto", cache_dir: str | None = None,
+    def _setup_runtime(self, module: Any, runtime: Runtime | str = Runtime.AUTO, cache_dir: str | None = None,
                        calibration: Any = None) -> None:
         """Choose the runtime (see :func:`~rsprune_geo.features.runtime.choose_runtime`) and, for
         onnxruntime, export (once, cached) and open the network; on failure, fall back to torch.
         ``calibration``: uint8 images, or a :class:`~rsprune_geo.features.runtime.Calibration`
         read only when the int8 file must be made."""
-        from .runtime import Calibration, OnnxNetwork, choose_runtime
-
         load = module if callable(module) and not hasattr(module, "forward") else (lambda: module)
         self.device = resolve_device(self.device)
         self.runtime = choose_runtime(runtime, self.device, self.int8, calibration)
-        if self.runtime == "torch":
+        if self.runtime is Runtime.TORCH:
             self.module = load().eval().to(torch_device(self.device))
             return
         calibrated = None
-        if self.runtime == "onnx-int8":
+        if self.runtime is Runtime.ONNX_INT8:
             assert calibration is not None
             images = calibration if isinstance(calibration, Calibration) else Calibration.of(calibration)
             self._calibration_digest = images.digest
@@ -108,13 +109,13 @@ class NetworkEncoder(Encoder):
         except InputError:
             raise
         except Exception as exc:  # an operator the exporter cannot write: torch still works
-            if runtime != "auto":
+            if Runtime.parse(runtime, "runtime") is not Runtime.AUTO:
                 raise InputError(f"{self.name}: cannot run on onnxruntime ({str(exc).splitlines()[0]})") from None
             import logging
 
             logging.getLogger(__name__).warning("%s: onnxruntime export failed (%s); using torch",
                                                 self.name, str(exc).splitlines()[0])
-            self.runtime, self.onnx = "torch", None
+            self.runtime, self.onnx = Runtime.TORCH, None
             self.module = load().eval().to(torch_device(self.device))
 
     @abstractmethod
@@ -167,8 +168,6 @@ def unit_range(images: np.ndarray) -> np.ndarray:
 
 def file_digest(path: str, length: int = 12) -> str:
     """Content key of a weights file (size, head and tail; not its mtime, so a copy keeps it)."""
-    from ..reading.pixels import file_fingerprint
-
     return file_fingerprint(path, with_mtime=False, chunk=1 << 20, digest_size=length // 2)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import OutputError
+
 
 def default_cache_dir() -> Path:
     """``$RSPRUNE_CACHE``, else ``$XDG_CACHE_HOME/rsprune_geo``, else ``~/.cache/rsprune_geo``."""
@@ -119,8 +121,6 @@ class EmbeddingCache:
             _atomic_save_npy(folder / f"shard-{digest}.ids.npy", np.array(tile_ids))
         except OSError as exc:
             vec.unlink(missing_ok=True)  # a vectors file without its ids never counts; remove it anyway
-            from ..errors import OutputError
-
             raise OutputError(f"{self.root}: cannot write the embedding cache ({exc.strerror or exc}); free some "
                               "space or give `cache_dir` elsewhere") from None
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..config import DEFAULT_ENCODER
 from ..errors import InputError
 from .base import Encoder
 
@@ -85,8 +86,6 @@ def get_encoder(name: str | None = None, weights: str | None = None, fit_images:
     :class:`~rsprune_geo.features.runtime.Calibration`, read only when needed);
     ``cache_dir``: where exported networks are kept.
     """
-    from ..config import DEFAULT_ENCODER
-
     info = encoder_info(name or DEFAULT_ENCODER)
     return info.cls.build(info.name, weights, fit_images, seed, device, runtime=runtime, cache_dir=cache_dir,
                           calibration=calibration)

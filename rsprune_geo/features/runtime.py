@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import RUNTIMES
+from ..config import Runtime
+from ..errors import InputError, param
+from .cache import default_cache_dir
 
-__all__ = ["CALIBRATION_IMAGES", "RUNTIMES", "Calibration", "OnnxNetwork", "choose_runtime", "images_digest",
+__all__ = ["CALIBRATION_IMAGES", "Calibration", "OnnxNetwork", "choose_runtime", "images_digest",
            "onnxruntime_version"]
 
 log = logging.getLogger(__name__)
@@ -61,23 +63,20 @@ class Calibration:
         return hashlib.blake2b(self.key.encode(), digest_size=6).hexdigest()
 
 
-def choose_runtime(requested: str, device: Any, int8_allowed: bool,
-                   calibration: np.ndarray | Calibration | None) -> str:
+def choose_runtime(requested: Runtime | str, device: Any, int8_allowed: bool,
+                   calibration: np.ndarray | Calibration | None) -> Runtime:
     """The runtime an encoder uses: ``torch``, ``onnx`` (float32) or ``onnx-int8``."""
-    if requested not in RUNTIMES:
-        from ..errors import InputError
-
-        raise InputError(f"`runtime` {requested}: use one of {', '.join(RUNTIMES)}")
+    requested = Runtime.parse(requested, "runtime")
     on_cpu = getattr(device, "type", str(device)) == "cpu"
-    if requested == "torch" or (requested == "auto" and (not on_cpu or onnxruntime_version() is None)):
-        return "torch"
-    if requested == "onnx-int8" or (requested == "auto" and int8_allowed and calibration is not None):
+    auto = requested is Runtime.AUTO
+    if requested is Runtime.TORCH or (auto and (not on_cpu or onnxruntime_version() is None)):
+        return Runtime.TORCH
+    if requested is Runtime.ONNX_INT8 or (auto and int8_allowed and calibration is not None):
         if calibration is None:
-            from ..errors import InputError
-
-            raise InputError("`runtime` onnx-int8 calibrates on prior-bank images: give `prior_bank`")
-        return "onnx-int8"
-    return "onnx"
+            raise InputError(f"{param('runtime')} onnx-int8 calibrates on prior-bank images: give "
+                             f"{param('prior_bank')}")
+        return Runtime.ONNX_INT8
+    return Runtime.ONNX
 
 
 def images_digest(images: np.ndarray) -> str:
@@ -101,8 +100,6 @@ class OnnxNetwork:
         from importlib.metadata import version
 
         import onnxruntime as ort
-
-        from .cache import default_cache_dir
 
         folder = Path(cache_dir) if cache_dir else default_cache_dir()
         folder = folder / "onnx"

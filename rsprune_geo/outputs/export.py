@@ -13,8 +13,7 @@ import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from ..config import param
-from ..errors import InputError, OutputError
+from ..errors import InputError, OutputError, param
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_all_bands, read_chip
 from ..schema import Status, read_run

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import geopandas as gpd
 
+from ..reading.pixels import read_preview, source_scaling
+from ..reading.sources import open_source
 from ..schema import RunRecord, Status
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,8 +30,6 @@ def plot_map(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from ..reading.pixels import read_preview, source_scaling
-    from ..reading.sources import open_source
 
     fig = Figure(figsize=(10, 10), dpi=110)
     ax = fig.subplots()

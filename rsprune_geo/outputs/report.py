@@ -25,6 +25,7 @@ import pandas as pd
 import pyogrio
 from rasterio.windows import Window
 
+from ..config import Stage1Rule
 from ..errors import InputError, OutputError
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_rgb
@@ -83,13 +84,12 @@ def plot_entropy_histogram(tiles: pd.DataFrame, record: RunRecord | None = None,
     ax.hist(stacks, bins=bins, stacked=True, color=colors, label=labels)
     ranked = tiles[tiles["entropy_rank"] >= 1]
     params = record.parameters if record is not None else {}
-    st1 = (record.stage1 if record is not None else None) or {}
-    if st1.get("floor_bits") is not None:
-        ax.axvline(st1["floor_bits"], color="black", linestyle="--",
-                   label=f"prior-bank floor ({st1['floor_bits']:.2f} bits)")
+    st1 = record.stage1 if record is not None else None
+    if st1 is not None and st1.floor_bits is not None:
+        ax.axvline(st1.floor_bits, color="black", linestyle="--", label=f"prior-bank floor ({st1.floor_bits:.2f} bits)")
     stage1 = params.get("stage1_keep")
-    n_cut = st1.get("stage1_count") if st1.get("rule") == "paper" else None
-    if n_cut is None and stage1 and not st1:  # a run written before the stage-1 record
+    n_cut = st1.stage1_count if st1 is not None and st1.rule == Stage1Rule.PAPER else None
+    if n_cut is None and stage1 and st1 is None:  # a run written before the stage-1 record
         n_cut = round(stage1 * len(tiles))
     if n_cut and len(ranked):
         n_cut = min(n_cut, len(ranked))
@@ -473,8 +473,8 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
         "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style></head><body>",
         f"<h1>rsprune report: {html.escape(Path(run_file).name)}</h1>",
-        f"<p>{len(tiles)} tiles from {len(record.inputs)} source(s), CRS {html.escape(str(record.get('crs')))}, "
-        f"run {html.escape(str(record.get('created')))}.</p>",
+        f"<p>{len(tiles)} tiles from {len(record.inputs)} source(s), CRS {html.escape(str(record.crs))}, "
+        f"run {html.escape(str(record.created))}.</p>",
         "<h2>Counts</h2>", pd.DataFrame({"tiles": counts, "share": (counts / len(tiles)).round(3)}).to_html(),
     ]
     if "evaluation" in layers:
@@ -503,7 +503,7 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
     parts += ["<h2>Parameters</h2>", _dict_table(record.parameters),
               "<h2>Timings (s)</h2>", _dict_table({k: round(v, 3) for k, v in record.timings.items()})]
     if record.stage2:
-        parts += ["<h2>Stage 2</h2>", _dict_table(record.stage2)]
+        parts += ["<h2>Stage 2</h2>", _dict_table(record.stage2.to_dict())]
     inputs = pd.DataFrame(record.inputs).drop(columns=["scaling"], errors="ignore")
     parts += ["<h2>Inputs</h2>", inputs.to_html(index=False),
               "<h2>Versions</h2>", _dict_table(record.versions), "</body></html>"]

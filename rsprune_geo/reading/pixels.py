@@ -9,7 +9,6 @@ fingerprints. Everything above it works on NumPy arrays.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -68,25 +67,6 @@ def read_errors(path: str):
     except RasterioIOError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "read failed"
         raise InputError(f"{path}: reading failed ({first})") from None
-
-
-def file_fingerprint(path: str, with_mtime: bool = True, chunk: int = 65536, digest_size: int = 12) -> str:
-    """A cheap fingerprint of a file's content: its size (and mtime, unless ``with_mtime`` is
-    false, for content keys that survive a copy) and hashes of its head and tail.
-
-    Costs two small reads whatever the file's size; GDAL virtual paths hash their name.
-    """
-    if path.startswith("/vsi"):
-        return hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
-    stat = os.stat(path)
-    digest = hashlib.blake2b(digest_size=digest_size)
-    digest.update((f"{stat.st_size}:{stat.st_mtime_ns}" if with_mtime else f"{stat.st_size}").encode())
-    with open(path, "rb") as fh:
-        digest.update(fh.read(chunk))
-        if stat.st_size > chunk:
-            fh.seek(max(stat.st_size - chunk, chunk))
-            digest.update(fh.read(chunk))
-    return digest.hexdigest()
 
 
 def choose_bands(src: rasterio.io.DatasetReader) -> tuple[int, ...]:

@@ -17,9 +17,9 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from ..config import param
-from ..errors import InputError
-from .pixels import choose_bands, file_fingerprint, read_errors
+from ..errors import InputError, param
+from ..files import file_fingerprint
+from .pixels import choose_bands, read_errors
 
 #: dtypes the information filter knows how to read.
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -141,32 +141,6 @@ def source_key(path: str) -> str:
     """A short stable key for a source path (its absolute path hashed), used in tile ids."""
     ident = path if path.startswith("/vsi") else os.path.abspath(path)
     return hashlib.blake2b(ident.encode(), digest_size=4).hexdigest()
-
-
-def resolve_crs(text: str) -> CRS:
-    """A CRS from user text (``EPSG:4326``, WKT, PROJ string)."""
-    try:
-        return CRS.from_user_input(text)
-    except Exception:
-        raise InputError(f"`out_crs` {text!r}: not a CRS rasterio understands (e.g. EPSG:4326)") from None
-
-
-def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    """Parse a band selection such as ``"4,3,2"`` into 1-based indexes (``None``: automatic)."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, str):
-        try:
-            bands = tuple(int(part) for part in text.replace(" ", "").split(","))
-        except ValueError:
-            raise InputError(f"`bands` {text!r}: give 1-based band numbers, e.g. 4,3,2") from None
-    else:
-        bands = tuple(int(b) for b in text)
-    if not bands or any(b < 1 for b in bands):
-        raise InputError(f"bands {bands}: band numbers start at 1")
-    if len(bands) not in (1, 3):
-        raise InputError(f"bands {bands}: give one band (grey) or three (red, green, blue)")
-    return bands
 
 
 def open_source(

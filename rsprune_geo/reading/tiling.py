@@ -9,8 +9,8 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
-from ..config import EDGE_MODES, param
-from ..errors import InputError
+from ..config import EdgeMode
+from ..errors import InputError, param
 from .sources import RasterSource
 
 
@@ -22,9 +22,7 @@ def grid_offsets(length: int, tile_size: int, stride: int, edge: str = "drop") -
     """
     if tile_size < 1 or stride < 1:
         raise InputError(f"tile size ({tile_size}) and stride ({stride}) must be positive")
-    if edge not in EDGE_MODES:
-        raise InputError(f"edge mode {edge!r}: use one of {', '.join(EDGE_MODES)}")
-    if edge == "drop":
+    if EdgeMode.parse(edge, "edge") is EdgeMode.DROP:
         return np.arange(0, length - tile_size + 1, stride, dtype=np.int64)
     offsets = np.arange(0, length, stride, dtype=np.int64)
     return offsets[(offsets == 0) | (offsets - stride + tile_size < length)]
@@ -67,7 +65,7 @@ def make_tiles(
     ``rasterio.windows.bounds`` exactly for north-up rasters.
     """
     stride = stride or tile_size
-    if edge == "drop" and (tile_size > source.width or tile_size > source.height):
+    if EdgeMode.parse(edge, "edge") is EdgeMode.DROP and (tile_size > source.width or tile_size > source.height):
         raise InputError(
             f"{source.path}: tile size {tile_size} px is larger than the raster "
             f"({source.width}x{source.height} px); use a smaller {param('tile_size')} or {param('edge')} pad"

@@ -15,6 +15,7 @@ from ..features.cache import EmbeddingCache
 from ..progress import ProgressCallback
 from ..reading.pixels import Scaling, read_rgb
 from ..reading.sources import RasterSource
+from ..scaleout import map_tasks
 
 
 def encode_windows(source: RasterSource, windows: list[Window], scaling: Scaling, encoder: Encoder) -> np.ndarray:
@@ -42,8 +43,6 @@ def embed_tiles(
     while a second thread reads and resizes the next batch. ``on_progress("encoding", done,
     total)`` counts encoded tiles.
     """
-    from ..scaleout import map_tasks
-
     if out is None:
         out = np.zeros((len(tiles), encoder.dim), dtype=np.float32)
     def use_cached(positions: np.ndarray, dst: np.ndarray, vectors: np.ndarray) -> None:

@@ -10,12 +10,14 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from ..config import DEFAULT_PLAUSIBILITY_Z
+from ..config import DEFAULT_PLAUSIBILITY_Z, Scheduler
 from ..progress import ProgressCallback
 from ..reading.pixels import Scaling, read_image, read_plain, read_window, source_scaling, window_inside
 from ..reading.sources import RasterSource
 from ..reading.tiling import group_tiles, union_window
+from ..scaleout import map_tasks
 from ..schema import TILING_COLUMNS, Status
+from ._kernels import tile_sums, tile_sums_rgb8
 
 #: BT.601 luma weights in 1/256ths (77 + 150 + 29 = 256): integer luma on uint8, within 1 level.
 _LUMA_INT = np.array([77, 150, 29], dtype=np.uint16)
@@ -116,8 +118,6 @@ def score_group(
     row per tile (columns ``entropy``, ``nodata_fraction``, ``b<i>_mean``, ``b<i>_std``,
     ``tile_id``), in the order of ``tiles``.
     """
-    from ._kernels import tile_sums, tile_sums_rgb8
-
     window = union_window(tiles, range(len(tiles)))
     data, valid, use_nodata = _read_for_scoring(source, window)
     fuse = scaling.identity and data.shape[0] == 3
@@ -172,7 +172,7 @@ def score_tiles(
     tiles: Sequence[gpd.GeoDataFrame],
     scalings: Sequence[Scaling] | None = None,
     group_px: int = 2048,
-    scheduler: str | None = "threads",
+    scheduler: Scheduler | str = Scheduler.THREADS,
     on_progress: ProgressCallback | None = None,
     client: Any | None = None,
 ) -> pd.DataFrame:
@@ -185,8 +185,6 @@ def score_tiles(
     done, total)`` is called as windows finish. Returns one row per tile, indexed like the
     concatenation of ``tiles``.
     """
-    from ..scaleout import map_tasks
-
     if scalings is None:
         scalings = [source_scaling(s) for s in sources]
     tasks, places = [], []
@@ -198,8 +196,9 @@ def score_tiles(
             places.append(start + np.asarray(positions, dtype=np.int64))
         start += len(frame)
     results: list[pd.DataFrame | None] = [None] * len(tasks)
-    threads = 1 if scheduler in ("sync", "synchronous", "single-threaded") else None
-    processes = scheduler == "processes"
+    mode = Scheduler.parse(scheduler, "scheduler")
+    threads = 1 if mode is Scheduler.SYNC else None
+    processes = mode is Scheduler.PROCESSES
     for done, (i, group) in enumerate(map_tasks(score_group, tasks, client, threads, processes=processes), start=1):
         results[i] = group.set_axis(places[i])  # the tiles' positions in the concatenation of ``tiles``
         if on_progress is not None:

@@ -1,4 +1,6 @@
-"""The prior bank: labelled scene-classification datasets (a folder per class), indexed.
+"""The prior bank: labelled scene-classification datasets (a folder per class), indexed, and
+what an encoder makes of it: the encoder fitted or calibrated on its images, their embeddings and
+the scene centroids stage 2 assigns tiles to (cached, so many runs share them).
 
 Its images are read through :func:`rsprune_geo.reading.pixels.read_images`.
 """
@@ -15,8 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import param
-from ..errors import InputError
+from ..config import Runtime
+from ..errors import InputError, param
+from ..features import Encoder, encoder_info, get_encoder
+from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
+from ..features.runtime import CALIBRATION_IMAGES, Calibration
+from ..progress import ProgressCallback, no_progress
+from ..reading.pixels import read_image, read_images
+from .clustering import SceneCentroids, fit_scene_centroids
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -135,9 +143,6 @@ def readable_bank(bank: PriorBank, cache_root: str | os.PathLike | None = None) 
     skipped ones as ``{"path", "error"}``; each skip is logged once, as one line. Every image is
     decoded once per bank fingerprint (the verdict is cached). A class left with no image is an
     :class:`InputError` naming it."""
-    from ..features.cache import default_cache_dir
-    from ..reading.pixels import read_image
-
     folder = Path(cache_root) if cache_root else default_cache_dir()
     verdict = folder / "bank-check" / f"{bank.fingerprint}.json"
     skipped: list[dict] | None = None
@@ -181,3 +186,83 @@ def readable_bank(bank: PriorBank, cache_root: str | os.PathLike | None = None) 
 def load_prior_bank(roots, cache_root: str | os.PathLike | None = None) -> tuple[PriorBank, list[dict]]:
     """:func:`find_prior_bank` then :func:`readable_bank`: the usable bank and what was skipped."""
     return readable_bank(find_prior_bank(roots), cache_root)
+
+
+#: Prior-bank images used to draw empirical RCF filters (a seeded sample).
+RCF_FIT_IMAGES = 1000
+
+
+def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, seed: int = 0,
+                 device: str | None = None, runtime: Runtime | str = Runtime.AUTO,
+                 cache_dir: str | None = None) -> Encoder:
+    """The encoder ``name``; one that fits on the bank (``rcf-empirical``) draws a seeded
+    sample of the bank's images, and one whose int8 variant keeps its accuracy is calibrated on
+    another (``CALIBRATION_IMAGES`` of them) when it runs on onnxruntime."""
+    info = encoder_info(name)
+    rng = np.random.default_rng(seed)
+
+    def sample(n: int) -> list[str]:
+        pick = np.sort(rng.choice(len(bank_paths), min(n, len(bank_paths)), replace=False))
+        return [bank_paths[i] for i in pick]
+
+    fit_images = read_images(sample(RCF_FIT_IMAGES), info.input_size) if info.needs_bank else None
+    calibration = None
+    if info.int8 and Runtime.parse(runtime, "runtime") in (Runtime.AUTO, Runtime.ONNX_INT8):
+        # read only when the int8 file must be made; named by the files, so a cached one is reused
+        paths = sample(CALIBRATION_IMAGES)
+        key = f"{info.input_size}:" + "\n".join(f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths)
+        calibration = Calibration(key, lambda: read_images(paths, info.input_size))
+    return get_encoder(name, weights, fit_images, seed, device, runtime, cache_dir, calibration)
+
+
+def embed_bank(bank: PriorBank, encoder: Encoder, cache_root: Path,
+               on_progress: ProgressCallback = no_progress) -> np.ndarray:
+    """The prior bank's embeddings, cached per encoder and bank fingerprint."""
+    path = cache_root / "banks" / encoder.cache_key / f"{bank.fingerprint}.npz"
+    cached = load_npz(path) if path.exists() else None
+    if cached is not None and cached["vectors"].shape == (len(bank), encoder.dim):
+        return cached["vectors"]
+    vectors = np.zeros((len(bank), encoder.dim), dtype=np.float32)
+    step = max(encoder.batch_size, 32)
+    for start in range(0, len(bank), step):
+        images = read_images(bank.paths[start : start + step], encoder.input_size)
+        vectors[start : start + len(images)] = encoder.encode(images)
+        on_progress("prior_bank", start + len(images), len(bank))
+    atomic_save_npz(path, vectors=vectors)
+    return vectors
+
+
+@dataclass(frozen=True)
+class CentroidSpec:
+    """How a prior bank is over-clustered into scene centroids (see
+    :func:`~rsprune_geo.stages.clustering.fit_scene_centroids`)."""
+
+    k_per_class: int | None
+    images_per_centroid: int
+    k: int | None
+    bank_samples: int | None
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The spec as a cache key."""
+        return (f"kpc{self.k_per_class}-ipc{self.images_per_centroid}-k{self.k}-n{self.bank_samples}"
+                f"-s{self.seed}")
+
+
+def bank_centroids(bank: PriorBank, encoder: Encoder, spec: CentroidSpec, cache_root: Path,
+                   on_progress: ProgressCallback = no_progress) -> SceneCentroids:
+    """Scene centroids of the bank for this encoder and spec, saved so many runs share them."""
+    path = cache_root / "centroids" / encoder.cache_key / f"{bank.fingerprint}-{spec.key}.npz"
+    if path.exists():
+        try:
+            return SceneCentroids.load(path)
+        except Exception:
+            path.unlink(missing_ok=True)
+    vectors = embed_bank(bank, encoder, cache_root, on_progress)
+    centroids = fit_scene_centroids(vectors, bank.labels, k_per_class=spec.k_per_class, k=spec.k,
+                                    samples_per_class=spec.bank_samples, seed=spec.seed,
+                                    images_per_centroid=spec.images_per_centroid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    centroids.save(path)
+    return centroids

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..config import CELL_PERIODS, GEO_SPREAD_MODES, param
-from ..errors import InputError
+from ..config import CellPeriod, GeoSpread, QuotaMode, RunConfig, default_of
+from ..errors import InputError, param
 from ..schema import Status
 from .information import stratified_entropy_cut, within_scene_cut_reasons
 
@@ -137,13 +138,12 @@ def cell_groups(ground_cell: np.ndarray, dates: np.ndarray | None = None, period
     year when ``period`` says so (tiles without a date share one ``unknown`` period); ``""``
     for tiles without a ground cell (never capped)."""
     cells = np.asarray(ground_cell, dtype=object).astype(str)
-    if period not in CELL_PERIODS:
-        raise InputError(f"{param('cell_period')} {period}: use one of {', '.join(CELL_PERIODS)}")
-    if period == "all" or dates is None:
+    period = CellPeriod.parse(period, "cell_period")
+    if period is CellPeriod.ALL or dates is None:
         return np.where(cells == "nan", "", cells)
     stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(dates), errors="coerce"))
     unknown = np.asarray(stamps.isna())
-    if period == "year":
+    if period is CellPeriod.YEAR:
         label = np.where(unknown, "unknown", np.nan_to_num(stamps.year.to_numpy(dtype=float)).astype(int).astype(str))
     else:
         months = np.nan_to_num(stamps.month.to_numpy(dtype=float)).astype(int)
@@ -165,6 +165,52 @@ def cell_position(ground_cell: np.ndarray) -> np.ndarray:
     return parts.fillna(-1).astype(np.int64).to_numpy()
 
 
+class _GeoTally:
+    """What the kept tiles hold so far: tiles per cap group, per date, and in each cell's 3×3
+    neighbourhood; a tile's score is how many kept tiles share its date and neighbourhood."""
+
+    def __init__(self, n: int, groups: np.ndarray | None, dates: np.ndarray | None, cells: np.ndarray | None):
+        self.kept = np.zeros(n, dtype=bool)
+        self.groups = np.full(n, -1, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+        self.in_group = np.zeros(int(self.groups.max()) + 1 if self.groups.max() >= 0 else 0, dtype=np.int64)
+        self.dates = np.asarray(dates, dtype=np.int64) if dates is not None else None
+        self.per_date = np.zeros(int(self.dates.max()) + 2, dtype=np.int64) if self.dates is not None else None
+        self.cells = np.asarray(cells, dtype=np.int64) if cells is not None else None
+        self.near: dict[tuple[int, int], int] = {}
+        self.total = 0
+
+    def full(self, i: int, limit: int) -> bool:
+        """Whether tile ``i``'s group already holds ``limit`` kept tiles."""
+        return bool(self.groups[i] >= 0 and self.in_group[self.groups[i]] >= limit)
+
+    def score(self, i: int) -> int:
+        """Kept tiles of tile ``i``'s date plus those in its cell's neighbourhood."""
+        value = 0
+        if self.per_date is not None and self.dates is not None and self.dates[i] >= 0:
+            value += int(self.per_date[self.dates[i]])
+        if self.cells is not None and self.cells[i, 0] >= 0:
+            value += self.near.get((int(self.cells[i, 0]), int(self.cells[i, 1])), 0)
+        return value
+
+    def keep(self, i: int) -> None:
+        """Keep tile ``i`` and count it."""
+        self.kept[i] = True
+        self.total += 1
+        if self.groups[i] >= 0:
+            self.in_group[self.groups[i]] += 1
+        if self.per_date is not None and self.dates is not None and self.dates[i] >= 0:
+            self.per_date[self.dates[i]] += 1
+        if self.cells is not None and self.cells[i, 0] >= 0:
+            r, c = int(self.cells[i, 0]), int(self.cells[i, 1])
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    self.near[(r + dr, c + dc)] = self.near.get((r + dr, c + dc), 0) + 1
+
+    def best(self, window: list[int], rank: np.ndarray, spread: bool) -> int:
+        """The tile of ``window`` to keep: the lowest score, ties by rank (the first without spread)."""
+        return min(window, key=lambda i: (self.score(i), rank[i])) if spread else window[0]
+
+
 def geo_picks(rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget: int, seed: int = 0,
               groups: np.ndarray | None = None, cap: int | None = None, cells: np.ndarray | None = None,
               dates: np.ndarray | None = None, spread: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -181,89 +227,73 @@ def geo_picks(rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget:
     """
     n = rank.size
     budget = int(min(budget, n))
-    kept = np.zeros(n, dtype=bool)
     capped = np.zeros(n, dtype=bool)
     if n == 0:
-        return kept, capped
-    groups = np.full(n, -1, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+        return np.zeros(n, dtype=bool), capped
+    tally = _GeoTally(n, groups, dates, cells)
     cap_value = n if cap is None else int(cap)
-    in_group = np.zeros(int(groups.max()) + 1 if groups.max() >= 0 else 0, dtype=np.int64)
-    date_codes = np.asarray(dates, dtype=np.int64) if dates is not None else None
-    per_date = np.zeros(int(date_codes.max()) + 2, dtype=np.int64) if date_codes is not None else None
-    positions = np.asarray(cells, dtype=np.int64) if cells is not None else None
-    near: dict[tuple[int, int], int] = {}  # kept tiles in each cell's 3x3 neighbourhood
-
-    def score(i: int) -> int:
-        value = 0
-        if per_date is not None and date_codes is not None and date_codes[i] >= 0:
-            value += int(per_date[date_codes[i]])
-        if positions is not None and positions[i, 0] >= 0:
-            value += near.get((int(positions[i, 0]), int(positions[i, 1])), 0)
-        return value
-
-    def keep(i: int) -> None:
-        kept[i] = True
-        if groups[i] >= 0:
-            in_group[groups[i]] += 1
-        if per_date is not None and date_codes is not None and date_codes[i] >= 0:
-            per_date[date_codes[i]] += 1
-        if positions is not None and positions[i, 0] >= 0:
-            r, c = int(positions[i, 0]), int(positions[i, 1])
-            for dr in (-1, 0, 1):
-                for dc in (-1, 0, 1):
-                    near[(r + dr, c + dc)] = near.get((r + dr, c + dc), 0) + 1
-
     turn = np.random.default_rng(seed).permutation(int(inverse.max()) + 1)
+    _quota_rounds(tally, rank, inverse, quotas, budget, turn, cap_value, spread, capped)
+    limit = cap_value
+    order = np.lexsort((turn[inverse], rank)).tolist()  # round-robin over every cluster
+    while tally.total < budget:  # the shortfall, under the cap; then the cap raised one tile a round
+        _fill_round(tally, rank, order, budget, limit, GEO_SPREAD_WINDOW if spread else 1, spread)
+        limit += 1
+    return tally.kept, capped & ~tally.kept
+
+
+def _quota_rounds(tally: _GeoTally, rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget: int,
+                  turn: np.ndarray, cap: int, spread: bool, capped: np.ndarray) -> None:
+    """Rounds in which every cluster under its quota takes one tile (see :func:`geo_picks`);
+    tiles passed over because their group is full are marked in ``capped``."""
+    n = rank.size
     by_rank = np.lexsort((rank, inverse))
     starts = np.flatnonzero(np.r_[True, inverse[by_rank][1:] != inverse[by_rank][:-1]])
     queues: dict[int, deque[int]] = {int(inverse[by_rank[a]]): deque(by_rank[a:b].tolist())
                                      for a, b in zip(starts, np.r_[starts[1:], n])}
     taken = np.zeros(quotas.size, dtype=np.int64)
-    total = 0
     active = [c for c in sorted(queues, key=lambda c: turn[c]) if quotas[c] > 0]
-    while active and total < budget:  # rounds: every cluster under quota takes one tile
+    while active and tally.total < budget:
         still = []
         for c in active:
             queue = queues[c]
             window: list[int] = []
             while queue and len(window) < (GEO_SPREAD_WINDOW if spread else 1):
                 i = queue.popleft()
-                if groups[i] >= 0 and in_group[groups[i]] >= cap_value:
+                if tally.full(i, cap):
                     capped[i] = True  # its ground is full: passed over for good in this pass
                     continue
                 window.append(i)
             if not window:
                 continue
-            best = min(window, key=lambda i: (score(i), rank[i])) if spread else window[0]
+            best = tally.best(window, rank, spread)
             queue.extendleft(reversed([i for i in window if i != best]))  # the others stay, in rank order
-            keep(best)
+            tally.keep(best)
             taken[c] += 1
-            total += 1
             if taken[c] < quotas[c] and queue:
                 still.append(c)
-            if total >= budget:
+            if tally.total >= budget:
                 break
         active = still
-    order = np.lexsort((turn[inverse], rank))  # round-robin over every cluster
-    limit = cap_value
-    width = GEO_SPREAD_WINDOW if spread else 1
-    while total < budget:  # the shortfall, under the cap; then the cap raised one tile a round
-        pending = []
-        for i in order.tolist() + [-1]:  # -1 flushes the last pending
-            if i >= 0 and (kept[i] or (groups[i] >= 0 and in_group[groups[i]] >= limit)):
-                continue
-            if i >= 0:
-                pending.append(i)
-            while pending and (len(pending) >= width or i < 0) and total < budget:
-                best = min(pending, key=lambda j: (score(j), rank[j])) if spread else pending[0]
-                pending.remove(best)
-                keep(best)
-                total += 1
-                pending = [j for j in pending if not (groups[j] >= 0 and in_group[groups[j]] >= limit)]
-            if total >= budget:
-                break
-        limit += 1
-    return kept, capped & ~kept
+
+
+def _fill_round(tally: _GeoTally, rank: np.ndarray, order: list[int], budget: int, limit: int, width: int,
+                spread: bool) -> None:
+    """One round over every tile (``order``) keeping those whose group holds under ``limit``
+    kept tiles, best of each ``width`` pending first, until the budget is met."""
+    pending: list[int] = []
+    for i in order + [-1]:  # -1 flushes the last pending
+        if i >= 0 and (tally.kept[i] or tally.full(i, limit)):
+            continue
+        if i >= 0:
+            pending.append(i)
+        while pending and (len(pending) >= width or i < 0) and tally.total < budget:
+            best = tally.best(pending, rank, spread)
+            pending.remove(best)
+            tally.keep(best)
+            pending = [j for j in pending if not tally.full(j, limit)]
+        if tally.total >= budget:
+            return
 
 
 def scene_quotas(
@@ -340,9 +370,8 @@ def select_tiles(
         codes = np.where(keys == "", -1, codes)
         if not np.bincount(codes[codes >= 0], minlength=1).max() > max_per_cell:
             codes = None  # no cell holds more candidates than the cap: nothing to do
-    if geo_spread not in GEO_SPREAD_MODES:
-        raise InputError(f"{param('geo_spread')} {geo_spread}: use one of {', '.join(GEO_SPREAD_MODES)}")
-    spread = geo_spread == "on" or (geo_spread == "auto" and spans_ground_or_time(cells, dates))
+    mode = GeoSpread.parse(geo_spread, "geo_spread")
+    spread = mode is GeoSpread.ON or (mode is GeoSpread.AUTO and spans_ground_or_time(cells, dates))
     if codes is not None or (spread and (cells is not None or dates is not None)):
         date_codes = None
         if spread and dates is not None:
@@ -388,16 +417,27 @@ def find_duplicates(
 @dataclass(frozen=True)
 class SelectionOptions:
     """How stage 2 selects: quota blend, spread, seed, quota sharing, near-duplicate threshold,
-    and the cap on kept tiles per ground cell (and period)."""
+    and the cap on kept tiles per ground cell (and period); each defaults to the run
+    parameter of the same name (:class:`~rsprune_geo.config.RunConfig`)."""
 
-    uniformity: float = 1.0
-    spread: int = 1
-    seed: int = 0
-    quota_by: str = "scene"
-    dedup: float | None = None
-    max_per_cell: int | None = 1
-    cell_period: str = "all"
-    geo_spread: str = "auto"
+    uniformity: float = default_of("uniformity")
+    spread: int = default_of("spread")
+    seed: int = default_of("seed")
+    quota_by: QuotaMode = default_of("quota_by")
+    dedup: float | None = default_of("dedup")
+    max_per_cell: int | None = default_of("max_per_cell")
+    cell_period: CellPeriod = default_of("cell_period")
+    geo_spread: GeoSpread = default_of("geo_spread")
+
+    @classmethod
+    def from_config(cls, config: RunConfig, **overrides: Any) -> SelectionOptions:
+        """The selection options of a run configuration, with ``overrides`` (``None``: the run's)."""
+        values = {f.name: getattr(config, f.name) for f in fields(cls)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["quota_by"] = QuotaMode.parse(values["quota_by"], "quota_by")
+        values["cell_period"] = CellPeriod.parse(values["cell_period"], "cell_period")
+        values["geo_spread"] = GeoSpread.parse(values["geo_spread"], "geo_spread")
+        return cls(**values)
 
 
 @dataclass
@@ -436,7 +476,7 @@ def apply_selection(
     cluster_scenes: np.ndarray,
     budget: int,
     options: SelectionOptions = SelectionOptions(),
-    stage1_count: int | None = None,
+    scene_cut: int | None = None,
     duplicates: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> AppliedSelection:
     """Stage 2's decisions on a tiles table (columns status, reason, entropy, tile_id), shared
@@ -444,13 +484,14 @@ def apply_selection(
 
     ``candidates`` are the positions of the tiles stage 1 passed, ``cluster``/``distance`` their
     cluster ids and centroid distances, ``cluster_scenes`` the scene of every cluster id. With
-    ``stage1_count`` (the ``bank`` rule) stage 1's cut is taken first within each candidate's
-    scene (``max(stage1_count, budget)`` pass). Then ``budget`` tiles are kept: every one passed
-    when the budget covers them, else per-cluster quotas and centroid-first picks among the
-    tiles that are not near-duplicates. ``duplicates``: a mask over the candidates, or a function
-    of the passed candidates' indexes (into ``candidates``) returning their mask. With
-    ``options.max_per_cell``, the tiles' ``ground_cell`` (and ``date``, by ``options.cell_period``)
-    columns cap the tiles kept per cell (:func:`cell_groups`).
+    ``scene_cut`` (the ``bank`` rule, :attr:`~rsprune_geo.stages.budget.Budget.scene_cut`)
+    stage 1's cut is taken first within each candidate's scene (``scene_cut`` tiles pass). Then
+    ``budget`` tiles are kept: every one passed when the budget covers them, else per-cluster
+    quotas and centroid-first picks among the tiles that are not near-duplicates. ``duplicates``:
+    a mask over the candidates, or a function of the passed candidates' indexes (into
+    ``candidates``) returning their mask. With ``options.max_per_cell``, the tiles'
+    ``ground_cell`` (and ``date``, by ``options.cell_period``) columns cap the tiles kept per cell
+    (:func:`cell_groups`).
     """
     n = len(tiles)
     candidates = np.asarray(candidates, dtype=np.int64)
@@ -462,16 +503,9 @@ def apply_selection(
     cluster_rank = np.full(n, -1, dtype=np.int64)
     scene_rank = np.zeros(n, dtype=np.int64)
     passed = np.ones(candidates.size, dtype=bool)
-    if stage1_count is not None:
-        entropy = tiles["entropy"].to_numpy(dtype=np.float64)[candidates]
-        scenes = np.asarray(cluster_scenes)[cluster]
-        passed, rank, quota = stratified_entropy_cut(entropy, scenes, max(int(stage1_count), int(budget)),
-                                                     tiles["tile_id"].to_numpy()[candidates])
-        scene_rank[candidates] = rank
-        cut = candidates[~passed]
-        status[cut] = Status.LOW_INFORMATION
-        if cut.size:
-            reason[cut] = within_scene_cut_reasons(entropy[~passed], scenes[~passed], quota[~passed])
+    if scene_cut is not None:
+        passed, scene_rank[candidates] = _cut_within_scenes(tiles, candidates, np.asarray(cluster_scenes)[cluster],
+                                                            scene_cut, status, reason)
     inner = np.flatnonzero(passed)  # indexes into candidates
     pool = candidates[inner]
     ids, dist = cluster[inner], distance[inner]
@@ -483,28 +517,14 @@ def apply_selection(
     else:
         duplicate = np.asarray(duplicates, dtype=bool)[inner]
     fresh = np.flatnonzero(~duplicate)
-    scenes_of = np.asarray(cluster_scenes) if options.quota_by == "scene" and not stage1_decides else None
+    scenes_of = np.asarray(cluster_scenes) if options.quota_by is QuotaMode.SCENE and not stage1_decides else None
     cells = tiles["ground_cell"].to_numpy()[pool[fresh]] if "ground_cell" in tiles else None
     dates = tiles["date"].to_numpy()[pool[fresh]] if "date" in tiles else None
     chosen = select_tiles(ids[fresh], dist[fresh], min(int(budget), fresh.size), options.uniformity,
                           options.spread, options.seed, cluster_scenes=scenes_of, cells=cells, dates=dates,
                           max_per_cell=options.max_per_cell, cell_period=options.cell_period,
                           geo_spread=options.geo_spread)
-    status[pool] = Status.NOT_SELECTED
-    reason[pool] = ""
-    status[pool[duplicate]] = Status.DUPLICATE
-    reason[pool[duplicate]] = f"near-duplicate (cosine >= {options.dedup}) of a tile nearer its centroid"
-    kept = pool[fresh[chosen.kept]]
-    status[kept] = Status.KEPT
-    not_sel = pool[fresh[~chosen.kept]]
-    quota_of = dict(zip(chosen.clusters.tolist(), chosen.quotas.tolist()))
-    reason[not_sel] = [f"beyond the quota of cluster {c} ({quota_of[c]})" for c in ids[fresh[~chosen.kept]]]
-    if chosen.capped is not None and chosen.capped.any():
-        assert cells is not None
-        period = "" if options.cell_period == "all" else f" in its {options.cell_period}"
-        reason[pool[fresh[chosen.capped]]] = [
-            f"ground cell {cell} already holds {options.max_per_cell} kept tile(s){period} (max per cell)"
-            for cell in cells[chosen.capped]]
+    _mark_selection(status, reason, pool[duplicate], pool[fresh], ids[fresh], chosen, options, cells)
     cluster_rank[pool[fresh]] = chosen.rank
     quotas = np.zeros(k_all, dtype=np.int64)
     quotas[chosen.clusters] = chosen.quotas
@@ -514,3 +534,36 @@ def apply_selection(
         duplicates=np.bincount(ids[duplicate], minlength=k_all), quota=quotas,
         kept_per_cluster=np.bincount(ids[fresh[chosen.kept]], minlength=k_all), stage1_decides=bool(stage1_decides),
     )
+
+
+def _cut_within_scenes(tiles: pd.DataFrame, candidates: np.ndarray, scenes: np.ndarray, count: int,
+                       status: np.ndarray, reason: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 1's cut within each candidate's scene (:func:`stratified_entropy_cut`), marked in
+    ``status`` and ``reason``: ``(passed mask over the candidates, rank within the scene)``."""
+    entropy = tiles["entropy"].to_numpy(dtype=np.float64)[candidates]
+    passed, rank, quota = stratified_entropy_cut(entropy, scenes, int(count), tiles["tile_id"].to_numpy()[candidates])
+    cut = candidates[~passed]
+    status[cut] = Status.LOW_INFORMATION
+    if cut.size:
+        reason[cut] = within_scene_cut_reasons(entropy[~passed], scenes[~passed], quota[~passed])
+    return passed, rank
+
+
+def _mark_selection(status: np.ndarray, reason: np.ndarray, duplicate: np.ndarray, fresh: np.ndarray,
+                    fresh_ids: np.ndarray, chosen: Selection, options: SelectionOptions,
+                    cells: np.ndarray | None) -> None:
+    """Mark the selection's candidates (tile positions): ``duplicate`` ones, and the ``fresh``
+    ones (clusters ``fresh_ids``) kept or not selected by ``chosen``, with each one's reason."""
+    status[duplicate] = Status.DUPLICATE
+    reason[duplicate] = f"near-duplicate (cosine >= {options.dedup}) of a tile nearer its centroid"
+    status[fresh[chosen.kept]] = Status.KEPT
+    status[fresh[~chosen.kept]] = Status.NOT_SELECTED
+    reason[fresh] = ""
+    quota_of = dict(zip(chosen.clusters.tolist(), chosen.quotas.tolist()))
+    reason[fresh[~chosen.kept]] = [f"beyond the quota of cluster {c} ({quota_of[c]})" for c in fresh_ids[~chosen.kept]]
+    if chosen.capped is not None and chosen.capped.any():
+        assert cells is not None
+        period = "" if options.cell_period is CellPeriod.ALL else f" in its {options.cell_period}"
+        reason[fresh[chosen.capped]] = [
+            f"ground cell {cell} already holds {options.max_per_cell} kept tile(s){period} (max per cell)"
+            for cell in cells[chosen.capped]]

@@ -1,4 +1,5 @@
-"""Stage 2 as one step of a run: embed, anchor on the prior bank, cluster, select."""
+"""Stage 2 as one step of a run: embed the stage-1 survivors, assign them to the prior bank's
+scene centroids (or cluster them), select the budget, and record how."""
 
 from __future__ import annotations
 
@@ -16,60 +17,57 @@ import numpy as np
 import pandas as pd
 from rasterio.windows import Window
 
-from ..config import DEFAULT_ENCODER, RunConfig
-from ..features import Encoder, encoder_info, get_encoder
-from ..features.cache import EmbeddingCache, atomic_save_npz, default_cache_dir, load_npz
+from ..config import ClusteringMode, RunConfig, Runtime
+from ..evaluation import evaluate_run
+from ..features import Encoder
+from ..features.cache import EmbeddingCache, default_cache_dir
 from ..features.runtime import onnxruntime_version
 from ..progress import ProgressCallback, no_progress
-from ..reading.pixels import Scaling, read_images
+from ..reading.pixels import Scaling
 from ..reading.sources import RasterSource
-from ..schema import Status
-from .clustering import SceneCentroids, assign_to_centroids, fit_scene_centroids, self_clusters
+from ..scaleout import map_tasks
+from ..schema import Stage2Record, Status
+from .budget import Budget
+from .clustering import SceneCentroids, assign_to_centroids, self_clusters
 from .embedding import embed_tiles, encode_windows, pending_batches, read_ahead
-from .priorbank import PriorBank
-from .selection import SelectionOptions, apply_selection, centroid_first_order, find_duplicates
+from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_encoder, load_prior_bank
+from .selection import AppliedSelection, SelectionOptions, apply_selection, centroid_first_order, find_duplicates
 
 log = logging.getLogger(__name__)
-
-#: Prior-bank images used to draw empirical RCF filters (a seeded sample).
-RCF_FIT_IMAGES = 1000
 
 
 @dataclass(frozen=True)
 class Stage2Options:
-    """What stage 2 needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`)."""
+    """What stage 2 needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`,
+    where each is defined): the prior bank, the encoder and where it runs, how the bank is
+    over-clustered, the clustering, the selection, and the evaluation."""
 
     prior_bank: tuple[str, ...]
-    encoder: str = DEFAULT_ENCODER
-    weights: str | None = None
-    k_per_class: int | None = 4
-    images_per_centroid: int = 10
-    k: int | None = None
-    bank_samples: int | None = None
-    clustering: str = "prior"
-    selection: SelectionOptions = field(default_factory=SelectionOptions)
-    stage1_rule: str = "bank"
-    cache_dir: str | None = None
-    device: str | None = None
-    runtime: str = "auto"
-    batch_size: int | None = None
-    evaluate: bool = False
-    labels: str | None = None
-    label_column: str = "label"
-    eval_encoder: str | None = None
+    encoder: str
+    weights: str | None
+    centroids: CentroidSpec
+    clustering: ClusteringMode
+    selection: SelectionOptions
+    cache_dir: str | None
+    device: str | None
+    runtime: Runtime
+    batch_size: int | None
+    evaluate: bool
+    labels: str | None
+    label_column: str
+    eval_encoder: str | None
 
     @classmethod
     def from_config(cls, config: RunConfig) -> Stage2Options:
-        """Stage 2's options of a run."""
+        """Stage 2's options of a (validated) run configuration."""
         return cls(
             prior_bank=tuple(config.prior_bank), encoder=config.encoder, weights=config.weights,
-            k_per_class=config.k_per_class, images_per_centroid=config.images_per_centroid, k=config.k,
-            bank_samples=config.bank_samples, clustering=config.clustering,
-            selection=SelectionOptions(config.uniformity, config.spread, config.seed, config.quota_by,
-                                       config.dedup, config.max_per_cell, config.cell_period, config.geo_spread),
-            stage1_rule=config.stage1_rule, cache_dir=config.cache_dir, device=config.device, runtime=config.runtime,
-            batch_size=config.batch_size, evaluate=config.evaluate, labels=config.labels,
-            label_column=config.label_column, eval_encoder=config.eval_encoder,
+            centroids=CentroidSpec(config.k_per_class, config.images_per_centroid, config.k, config.bank_samples,
+                                   config.seed),
+            clustering=config.clustering, selection=SelectionOptions.from_config(config),
+            cache_dir=config.cache_dir, device=config.device, runtime=config.runtime, batch_size=config.batch_size,
+            evaluate=config.evaluate, labels=config.labels, label_column=config.label_column,
+            eval_encoder=config.eval_encoder,
         )
 
     @property
@@ -81,7 +79,7 @@ class Stage2Options:
     def needs_vectors(self) -> bool:
         """Whether the run needs the embeddings themselves (near-duplicates, self-clustering, the
         evaluation); otherwise each tile's nearest centroid is all that leaves the encoder."""
-        return self.evaluate or self.selection.dedup is not None or self.clustering == "self"
+        return self.evaluate or self.selection.dedup is not None or self.clustering is ClusteringMode.SELF
 
     @property
     def cache_root(self) -> Path:
@@ -97,69 +95,23 @@ class Stage2Result:
     tiles: gpd.GeoDataFrame
     clusters: pd.DataFrame
     evaluation: pd.DataFrame | None
-    record: dict[str, Any]
+    record: Stage2Record
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, seed: int = 0,
-                 device: str | None = None, runtime: str = "auto", cache_dir: str | None = None) -> Encoder:
-    """The encoder ``name``; one that fits on the bank (``rcf-empirical``) draws a seeded
-    sample of the bank's images, and one whose int8 variant keeps its accuracy is calibrated on
-    another (``CALIBRATION_IMAGES`` of them) when it runs on onnxruntime."""
-    from ..features.runtime import CALIBRATION_IMAGES, Calibration
+@dataclass
+class _Assigned:
+    """Stage 2's work before the tiles get their columns: the clusters used, the candidates'
+    nearest cluster and distance, the applied selection, and (evaluation) every tile's nearest
+    cluster and the evaluation table."""
 
-    info = encoder_info(name)
-    rng = np.random.default_rng(seed)
-
-    def sample(n: int) -> list[str]:
-        pick = np.sort(rng.choice(len(bank_paths), min(n, len(bank_paths)), replace=False))
-        return [bank_paths[i] for i in pick]
-
-    fit_images = read_images(sample(RCF_FIT_IMAGES), info.input_size) if info.needs_bank else None
-    calibration = None
-    if info.int8 and runtime in ("auto", "onnx-int8"):
-        # read only when the int8 file must be made; named by the files, so a cached one is reused
-        paths = sample(CALIBRATION_IMAGES)
-        key = f"{info.input_size}:" + "\n".join(f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths)
-        calibration = Calibration(key, lambda: read_images(paths, info.input_size))
-    return get_encoder(name, weights, fit_images, seed, device, runtime, cache_dir, calibration)
-
-
-def embed_bank(bank: PriorBank, encoder: Encoder, cache_root: Path,
-               on_progress: ProgressCallback = no_progress) -> np.ndarray:
-    """The prior bank's embeddings, cached per encoder and bank fingerprint."""
-    path = cache_root / "banks" / encoder.cache_key / f"{bank.fingerprint}.npz"
-    cached = load_npz(path) if path.exists() else None
-    if cached is not None and cached["vectors"].shape == (len(bank), encoder.dim):
-        return cached["vectors"]
-    vectors = np.zeros((len(bank), encoder.dim), dtype=np.float32)
-    step = max(encoder.batch_size, 32)
-    for start in range(0, len(bank), step):
-        images = read_images(bank.paths[start : start + step], encoder.input_size)
-        vectors[start : start + len(images)] = encoder.encode(images)
-        on_progress("prior_bank", start + len(images), len(bank))
-    atomic_save_npz(path, vectors=vectors)
-    return vectors
-
-
-def bank_centroids(bank: PriorBank, encoder: Encoder, options: Stage2Options,
-                   on_progress: ProgressCallback = no_progress) -> SceneCentroids:
-    """Scene centroids of the bank for this encoder and K, saved so many runs share them."""
-    key = (f"{bank.fingerprint}-kpc{options.k_per_class}-ipc{options.images_per_centroid}-k{options.k}"
-           f"-n{options.bank_samples}-s{options.seed}")
-    path = options.cache_root / "centroids" / encoder.cache_key / f"{key}.npz"
-    if path.exists():
-        try:
-            return SceneCentroids.load(path)
-        except Exception:
-            path.unlink(missing_ok=True)
-    vectors = embed_bank(bank, encoder, options.cache_root, on_progress)
-    centroids = fit_scene_centroids(vectors, bank.labels, k_per_class=options.k_per_class, k=options.k,
-                                    samples_per_class=options.bank_samples, seed=options.seed,
-                                    images_per_centroid=options.images_per_centroid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    centroids.save(path)
-    return centroids
+    clusters: SceneCentroids
+    ids: np.ndarray
+    dist: np.ndarray
+    applied: AppliedSelection
+    all_ids: np.ndarray | None = None
+    all_dist: np.ndarray | None = None
+    evaluation: pd.DataFrame | None = None
 
 
 def encode_and_assign(source: RasterSource, windows: list[Window], scaling: Scaling, tile_ids: list[str],
@@ -189,8 +141,6 @@ def embed_and_assign(
     by batch where they are encoded (on a Dask client's workers, against centroids sent to each
     worker once), so neither the driver's memory nor its disk grows with the embeddings.
     """
-    from ..scaleout import map_tasks
-
     ids = np.full(len(tiles), -1, dtype=np.int64)
     dist = np.full(len(tiles), np.nan, dtype=np.float32)
 
@@ -231,134 +181,133 @@ def run_stage2(
     sources: Sequence[RasterSource],
     scalings: Sequence[Scaling],
     options: Stage2Options,
-    budget: int,
-    stage1_count: int | None = None,
+    budget: Budget,
     bank: PriorBank | None = None,
     client: Any | None = None,
     on_progress: ProgressCallback = no_progress,
 ) -> Stage2Result:
-    """Stage 2 on the tiles stage 1 passed (status ``kept``): keep ``budget`` of them.
+    """Stage 2 on the tiles stage 1 passed (status ``kept``): keep ``budget.keep_count`` of them.
 
-    With the ``bank`` stage-1 rule, stage 1's cut (``stage1_count`` tiles, or the budget when
-    larger) is taken here, within each candidate's nearest scene, before selection.
+    With the ``bank`` stage-1 rule, stage 1's cut (``budget.scene_cut``) is taken here, within
+    each candidate's nearest scene, before selection.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if bank is None:
-        from .priorbank import load_prior_bank
-
         bank, _ = load_prior_bank(options.prior_bank, options.cache_root)
     encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device,
                            options.runtime, str(options.cache_root))
     if options.batch_size:
         encoder.batch_size = options.batch_size
     on_progress("prior_bank", 0, len(bank))
-    centroids = bank_centroids(bank, encoder, options, on_progress)
+    centroids = bank_centroids(bank, encoder, options.centroids, options.cache_root, on_progress)
     timings["stage2_prior_bank"] = time.perf_counter() - t0
 
-    survivors = (tiles["status"] == Status.KEPT).to_numpy()
-    cand = np.flatnonzero(survivors)
+    cand = np.flatnonzero((tiles["status"] == Status.KEPT).to_numpy())
+    places = _Places({s.path: s for s in sources}, {s.path: sc for s, sc in zip(sources, scalings)},
+                     EmbeddingCache(options.cache_root, encoder.cache_key), client)
+    work = _assign_with_vectors if options.needs_vectors else _assign_nearest
+    done = work(tiles, cand, places, encoder, centroids, options, budget, timings, on_progress, bank)
+    out = _with_stage2_columns(tiles, cand, done)
+    record = Stage2Record(
+        encoder=encoder.name, encoder_key=encoder.cache_key, encoder_runtime=str(encoder.runtime),
+        onnxruntime=onnxruntime_version(), weights=options.weights, prior_bank=bank.roots,
+        prior_bank_fingerprint=bank.fingerprint, prior_bank_images=len(bank), n_classes=len(bank.classes),
+        n_centroids=len(centroids), bank_images_per_class=bank.class_counts(),
+        bank_samples=options.centroids.bank_samples, bank_gsd=bank.gsd,
+        centroids_per_class={str(c): int(n) for c, n in zip(*np.unique(centroids.labels, return_counts=True))},
+        k_per_class=options.centroids.k_per_class, images_per_centroid=options.centroids.images_per_centroid,
+        k=options.centroids.k, clustering=options.clustering.value, stage1_rule=budget.rule.value,
+        stage1_candidates=int(cand.size), stage1_passed=int(done.applied.pool.size),
+        stage1_decides=done.applied.stage1_decides, quota_by=options.selection.quota_by.value,
+        uniformity=options.selection.uniformity, spread=options.selection.spread, dedup=options.selection.dedup,
+        budget=budget.keep_count, kept=int(done.applied.kept.sum()), cache_dir=str(options.cache_root),
+        seed=options.seed,
+    )
+    return Stage2Result(out, clusters_table(done.clusters, done.applied), done.evaluation, record, timings)
+
+
+@dataclass
+class _Places:
+    """Where stage 2 reads and caches: sources and scalings by path, the embedding cache, the
+    Dask client (``None``: local threads)."""
+
+    sources: dict[str, RasterSource]
+    scalings: dict[str, Scaling]
+    cache: EmbeddingCache
+    client: Any | None
+
+
+def _assign_nearest(tiles, cand, places: _Places, encoder, centroids, options: Stage2Options, budget: Budget,
+                    timings, on_progress, bank) -> _Assigned:
+    """The usual run: only each candidate's nearest centroid leaves the encoder, no embedding matrix."""
+    t0 = time.perf_counter()
+    on_progress("encoding", 0, int(cand.size))
+    ids, dist = embed_and_assign(tiles.iloc[cand], places.sources, places.scalings, encoder, centroids, places.cache,
+                                 places.client, on_progress)
+    timings["stage2_encoding"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    applied = apply_selection(tiles, cand, ids, dist, centroids.labels, budget.keep_count, options.selection,
+                              scene_cut=budget.scene_cut)
+    on_progress("selection", 1, 1)
+    timings["stage2_selection"] = time.perf_counter() - t0
+    return _Assigned(centroids, ids, dist, applied)
+
+
+def _assign_with_vectors(tiles, cand, places: _Places, encoder, centroids, options: Stage2Options, budget: Budget,
+                         timings, on_progress, bank) -> _Assigned:
+    """Runs that need the embeddings (near-duplicates, self-clustering, the evaluation): they go
+    to a memory-mapped scratch file, one batch in memory at a time."""
+    embedded = np.arange(len(tiles)) if options.evaluate else cand
     sel = options.selection
-    stage1_cut = (stage1_count if stage1_count is not None else cand.size) if options.stage1_rule == "bank" else None
-    by_path = {s.path: s for s in sources}
-    scale_by_path = {s.path: sc for s, sc in zip(sources, scalings)}
-    cache = EmbeddingCache(options.cache_root, encoder.cache_key)
-    all_ids = all_dist = None
-    evaluation = None
-    if not options.needs_vectors:  # the usual run: only nearest centroids travel, no embedding matrix
+    with _scratch_vectors(options.cache_root, embedded.size, encoder.dim) as vectors:
         t0 = time.perf_counter()
-        on_progress("encoding", 0, int(cand.size))
-        ids, dist = embed_and_assign(tiles.iloc[cand], by_path, scale_by_path, encoder, centroids, cache, client,
-                                     on_progress)
+        on_progress("encoding", 0, int(embedded.size))
+        embed_tiles(tiles.iloc[embedded], places.sources, places.scalings, encoder, places.cache, places.client,
+                    out=vectors, on_progress=on_progress)
         timings["stage2_encoding"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        clusters_used = centroids
-        applied = apply_selection(tiles, cand, ids, dist, clusters_used.labels, budget, sel, stage1_count=stage1_cut)
+        cand_vectors = vectors if embedded.size == cand.size else vectors[cand]
+        if options.clustering is ClusteringMode.SELF:
+            used, ids, dist = self_clusters(cand_vectors, centroids, k=len(centroids), seed=options.seed)
+        else:
+            used = centroids
+            ids, dist = assign_to_centroids(cand_vectors, centroids)
+
+        def duplicates(inner: np.ndarray) -> np.ndarray:
+            assert sel.dedup is not None
+            order = centroid_first_order(ids[inner], dist[inner], sel.spread, sel.seed)
+            return find_duplicates(cand_vectors[inner], ids[inner], order, sel.dedup)
+
+        applied = apply_selection(tiles, cand, ids, dist, used.labels, budget.keep_count, sel,
+                                  scene_cut=budget.scene_cut, duplicates=duplicates if sel.dedup is not None else None)
         on_progress("selection", 1, 1)
         timings["stage2_selection"] = time.perf_counter() - t0
-    else:
-        embedded = np.arange(len(tiles)) if options.evaluate else cand
-        with _scratch_vectors(options.cache_root, embedded.size, encoder.dim) as vectors:
+        done = _Assigned(used, ids, dist, applied)
+        if options.evaluate:  # every tile has an embedding: give each its nearest scene
+            done.all_ids, done.all_dist = assign_to_centroids(vectors, used)
             t0 = time.perf_counter()
-            on_progress("encoding", 0, int(embedded.size))
-            embed_tiles(tiles.iloc[embedded], by_path, scale_by_path, encoder, cache, client, out=vectors,
-                        on_progress=on_progress)
-            timings["stage2_encoding"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            cand_vectors = vectors if embedded.size == cand.size else vectors[cand]
-            if options.clustering == "self":
-                clusters_used, ids, dist = self_clusters(cand_vectors, centroids, k=len(centroids), seed=options.seed)
-            else:
-                clusters_used = centroids
-                ids, dist = assign_to_centroids(cand_vectors, centroids)
+            on_progress("evaluation", 0, 1)
+            done.evaluation = evaluate_run(tiles, np.asarray(vectors), applied, centroids, options, budget,
+                                           list(places.sources.values()), list(places.scalings.values()),
+                                           on_progress=on_progress, bank=bank)
+            timings["evaluation"] = time.perf_counter() - t0
+    return done
 
-            def duplicates(inner: np.ndarray) -> np.ndarray:
-                order = centroid_first_order(ids[inner], dist[inner], sel.spread, sel.seed)
-                assert sel.dedup is not None
-                return find_duplicates(cand_vectors[inner], ids[inner], order, sel.dedup)
 
-            applied = apply_selection(tiles, cand, ids, dist, clusters_used.labels, budget, sel,
-                                      stage1_count=stage1_cut, duplicates=duplicates if sel.dedup is not None else None)
-            on_progress("selection", 1, 1)
-            if options.evaluate:  # every tile has an embedding: give each its nearest scene
-                all_ids, all_dist = assign_to_centroids(vectors, clusters_used)
-            timings["stage2_selection"] = time.perf_counter() - t0
-            if options.evaluate:
-                from ..evaluation import evaluate_run
-
-                t1 = time.perf_counter()
-                on_progress("evaluation", 0, 1)
-                evaluation = evaluate_run(tiles, np.asarray(vectors), applied.kept, survivors, centroids, options,
-                                          budget, sources, scalings, pool=applied.pool,
-                                          pool_ids=applied.pool_cluster, pool_dist=applied.pool_distance,
-                                          on_progress=on_progress, bank=bank)
-                timings["evaluation"] = time.perf_counter() - t1
-
-    out = _with_stage2_columns(tiles, cand, ids, dist, clusters_used, applied, all_ids, all_dist)
-    k_all = len(clusters_used)
-    clusters = pd.DataFrame({
-        "cluster": np.arange(k_all),
-        "scene": clusters_used.labels,
-        "purity": clusters_used.purity,
-        "bank_members": clusters_used.members,
+def clusters_table(used: SceneCentroids, applied: AppliedSelection) -> pd.DataFrame:
+    """The ``clusters`` layer: each cluster's scene, purity, bank members, candidates,
+    near-duplicates, quota and kept tiles."""
+    return pd.DataFrame({
+        "cluster": np.arange(len(used)),
+        "scene": used.labels,
+        "purity": used.purity,
+        "bank_members": used.members,
         "size": applied.size,
         "duplicates": applied.duplicates,
         "quota": applied.quota,
         "kept": applied.kept_per_cluster,
     })
-    record = {
-        "encoder": encoder.name,
-        "encoder_key": encoder.cache_key,
-        "encoder_runtime": encoder.runtime,
-        "onnxruntime": onnxruntime_version(),
-        "weights": options.weights,
-        "prior_bank": bank.roots,
-        "prior_bank_fingerprint": bank.fingerprint,
-        "prior_bank_images": len(bank),
-        "n_classes": len(bank.classes),
-        "n_centroids": len(centroids),
-        "bank_images_per_class": bank.class_counts(),
-        "bank_samples": options.bank_samples,
-        "bank_gsd": bank.gsd,
-        "centroids_per_class": {str(c): int(n) for c, n in zip(*np.unique(centroids.labels, return_counts=True))},
-        "k_per_class": options.k_per_class,
-        "images_per_centroid": options.images_per_centroid,
-        "k": options.k,
-        "clustering": options.clustering,
-        "stage1_rule": options.stage1_rule,
-        "stage1_candidates": int(cand.size),
-        "stage1_passed": int(applied.pool.size),
-        "stage1_decides": applied.stage1_decides,
-        "quota_by": sel.quota_by,
-        "uniformity": sel.uniformity,
-        "spread": sel.spread,
-        "dedup": sel.dedup,
-        "budget": int(budget),
-        "kept": int(applied.kept.sum()),
-        "cache_dir": str(options.cache_root),
-        "seed": options.seed,
-    }
-    return Stage2Result(out, clusters, evaluation, record, timings)
 
 
 class _scratch_vectors:
@@ -380,9 +329,10 @@ class _scratch_vectors:
         os.unlink(self.path)
 
 
-def _with_stage2_columns(tiles: gpd.GeoDataFrame, cand: np.ndarray, ids: np.ndarray, dist: np.ndarray,
-                         clusters_used: SceneCentroids, applied, all_ids, all_dist) -> gpd.GeoDataFrame:
+def _with_stage2_columns(tiles: gpd.GeoDataFrame, cand: np.ndarray, done: _Assigned) -> gpd.GeoDataFrame:
     """The tiles with stage 2's columns and decisions."""
+    ids, dist, clusters_used, applied = done.ids, done.dist, done.clusters, done.applied
+    all_ids, all_dist = done.all_ids, done.all_dist
     n = len(tiles)
     cluster_col = np.full(n, -1, dtype=np.int64)
     scene_col = np.full(n, "", dtype=object)

@@ -85,12 +85,12 @@ def describe(result) -> dict:
             values.append(value)
         per_tile[row.tile_id] = values
     record = result.record
-    stage2 = record.get("stage2") or {}
+    stage2 = record.stage2.to_dict() if record.stage2 else {}
     return {
         "tiles": per_tile,
-        "counts": record["counts"],
+        "counts": record.counts,
         "summary": summary_lines(result),
-        "stage1": {k: v for k, v in (record.get("stage1") or {}).items()},
+        "stage1": record.stage1.to_dict() if record.stage1 else {},
         "stage2": {k: stage2.get(k) for k in ("budget", "kept", "stage1_candidates", "stage1_passed",
                                               "stage1_decides", "n_centroids", "quota_by")} if stage2 else None,
     }

@@ -1,0 +1,93 @@
+"""The budget: how many tiles have data, how many pass stage 1, how many are kept, and whether
+stage 2 runs; computed once, from the run's parameters and the tiles with data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..config import PAPER_STAGE1_KEEP, Stage1Rule
+from ..schema import Status
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
+
+
+def tiles_with_data(statuses: np.ndarray) -> int:
+    """How many tiles have data: every tile stage 1 did not drop as ``nodata`` (a nodata collar
+    is not part of the data, so fractions never count it)."""
+    return int((np.asarray(statuses, dtype=object) != Status.NODATA).sum())
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many tiles each step may keep, as fractions of the tiles with data.
+
+    ``stage1_count`` is what stage 1's top-fraction cut keeps (``stage1_keep``: by entropy over
+    the run under the paper's rule, within each scene under the bank's); ``keep_count`` is what
+    the run keeps in the end; ``stage2`` says whether stage 2 runs (a prior bank, and either the
+    bank rule or a keep below stage 1's). Counts are ``round(fraction × tiles with data)``.
+    """
+
+    tiles_with_data: int
+    stage1_fraction: float
+    keep_fraction: float
+    rule: Stage1Rule
+    stage2: bool
+
+    @classmethod
+    def of(cls, config: RunConfig, tiles_with_data: int = 0) -> Budget:
+        """The budget of a run with ``config`` over ``tiles_with_data`` tiles (none yet: a plan
+        that :meth:`counted` completes once stage 1 has scored the tiles)."""
+        return cls(int(tiles_with_data), config.stage1_fraction, config.effective_keep, config.stage1_rule,
+                   config.stage2)
+
+    def counted(self, tiles_with_data: int) -> Budget:
+        """The same budget over ``tiles_with_data`` tiles."""
+        return replace(self, tiles_with_data=int(tiles_with_data))
+
+    def count(self, fraction: float) -> int:
+        """``fraction`` of the tiles with data, as a number of tiles."""
+        return round(fraction * self.tiles_with_data)
+
+    @property
+    def stage1_count(self) -> int:
+        """Tiles stage 1's cut keeps (stage 1's fraction)."""
+        return self.count(self.stage1_fraction)
+
+    @property
+    def keep_count(self) -> int:
+        """Tiles the run keeps in the end."""
+        return self.count(self.keep_fraction)
+
+    @property
+    def paper_stage1_count(self) -> int:
+        """Tiles the paper's stage 1 keeps (its top 30%), for the baselines."""
+        return self.count(PAPER_STAGE1_KEEP)
+
+    @property
+    def stage1_share(self) -> float:
+        """The fraction stage 1 keeps: its own, or the final one when stage 2 does not run
+        (stage 1 alone then decides)."""
+        return self.stage1_fraction if self.stage2 else self.keep_fraction
+
+    @property
+    def stage1_kept(self) -> int:
+        """Tiles stage 1 keeps (:attr:`stage1_share` of the tiles with data)."""
+        return self.count(self.stage1_share)
+
+    @property
+    def stage1_cut(self) -> int | None:
+        """The global cut stage 1 takes by entropy: ``None`` under the bank rule (its cut is
+        taken within scenes, in stage 2), else :attr:`stage1_kept`."""
+        return None if self.rule is Stage1Rule.BANK else self.stage1_kept
+
+    @property
+    def scene_cut(self) -> int | None:
+        """The cut taken within each scene before selection (bank rule): stage 1's count, or
+        the final count when it is larger; ``None`` under the paper's rule."""
+        if self.rule is not Stage1Rule.BANK:
+            return None
+        return max(self.stage1_count, self.keep_count)
