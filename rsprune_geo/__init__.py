@@ -10,7 +10,8 @@ from .reading.pixels import Scaling, read_window, source_scaling
 from .reading.sources import RasterSource, open_lazy, open_source, open_sources
 from .reading.tiling import make_tiles
 from .result import RunResult
-from .schema import RunRecord, Status, read_run
+from .runfile import read_run
+from .schema import RunRecord, Status
 from .stages.information import apply_information_filter, grey_levels, score_tiles, shannon_entropy, tile_statistics
 
 __all__ = [

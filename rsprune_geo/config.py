@@ -241,10 +241,12 @@ class RunConfig:
                                    "once for the run.", group="stage 1")
     percentiles: tuple[float, float] = option((2.0, 98.0), "Percentiles of the grey-level stretch.", flag="",
                                               group="stage 1")
-    group_px: int = option(2048, "Side (px) of the window one stage-1 task reads.", low=64, flag="",
+    group_px: int = option(2048, "Side (px) of the windows a task reads, one at a time (each pixel is decoded once): "
+                           "memory per reader is about one window; a run resumes window by window.", low=64,
                            group="stage 1")
-    scheduler: Scheduler = option(Scheduler.THREADS, "Local stage-1 work: threads, processes, or sync (in this "
-                                  "thread).", flag="", group="stage 1")
+    scheduler: Scheduler = option(Scheduler.THREADS, "Local window work: reader threads (the encoder on the run's "
+                                  "thread), whole tasks in processes, or sync (everything in this thread).", flag="",
+                                  group="stage 1")
     seed: int = option(0, "Random seed, recorded in the output.", group="selection")
     # stage 2
     prior_bank: tuple[str, ...] = option((), "Labelled scene dataset, ROOT/<class>/<images> (repeatable); "
@@ -302,6 +304,9 @@ class RunConfig:
     label_column: str = option("label", "Column holding the labels.", group="evaluation")
     eval_encoder: str | None = option(None, "Encoder whose space coverage and Fréchet are measured in "
                                       "(default: one unlike the run's).", group="evaluation")
+    # outputs
+    gpkg_max_tiles: int = option(1_000_000, "A run folder (an output that is not a .gpkg) also holds tiles.gpkg when "
+                                 "the run has at most this many tiles (0: never).", low=0, group="outputs")
     # scale-out
     dask_address: str | None = option(None, "Run the per-tile work on this Dask scheduler (tcp://host:8786).",
                                       group="scale-out")

@@ -19,7 +19,7 @@ from .stages.budget import Budget
 from .stages.clustering import SceneCentroids, assign_to_centroids, normalise, self_clusters
 from .stages.embedding import embed_tiles
 from .stages.priorbank import PriorBank, bank_encoder, load_prior_bank
-from .stages.selection import AppliedSelection, select_tiles
+from .stages.selection import select_tiles
 
 if TYPE_CHECKING:  # pragma: no cover
     from .stages.stage2 import Stage2Options
@@ -310,27 +310,27 @@ def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list
                        on_progress=on_progress)
 
 
-def evaluate_run(tiles: gpd.GeoDataFrame, vectors: np.ndarray, applied: AppliedSelection, centroids: SceneCentroids,
-                 options: Stage2Options, budget: Budget, sources, scalings, on_progress=None,
-                 bank: PriorBank | None = None) -> pd.DataFrame:
-    """The evaluation table of a run (``evaluate``): RS-Prune (the ``applied`` selection) and the
-    baselines on the same candidates and budget, by true labels when ``options.labels`` is given;
-    ``vectors`` embed every tile, ``options`` are the run's stage-2 options and ``bank`` its prior
-    bank (loaded again when not given)."""
+def evaluate_run(tiles: gpd.GeoDataFrame, vectors: np.ndarray, kept: np.ndarray, pool: np.ndarray,
+                 pool_ids: np.ndarray, pool_dist: np.ndarray, centroids: SceneCentroids, options: Stage2Options,
+                 budget: Budget, sources, scalings, on_progress=None, bank: PriorBank | None = None) -> pd.DataFrame:
+    """The evaluation table of a run (``evaluate``): RS-Prune (the ``kept`` mask over the tiles)
+    and the baselines on the same candidates (``pool``, rows of ``tiles``, with their clusters and
+    distances) and budget, by true labels when ``options.labels`` is given; ``vectors`` embed
+    every tile (rows of ``tiles``), ``options`` are the run's stage-2 options and ``bank`` its
+    prior bank (loaded again when not given)."""
     n = len(tiles)
     if len(vectors) != n:
         raise ValueError("evaluation needs every tile embedded")
     data = (tiles["status"] != Status.NODATA).to_numpy()
     entropy = tiles["entropy"].to_numpy(dtype=np.float64)
     ids = tiles["tile_id"].to_numpy()
-    pool = applied.pool
     sel = options.selection
     selections = baseline_selections(
-        n, data, entropy, ids, budget.keep_count, budget.paper_stage1_count, pool, applied.pool_cluster,
-        applied.pool_distance, vectors[pool], vectors, centroids, sel.uniformity, sel.seed,
+        n, data, entropy, ids, budget.keep_count, budget.paper_stage1_count, pool, pool_ids, pool_dist,
+        vectors[pool], vectors, centroids, sel.uniformity, sel.seed,
         centroids.labels if sel.quota_by is QuotaMode.SCENE else None,
     )
-    selections["rs-prune"] = applied.kept
+    selections["rs-prune"] = np.asarray(kept, dtype=bool)
     own_ids, _ = assign_to_centroids(vectors, centroids)
     own_scenes = centroids.labels[own_ids]
     labels = junk = None

@@ -1,4 +1,5 @@
-"""The whole run: sources → tiling → stage 1 → (stage 2) → GeoPackage, behind one call."""
+"""The whole run behind one call: sources → tile grid → stage 1 (every window read once) →
+stage 2 → decisions written back to the tile table → a GeoPackage or a run folder."""
 
 from __future__ import annotations
 
@@ -11,24 +12,25 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 from rasterio.crs import CRS
 
-from .config import RunConfig, resolve_crs
+from .config import RunConfig, Stage1Rule, resolve_crs
 from .errors import InputError, param
-from .outputs.geopackage import check_output_path, write_geopackage
+from .outputs.runfolder import Staging, check_output, finish, load_tiles, write_decisions
 from .progress import ProgressCallback, no_progress
+from .reading.grid import RunGrid, ground_grid, plan_grid
 from .reading.pixels import Scaling, has_credentials, redact
 from .reading.sources import RasterSource, acquisition_date, scan_sources
-from .reading.tiling import clip_to_aoi, ground_cells, make_tiles, read_aoi, whole_tile
 from .result import RunResult
 from .scaleout import dask_client
-from .schema import GroundRecord, RunRecord, status_counts
+from .schema import GroundRecord, ReasonContext, RunRecord
+from .stages.columns import TileColumns
 from .stages.priorbank import load_prior_bank
-from .stages.stage1 import Stage1Options, matched_to_bank, run_stage1
-from .stages.stage2 import Stage2Options, run_stage2
+from .stages.stage1 import RunPlan, Stage1Options, matched_to_bank, run_stage1
+from .stages.stage2 import Stage2Options, Stage2Result, prepare_model, run_stage2
+from .stages.window import Encode
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +66,12 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def build_tiles(sources: Sequence[RasterSource], config: RunConfig) -> list[gpd.GeoDataFrame]:
-    """Tile every source (each in its own CRS), restricted to the AOI when one is set."""
-    aoi = read_aoi(config.aoi) if config.aoi else None
-    if aoi is not None and any(s.crs is None for s in sources):
-        raise InputError(f"{param('aoi')} needs georeferenced rasters (the inputs have no CRS)")
-    if config.chips:
-        tiles = [whole_tile(s) for s in sources]
-        tiles = [clip_to_aoi(t, aoi) if aoi is not None else t for t in tiles]
-    else:
-        tiles = [make_tiles(s, config.tile_size, config.stride, config.edge, aoi) for s in sources]
-    n_tiles = sum(len(t) for t in tiles)
-    if n_tiles == 0:
-        raise InputError("no tile to process: the area of interest misses every raster")
-    log.info("tiling: %d tile(s) of %d px from %d source(s), edge %s", n_tiles, config.tile_size, len(sources),
+def plan_tiles(sources: Sequence[RasterSource], config: RunConfig) -> RunGrid:
+    """The run's tile grid (see :func:`~rsprune_geo.reading.grid.plan_grid`), logged."""
+    grid = plan_grid(sources, config.tile_size, config.stride, config.edge, config.chips, config.aoi, config.group_px)
+    log.info("tiling: %d tile(s) of %d px from %d source(s), edge %s", grid.count, config.tile_size, len(sources),
              config.edge)
-    return tiles
+    return grid
 
 
 def run(
@@ -104,8 +96,7 @@ def run(
         if not hasattr(config, key):
             raise InputError(f"unknown parameter {key!r}")
     config = replace(config, **overrides).validated()
-    if output is not None:
-        check_output_path(output, overwrite)
+    check_output(output, overwrite)
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     with dask_client(config.dask_address, config.workers) as client:
         return _run(inputs, output, config, overwrite, client, on_progress or no_progress)
@@ -113,7 +104,8 @@ def run(
 
 def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwrite: bool, client: Any,
          on_progress: ProgressCallback) -> RunResult:
-    """The run, stage by stage: sources and tiles, the prior bank, stage 1, stage 2, the record, the file."""
+    """The run, stage by stage: sources and tile grid, the prior bank, stage 1 (one read of every
+    window), stage 2, the decisions written back to the tile table, the record, the output."""
     timings: dict[str, float] = {}
     on_progress("tiling", 0, 1)
     t0 = time.perf_counter()
@@ -125,31 +117,49 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     if config.match_bank_scale:
         assert bank is not None
         config = matched_to_bank(config, bank, sources)
-    per_source = build_tiles(sources, config)
+    grid = plan_tiles(sources, config)
+    dates, ground = dates_and_ground(grid, crs, config.date_pattern)
     timings["tiling"] = time.perf_counter() - t0
     on_progress("tiling", 1, 1)
-
-    stage1 = run_stage1(sources, per_source, Stage1Options.from_config(config), bank, client, on_progress)
-    timings.update(stage1.timings)
-    tiles = _assemble(per_source, stage1.stats, stage1.decisions, crs)
-    ground = add_ground_and_dates(tiles, sources, config.date_pattern)
-    stage2 = None
-    if stage1.budget.stage2:
-        stage2 = run_stage2(tiles, sources, stage1.scalings, Stage2Options.from_config(config), stage1.budget, bank,
-                            client, on_progress)
-        tiles = stage2.tiles
-        stage2.record.bank_skipped = bank_skipped
-        timings.update(stage2.timings)
-
-    record = make_record(sources, stage1.scalings, config, crs, timings, tiles)
-    record.stage1, record.stage2, record.ground = stage1.record, stage2.record if stage2 else None, ground
-    record.skipped = [{key: redact(str(value)) for key, value in item.items()} for item in skipped]
-    record.warnings = _bank_warnings(bank_skipped) + stage1.warnings
-    result = RunResult(tiles=tiles, record=record, timings=timings, clusters=stage2.clusters if stage2 else None,
-                       evaluation=stage2.evaluation if stage2 else None)
-    if output is not None:
-        _write(result, output, sources, overwrite, on_progress)
-    return result
+    staging = Staging.start(output)
+    model = None
+    try:
+        plan = RunPlan(grid, crs, ground_grid(grid, crs), dates, str(staging.parts), client,
+                       redact=any(has_credentials(s.path) for s in sources), scheduler=config.scheduler)
+        options = Stage1Options.from_config(config)
+        columns = TileColumns.empty(grid.size, np.array(dates, dtype="datetime64[ns]"))
+        columns.date_code[:] = np.repeat(np.arange(len(sources), dtype=np.int32), [g.size for g in grid.sources])
+        stage2_options = Stage2Options.from_config(config) if options.budget.stage2 else None
+        if stage2_options is not None:
+            assert bank is not None
+            model = prepare_model(bank, stage2_options, grid.size, on_progress)
+        single = model is not None and (options.rule is Stage1Rule.BANK or config.evaluate)
+        encoding = model.encoding(Encode.ALL if config.evaluate else Encode.PASSED) if single and model else None
+        stage1 = run_stage1(plan, options, columns, bank, encoding, on_progress)
+        timings.update(stage1.timings)
+        context = ReasonContext(max_nodata=config.max_nodata, entropy_min=config.entropy_min,
+                                floor=stage1.floor.bits if stage1.floor is not None else None,
+                                cut_bits=stage1.cut[0], cut_count=stage1.cut[1])
+        stage2 = None
+        if stage2_options is not None and stage1.budget.stage2:
+            assert model is not None
+            stage2 = run_stage2(plan, stage2_options, columns, stage1, model, on_progress)
+            context = replace(stage2.context, max_nodata=context.max_nodata, entropy_min=context.entropy_min,
+                              floor=context.floor, cut_bits=context.cut_bits, cut_count=context.cut_count)
+            stage2.record.bank_skipped = bank_skipped
+            timings.update(stage2.timings)
+        record = make_record(sources, stage1.scalings, config, crs, timings, columns)
+        ground.cells = columns.cells_count()
+        record.stage1, record.stage2, record.ground = stage1.record, stage2.record if stage2 else None, ground
+        record.skipped = [{key: redact(str(value)) for key, value in item.items()} for item in skipped]
+        record.warnings = _bank_warnings(bank_skipped) + stage1.warnings
+        return _write(staging, plan, columns, context, record, stage2, timings, overwrite, config, on_progress)
+    except BaseException:
+        staging.discard()
+        raise
+    finally:
+        if model is not None:
+            model.close()
 
 
 def _bank_warnings(bank_skipped: list[dict]) -> list[str]:
@@ -159,66 +169,51 @@ def _bank_warnings(bank_skipped: list[dict]) -> list[str]:
     return [f"prior bank: {len(bank_skipped)} unreadable image(s) skipped, e.g. {bank_skipped[0]['path']}"]
 
 
-def _write(result: RunResult, output: str | Path, sources: Sequence[RasterSource], overwrite: bool,
-           on_progress: ProgressCallback) -> None:
-    """Write the run's GeoPackage: tiles (source URLs without their credentials), record, clusters
-    and evaluation."""
+def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: ReasonContext, record: RunRecord,
+           stage2: Stage2Result | None, timings: dict[str, float], overwrite: bool, config: RunConfig,
+           on_progress: ProgressCallback) -> RunResult:
+    """Write the decisions back to the tile table and give the output asked for (a GeoPackage, a
+    run folder, or, without one, the tiles in memory)."""
     t0 = time.perf_counter()
     on_progress("writing", 0, 1)
-    extra: dict[str, pd.DataFrame] = {"clusters": result.clusters} if result.clusters is not None else {}
-    if result.evaluation is not None:
-        extra["evaluation"] = result.evaluation.reset_index()
-    tiles = result.tiles
-    if any(has_credentials(s.path) for s in sources):  # credentials in input URLs are never written
-        tiles = tiles.assign(source=tiles["source"].map(redact))
-    result.output = write_geopackage(output, tiles, result.record.to_table(), extra, overwrite=overwrite)
-    result.timings["write"] = time.perf_counter() - t0
-    result.record.timings = dict(result.timings)
+    write_decisions(staging, plan.grid, columns, context, stage2 is not None, plan.client, on_progress)
+    layers: dict[str, pd.DataFrame] = {"clusters": stage2.clusters} if stage2 is not None else {}
+    if stage2 is not None and stage2.evaluation is not None:
+        layers["evaluation"] = stage2.evaluation.reset_index()
+    timings["write"] = time.perf_counter() - t0
+    record.timings = dict(timings)
+    tiles = load_tiles(staging) if staging.output is None else None
+    output = finish(staging, record, layers, overwrite, config.gpkg_max_tiles, plan.client)
+    if output is None:
+        staging.discard()
     on_progress("writing", 1, 1)
+    return RunResult(record=record, output=output, timings=timings, clusters=stage2.clusters if stage2 else None,
+                     evaluation=stage2.evaluation if stage2 else None, tiles=tiles)
 
 
-def _assemble(per_source: list[gpd.GeoDataFrame], stats: pd.DataFrame, decisions: pd.DataFrame,
-              crs: CRS | None) -> gpd.GeoDataFrame:
-    frames = []
-    for frame in per_source:
-        if crs is not None and frame.crs != crs:
-            frame = frame.to_crs(crs)
-        else:
-            frame = frame.set_crs(crs, allow_override=True) if crs is not None else frame
-        frames.append(frame)
-    tiles = pd.concat(frames, ignore_index=True)
-    tiles = gpd.GeoDataFrame(tiles, geometry="geometry", crs=crs)
-    stat_cols = [c for c in stats.columns if c != "tile_id"]
-    body = pd.concat([stats[stat_cols].reset_index(drop=True), decisions.reset_index(drop=True)], axis=1)
-    geometry = tiles.geometry
-    tiles = pd.concat([tiles.drop(columns="geometry"), body], axis=1)
-    return gpd.GeoDataFrame(tiles, geometry=geometry.values, crs=crs)
-
-
-def add_ground_and_dates(tiles: gpd.GeoDataFrame, sources: Sequence[RasterSource],
-                         date_pattern: str | None = None) -> GroundRecord:
-    """Give ``tiles`` (in place) their ``ground_cell`` (a cell of one grid common to every
-    raster, :func:`~rsprune_geo.reading.tiling.ground_cells`) and ``date`` (their raster's acquisition
-    date, :func:`~rsprune_geo.reading.sources.acquisition_date`; NaT when unknown). Returns the record
-    of both: the grid's cell size and origin, each input's date and where it was read."""
-    cells, size, origin = ground_cells(tiles.geometry)
-    tiles["ground_cell"] = cells
-    found = {s.path: acquisition_date(s.path, date_pattern, s.date_tags) for s in sources}
-    tiles["date"] = pd.to_datetime(tiles["source"].map({p: d for p, (d, _) in found.items()}))
-    dated = sum(1 for d, _ in found.values() if not np.isnat(d))
+def dates_and_ground(grid: RunGrid, crs: CRS | None, date_pattern: str | None = None
+                     ) -> tuple[tuple[np.datetime64, ...], GroundRecord]:
+    """Each source's acquisition date (:func:`~rsprune_geo.reading.sources.acquisition_date`;
+    NaT when unknown) and the record of the run's ground: the common grid's cell size and origin
+    (:func:`~rsprune_geo.reading.grid.ground_grid`), each input's date and where it was read."""
+    sources = [g.source for g in grid.sources]
+    found = [acquisition_date(s.path, date_pattern, s.date_tags) for s in sources]
+    dated = sum(1 for d, _ in found if not np.isnat(d))
     if date_pattern and dated < len(found):
         log.warning("%d of %d raster(s) have no date (%s matched no file name, and no metadata says it)",
                     len(found) - dated, len(found), param("date_pattern"))
-    return GroundRecord(
-        cell_size=None if np.isnan(size) else size,
-        origin=None if np.isnan(origin[0]) else list(origin),
-        cells=int(pd.Series(cells).replace("", np.nan).nunique()),
-        dates={redact(p): [None if np.isnat(d) else str(d)[:19], how or None] for p, (d, how) in found.items()},
+    ground = ground_grid(grid, crs)
+    record = GroundRecord(
+        cell_size=None if np.isnan(ground.size) else ground.size,
+        origin=None if np.isnan(ground.origin[0]) else list(ground.origin),
+        dates={redact(s.path): [None if np.isnat(d) else str(d)[:19], how or None] for s, (d, how) in zip(sources,
+                                                                                                          found)},
     )
+    return tuple(np.datetime64(str(d)) if not np.isnat(d) else np.datetime64("NaT") for d, _ in found), record
 
 
 def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], config: RunConfig, crs: CRS | None,
-                timings: dict[str, float], tiles: pd.DataFrame) -> RunRecord:
+                timings: dict[str, float], columns: TileColumns) -> RunRecord:
     """The :class:`RunRecord` of a run: parameters, versions, inputs with their stretch, counts."""
     from dataclasses import asdict
 
@@ -244,7 +239,7 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
             }
             for s, sc in zip(sources, scalings)
         ],
-        counts=status_counts(tiles["status"]),
+        counts=columns.counts(),
         timings=dict(timings),
         seed=config.seed,
     )

@@ -7,7 +7,7 @@ from typing import Protocol
 #: The stages a run reports, in order, with the words a progress bar shows.
 STAGES: dict[str, str] = {
     "tiling": "tiling",
-    "stage1": "stage 1: reading and scoring",
+    "stage1": "windows: read once, scored (and encoded)",
     "prior_bank": "prior bank",
     "encoding": "encoding tiles",
     "selection": "selection",

@@ -1,22 +1,32 @@
-"""Re-select a finished run (new keep ratio, quotas or seed) from its GeoPackage, in seconds."""
+"""Re-select a finished run (new keep ratio, quotas or seed) from its GeoPackage or run folder, in
+seconds: no pixel is read, nothing is encoded, and a run folder is read column by column."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 
 from .config import Stage1Rule
 from .errors import InputError, param
 from .outputs.geopackage import write_geopackage
+from .outputs.runfolder import check_output, write_gpkg_from_parts
+from .reading.grid import parse_cells
 from .result import RunResult
-from .schema import RunRecord, Stage2Record, Status, read_run, status_counts
-from .stages.budget import Budget, tiles_with_data
+from .runfile import FOLDER_GEOPACKAGE, LAYER_FILES, TILES_FOLDER, read_layer, read_run, read_run_columns
+from .schema import Reason, ReasonContext, RunRecord, Stage2Record, Status, status_code
+from .stages.budget import Budget
+from .stages.columns import TileColumns
 from .stages.selection import SelectionOptions, apply_selection
+from .tiletable import Decisions, apply_decisions, part_paths, update_part
+
+#: The columns a re-selection reads.
+COLUMNS = ("tile_id", "status", "entropy", "entropy_rank", "ground_cell", "date")
+STAGE2_COLUMNS = ("cluster", "centroid_distance", "cluster_rank", "scene_entropy_rank")
 
 
 def reselect(
@@ -31,82 +41,151 @@ def reselect(
     cell_period: str | None = None,
     geo_spread: str | None = None,
 ) -> RunResult:
-    """A new selection from the clusters, distances and entropy ranks stored in ``run_file``.
+    """A new selection from the clusters, distances and entropy ranks stored in ``run_file`` (a
+    GeoPackage or a run folder), written to ``output`` of the same form.
 
-    No pixel is read and nothing is encoded; ``keep`` counts the tiles with data, as a run does.
-    Stage-1 candidates follow the run's rule and ``stage1_keep``: under ``paper`` a keep ratio
-    at or above it is decided by stage 1 alone; under ``bank`` the within-scene cut is taken
-    again from the stored scenes and entropies. Near-duplicates found by the run stay duplicates.
-    The selection is applied by :func:`~rsprune_geo.stages.selection.apply_selection`, as in a run.
-    ``uniformity``, ``spread``, ``seed``, ``max_per_cell``, ``cell_period`` and ``geo_spread``
-    default to the run's; ``max_per_cell=0`` removes the run's cap.
+    ``keep`` counts the tiles with data, as a run does. Stage-1 candidates follow the run's rule
+    and ``stage1_keep``: under ``paper`` a keep ratio at or above it is decided by stage 1 alone;
+    under ``bank`` the within-scene cut is taken again from the stored scenes and entropies.
+    Near-duplicates found by the run stay duplicates. The selection is applied by
+    :func:`~rsprune_geo.stages.selection.apply_selection`, as in a run. ``uniformity``,
+    ``spread``, ``seed``, ``max_per_cell``, ``cell_period`` and ``geo_spread`` default to the
+    run's; ``max_per_cell=0`` removes the run's cap.
     """
-    target = Path(output) if output else Path(run_file)
-    if target.resolve() == Path(run_file).resolve() and not overwrite:
-        raise InputError(f"{run_file}: give {param('output')} NEW.gpkg, or {param('overwrite')} to replace the "
-                         "run file")
-    tiles, record = read_run(run_file)
+    source, target = Path(run_file), Path(output) if output else Path(run_file)
+    if target.resolve() == source.resolve() and not overwrite:
+        raise InputError(f"{run_file}: give {param('output')} NEW.gpkg (or a new folder), or {param('overwrite')} to "
+                         "replace the run")
+    if source.is_dir() != (target.suffix.lower() != ".gpkg"):
+        form = "a folder" if source.is_dir() else "a .gpkg file"
+        raise InputError(f"{target}: a re-selection is written in its run's form ({form})")
+    record = RunRecord.read(source)
     config = record.config(keep=keep, **{k: v for k, v in dict(
         uniformity=uniformity, spread=spread, seed=seed, max_per_cell=max_per_cell, cell_period=cell_period,
         geo_spread=geo_spread).items() if v is not None}).validated()
     options = replace(SelectionOptions.from_config(config), max_per_cell=config.max_per_cell or None)
-    status = tiles["status"].to_numpy(dtype=object).copy()
-    budget = Budget.of(config, tiles_with_data(status))
+    stage2 = record.stage2
+    frame = read_run_columns(source, COLUMNS + (STAGE2_COLUMNS if stage2 is not None else ()))
+    columns = _columns(frame)
+    budget = Budget.of(config, columns.tiles_with_data())
     rule = Stage1Rule.parse(record.stage1.rule if record.stage1 else Stage1Rule.PAPER, "stage1")
     clusters = None
-    stage2 = record.stage2
+    context = ReasonContext(budget=budget.keep_count, dedup=options.dedup, max_per_cell=options.max_per_cell,
+                            period=options.cell_period.value)
     if stage2 is not None and (rule is Stage1Rule.BANK or budget.keep_fraction < budget.stage1_fraction):
-        clusters = pyogrio.read_dataframe(run_file, layer="clusters")
-        stage2 = _select_again(tiles, clusters, rule, budget, options, stage2)
+        clusters = read_layer(source, "clusters")
+        stage2 = _select_again(frame, columns, clusters, rule, budget, options, stage2, context)
     else:  # stage 1 alone decides: the top of the entropy ranking
-        _entropy_top(tiles, budget.keep_count)
+        _entropy_top(columns, budget.keep_count)
     params = dict(record.parameters, keep=keep, uniformity=options.uniformity, spread=options.spread,
                   seed=options.seed, max_per_cell=options.max_per_cell or 0, cell_period=options.cell_period.value,
                   geo_spread=options.geo_spread.value)
     run_id, created = RunRecord.now()
     new_record = record.updated(parameters=params, stage2=stage2, reselected_from=str(run_file), run_id=run_id,
-                                created=created, counts=status_counts(tiles["status"]))
-    extra = {"clusters": clusters} if clusters is not None else {}
-    tiles = gpd.GeoDataFrame(tiles.drop(columns="geometry"), geometry=tiles.geometry.values, crs=tiles.crs)
-    written = write_geopackage(target, tiles, new_record.to_table(), extra, overwrite=overwrite)
-    return RunResult(tiles=tiles, record=new_record, output=written, clusters=clusters)
-
-
-def _select_again(tiles: gpd.GeoDataFrame, clusters: pd.DataFrame, rule: Stage1Rule, budget: Budget,
-                  options: SelectionOptions, stage2: Stage2Record) -> Stage2Record:
-    """Stage 2's selection again on the stored candidates (in place on ``tiles`` and ``clusters``);
-    returns the updated stage-2 record."""
-    status = tiles["status"].to_numpy(dtype=object)
-    if rule is Stage1Rule.BANK:  # the tiles over the bank's floor, with a scene
-        candidates = np.flatnonzero(tiles["scene_entropy_rank"].to_numpy() >= 1)
+                                created=created, counts=columns.counts())
+    layers = {"clusters": clusters} if clusters is not None else {}
+    decisions = _decisions(columns, stage2 is not None)
+    if source.is_dir():
+        written = _write_folder(source, target, decisions, context, new_record, layers, config.gpkg_max_tiles,
+                                overwrite)
     else:
-        rank = tiles["entropy_rank"].to_numpy()
-        candidates = np.flatnonzero((rank >= 1) & (rank <= budget.stage1_count))
-    applied = apply_selection(
-        tiles, candidates, tiles["cluster"].to_numpy()[candidates], tiles["centroid_distance"].to_numpy()[candidates],
-        clusters["scene"].to_numpy(), budget.keep_count, options, scene_cut=budget.scene_cut,
-        duplicates=status[candidates] == Status.DUPLICATE,
-    )
-    tiles["status"], tiles["reason"] = applied.status, applied.reason
-    tiles["cluster_rank"] = applied.cluster_rank
-    if rule is Stage1Rule.BANK:
-        tiles["scene_entropy_rank"] = applied.scene_entropy_rank
+        written = _write_gpkg(source, target, decisions, context, new_record, layers, overwrite)
+    return RunResult(record=new_record, output=written, clusters=clusters)
+
+
+def _columns(frame: pd.DataFrame) -> TileColumns:
+    """A run's stored tiles as the columns selection works on (one position a row); reasons
+    marked unchanged until the re-selection decides a tile again."""
+    dates = pd.to_datetime(frame["date"]) if "date" in frame else pd.Series(pd.NaT, index=frame.index)
+    codes, uniques = pd.factorize(dates)
+    columns = TileColumns.empty(len(frame), np.asarray(uniques, dtype="datetime64[ns]"))
+    columns.status[:] = [status_code(s) for s in frame["status"]]
+    columns.reason[:] = Reason.UNCHANGED
+    columns.entropy[:] = frame["entropy"].to_numpy(dtype=np.float64)
+    columns.entropy_rank[:] = frame["entropy_rank"].to_numpy()
+    columns.cell[:] = parse_cells(frame["ground_cell"].fillna("").to_numpy())
+    columns.date_code[:] = codes
+    if "cluster" in frame:
+        columns.cluster[:] = frame["cluster"].to_numpy()
+        columns.distance[:] = frame["centroid_distance"].to_numpy(dtype=np.float32)
+        columns.scene_rank[:] = frame["scene_entropy_rank"].to_numpy()
+    return columns
+
+
+def _select_again(frame: pd.DataFrame, columns: TileColumns, clusters: pd.DataFrame, rule: Stage1Rule,
+                  budget: Budget, options: SelectionOptions, stage2: Stage2Record,
+                  context: ReasonContext) -> Stage2Record:
+    """Stage 2's selection again on the stored candidates (in ``columns`` and ``clusters``);
+    returns the updated stage-2 record and completes the reasons' ``context``."""
+    if rule is Stage1Rule.BANK:  # the tiles over the bank's floor, with a scene
+        candidates = np.flatnonzero(columns.scene_rank >= 1)
+        columns.scene_rank[:] = 0
+    else:
+        candidates = np.flatnonzero((columns.entropy_rank >= 1) & (columns.entropy_rank <= budget.stage1_count))
+    duplicates = columns.status[candidates] == status_code(Status.DUPLICATE)
+    columns.cluster_rank[:] = -1
+    order = np.argsort(np.argsort(frame["tile_id"].to_numpy(), kind="stable"), kind="stable")
+    applied = apply_selection(columns, candidates, clusters["scene"].to_numpy(), budget.keep_count, options,
+                              lambda positions: order[positions], scene_cut=budget.scene_cut, duplicates=duplicates)
     clusters["quota"], clusters["size"], clusters["kept"] = applied.quota, applied.size, applied.kept_per_cluster
-    return replace(stage2, budget=budget.keep_count, kept=int(applied.kept.sum()), uniformity=options.uniformity,
+    context.cluster_quota = applied.quota.tolist()
+    context.cluster_scene = [str(s) for s in clusters["scene"]]
+    context.scene_quota = applied.scene_quota
+    return replace(stage2, budget=budget.keep_count, kept=applied.kept, uniformity=options.uniformity,
                    spread=options.spread, seed=options.seed, stage1_passed=int(applied.pool.size),
                    stage1_decides=applied.stage1_decides)
 
 
-def _entropy_top(tiles: gpd.GeoDataFrame, count: int) -> None:
-    """Keep the ``count`` tiles at the top of stage 1's entropy ranking (in place)."""
-    status = tiles["status"].to_numpy(dtype=object).copy()
-    reason = tiles["reason"].fillna("").to_numpy(dtype=object).copy()
-    rank = tiles["entropy_rank"].to_numpy()
-    ranked = rank >= 1
-    status[ranked] = np.where(rank[ranked] <= count, Status.KEPT, Status.LOW_INFORMATION)
-    reason[ranked] = ""
-    reason[ranked & (rank > count)] = f"entropy under the stage-1 cut (top {count})"
-    tiles["status"], tiles["reason"] = status, reason
-    if "cluster_rank" in tiles:
-        tiles["cluster_rank"] = -1
+def _entropy_top(columns: TileColumns, count: int) -> None:
+    """Keep the ``count`` tiles at the top of stage 1's entropy ranking."""
+    ranked = np.flatnonzero(columns.entropy_rank >= 1)
+    top = columns.entropy_rank[ranked] <= count
+    columns.mark(ranked[top], Status.KEPT)
+    columns.mark(ranked[~top], Status.LOW_INFORMATION, Reason.ENTROPY_TOP)
+    columns.cluster_rank[:] = -1
 
+
+def _decisions(columns: TileColumns, with_stage2: bool) -> Decisions:
+    """The re-selection's decisions, for every tile in table order."""
+    d = Decisions(columns.status, columns.reason, columns.entropy_rank)
+    if with_stage2:
+        d.cluster, d.distance = columns.cluster, columns.distance
+        d.cluster_rank, d.scene_rank = columns.cluster_rank, columns.scene_rank
+    return d
+
+
+def _write_gpkg(source: Path, target: Path, decisions: Decisions, context: ReasonContext, record: RunRecord,
+                layers: dict[str, pd.DataFrame], overwrite: bool) -> Path:
+    """The re-selected run as a GeoPackage (runs in that form are small enough to rewrite whole)."""
+    tiles, _ = read_run(source)
+    tiles = gpd.GeoDataFrame(tiles.drop(columns="geometry"), geometry=tiles.geometry.values, crs=tiles.crs)
+    tiles = apply_decisions(tiles, decisions, context)
+    return write_geopackage(target, tiles, record.to_table(), layers, overwrite=overwrite)
+
+
+def _write_folder(source: Path, target: Path, decisions: Decisions, context: ReasonContext, record: RunRecord,
+                  layers: dict[str, pd.DataFrame], gpkg_max_tiles: int, overwrite: bool) -> Path:
+    """The re-selected run as a run folder: the parts copied and updated one by one, the record
+    and layers written, a GeoPackage when the run is small enough; renamed into place."""
+    if target.resolve() != source.resolve():
+        check_output(target, overwrite)
+    staging = target.with_name(f".{target.name}.reselect.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / TILES_FOLDER).mkdir(parents=True)
+    start = 0
+    for path in part_paths(source / TILES_FOLDER):
+        copy = staging / TILES_FOLDER / path.name
+        shutil.copy2(path, copy)
+        n = len(pd.read_parquet(copy, columns=["tile_id"]))
+        update_part(copy, decisions.rows(slice(start, start + n)), context)
+        start += n
+    record.write_json(staging)
+    for name, frame in layers.items():
+        frame.to_parquet(staging / LAYER_FILES[name], index=False)
+    if sum(record.counts.values()) <= gpkg_max_tiles:
+        write_gpkg_from_parts(str(staging / FOLDER_GEOPACKAGE), str(staging / TILES_FOLDER), record.to_table(),
+                              layers, True)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target

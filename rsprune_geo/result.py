@@ -13,14 +13,33 @@ from .schema import RunRecord, Status
 
 @dataclass
 class RunResult:
-    """What a run produced: every tile with its decision, the run record and the output path."""
+    """What a run produced: its record, its output (a GeoPackage or a run folder; ``None`` when
+    none was asked for), timings, the clusters and evaluation tables, and every tile with its
+    decision (:attr:`tiles`, read from the output when first asked for)."""
 
-    tiles: gpd.GeoDataFrame
     record: RunRecord
     output: Path | None = None
     timings: dict = field(default_factory=dict)
     clusters: pd.DataFrame | None = None
     evaluation: pd.DataFrame | None = None
+    tiles_: gpd.GeoDataFrame | None = field(default=None, repr=False)
+
+    def __init__(self, record: RunRecord, output: Path | None = None, timings: dict | None = None,
+                 clusters: pd.DataFrame | None = None, evaluation: pd.DataFrame | None = None,
+                 tiles: gpd.GeoDataFrame | None = None) -> None:
+        self.record, self.output, self.timings = record, output, dict(timings or {})
+        self.clusters, self.evaluation, self.tiles_ = clusters, evaluation, tiles
+
+    @property
+    def tiles(self) -> gpd.GeoDataFrame:
+        """Every tile with its decision (read from the output once, then kept)."""
+        if self.tiles_ is None:
+            if self.output is None:
+                raise ValueError("the run kept no tiles and wrote no output")
+            from .runfile import read_run
+
+            self.tiles_, _ = read_run(self.output)
+        return self.tiles_
 
     @property
     def kept(self) -> gpd.GeoDataFrame:
@@ -30,13 +49,13 @@ class RunResult:
     def summary(self) -> str:
         """A one-screen text summary of the run."""
         record = self.record
-        counts = self.tiles["status"].value_counts()
-        total = len(self.tiles)
+        counts = record.counts
+        total = sum(counts.values())
         lines = [f"tiles: {total}  (sources: {len(record.inputs)}, crs: {record.crs})"]
         lines += [f"skipped: {item['error']}" for item in record.skipped]
         for status in Status:
-            if status in counts:
-                n = int(counts[status])
+            if status.value in counts:
+                n = int(counts[status.value])
                 lines.append(f"  {status:<16} {n:>8}  {100 * n / total:5.1f}%")
         if record.stage1 is not None:
             st1 = record.stage1

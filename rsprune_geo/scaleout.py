@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
+import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any
 
 from .errors import InputError
@@ -54,49 +57,74 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
             cluster.close()
 
 
-def map_tasks(func: Callable[..., Any], tasks: Sequence[tuple], client: Any | None = None,
+def map_tasks(func: Callable[..., Any], tasks: Iterable[tuple], client: Any | None = None,
               threads: int | None = None, broadcast: dict[str, Any] | None = None,
-              processes: bool = False) -> Iterator[tuple[int, Any]]:
+              processes: bool = False, in_flight: int | None = None) -> Iterator[tuple[int, Any]]:
     """Run ``func(*task, **broadcast)`` for every task; yield ``(index, result)`` as each finishes.
 
     With a ``distributed.Client`` the tasks run on its workers (``broadcast`` values, such as an
     encoder, are sent to every worker once); otherwise on ``threads`` local threads (default:
     one per core; 1 runs them in this thread, in order), or local processes with ``processes``.
+    Tasks are taken from ``tasks`` as others finish, at most ``in_flight`` at a time (default:
+    four per worker or thread), so their arguments are never all held at once.
     """
     broadcast = broadcast or {}
-    if not tasks:
-        return
     if client is not None:
-        from distributed import as_completed as dask_completed
-
         shared = {key: client.scatter(value, broadcast=True) for key, value in broadcast.items()}
-        futures = {client.submit(func, *task, pure=False, **shared): i for i, task in enumerate(tasks)}
-        for future in dask_completed(futures):
-            yield futures[future], future.result()
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+
+        def submit(task: tuple) -> Any:
+            return client.submit(func, *task, pure=False, **shared)
+
+        yield from _bounded(tasks, submit, _first_done_dask, in_flight or 4 * workers, release=True)
         return
     threads = threads or os.cpu_count() or 1
-    if processes:
-        import functools
-        from concurrent.futures import ProcessPoolExecutor
-
-        call = functools.partial(_star, func, broadcast)
-        with ProcessPoolExecutor(max_workers=threads) as pool:
-            running = {pool.submit(call, task): i for i, task in enumerate(tasks)}
-            for future in as_completed(running):
-                yield running[future], future.result()
-        return
-    if threads == 1 or len(tasks) == 1:
+    if threads == 1 and not processes:
         for i, task in enumerate(tasks):
             yield i, func(*task, **broadcast)
         return
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        running = {pool.submit(func, *task, **broadcast): i for i, task in enumerate(tasks)}
-        try:
-            for future in as_completed(running):
-                yield running[future], future.result()
-        finally:
-            for future in running:
-                future.cancel()
+    # processes are spawned, never forked: a fork copies the run's thread pools and locks (GDAL's,
+    # onnxruntime's) in whatever state they are, and the child can wait on them for ever
+    executor: Any = (ProcessPoolExecutor(max_workers=threads, mp_context=multiprocessing.get_context("spawn"))
+                     if processes else ThreadPoolExecutor(max_workers=threads))
+    call = functools.partial(_star, func, broadcast)
+    with executor as pool:
+        yield from _bounded(tasks, lambda task: pool.submit(call, task), _first_done, in_flight or 4 * threads)
+
+
+def _bounded(tasks: Iterable[tuple], submit: Callable[[tuple], Any], wait_first: Callable,
+             limit: int, release: bool = False) -> Iterator[tuple[int, Any]]:
+    """Submit tasks as others finish (at most ``limit`` running); yield ``(index, result)`` as
+    each finishes. ``wait_first(futures)`` returns the finished ones."""
+    pending = enumerate(tasks)
+    running: dict[Any, int] = {}
+    for i, task in itertools.islice(pending, limit):
+        running[submit(task)] = i
+    try:
+        while running:
+            for future in wait_first(list(running)):
+                i = running.pop(future)
+                result = future.result()
+                if release:
+                    future.release()
+                for j, task in itertools.islice(pending, 1):
+                    running[submit(task)] = j
+                yield i, result
+    finally:
+        for future in running:
+            future.cancel()
+
+
+def _first_done(futures: list) -> set:
+    """The finished ones of local futures (waiting for one at least)."""
+    return wait(futures, return_when=FIRST_COMPLETED).done
+
+
+def _first_done_dask(futures: list) -> set:
+    """The finished ones of Dask futures (waiting for one at least)."""
+    from distributed import wait as dask_wait
+
+    return dask_wait(futures, return_when="FIRST_COMPLETED").done
 
 
 def _star(func: Callable[..., Any], broadcast: dict[str, Any], task: tuple) -> Any:

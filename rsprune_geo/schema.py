@@ -1,7 +1,8 @@
-"""The run's schema: tile statuses and their colours, the columns of every layer, the run record.
+"""The run's schema: tile statuses and their colours, why a tile has its status, the columns of
+every layer, the run record.
 
 Everything after a run (re-selection, evaluation, export, report, maps, the QGIS plugin) reads
-the GeoPackage through these definitions, so a status, a column or a record field has one home.
+the run's file through these definitions, so a status, a column or a record field has one home.
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ import datetime as _dt
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Self, cast
 
+import numpy as np
 import pandas as pd
 
 from .config import RunConfig
 from .errors import InputError
 from .reading.pixels import REDACTED, Scaling
 from .reading.sources import RasterSource, open_source
-
-if TYPE_CHECKING:  # pragma: no cover
-    import geopandas as gpd
 
 
 class Status(StrEnum):
@@ -69,6 +69,93 @@ STATUS_COLORS: dict[str, tuple[int, int, int]] = {s.value: s.color for s in Stat
 
 #: Statuses of tiles that passed stage 1 and reached stage 2's selection.
 STAGE2_POOL = (Status.KEPT, Status.NOT_SELECTED, Status.DUPLICATE)
+
+#: Each status as a one-byte code (its position in :class:`Status`), for columns held per tile;
+#: :data:`ABSENT` marks a grid position that is not a tile (outside the area of interest).
+STATUS_CODE: dict[Status, int] = {s: i for i, s in enumerate(Status)}
+ABSENT = 255
+
+
+def status_code(status: Status | str) -> int:
+    """The one-byte code of a status."""
+    return STATUS_CODE[Status(status)]
+
+
+def status_names(codes: np.ndarray) -> np.ndarray:
+    """The statuses (strings, an object array) of one-byte codes."""
+    names = np.array([s.value for s in Status] + [""], dtype=object)
+    return names[np.minimum(np.asarray(codes, dtype=np.int64), len(Status))]
+
+
+class Reason(IntEnum):
+    """Why a tile has its status, as a one-byte code; :func:`reasons` writes the ``reason`` text
+    from the code, the tile's own figures and the run's (:class:`ReasonContext`)."""
+
+    NONE = 0
+    NODATA = 1
+    ENTROPY_MIN = 2
+    FLOOR = 3
+    STAGE1_CUT = 4
+    SCENE_CUT = 5
+    DUPLICATE = 6
+    QUOTA = 7
+    CELL_FULL = 8
+    ENTROPY_TOP = 9
+    #: the tile keeps the reason it had (a re-selection that did not decide it again)
+    UNCHANGED = 255
+
+
+@dataclass
+class ReasonContext:
+    """The run's figures a ``reason`` text quotes: thresholds, the bank's floor, stage 1's cut,
+    the selection's quotas (by cluster and scene) and per-cell cap, and each cluster's scene."""
+
+    max_nodata: float = 0.25
+    entropy_min: float | None = None
+    floor: float | None = None
+    cut_bits: float | None = None
+    cut_count: int | None = None
+    scene_quota: dict[str, int] = field(default_factory=dict)
+    dedup: float | None = None
+    cluster_quota: list[int] = field(default_factory=list)
+    cluster_scene: list[str] = field(default_factory=list)
+    max_per_cell: int | None = None
+    period: str = "all"
+    budget: int | None = None
+
+
+def reasons(codes: np.ndarray, context: ReasonContext, entropy: np.ndarray, nodata_fraction: np.ndarray,
+            cluster: np.ndarray | None = None, ground_cell: np.ndarray | None = None) -> np.ndarray:
+    """The ``reason`` text of tiles (an object array) from their :class:`Reason` codes and figures."""
+    out = np.full(len(codes), "", dtype=object)
+    c = context
+    period = "" if c.period == "all" else f" in its {c.period}"
+    for i, code in enumerate(np.asarray(codes).tolist()):
+        if code == Reason.NONE:
+            continue
+        e = float(entropy[i])
+        if code == Reason.NODATA:
+            out[i] = f"nodata fraction {float(nodata_fraction[i]):.2f} > {c.max_nodata:.2f}"
+        elif code == Reason.ENTROPY_MIN:
+            out[i] = f"entropy {e:.2f} < {c.entropy_min:.2f} bits"
+        elif code == Reason.FLOOR:
+            out[i] = f"entropy {e:.2f} bits: below every prior-bank scene (floor {c.floor:.2f} bits)"
+        elif code == Reason.STAGE1_CUT:
+            out[i] = f"entropy {e:.2f} bits under the stage-1 cut ({c.cut_bits:.2f} bits, top {c.cut_count})"
+        elif code == Reason.SCENE_CUT:
+            scene = c.cluster_scene[int(cluster[i])] if cluster is not None else ""
+            out[i] = f"entropy {e:.2f} bits under the stage-1 cut within scene {scene} (top {c.scene_quota[scene]})"
+        elif code == Reason.DUPLICATE:
+            out[i] = f"near-duplicate (cosine >= {c.dedup}) of a tile nearer its centroid"
+        elif code == Reason.QUOTA:
+            k = int(cluster[i]) if cluster is not None else -1
+            out[i] = f"beyond the quota of cluster {k} ({c.cluster_quota[k]})"
+        elif code == Reason.CELL_FULL:
+            cell = ground_cell[i] if ground_cell is not None else ""
+            out[i] = f"ground cell {cell} already holds {c.max_per_cell} kept tile(s){period} (max per cell)"
+        elif code == Reason.ENTROPY_TOP:
+            out[i] = f"entropy under the stage-1 cut (top {c.budget})"
+    return out
 
 #: The columns tiling produces, in order (the geometry follows).
 TILING_COLUMNS = ("tile_id", "source", "row_off", "col_off", "width", "height")
@@ -210,6 +297,10 @@ class GroundRecord(RecordPart):
         return [when for when, _ in self.dates.values() if when]
 
 
+#: The record's file in a run folder.
+RUN_RECORD = "run.json"
+
+
 #: Run parameters that older run files lack, with the value older versions used when it
 #: differs from today's default (quotas were shared among centroids before ``quota_by``).
 LEGACY_PARAMETERS: dict[str, Any] = {"quota_by": "centroid"}
@@ -287,10 +378,21 @@ class RunRecord:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> RunRecord:
-        """The record of the run stored in the GeoPackage ``path``."""
+        """The record of the run stored in ``path``: a GeoPackage (its ``runs`` layer) or a run
+        folder (its ``run.json``)."""
         import pyogrio
 
+        if os.path.isdir(path):
+            return cls.from_dict(json.loads((Path(path) / RUN_RECORD).read_text(encoding="utf-8")))
         return cls.from_table(pyogrio.read_dataframe(path, layer="runs"))
+
+    def write_json(self, folder: str | os.PathLike) -> Path:
+        """Write the record as a run folder's ``run.json`` (atomically)."""
+        target = Path(folder) / RUN_RECORD
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True, default=str), encoding="utf-8")
+        os.replace(tmp, target)
+        return target
 
     def config(self, **overrides: Any) -> RunConfig:
         """The run's :class:`~rsprune_geo.config.RunConfig`, with ``overrides`` applied;
@@ -336,39 +438,3 @@ class RunRecord:
     def updated(self, **changes: Any) -> RunRecord:
         """A copy with ``changes`` (e.g. a re-selection's parameters and counts)."""
         return replace(self, **changes)
-
-
-def describe_run(path: str | os.PathLike) -> dict[str, Any]:
-    """What a run's GeoPackage holds, as JSON-able data: tiles per status, CRS, parameters,
-    inputs, stage summaries, timings, versions and the file's layers. Reads no geometry."""
-    import pyogrio
-
-    record = RunRecord.read(path)
-    statuses = pyogrio.read_dataframe(path, layer="tiles", columns=["status"], read_geometry=False)["status"]
-    counts = status_counts(statuses)
-    return {
-        "file": str(path),
-        "run_id": record.run_id,
-        "created": record.created,
-        "reselected_from": record.reselected_from,
-        "crs": record.crs,
-        "tiles": int(len(statuses)),
-        "counts": {s.value: counts.get(s.value, 0) for s in Status if s.value in counts},
-        "parameters": record.parameters,
-        "inputs": [{k: v for k, v in item.items() if k != "scaling"} for item in record.inputs],
-        "stage1": record.stage1.to_dict() if record.stage1 else None,
-        "stage2": record.stage2.to_dict() if record.stage2 else None,
-        "timings": record.timings,
-        "warnings": record.warnings,
-        "skipped": record.skipped,
-        "versions": record.versions,
-        "layers": [str(name) for name, _ in pyogrio.list_layers(path)],
-    }
-
-
-def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, RunRecord]:
-    """Read a run's GeoPackage back: the ``tiles`` layer and its :class:`RunRecord`."""
-    import geopandas as gpd
-
-    tiles = gpd.read_file(path, layer="tiles", engine="pyogrio")
-    return tiles, RunRecord.read(path)

@@ -7,7 +7,6 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -21,8 +20,10 @@ from rsprune_geo.errors import InputError
 from rsprune_geo.features import encoder_info, get_encoder, list_encoders, register_encoder
 from rsprune_geo.features.base import Encoder
 from rsprune_geo.reading.pixels import Scaling, choose_bands, read_preview, window_inside
+from rsprune_geo.runfile import read_run
 from rsprune_geo.scaleout import map_tasks
-from rsprune_geo.schema import STATUS_COLORS, RunRecord, Status, read_run
+from rsprune_geo.schema import STATUS_COLORS, Reason, RunRecord, Status, status_code
+from rsprune_geo.stages.columns import TileColumns
 from rsprune_geo.stages.selection import SelectionOptions, apply_selection
 
 from .conftest import REPO, shared
@@ -68,7 +69,7 @@ def test_ranges_and_choices_are_checked_from_the_definitions():
 def test_core_messages_name_parameters_and_the_cli_names_flags():
     assert cli_message("`tile_size` 4: use `edge` pad or `overwrite`") == "--tile-size 4: use --edge pad or --overwrite"
     assert cli_message("the `distributed` package") == "the `distributed` package"  # not a parameter
-    assert flag_of("output") == "-o" and flag_of("group_px") is None
+    assert flag_of("output") == "-o" and flag_of("percentiles") is None and flag_of("group_px") == "--group-px"
 
 
 # --- the schema -------------------------------------------------------------------------------
@@ -176,24 +177,33 @@ def test_map_tasks_runs_on_threads_or_in_this_thread():
 def test_apply_selection_keeps_the_budget_every_scene_and_no_duplicate():
     rng = np.random.default_rng(0)
     n = 60
-    tiles = pd.DataFrame({"tile_id": [f"t{i:02d}" for i in range(n)], "status": Status.KEPT.value, "reason": "",
-                          "entropy": rng.uniform(3, 7, n)})
-    tiles.loc[[1, 2], "entropy"] = 7.5  # the two near-duplicates pass stage 1's cut
+
+    def columns() -> TileColumns:
+        c = TileColumns.empty(n)
+        c.status[:], c.entropy[:] = status_code(Status.KEPT), rng.uniform(3, 7, n)
+        c.entropy[[1, 2]] = 7.5  # the two near-duplicates pass stage 1's cut
+        c.cluster[:] = np.repeat([0, 1, 2], 20)  # scenes a, a, b
+        c.distance[:] = rng.uniform(0, 1, n)
+        return c
+
+    order = lambda positions: positions  # noqa: E731  (ties in position order)
     cand = np.arange(n)
-    cluster = np.repeat([0, 1, 2], 20)  # scenes a, a, b
-    dist = rng.uniform(0, 1, n)
     dup = np.zeros(n, dtype=bool)
     dup[[1, 2]] = True
-    applied = apply_selection(tiles, cand, cluster, dist, np.array(["a", "a", "b"]), 12,
-                              SelectionOptions(quota_by="scene"), scene_cut=30, duplicates=dup)
-    kept = applied.kept
-    assert kept.sum() == 12 and not kept[[1, 2]].any()
-    assert (applied.status[[1, 2]] == Status.DUPLICATE).all()
-    assert applied.pool.size == 30 and set(cluster[kept]) == {0, 1, 2}
-    assert (applied.status[applied.scene_entropy_rank > 0] != "").all()
+    tiles = columns()
+    applied = apply_selection(tiles, cand, np.array(["a", "a", "b"]), 12, SelectionOptions(quota_by="scene"), order,
+                              scene_cut=30, duplicates=dup)
+    kept = tiles.status == status_code(Status.KEPT)
+    assert kept.sum() == applied.kept == 12 and not kept[[1, 2]].any()
+    assert (tiles.status[[1, 2]] == status_code(Status.DUPLICATE)).all()
+    assert (tiles.reason[[1, 2]] == Reason.DUPLICATE).all()
+    assert applied.pool.size == 30 and set(tiles.cluster[kept]) == {0, 1, 2}
+    cut = tiles.status == status_code(Status.LOW_INFORMATION)
+    assert cut.sum() == 30 and (tiles.reason[cut] == Reason.SCENE_CUT).all() and (tiles.scene_rank > 0).all()
     assert applied.kept_per_cluster.sum() == 12 and (applied.quota >= applied.kept_per_cluster).all()
-    everything = apply_selection(tiles, cand, cluster, dist, np.array(["a", "a", "b"]), 100, SelectionOptions())
-    assert everything.stage1_decides and everything.kept.all()
+    everything = columns()
+    applied = apply_selection(everything, cand, np.array(["a", "a", "b"]), 100, SelectionOptions(), order)
+    assert applied.stage1_decides and (everything.status == status_code(Status.KEPT)).all()
 
 
 # --- the import graph -------------------------------------------------------------------------

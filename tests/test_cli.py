@@ -177,11 +177,18 @@ def test_progress_json_through_stage_2(tmp_path):
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stderr.splitlines()]
     stages = [e["stage"] for e in events if e["event"] == "progress"]
-    assert {"tiling", "stage1", "prior_bank", "encoding", "selection", "writing"} <= set(stages)
+    # the bank rule encodes in stage 1's single pass over the windows: no separate encoding stage
+    order = ["tiling", "prior_bank", "stage1", "selection", "writing"]
+    assert [s for s in dict.fromkeys(stages)] == order
     tiles = gpd.read_file(tmp_path / "o.gpkg", layer="tiles")
     assert events[-1]["event"] == "ok" and events[-1]["counts"]["kept"] == round(0.2 * (tiles.status != "nodata").sum())
-    done = [(e["done"], e["total"]) for e in events if e["event"] == "progress" and e["stage"] == "encoding"]
-    assert done[-1][0] == done[-1][1] > 0
+    done = [(e["done"], e["total"]) for e in events if e["event"] == "progress" and e["stage"] == "stage1"]
+    assert done[-1][0] == done[-1][1] > 0 and [d for d, _ in done] == sorted(d for d, _ in done)
+    paper = rsprune("run", mosaic, "-o", tmp_path / "p.gpkg", "--tile-size", "128", "--keep", "0.2", "--stage1",
+                    "paper", "--prior-bank", bank, "--encoder", "rcf-gaussian", "--cache-dir", tmp_path / "cache",
+                    "--progress-json")
+    stages = [json.loads(line)["stage"] for line in paper.stderr.splitlines() if '"progress"' in line]
+    assert [s for s in dict.fromkeys(stages)] == ["tiling", "prior_bank", "stage1", "encoding", "selection", "writing"]
 
 
 def test_library_warnings_reach_the_terminal_as_one_log_line():

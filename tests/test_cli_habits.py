@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from rsprune_geo.cli import main
-from rsprune_geo.schema import describe_run
+from rsprune_geo.runfile import describe_run
 
 from .conftest import NAIP, UCMERCED, shared
 

@@ -129,14 +129,20 @@ def test_ground_cells_across_rasters_on_other_grids_and_crss(tmp_path):
     assert len(shared) >= 0.5 * min(len(utm), len(wgs))  # most reprojected tiles land on the same ground
 
 
+def _same_groups(codes: np.ndarray) -> list[list[int]]:
+    """Which tiles share a group (each group's members, in order), whatever its code."""
+    return sorted({tuple(np.flatnonzero(codes == c).tolist()) for c in set(codes.tolist()) if c >= 0})
+
+
 def test_cell_groups_by_period():
-    cells = np.array(["r0-c0", "r0-c0", "r0-c0", ""], dtype=object)
-    dates = np.array(["2019-07-01", "2019-12-24", "2020-07-01", "2020-01-01"], dtype="datetime64[ns]")
-    assert list(cell_groups(cells, dates, "all")) == ["r0-c0", "r0-c0", "r0-c0", ""]
-    assert list(cell_groups(cells, dates, "year")) == ["r0-c0|2019", "r0-c0|2019", "r0-c0|2020", ""]
-    assert list(cell_groups(cells, dates, "season")) == ["r0-c0|JJA", "r0-c0|DJF", "r0-c0|JJA", ""]
-    undated = np.array(["NaT"] * 4, dtype="datetime64[ns]")
-    assert list(cell_groups(cells, undated, "season"))[0] == "r0-c0|unknown"
+    cells = np.array([[0, 0], [0, 0], [0, 0], [0, 1], [-1, -1]])  # the last tile has no ground cell
+    dates = np.array(["2019-07-01", "2019-12-24", "2020-07-01", "2019-07-01", "2020-01-01"], dtype="datetime64[ns]")
+    assert _same_groups(cell_groups(cells, dates, "all")) == [(0, 1, 2), (3,)]
+    assert _same_groups(cell_groups(cells, dates, "year")) == [(0, 1), (2,), (3,)]
+    assert _same_groups(cell_groups(cells, dates, "season")) == [(0, 2), (1,), (3,)]  # JJA, DJF
+    assert cell_groups(cells, dates, "year")[-1] == -1
+    undated = np.array(["NaT"] * 5, dtype="datetime64[ns]")
+    assert _same_groups(cell_groups(cells, undated, "season")) == [(0, 1, 2), (3,)]  # one unknown period
     with pytest.raises(InputError, match="cell_period"):
         cell_groups(cells, dates, "decade")
 
@@ -149,24 +155,29 @@ def _stack_of(n_cells: int, n_dates: int, seed: int = 0, piled: bool = False):
     distances that put every date of a cell next to each other (a cell's dates are
     near-duplicates), so centroid-first picks without a cap pile up on the same ground."""
     rng = np.random.default_rng(seed)
-    cells = np.array([f"r0-c{c}" for _ in range(n_dates) for c in range(n_cells)], dtype=object)
+    cells = np.array([[0, c] for _ in range(n_dates) for c in range(n_cells)])
     dates = np.repeat(np.datetime64("2010-01-01") + np.arange(n_dates) * np.timedelta64(40, "D"), n_cells)
-    labels = rng.integers(0, 2, cells.size)
-    distances = rng.random(cells.size)
+    labels = rng.integers(0, 2, len(cells))
+    distances = rng.random(len(cells))
     if piled:
         distances = np.tile(np.arange(n_cells), n_dates) + 0.01 * distances
     return labels, distances, cells, dates.astype("datetime64[ns]")
+
+
+def _per_cell(cells: np.ndarray) -> pd.Series:
+    """Tiles per ground cell ((N, 2) row and column)."""
+    return pd.Series([tuple(c) for c in np.asarray(cells).tolist()]).value_counts()
 
 
 @pytest.mark.parametrize("budget", [5, 12, 20, 37, 47])
 def test_the_cap_keeps_the_budget_exact_and_spreads_any_excess(budget):
     labels, distances, cells, dates = _stack_of(12, 5, piled=True)
     uncapped = select_tiles(labels, distances, budget, cells=cells, dates=dates, max_per_cell=0, geo_spread="off")
-    assert pd.Series(cells[uncapped.kept]).value_counts().max() > int(np.ceil(budget / 12))  # the cap has work
+    assert _per_cell(cells[uncapped.kept]).max() > int(np.ceil(budget / 12))  # the cap has work
     for spread in ("off", "on"):
         chosen = select_tiles(labels, distances, budget, cells=cells, dates=dates, max_per_cell=1, geo_spread=spread)
         assert chosen.kept.sum() == budget
-        per_cell = pd.Series(cells[chosen.kept]).value_counts()
+        per_cell = _per_cell(cells[chosen.kept])
         assert per_cell.max() == int(np.ceil(budget / 12))  # at most one per cell while the cells allow
         again = select_tiles(labels, distances, budget, cells=cells, dates=dates, max_per_cell=1, geo_spread=spread)
         assert np.array_equal(chosen.kept, again.kept)  # reproducible
@@ -175,17 +186,17 @@ def test_the_cap_keeps_the_budget_exact_and_spreads_any_excess(budget):
 def test_a_cap_above_one_and_a_cap_per_period():
     labels, distances, cells, dates = _stack_of(6, 6, piled=True)  # dates 40 days apart: 2010-01-01 to 2010-07-20
     two = select_tiles(labels, distances, 12, cells=cells, dates=dates, max_per_cell=2, geo_spread="off")
-    assert two.kept.sum() == 12 and pd.Series(cells[two.kept]).value_counts().max() == 2
-    assert pd.Series(cells[two.kept]).nunique() == 6
+    assert two.kept.sum() == 12 and _per_cell(cells[two.kept]).max() == 2
+    assert _per_cell(cells[two.kept]).size == 6
     # per season: one tile of a cell in each season (two dates each of DJF, MAM, JJA here)
     seasonal = select_tiles(labels, distances, 6, cells=cells, dates=dates, max_per_cell=1, cell_period="season",
                             geo_spread="off")
     keys = pd.Series(cell_groups(cells, dates, "season")[seasonal.kept])
     assert seasonal.kept.sum() == 6 and keys.value_counts().max() == 1
-    assert pd.Series(cells[seasonal.kept]).value_counts().max() > 1  # the nearest cell again, in another season
+    assert _per_cell(cells[seasonal.kept]).max() > 1  # the nearest cell again, in another season
     whole = select_tiles(labels, distances, 6, cells=cells, dates=dates, max_per_cell=1, cell_period="all",
                          geo_spread="off")
-    assert pd.Series(cells[whole.kept]).value_counts().max() == 1
+    assert _per_cell(cells[whole.kept]).max() == 1
 
 
 def test_geo_spread_prefers_ground_away_from_kept_tiles():
@@ -193,7 +204,7 @@ def test_geo_spread_prefers_ground_away_from_kept_tiles():
     whose 3x3 cell neighbourhood holds the fewest kept tiles."""
     side = 12
     rows, cols = np.divmod(np.arange(side * side), side)
-    cells = np.array([f"r{r}-c{c}" for r, c in zip(rows, cols)], dtype=object)
+    cells = np.column_stack([rows, cols])
     labels = np.zeros(side * side, dtype=int)
     distances = (rows + cols) + 0.001 * np.random.default_rng(0).random(side * side)  # nearest: one corner
     off = select_tiles(labels, distances, 8, cells=cells, max_per_cell=0, geo_spread="off")
@@ -210,12 +221,13 @@ def test_geo_spread_prefers_ground_away_from_kept_tiles():
 def test_without_shared_ground_the_cap_and_auto_spread_change_nothing():
     rng = np.random.default_rng(3)
     labels, distances = rng.integers(0, 4, 200), rng.random(200)
-    cells = np.array([f"r{i // 20}-c{i % 20}" for i in range(200)], dtype=object)
+    cells = np.array([[i // 20, i % 20] for i in range(200)])
     plain = select_tiles(labels, distances, 30)
     capped = select_tiles(labels, distances, 30, cells=cells, max_per_cell=1, geo_spread="auto")
     assert np.array_equal(plain.kept, capped.kept) and capped.capped is None
     assert not spans_ground_or_time(cells, None)
-    assert spans_ground_or_time(np.array(["a", "a"], dtype=object), None)
+    assert spans_ground_or_time(np.array([[3, 4], [3, 4]]), None)
+    assert not spans_ground_or_time(np.array([[-1, -1], [-1, -1]]), None)  # no ground: never shared
 
 
 def test_geo_spread_prefers_dates_with_fewer_kept_tiles():

@@ -111,13 +111,13 @@ def test_score_tiles_reads_bounded_windows(monkeypatch):
     import rsprune_geo.stages.information as info
 
     seen = []
-    real = info._read_for_scoring
+    real = info.read_for_scoring
 
     def spy(source, window):
         seen.append((window.width, window.height))
         return real(source, window)
 
-    monkeypatch.setattr(info, "_read_for_scoring", spy)
+    monkeypatch.setattr(info, "read_for_scoring", spy)
     src = open_source(shared("localtileserver/landsat7_r0c0.tif"))
     score_tiles([src], [make_tiles(src, 128)], group_px=512, scheduler="sync")
     assert len(seen) > 4

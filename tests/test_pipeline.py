@@ -37,7 +37,7 @@ def test_run_writes_geopackage_with_tiles_runs_and_style(tmp_path):
     assert record.parameters["tile_size"] == 128
     assert record.inputs[0]["fingerprint"]
     assert record.versions["rasterio"]
-    assert set(record.timings) >= {"tiling", "stage1_scoring"}
+    assert set(record.timings) >= {"tiling", "windows", "stage1_filter", "write"}
     assert record.seed == 0
 
 

@@ -48,7 +48,7 @@ def test_cli_backend_uses_an_argument_list(tmp_path, monkeypatch):
     monkeypatch.setattr(backend, "configured_cli", lambda: None)
     with pytest.raises(backend.BackendError, match="not configured"):
         backend.run_cli(params, print, lambda: False)
-    assert backend.stage_percent({"stage": "encoding", "done": 5, "total": 10}) == 67.5
+    assert backend.stage_percent({"stage": "encoding", "done": 5, "total": 10}) == 85.0
 
 
 @settings(max_examples=300, deadline=None)

@@ -89,7 +89,7 @@ def _cache_shards(cache: Path) -> list[Path]:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_an_interrupted_run_resumes_from_the_cache_and_matches_a_clean_run(demo_files, tmp_path, sig):
     args = ["run", demo_files["mosaic"], "--tile-size", "64", "--keep", "0.1", "--stage1-keep", "0.5",
-            "--prior-bank", demo_files["bank"], "--batch-size", "4", "-q"]
+            "--prior-bank", demo_files["bank"], "--group-px", "128", "-q"]  # 64 windows, cached one by one
     cache = tmp_path / "cache"
     out = tmp_path / "resumed.gpkg"
     proc = subprocess.Popen([sys.executable, "-m", "rsprune_geo.cli", *map(str, args), "-o", str(out),
@@ -105,7 +105,7 @@ def test_an_interrupted_run_resumes_from_the_cache_and_matches_a_clean_run(demo_
     assert not out.exists()
     before = {p: p.stat().st_mtime_ns for p in _cache_shards(cache)}
     done_before = len(before)
-    assert 3 <= done_before < 128 // 4
+    assert 3 <= done_before < 64
     again = rsprune(*args, "-o", out, "--cache-dir", cache)
     assert again.returncode == 0, again.stderr
     after = _cache_shards(cache)
@@ -128,17 +128,19 @@ def test_the_processes_scheduler_works_in_other_processes(demo_files, monkeypatc
     its own (a task's pid is not the run's)."""
     import os
 
-    import rsprune_geo.stages.information as information
+    import rsprune_geo.stages.passes as passes
     from rsprune_geo.scaleout import map_tasks
 
     pids = dict(map_tasks(os.getpid, [()] * 4, processes=True))
     assert len(pids) == 4 and os.getpid() not in pids.values()
     asked = []
-    real = information.map_tasks
-    monkeypatch.setattr(information, "map_tasks", lambda *a, **k: asked.append(k.get("processes")) or real(*a, **k))
+    real = passes.map_tasks
+    monkeypatch.setattr(passes, "map_tasks", lambda *a, **k: asked.append(k.get("processes")) or real(*a, **k))
     rsprune_geo.run([str(demo_files["mosaic"])], tile_size=256, scheduler="processes")
-    rsprune_geo.run([str(demo_files["mosaic"])], tile_size=256, scheduler="threads")
+    rsprune_geo.run([str(demo_files["mosaic"])], tile_size=256, scheduler="sync")
     assert asked == [True, False]
+    rsprune_geo.run([str(demo_files["mosaic"])], tile_size=256, scheduler="threads")
+    assert asked == [True, False]  # threads read windows for the run's thread, without a task pool
 
 
 def test_same_selection_on_every_scheduler(demo_files):
@@ -266,7 +268,7 @@ def test_a_full_cache_disk_is_a_clear_error_and_leaves_no_partial_shard(demo_fil
     cache = tmp_path / "cache"
     out = tmp_path / "full.gpkg"
     with pytest.raises(OutputError, match="cannot write the embedding cache .No space left on device"):
-        rsprune_geo.run([str(demo_files["mosaic"])], out, tile_size=64, keep=0.1,
+        rsprune_geo.run([str(demo_files["mosaic"])], out, tile_size=64, keep=0.1, group_px=256,
                         prior_bank=(str(demo_files["bank"]),), encoder="rcf-gaussian", cache_dir=str(cache))
     assert not out.exists()
     vec = list((cache / "embeddings").glob("*/*/shard-*.vec.npy"))

@@ -3,6 +3,7 @@ killed mid-run loses and duplicates nothing."""
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -45,11 +46,12 @@ def test_local_cluster_of_two_processes_gives_the_same_run(data):
         client.close()
         cluster.close()
     assert comparable(local).equals(comparable(on_cluster))
-    # the work ran on the workers: stage 1's windows and stage 2's encode-and-assign batches
+    # the work ran on the workers: the window tasks (read, score, encode, write a part) and the
+    # decisions written back part by part
     ran = {(task["key"][0] if isinstance(task["key"], tuple) else task["key"]).rsplit("-", 1)[0]: task["worker"]
            for task in stream.data}
-    assert any(name.startswith("score_group") for name in ran) and any(
-        name.startswith("encode_and_assign") for name in ran), sorted(ran)
+    assert any(name.startswith("run_task") for name in ran) and any(
+        name.startswith("update_part") for name in ran), sorted(ran)
     assert set(ran.values()) <= workers
 
 
@@ -114,4 +116,75 @@ def test_progress_json_under_a_dask_cluster(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = [json.loads(line) for line in proc.stderr.splitlines()]  # every stderr line is an event
     stages = {e["stage"] for e in events if e["event"] == "progress"}
-    assert {"stage1", "encoding", "writing"} <= stages and events[-1]["event"] == "ok"
+    assert {"prior_bank", "stage1", "selection", "writing"} <= stages and events[-1]["event"] == "ok"
+
+
+def _started(command: list[str], log) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_a_real_cluster_on_the_loopback_loses_a_worker_and_selects_the_same(data, tmp_path, monkeypatch):
+    """A ``dask scheduler`` and two ``dask worker`` processes started from the command line; a run
+    with ``dask_address`` writes a run folder; one worker is killed mid-run. The selection equals a
+    local run's, and the driver wrote no file the workers could write: every part of the tile
+    table, the decisions written back and the GeoPackage are renamed into place by a worker."""
+    import sys
+    from pathlib import Path
+
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler_file = tmp_path / "scheduler.json"
+    log = open(tmp_path / "cluster.log", "w")  # noqa: SIM115 - closed with the processes
+    scheduler = _started([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                          "--scheduler-file", str(scheduler_file)], log)
+    workers = []
+    try:
+        deadline = time.time() + 60
+        while not scheduler_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        workers = [_started([dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
+                             "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0", "--no-nanny"], log)
+                   for _ in range(2)]
+        client = distributed.Client(scheduler_file=str(scheduler_file), timeout="60s")
+        client.wait_for_workers(2, timeout=120)
+        address = client.scheduler.address
+        client.close()
+
+        renamed: list[str] = []
+        real_replace = os.replace
+        monkeypatch.setattr(os, "replace", lambda a, b: renamed.append(str(b)) or real_replace(a, b))
+        opts = dict(options(data, "c-real"), tile_size=32, group_px=128)
+        outcome: dict = {}
+
+        def work():
+            try:
+                outcome["result"] = rsprune_geo.run([data["mosaic"]], tmp_path / "run", dask_address=address,
+                                                    **opts)
+            except Exception as exc:  # reported below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        deadline = time.time() + 240
+        while len(list(tmp_path.glob(".rsprune-*.tmp.parts/tiles/part-*.parquet"))) < 4 and thread.is_alive() \
+                and time.time() < deadline:
+            time.sleep(0.02)
+        assert thread.is_alive(), "the run ended before a worker could be killed"
+        workers[0].send_signal(signal.SIGKILL)
+        thread.join(timeout=400)
+        assert "error" not in outcome, outcome.get("error")
+        result = outcome["result"]
+        monkeypatch.undo()
+    finally:
+        for process in [*workers, scheduler]:
+            process.kill()
+            process.wait()
+        log.close()
+    assert result.output == tmp_path / "run" and (tmp_path / "run" / "tiles.gpkg").exists()
+    local = rsprune_geo.run([data["mosaic"]], scheduler="sync", **dict(options(data, "c-real-local"), tile_size=32,
+                                                                       group_px=128))
+    a = result.tiles.set_index("tile_id").sort_index()
+    b = local.tiles.set_index("tile_id").sort_index()
+    assert a.index.is_unique and a[["status", "reason", "cluster", "cluster_rank"]].equals(
+        b[["status", "reason", "cluster", "cluster_rank"]])
+    written_here = [name for name in renamed if name.endswith((".parquet", ".gpkg"))]
+    assert written_here == [], written_here  # parts, decisions and the GeoPackage: all by the workers

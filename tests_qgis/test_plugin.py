@@ -232,7 +232,7 @@ def test_processing_chain_prune_aoi_reselect_export_report(plugin, raster_layer,
         "INPUT": [raster_layer], "TILE_SIZE": 128, "KEEP": 0.3, "ENCODER": 0, "OUTPUT": str(tmp_path / "l.gpkg")})
     shown = QgsProject.instance().mapLayersByName("RS-Prune tiles")
     assert loaded and shown and shown[-1].renderer().type() == "categorizedSymbol"
-    assert "stage 1: reading and scoring" in texts  # feedback names the stages
+    assert "windows: read once, scored (and encoded)" in texts  # feedback names the stages
     import sqlite3
 
     with sqlite3.connect(pruned["OUTPUT"]) as db:

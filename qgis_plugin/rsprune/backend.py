@@ -266,16 +266,21 @@ def _stop(process) -> None:
 
 
 def _remove_partial(output: str | None) -> None:
-    """Remove the temporary GeoPackage files a killed run left beside ``output``."""
+    """Remove what a killed run left beside ``output``: a temporary GeoPackage, and the staging
+    folder of its tile table's parts."""
     if not output:
         return
     import glob
+    import shutil
 
-    for leftover in glob.glob(os.path.join(glob.escape(os.path.dirname(output) or "."), ".rsprune-*.tmp.gpkg*")):
+    folder = glob.escape(os.path.dirname(output) or ".")
+    for leftover in glob.glob(os.path.join(folder, ".rsprune-*.tmp.gpkg*")):
         try:
             os.remove(leftover)
         except OSError:
             pass
+    for staging in glob.glob(os.path.join(folder, ".rsprune-*.tmp.parts")):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
@@ -293,13 +298,12 @@ def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
     values["prior_bank"] = tuple(values["prior_bank"])
     result = rsprune_geo.run(params.rasters, params.output, overwrite=params.overwrite, on_progress=progress,
                              **values)
-    counts = result.tiles["status"].value_counts()
-    return {"event": "ok", "output": str(result.output), "tiles": len(result.tiles),
-            "counts": {str(k): int(v) for k, v in counts.items()}}
+    counts = result.record.counts
+    return {"event": "ok", "output": str(result.output), "tiles": sum(counts.values()), "counts": dict(counts)}
 
 
 #: Where each stage sits on the progress bar (start, end), in percent.
-STAGE_SPANS = {"tiling": (0, 5), "stage1": (5, 35), "prior_bank": (35, 45), "encoding": (45, 90),
+STAGE_SPANS = {"tiling": (0, 5), "prior_bank": (5, 15), "stage1": (15, 80), "encoding": (80, 90),
                "selection": (90, 95), "evaluation": (95, 95), "writing": (95, 100), "export": (0, 100),
                "report": (0, 30), "gallery": (30, 100)}
 

@@ -8,7 +8,6 @@ import click
 
 from ..config import SUGGESTED_KEEP, RunConfig
 from ..pipeline import run as run_pipeline
-from ..schema import status_counts
 from .errors import fail_cleanly
 from .options import progress_json_option
 from .progress import finish, progress_reporter
@@ -43,6 +42,6 @@ def command(out_dir: str, size: int, regenerate: bool, progress_json: bool) -> N
     plot_map(result.tiles, [str(mosaic)], map_png, title="rsprune demo: tiles by status (keep 15%)",
              record=result.record)
     finish(progress_json, {"output": str(result.output), "mosaic": str(mosaic), "prior_bank": str(bank),
-                           "map": str(map_png), "counts": status_counts(result.tiles["status"])},
+                           "map": str(map_png), "counts": result.record.counts},
            f"{result.summary()}\nmosaic:     {mosaic}\nprior bank: {bank}\ngeopackage: {result.output}\n"
            f"map:        {map_png}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from ..errors import RsPruneError
-from ..schema import status_counts
 from .errors import fail_cleanly
 from .options import output_option, overwrite_option, progress_json_option, run_config_options, run_file_argument
 from .progress import finish, progress_reporter
@@ -40,6 +39,6 @@ def command(run_file: str, output: str | None, overwrite: bool, labels: str | No
         result = run_pipeline(record.input_paths, output, config, overwrite=overwrite, on_progress=on_progress)
     table = result.evaluation
     finish(progress_json, {"output": str(result.output) if result.output else None,
-                           "counts": status_counts(result.tiles["status"]),
+                           "counts": result.record.counts,
                            "evaluation": table.reset_index().to_dict("records") if table is not None else None},
            result.summary())

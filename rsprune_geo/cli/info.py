@@ -16,7 +16,7 @@ from .options import run_file_argument
 @fail_cleanly
 def command(run_file: str, as_json: bool) -> None:
     """Print what RUN_FILE holds: tiles per status, CRS, parameters, inputs, stages, versions."""
-    from ..schema import describe_run
+    from ..runfile import describe_run
 
     info = describe_run(run_file)
     if as_json:

@@ -6,7 +6,6 @@ import click
 
 from ..config import RunConfig
 from ..pipeline import run as run_pipeline
-from ..schema import status_counts
 from .errors import fail_cleanly
 from .options import output_option, overwrite_option, progress_json_option, quiet_option, run_config_options
 from .progress import finish, progress_reporter
@@ -26,5 +25,5 @@ def command(inputs: tuple[str, ...], output: str, overwrite: bool, quiet: bool, 
     config = RunConfig(**options)
     with progress_reporter(progress_json, quiet) as on_progress:
         result = run_pipeline(list(inputs), output, config, overwrite=overwrite, on_progress=on_progress)
-    finish(progress_json, {"output": str(result.output), "tiles": len(result.tiles),
-                           "counts": status_counts(result.tiles["status"])}, None if quiet else result.summary())
+    finish(progress_json, {"output": str(result.output), "tiles": sum(result.record.counts.values()),
+                           "counts": result.record.counts}, None if quiet else result.summary())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..schema import status_counts
 from .errors import fail_cleanly
 from .options import config_option, output_option, overwrite_option, progress_json_option, run_file_argument
 from .progress import finish
@@ -35,5 +34,5 @@ def command(run_file: str, output: str | None, overwrite: bool, keep: float, uni
 
     result = reselect(run_file, output, keep, uniformity, spread, seed, overwrite, max_per_cell, cell_period,
                       geo_spread)
-    finish(progress_json, {"output": str(result.output), "tiles": len(result.tiles),
-                           "counts": status_counts(result.tiles["status"])}, result.summary())
+    finish(progress_json, {"output": str(result.output), "tiles": sum(result.record.counts.values()),
+                           "counts": result.record.counts}, result.summary())

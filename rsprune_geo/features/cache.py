@@ -107,18 +107,38 @@ class EmbeddingCache:
         found = self.fill(fingerprint, tile_ids, out, np.arange(len(tile_ids)))
         return found, list(out[found])
 
+    def load(self, fingerprint: str, tile_ids: list[str]) -> np.ndarray | None:
+        """The vectors of exactly these tiles when one batch stored them (:meth:`store`), else
+        ``None``: a window's look-up costs one file, whatever the cache holds."""
+        if not tile_ids:
+            return None
+        ids_path, vec_path = self._shard_paths(fingerprint, tile_ids)
+        if not ids_path.exists():
+            return None
+        try:
+            ids = np.load(ids_path, allow_pickle=False)
+            vectors = np.load(vec_path, allow_pickle=False)
+            if ids.tolist() != list(tile_ids) or vectors.shape[0] != len(tile_ids) or vectors.ndim != 2:
+                raise ValueError("shard")
+        except Exception:
+            return None
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _shard_paths(self, fingerprint: str, tile_ids: list[str]) -> tuple[Path, Path]:
+        digest = hashlib.blake2b("\n".join(tile_ids).encode(), digest_size=8).hexdigest()
+        folder = self.dir / fingerprint
+        return folder / f"shard-{digest}.ids.npy", folder / f"shard-{digest}.vec.npy"
+
     def store(self, fingerprint: str, tile_ids: list[str], vectors: np.ndarray) -> None:
         """Add one batch of vectors as a shard; a cache that cannot be written (a full disk) is
         an :class:`~rsprune_geo.errors.OutputError` and leaves no partial shard."""
         if not tile_ids:
             return
-        digest = hashlib.blake2b("\n".join(tile_ids).encode(), digest_size=8).hexdigest()
-        folder = self.dir / fingerprint
-        vec = folder / f"shard-{digest}.vec.npy"
+        ids_path, vec = self._shard_paths(fingerprint, tile_ids)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            vec.parent.mkdir(parents=True, exist_ok=True)
             _atomic_save_npy(vec, np.asarray(vectors, dtype=np.float32))
-            _atomic_save_npy(folder / f"shard-{digest}.ids.npy", np.array(tile_ids))
+            _atomic_save_npy(ids_path, np.array(tile_ids))
         except OSError as exc:
             vec.unlink(missing_ok=True)  # a vectors file without its ids never counts; remove it anyway
             raise OutputError(f"{self.root}: cannot write the embedding cache ({exc.strerror or exc}); free some "

@@ -116,10 +116,7 @@ class OnnxNetwork:
             if not path.exists():
                 _quantize(fp32, path, prepared())
             self.variant = "int8"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, os.cpu_count() or 1)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = _session(path)
         self.path = path
         self.input_name = self.session.get_inputs()[0].name
 
@@ -132,13 +129,30 @@ class OnnxNetwork:
         return {"path": str(self.path), "variant": self.variant}
 
     def __setstate__(self, state: dict) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, os.cpu_count() or 1)
         self.path, self.variant = Path(state["path"]), state["variant"]
-        self.session = ort.InferenceSession(state["path"], options, providers=["CPUExecutionProvider"])
+        self.session = _session(self.path)
         self.input_name = self.session.get_inputs()[0].name
+
+
+def inference_threads() -> int:
+    """Threads an onnxruntime session may use here: a Dask worker's own thread count (its
+    siblings on the machine run sessions too), else every core."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _session(path: Path) -> Any:
+    """An onnxruntime session on the CPU, with :func:`inference_threads` threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = inference_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _export(module: Any, input_size: int, target: Path) -> None:

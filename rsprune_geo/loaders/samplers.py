@@ -15,7 +15,8 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GeoSampler
 
 from ..errors import InputError
-from ..schema import RunRecord, Status, read_run
+from ..runfile import read_run
+from ..schema import RunRecord, Status
 from .datasets import choose_tiles
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from rasterio.windows import transform as window_transform
 from ..errors import InputError, OutputError, param
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_all_bands, read_chip
-from ..schema import Status, read_run
+from ..runfile import read_run
+from ..schema import Status
 
 CHIP_FORMATS = ("tif", "png", "jpg")
 #: How chips are laid out: all in one folder, or one sub-folder per scene (torchvision's

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import geopandas as gpd
@@ -68,27 +69,29 @@ def tiles_style_qml(column: str = "status") -> str:
 
 def write_geopackage(
     path: str | os.PathLike,
-    tiles: gpd.GeoDataFrame,
+    tiles: gpd.GeoDataFrame | Iterable[gpd.GeoDataFrame],
     runs: pd.DataFrame,
     extra_layers: dict[str, pd.DataFrame] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write the run's GeoPackage atomically: a temp file beside ``path``, then a rename.
 
-    Layers: ``tiles`` (footprints and every column of ``tiles``), ``runs`` (attributes), any
-    ``extra_layers``, and ``layer_styles`` holding the default QGIS style of ``tiles``. An
-    interrupted write leaves no file at ``path``.
+    Layers: ``tiles`` (footprints and every column; ``tiles`` is one table or its parts, written
+    one after the other, so memory holds one part), ``runs`` (attributes), any ``extra_layers``,
+    and ``layer_styles`` holding the default QGIS style of ``tiles``. An interrupted write
+    leaves no file at ``path``.
     """
     out = check_output_path(path, overwrite)
     fd, tmp_name = tempfile.mkstemp(prefix=".rsprune-", suffix=".tmp.gpkg", dir=out.parent)  # a name GDAL takes as is
     os.close(fd)
     os.unlink(tmp_name)  # GDAL must create the file itself
     try:
-        _write_layer(
-            tiles, tmp_name, layer="tiles", driver="GPKG",
-            dataset_options={"VERSION": GPKG_VERSION},
-            layer_options={"SPATIAL_INDEX": "YES"},
-        )
+        for k, part in enumerate([tiles] if isinstance(tiles, pd.DataFrame) else tiles):
+            if k == 0:
+                _write_layer(part, tmp_name, layer="tiles", driver="GPKG", dataset_options={"VERSION": GPKG_VERSION},
+                             layer_options={"SPATIAL_INDEX": "YES"})
+            else:
+                _write_layer(part, tmp_name, layer="tiles", driver="GPKG", append=True)
         _write_layer(runs, tmp_name, layer="runs", driver="GPKG")
         for name, frame in (extra_layers or {}).items():
             _write_layer(frame, tmp_name, layer=name, driver="GPKG")

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyogrio
 from rasterio.windows import Window
 
 from ..config import Stage1Rule
 from ..errors import InputError, OutputError
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_rgb
-from ..schema import STAGE2_POOL, STATUS_COLORS, RunRecord, Status, read_run
+from ..runfile import read_layer, read_run, run_layers
+from ..schema import STAGE2_POOL, STATUS_COLORS, RunRecord, Status
 from .maps import plot_map
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -425,9 +425,8 @@ def make_plots(run_file: str | os.PathLike, folder: str | os.PathLike) -> dict[s
     out.mkdir(parents=True, exist_ok=True)
     plot_entropy_histogram(tiles, record, path=out / "entropy.png")
     plots = {"entropy": out / "entropy.png"}
-    layers = dict(pyogrio.list_layers(run_file))
-    if "clusters" in layers:
-        plot_cluster_sizes(pyogrio.read_dataframe(run_file, layer="clusters"), path=out / "clusters.png")
+    if "clusters" in run_layers(run_file):
+        plot_cluster_sizes(read_layer(run_file, "clusters"), path=out / "clusters.png")
         plot_scene_balance(tiles, path=out / "scenes.png")
         plots.update(clusters=out / "clusters.png", scenes=out / "scenes.png")
     if has_dates(tiles):
@@ -461,7 +460,7 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
     if not out.parent.is_dir():
         raise OutputError(f"{out}: the folder {out.parent} does not exist")
     tiles, record = read_run(run_file)
-    layers = dict(pyogrio.list_layers(run_file))
+    layers = run_layers(run_file)
     on_progress("report", 0, 1)
     with tempfile.TemporaryDirectory() as tmp:
         plots = make_plots(run_file, tmp)
@@ -478,7 +477,7 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
         "<h2>Counts</h2>", pd.DataFrame({"tiles": counts, "share": (counts / len(tiles)).round(3)}).to_html(),
     ]
     if "evaluation" in layers:
-        evaluation = pyogrio.read_dataframe(run_file, layer="evaluation").set_index("method")
+        evaluation = read_layer(run_file, "evaluation").set_index("method")
         parts += ["<h2>RS-Prune against baselines</h2>",
                   "<p>Higher is better, except frechet and junk_kept.</p>",
                   evaluation.to_html(float_format=lambda v: f"{v:.3f}")]

@@ -46,7 +46,7 @@ def whole_tile(source: RasterSource) -> gpd.GeoDataFrame:
             "width": np.array([source.width], dtype=np.int64),
             "height": np.array([source.height], dtype=np.int64),
         },
-        geometry=window_polygons(source, row, col, source.width, source.height),
+        geometry=window_polygons(source.transform, row, col, source.width, source.height),
         crs=source.crs,
     )
 
@@ -73,7 +73,7 @@ def make_tiles(
     rows = grid_offsets(source.height, tile_size, stride, edge)
     cols = grid_offsets(source.width, tile_size, stride, edge)
     row_off, col_off = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
-    footprints = window_polygons(source, row_off, col_off, tile_size, tile_size)
+    footprints = window_polygons(source.transform, row_off, col_off, tile_size, tile_size)
     frame = gpd.GeoDataFrame(
         {
             "tile_id": [tile_id(source, int(r), int(c), tile_size) for r, c in zip(row_off, col_off)],
@@ -91,20 +91,12 @@ def make_tiles(
     return frame
 
 
-def window_polygons(
-    source: RasterSource,
-    row_off: np.ndarray,
-    col_off: np.ndarray,
-    width: int,
-    height: int,
-) -> np.ndarray:
-    """Footprint polygons of pixel windows, through the source's affine transform."""
-    t = source.transform
+def window_polygons(transform, row_off: np.ndarray, col_off: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Footprint polygons of pixel windows: their corners through a raster's affine ``transform``."""
+    t = transform
     cols = np.stack([col_off, col_off + width, col_off + width, col_off, col_off], axis=1)
     rows = np.stack([row_off, row_off, row_off + height, row_off + height, row_off], axis=1)
-    xs = t.a * cols + t.b * rows + t.c
-    ys = t.d * cols + t.e * rows + t.f
-    return shapely.polygons(np.stack([xs, ys], axis=-1))
+    return shapely.polygons(np.stack([t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f], axis=-1))
 
 
 def clip_to_aoi(tiles: gpd.GeoDataFrame, aoi: gpd.GeoSeries) -> gpd.GeoDataFrame:

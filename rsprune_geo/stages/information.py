@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +16,9 @@ from ..reading.pixels import Scaling, read_image, read_plain, read_window, sourc
 from ..reading.sources import RasterSource
 from ..reading.tiling import group_tiles, union_window
 from ..scaleout import map_tasks
-from ..schema import TILING_COLUMNS, Status
+from ..schema import TILING_COLUMNS, Reason, ReasonContext, Status, reasons, status_code, status_names
 from ._kernels import tile_sums, tile_sums_rgb8
+from .columns import TileColumns
 
 #: BT.601 luma weights in 1/256ths (77 + 150 + 29 = 256): integer luma on uint8, within 1 level.
 _LUMA_INT = np.array([77, 150, 29], dtype=np.uint16)
@@ -108,18 +109,15 @@ def tile_statistics(data: np.ndarray, valid: np.ndarray, scaling: Scaling = Scal
     return row
 
 
-def score_group(
-    source: RasterSource, tiles: pd.DataFrame, scaling: Scaling
-) -> pd.DataFrame:
-    """Read the window covering ``tiles`` (one source) once and score each tile in it.
+def score_window(data: np.ndarray, valid: np.ndarray, use_nodata: bool, nodata: float, scaling: Scaling,
+                 rows: np.ndarray, cols: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> dict[str, np.ndarray]:
+    """Stage-1 figures of tiles inside one window's pixels, by one compiled pass over them (no
+    per-tile copies): ``entropy``, ``nodata_fraction`` and each band's ``b<i>_mean``/``b<i>_std``,
+    the same figures as :func:`tile_statistics` per tile.
 
-    Same figures as :func:`tile_statistics` per tile, computed by one compiled pass over the
-    block (no per-tile copies), which keeps stage 1 close to the cost of reading. Returns one
-    row per tile (columns ``entropy``, ``nodata_fraction``, ``b<i>_mean``, ``b<i>_std``,
-    ``tile_id``), in the order of ``tiles``.
+    ``data`` is (bands, H, W); ``valid`` a (H, W) mask, or (0, 0) to take validity from
+    ``nodata`` (``use_nodata``) and NaN; tiles are given by their window-relative offsets and sizes.
     """
-    window = union_window(tiles, range(len(tiles)))
-    data, valid, use_nodata = _read_for_scoring(source, window)
     fuse = scaling.identity and data.shape[0] == 3
     if fuse:
         grey = np.zeros((0, 0), dtype=np.uint8)
@@ -127,17 +125,13 @@ def score_group(
         grey = data[0]
     else:
         grey = grey_levels(data, scaling)
-    r0, c0 = int(window.row_off), int(window.col_off)
-    offsets = (
-        tiles.row_off.to_numpy(np.int64) - r0, tiles.col_off.to_numpy(np.int64) - c0,
-        tiles.height.to_numpy(np.int64), tiles.width.to_numpy(np.int64),
-    )
-    nodata = float(source.nodata) if use_nodata and source.nodata is not None else 0.0
+    offsets = (np.asarray(rows, np.int64), np.asarray(cols, np.int64), np.asarray(heights, np.int64),
+               np.asarray(widths, np.int64))
     if fuse and data.dtype == np.uint8:
         hist, count, sums, squares = tile_sums_rgb8(data, valid, nodata, use_nodata, *offsets)
     else:
         hist, count, sums, squares = tile_sums(data, grey, valid, nodata, use_nodata, fuse, *offsets)
-    size = (tiles.width.to_numpy() * tiles.height.to_numpy()).astype(np.float64)
+    size = (offsets[2] * offsets[3]).astype(np.float64)
     columns: dict[str, np.ndarray] = {"entropy": _entropy_rows(hist), "nodata_fraction": 1.0 - count / size}
     empty = count == 0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -146,6 +140,33 @@ def score_group(
     means[empty], stds[empty] = np.nan, np.nan
     for b in range(data.shape[0]):
         columns[f"b{b + 1}_mean"], columns[f"b{b + 1}_std"] = means[:, b], stds[:, b]
+    return columns
+
+
+def read_for_scoring(source: RasterSource, window) -> tuple[np.ndarray, np.ndarray, bool, float]:
+    """A window's pixels as the scoring kernel takes them: ``(data, valid, use_nodata, nodata)``,
+    validity as an array only where it must be (masks, alpha bands, windows past the edge)."""
+    if window_inside(window, source.width, source.height) and source.mask_mode in ("nodata", "none"):
+        use_nodata = source.mask_mode == "nodata"
+        nodata = float(source.nodata) if use_nodata and source.nodata is not None else 0.0
+        return read_plain(source, window), np.zeros((0, 0), dtype=bool), use_nodata, nodata
+    data, valid = read_window(source, window)
+    return data, valid, False, 0.0
+
+
+def score_group(
+    source: RasterSource, tiles: pd.DataFrame, scaling: Scaling
+) -> pd.DataFrame:
+    """Read the window covering ``tiles`` (one source) once and score each tile in it
+    (:func:`score_window`). Returns one row per tile (columns ``entropy``, ``nodata_fraction``,
+    ``b<i>_mean``, ``b<i>_std``, ``tile_id``), in the order of ``tiles``.
+    """
+    window = union_window(tiles, range(len(tiles)))
+    data, valid, use_nodata, nodata = read_for_scoring(source, window)
+    columns = score_window(data, valid, use_nodata, nodata, scaling,
+                           tiles.row_off.to_numpy(np.int64) - int(window.row_off),
+                           tiles.col_off.to_numpy(np.int64) - int(window.col_off),
+                           tiles.height.to_numpy(np.int64), tiles.width.to_numpy(np.int64))
     columns["tile_id"] = tiles.tile_id.to_numpy()
     return pd.DataFrame(columns)
 
@@ -157,14 +178,6 @@ def _entropy_rows(hist: np.ndarray) -> np.ndarray:
         p = np.where(total > 0, hist / np.maximum(total, 1), 0.0)
         terms = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
     return -terms.sum(axis=1) + 0.0
-
-
-def _read_for_scoring(source: RasterSource, window) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(data, valid, use_nodata) for the kernel: validity as an array only where it must be."""
-    if window_inside(window, source.width, source.height) and source.mask_mode in ("nodata", "none"):
-        return read_plain(source, window), np.zeros((0, 0), dtype=bool), source.mask_mode == "nodata"
-    data, valid = read_window(source, window)
-    return data, valid, False
 
 
 def score_tiles(
@@ -293,10 +306,39 @@ def stratified_entropy_cut(
     return rank <= quota_of_tile, rank, quota_of_tile
 
 
-def within_scene_cut_reasons(entropy: np.ndarray, scenes: np.ndarray, quotas: np.ndarray) -> list[str]:
-    """The ``reason`` of each tile cut by :func:`stratified_entropy_cut`."""
-    return [f"entropy {e:.2f} bits under the stage-1 cut within scene {s} (top {q})"
-            for e, s, q in zip(entropy, scenes, quotas)]
+def stage1_codes(entropy: np.ndarray, nodata_fraction: np.ndarray, max_nodata: float = 0.25,
+                 entropy_min: float | None = None, floor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 1's decisions that need no other tile, as one-byte codes ``(status, reason)``:
+    ``nodata`` over the nodata limit, ``low_information`` under the absolute threshold or under the
+    prior bank's floor (implausible for every scene); every other tile passes (``kept``)."""
+    entropy = np.asarray(entropy, dtype=np.float64)
+    nodata_fraction = np.asarray(nodata_fraction, dtype=np.float64)
+    status = np.full(entropy.size, status_code(Status.KEPT), dtype=np.uint8)
+    reason = np.zeros(entropy.size, dtype=np.uint8)
+    is_nodata = nodata_fraction > max_nodata
+    status[is_nodata], reason[is_nodata] = status_code(Status.NODATA), Reason.NODATA
+    low = ~is_nodata & (entropy < entropy_min) if entropy_min is not None else np.zeros(entropy.size, dtype=bool)
+    status[low], reason[low] = status_code(Status.LOW_INFORMATION), Reason.ENTROPY_MIN
+    if floor is not None:
+        implausible = ~is_nodata & ~low & (entropy < floor)
+        status[implausible], reason[implausible] = status_code(Status.LOW_INFORMATION), Reason.FLOOR
+    return status, reason
+
+
+def entropy_cut(columns: TileColumns, count: int | None, order_of: Callable[[np.ndarray], np.ndarray]
+                ) -> tuple[float | None, int | None]:
+    """Rank the tiles that passed stage 1's thresholds by entropy (``entropy_rank``, 1 = highest,
+    ties in tile-id order) and, with ``count``, keep the top ``count`` (the paper's global cut):
+    the others become ``low_information``. Returns the cut's entropy and count for the reasons
+    (``(None, None)`` without a cut)."""
+    candidates = columns.where(Status.KEPT)
+    order = candidates[np.lexsort((order_of(candidates), -columns.entropy[candidates]))]
+    columns.entropy_rank[order] = np.arange(1, order.size + 1)
+    if count is None or count >= order.size:
+        return None, None
+    threshold = float(columns.entropy[order[count - 1]]) if count > 0 else float("inf")
+    columns.mark(order[count:], Status.LOW_INFORMATION, Reason.STAGE1_CUT)
+    return threshold, count
 
 
 def apply_information_filter(
@@ -306,7 +348,8 @@ def apply_information_filter(
     keep_count: int | None = None,
     floor: EntropyFloor | None = None,
 ) -> pd.DataFrame:
-    """Stage-1 decisions: ``status``, ``reason`` and ``entropy_rank`` for each tile.
+    """Stage-1 decisions on a table of tile statistics: ``status``, ``reason`` and
+    ``entropy_rank`` for each tile (the same decisions a run takes, on plain data).
 
     Tiles whose nodata fraction exceeds ``max_nodata`` are ``nodata``; tiles under
     ``entropy_min`` bits, or under the prior bank's ``floor`` (implausible for every scene),
@@ -314,46 +357,18 @@ def apply_information_filter(
     (ties broken by tile id, so the result is deterministic) and the others are
     ``low_information``. ``keep_count=None`` keeps every remaining tile.
     """
-    out = pd.DataFrame(index=stats.index)
-    status = np.full(len(stats), Status.KEPT, dtype=object)
-    reason = np.full(len(stats), "", dtype=object)
     entropy = stats["entropy"].to_numpy(dtype=np.float64)
-    nodata = stats["nodata_fraction"].to_numpy(dtype=np.float64)
-
-    is_nodata = nodata > max_nodata
-    status[is_nodata] = Status.NODATA
-    reason[is_nodata] = [f"nodata fraction {v:.2f} > {max_nodata:.2f}" for v in nodata[is_nodata]]
-
-    low = ~is_nodata
-    if entropy_min is not None:
-        low &= entropy < entropy_min
-        status[low] = Status.LOW_INFORMATION
-        reason[low] = [f"entropy {v:.2f} < {entropy_min:.2f} bits" for v in entropy[low]]
-    else:
-        low[:] = False
-    if floor is not None:
-        implausible = ~is_nodata & ~low & (entropy < floor.bits)
-        status[implausible] = Status.LOW_INFORMATION
-        reason[implausible] = [
-            f"entropy {v:.2f} bits: below every prior-bank scene (floor {floor.bits:.2f} bits)"
-            for v in entropy[implausible]
-        ]
-        low |= implausible
-
-    candidates = np.flatnonzero(~is_nodata & ~low)
-    rank = np.zeros(len(stats), dtype=np.int64)
+    columns = TileColumns.empty(len(stats))
+    columns.entropy[:] = entropy
+    columns.status[:], columns.reason[:] = stage1_codes(entropy, stats["nodata_fraction"].to_numpy(), max_nodata,
+                                                        entropy_min, floor.bits if floor is not None else None)
     ids = stats["tile_id"].to_numpy()
-    order = candidates[np.lexsort((ids[candidates], -entropy[candidates]))]
-    rank[order] = np.arange(1, order.size + 1)
-    if keep_count is not None and keep_count < order.size:
-        cut = order[keep_count:]
-        threshold = entropy[order[keep_count - 1]] if keep_count > 0 else np.inf
-        status[cut] = Status.LOW_INFORMATION
-        reason[cut] = [
-            f"entropy {v:.2f} bits under the stage-1 cut ({threshold:.2f} bits, top {keep_count})"
-            for v in entropy[cut]
-        ]
-    out["entropy_rank"] = rank
-    out["status"] = status
-    out["reason"] = reason
+    rank_of_id = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
+    cut_bits, cut_count = entropy_cut(columns, keep_count, lambda positions: rank_of_id[positions])
+    context = ReasonContext(max_nodata=max_nodata, entropy_min=entropy_min,
+                            floor=floor.bits if floor is not None else None, cut_bits=cut_bits, cut_count=cut_count)
+    out = pd.DataFrame(index=stats.index)
+    out["entropy_rank"] = columns.entropy_rank.astype(np.int64)
+    out["status"] = status_names(columns.status)
+    out["reason"] = reasons(columns.reason, context, entropy, stats["nodata_fraction"].to_numpy())
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -12,8 +12,9 @@ import pandas as pd
 
 from ..config import CellPeriod, GeoSpread, QuotaMode, RunConfig, default_of
 from ..errors import InputError, param
-from ..schema import Status
-from .information import stratified_entropy_cut, within_scene_cut_reasons
+from ..schema import Reason, Status
+from .columns import TileColumns
+from .information import stratified_entropy_cut
 
 
 def water_fill_quotas(sizes: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
@@ -133,22 +134,27 @@ class Selection:
     capped: np.ndarray | None = None
 
 
-def cell_groups(ground_cell: np.ndarray, dates: np.ndarray | None = None, period: str = "all") -> np.ndarray:
-    """The key a per-cell cap counts by: the ground cell, with the year or the season of the
-    year when ``period`` says so (tiles without a date share one ``unknown`` period); ``""``
-    for tiles without a ground cell (never capped)."""
-    cells = np.asarray(ground_cell, dtype=object).astype(str)
+def cell_groups(cells: np.ndarray, dates: np.ndarray | None = None,
+                period: CellPeriod | str = CellPeriod.ALL) -> np.ndarray:
+    """The group a per-cell cap counts by, as an int64 code per tile: the ground cell (``cells``,
+    (N, 2) row and column, -1 without one), with the year or the season of the year when
+    ``period`` says so (tiles without a date share one unknown period); -1 for tiles without a
+    ground cell (never capped)."""
+    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
     period = CellPeriod.parse(period, "cell_period")
-    if period is CellPeriod.ALL or dates is None:
-        return np.where(cells == "nan", "", cells)
-    stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(dates), errors="coerce"))
-    unknown = np.asarray(stamps.isna())
-    if period is CellPeriod.YEAR:
-        label = np.where(unknown, "unknown", np.nan_to_num(stamps.year.to_numpy(dtype=float)).astype(int).astype(str))
-    else:
-        months = np.nan_to_num(stamps.month.to_numpy(dtype=float)).astype(int)
-        label = np.where(unknown, "unknown", np.array(SEASONS)[(months % 12) // 3])
-    return np.where((cells == "") | (cells == "nan"), "", cells + "|" + label.astype(str))
+    extra = np.zeros(len(cells), dtype=np.int64)
+    if period is not CellPeriod.ALL and dates is not None:
+        stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(dates), errors="coerce"))
+        unknown = np.asarray(stamps.isna())
+        if period is CellPeriod.YEAR:
+            extra = np.nan_to_num(stamps.year.to_numpy(dtype=float)).astype(np.int64)
+        else:
+            extra = (np.nan_to_num(stamps.month.to_numpy(dtype=float)).astype(np.int64) % 12) // 3
+        extra = np.where(unknown, -1, extra)
+    if len(cells) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, codes = np.unique(np.column_stack([cells, extra]), axis=0, return_inverse=True)
+    return np.where(cells[:, 0] < 0, -1, codes.ravel())
 
 
 #: Seasons of the year, by the month's ``(month % 12) // 3``.
@@ -157,12 +163,6 @@ SEASONS = ("DJF", "MAM", "JJA", "SON")
 
 #: How many of a cluster's next tiles (by rank) ``geo_spread`` chooses among.
 GEO_SPREAD_WINDOW = 8
-
-
-def cell_position(ground_cell: np.ndarray) -> np.ndarray:
-    """(row, col) of ``r{row}-c{col}`` ground-cell ids, (N, 2) int64; -1 for ids without one."""
-    parts = pd.Series(np.asarray(ground_cell, dtype=object).astype(str)).str.extract(r"^r(-?\d+)-c(-?\d+)$")
-    return parts.fillna(-1).astype(np.int64).to_numpy()
 
 
 class _GeoTally:
@@ -315,10 +315,11 @@ def scene_quotas(
 
 def spans_ground_or_time(cells: np.ndarray | None, dates: np.ndarray | None) -> bool:
     """Whether tiles share a ground cell (overlapping rasters) or come from several dates: when
-    ``geo_spread="auto"`` turns the spread on."""
+    ``geo_spread="auto"`` turns the spread on. ``cells``: (N, 2) row and column (-1: none)."""
     if cells is not None:
-        keys = pd.Series(np.asarray(cells, dtype=object).astype(str))
-        if keys[keys != ""].duplicated().any():
+        grounded = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
+        grounded = grounded[grounded[:, 0] >= 0]
+        if len(grounded) and np.unique(grounded, axis=0).shape[0] < len(grounded):
             return True
     if dates is not None:
         return pd.Series(pd.to_datetime(np.asarray(dates), errors="coerce")).dropna().nunique() > 1
@@ -343,8 +344,8 @@ def select_tiles(
 
     ``labels`` are cluster ids, ``distances`` each tile's distance to its centroid. With
     ``cluster_scenes`` (the scene of every cluster id, indexed by id) the budget is shared
-    among scenes first (:func:`scene_quotas`). With ``cells`` (each tile's ground cell, ``""``
-    for none) and ``dates`` (datetime64, NaT unknown): at most ``max_per_cell`` tiles of a cell
+    among scenes first (:func:`scene_quotas`). With ``cells`` (each tile's ground cell, (N, 2)
+    row and column, -1 for none) and ``dates`` (datetime64, NaT unknown): at most ``max_per_cell`` tiles of a cell
     (per ``cell_period``; ``None`` or 0: no cap) are kept while the budget allows, and
     ``geo_spread`` (``on``; ``auto``: when tiles share a cell or span several dates) prefers
     tiles whose date and neighbourhood hold fewer kept tiles (:func:`geo_picks`). The same
@@ -365,9 +366,7 @@ def select_tiles(
     capped = None
     codes = None
     if cells is not None and max_per_cell:
-        keys = cell_groups(cells, dates, cell_period)
-        names, codes = np.unique(keys, return_inverse=True)
-        codes = np.where(keys == "", -1, codes)
+        codes = cell_groups(cells, dates, cell_period)
         if not np.bincount(codes[codes >= 0], minlength=1).max() > max_per_cell:
             codes = None  # no cell holds more candidates than the cap: nothing to do
     mode = GeoSpread.parse(geo_spread, "geo_spread")
@@ -377,14 +376,14 @@ def select_tiles(
         if spread and dates is not None:
             stamps = pd.to_datetime(np.asarray(dates), errors="coerce")
             date_codes = np.where(pd.isna(stamps), -1, pd.factorize(stamps)[0])
-        positions = cell_position(cells) if spread and cells is not None else None
+        positions = np.asarray(cells, dtype=np.int64).reshape(-1, 2) if spread and cells is not None else None
         kept, capped = geo_picks(rank, inverse, quotas, int(kept.sum()), seed, codes,
                                  max_per_cell if codes is not None else None, positions, date_codes, spread)
     return Selection(kept=kept, rank=rank, clusters=clusters, sizes=sizes, quotas=quotas, capped=capped)
 
 
 def find_duplicates(
-    embeddings: np.ndarray, labels: np.ndarray, rank: np.ndarray, threshold: float
+    embeddings: Any, labels: np.ndarray, rank: np.ndarray, threshold: float
 ) -> np.ndarray:
     """Near-duplicates inside each cluster: walking the cluster in rank order, a tile whose
     cosine similarity to an earlier non-duplicate tile is ``>= threshold`` is a duplicate.
@@ -442,17 +441,14 @@ class SelectionOptions:
 
 @dataclass
 class AppliedSelection:
-    """A selection applied to a tiles table: new ``status``, ``reason``, ``cluster_rank`` and
-    ``scene_entropy_rank`` columns (full length) and per-cluster counts (indexed by cluster id).
+    """A selection applied to a run's :class:`~rsprune_geo.stages.columns.TileColumns` (statuses,
+    reasons and ranks are set there) and what it says of each cluster (indexed by cluster id).
 
     ``pool`` holds the positions of the tiles that passed stage 1 (the selection's candidates),
-    ``pool_cluster``/``pool_distance`` their clusters and distances.
+    ``pool_cluster``/``pool_distance`` their clusters and distances; ``scene_quota`` is what
+    stage 1's cut within scenes let each scene keep (bank rule).
     """
 
-    status: np.ndarray
-    reason: np.ndarray
-    cluster_rank: np.ndarray
-    scene_entropy_rank: np.ndarray
     pool: np.ndarray
     pool_cluster: np.ndarray
     pool_distance: np.ndarray
@@ -461,54 +457,43 @@ class AppliedSelection:
     quota: np.ndarray
     kept_per_cluster: np.ndarray
     stage1_decides: bool
-
-    @property
-    def kept(self) -> np.ndarray:
-        """Keep mask over all tiles."""
-        return self.status == Status.KEPT
+    kept: int
+    scene_quota: dict[str, int] = field(default_factory=dict)
 
 
 def apply_selection(
-    tiles: pd.DataFrame,
+    columns: TileColumns,
     candidates: np.ndarray,
-    cluster: np.ndarray,
-    distance: np.ndarray,
     cluster_scenes: np.ndarray,
     budget: int,
-    options: SelectionOptions = SelectionOptions(),
+    options: SelectionOptions,
+    order_of: Callable[[np.ndarray], np.ndarray],
     scene_cut: int | None = None,
     duplicates: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> AppliedSelection:
-    """Stage 2's decisions on a tiles table (columns status, reason, entropy, tile_id), shared
-    by a run and a re-selection.
+    """Stage 2's decisions on a run's columns (in place), shared by a run and a re-selection.
 
-    ``candidates`` are the positions of the tiles stage 1 passed, ``cluster``/``distance`` their
-    cluster ids and centroid distances, ``cluster_scenes`` the scene of every cluster id. With
-    ``scene_cut`` (the ``bank`` rule, :attr:`~rsprune_geo.stages.budget.Budget.scene_cut`)
-    stage 1's cut is taken first within each candidate's scene (``scene_cut`` tiles pass). Then
-    ``budget`` tiles are kept: every one passed when the budget covers them, else per-cluster
-    quotas and centroid-first picks among the tiles that are not near-duplicates. ``duplicates``:
-    a mask over the candidates, or a function of the passed candidates' indexes (into
-    ``candidates``) returning their mask. With ``options.max_per_cell``, the tiles'
-    ``ground_cell`` (and ``date``, by ``options.cell_period``) columns cap the tiles kept per cell
-    (:func:`cell_groups`).
+    ``candidates`` are the positions of the tiles stage 1 passed, with their ``cluster`` and
+    ``distance`` in ``columns``; ``cluster_scenes`` is the scene of every cluster id; ``order_of``
+    gives the tie-break keys of positions (they sort like the tile ids). With ``scene_cut`` (the
+    ``bank`` rule, :attr:`~rsprune_geo.stages.budget.Budget.scene_cut`) stage 1's cut is taken
+    first within each candidate's scene. Then ``budget`` tiles are kept: every one passed when the
+    budget covers them, else per-cluster quotas and centroid-first picks among the tiles that are
+    not near-duplicates. ``duplicates``: a mask over the candidates, or a function of the passed
+    candidates' indexes (into ``candidates``) returning their mask. With
+    ``options.max_per_cell`` the tiles' ground cells (and dates, by ``options.cell_period``) cap
+    the tiles kept per cell (:func:`cell_groups`).
     """
-    n = len(tiles)
     candidates = np.asarray(candidates, dtype=np.int64)
-    cluster = np.asarray(cluster, dtype=np.int64)
-    distance = np.asarray(distance, dtype=np.float64)
+    cluster_scenes = np.asarray(cluster_scenes)
     k_all = len(cluster_scenes)
-    status = tiles["status"].to_numpy(dtype=object).copy()
-    reason = tiles["reason"].fillna("").to_numpy(dtype=object).copy()
-    cluster_rank = np.full(n, -1, dtype=np.int64)
-    scene_rank = np.zeros(n, dtype=np.int64)
     passed = np.ones(candidates.size, dtype=bool)
+    scene_quota: dict[str, int] = {}
     if scene_cut is not None:
-        passed, scene_rank[candidates] = _cut_within_scenes(tiles, candidates, np.asarray(cluster_scenes)[cluster],
-                                                            scene_cut, status, reason)
+        passed, scene_quota = _cut_within_scenes(columns, candidates, cluster_scenes, scene_cut, order_of)
     inner = np.flatnonzero(passed)  # indexes into candidates
     pool = candidates[inner]
-    ids, dist = cluster[inner], distance[inner]
+    ids, dist = columns.cluster[pool].astype(np.int64), columns.distance[pool].astype(np.float64)
     stage1_decides = budget >= pool.size
     if stage1_decides or duplicates is None:
         duplicate = np.zeros(pool.size, dtype=bool)
@@ -517,53 +502,38 @@ def apply_selection(
     else:
         duplicate = np.asarray(duplicates, dtype=bool)[inner]
     fresh = np.flatnonzero(~duplicate)
-    scenes_of = np.asarray(cluster_scenes) if options.quota_by is QuotaMode.SCENE and not stage1_decides else None
-    cells = tiles["ground_cell"].to_numpy()[pool[fresh]] if "ground_cell" in tiles else None
-    dates = tiles["date"].to_numpy()[pool[fresh]] if "date" in tiles else None
+    scenes_of = cluster_scenes if options.quota_by is QuotaMode.SCENE and not stage1_decides else None
+    grounded = bool((columns.cell[pool[fresh], 0] >= 0).any()) if fresh.size else False
     chosen = select_tiles(ids[fresh], dist[fresh], min(int(budget), fresh.size), options.uniformity,
-                          options.spread, options.seed, cluster_scenes=scenes_of, cells=cells, dates=dates,
+                          options.spread, options.seed, cluster_scenes=scenes_of,
+                          cells=columns.cell[pool[fresh]] if grounded else None,
+                          dates=columns.dates_of(pool[fresh]) if columns.has_dates() else None,
                           max_per_cell=options.max_per_cell, cell_period=options.cell_period,
                           geo_spread=options.geo_spread)
-    _mark_selection(status, reason, pool[duplicate], pool[fresh], ids[fresh], chosen, options, cells)
-    cluster_rank[pool[fresh]] = chosen.rank
+    columns.mark(pool[duplicate], Status.DUPLICATE, Reason.DUPLICATE)
+    columns.mark(pool[fresh[chosen.kept]], Status.KEPT)
+    columns.mark(pool[fresh[~chosen.kept]], Status.NOT_SELECTED, Reason.QUOTA)
+    if chosen.capped is not None and chosen.capped.any():
+        columns.reason[pool[fresh[chosen.capped]]] = Reason.CELL_FULL
+    columns.cluster_rank[pool[fresh]] = chosen.rank
     quotas = np.zeros(k_all, dtype=np.int64)
     quotas[chosen.clusters] = chosen.quotas
     return AppliedSelection(
-        status=status, reason=reason, cluster_rank=cluster_rank, scene_entropy_rank=scene_rank, pool=pool,
-        pool_cluster=ids, pool_distance=dist, size=np.bincount(ids, minlength=k_all),
+        pool=pool, pool_cluster=ids, pool_distance=dist, size=np.bincount(ids, minlength=k_all),
         duplicates=np.bincount(ids[duplicate], minlength=k_all), quota=quotas,
         kept_per_cluster=np.bincount(ids[fresh[chosen.kept]], minlength=k_all), stage1_decides=bool(stage1_decides),
+        kept=int(chosen.kept.sum()), scene_quota=scene_quota,
     )
 
 
-def _cut_within_scenes(tiles: pd.DataFrame, candidates: np.ndarray, scenes: np.ndarray, count: int,
-                       status: np.ndarray, reason: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _cut_within_scenes(columns: TileColumns, candidates: np.ndarray, cluster_scenes: np.ndarray, count: int,
+                       order_of: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
     """Stage 1's cut within each candidate's scene (:func:`stratified_entropy_cut`), marked in
-    ``status`` and ``reason``: ``(passed mask over the candidates, rank within the scene)``."""
-    entropy = tiles["entropy"].to_numpy(dtype=np.float64)[candidates]
-    passed, rank, quota = stratified_entropy_cut(entropy, scenes, int(count), tiles["tile_id"].to_numpy()[candidates])
-    cut = candidates[~passed]
-    status[cut] = Status.LOW_INFORMATION
-    if cut.size:
-        reason[cut] = within_scene_cut_reasons(entropy[~passed], scenes[~passed], quota[~passed])
-    return passed, rank
-
-
-def _mark_selection(status: np.ndarray, reason: np.ndarray, duplicate: np.ndarray, fresh: np.ndarray,
-                    fresh_ids: np.ndarray, chosen: Selection, options: SelectionOptions,
-                    cells: np.ndarray | None) -> None:
-    """Mark the selection's candidates (tile positions): ``duplicate`` ones, and the ``fresh``
-    ones (clusters ``fresh_ids``) kept or not selected by ``chosen``, with each one's reason."""
-    status[duplicate] = Status.DUPLICATE
-    reason[duplicate] = f"near-duplicate (cosine >= {options.dedup}) of a tile nearer its centroid"
-    status[fresh[chosen.kept]] = Status.KEPT
-    status[fresh[~chosen.kept]] = Status.NOT_SELECTED
-    reason[fresh] = ""
-    quota_of = dict(zip(chosen.clusters.tolist(), chosen.quotas.tolist()))
-    reason[fresh[~chosen.kept]] = [f"beyond the quota of cluster {c} ({quota_of[c]})" for c in fresh_ids[~chosen.kept]]
-    if chosen.capped is not None and chosen.capped.any():
-        assert cells is not None
-        period = "" if options.cell_period is CellPeriod.ALL else f" in its {options.cell_period}"
-        reason[fresh[chosen.capped]] = [
-            f"ground cell {cell} already holds {options.max_per_cell} kept tile(s){period} (max per cell)"
-            for cell in cells[chosen.capped]]
+    ``columns`` (and each candidate's rank within its scene): ``(passed mask over the
+    candidates, each scene's quota)``."""
+    scenes = cluster_scenes[columns.cluster[candidates]]
+    passed, rank, quota = stratified_entropy_cut(columns.entropy[candidates], scenes, int(count),
+                                                 order_of(candidates))
+    columns.scene_rank[candidates] = rank
+    columns.mark(candidates[~passed], Status.LOW_INFORMATION, Reason.SCENE_CUT)
+    return passed, {str(s): int(q) for s, q in zip(scenes.tolist(), quota.tolist())}

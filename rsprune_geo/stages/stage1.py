@@ -10,20 +10,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
+from rasterio.crs import CRS
 
 from ..config import RunConfig, ScalingScope, Scheduler, Stage1Rule
 from ..errors import InputError, param
 from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
 from ..progress import ProgressCallback, no_progress
+from ..reading.grid import GroundGrid, RunGrid
 from ..reading.pixels import Scaling, run_scaling, source_scaling
 from ..reading.sources import RasterSource
-from ..schema import Stage1Record, Status, status_counts
-from .budget import Budget, tiles_with_data
-from .information import EntropyFloor, apply_information_filter, bank_entropies, plausibility_floor, score_tiles
+from ..schema import Stage1Record, Status
+from .budget import Budget
+from .columns import TileColumns
+from .information import EntropyFloor, bank_entropies, entropy_cut, plausibility_floor
+from .passes import Encoding, run_pass
 from .priorbank import PriorBank
+from .window import Encode, PassSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,6 @@ class Stage1Options:
     scaling: ScalingScope
     percentiles: tuple[float, float]
     group_px: int
-    scheduler: Scheduler
     chips: bool
     match_bank_scale: bool
     cache_dir: str | None
@@ -57,26 +59,47 @@ class Stage1Options:
         return cls(
             rule=config.stage1_rule, budget=Budget.of(config), max_nodata=config.max_nodata,
             entropy_min=config.entropy_min, plausibility_z=config.plausibility_z, scaling=config.scaling,
-            percentiles=config.percentiles, group_px=config.group_px, scheduler=config.scheduler,
+            percentiles=config.percentiles, group_px=config.group_px,
             chips=config.chips, match_bank_scale=config.match_bank_scale, cache_dir=config.cache_dir,
         )
 
 
 @dataclass
 class Stage1Result:
-    """What stage 1 gives a run: per tile its ``stats`` (entropy, nodata fraction, band
-    statistics) and ``decisions`` (``status``, ``reason``, ``entropy_rank``), in the order of the
-    tiles; each source's grey-level ``scalings``; the counted ``budget``; the bank's ``floor``
-    (bank rule); the ``stage1`` record and any warnings."""
+    """What stage 1 gives a run: its decisions are in the run's
+    :class:`~rsprune_geo.stages.columns.TileColumns`; here are each source's grey-level
+    ``scalings``, the counted ``budget``, the bank's ``floor`` (bank rule), the global cut's
+    entropy and count (paper rule, for the reasons), the ``stage1`` record and any warnings."""
 
-    stats: pd.DataFrame
-    decisions: pd.DataFrame
     scalings: list[Scaling]
     budget: Budget
     floor: EntropyFloor | None
+    cut: tuple[float | None, int | None]
     record: Stage1Record
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunPlan:
+    """What both stages work over: the tile ``grid``, the output ``crs`` and ``ground`` grid, each
+    source's ``dates``, the staged tile table's ``parts`` folder, where the work runs (the Dask
+    ``client``, else the local ``scheduler``) and whether source URLs are written without
+    credentials (``redact``)."""
+
+    grid: RunGrid
+    crs: CRS | None
+    ground: GroundGrid
+    dates: tuple[np.datetime64, ...]
+    parts: str | None
+    client: Any | None = None
+    redact: bool = False
+    scheduler: Scheduler = Scheduler.THREADS
+
+    @property
+    def sources(self) -> list[RasterSource]:
+        """The run's sources, in order."""
+        return [g.source for g in self.grid.sources]
 
 
 def tiles_pixel_size(sources: Sequence[RasterSource]) -> float | None:
@@ -163,55 +186,57 @@ def stage1_scalings(sources: Sequence[RasterSource], options: Stage1Options) -> 
     return [source_scaling(s, options.percentiles) for s in sources]
 
 
-def run_stage1(
-    sources: Sequence[RasterSource],
-    tiles: Sequence[gpd.GeoDataFrame],
-    options: Stage1Options,
-    bank: PriorBank | None = None,
-    client: Any | None = None,
-    on_progress: ProgressCallback = no_progress,
-) -> Stage1Result:
-    """Stage 1 on the ``tiles`` of each source: score them (one read per window of tiles, on
-    local threads or a Dask ``client``), count the tiles with data, and decide: ``nodata`` over
-    the nodata limit, ``low_information`` under the absolute threshold, the bank's floor (bank
-    rule) or the global top-fraction cut (paper rule). An :class:`InputError` when no tile passes.
+def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank: PriorBank | None = None,
+               encoding: Encoding | None = None, on_progress: ProgressCallback = no_progress) -> Stage1Result:
+    """Stage 1 over the run's windows, each read once (on local threads or the plan's Dask
+    client): every tile scored and judged against what is known before reading (``nodata`` over
+    the nodata limit, ``low_information`` under the absolute threshold or the bank's floor), its
+    row written to the tile table; with ``encoding`` (the bank rule's single pass) the tiles that
+    pass are encoded and assigned in the same task. Then the tiles with data are counted and, by
+    the paper's rule, the global top-fraction cut taken. An :class:`InputError` when none passes.
     """
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    sources = plan.sources
     scalings = stage1_scalings(sources, options)
-    on_progress("stage1", 0, 1)
-    stats = score_tiles(sources, tiles, scalings, options.group_px, options.scheduler, on_progress, client)
-    timings["stage1_scoring"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
     floor, warnings = None, []
     if options.rule is Stage1Rule.BANK:
         assert bank is not None, "the bank rule judges against a prior bank"
         warnings = scale_warnings(bank, sources, options)
         floor = bank_floor(bank, sources, options)
-    nodata = stats["nodata_fraction"].to_numpy() > options.max_nodata
-    budget = options.budget.counted(tiles_with_data(np.where(nodata, Status.NODATA, Status.KEPT)))
-    decisions = apply_information_filter(stats, options.max_nodata, options.entropy_min, budget.stage1_cut, floor)
+    encoder = encoding.encoder if encoding is not None else None
+    spec = PassSpec(plan.parts, plan.crs, plan.ground, plan.dates, options.max_nodata, options.entropy_min,
+                    floor.bits if floor is not None else None,
+                    encode=encoding.what if encoding is not None else Encode.NONE,
+                    input_size=encoder.input_size if encoder is not None else 224,
+                    encoder_key=encoder.cache_key if encoder is not None else "", cache_root=options.cache_dir,
+                    vectors=encoding is not None and encoding.on_vectors is not None, redact=plan.redact)
+    t0 = time.perf_counter()
+    run_pass(plan.grid, scalings, spec, columns, encoder, encoding.centroids if encoding is not None else None,
+             plan.client, on_progress, on_vectors=encoding.on_vectors if encoding is not None else None,
+             scheduler=plan.scheduler)
+    timings["windows"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    budget = options.budget.counted(columns.tiles_with_data())
+    cut = entropy_cut(columns, budget.stage1_cut, plan.grid.order_keys)
     timings["stage1_filter"] = time.perf_counter() - t0
     log.info("stage 1 (rule %s%s): %s", options.rule, f", floor {floor.bits:.2f} bits" if floor is not None else "",
-             ", ".join(f"{n} {status}" for status, n in status_counts(decisions["status"]).items()))
-    check_passed(decisions["status"].to_numpy(), budget)
+             ", ".join(f"{n} {status}" for status, n in columns.counts().items()))
+    check_passed(columns, budget)
     record = Stage1Record(
-        rule=options.rule.value, tiles_with_data=budget.tiles_with_data,
-        stage1_count=budget.stage1_kept,
+        rule=options.rule.value, tiles_with_data=budget.tiles_with_data, stage1_count=budget.stage1_kept,
         floor_bits=floor.bits if floor is not None else None,
         floor_per_scene=floor.per_scene if floor is not None else None,
         plausibility_z=floor.z if floor is not None else None,
     )
-    return Stage1Result(stats, decisions, list(scalings), budget, floor, record, warnings, timings)
+    return Stage1Result(list(scalings), budget, floor, cut, record, warnings, timings)
 
 
-def check_passed(statuses: np.ndarray, budget: Budget) -> None:
+def check_passed(columns: TileColumns, budget: Budget) -> None:
     """An :class:`InputError` saying why, when no tile passed stage 1."""
-    if (statuses == Status.KEPT).any():
+    if columns.where(Status.KEPT).size:
         return
     if budget.tiles_with_data and budget.stage1_kept == 0:
-        raise InputError(f"keeping {budget.stage1_share} of {budget.tiles_with_data} tile(s) with data rounds to none; "
-                         "raise the keep fraction")
-    counts = ", ".join(f"{n} {s}" for s, n in status_counts(statuses).items())
+        raise InputError(f"keeping {budget.stage1_share} of {budget.tiles_with_data} tile(s) with data rounds to "
+                         "none; raise the keep fraction")
+    counts = ", ".join(f"{n} {s}" for s, n in columns.counts().items())
     raise InputError(f"no tile passed stage 1 ({counts}); check the bands, the nodata limit and the entropy threshold")

@@ -1,5 +1,6 @@
-"""Stage 2 as one step of a run: embed the stage-1 survivors, assign them to the prior bank's
-scene centroids (or cluster them), select the budget, and record how."""
+"""Stage 2 as one step of a run: the prior bank's encoder and scene centroids (its model), the
+stage-1 survivors embedded (in stage 1's single pass under the bank rule, in a second pass under
+the paper's) and assigned to the centroids (or clustered), the budget selected, and a record of how."""
 
 from __future__ import annotations
 
@@ -7,31 +8,27 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
-from rasterio.windows import Window
 
 from ..config import ClusteringMode, RunConfig, Runtime
 from ..evaluation import evaluate_run
 from ..features import Encoder
-from ..features.cache import EmbeddingCache, default_cache_dir
+from ..features.cache import default_cache_dir
 from ..features.runtime import onnxruntime_version
 from ..progress import ProgressCallback, no_progress
-from ..reading.pixels import Scaling
-from ..reading.sources import RasterSource
-from ..scaleout import map_tasks
-from ..schema import Stage2Record, Status
+from ..schema import ReasonContext, Stage2Record, Status, status_code
 from .budget import Budget
 from .clustering import SceneCentroids, assign_to_centroids, self_clusters
-from .embedding import embed_tiles, encode_windows, pending_batches, read_ahead
-from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_encoder, load_prior_bank
+from .columns import TileColumns
+from .passes import Encoding, run_pass
+from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_encoder
 from .selection import AppliedSelection, SelectionOptions, apply_selection, centroid_first_order, find_duplicates
+from .stage1 import RunPlan, Stage1Result
+from .window import Encode, PassSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,129 +84,188 @@ class Stage2Options:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
 
-@dataclass
-class Stage2Result:
-    """What stage 2 gives a run: the tiles with their stage-2 columns and decisions, the
-    ``clusters`` table, the evaluation table (with ``evaluate``) and the ``stage2`` record."""
+class Scratch:
+    """A memory-mapped (positions, dim) float32 file under the cache for runs that keep the
+    embeddings (one batch in memory at a time), removed by :meth:`close`."""
 
-    tiles: gpd.GeoDataFrame
-    clusters: pd.DataFrame
-    evaluation: pd.DataFrame | None
-    record: Stage2Record
+    def __init__(self, cache_root: Path, n: int, dim: int):
+        folder = cache_root / "scratch"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, self.path = tempfile.mkstemp(prefix="run-", suffix=".npy", dir=folder)
+        os.close(fd)
+        self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=(n, dim))
+
+    def keep(self, positions: np.ndarray, vectors: np.ndarray) -> None:
+        """Store the vectors of some positions."""
+        self.array[positions] = vectors
+
+    def close(self) -> None:
+        """Remove the file."""
+        del self.array
+        os.unlink(self.path)
+
+
+@dataclass
+class Stage2Model:
+    """Stage 2's model of a run: the prior ``bank``, its ``encoder`` and scene ``centroids``, and
+    (runs that keep embeddings) the ``scratch`` file they go to."""
+
+    bank: PriorBank
+    encoder: Encoder
+    centroids: SceneCentroids
+    scratch: Scratch | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
+    def encoding(self, what: Encode) -> Encoding:
+        """What a pass encodes with this model."""
+        return Encoding(self.encoder, self.centroids, what, self.scratch.keep if self.scratch is not None else None)
 
-@dataclass
-class _Assigned:
-    """Stage 2's work before the tiles get their columns: the clusters used, the candidates'
-    nearest cluster and distance, the applied selection, and (evaluation) every tile's nearest
-    cluster and the evaluation table."""
-
-    clusters: SceneCentroids
-    ids: np.ndarray
-    dist: np.ndarray
-    applied: AppliedSelection
-    all_ids: np.ndarray | None = None
-    all_dist: np.ndarray | None = None
-    evaluation: pd.DataFrame | None = None
+    def close(self) -> None:
+        """Release the scratch file."""
+        if self.scratch is not None:
+            self.scratch.close()
+            self.scratch = None
 
 
-def encode_and_assign(source: RasterSource, windows: list[Window], scaling: Scaling, tile_ids: list[str],
-                      cache_root: str | None, encoder: Encoder,
-                      centroids: SceneCentroids) -> tuple[np.ndarray, np.ndarray]:
-    """Read, encode, cache and assign one batch where it runs (a Dask worker): only the nearest
-    centroid ids and distances travel back."""
-    vectors = encode_windows(source, windows, scaling, encoder)
-    if cache_root is not None:
-        EmbeddingCache(cache_root, encoder.cache_key).store(source.fingerprint, tile_ids, vectors)
-    return assign_to_centroids(vectors, centroids)
-
-
-def embed_and_assign(
-    tiles: pd.DataFrame,
-    sources: Mapping[str, RasterSource],
-    scalings: Mapping[str, Scaling],
-    encoder: Encoder,
-    centroids: SceneCentroids,
-    cache: EmbeddingCache | None = None,
-    client: Any | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The nearest centroid (ids, cosine distances) of every tile, without gathering embeddings.
-
-    Cached vectors are assigned shard by shard; the rest are encoded, cached and assigned batch
-    by batch where they are encoded (on a Dask client's workers, against centroids sent to each
-    worker once), so neither the driver's memory nor its disk grows with the embeddings.
-    """
-    ids = np.full(len(tiles), -1, dtype=np.int64)
-    dist = np.full(len(tiles), np.nan, dtype=np.float32)
-
-    def assign_cached(positions: np.ndarray, dst: np.ndarray, vectors: np.ndarray) -> None:
-        ids[positions[dst]], dist[positions[dst]] = assign_to_centroids(vectors, centroids)
-
-    batches = pending_batches(tiles, sources, encoder, cache, assign_cached)
-    total = sum(b[1].size for b in batches)
-    cache_root = str(cache.root) if cache is not None else None
-    tasks = [(sources[path], windows, scalings[path], tile_ids, cache_root)
-             for path, _, tile_ids, windows in batches]
-    if client is not None:
-        results: Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]] = map_tasks(
-            encode_and_assign, tasks, client, broadcast={"encoder": encoder, "centroids": centroids})
-    else:
-        results = ((i, _store_and_assign(vectors, tasks[i], encoder, cache, centroids))
-                   for i, vectors in read_ahead([t[:3] for t in tasks], encoder))
-    done = 0
-    for i, (batch_ids, batch_dist) in results:
-        batch = batches[i][1]
-        ids[batch], dist[batch] = batch_ids, batch_dist
-        done += batch.size
-        if on_progress is not None:
-            on_progress("encoding", done, total)
-    return ids, dist
-
-
-def _store_and_assign(vectors: np.ndarray, task: tuple, encoder: Encoder, cache: EmbeddingCache | None,
-                      centroids: SceneCentroids) -> tuple[np.ndarray, np.ndarray]:
-    source, _, _, tile_ids, _ = task
-    if cache is not None:
-        cache.store(source.fingerprint, tile_ids, vectors)
-    return assign_to_centroids(vectors, centroids)
-
-
-def run_stage2(
-    tiles: gpd.GeoDataFrame,
-    sources: Sequence[RasterSource],
-    scalings: Sequence[Scaling],
-    options: Stage2Options,
-    budget: Budget,
-    bank: PriorBank | None = None,
-    client: Any | None = None,
-    on_progress: ProgressCallback = no_progress,
-) -> Stage2Result:
-    """Stage 2 on the tiles stage 1 passed (status ``kept``): keep ``budget.keep_count`` of them.
-
-    With the ``bank`` stage-1 rule, stage 1's cut (``budget.scene_cut``) is taken here, within
-    each candidate's nearest scene, before selection.
-    """
-    timings: dict[str, float] = {}
+def prepare_model(bank: PriorBank, options: Stage2Options, positions: int,
+                  on_progress: ProgressCallback = no_progress) -> Stage2Model:
+    """The encoder (fitted or calibrated on the bank when it needs to be) and the bank's scene
+    centroids, cached so many runs share them; a scratch file for ``positions`` vectors when the
+    run keeps its embeddings."""
     t0 = time.perf_counter()
-    if bank is None:
-        bank, _ = load_prior_bank(options.prior_bank, options.cache_root)
     encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device,
                            options.runtime, str(options.cache_root))
     if options.batch_size:
         encoder.batch_size = options.batch_size
     on_progress("prior_bank", 0, len(bank))
     centroids = bank_centroids(bank, encoder, options.centroids, options.cache_root, on_progress)
-    timings["stage2_prior_bank"] = time.perf_counter() - t0
+    scratch = Scratch(options.cache_root, positions, encoder.dim) if options.needs_vectors else None
+    return Stage2Model(bank, encoder, centroids, scratch, {"prior_bank": time.perf_counter() - t0})
 
-    cand = np.flatnonzero((tiles["status"] == Status.KEPT).to_numpy())
-    places = _Places({s.path: s for s in sources}, {s.path: sc for s, sc in zip(sources, scalings)},
-                     EmbeddingCache(options.cache_root, encoder.cache_key), client)
-    work = _assign_with_vectors if options.needs_vectors else _assign_nearest
-    done = work(tiles, cand, places, encoder, centroids, options, budget, timings, on_progress, bank)
-    out = _with_stage2_columns(tiles, cand, done)
-    record = Stage2Record(
+
+@dataclass
+class Stage2Result:
+    """What stage 2 gives a run: its decisions are in the run's columns; here are the
+    ``clusters`` table, the evaluation table (with ``evaluate``), the ``stage2`` record and the
+    figures the reasons quote."""
+
+    clusters: pd.DataFrame
+    evaluation: pd.DataFrame | None
+    record: Stage2Record
+    context: ReasonContext
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_stage2(plan: RunPlan, options: Stage2Options, columns: TileColumns, stage1: Stage1Result,
+               model: Stage2Model, on_progress: ProgressCallback = no_progress) -> Stage2Result:
+    """Stage 2 on the tiles stage 1 passed (status ``kept``): keep ``budget.keep_count`` of them.
+
+    Under the paper's rule the candidates are encoded now, in a second pass over their windows
+    (under the bank's they were in stage 1's). With the ``bank`` stage-1 rule, stage 1's cut
+    (``budget.scene_cut``) is taken here, within each candidate's nearest scene, before selection.
+    """
+    timings: dict[str, float] = dict(model.timings)
+    budget = stage1.budget
+    candidates = columns.where(Status.KEPT)
+    if columns.cluster[candidates].min(initial=0) < 0:  # not encoded in stage 1's pass: a second pass
+        t0 = time.perf_counter()
+        encoding = model.encoding(Encode.PASSED)
+        spec = PassSpec(None, plan.crs, plan.ground, plan.dates, 1.0, None, None, Encode.PASSED,
+                        model.encoder.input_size, model.encoder.cache_key, str(options.cache_root),
+                        vectors=encoding.on_vectors is not None)
+        run_pass(plan.grid, stage1.scalings, spec, columns, model.encoder, model.centroids, plan.client,
+                 on_progress, wanted=candidates, on_vectors=encoding.on_vectors, scheduler=plan.scheduler)
+        timings["stage2_encoding"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    used = _clusters_used(columns, candidates, model, options)
+    duplicates = _duplicates(columns, candidates, model, options.selection)
+    applied = apply_selection(columns, candidates, used.labels, budget.keep_count, options.selection,
+                              plan.grid.order_keys, scene_cut=budget.scene_cut, duplicates=duplicates)
+    on_progress("selection", 1, 1)
+    timings["stage2_selection"] = time.perf_counter() - t0
+    evaluation = None
+    if options.evaluate:
+        t0 = time.perf_counter()
+        on_progress("evaluation", 0, 1)
+        evaluation = _evaluate(plan, options, columns, stage1, model, applied, on_progress)
+        timings["evaluation"] = time.perf_counter() - t0
+    record = _record(options, model, budget, candidates, applied)
+    context = ReasonContext(dedup=options.selection.dedup, cluster_quota=applied.quota.tolist(),
+                            cluster_scene=[str(s) for s in used.labels], scene_quota=applied.scene_quota,
+                            max_per_cell=options.selection.max_per_cell, period=options.selection.cell_period.value)
+    return Stage2Result(clusters_table(used, applied), evaluation, record, context, timings)
+
+
+def _clusters_used(columns: TileColumns, candidates: np.ndarray, model: Stage2Model,
+                   options: Stage2Options) -> SceneCentroids:
+    """The clusters selection shares the budget among: the bank's centroids (the candidates were
+    assigned to them when encoded), or k-means on the candidates themselves (``self``), whose
+    assignment then replaces the bank's."""
+    if options.clustering is not ClusteringMode.SELF:
+        return model.centroids
+    assert model.scratch is not None
+    used, ids, dist = self_clusters(model.scratch.array[candidates], model.centroids, k=len(model.centroids),
+                                    seed=options.seed)
+    columns.cluster[candidates], columns.distance[candidates] = ids, dist
+    if options.evaluate:  # every tile was embedded: each gets its nearest cluster of the run's
+        every = columns.where(*Status)
+        columns.cluster[every], columns.distance[every] = assign_to_centroids(model.scratch.array[every], used)
+    return used
+
+
+def _duplicates(columns: TileColumns, candidates: np.ndarray, model: Stage2Model, sel: SelectionOptions):
+    """The near-duplicate test selection asks for (``dedup``): a function of the candidates that
+    passed stage 1 (indexes into ``candidates``), reading their vectors cluster by cluster."""
+    if sel.dedup is None:
+        return None
+    assert model.scratch is not None
+    vectors = model.scratch.array
+
+    def duplicates(inner: np.ndarray) -> np.ndarray:
+        positions = candidates[inner]
+        ids, dist = columns.cluster[positions], columns.distance[positions]
+        order = centroid_first_order(ids, dist, sel.spread, sel.seed)
+        assert sel.dedup is not None
+        return find_duplicates(_Rows(vectors, positions), ids, order, sel.dedup)
+
+    return duplicates
+
+
+class _Rows:
+    """Rows of the scratch vectors at some positions, indexed like an array of them."""
+
+    def __init__(self, vectors: np.ndarray, positions: np.ndarray):
+        self.vectors, self.positions = vectors, positions
+
+    def __len__(self) -> int:
+        return int(self.positions.size)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.vectors[self.positions[index]]
+
+
+def _evaluate(plan: RunPlan, options: Stage2Options, columns: TileColumns, stage1: Stage1Result,
+              model: Stage2Model, applied: AppliedSelection, on_progress: ProgressCallback) -> pd.DataFrame:
+    """The evaluation table: every tile (read back from the staged parts, in their order) and its
+    embedding, the final decisions, the candidates of the selection."""
+    from ..tiletable import read_tiles
+
+    assert model.scratch is not None and plan.parts is not None
+    tiles = read_tiles(plan.parts)
+    positions = np.concatenate([plan.grid.task_positions(t) for t in plan.grid.tasks])
+    row_of = np.full(len(columns), -1, dtype=np.int64)
+    row_of[positions] = np.arange(positions.size)
+    kept = columns.status[positions] == status_code(Status.KEPT)
+    return evaluate_run(tiles, np.asarray(model.scratch.array[positions]), kept, row_of[applied.pool],
+                        applied.pool_cluster, applied.pool_distance, model.centroids, options, stage1.budget,
+                        plan.sources, stage1.scalings, on_progress=on_progress, bank=model.bank)
+
+
+def _record(options: Stage2Options, model: Stage2Model, budget: Budget, candidates: np.ndarray,
+            applied: AppliedSelection) -> Stage2Record:
+    """The run record's ``stage2`` part."""
+    bank, encoder, centroids = model.bank, model.encoder, model.centroids
+    return Stage2Record(
         encoder=encoder.name, encoder_key=encoder.cache_key, encoder_runtime=str(encoder.runtime),
         onnxruntime=onnxruntime_version(), weights=options.weights, prior_bank=bank.roots,
         prior_bank_fingerprint=bank.fingerprint, prior_bank_images=len(bank), n_classes=len(bank.classes),
@@ -217,82 +273,13 @@ def run_stage2(
         bank_samples=options.centroids.bank_samples, bank_gsd=bank.gsd,
         centroids_per_class={str(c): int(n) for c, n in zip(*np.unique(centroids.labels, return_counts=True))},
         k_per_class=options.centroids.k_per_class, images_per_centroid=options.centroids.images_per_centroid,
-        k=options.centroids.k, clustering=options.clustering.value, stage1_rule=budget.rule.value,
-        stage1_candidates=int(cand.size), stage1_passed=int(done.applied.pool.size),
-        stage1_decides=done.applied.stage1_decides, quota_by=options.selection.quota_by.value,
+        k=options.centroids.k, clustering=options.clustering.value,
+        stage1_rule=budget.rule.value,
+        stage1_candidates=int(candidates.size), stage1_passed=int(applied.pool.size),
+        stage1_decides=applied.stage1_decides, quota_by=options.selection.quota_by.value,
         uniformity=options.selection.uniformity, spread=options.selection.spread, dedup=options.selection.dedup,
-        budget=budget.keep_count, kept=int(done.applied.kept.sum()), cache_dir=str(options.cache_root),
-        seed=options.seed,
+        budget=budget.keep_count, kept=applied.kept, cache_dir=str(options.cache_root), seed=options.seed,
     )
-    return Stage2Result(out, clusters_table(done.clusters, done.applied), done.evaluation, record, timings)
-
-
-@dataclass
-class _Places:
-    """Where stage 2 reads and caches: sources and scalings by path, the embedding cache, the
-    Dask client (``None``: local threads)."""
-
-    sources: dict[str, RasterSource]
-    scalings: dict[str, Scaling]
-    cache: EmbeddingCache
-    client: Any | None
-
-
-def _assign_nearest(tiles, cand, places: _Places, encoder, centroids, options: Stage2Options, budget: Budget,
-                    timings, on_progress, bank) -> _Assigned:
-    """The usual run: only each candidate's nearest centroid leaves the encoder, no embedding matrix."""
-    t0 = time.perf_counter()
-    on_progress("encoding", 0, int(cand.size))
-    ids, dist = embed_and_assign(tiles.iloc[cand], places.sources, places.scalings, encoder, centroids, places.cache,
-                                 places.client, on_progress)
-    timings["stage2_encoding"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    applied = apply_selection(tiles, cand, ids, dist, centroids.labels, budget.keep_count, options.selection,
-                              scene_cut=budget.scene_cut)
-    on_progress("selection", 1, 1)
-    timings["stage2_selection"] = time.perf_counter() - t0
-    return _Assigned(centroids, ids, dist, applied)
-
-
-def _assign_with_vectors(tiles, cand, places: _Places, encoder, centroids, options: Stage2Options, budget: Budget,
-                         timings, on_progress, bank) -> _Assigned:
-    """Runs that need the embeddings (near-duplicates, self-clustering, the evaluation): they go
-    to a memory-mapped scratch file, one batch in memory at a time."""
-    embedded = np.arange(len(tiles)) if options.evaluate else cand
-    sel = options.selection
-    with _scratch_vectors(options.cache_root, embedded.size, encoder.dim) as vectors:
-        t0 = time.perf_counter()
-        on_progress("encoding", 0, int(embedded.size))
-        embed_tiles(tiles.iloc[embedded], places.sources, places.scalings, encoder, places.cache, places.client,
-                    out=vectors, on_progress=on_progress)
-        timings["stage2_encoding"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cand_vectors = vectors if embedded.size == cand.size else vectors[cand]
-        if options.clustering is ClusteringMode.SELF:
-            used, ids, dist = self_clusters(cand_vectors, centroids, k=len(centroids), seed=options.seed)
-        else:
-            used = centroids
-            ids, dist = assign_to_centroids(cand_vectors, centroids)
-
-        def duplicates(inner: np.ndarray) -> np.ndarray:
-            assert sel.dedup is not None
-            order = centroid_first_order(ids[inner], dist[inner], sel.spread, sel.seed)
-            return find_duplicates(cand_vectors[inner], ids[inner], order, sel.dedup)
-
-        applied = apply_selection(tiles, cand, ids, dist, used.labels, budget.keep_count, sel,
-                                  scene_cut=budget.scene_cut, duplicates=duplicates if sel.dedup is not None else None)
-        on_progress("selection", 1, 1)
-        timings["stage2_selection"] = time.perf_counter() - t0
-        done = _Assigned(used, ids, dist, applied)
-        if options.evaluate:  # every tile has an embedding: give each its nearest scene
-            done.all_ids, done.all_dist = assign_to_centroids(vectors, used)
-            t0 = time.perf_counter()
-            on_progress("evaluation", 0, 1)
-            done.evaluation = evaluate_run(tiles, np.asarray(vectors), applied, centroids, options, budget,
-                                           list(places.sources.values()), list(places.scalings.values()),
-                                           on_progress=on_progress, bank=bank)
-            timings["evaluation"] = time.perf_counter() - t0
-    return done
 
 
 def clusters_table(used: SceneCentroids, applied: AppliedSelection) -> pd.DataFrame:
@@ -308,46 +295,3 @@ def clusters_table(used: SceneCentroids, applied: AppliedSelection) -> pd.DataFr
         "quota": applied.quota,
         "kept": applied.kept_per_cluster,
     })
-
-
-class _scratch_vectors:
-    """A memory-mapped (n, dim) float32 scratch file under the cache, removed on exit: the
-    embeddings of a run need no more memory than one batch."""
-
-    def __init__(self, cache_root: Path, n: int, dim: int):
-        self.folder, self.shape = cache_root / "scratch", (n, dim)
-
-    def __enter__(self) -> np.ndarray:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, self.path = tempfile.mkstemp(prefix="run-", suffix=".npy", dir=self.folder)
-        os.close(fd)
-        self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
-        return self.array
-
-    def __exit__(self, *exc: object) -> None:
-        del self.array
-        os.unlink(self.path)
-
-
-def _with_stage2_columns(tiles: gpd.GeoDataFrame, cand: np.ndarray, done: _Assigned) -> gpd.GeoDataFrame:
-    """The tiles with stage 2's columns and decisions."""
-    ids, dist, clusters_used, applied = done.ids, done.dist, done.clusters, done.applied
-    all_ids, all_dist = done.all_ids, done.all_dist
-    n = len(tiles)
-    cluster_col = np.full(n, -1, dtype=np.int64)
-    scene_col = np.full(n, "", dtype=object)
-    dist_col = np.full(n, np.nan)
-    if all_ids is not None:
-        cluster_col[:], dist_col[:] = all_ids, all_dist
-        scene_col[:] = clusters_used.labels[all_ids]
-    cluster_col[cand], dist_col[cand] = ids, dist
-    scene_col[cand] = clusters_used.labels[ids]
-    out = pd.DataFrame(tiles.drop(columns="geometry"))
-    out["cluster"] = cluster_col
-    out["scene"] = scene_col
-    out["centroid_distance"] = dist_col
-    out["cluster_rank"] = applied.cluster_rank
-    out["scene_entropy_rank"] = applied.scene_entropy_rank
-    out["status"] = applied.status
-    out["reason"] = applied.reason
-    return gpd.GeoDataFrame(out, geometry=tiles.geometry.values, crs=tiles.crs)

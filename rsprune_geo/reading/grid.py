@@ -1,0 +1,372 @@
+"""The run's tile grid as arithmetic: every tile a position in one enumeration of the run (sources
+in order, each row by row), its id, window, footprint and order key computed when asked, and the
+work cut into window tasks; so a run of any size is planned without a table of its tiles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from ..config import EdgeMode
+from ..errors import InputError, param
+from .sources import RasterSource
+from .tiling import grid_offsets, read_aoi, window_polygons
+
+#: Tiles per window task (a part of the tile table), at most: a task reads its windows one by one.
+TASK_TILES = 4096
+
+
+@dataclass
+class SourceGrid:
+    """One source's tiles: a grid of ``rows`` × ``cols`` pixel offsets (tiles ``width`` ×
+    ``height`` px), whose first tile is the run's position ``start``; ``present`` marks the
+    grid's tiles inside the area of interest (``None``: all of them)."""
+
+    source: RasterSource
+    index: int
+    rows: np.ndarray
+    cols: np.ndarray
+    width: int
+    height: int
+    start: int = 0
+    present: np.ndarray | None = None
+    chip: bool = False
+
+    @property
+    def size(self) -> int:
+        """Grid tiles (present or not)."""
+        return int(self.rows.size * self.cols.size)
+
+    @property
+    def count(self) -> int:
+        """Tiles present."""
+        return self.size if self.present is None else int(self.present.sum())
+
+    def ij(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column indexes (into ``rows``/``cols``) of run positions of this source."""
+        return np.divmod(np.asarray(positions, dtype=np.int64) - self.start, self.cols.size)
+
+    def offsets(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel ``(row_off, col_off)`` of run positions of this source."""
+        i, j = self.ij(positions)
+        return self.rows[i], self.cols[j]
+
+    def tile_ids(self, positions: np.ndarray) -> list[str]:
+        """The tiles' stable ids (``<source key>-r<row>-c<col>-<size>``)."""
+        return self.task_tiles(0, []).tile_ids(*self.offsets(positions))
+
+    def footprints(self, positions: np.ndarray) -> np.ndarray:
+        """Footprint polygons of run positions in the source's CRS (the window's corners through
+        its affine transform)."""
+        return window_polygons(self.source.transform, *self.offsets(positions), self.width, self.height)
+
+    def task_tiles(self, part: int, windows: Sequence[tuple[int, int, int, int]]) -> TaskTiles:
+        """What a worker needs to run the ``windows`` (index ranges) of this grid as part ``part``."""
+        spans = []
+        for i0, i1, j0, j1 in windows:
+            present = None
+            if self.present is not None:
+                i, j = np.meshgrid(np.arange(i0, i1), np.arange(j0, j1), indexing="ij")
+                present = self.present[(i * self.cols.size + j).ravel()]
+            spans.append((i0, i1, j0, j1, present))
+        return TaskTiles(part, self.source, self.index, self.width, self.height, self.chip, self.rows, self.cols,
+                         self.start, spans)
+
+
+@dataclass(frozen=True)
+class WindowTask:
+    """A unit of work: some windows of one source, each read once, their tiles a part of the tile
+    table. ``windows`` are ``(i0, i1, j0, j1)`` ranges of the source grid's row and column indexes."""
+
+    part: int
+    source: int
+    windows: tuple[tuple[int, int, int, int], ...]
+
+
+@dataclass
+class TaskTiles:
+    """What a worker needs to run a task, in a few hundred bytes whatever its size: the source,
+    the tile size, its grid's offsets and first position, and the task's windows as index ranges
+    (with, inside an area of interest, which of their tiles are present)."""
+
+    part: int
+    source: RasterSource
+    source_index: int
+    width: int
+    height: int
+    chip: bool
+    rows: np.ndarray
+    cols: np.ndarray
+    start: int
+    windows: list[tuple[int, int, int, int, np.ndarray | None]]
+
+    def iter_windows(self) -> Iterator[tuple[Window, np.ndarray, np.ndarray, np.ndarray]]:
+        """Each window with tiles: its pixel window, and its tiles' run positions and pixel
+        offsets (row by row)."""
+        for i0, i1, j0, j1, present in self.windows:
+            ii, jj = np.meshgrid(np.arange(i0, i1), np.arange(j0, j1), indexing="ij")
+            i, j = ii.ravel(), jj.ravel()
+            if present is not None:
+                i, j = i[present], j[present]
+            if i.size == 0:
+                continue
+            r0, c0 = int(self.rows[i0]), int(self.cols[j0])
+            window = Window(c0, r0, int(self.cols[j1 - 1]) + self.width - c0,
+                            int(self.rows[i1 - 1]) + self.height - r0)
+            yield window, self.start + i * self.cols.size + j, self.rows[i], self.cols[j]
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The task's tile positions, in the order of its part."""
+        parts = [positions for _, positions, _, _ in self.iter_windows()]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def tile_ids(self, row_off: np.ndarray, col_off: np.ndarray) -> list[str]:
+        """The stable ids of tiles at these pixel offsets (``<source key>-r<row>-c<col>-<size>``)."""
+        if self.chip:
+            size = self.width if self.width == self.height else f"{self.width}x{self.height}"
+            return [f"{self.source.key}-r0-c0-{size}"] * len(row_off)
+        return [f"{self.source.key}-r{r}-c{c}-{self.width}" for r, c in zip(row_off.tolist(), col_off.tolist())]
+
+    def footprints(self, row_off: np.ndarray, col_off: np.ndarray) -> np.ndarray:
+        """Footprint polygons of tiles at these pixel offsets, in the source's CRS."""
+        return window_polygons(self.source.transform, row_off, col_off, self.width, self.height)
+
+
+@dataclass
+class RunGrid:
+    """Every source's grid, one enumeration of positions over them all, and the window tasks."""
+
+    sources: list[SourceGrid]
+    tasks: list[WindowTask] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Positions in the run (tiles present or not)."""
+        return self.sources[-1].start + self.sources[-1].size if self.sources else 0
+
+    @property
+    def count(self) -> int:
+        """Tiles in the run."""
+        return sum(s.count for s in self.sources)
+
+    def present(self) -> np.ndarray:
+        """Which positions are tiles (a bool per position)."""
+        out = np.ones(self.size, dtype=bool)
+        for grid in self.sources:
+            if grid.present is not None:
+                out[grid.start : grid.start + grid.size] = grid.present
+        return out
+
+    def source_of(self, positions: np.ndarray) -> np.ndarray:
+        """The source index of each run position."""
+        starts = np.array([s.start for s in self.sources], dtype=np.int64)
+        return np.searchsorted(starts, np.asarray(positions, dtype=np.int64), side="right") - 1
+
+    def task_tiles(self, task: WindowTask) -> TaskTiles:
+        """What a worker needs to run ``task`` (see :class:`TaskTiles`)."""
+        return self.sources[task.source].task_tiles(task.part, task.windows)
+
+    def task_positions(self, task: WindowTask) -> np.ndarray:
+        """The run positions of a task's tiles, in the order its part holds them."""
+        return self.task_tiles(task).positions
+
+    def order_keys(self, positions: np.ndarray) -> np.ndarray:
+        """An int64 key per position that sorts like the tiles' ids (the tie-break of every
+        ranking), without making the ids."""
+        positions = np.asarray(positions, dtype=np.int64)
+        keys = np.zeros(positions.size, dtype=np.int64)
+        which = self.source_of(positions)
+        by_key = np.argsort([s.source.key for s in self.sources], kind="stable")
+        source_rank = np.empty(len(self.sources), dtype=np.int64)
+        source_rank[by_key] = np.arange(len(self.sources))
+        span = max(s.size for s in self.sources)
+        for s in np.unique(which):
+            grid = self.sources[s]
+            mine = which == s
+            i, j = grid.ij(positions[mine])
+            keys[mine] = source_rank[s] * span + _text_rank(grid.rows)[i] * grid.cols.size + _text_rank(grid.cols)[j]
+        return keys
+
+
+def _text_rank(values: np.ndarray) -> np.ndarray:
+    """Rank of each integer by its decimal text (``"1024" < "256"``), as the ids compare them."""
+    order = sorted(range(values.size), key=lambda k: str(int(values[k])))
+    rank = np.empty(values.size, dtype=np.int64)
+    rank[order] = np.arange(values.size)
+    return rank
+
+
+def plan_grid(sources: Sequence[RasterSource], tile_size: int, stride: int | None = None,
+              edge: EdgeMode | str = EdgeMode.DROP, chips: bool = False, aoi: str | None = None,
+              group_px: int = 2048, task_tiles: int = TASK_TILES) -> RunGrid:
+    """The run's tile grid: each source's grid of ``tile_size`` windows (``stride`` apart, partial
+    edge tiles dropped or padded), or one tile per raster (``chips``), restricted to the tiles
+    touching the area of interest ``aoi`` (a vector file); and its window tasks (windows of about
+    ``group_px`` square, up to ``task_tiles`` tiles a task). An :class:`InputError` when no tile is left."""
+    stride = stride or tile_size
+    area = None
+    if aoi:
+        if any(s.crs is None for s in sources):
+            raise InputError(f"{param('aoi')} needs georeferenced rasters (the inputs have no CRS)")
+        area = read_aoi(aoi)
+    grids, start = [], 0
+    for index, source in enumerate(sources):
+        if chips:
+            grid = SourceGrid(source, index, np.zeros(1, np.int64), np.zeros(1, np.int64), source.width,
+                              source.height, chip=True)
+        else:
+            if EdgeMode.parse(edge, "edge") is EdgeMode.DROP and (tile_size > source.width or
+                                                                  tile_size > source.height):
+                raise InputError(
+                    f"{source.path}: tile size {tile_size} px is larger than the raster ({source.width}x"
+                    f"{source.height} px); use a smaller {param('tile_size')} or {param('edge')} pad")
+            grid = SourceGrid(source, index, grid_offsets(source.height, tile_size, stride, edge),
+                              grid_offsets(source.width, tile_size, stride, edge), tile_size, tile_size)
+        grid.start = start
+        if area is not None:
+            grid.present = _touching(grid, area)
+        start += grid.size
+        grids.append(grid)
+    run = RunGrid(grids)
+    if run.count == 0:
+        raise InputError("no tile to process: the area of interest misses every raster")
+    run.tasks = _tasks(run, group_px, task_tiles)
+    return run
+
+
+def _touching(grid: SourceGrid, area: gpd.GeoSeries, chunk: int = 1 << 16) -> np.ndarray:
+    """Which of a source grid's tiles touch the area of interest (any CRS), a chunk at a time."""
+    if area.crs is not None and grid.source.crs is not None and area.crs != grid.source.crs:
+        area = area.to_crs(grid.source.crs)
+    shape = shapely.union_all(area.geometry.values)
+    shapely.prepare(shape)
+    out = np.zeros(grid.size, dtype=bool)
+    for lo in range(0, grid.size, chunk):
+        positions = grid.start + np.arange(lo, min(lo + chunk, grid.size))
+        out[lo : lo + positions.size] = shapely.intersects(grid.footprints(positions), shape)
+    return out
+
+
+def _tasks(run: RunGrid, group_px: int, task_tiles: int) -> list[WindowTask]:
+    """Windows of about ``group_px`` square over each source's grid (aligned with the tiles),
+    gathered along each row band into tasks of at most ``task_tiles`` tiles."""
+    tasks: list[WindowTask] = []
+    for grid in run.sources:
+        row_groups = _groups(grid.rows // group_px)
+        col_groups = _groups(grid.cols // group_px)
+        for i0, i1 in row_groups:
+            pending: list[tuple[int, int, int, int]] = []
+            held = 0
+            for j0, j1 in col_groups:
+                n = (i1 - i0) * (j1 - j0)
+                if pending and held + n > task_tiles:
+                    tasks.append(WindowTask(len(tasks), grid.index, tuple(pending)))
+                    pending, held = [], 0
+                pending.append((i0, i1, j0, j1))
+                held += n
+            if pending:
+                tasks.append(WindowTask(len(tasks), grid.index, tuple(pending)))
+    return tasks
+
+
+def _groups(keys: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` index ranges of equal consecutive ``keys``."""
+    if keys.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(keys)) + 1
+    bounds = np.r_[0, cuts, keys.size]
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass(frozen=True)
+class GroundGrid:
+    """The grid of ground cells common to every raster of a run, in the output CRS: cells of
+    ``size`` anchored at ``origin`` (upper left); a tile's cell holds its footprint's centre.
+    ``size`` is NaN without a CRS (tiles then share no ground)."""
+
+    size: float
+    origin: tuple[float, float]
+
+    def cells(self, footprints: np.ndarray) -> np.ndarray:
+        """(N, 2) int64 ``(row, col)`` cells of footprints in the output CRS; -1 without a CRS."""
+        if np.isnan(self.size) or len(footprints) == 0:
+            return np.full((len(footprints), 2), -1, dtype=np.int64)
+        centres = shapely.get_coordinates(shapely.centroid(footprints))
+        cols = np.floor((centres[:, 0] - self.origin[0]) / self.size).astype(np.int64)
+        rows = np.floor((self.origin[1] - centres[:, 1]) / self.size).astype(np.int64)
+        return np.stack([rows, cols], axis=1)
+
+
+def cell_ids(cells: np.ndarray) -> np.ndarray:
+    """The ``r{row}-c{col}`` text of (N, 2) ground cells (``""`` where there is none, row -1)."""
+    return np.array(["" if r < 0 else f"r{r}-c{c}" for r, c in cells.tolist()], dtype=object)
+
+
+def parse_cells(ids: np.ndarray) -> np.ndarray:
+    """(N, 2) int32 ground cells of ``r{row}-c{col}`` text, read back from a run's table (-1
+    where there is none)."""
+    parts = pd.Series(np.asarray(ids, dtype=object)).astype(str).str.extract(r"^r(-?\d+)-c(-?\d+)$")
+    return parts.fillna(-1).astype(np.int32).to_numpy()
+
+
+def ground_grid(run: RunGrid, crs: CRS | None, chunk: int = 1 << 16) -> GroundGrid:
+    """The run's :class:`GroundGrid`: cells the median side of the tiles' footprints in ``crs``,
+    anchored at their upper-left corner (so the first grid's tiles sit at cell centres). Rasters
+    in ``crs`` are measured from their transform; others, and areas of interest, tile by tile."""
+    if crs is None or not run.sources:
+        return GroundGrid(float("nan"), (float("nan"), float("nan")))
+    sides: list[tuple[np.ndarray, float]] = []  # (sides, weight of each)
+    left, top = np.inf, -np.inf
+    for grid in run.sources:
+        if grid.count == 0:
+            continue
+        same = grid.source.crs == crs
+        if same and grid.present is None:
+            t = grid.source.transform
+            sides.append((np.array([np.sqrt(abs(t.a * t.e - t.b * t.d) * grid.width * grid.height)]), grid.count))
+            corners = [grid.start, grid.start + grid.cols.size - 1, grid.start + grid.size - grid.cols.size,
+                       grid.start + grid.size - 1]
+            x0, _, _, y1 = shapely.total_bounds(grid.footprints(np.array(corners)))
+            left, top = min(left, x0), max(top, y1)
+            continue
+        for positions in _present_chunks(grid, chunk):
+            shapes = grid.footprints(positions)
+            if not same:
+                shapes = gpd.GeoSeries(shapes, crs=grid.source.crs).to_crs(crs).values
+            sides.append((np.sqrt(shapely.area(shapes)), 1.0))
+            x0, _, _, y1 = shapely.total_bounds(shapes)
+            left, top = min(left, x0), max(top, y1)
+    return GroundGrid(_weighted_median(sides), (float(left), float(top)))
+
+
+def _present_chunks(grid: SourceGrid, chunk: int) -> Iterator[np.ndarray]:
+    """The run positions of a source's present tiles, a chunk at a time."""
+    for lo in range(0, grid.size, chunk):
+        positions = grid.start + np.arange(lo, min(lo + chunk, grid.size))
+        if grid.present is not None:
+            positions = positions[grid.present[lo : lo + positions.size]]
+        if positions.size:
+            yield positions
+
+
+def _weighted_median(groups: list[tuple[np.ndarray, float]]) -> float:
+    """The median of values given in groups, each value of a group standing for ``weight`` (a
+    whole number of) values: :func:`numpy.median` of the values written out."""
+    values = np.concatenate([v for v, _ in groups])
+    weights = np.concatenate([np.full(v.size, w, dtype=np.float64) for v, w in groups])
+    order = np.argsort(values, kind="stable")
+    values, cumulative = values[order], np.cumsum(weights[order])
+    total = int(round(cumulative[-1]))
+
+    def at(k: int) -> float:  # the k-th (from 0) of the values written out, in order
+        return float(values[np.searchsorted(cumulative, k, side="right")])
+
+    return at(total // 2) if total % 2 else (at(total // 2 - 1) + at(total // 2)) / 2

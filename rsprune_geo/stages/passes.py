@@ -1,0 +1,232 @@
+"""A pass over the run's windows: every task read once, its compact columns gathered into the
+driver's :class:`~rsprune_geo.stages.columns.TileColumns`.
+
+On a Dask cluster each task runs whole on a worker (read, score, resize, encode, write its part),
+a bounded number of tasks in flight. Locally, reader threads read, score and resize window after
+window while the run's thread encodes them in batches sized for the runtime, so decoding
+overlaps inference and the encoder keeps every core it asks for.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import Scheduler
+from ..features.base import Encoder
+from ..progress import ProgressCallback, no_progress
+from ..reading.grid import RunGrid, TaskTiles
+from ..reading.pixels import Scaling
+from ..scaleout import map_tasks
+from .clustering import SceneCentroids
+from .columns import TileColumns
+from .window import Encode, PassSpec, WindowWork, encode_works, window_works
+
+
+@dataclass
+class Encoding:
+    """What a pass encodes with: stage 2's ``encoder`` and the prior bank's ``centroids``, which
+    tiles (``what``), and where their vectors go when the run keeps them (``on_vectors``)."""
+
+    encoder: Encoder
+    centroids: SceneCentroids
+    what: Encode = Encode.PASSED
+    on_vectors: Callable[[np.ndarray, np.ndarray], None] | None = None
+
+
+#: Windows read ahead of the encoder, at most (memory: one window's images each).
+READ_AHEAD = 8
+#: Tasks in flight on a Dask cluster per worker.
+TASKS_PER_WORKER = 4
+
+
+def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns: TileColumns,
+             encoder: Encoder | None = None, centroids: SceneCentroids | None = None, client: Any | None = None,
+             on_progress: ProgressCallback = no_progress, wanted: np.ndarray | None = None,
+             on_vectors: Callable[[np.ndarray, np.ndarray], None] | None = None,
+             scheduler: Scheduler | str = Scheduler.THREADS) -> None:
+    """Run every window task (or, with ``wanted``, a second pass encoding those positions) and
+    gather the columns: stage 1's status, reason, entropy and ground cell (a first pass), each
+    encoded tile's cluster and distance, and its vectors through ``on_vectors(positions,
+    vectors)`` when ``spec.vectors``. Locally, ``scheduler`` says how: reader threads with the
+    encoder on this thread (``threads``), whole tasks in processes (``processes``), or everything
+    in this thread (``sync``). Progress: ``stage1`` by task in a first pass, ``encoding`` by task
+    in a second."""
+    scheduler = Scheduler.parse(scheduler, "scheduler")
+    tasks = grid.tasks
+    if wanted is not None:
+        owner = np.zeros(grid.size, dtype=bool)
+        owner[wanted] = True
+        tasks = [t for t in tasks if owner[grid.task_positions(t)].any()]
+    stage = "stage1" if wanted is None else "encoding"
+    on_progress(stage, 0, len(tasks))
+    done = 0
+    if client is not None:
+        works = _on_cluster(grid, tasks, scalings, spec, encoder, centroids, client, wanted)
+    elif scheduler is Scheduler.THREADS:
+        works = _locally(grid, tasks, scalings, spec, encoder, centroids, wanted)
+    else:
+        works = _in_processes(grid, tasks, scalings, spec, encoder, centroids, wanted,
+                              processes=scheduler is Scheduler.PROCESSES)
+    for item in works:
+        if item is None:  # a task finished
+            done += 1
+            on_progress(stage, done, len(tasks))
+            continue
+        _gather(item, columns, first=wanted is None, on_vectors=on_vectors)
+
+
+def _gather(work: WindowWork, columns: TileColumns, first: bool,
+            on_vectors: Callable[[np.ndarray, np.ndarray], None] | None) -> None:
+    """Put a window's columns in the driver's."""
+    positions = work.positions
+    if first:
+        columns.status[positions] = work.status
+        columns.reason[positions] = work.reason
+        columns.entropy[positions] = work.entropy
+        columns.cell[positions] = work.cell
+    if work.cluster is not None:
+        encoded = positions[work.encode]
+        columns.cluster[encoded] = work.cluster
+        columns.distance[encoded] = work.distance
+        if on_vectors is not None and work.vectors is not None:
+            on_vectors(encoded, work.vectors)
+
+
+def run_task(tiles: TaskTiles, scaling: Scaling, wanted: np.ndarray | None, spec: PassSpec | None = None,
+             encoder: Encoder | None = None, centroids: SceneCentroids | None = None) -> list[WindowWork]:
+    """A whole task where it runs (a Dask worker): each window read, scored, encoded and assigned;
+    what travels back is the windows' compact columns (and vectors when the pass keeps them)."""
+    assert spec is not None
+    out = []
+    for work in window_works(tiles, scaling, spec, wanted):
+        if encoder is not None and centroids is not None:
+            encode_works([work], encoder, centroids, spec)
+        work.images = None
+        out.append(work)
+    return out
+
+
+def _task_wanted(tiles: TaskTiles, wanted: np.ndarray | None) -> np.ndarray | None:
+    """The wanted positions that are this task's."""
+    if wanted is None:
+        return None
+    mine = tiles.positions
+    return mine[np.isin(mine, wanted)]
+
+
+def _on_cluster(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centroids, client,
+                wanted) -> Iterator[WindowWork | None]:
+    """The tasks on a Dask cluster, a bounded number in flight (the encoder and centroids sent to
+    each worker once); a task lost with a worker is run again by Dask on another."""
+    encode = encoder is not None and centroids is not None and (spec.encode is not Encode.NONE or wanted is not None)
+    shared: dict[str, Any] = {"spec": spec}
+    if encode:
+        shared.update(encoder=encoder, centroids=centroids)
+
+    def arguments():
+        for task in tasks:
+            tiles = grid.task_tiles(task)
+            yield tiles, scalings[task.source], _task_wanted(tiles, wanted)
+
+    for _, works in map_tasks(run_task, arguments(), client, broadcast=shared,
+                              in_flight=TASKS_PER_WORKER * _workers(client)):
+        yield from works
+        yield None
+
+
+def _in_processes(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centroids, wanted,
+                  processes: bool) -> Iterator[WindowWork | None]:
+    """Whole tasks in local processes (the encoder sent with each), or one after the other here."""
+    encode = encoder is not None and centroids is not None and (spec.encode is not Encode.NONE or wanted is not None)
+    shared: dict[str, Any] = {"spec": spec, **({"encoder": encoder, "centroids": centroids} if encode else {})}
+
+    def arguments():
+        for task in tasks:
+            tiles = grid.task_tiles(task)
+            yield tiles, scalings[task.source], _task_wanted(tiles, wanted)
+
+    for _, works in map_tasks(run_task, arguments(), threads=None if processes else 1, broadcast=shared,
+                              processes=processes):
+        yield from works
+        yield None
+
+
+def _workers(client: Any) -> int:
+    """How many workers a Dask client has."""
+    return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def _locally(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centroids, wanted,
+             readers: int | None = None) -> Iterator[WindowWork | None]:
+    """The tasks on local reader threads; windows encoded here, in batches, as they come."""
+    encode = encoder is not None and centroids is not None and (spec.encode is not Encode.NONE or wanted is not None)
+    readers = readers or (max(1, (os.cpu_count() or 1) // 2) if encode else (os.cpu_count() or 1))
+    inbox: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def read(task) -> None:
+        try:
+            tiles = grid.task_tiles(task)
+            for work in window_works(tiles, scalings[task.source], spec, _task_wanted(tiles, wanted)):
+                _put(inbox, ("work", work), stop)
+            _put(inbox, ("done", None), stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the run's thread, which raises it
+            _put(inbox, ("error", exc), stop)
+
+    batch: list[WindowWork] = []
+    size = _batch_size(encoder) if encode else 0
+    with ThreadPoolExecutor(max_workers=readers) as pool:
+        futures = [pool.submit(read, task) for task in tasks]
+        try:
+            finished = 0
+            while finished < len(tasks):
+                kind, item = inbox.get()
+                if kind == "error":
+                    raise item
+                if kind == "done":
+                    finished += 1
+                if kind == "work":
+                    batch.append(item)
+                held = sum(len(w.images) for w in batch if w.images is not None)
+                if batch and (not encode or held >= size or inbox.empty() or finished == len(tasks)):
+                    if encode:
+                        encode_works(batch, encoder, centroids, spec)
+                    yield from batch
+                    batch = []
+                if kind == "done":
+                    yield None
+        finally:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            while not inbox.empty():
+                inbox.get_nowait()
+
+
+def _put(inbox: queue.Queue, item: tuple, stop: threading.Event) -> None:
+    """Hand ``item`` to the run's thread, giving up when the run stops."""
+    while not stop.is_set():
+        try:
+            inbox.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+    raise _Stopped()
+
+
+class _Stopped(Exception):
+    """The run stopped: a reader thread leaves its task."""
+
+
+def _batch_size(encoder: Encoder) -> int:
+    """Images encoded at once: the encoder's batch, at least 64 on onnxruntime (its throughput
+    grows with the batch on a CPU)."""
+    return max(encoder.batch_size, 64) if str(encoder.runtime).startswith("onnx") else encoder.batch_size

@@ -1,0 +1,198 @@
+"""The window task: every pixel decoded once. A task reads its windows one at a time, scores their
+tiles (stage 1), judges them against thresholds known before reading (nodata limit, absolute
+entropy, the prior bank's floor), brings the tiles to encode to the encoder's input size while
+their pixels are in memory, and writes its tiles as a part of the tile table. Encoding happens
+in the same worker (a Dask task), or (locally) on the run's thread while the next windows are
+read (:mod:`.passes`). Only compact columns travel back to the driver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from rasterio.crs import CRS
+
+from ..features.base import Encoder
+from ..features.cache import EmbeddingCache
+from ..reading.grid import GroundGrid, TaskTiles, cell_ids
+from ..reading.pixels import Scaling, redact, to_rgb8
+from ..schema import ReasonContext, Status, reasons, status_code, status_names
+from ..tiletable import write_part
+from .clustering import SceneCentroids, assign_to_centroids
+from .information import read_for_scoring, score_window, stage1_codes
+
+
+class Encode(Enum):
+    """Which tiles a pass encodes: none (stage 1 alone), those stage 1 passed, or every tile (the
+    evaluation compares selections in the embedding space of all of them)."""
+
+    NONE = "none"
+    PASSED = "passed"
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """What every window task of a pass is told (sent to each worker once).
+
+    ``folder``: where parts are written (``None``: no part, as in a second pass); the output
+    ``crs`` and the ``ground`` grid; each source's ``dates``; stage 1's thresholds known before
+    reading (``max_nodata``, ``entropy_min``, the bank's ``floor``); which tiles to ``encode``, at
+    ``input_size``, cached under ``cache_root`` for the encoder ``encoder_key``; whether vectors
+    travel back (``vectors``); whether source paths are written without credentials (``redact``)."""
+
+    folder: str | None
+    crs: CRS | None
+    ground: GroundGrid
+    dates: tuple[np.datetime64, ...]
+    max_nodata: float
+    entropy_min: float | None
+    floor: float | None
+    encode: Encode = Encode.NONE
+    input_size: int = 224
+    encoder_key: str = ""
+    cache_root: str | None = None
+    vectors: bool = False
+    redact: bool = False
+
+
+@dataclass
+class WindowWork:
+    """One window after reading: its tiles' positions and stage-1 columns, and for the tiles to
+    encode (``encode`` indexes ``positions``) their images, or their vectors when cached."""
+
+    positions: np.ndarray
+    status: np.ndarray
+    reason: np.ndarray
+    entropy: np.ndarray
+    cell: np.ndarray
+    encode: np.ndarray
+    fingerprint: str = ""
+    ids: list[str] = field(default_factory=list)
+    images: np.ndarray | None = None
+    vectors: np.ndarray | None = None
+    cluster: np.ndarray | None = None
+    distance: np.ndarray | None = None
+
+
+def window_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec,
+                 wanted: np.ndarray | None = None) -> Iterator[WindowWork]:
+    """Read a task's windows once each and yield their work; the task's part is written when the
+    last window is done. ``wanted`` (a second pass) names the positions to encode: the windows
+    are read again for them only, nothing is scored and no part is written."""
+    rows: list[pd.DataFrame] = []
+    cache = EmbeddingCache(spec.cache_root, spec.encoder_key) if spec.encode is not Encode.NONE else None
+    for window, positions, row_off, col_off in tiles.iter_windows():
+        data, valid, use_nodata, nodata = read_for_scoring(tiles.source, window)
+        rows_in, cols_in = row_off - int(window.row_off), col_off - int(window.col_off)
+        n = positions.size
+        if wanted is None:
+            scores = score_window(data, valid, use_nodata, nodata, scaling, rows_in, cols_in,
+                                  np.full(n, tiles.height), np.full(n, tiles.width))
+            status, reason = stage1_codes(scores["entropy"], scores["nodata_fraction"], spec.max_nodata,
+                                          spec.entropy_min, spec.floor)
+            encode = _to_encode(status, spec.encode)
+            entropy = scores["entropy"]
+        else:
+            status, reason = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
+            encode, entropy, scores = np.isin(positions, wanted), np.zeros(n), {}
+        footprints, cells = (_footprints(tiles, row_off, col_off, spec) if wanted is None
+                             else (None, np.full((n, 2), -1, dtype=np.int32)))
+        work = WindowWork(positions, status, reason, entropy, cells, np.flatnonzero(encode), tiles.source.fingerprint)
+        if work.encode.size:
+            work.ids = tiles.tile_ids(row_off[work.encode], col_off[work.encode])
+            work.vectors = cache.load(tiles.source.fingerprint, work.ids) if cache is not None else None
+            if work.vectors is None:
+                work.images = _resized(data, scaling, rows_in[work.encode], cols_in[work.encode], tiles,
+                                       spec.input_size)
+        if footprints is not None:
+            rows.append(_rows(tiles, row_off, col_off, scores, status, reason, footprints, cells, spec))
+        yield work
+    if rows and spec.folder is not None:
+        write_part(spec.folder, tiles.part, pd.concat(rows, ignore_index=True), spec.crs)
+
+
+def _to_encode(status: np.ndarray, what: Encode) -> np.ndarray:
+    """Which of a window's tiles a first pass encodes."""
+    if what is Encode.ALL:
+        return np.ones(status.size, dtype=bool)
+    if what is Encode.PASSED:
+        return status == status_code(Status.KEPT)
+    return np.zeros(status.size, dtype=bool)
+
+
+def _resized(data: np.ndarray, scaling: Scaling, rows: np.ndarray, cols: np.ndarray, tiles: TaskTiles,
+             size: int) -> np.ndarray:
+    """Tiles cut from a window's pixels, as uint8 RGB at ``size``² (bilinear, antialiased)."""
+    out = np.empty((rows.size, size, size, 3), dtype=np.uint8)
+    for k, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
+        rgb = to_rgb8(data[:, r : r + tiles.height, c : c + tiles.width], scaling)
+        if rgb.shape[0] != size or rgb.shape[1] != size:
+            rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+        out[k] = rgb
+    return out
+
+
+def _footprints(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray,
+                spec: PassSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The tiles' footprints in the output CRS and their ground cells (int32 row, column)."""
+    shapes = tiles.footprints(row_off, col_off)
+    if spec.crs is not None and tiles.source.crs is not None and tiles.source.crs != spec.crs:
+        import geopandas as gpd
+
+        shapes = gpd.GeoSeries(shapes, crs=tiles.source.crs).to_crs(spec.crs).values
+    return shapes, spec.ground.cells(shapes).astype(np.int32)
+
+
+def _rows(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray, scores: dict, status: np.ndarray,
+          reason: np.ndarray, footprints: np.ndarray, cells: np.ndarray, spec: PassSpec) -> pd.DataFrame:
+    """A window's rows of the tile table, as stage 1 leaves them (the run writes its decisions
+    back once every tile is judged)."""
+    n = row_off.size
+    frame = pd.DataFrame({
+        "tile_id": tiles.tile_ids(row_off, col_off),
+        "source": redact(tiles.source.path) if spec.redact else tiles.source.path,
+        "row_off": row_off.astype(np.int64), "col_off": col_off.astype(np.int64),
+        "width": np.full(n, tiles.width, dtype=np.int64), "height": np.full(n, tiles.height, dtype=np.int64),
+    })
+    for name, values in scores.items():
+        frame[name] = values
+    frame["entropy_rank"] = np.zeros(n, dtype=np.int64)
+    frame["status"] = status_names(status)
+    context = ReasonContext(max_nodata=spec.max_nodata, entropy_min=spec.entropy_min, floor=spec.floor)
+    frame["reason"] = reasons(reason, context, scores["entropy"], scores["nodata_fraction"])
+    frame["ground_cell"] = cell_ids(cells)
+    when = spec.dates[tiles.source_index] if spec.dates else np.datetime64("NaT")
+    frame["date"] = pd.to_datetime(np.full(n, when, dtype="datetime64[ns]"))
+    frame["geometry"] = footprints
+    return frame
+
+
+def encode_works(works: list[WindowWork], encoder: Encoder, centroids: SceneCentroids,
+                 spec: PassSpec) -> None:
+    """Encode the images of some windows in batches (in place): each window gets its tiles'
+    nearest ``cluster`` and ``distance`` (and its ``vectors`` when the pass keeps them); new
+    vectors are cached window by window."""
+    todo = [w for w in works if w.images is not None and len(w.images)]
+    if todo:
+        images = np.concatenate([w.images for w in todo]) if len(todo) > 1 else todo[0].images
+        assert images is not None
+        vectors = np.concatenate([encoder.encode(images[i : i + encoder.batch_size])
+                                  for i in range(0, len(images), encoder.batch_size)])
+        start = 0
+        cache = EmbeddingCache(spec.cache_root, spec.encoder_key)
+        for w in todo:
+            w.vectors = vectors[start : start + len(w.ids)]
+            start += len(w.ids)
+            cache.store(w.fingerprint, w.ids, w.vectors)
+            w.images = None
+    for w in works:
+        if w.vectors is not None and len(w.vectors):
+            ids, dist = assign_to_centroids(w.vectors, centroids)
+            w.cluster, w.distance = ids.astype(np.int32), dist.astype(np.float32)
+        if not spec.vectors:
+            w.vectors = None
