@@ -74,7 +74,8 @@ def selection_cost(repeats: int = 3) -> pd.DataFrame:
     from rsprune_geo.stages.selection import select_tiles
 
     n, rng = 1_000_000, np.random.default_rng(0)
-    cells = np.array([f"r{i // 1000}-c{i % 1000}" for i in rng.integers(0, 100_000, n)], dtype=object)
+    picked = rng.integers(0, 100_000, n)
+    cells = np.column_stack([picked // 1000, picked % 1000])
     dates = (np.datetime64("2010-01-01") + rng.integers(0, 10, n) * np.timedelta64(365, "D")).astype("datetime64[ns]")
     labels, distances = rng.integers(0, 200, n), rng.random(n)
     settings = {"centroid-first, no cap": {}, "max 1 per cell": {"max_per_cell": 1, "geo_spread": "off"},

@@ -138,11 +138,11 @@ def end_to_end(mosaic: str, bank: str) -> list[dict]:
                                          workers=workers)
                 seconds = time.perf_counter() - t0
                 st2 = result.record.stage2
-                rows.append({"encoder": encoder, "runtime": st2["encoder_runtime"],
-                             "workers": workers or "local threads", "tiles": len(result.tiles),
-                             "encoded": st2["stage1_candidates"], "seconds": seconds,
-                             "tiles_per_s": len(result.tiles) / seconds,
-                             "encoding_s": result.timings.get("stage2_encoding")})
+                rows.append({"encoder": encoder, "runtime": st2.encoder_runtime,
+                             "workers": workers or "local threads", "tiles": sum(result.record.counts.values()),
+                             "encoded": st2.stage1_candidates, "seconds": seconds,
+                             "tiles_per_s": sum(result.record.counts.values()) / seconds,
+                             "encoding_s": result.timings.get("windows")})
                 print(rows[-1], flush=True)
     return rows
 
@@ -171,8 +171,8 @@ def growth_child(size: int) -> None:
         t0 = time.perf_counter()
         result = rsprune_geo.run([str(DATA / f"demo-{size}.tif")], Path(tmp) / "run.gpkg")
         seconds = time.perf_counter() - t0
-    print(json.dumps({"size": size, "tiles": len(result.tiles), "seconds": seconds,
-                      "stage1_s": result.timings["stage1_scoring"],
+    print(json.dumps({"size": size, "tiles": sum(result.record.counts.values()), "seconds": seconds,
+                      "stage1_s": result.timings["windows"],
                       "peak_rss_mib": rss_mib()["VmHWM"], "rss_after_warmup_mib": base}))
 
 

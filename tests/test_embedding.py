@@ -10,14 +10,14 @@ import rsprune_geo.stages.window as window_module
 from rsprune_geo.features import get_encoder
 from rsprune_geo.features.base import Encoder
 from rsprune_geo.reading.grid import ground_grid, plan_grid
-from rsprune_geo.reading.pixels import read_window, source_scaling, to_rgb8
+from rsprune_geo.reading.pixels import read_window, source_scaling
 from rsprune_geo.reading.sources import open_source
 from rsprune_geo.schema import Status, status_code
 from rsprune_geo.stages.clustering import assign_to_centroids, fit_scene_centroids
 from rsprune_geo.stages.columns import TileColumns
 from rsprune_geo.stages.embedding import embed_tiles
 from rsprune_geo.stages.passes import run_pass
-from rsprune_geo.stages.window import Encode, PassSpec
+from rsprune_geo.stages.window import Encode, PassSpec, resize_tile
 
 from .conftest import UCMERCED, shared
 
@@ -57,11 +57,10 @@ def test_every_window_is_read_once_and_its_survivors_encoded_from_memory(landsat
     # the same vectors as reading each tile on its own, at full size, and resizing it
     sample = passed[:5]
     row_off, col_off = grid.sources[0].offsets(sample)
-    from PIL import Image
     from rasterio.windows import Window
 
-    images = np.stack([np.asarray(Image.fromarray(to_rgb8(read_window(source, Window(c, r, 128, 128))[0]))
-                                  .resize((64, 64), Image.Resampling.BILINEAR)) for r, c in zip(row_off, col_off)])
+    images = np.stack([resize_tile(read_window(source, Window(c, r, 128, 128))[0], 64, np.empty((64, 64, 3), np.uint8))
+                       for r, c in zip(row_off, col_off)])
     expected = encoder.encode(images)
     assert np.allclose(np.stack([kept[p] for p in sample.tolist()]), expected, atol=1e-5)
     ids, dist = assign_to_centroids(expected, centroids)
@@ -105,3 +104,13 @@ def test_embed_tiles_reads_tiles_at_the_encoders_size(landsat, tmp_path):
     tiles = rsprune_geo.make_tiles(source, 128)
     vectors = embed_tiles(tiles.head(4), {source.path: source}, {source.path: source_scaling(source)}, encoder)
     assert vectors.shape == (4, encoder.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_resize_tile_keeps_flat_tiles_flat_and_antialiases_strong_shrinks():
+    flat = np.full((3, 256, 256), 77, dtype=np.uint8)
+    assert (resize_tile(flat, 224, np.empty((224, 224, 3), np.uint8)) == 77).all()
+    checker = (np.indices((256, 256)).sum(axis=0) % 2 * 255).astype(np.uint8)[None]  # one band: grey
+    out = resize_tile(checker, 64, np.empty((64, 64, 3), np.uint8))
+    assert np.array_equal(out[..., 0], out[..., 2]) and abs(int(out.mean()) - 127) <= 1 and out.std() < 2
+    same = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    assert np.array_equal(resize_tile(same, 64, np.empty((64, 64, 3), np.uint8)), same.transpose(1, 2, 0))

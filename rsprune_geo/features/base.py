@@ -160,7 +160,7 @@ def torch_network(model: Any, call: Callable[[Any, Any], Any]) -> Any:
 
 def unit_range(images: np.ndarray) -> np.ndarray:
     """uint8 (N, S, S, 3) images as float32 (N, 3, S, S) in [-1, 1]."""
-    x = images.transpose(0, 3, 1, 2).astype(np.float32)
+    x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
     x *= np.float32(1 / 127.5)
     x -= np.float32(1.0)
     return x

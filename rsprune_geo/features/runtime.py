@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,10 @@ def images_digest(images: np.ndarray) -> str:
 
 
 class OnnxNetwork:
-    """A torch network exported to ONNX and run by onnxruntime on every CPU core.
+    """A torch network exported to ONNX and run by onnxruntime on every CPU core: a batch is
+    split into one part per core, each run by a single-threaded session call on a thread of its
+    own (no synchronisation inside a call, so a core taken by another thread of the run, a
+    reader decoding the next windows, slows one part, not all of them).
 
     ``load()`` returns the torch module mapping float32 (N, 3, S, S) inputs to (N, D) features
     (called only when the export is not cached yet); ``key`` names its weights and input. With
@@ -116,13 +120,25 @@ class OnnxNetwork:
             if not path.exists():
                 _quantize(fp32, path, prepared())
             self.variant = "int8"
-        self.session = _session(path)
         self.path = path
+        self._open()
+
+    def _open(self) -> None:
+        self.session = _session(self.path)
         self.input_name = self.session.get_inputs()[0].name
+        self.lanes = inference_threads()
+        self._pool = ThreadPoolExecutor(self.lanes) if self.lanes > 1 else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Features of a float32 (N, 3, S, S) batch."""
-        return np.asarray(self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0])
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._pool is None or len(x) < 2 * self.lanes:
+            return self._run(x)
+        parts = np.array_split(x, self.lanes)
+        return np.concatenate(list(self._pool.map(self._run, parts)))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input_name: x})[0])
 
     def __getstate__(self) -> dict:
         """Pickled as its file: a Dask worker reopens the cached model (the cache folder is shared)."""
@@ -130,8 +146,7 @@ class OnnxNetwork:
 
     def __setstate__(self, state: dict) -> None:
         self.path, self.variant = Path(state["path"]), state["variant"]
-        self.session = _session(self.path)
-        self.input_name = self.session.get_inputs()[0].name
+        self._open()
 
 
 def inference_threads() -> int:
@@ -146,11 +161,13 @@ def inference_threads() -> int:
 
 
 def _session(path: Path) -> Any:
-    """An onnxruntime session on the CPU, with :func:`inference_threads` threads."""
+    """An onnxruntime session on the CPU whose calls run on their caller's thread (callers run
+    several at once, see :class:`OnnxNetwork`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = inference_threads()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

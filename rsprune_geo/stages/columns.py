@@ -56,9 +56,10 @@ class TileColumns:
         return sum(getattr(self, f.name).nbytes for f in fields(self))
 
     def where(self, *statuses: Status) -> np.ndarray:
-        """Positions of the tiles with any of ``statuses``."""
+        """Positions of the tiles with any of ``statuses`` (int32 while positions fit: half the bytes)."""
         codes = np.array([status_code(s) for s in statuses], dtype=np.uint8)
-        return np.flatnonzero(np.isin(self.status, codes))
+        positions = np.flatnonzero(np.isin(self.status, codes))
+        return positions.astype(np.int32) if len(self) < 1 << 31 else positions
 
     def mark(self, positions: np.ndarray, status: Status, reason: Reason = Reason.NONE) -> None:
         """Give tiles a status and reason."""
@@ -77,8 +78,11 @@ class TileColumns:
 
     def cells_count(self) -> int:
         """How many distinct ground cells the tiles fall in."""
-        grounded = self.cell[(self.status != ABSENT) & (self.cell[:, 0] >= 0)]
-        return int(np.unique(grounded.astype(np.int64) @ np.array([1 << 32, 1], dtype=np.int64)).size)
+        key = self.cell[:, 0].astype(np.int64) << 32
+        key |= self.cell[:, 1].astype(np.int64) & 0xFFFFFFFF
+        key = key[(self.status != ABSENT) & (self.cell[:, 0] >= 0)]
+        key.sort()
+        return int(key.size and 1 + np.count_nonzero(np.diff(key)))
 
     def dates_of(self, positions: np.ndarray) -> np.ndarray:
         """The acquisition dates of tiles (NaT: unknown)."""
@@ -88,6 +92,7 @@ class TileColumns:
         out[known] = self.dates[codes[known]]
         return out
 
-    def has_dates(self) -> bool:
-        """Whether some tile's date is known."""
-        return bool(self.dates.size and not np.isnat(self.dates).all())
+    def several_dates(self) -> bool:
+        """Whether the tiles' dates differ (a known date and another, or an unknown one): when
+        there is one date for all, a selection needs none of them."""
+        return bool(np.unique(self.dates).size > 1)

@@ -285,24 +285,35 @@ def apportion_by_size(sizes: np.ndarray, count: int) -> np.ndarray:
 
 
 def stratified_entropy_cut(
-    entropy: np.ndarray, strata: np.ndarray, count: int, tile_ids: np.ndarray
+    entropy: np.ndarray, strata: np.ndarray, count: int, tile_ids: np.ndarray, scratch: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keep ``count`` tiles by entropy *within* each stratum (e.g. each tile's nearest scene).
 
     Each stratum's share is proportional to its size and at least one tile while the count
     allows, so no stratum is wiped out; inside it the highest entropy goes first (ties by
-    tile id). Returns (kept mask, rank inside the stratum from 1, quota of each tile's stratum).
+    ``tile_ids``, or any keys that sort like them). ``strata`` are labels, or non-negative int
+    codes (then nothing is sorted but the tiles: memory stays a few bytes a tile); ``scratch``:
+    ``entropy`` is a copy the cut may overwrite. Returns (kept mask, rank inside the stratum from
+    1 (int32), quota of each tile's stratum).
     """
-    entropy = np.asarray(entropy, dtype=np.float64)
     strata = np.asarray(strata)
-    ids = np.asarray(tile_ids)
-    names, inverse, sizes = np.unique(strata, return_inverse=True, return_counts=True)
+    if strata.dtype.kind in "iu" and (strata.size == 0 or strata.min() >= 0):
+        codes = strata
+        sizes = np.bincount(codes, minlength=1)
+    else:
+        _, codes, sizes = np.unique(strata, return_inverse=True, return_counts=True)
     quotas = apportion_by_size(sizes, count)
-    order = np.lexsort((ids, -entropy, inverse))
-    rank = np.empty(entropy.size, dtype=np.int64)
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    rank[order] = np.arange(entropy.size) - np.repeat(starts, sizes) + 1
-    quota_of_tile = quotas[inverse]
+    negated = np.negative(entropy, out=entropy if scratch else None)  # highest entropy first
+    order = np.lexsort((np.asarray(tile_ids), negated, codes))
+    del negated
+    wide = np.int64 if order.size >= 1 << 31 else np.int32
+    starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(wide)
+    ranked: np.ndarray = np.arange(1, order.size + 1, dtype=wide)
+    np.subtract(ranked, starts[codes[order]], out=ranked)
+    rank = np.empty(order.size, dtype=wide)
+    rank[order] = ranked
+    del ranked
+    quota_of_tile = quotas.astype(wide)[codes]
     return rank <= quota_of_tile, rank, quota_of_tile
 
 

@@ -93,7 +93,7 @@ def _apportion(target: np.ndarray, caps: np.ndarray, budget: int) -> np.ndarray:
 def centroid_first_order(
     labels: np.ndarray, distances: np.ndarray, spread_bins: int = 1, seed: int = 0
 ) -> np.ndarray:
-    """Rank of each tile inside its cluster, 0 = picked first.
+    """Rank of each tile inside its cluster, 0 = picked first (int32).
 
     ``spread_bins=1``: ascending distance to the centroid (the paper's centroid-prioritised
     order). ``spread_bins=q>1``: the cluster's distances are cut into q quantile bins and picks
@@ -101,14 +101,15 @@ def centroid_first_order(
     still spans the cluster. Ties break by a seeded permutation, so the order is reproducible.
     """
     labels = np.asarray(labels)
-    distances = np.asarray(distances, dtype=np.float64)
+    distances = np.asarray(distances)
     n = labels.size
     tiebreak = np.random.default_rng(seed).permutation(n)
     order = np.lexsort((tiebreak, distances, labels))
-    rank = np.empty(n, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
-    ends = np.r_[starts[1:], n]
-    for a, b in zip(starts, ends):
+    del tiebreak
+    rank = np.empty(n, dtype=np.int32)
+    _, sizes = _group_sizes(labels)
+    ends = np.cumsum(sizes)
+    for a, b in zip(ends - sizes, ends):
         members = order[a:b]  # this cluster, nearest first
         m = members.size
         if spread_bins <= 1 or m <= spread_bins:
@@ -119,6 +120,29 @@ def centroid_first_order(
         within = position - np.searchsorted(bin_of, bin_of)
         rank[members[np.lexsort((bin_of, within))]] = np.arange(m)
     return rank
+
+
+def _group_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct labels (sorted) and how many tiles each has; small non-negative int labels
+    are counted, not sorted."""
+    if labels.dtype.kind in "iu" and labels.size and labels.min() >= 0 and labels.max() < 1 << 24:
+        counts = np.bincount(labels)
+        present = np.flatnonzero(counts)
+        return present, counts[present]
+    names, sizes = np.unique(labels, return_counts=True)
+    return names, sizes
+
+
+def _group_codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(labels, return_inverse=True, return_counts=True)``, in a few bytes a tile for
+    small non-negative int labels (the codes are int32)."""
+    names, sizes = _group_sizes(labels)
+    if labels.dtype.kind in "iu" and labels.size and labels.min() >= 0 and labels.max() < 1 << 24:
+        lookup = np.full(int(labels.max()) + 1, -1, dtype=np.int32)
+        lookup[names] = np.arange(names.size, dtype=np.int32)
+        return names, lookup[labels], sizes
+    names, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    return names, inverse, sizes
 
 
 @dataclass
@@ -134,27 +158,45 @@ class Selection:
     capped: np.ndarray | None = None
 
 
-def cell_groups(cells: np.ndarray, dates: np.ndarray | None = None,
-                period: CellPeriod | str = CellPeriod.ALL) -> np.ndarray:
-    """The group a per-cell cap counts by, as an int64 code per tile: the ground cell (``cells``,
-    (N, 2) row and column, -1 without one), with the year or the season of the year when
-    ``period`` says so (tiles without a date share one unknown period); -1 for tiles without a
-    ground cell (never capped)."""
-    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
+def cell_keys(cells: np.ndarray, dates: np.ndarray | None = None,
+              period: CellPeriod | str = CellPeriod.ALL) -> np.ndarray:
+    """One int64 key per tile for the group a per-cell cap counts by: the ground cell (``cells``,
+    (N, 2) row and column, -1 without one) with the year or the season of the year when
+    ``period`` says so (tiles without a date share one unknown period); -1 without a cell."""
+    cells = np.asarray(cells).reshape(-1, 2)
     period = CellPeriod.parse(period, "cell_period")
-    extra = np.zeros(len(cells), dtype=np.int64)
+    key = np.empty(len(cells), dtype=np.int64)
+    key[:] = cells[:, 0]
+    key <<= 24
+    key |= cells[:, 1] & 0xFFFFFF
     if period is not CellPeriod.ALL and dates is not None:
         stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(dates), errors="coerce"))
         unknown = np.asarray(stamps.isna())
         if period is CellPeriod.YEAR:
-            extra = np.nan_to_num(stamps.year.to_numpy(dtype=float)).astype(np.int64)
+            extra = np.nan_to_num(stamps.year.to_numpy(dtype=float)).astype(np.int64) - 1800
         else:
             extra = (np.nan_to_num(stamps.month.to_numpy(dtype=float)).astype(np.int64) % 12) // 3
-        extra = np.where(unknown, -1, extra)
-    if len(cells) == 0:
-        return np.zeros(0, dtype=np.int64)
-    _, codes = np.unique(np.column_stack([cells, extra]), axis=0, return_inverse=True)
-    return np.where(cells[:, 0] < 0, -1, codes.ravel())
+        key <<= 12
+        key |= np.where(unknown, 0xFFF, extra & 0xFFF)
+    key[cells[:, 0] < 0] = -1
+    return key
+
+
+def cell_groups(cells: np.ndarray, dates: np.ndarray | None = None,
+                period: CellPeriod | str = CellPeriod.ALL) -> np.ndarray:
+    """The group a per-cell cap counts by, as an int64 code per tile (see :func:`cell_keys`);
+    -1 for tiles without a ground cell (never capped)."""
+    key = cell_keys(cells, dates, period)
+    _, codes = np.unique(key, return_inverse=True)
+    return np.where(key < 0, -1, codes.ravel())
+
+
+def _a_group_holds_more_than(key: np.ndarray, count: int) -> bool:
+    """Whether some group (keys, -1 apart) holds more than ``count`` tiles: one sorted copy of
+    the keys and a bit a tile."""
+    grounded = key[key >= 0]
+    grounded.sort()
+    return bool(grounded.size > count and (grounded[count:] == grounded[:-count]).any())
 
 
 #: Seasons of the year, by the month's ``(month % 12) // 3``.
@@ -316,11 +358,8 @@ def scene_quotas(
 def spans_ground_or_time(cells: np.ndarray | None, dates: np.ndarray | None) -> bool:
     """Whether tiles share a ground cell (overlapping rasters) or come from several dates: when
     ``geo_spread="auto"`` turns the spread on. ``cells``: (N, 2) row and column (-1: none)."""
-    if cells is not None:
-        grounded = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
-        grounded = grounded[grounded[:, 0] >= 0]
-        if len(grounded) and np.unique(grounded, axis=0).shape[0] < len(grounded):
-            return True
+    if cells is not None and _a_group_holds_more_than(cell_keys(cells), 1):
+        return True
     if dates is not None:
         return pd.Series(pd.to_datetime(np.asarray(dates), errors="coerce")).dropna().nunique() > 1
     return False
@@ -356,7 +395,7 @@ def select_tiles(
         raise InputError("labels and distances must have the same length")
     if budget < 0:
         raise InputError(f"budget {budget}: must be non-negative")
-    clusters, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    clusters, inverse, sizes = _group_codes(labels)
     if cluster_scenes is None:
         quotas = blended_quotas(sizes, budget, uniformity, seed)
     else:
@@ -365,10 +404,9 @@ def select_tiles(
     kept = rank < quotas[inverse]
     capped = None
     codes = None
-    if cells is not None and max_per_cell:
-        codes = cell_groups(cells, dates, cell_period)
-        if not np.bincount(codes[codes >= 0], minlength=1).max() > max_per_cell:
-            codes = None  # no cell holds more candidates than the cap: nothing to do
+    if cells is not None and max_per_cell and _a_group_holds_more_than(cell_keys(cells, dates, cell_period),
+                                                                         max_per_cell):
+        codes = cell_groups(cells, dates, cell_period)  # only when some cell holds more candidates than the cap
     mode = GeoSpread.parse(geo_spread, "geo_spread")
     spread = mode is GeoSpread.ON or (mode is GeoSpread.AUTO and spans_ground_or_time(cells, dates))
     if codes is not None or (spread and (cells is not None or dates is not None)):
@@ -484,45 +522,47 @@ def apply_selection(
     ``options.max_per_cell`` the tiles' ground cells (and dates, by ``options.cell_period``) cap
     the tiles kept per cell (:func:`cell_groups`).
     """
-    candidates = np.asarray(candidates, dtype=np.int64)
+    candidates = np.asarray(candidates)
     cluster_scenes = np.asarray(cluster_scenes)
     k_all = len(cluster_scenes)
-    passed = np.ones(candidates.size, dtype=bool)
     scene_quota: dict[str, int] = {}
+    inner: np.ndarray | None = None  # indexes into candidates of those that pass (None: all)
     if scene_cut is not None:
         passed, scene_quota = _cut_within_scenes(columns, candidates, cluster_scenes, scene_cut, order_of)
-    inner = np.flatnonzero(passed)  # indexes into candidates
-    pool = candidates[inner]
-    ids, dist = columns.cluster[pool].astype(np.int64), columns.distance[pool].astype(np.float64)
+        if not passed.all():
+            inner = np.flatnonzero(passed)
+        del passed
+    pool = candidates if inner is None else candidates[inner]
+    ids, dist = columns.cluster[pool], columns.distance[pool]
     stage1_decides = budget >= pool.size
-    if stage1_decides or duplicates is None:
-        duplicate = np.zeros(pool.size, dtype=bool)
-    elif callable(duplicates):
-        duplicate = np.asarray(duplicates(inner), dtype=bool)
-    else:
-        duplicate = np.asarray(duplicates, dtype=bool)[inner]
-    fresh = np.flatnonzero(~duplicate)
+    duplicate = None
+    if not stage1_decides and duplicates is not None:
+        where = inner if inner is not None else np.arange(candidates.size)
+        duplicate = np.asarray(duplicates(where) if callable(duplicates) else np.asarray(duplicates)[where], dtype=bool)
+    fresh = pool if duplicate is None else pool[~duplicate]
+    fresh_ids = ids if duplicate is None else ids[~duplicate]
     scenes_of = cluster_scenes if options.quota_by is QuotaMode.SCENE and not stage1_decides else None
-    grounded = bool((columns.cell[pool[fresh], 0] >= 0).any()) if fresh.size else False
-    chosen = select_tiles(ids[fresh], dist[fresh], min(int(budget), fresh.size), options.uniformity,
-                          options.spread, options.seed, cluster_scenes=scenes_of,
-                          cells=columns.cell[pool[fresh]] if grounded else None,
-                          dates=columns.dates_of(pool[fresh]) if columns.has_dates() else None,
+    grounded = bool((columns.cell[fresh, 0] >= 0).any()) if fresh.size else False
+    chosen = select_tiles(fresh_ids, dist if duplicate is None else dist[~duplicate], min(int(budget), fresh.size),
+                          options.uniformity, options.spread, options.seed, cluster_scenes=scenes_of,
+                          cells=columns.cell[fresh] if grounded else None,
+                          dates=columns.dates_of(fresh) if columns.several_dates() else None,
                           max_per_cell=options.max_per_cell, cell_period=options.cell_period,
                           geo_spread=options.geo_spread)
-    columns.mark(pool[duplicate], Status.DUPLICATE, Reason.DUPLICATE)
-    columns.mark(pool[fresh[chosen.kept]], Status.KEPT)
-    columns.mark(pool[fresh[~chosen.kept]], Status.NOT_SELECTED, Reason.QUOTA)
+    if duplicate is not None:
+        columns.mark(pool[duplicate], Status.DUPLICATE, Reason.DUPLICATE)
+    columns.mark(fresh[chosen.kept], Status.KEPT)
+    columns.mark(fresh[~chosen.kept], Status.NOT_SELECTED, Reason.QUOTA)
     if chosen.capped is not None and chosen.capped.any():
-        columns.reason[pool[fresh[chosen.capped]]] = Reason.CELL_FULL
-    columns.cluster_rank[pool[fresh]] = chosen.rank
+        columns.reason[fresh[chosen.capped]] = Reason.CELL_FULL
+    columns.cluster_rank[fresh] = chosen.rank
     quotas = np.zeros(k_all, dtype=np.int64)
     quotas[chosen.clusters] = chosen.quotas
     return AppliedSelection(
         pool=pool, pool_cluster=ids, pool_distance=dist, size=np.bincount(ids, minlength=k_all),
-        duplicates=np.bincount(ids[duplicate], minlength=k_all), quota=quotas,
-        kept_per_cluster=np.bincount(ids[fresh[chosen.kept]], minlength=k_all), stage1_decides=bool(stage1_decides),
-        kept=int(chosen.kept.sum()), scene_quota=scene_quota,
+        duplicates=np.bincount(ids[duplicate], minlength=k_all) if duplicate is not None else np.zeros(k_all, np.int64),
+        quota=quotas, kept_per_cluster=np.bincount(fresh_ids[chosen.kept], minlength=k_all),
+        stage1_decides=bool(stage1_decides), kept=int(chosen.kept.sum()), scene_quota=scene_quota,
     )
 
 
@@ -531,9 +571,14 @@ def _cut_within_scenes(columns: TileColumns, candidates: np.ndarray, cluster_sce
     """Stage 1's cut within each candidate's scene (:func:`stratified_entropy_cut`), marked in
     ``columns`` (and each candidate's rank within its scene): ``(passed mask over the
     candidates, each scene's quota)``."""
-    scenes = cluster_scenes[columns.cluster[candidates]]
-    passed, rank, quota = stratified_entropy_cut(columns.entropy[candidates], scenes, int(count),
-                                                 order_of(candidates))
+    names, scene_of_cluster = np.unique(cluster_scenes, return_inverse=True)
+    codes = scene_of_cluster.astype(np.int16 if names.size < 1 << 15 else np.int32)[columns.cluster[candidates]]
+    passed, rank, quota = stratified_entropy_cut(columns.entropy[candidates], codes, int(count), order_of(candidates),
+                                                 scratch=True)
     columns.scene_rank[candidates] = rank
+    del rank
     columns.mark(candidates[~passed], Status.LOW_INFORMATION, Reason.SCENE_CUT)
-    return passed, {str(s): int(q) for s, q in zip(scenes.tolist(), quota.tolist())}
+    present = np.unique(codes)
+    quota_of_scene = np.zeros(names.size, dtype=np.int64)
+    quota_of_scene[codes] = quota
+    return passed, {str(names[s]): int(quota_of_scene[s]) for s in present}

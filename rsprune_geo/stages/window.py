@@ -11,19 +11,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
+import cv2
 import numpy as np
 import pandas as pd
-from PIL import Image
 from rasterio.crs import CRS
 
 from ..features.base import Encoder
 from ..features.cache import EmbeddingCache
 from ..reading.grid import GroundGrid, TaskTiles, cell_ids
-from ..reading.pixels import Scaling, redact, to_rgb8
+from ..reading.pixels import Scaling, redact
 from ..schema import ReasonContext, Status, reasons, status_code, status_names
 from ..tiletable import write_part
 from .clustering import SceneCentroids, assign_to_centroids
 from .information import read_for_scoring, score_window, stage1_codes
+
+cv2.setNumThreads(1)  # a resize is small: the run's parallelism is its windows, not OpenCV's threads
 
 
 class Encode(Enum):
@@ -127,13 +129,23 @@ def _to_encode(status: np.ndarray, what: Encode) -> np.ndarray:
 
 def _resized(data: np.ndarray, scaling: Scaling, rows: np.ndarray, cols: np.ndarray, tiles: TaskTiles,
              size: int) -> np.ndarray:
-    """Tiles cut from a window's pixels, as uint8 RGB at ``size``² (bilinear, antialiased)."""
+    """Tiles cut from a window's pixels, as uint8 RGB at ``size``² (see :func:`resize_tile`)."""
     out = np.empty((rows.size, size, size, 3), dtype=np.uint8)
     for k, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
-        rgb = to_rgb8(data[:, r : r + tiles.height, c : c + tiles.width], scaling)
-        if rgb.shape[0] != size or rgb.shape[1] != size:
-            rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
-        out[k] = rgb
+        resize_tile(scaling.to_uint8(data[:, r : r + tiles.height, c : c + tiles.width]), size, out[k])
+    return out
+
+
+def resize_tile(bands: np.ndarray, size: int, out: np.ndarray) -> np.ndarray:
+    """One tile's uint8 bands (1 or 3, H, W) as RGB (``size``, ``size``, 3) in ``out``, band by
+    band: bilinear (OpenCV) when every source pixel still reaches the output (shrinking by less
+    than 2), else by pixel area (antialiased). One band is repeated as grey."""
+    h, w = bands.shape[1:]
+    shrink = max(h, w) >= 2 * size
+    how = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    for b in range(3):
+        band = bands[min(b, bands.shape[0] - 1)]
+        out[..., b] = band if (h, w) == (size, size) else cv2.resize(band, (size, size), interpolation=how)
     return out
 
 
@@ -153,22 +165,21 @@ def _rows(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray, scores: di
     """A window's rows of the tile table, as stage 1 leaves them (the run writes its decisions
     back once every tile is judged)."""
     n = row_off.size
+    context = ReasonContext(max_nodata=spec.max_nodata, entropy_min=spec.entropy_min, floor=spec.floor)
+    when = spec.dates[tiles.source_index] if spec.dates else np.datetime64("NaT")
     frame = pd.DataFrame({
         "tile_id": tiles.tile_ids(row_off, col_off),
-        "source": redact(tiles.source.path) if spec.redact else tiles.source.path,
+        "source": np.full(n, redact(tiles.source.path) if spec.redact else tiles.source.path, dtype=object),
         "row_off": row_off.astype(np.int64), "col_off": col_off.astype(np.int64),
         "width": np.full(n, tiles.width, dtype=np.int64), "height": np.full(n, tiles.height, dtype=np.int64),
+        **scores,
+        "entropy_rank": np.zeros(n, dtype=np.int64),
+        "status": status_names(status),
+        "reason": reasons(reason, context, scores["entropy"], scores["nodata_fraction"]),
+        "ground_cell": cell_ids(cells),
+        "date": pd.to_datetime(np.full(n, when, dtype="datetime64[ns]")),
+        "geometry": footprints,
     })
-    for name, values in scores.items():
-        frame[name] = values
-    frame["entropy_rank"] = np.zeros(n, dtype=np.int64)
-    frame["status"] = status_names(status)
-    context = ReasonContext(max_nodata=spec.max_nodata, entropy_min=spec.entropy_min, floor=spec.floor)
-    frame["reason"] = reasons(reason, context, scores["entropy"], scores["nodata_fraction"])
-    frame["ground_cell"] = cell_ids(cells)
-    when = spec.dates[tiles.source_index] if spec.dates else np.datetime64("NaT")
-    frame["date"] = pd.to_datetime(np.full(n, when, dtype="datetime64[ns]"))
-    frame["geometry"] = footprints
     return frame
 
 
