@@ -65,6 +65,12 @@ def summary_lines(result) -> list[str]:
     return [line for line in result.summary().splitlines() if not line.startswith(("timings:", "output:"))]
 
 
+def portable_id(tile_id: str, source: str) -> str:
+    """The tile id with its source key (a hash of the absolute path, which differs between clones)
+    replaced by the file's name, so the record holds wherever the data sits."""
+    return f"{Path(source).name}-{tile_id.split('-', 1)[1]}"
+
+
 def describe(result) -> dict:
     """What a run decided, tile by tile, and what it says of itself."""
     import numpy as np
@@ -83,7 +89,7 @@ def describe(result) -> dict:
             elif isinstance(value, pd.Timestamp) or value is pd.NaT:
                 value = None if pd.isna(value) else str(value)[:10]
             values.append(value)
-        per_tile[row.tile_id] = values
+        per_tile[portable_id(row.tile_id, row.source)] = values
     record = result.record
     stage2 = record.stage2.to_dict() if record.stage2 else {}
     return {
