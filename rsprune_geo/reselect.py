@@ -42,7 +42,8 @@ def reselect(
     geo_spread: str | None = None,
 ) -> RunResult:
     """A new selection from the clusters, distances and entropy ranks stored in ``run_file`` (a
-    GeoPackage or a run folder), written to ``output`` of the same form.
+    GeoPackage or a run folder), written to ``output``: a GeoPackage, or a run folder for a run
+    folder.
 
     ``keep`` counts the tiles with data, as a run does. Stage-1 candidates follow the run's rule
     and ``stage1_keep``: under ``paper`` a keep ratio at or above it is decided by stage 1 alone;
@@ -56,9 +57,8 @@ def reselect(
     if target.resolve() == source.resolve() and not overwrite:
         raise InputError(f"{run_file}: give {param('output')} NEW.gpkg (or a new folder), or {param('overwrite')} to "
                          "replace the run")
-    if source.is_dir() != (target.suffix.lower() != ".gpkg"):
-        form = "a folder" if source.is_dir() else "a .gpkg file"
-        raise InputError(f"{target}: a re-selection is written in its run's form ({form})")
+    if not source.is_dir() and target.suffix.lower() != ".gpkg":
+        raise InputError(f"{target}: a run written as a GeoPackage is re-selected into a GeoPackage (.gpkg)")
     record = RunRecord.read(source)
     config = record.config(keep=keep, **{k: v for k, v in dict(
         uniformity=uniformity, spread=spread, seed=seed, max_per_cell=max_per_cell, cell_period=cell_period,
@@ -81,11 +81,12 @@ def reselect(
                   seed=options.seed, max_per_cell=options.max_per_cell or 0, cell_period=options.cell_period.value,
                   geo_spread=options.geo_spread.value)
     run_id, created = RunRecord.now()
+    warnings = [w for w in record.warnings if not Budget.is_note(w)] + budget.notes()
     new_record = record.updated(parameters=params, stage2=stage2, reselected_from=str(run_file), run_id=run_id,
-                                created=created, counts=columns.counts())
+                                created=created, counts=columns.counts(), warnings=warnings)
     layers = {"clusters": clusters} if clusters is not None else {}
     decisions = _decisions(columns, stage2 is not None)
-    if source.is_dir():
+    if target.suffix.lower() != ".gpkg":
         written = _write_folder(source, target, decisions, context, new_record, layers, config.gpkg_max_tiles,
                                 overwrite)
     else:
@@ -156,7 +157,8 @@ def _decisions(columns: TileColumns, with_stage2: bool) -> Decisions:
 
 def _write_gpkg(source: Path, target: Path, decisions: Decisions, context: ReasonContext, record: RunRecord,
                 layers: dict[str, pd.DataFrame], overwrite: bool) -> Path:
-    """The re-selected run as a GeoPackage (runs in that form are small enough to rewrite whole)."""
+    """The re-selected run as a GeoPackage, the whole table rewritten (a GeoPackage is for runs
+    small enough to want one)."""
     tiles, _ = read_run(source)
     tiles = gpd.GeoDataFrame(tiles.drop(columns="geometry"), geometry=tiles.geometry.values, crs=tiles.crs)
     tiles = apply_decisions(tiles, decisions, context)

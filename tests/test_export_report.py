@@ -77,7 +77,8 @@ def test_png_chips_with_metadata_and_resume(demo_run, tmp_path):
 @pytest.mark.parametrize("suffix", [".gpkg", ".parquet", ".fgb", ".geojson"])
 def test_footprints_in_every_format(landsat_run, tmp_path, suffix):
     path = export_footprints(landsat_run.output, tmp_path / f"kept{suffix}")
-    frame = gpd.read_parquet(path) if suffix == ".parquet" else gpd.read_file(path)
+    layer = "tiles" if suffix == ".gpkg" else None  # a GeoPackage also holds its QGIS style
+    frame = gpd.read_parquet(path) if suffix == ".parquet" else gpd.read_file(path, layer=layer)
     assert sorted(frame.tile_id) == sorted(landsat_run.kept.tile_id)
     if suffix == ".geojson":
         assert frame.crs.to_epsg() == 4326
@@ -94,7 +95,7 @@ def test_export_status_chooses_the_tiles(landsat_run, tmp_path):
     low = sorted(tiles.loc[tiles.status == "low_information", "tile_id"])
     assert low and set(low).isdisjoint(landsat_run.kept.tile_id)
     path = export_footprints(landsat_run.output, tmp_path / "low.gpkg", status="low_information")
-    assert sorted(gpd.read_file(path).tile_id) == low
+    assert sorted(gpd.read_file(path, layer="tiles").tile_id) == low
     cli = CliRunner().invoke(main, ["export", str(landsat_run.output), "--to", str(tmp_path / "chips"),
                                     "--format", "png", "--status", "nodata"])
     assert cli.exit_code == 0, cli.output

@@ -69,3 +69,33 @@ def test_the_dialogs_grid_arithmetic_is_the_packages(width, height, tile, stride
         assert backend.grid_offsets(length, tile, stride or tile, edge) == \
             grid_offsets(length, tile, stride or tile, edge).tolist()
     assert backend.grid_coverage(width, height, tile, stride, edge) == pytest.approx(share(width) * share(height))
+
+
+def test_the_dialogs_budget_line_counts_tiles_with_data_like_a_run(tmp_path):
+    """The dialog's estimate of the tiles with data (from GDAL's mask band, sampled) against a
+    real run on RGB.byte.tif: exact on the full mask, close on the sampled one; the line it shows
+    says how many are kept, that a fraction rounding to none keeps one, and offers a tile size."""
+    import rasterio
+
+    import rsprune_geo
+
+    path = shared("rasterio-tests/RGB.byte.tif")
+    run = rsprune_geo.run([path], tmp_path / "run.gpkg", tile_size=128, keep=0.3, encoder="rcf-empirical",
+                          cache_dir=str(tmp_path / "cache"))
+    truth = int((run.tiles.status != "nodata").sum())
+    with rasterio.open(path) as src:
+        width, height = src.width, src.height
+        full = src.read_masks(1)
+        sampled = src.read_masks(1, out_shape=(height // 4, width // 4))
+    assert backend.tiles_with_data(full.tobytes(), width, height, width, height, 128) == (len(run.tiles), truth)
+    tiles, estimate = backend.tiles_with_data(sampled.tobytes(), width // 4, height // 4, width, height, 128)
+    assert tiles == len(run.tiles) and abs(estimate - truth) <= 1
+    assert backend.kept_count(truth, 0.3) == (run.tiles.status == "kept").sum()
+    assert backend.kept_count(3, 0.15) == 1 and backend.kept_count(0, 0.15) == 0
+    few = backend.tiles_with_data(full.tobytes(), width, height, width, height, 256)
+    suggestion = backend.suggested_tile_size(width, height, 256, few[1] / few[0])
+    assert few[1] < backend.FEW_TILES and suggestion is not None and suggestion < 256
+    assert backend.suggested_tile_size(width, height, 64, truth / len(run.tiles)) is None
+    text = backend.budget_text(few[0], few[1], 0.15, suggestion)
+    assert f"{few[0]} tile(s), about {few[1]} with data" in text and "keeps 1" in text
+    assert "rounds to none" in text and f"tile size {suggestion}" in text

@@ -194,8 +194,9 @@ def test_cli_evaluate_and_encoders(result, tmp_path):
     listing = runner.invoke(main, ["encoders"])
     assert "efficientnet-lite0" in listing.output and "ResNet18_Weights.SENTINEL2_RGB_MOCO" in listing.output
     single = [str(result.tiles.source.iloc[0])]
-    with pytest.raises(rsprune_geo.InputError, match="rounds to none"):
-        rsprune_geo.run(single, chips=True)
+    tiny = rsprune_geo.run(single, tmp_path / "tiny.gpkg", chips=True)
+    assert (tiny.tiles.status == "kept").sum() == 1
+    assert any("rounds to none; keeping 1" in w for w in tiny.record.warnings)
     plain = rsprune_geo.run(single, tmp_path / "plain.gpkg", chips=True, keep=1.0)
     bad = runner.invoke(main, ["evaluate", str(plain.output)])
     assert bad.exit_code == 1 and "not a stage-2 run" in bad.output

@@ -476,3 +476,91 @@ def test_the_dialog_flow_from_the_selected_layer_to_the_styled_result(plugin, ra
     assert layer.featureCount() == 30 and layer.renderer().type() == "categorizedSymbol"
     order = [node.layer() for node in QgsProject.instance().layerTreeRoot().findLayers()]
     assert order.index(layer) < order.index(raster_layer)
+
+
+def test_open_a_run_folder_with_its_geopackage_or_the_backends(plugin, tmp_path):
+    """A run folder opens on the map from its run.json: its tiles.gpkg when the run wrote one,
+    else one the backend writes into the folder (QGIS's GDAL here reads no GeoParquet); either is
+    styled by status, and Processing re-selects the run behind the layer."""
+    import subprocess
+
+    from qgis import processing
+    from qgis.core import QgsVectorLayer
+
+    cli = os.environ["RSPRUNE_CLI"]
+    small, big = tmp_path / "small", tmp_path / "big"
+    subprocess.run([cli, "run", str(RGB_BYTE), "-o", str(small), "--tile-size", "128", "-q"], check=True)
+    subprocess.run([cli, "run", str(RGB_BYTE), "-o", str(big), "--tile-size", "128", "--gpkg-max-tiles", "0", "-q"],
+                   check=True)
+    assert (small / "tiles.gpkg").exists() and not (big / "tiles.gpkg").exists()
+    for run, chosen in ((small, small / "run.json"), (big, big)):
+        plugin.open_run(str(chosen))
+        outcome = wait_for(plugin)
+        assert outcome["ok"], outcome["error"]
+        layer = outcome["layer"]
+        assert layer.featureCount() == 30 and layer.renderer().type() == "categorizedSymbol"
+        assert layer.source().split("|")[0] == str(run / "tiles.gpkg")
+    assert sum(f["status"] == "kept" for f in layer.getFeatures()) == round(0.3 * 19)
+    reselected = processing.run("rsprune:reselect", {"RUN": layer, "KEEP": 0.6, "OUTPUT": str(tmp_path / "re.gpkg")})
+    again = QgsVectorLayer(f"{reselected['OUTPUT']}|layername=tiles", "again", "ogr")
+    assert again.isValid() and sum(f["status"] == "kept" for f in again.getFeatures()) == round(0.6 * 19)
+    plugin.open_run(str(tmp_path / "nowhere.json"))
+    outcome = wait_for(plugin)
+    assert not outcome["ok"] and "not an RS-Prune run" in outcome["error"]
+
+
+def test_the_dialog_says_how_many_tiles_a_run_keeps_before_ok(plugin, raster_layer):
+    """The Tiles line counts the grid and its tiles with data from GDAL's mask, says what keep
+    keeps (never none), and offers a smaller tile size when the grid yields only a handful."""
+    from rsprune.dialog import PruneDialog
+
+    dialog = PruneDialog([str(RGB_BYTE)])
+    dialog.tile_size.setValue(256)
+    dialog.keep.setValue(0.15)
+    text = dialog.budget.text()
+    assert text.startswith("6 tile(s), about ") and "keeps 1 (the fraction rounds to none: rsprune keeps one)" in text
+    assert "tile size 128 gives more" in text or "tile size 64 gives more" in text
+    dialog.tile_size.setValue(64)
+    text = dialog.budget.text()
+    tiles, with_data = int(text.split()[0]), int(text.split("about ")[1].split()[0])
+    assert tiles == 12 * 11 and 0 < with_data < tiles and "handful" not in text  # the scene's nodata corners
+
+
+def test_the_first_click_without_a_backend_offers_set_up_before_any_form(plugin, raster_layer, qgis_iface,
+                                                                          monkeypatch):
+    from qgis.PyQt.QtWidgets import QMessageBox
+    from rsprune import backend
+    from rsprune.dialog import PruneDialog
+
+    qgis_iface.setActiveLayer(raster_layer)
+    monkeypatch.setattr(backend, "configured_cli", lambda: None)
+    monkeypatch.setattr(backend, "in_process_allowed", lambda: False)
+    asked, opened = [], []
+    monkeypatch.setattr(PruneDialog, "exec", lambda self: pytest.fail("the form opened without a backend"))
+    monkeypatch.setattr(plugin, "set_up_backend", lambda: opened.append(True))
+    monkeypatch.setattr(plugin, "start", lambda *a, **k: pytest.fail("a run started without a backend"))
+    for answer in (QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes):
+        monkeypatch.setattr(QMessageBox, "question", lambda *args, answer=answer: asked.append(args[2]) or answer)
+        plugin.run()
+    assert len(asked) == 2 and "needs its backend" in asked[0] and opened == [True]  # set up opens on Yes only
+
+
+def test_a_backend_set_up_takes_the_stale_error_off_the_bar(plugin, tmp_path, monkeypatch, qgis_iface):
+    from qgis.gui import QgsMessageBar
+    from rsprune.backend import PruneParams
+
+    bar = QgsMessageBar()
+    monkeypatch.setattr(qgis_iface, "messageBar", lambda: bar)
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster")
+    plugin.start(PruneParams(rasters=[str(text)], output=str(tmp_path / "x.gpkg")), use_in_process=False)
+    assert not wait_for(plugin)["ok"] and any("not a raster" in item.text() for item in bar.items())
+    dialog = plugin.set_up_backend()
+
+    class Finished:
+        cli, error = "/usr/bin/rsprune", None
+
+    dialog._done(True, Finished())
+    assert "ready" in dialog.status.text()
+    assert not any("not a raster" in item.text() for item in bar.items())
+    dialog.close()

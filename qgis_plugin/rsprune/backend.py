@@ -110,6 +110,70 @@ def grid_coverage(width: int, height: int, tile_size: int, stride: int | None = 
     return covered / max(width * height, 1)
 
 
+FEW_TILES = 20  # fewer tiles with data than this: the dialog suggests a smaller tile size
+
+
+def tiles_with_data(mask: bytes, mask_width: int, mask_height: int, width: int, height: int, tile_size: int,
+                    stride: int | None = None, edge: str = "drop", max_nodata: float = 0.25) -> tuple[int, int]:
+    """``(tiles, tiles with data)`` of a ``width``×``height`` raster's grid, judged on a
+    decimated validity mask (one byte a sample, non-zero: data) as a nodata fraction up to
+    ``max_nodata``, like rsprune's stage 1 (an estimate: the mask is sampled)."""
+    stride = stride or tile_size
+    rows = grid_offsets(height, tile_size, stride, edge)
+    cols = grid_offsets(width, tile_size, stride, edge)
+    sy, sx = mask_height / max(height, 1), mask_width / max(width, 1)
+
+    def span(offset: int, scale: float, samples: int) -> range:
+        start = min(int(offset * scale), samples - 1)
+        return range(start, max(start + 1, min(int((offset + tile_size) * scale), samples)))
+
+    with_data = 0
+    for row in rows:
+        rows_in = span(row, sy, mask_height)
+        for col in cols:
+            cols_in = span(col, sx, mask_width)
+            valid = sum(1 for y in rows_in for x in cols_in if mask[y * mask_width + x])
+            with_data += valid >= (1 - max_nodata) * len(rows_in) * len(cols_in)
+    return len(rows) * len(cols), with_data
+
+
+def kept_count(tiles_with_data: int, keep: float) -> int:
+    """Tiles a run keeps of ``tiles_with_data``: the fraction rounded, never none while tiles
+    have data (rsprune's budget)."""
+    rounded = round(keep * tiles_with_data)
+    return max(rounded, 1) if keep > 0 and tiles_with_data else rounded
+
+
+def suggested_tile_size(width: int, height: int, tile_size: int, data_share: float,
+                        few: int = FEW_TILES) -> int | None:
+    """A smaller tile size (halving, down to 32 px) whose grid gives at least ``few`` tiles with
+    data, at the share of tiles with data seen; ``None`` when the current size gives enough or
+    none does."""
+    def enough(size: int) -> bool:
+        return len(grid_offsets(width, size, size)) * len(grid_offsets(height, size, size)) * data_share >= few
+
+    if enough(tile_size):
+        return None
+    size = tile_size // 2
+    while size >= 32:
+        if enough(size):
+            return size
+        size //= 2
+    return None
+
+
+def budget_text(tiles: int, with_data: int, keep: float, suggestion: int | None) -> str:
+    """What the dialog says of a grid before OK: tiles, tiles with data, tiles kept, and a tile
+    size to try when the grid yields only a handful."""
+    kept = kept_count(with_data, keep)
+    text = f"{tiles} tile(s), about {with_data} with data; keeping {keep:g} of them keeps {kept}"
+    if with_data and round(keep * with_data) == 0:
+        text += " (the fraction rounds to none: rsprune keeps one)"
+    if suggestion:
+        text += f". Only a handful: tile size {suggestion} gives more"
+    return text
+
+
 def in_process_available() -> bool:
     """True when rsprune_geo (and what it needs) imports in this Python (QGIS's)."""
     if importlib.util.find_spec("rsprune_geo") is None:
@@ -281,6 +345,36 @@ def _remove_partial(output: str | None) -> None:
             pass
     for staging in glob.glob(os.path.join(folder, ".rsprune-*.tmp.parts")):
         shutil.rmtree(staging, ignore_errors=True)
+
+
+#: What a run folder holds: its record, and (when the run chose to, or once QGIS asked) a
+#: GeoPackage of its tiles; QGIS's GDAL here reads no GeoParquet, so QGIS shows that one.
+RUN_RECORD, RUN_GEOPACKAGE = "run.json", "tiles.gpkg"
+
+
+def run_location(path: str) -> str:
+    """The run behind a path the user chose: a GeoPackage, a run folder, or a file inside one
+    (its ``run.json`` or ``tiles.gpkg``)."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    if os.path.isfile(os.path.join(folder, RUN_RECORD)):
+        return folder
+    if path.lower().endswith(".gpkg") and os.path.isfile(path):
+        return path
+    raise BackendError(f"{path}: not an RS-Prune run (a GeoPackage, or a folder holding {RUN_RECORD})")
+
+
+def run_geopackage(run: str, on_progress, is_canceled, cli: str | None = None) -> str:
+    """The GeoPackage QGIS shows for ``run`` (see :func:`run_location`): the file itself, or the
+    run folder's ``tiles.gpkg``, which the backend writes first when the folder has none (every
+    tile, styled, with ``rsprune export``)."""
+    run = run_location(run)
+    if not os.path.isdir(run):
+        return run
+    target = os.path.join(run, RUN_GEOPACKAGE)
+    if not os.path.isfile(target):
+        run_command(["export", run, "--footprints", target, "--status", "all", "--progress-json"], on_progress,
+                    is_canceled, cli, output=target)
+    return target
 
 
 def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:

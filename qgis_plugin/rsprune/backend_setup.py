@@ -241,10 +241,11 @@ class SetupTask(QgsTask):
 class SetupDialog(QDialog):
     """Set up backend: where, from which Python, CPU-only torch; a live log, Cancel, Test."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, on_ready=None):
         super().__init__(parent)
         self.setWindowTitle("RS-Prune: set up backend")
         self.task: SetupTask | None = None
+        self.on_ready = on_ready  # called when a backend is ready (the plugin clears a stale error)
         layout = QVBoxLayout(self)
         form = QFormLayout()
         self.environment = QLineEdit(default_environment())
@@ -306,6 +307,8 @@ class SetupDialog(QDialog):
         self.cancel_button.setEnabled(False)
         if ok:
             self.status.setText(f"ready: {task.cli} is the plugin's backend")
+            if self.on_ready is not None:
+                self.on_ready()
         else:
             self.status.setText(task.error or "canceled: the environment may be incomplete; run Set up again")
 

@@ -24,6 +24,7 @@ from . import backend, options
 
 #: The largest value an open-ended number field offers.
 BIG = 1_000_000
+MASK_SAMPLES = 512  # the longest side of the validity mask the budget line is estimated on
 
 
 def number_widget(item: dict):
@@ -115,7 +116,11 @@ class PruneDialog(QDialog):
         self.coverage = QLabel()
         self.coverage.setWordWrap(True)
         form.addRow("Grid coverage", self.coverage)
-        for name in ("tile_size", "stride"):
+        self.budget = QLabel()
+        self.budget.setWordWrap(True)
+        form.addRow("Tiles", self.budget)
+        self._masks: dict = {}
+        for name in ("tile_size", "stride", "keep", "stage1_keep", "max_nodata"):
             getattr(self, name).valueChanged.connect(self.update_coverage)
         self.edge.currentIndexChanged.connect(self.update_coverage)
         self.update_coverage()
@@ -127,23 +132,49 @@ class PruneDialog(QDialog):
         form.addRow(buttons)
 
     def update_coverage(self) -> None:
-        """Say how much of each raster the tile grid covers, and offer ``pad`` when it leaves some out."""
-        from osgeo import gdal
-
+        """Say how much of each raster the tile grid covers (offering ``pad`` when it leaves some
+        out), how many tiles the grid gives, about how many have data and how many the run will
+        keep, and a smaller tile size when the rasters yield only a handful."""
         size, stride, edge = self.value("tile_size"), self.value("stride"), self.value("edge")
-        notes = []
+        keep = self.value("keep") or self.value("stage1_keep") or options.option("keep")["suggested"]
+        max_nodata = self.value("max_nodata")
+        notes, tiles, with_data, suggestions = [], 0, 0, []
         for path in self.rasters:
-            dataset = gdal.Open(path)
-            if dataset is None:
+            mask = self._mask(path)
+            if mask is None:
                 continue
-            width, height = dataset.RasterXSize, dataset.RasterYSize
+            width, height, samples, mask_width, mask_height = mask
             share = backend.grid_coverage(width, height, size, stride, edge)
             if share < 0.999:
                 notes.append(f"{os.path.basename(path)} ({width}×{height} px): {share:.0%} tiled")
+            counted = backend.tiles_with_data(samples, mask_width, mask_height, width, height, size, stride, edge,
+                                              max_nodata)
+            tiles, with_data = tiles + counted[0], with_data + counted[1]
+            suggestions.append(backend.suggested_tile_size(width, height, size, counted[1] / max(counted[0], 1)))
         self.coverage.setText(
             "the tile grid covers every raster" if not notes else
             "; ".join(notes) + f" — with {size}-px tiles and edge {edge} the rest is never tiled; "
             "choose edge tiles 'pad' to cover it")
+        suggestion = min((s for s in suggestions if s), default=None) if with_data < backend.FEW_TILES else None
+        self.budget.setText(backend.budget_text(tiles, with_data, keep, suggestion))
+
+    def _mask(self, path: str):
+        """``(width, height, samples, sample width, sample height)``: a raster's validity mask
+        read once at a reduced size (GDAL's mask band), or ``None`` when GDAL cannot open it."""
+        if path not in self._masks:
+            from osgeo import gdal
+
+            dataset = gdal.Open(path)
+            if dataset is None:
+                self._masks[path] = None
+            else:
+                width, height = dataset.RasterXSize, dataset.RasterYSize
+                scale = min(1.0, MASK_SAMPLES / max(width, height))
+                mw, mh = max(1, round(width * scale)), max(1, round(height * scale))
+                samples = dataset.GetRasterBand(1).GetMaskBand().ReadRaster(
+                    0, 0, width, height, buf_xsize=mw, buf_ysize=mh, buf_type=gdal.GDT_Byte)
+                self._masks[path] = (width, height, bytes(samples), mw, mh)
+        return self._masks[path]
 
     def _with_browse(self, edit: QLineEdit, folder: bool) -> QWidget:
         box = QWidget()

@@ -11,7 +11,7 @@ from qgis.PyQt.QtWidgets import QAction, QFileDialog
 from . import backend, options
 from .compat import CRITICAL, INFO, SUCCESS, WARNING, is_raster
 from .provider import RsPruneProvider
-from .task import PruneTask
+from .task import OpenRunTask, PruneTask
 
 MENU = "&RS-Prune"
 
@@ -27,6 +27,7 @@ class RsPrunePlugin:
         self.setup_action = None
         self.in_process_action = None
         self.diagnostics_action = None
+        self.open_action = None
         self.error_item = None  # the last error on the message bar, cleared when a run succeeds
         self.task = None
         self.outcome = None  # the last run's outcome (QGIS deletes finished tasks)
@@ -40,6 +41,10 @@ class RsPrunePlugin:
         self.action.triggered.connect(self.run)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToRasterMenu(MENU, self.action)
+        self.open_action = QAction("Open a run (GeoPackage or folder)…", self.iface.mainWindow())
+        self.open_action.setObjectName("rsprune_open")
+        self.open_action.triggered.connect(self.choose_run)
+        self.iface.addPluginToRasterMenu(MENU, self.open_action)
         self.setup_action = QAction("Set up backend…", self.iface.mainWindow())
         self.setup_action.setObjectName("rsprune_setup")
         self.setup_action.triggered.connect(self.set_up_backend)
@@ -59,7 +64,7 @@ class RsPrunePlugin:
     def unload(self):
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
-        for action in (self.action, self.setup_action, self.settings_action, self.in_process_action,
+        for action in (self.action, self.open_action, self.setup_action, self.settings_action, self.in_process_action,
                        self.diagnostics_action):
             if action is not None:
                 self.iface.removePluginRasterMenu(MENU, action)
@@ -80,6 +85,38 @@ class RsPrunePlugin:
                 raise backend.BackendError(f"{path}: the layer has no file behind it")
         return rasters, paths
 
+    def has_backend(self) -> bool:
+        """Whether a run can start: a configured rsprune command, or rsprune_geo in QGIS's Python
+        when the user allowed it."""
+        return backend.configured_cli() is not None or (backend.in_process_allowed() and
+                                                        backend.in_process_available())
+
+    def offer_setup(self) -> bool:
+        """With no backend, ask before any form whether to set one up now (and open *Set up
+        backend* when the answer is yes). Returns whether a run can go on."""
+        from qgis.PyQt.QtWidgets import QMessageBox
+
+        if self.has_backend():
+            return True
+        answer = QMessageBox.question(
+            self.iface.mainWindow(), "RS-Prune",
+            "RS-Prune needs its backend (a Python environment with rsprune_geo) before it can prune.\n\n"
+            "Set it up now? It installs the package and what it needs from the package index (a few hundred MB, "
+            "minutes), beside your QGIS profile.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.set_up_backend()
+        return False
+
+    def clear_error(self) -> None:
+        """Take the last error off the message bar (a later success makes it stale)."""
+        bar = self.iface.messageBar()
+        if self.error_item is not None and hasattr(bar, "popWidget"):
+            try:
+                bar.popWidget(self.error_item)
+            except RuntimeError:  # the user closed it already
+                pass
+        self.error_item = None
+
     def run(self):
         from .dialog import PruneDialog
 
@@ -87,6 +124,8 @@ class RsPrunePlugin:
             layers, paths = self.selected_rasters()
         except backend.BackendError as exc:
             self.iface.messageBar().pushMessage("RS-Prune", str(exc), level=WARNING)
+            return
+        if not self.offer_setup():
             return
         dialog = PruneDialog(paths, self.iface.mainWindow())
         if not dialog.exec():
@@ -100,6 +139,25 @@ class RsPrunePlugin:
         QgsApplication.taskManager().addTask(self.task)
         return self.task
 
+    def choose_run(self) -> None:
+        """Ask for a run (its GeoPackage, or a run folder's ``run.json``) and open it on the map."""
+        path, _ = QFileDialog.getOpenFileName(self.iface.mainWindow(), "An RS-Prune run", "",
+                                              "RS-Prune runs (*.gpkg run.json)")
+        if path:
+            self.open_run(path)
+
+    def open_run(self, path: str) -> OpenRunTask:
+        """Open a finished run on the map as a background task (also used by tests)."""
+        self.outcome = None
+        self.task = OpenRunTask(path, on_done=self.opened)
+        QgsApplication.taskManager().addTask(self.task)
+        return self.task
+
+    def opened(self, ok, task):
+        self.outcome = {"ok": ok, "error": task.error, "layer": task.layer, "event": None}
+        if task.error:
+            self.iface.messageBar().pushMessage("RS-Prune", task.error, level=CRITICAL)
+
     def allow_in_process(self, allowed: bool) -> None:
         """Opt in (or out) of running rsprune_geo inside QGIS's own Python."""
         from qgis.core import QgsSettings
@@ -109,13 +167,8 @@ class RsPrunePlugin:
     def report(self, ok, task):
         self.outcome = {"ok": ok, "error": task.error, "layer": task.layer, "event": task.result_event}
         bar = self.iface.messageBar()
-        if ok and self.error_item is not None and hasattr(bar, "popWidget"):  # a stale error goes
-            try:
-                bar.popWidget(self.error_item)
-            except RuntimeError:  # the user closed it already
-                pass
-            self.error_item = None
         if ok:
+            self.clear_error()  # a stale error goes
             counts = task.result_event["counts"]
             kept = counts.get(options.KEPT, 0)
             pruned = sum(counts.values()) - kept
@@ -130,7 +183,7 @@ class RsPrunePlugin:
     def set_up_backend(self):
         from .backend_setup import SetupDialog
 
-        self.setup_dialog = SetupDialog(self.iface.mainWindow())
+        self.setup_dialog = SetupDialog(self.iface.mainWindow(), on_ready=self.clear_error)
         self.setup_dialog.show()
         return self.setup_dialog
 

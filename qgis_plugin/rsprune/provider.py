@@ -131,12 +131,15 @@ class RsPruneAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from None
 
     def run_file(self, parameters, context, name: str = "RUN") -> str:
-        """The GeoPackage behind a run layer parameter."""
+        """The run behind a run layer parameter: its GeoPackage, or the run folder whose
+        ``tiles.gpkg`` the layer shows."""
         layer = self.parameterAsVectorLayer(parameters, name, context)
         path = layer.source().split("|")[0] if layer is not None else ""
-        if not path.lower().endswith(".gpkg") or not os.path.isfile(path):
-            raise QgsProcessingException("choose the tiles layer of an RS-Prune GeoPackage")
-        return path
+        try:
+            return backend.run_location(path)
+        except backend.BackendError:
+            raise QgsProcessingException("choose the tiles layer of an RS-Prune run (a GeoPackage or a run "
+                                         "folder's tiles.gpkg)") from None
 
     def gpkg_destination(self, parameters, context, name: str = "OUTPUT") -> str:
         path = self.parameterAsOutputLayer(parameters, name, context)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from qgis.core import QgsMessageLog, QgsProject, QgsTask, QgsVectorLayer
 
 from . import backend
@@ -10,9 +12,12 @@ from .compat import CAN_CANCEL, CRITICAL, TIME_FROM_FIELD
 LOG_TAG = "RS-Prune"
 
 
-def add_result_layer(output: str, above=None) -> QgsVectorLayer:
-    """Add the GeoPackage's ``tiles`` layer (its stored style colours it by status)."""
-    layer = QgsVectorLayer(f"{output}|layername=tiles", "RS-Prune tiles", "ogr")
+def add_result_layer(output: str, above=None, name: str = "RS-Prune tiles") -> QgsVectorLayer:
+    """Add the GeoPackage's ``tiles`` layer (its stored style colours it by status); a run
+    folder shows its ``tiles.gpkg``."""
+    if os.path.isdir(output):
+        output = os.path.join(output, backend.RUN_GEOPACKAGE)
+    layer = QgsVectorLayer(f"{output}|layername=tiles", name, "ogr")
     if not layer.isValid():
         raise backend.BackendError(f"{output}: the tiles layer cannot be opened")
     layer.loadDefaultStyle()
@@ -69,6 +74,36 @@ class PruneTask(QgsTask):
         if ok:
             try:
                 self.layer = add_result_layer(self.result_event["output"], self.above)
+            except backend.BackendError as exc:
+                self.error, ok = str(exc), False
+        if self.error:
+            QgsMessageLog.logMessage(self.error, LOG_TAG, CRITICAL)
+        if self.on_done:
+            self.on_done(ok, self)
+
+
+class OpenRunTask(QgsTask):
+    """Opens a finished run on the map: a GeoPackage as it is; a run folder through its
+    ``tiles.gpkg``, which the backend writes first when the folder has none (a large run)."""
+
+    def __init__(self, run: str, on_done=None):
+        super().__init__("RS-Prune: open a run", CAN_CANCEL)
+        self.run_path = run
+        self.on_done = on_done
+        self.geopackage = None
+        self.error = None
+        self.layer = None
+
+    def run(self) -> bool:
+        self.geopackage, self.error = backend.outcome(
+            lambda: backend.run_geopackage(self.run_path, lambda pct, stage: self.setProgress(pct), self.isCanceled))
+        return self.geopackage is not None
+
+    def finished(self, ok: bool) -> None:
+        if ok:
+            try:
+                name = os.path.basename(os.path.normpath(backend.run_location(self.run_path)))
+                self.layer = add_result_layer(self.geopackage, name=f"RS-Prune tiles ({name})")
             except backend.BackendError as exc:
                 self.error, ok = str(exc), False
         if self.error:

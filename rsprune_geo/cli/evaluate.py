@@ -12,7 +12,8 @@ from .progress import finish, progress_reporter
 
 @click.command("evaluate")
 @run_file_argument
-@output_option(required=False, help="Also write the evaluated run (tiles of every scene, evaluation table) here.")
+@output_option(required=False, help="Also write the evaluated run (tiles of every scene, evaluation table) here: a "
+               "GeoPackage or a run folder.", folder=True)
 @overwrite_option
 @run_config_options(["labels", "label_column", "eval_encoder"])
 @progress_json_option
@@ -21,7 +22,7 @@ def command(run_file: str, output: str | None, overwrite: bool, labels: str | No
             eval_encoder: str | None, progress_json: bool) -> None:
     """Compare a stage-2 run with the baselines, by true labels when given.
 
-    Reruns RUN_FILE's inputs and parameters with every tile embedded (cached embeddings are
+    Reruns RUN's inputs and parameters with every tile embedded (cached embeddings are
     reused) and prints the metrics table: classes kept, label balance and junk kept by the
     true labels (--labels), coverage and Fréchet in an independent encoder's space, and the
     method's own-partition figures, marked (own). Baselines: random over the tiles with data,

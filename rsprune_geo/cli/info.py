@@ -1,4 +1,4 @@
-"""``rsprune info``: what a run's GeoPackage holds; prints counts, parameters, inputs and versions."""
+"""``rsprune info``: what a run holds (GeoPackage or run folder); prints counts, parameters, inputs and versions."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .options import run_file_argument
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @fail_cleanly
 def command(run_file: str, as_json: bool) -> None:
-    """Print what RUN_FILE holds: tiles per status, CRS, parameters, inputs, stages, versions."""
+    """Print what RUN holds: tiles per status, CRS, parameters, inputs, stages, versions."""
     from ..runfile import describe_run
 
     info = describe_run(run_file)

@@ -5,7 +5,7 @@ Registry (the flags every subcommand spells the same way):
 - every :class:`~rsprune_geo.config.RunConfig` field: :func:`config_option` builds its flag
   (type, default, choices, range, help) from the field's :class:`~rsprune_geo.config.Option`;
   :func:`run_config_options` adds them all, in declaration order;
-- ``RUN_FILE`` (:func:`run_file_argument`), ``-o/--output`` (:func:`output_option`),
+- ``RUN`` (:func:`run_file_argument`), ``-o/--output`` (:func:`output_option`),
   ``--overwrite`` (:func:`overwrite_option`), ``-q/--quiet`` (:func:`quiet_option`),
   ``--progress-json`` (:func:`progress_json_option`).
 
@@ -105,13 +105,13 @@ def apply_options(options: list[Callable]) -> Callable:
 
 
 def run_file_argument(func: Callable) -> Callable:
-    """``RUN_FILE``: a GeoPackage written by ``rsprune run``."""
-    return click.argument("run_file", type=click.Path(exists=True, dir_okay=False))(func)
+    """``RUN``: what ``rsprune run`` wrote, a GeoPackage or a run folder."""
+    return click.argument("run_file", metavar="RUN", type=click.Path(exists=True))(func)
 
 
-def output_option(required: bool = True, help: str = "Output GeoPackage (.gpkg).") -> Callable:
-    """``-o/--output``."""
-    return click.option("-o", "--output", required=required, default=None, type=click.Path(dir_okay=False),
+def output_option(required: bool = True, help: str = "Output GeoPackage (.gpkg).", folder: bool = False) -> Callable:
+    """``-o/--output`` (a file, or with ``folder`` a GeoPackage or a run folder)."""
+    return click.option("-o", "--output", required=required, default=None, type=click.Path(dir_okay=folder),
                         help=help)
 
 

@@ -1,4 +1,4 @@
-"""``rsprune run``: tile rasters, score and select tiles, write the GeoPackage; prints a summary."""
+"""``rsprune run``: tile rasters, score and select tiles, write a GeoPackage or a run folder; prints a summary."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from .progress import finish, progress_reporter
 
 @click.command("run")
 @click.argument("inputs", nargs=-1, required=True)
-@output_option()
+@output_option(help="Output: a GeoPackage (OUT.gpkg), or a run folder (any other name: GeoParquet parts, "
+               "run.json, and tiles.gpkg up to --gpkg-max-tiles tiles).", folder=True)
 @overwrite_option
 @quiet_option
 @progress_json_option
@@ -21,7 +22,7 @@ from .progress import finish, progress_reporter
 @fail_cleanly
 def command(inputs: tuple[str, ...], output: str, overwrite: bool, quiet: bool, progress_json: bool,
             **options) -> None:
-    """Tile INPUTS (rasters, globs or folders), score and select tiles, write a GeoPackage."""
+    """Tile INPUTS (rasters, globs or folders), score and select tiles, write a GeoPackage or a run folder."""
     config = RunConfig(**options)
     with progress_reporter(progress_json, quiet) as on_progress:
         result = run_pipeline(list(inputs), output, config, overwrite=overwrite, on_progress=on_progress)

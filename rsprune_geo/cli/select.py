@@ -11,7 +11,8 @@ from .progress import finish
 
 @click.command("select")
 @run_file_argument
-@output_option(required=False, help="Write the new selection here (default: replace RUN_FILE, needs --overwrite).")
+@output_option(required=False, help="Write the new selection here, a GeoPackage or a run folder as the run (a "
+               "folder's selection may also go to a .gpkg); default: replace RUN, needs --overwrite.", folder=True)
 @overwrite_option
 @config_option("keep", required=True, default=None, show_default=False,
                help="Fraction of the tiles with data to keep.")

@@ -18,6 +18,7 @@ from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_all_bands, read_chip
 from ..runfile import read_run
 from ..schema import Status
+from .geopackage import write_style
 
 CHIP_FORMATS = ("tif", "png", "jpg")
 #: How chips are laid out: all in one folder, or one sub-folder per scene (torchvision's
@@ -99,6 +100,8 @@ def export_footprints(run_file: str | os.PathLike, path: str | os.PathLike, stat
         else:
             layer = {"GPKG": "tiles", "FlatGeobuf": "tiles"}.get(driver)
             tiles.to_file(tmp, driver=driver, engine="pyogrio", layer=layer)
+            if driver == "GPKG":
+                write_style(tmp)  # QGIS opens it coloured by status
         os.replace(tmp, out)
     finally:
         if tmp.exists():
@@ -110,7 +113,7 @@ def export_chips(
     run_file: str | os.PathLike,
     to: str | os.PathLike,
     fmt: str = "tif",
-    status: str = Status.KEPT,
+    status: str | None = Status.KEPT,
     on_progress: ProgressCallback = no_progress,
     layout: str = "flat",
 ) -> dict:
@@ -130,9 +133,9 @@ def export_chips(
     if layout not in CHIP_LAYOUTS:
         raise InputError(f"{param('layout')} {layout}: use one of {', '.join(CHIP_LAYOUTS)}")
     tiles, record = read_run(run_file)
-    chosen = tiles[tiles["status"] == status]
+    chosen = tiles[tiles["status"] == status] if status else tiles
     if chosen.empty:
-        raise InputError(f"{run_file}: no tile has status {status!r}")
+        raise InputError(f"{run_file}: no tile has status {status!r}" if status else f"{run_file}: no tile")
     by_scene = layout == "by-scene"
     if by_scene and ("scene" not in chosen or chosen["scene"].isna().any() or (chosen["scene"] == "").any()):
         raise InputError(f"{run_file}: {param('layout')} by-scene needs every tile's scene (a run with stage 2)")

@@ -95,23 +95,7 @@ def write_geopackage(
         _write_layer(runs, tmp_name, layer="runs", driver="GPKG")
         for name, frame in (extra_layers or {}).items():
             _write_layer(frame, tmp_name, layer=name, driver="GPKG")
-        styles = pd.DataFrame(
-            {
-                "f_table_catalog": [""],
-                "f_table_schema": [""],
-                "f_table_name": ["tiles"],
-                "f_geometry_column": ["geom"],
-                "styleName": ["rsprune status"],
-                "styleQML": [tiles_style_qml()],
-                "styleSLD": [""],
-                "useAsDefault": [True],
-                "description": ["tiles coloured by status (rsprune_geo)"],
-                "owner": [""],
-                "ui": [""],
-                "update_time": [pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%S")],
-            }
-        )
-        _write_layer(styles, tmp_name, layer="layer_styles", driver="GPKG")
+        write_style(tmp_name)
         os.replace(tmp_name, out)
     except OSError as exc:
         raise OutputError(f"{out}: cannot write the GeoPackage ({exc.strerror or exc})") from None
@@ -123,6 +107,18 @@ def write_geopackage(
             if os.path.exists(leftover):
                 os.unlink(leftover)
     return out
+
+
+def write_style(path: str | os.PathLike, layer: str = "tiles") -> None:
+    """Store the default QGIS style of a tiles ``layer`` (coloured by status) in the GeoPackage's
+    ``layer_styles`` table, so QGIS shows it styled when it opens the layer."""
+    styles = pd.DataFrame({
+        "f_table_catalog": [""], "f_table_schema": [""], "f_table_name": [layer], "f_geometry_column": ["geom"],
+        "styleName": ["rsprune status"], "styleQML": [tiles_style_qml()], "styleSLD": [""], "useAsDefault": [True],
+        "description": ["tiles coloured by status (rsprune_geo)"], "owner": [""], "ui": [""],
+        "update_time": [pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%S")],
+    })
+    _write_layer(styles, str(path), layer="layer_styles", driver="GPKG")
 
 
 def _write_layer(frame, path, **kwargs) -> None:

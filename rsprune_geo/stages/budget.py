@@ -21,6 +21,9 @@ def tiles_with_data(statuses: np.ndarray) -> int:
     return int((np.asarray(statuses, dtype=object) != Status.NODATA).sum())
 
 
+ROUNDS_TO_NONE = "rounds to none"
+
+
 @dataclass(frozen=True)
 class Budget:
     """How many tiles each step may keep, as fractions of the tiles with data.
@@ -49,8 +52,29 @@ class Budget:
         return replace(self, tiles_with_data=int(tiles_with_data))
 
     def count(self, fraction: float) -> int:
-        """``fraction`` of the tiles with data, as a number of tiles."""
-        return round(fraction * self.tiles_with_data)
+        """``fraction`` of the tiles with data, as a number of tiles: at least one when there
+        are tiles with data and the fraction is above zero."""
+        rounded = round(fraction * self.tiles_with_data)
+        return max(rounded, 1) if fraction > 0 and self.tiles_with_data else rounded
+
+    @property
+    def rounded_up(self) -> bool:
+        """Whether the keep fraction, times the tiles with data, rounds to none (the run then
+        keeps one tile)."""
+        return self.tiles_with_data > 0 and round(self.keep_fraction * self.tiles_with_data) == 0
+
+    def notes(self) -> list[str]:
+        """Warnings a user should read about this budget (a keep fraction too small for the
+        run)."""
+        if not self.rounded_up:
+            return []
+        return [f"keeping {self.keep_fraction} of {self.tiles_with_data} tile(s) with data {ROUNDS_TO_NONE}; "
+                "keeping 1 (raise the keep fraction or lower the tile size for more)"]
+
+    @staticmethod
+    def is_note(warning: str) -> bool:
+        """Whether ``warning`` is one of :meth:`notes` (a re-selection replaces its run's)."""
+        return ROUNDS_TO_NONE in warning
 
     @property
     def stage1_count(self) -> int:

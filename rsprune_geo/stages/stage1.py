@@ -217,6 +217,9 @@ def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank
     timings["windows"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     budget = options.budget.counted(columns.tiles_with_data())
+    warnings += budget.notes()
+    for note in budget.notes():
+        log.warning(note)
     cut = entropy_cut(columns, budget.stage1_cut, plan.grid.order_keys)
     timings["stage1_filter"] = time.perf_counter() - t0
     log.info("stage 1 (rule %s%s): %s", options.rule, f", floor {floor.bits:.2f} bits" if floor is not None else "",
@@ -235,8 +238,5 @@ def check_passed(columns: TileColumns, budget: Budget) -> None:
     """An :class:`InputError` saying why, when no tile passed stage 1."""
     if columns.where(Status.KEPT).size:
         return
-    if budget.tiles_with_data and budget.stage1_kept == 0:
-        raise InputError(f"keeping {budget.stage1_share} of {budget.tiles_with_data} tile(s) with data rounds to "
-                         "none; raise the keep fraction")
     counts = ", ".join(f"{n} {s}" for s, n in columns.counts().items())
     raise InputError(f"no tile passed stage 1 ({counts}); check the bands, the nodata limit and the entropy threshold")
