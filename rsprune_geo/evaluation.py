@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 #: Labels that mean "not a land cover": such tiles (and tiles dropped as nodata) count as junk.
-JUNK_LABELS = ("junk", "nodata", "blank", "cloud", "no_data")
+JUNK_LABELS = ("junk", "nodata", "blank", "cloud", "no_data", "open_water")
 
 
 def label_balance(labels: np.ndarray, n_classes: int) -> float:

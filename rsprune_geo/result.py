@@ -10,6 +10,11 @@ import pandas as pd
 
 from .schema import RunRecord, Status
 
+#: What coverage and Fréchet measure, said under every evaluation table that shows them.
+LIKENESS_NOTE = ("coverage and frechet measure likeness to the tiles' own distribution, crowded scenes and all; "
+                 "a scene-balanced selection departs from it on purpose, so it often scores lower there than random "
+                 "does: judge the scenes kept by the true classes (classes_kept, label_balance, junk_kept)")
+
 
 @dataclass
 class RunResult:
@@ -83,6 +88,8 @@ class RunResult:
             lines.append("evaluation (higher is better, except frechet and junk_kept"
                          + (f"; coverage and frechet in {where}'s space" if where else "") + "):")
             lines.append(self.evaluation.to_string(float_format=lambda v: f"{v:.3f}"))
+            if "coverage" in self.evaluation or "frechet" in self.evaluation:
+                lines.append(LIKENESS_NOTE)
         if self.output:
             lines.append(f"output: {self.output}")
         return "\n".join(lines)

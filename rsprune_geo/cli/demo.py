@@ -21,27 +21,32 @@ from .progress import finish, progress_reporter
 @progress_json_option
 @fail_cleanly
 def command(out_dir: str, size: int, regenerate: bool, progress_json: bool) -> None:
-    """Generate the demo mosaic and prior bank, run both stages, evaluate, draw the map."""
+    """Generate the demo mosaic (with its true land cover) and prior bank, run both stages,
+    evaluate against the truth and the baselines, draw the map."""
     from ..fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
     from ..outputs.maps import plot_map
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mosaic = out / "demo-mosaic.tif"
+    labels = out / "demo-labels.gpkg"  # what the generator made: the land covers, cloud, open water, nodata
     bank = out / "prior-bank"
-    if regenerate or not mosaic.exists():
-        click.echo(f"generating the demo mosaic ({size}x{size} px, 10 m, UTM 33N) ...", err=progress_json)
-        write_demo_mosaic(mosaic, DemoSpec(size=size))
+    if regenerate or not mosaic.exists() or not labels.exists():
+        click.echo(f"generating the demo mosaic ({size}x{size} px, 10 m, UTM 33N) and its true land cover ...",
+                   err=progress_json)
+        write_demo_mosaic(mosaic, DemoSpec(size=size), labels=labels)
     if regenerate or not bank.exists():
         click.echo("generating the demo prior bank (5 land-cover scenes x 12 chips) ...", err=progress_json)
         write_prior_bank(bank)
-    config = RunConfig(keep=SUGGESTED_KEEP, prior_bank=(str(bank),), evaluate=True, cache_dir=str(out / "cache"))
+    config = RunConfig(keep=SUGGESTED_KEEP, prior_bank=(str(bank),), evaluate=True, labels=str(labels),
+                       cache_dir=str(out / "cache"))
     with progress_reporter(progress_json) as on_progress:
         result = run_pipeline([str(mosaic)], out / "demo.gpkg", config, overwrite=True, on_progress=on_progress)
     map_png = out / "demo-map.png"
     plot_map(result.tiles, [str(mosaic)], map_png, title="rsprune demo: tiles by status (keep 15%)",
              record=result.record)
     finish(progress_json, {"output": str(result.output), "mosaic": str(mosaic), "prior_bank": str(bank),
-                           "map": str(map_png), "counts": result.record.counts},
-           f"{result.summary()}\nmosaic:     {mosaic}\nprior bank: {bank}\ngeopackage: {result.output}\n"
+                           "labels": str(labels), "map": str(map_png), "counts": result.record.counts},
+           f"{result.summary()}\nmosaic:     {mosaic}\ntruth:      {labels}\nprior bank: {bank}\n"
+           f"geopackage: {result.output}\n"
            f"map:        {map_png}")
