@@ -48,7 +48,31 @@ def make_temporal(layer: QgsVectorLayer, field: str = "date") -> bool:
     return True
 
 
-class PruneTask(QgsTask):
+class LayerTask(QgsTask):
+    """A task whose result is a tiles layer: when it finishes, :meth:`add_layer` puts it on the
+    map (a failure there becomes the task's error), the error is logged, and ``on_done(ok, task)``
+    is called."""
+
+    on_done = None
+    error: str | None = None
+    layer = None
+
+    def add_layer(self):
+        raise NotImplementedError
+
+    def finished(self, ok: bool) -> None:
+        if ok:
+            try:
+                self.layer = self.add_layer()
+            except backend.BackendError as exc:
+                self.error, ok = str(exc), False
+        if self.error:
+            QgsMessageLog.logMessage(self.error, LOG_TAG, CRITICAL)
+        if self.on_done:
+            self.on_done(ok, self)
+
+
+class PruneTask(LayerTask):
     """Runs the backend off the main thread; reports progress; Cancel stops it."""
 
     def __init__(self, params: backend.PruneParams, use_in_process: bool | None = None,
@@ -70,19 +94,11 @@ class PruneTask(QgsTask):
             lambda: runner(self.params, lambda pct, stage: self.setProgress(pct), self.isCanceled))
         return self.result_event is not None
 
-    def finished(self, ok: bool) -> None:
-        if ok:
-            try:
-                self.layer = add_result_layer(self.result_event["output"], self.above)
-            except backend.BackendError as exc:
-                self.error, ok = str(exc), False
-        if self.error:
-            QgsMessageLog.logMessage(self.error, LOG_TAG, CRITICAL)
-        if self.on_done:
-            self.on_done(ok, self)
+    def add_layer(self):
+        return add_result_layer(self.result_event["output"], self.above)
 
 
-class OpenRunTask(QgsTask):
+class OpenRunTask(LayerTask):
     """Opens a finished run on the map: a GeoPackage as it is; a run folder through its
     ``tiles.gpkg``, which the backend writes first when the folder has none (a large run)."""
 
@@ -99,14 +115,6 @@ class OpenRunTask(QgsTask):
             lambda: backend.run_geopackage(self.run_path, lambda pct, stage: self.setProgress(pct), self.isCanceled))
         return self.geopackage is not None
 
-    def finished(self, ok: bool) -> None:
-        if ok:
-            try:
-                name = os.path.basename(os.path.normpath(backend.run_location(self.run_path)))
-                self.layer = add_result_layer(self.geopackage, name=f"RS-Prune tiles ({name})")
-            except backend.BackendError as exc:
-                self.error, ok = str(exc), False
-        if self.error:
-            QgsMessageLog.logMessage(self.error, LOG_TAG, CRITICAL)
-        if self.on_done:
-            self.on_done(ok, self)
+    def add_layer(self):
+        name = os.path.basename(os.path.normpath(backend.run_location(self.run_path)))
+        return add_result_layer(self.geopackage, name=f"RS-Prune tiles ({name})")

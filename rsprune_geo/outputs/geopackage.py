@@ -30,12 +30,17 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise OutputError(f"{out}: is a folder")
     if ";" in out.name:
         raise OutputError(f"{out}: GDAL cuts GeoPackage paths at ';' — choose a name without it")
+    check_parent(out)
+    return out
+
+
+def check_parent(out: Path) -> None:
+    """An :class:`OutputError` unless the folder ``out`` goes into exists and is writable."""
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{out}: the folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{out}: the folder {parent} is not writable")
-    return out
 
 
 def tiles_style_qml(column: str = "status") -> str:

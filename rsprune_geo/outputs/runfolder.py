@@ -23,7 +23,7 @@ from ..scaleout import map_tasks
 from ..schema import ReasonContext, RunRecord
 from ..stages.columns import TileColumns
 from ..tiletable import Decisions, iter_parts, part_path, read_tiles, update_part
-from .geopackage import check_output_path, write_geopackage
+from .geopackage import check_output_path, check_parent, write_geopackage
 
 #: A run folder holds a GeoPackage of its tiles when the run has at most this many (QGIS builds
 #: without GDAL's Parquet driver open that one); larger runs are read from the parts.
@@ -43,11 +43,7 @@ def check_output(output: str | os.PathLike | None, overwrite: bool = False) -> N
         raise OutputError(f"{out}: it exists; pass {param('overwrite')} to replace it")
     if out.exists() and not (out.is_dir() and (is_run_folder(out) or not any(out.iterdir()))):
         raise OutputError(f"{out}: not a run folder; a run replaces only a run folder or an empty one")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{out}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{out}: the folder {parent} is not writable")
+    check_parent(out)
 
 
 @dataclass
