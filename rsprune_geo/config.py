@@ -285,6 +285,10 @@ class RunConfig:
         GeoSpread.AUTO, "Within each cluster, among its next few tiles by rank, prefer the one whose date and "
                         "neighbouring ground hold the fewest kept tiles. auto: on when tiles share ground or span "
                         "several dates (else the paper's centroid-first order).", group="selection")
+    extend: str | None = option(
+        None, "An earlier run (GeoPackage or run folder) whose kept tiles this selection adds to: the new budget goes "
+              "first to the scenes it holds least of, and its tiles count against the per-cell cap as if kept in "
+              "this run. Needs a prior bank; the earlier run needs stage 2.", path="file", group="selection")
     cache_dir: str | None = option(None, "Embedding and centroid cache (default ~/.cache/rsprune_geo).",
                                    path="new-folder", group="stage 2")
     device: str | None = option(None, "Torch device for the encoder (default: cuda if present, else cpu).",
@@ -340,6 +344,8 @@ class RunConfig:
             raise InputError(f"{param('match_bank_scale')} needs {param('prior_bank')}")
         if out.evaluate and not out.prior_bank:
             raise InputError(f"{param('evaluate')} compares stage-2 selections: give {param('prior_bank')}")
+        if out.extend is not None and not out.prior_bank:
+            raise InputError(f"{param('extend')} adds to an earlier selection's scenes: give {param('prior_bank')}")
         if out.labels is not None and not out.evaluate:
             raise InputError(f"{param('labels')} are used by {param('evaluate')}: give both")
         return out

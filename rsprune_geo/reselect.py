@@ -10,18 +10,20 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from rasterio.crs import CRS
 
 from .config import Stage1Rule
 from .errors import InputError, param
 from .outputs.geopackage import write_geopackage
 from .outputs.runfolder import check_output, write_gpkg_from_parts
-from .reading.grid import parse_cells
+from .reading.grid import GroundGrid, parse_cells
 from .result import RunResult
 from .runfile import FOLDER_GEOPACKAGE, LAYER_FILES, TILES_FOLDER, read_layer, read_run, read_run_columns
 from .schema import Reason, ReasonContext, RunRecord, Stage2Record, Status, status_code
 from .stages.budget import Budget
 from .stages.columns import TileColumns
-from .stages.selection import SelectionOptions, apply_selection
+from .stages.selection import HeldBefore, SelectionOptions, apply_selection
+from .stages.stage2 import held_before
 from .tiletable import Decisions, apply_decisions, part_paths, update_part
 
 #: The columns a re-selection reads.
@@ -74,7 +76,7 @@ def reselect(
                             period=options.cell_period.value)
     if stage2 is not None and (rule is Stage1Rule.BANK or budget.keep_fraction < budget.stage1_fraction):
         clusters = read_layer(source, "clusters")
-        stage2 = _select_again(frame, columns, clusters, rule, budget, options, stage2, context)
+        stage2 = _select_again(frame, columns, clusters, rule, budget, options, stage2, context, record)
     else:  # stage 1 alone decides: the top of the entropy ranking
         _entropy_top(columns, budget.keep_count)
     params = dict(record.parameters, keep=keep, uniformity=options.uniformity, spread=options.spread,
@@ -115,7 +117,7 @@ def _columns(frame: pd.DataFrame) -> TileColumns:
 
 def _select_again(frame: pd.DataFrame, columns: TileColumns, clusters: pd.DataFrame, rule: Stage1Rule,
                   budget: Budget, options: SelectionOptions, stage2: Stage2Record,
-                  context: ReasonContext) -> Stage2Record:
+                  context: ReasonContext, record: RunRecord) -> Stage2Record:
     """Stage 2's selection again on the stored candidates (in ``columns`` and ``clusters``);
     returns the updated stage-2 record and completes the reasons' ``context``."""
     if rule is Stage1Rule.BANK:  # the tiles over the bank's floor, with a scene
@@ -126,8 +128,10 @@ def _select_again(frame: pd.DataFrame, columns: TileColumns, clusters: pd.DataFr
     duplicates = columns.status[candidates] == status_code(Status.DUPLICATE)
     columns.cluster_rank[:] = -1
     order = np.argsort(np.argsort(frame["tile_id"].to_numpy(), kind="stable"), kind="stable")
+    held = _held(stage2, record) if stage2.extends else None
     applied = apply_selection(columns, candidates, clusters["scene"].to_numpy(), budget.keep_count, options,
-                              lambda positions: order[positions], scene_cut=budget.scene_cut, duplicates=duplicates)
+                              lambda positions: order[positions], scene_cut=budget.scene_cut, duplicates=duplicates,
+                              held=held)
     clusters["quota"], clusters["size"], clusters["kept"] = applied.quota, applied.size, applied.kept_per_cluster
     context.cluster_quota = applied.quota.tolist()
     context.cluster_scene = [str(s) for s in clusters["scene"]]
@@ -135,6 +139,14 @@ def _select_again(frame: pd.DataFrame, columns: TileColumns, clusters: pd.DataFr
     return replace(stage2, budget=budget.keep_count, kept=applied.kept, uniformity=options.uniformity,
                    spread=options.spread, seed=options.seed, stage1_passed=int(applied.pool.size),
                    stage1_decides=applied.stage1_decides)
+
+
+def _held(stage2: Stage2Record, record: RunRecord) -> HeldBefore:
+    """What the run an extension extends kept, placed in this run's ground grid (its record's)."""
+    ground = record.ground
+    origin = (float(ground.origin[0]), float(ground.origin[1])) if ground and ground.origin else (np.nan, np.nan)
+    grid = GroundGrid(ground.cell_size if ground and ground.cell_size else float("nan"), origin)
+    return held_before(str(stage2.extends), CRS.from_user_input(record.crs) if record.crs else None, grid)
 
 
 def _entropy_top(columns: TileColumns, count: int) -> None:

@@ -83,6 +83,9 @@ class RunResult:
                 f"stage 2: encoder {st2.encoder} (runtime {st2.encoder_runtime}), {st2.n_centroids} centroids over "
                 f"{st2.n_classes} scenes, {st2.clustering} clustering, quotas by {st2.quota_by}, budget {st2.budget}"
             )
+            if st2.extends:
+                lines.append(f"extends {st2.extends}: its {st2.extends_kept} kept tile(s) counted in the scenes' "
+                             "shares and the per-cell cap")
         if self.evaluation is not None:
             where = self.evaluation.attrs.get("independent_encoder")
             lines.append("evaluation (higher is better, except frechet and junk_kept"

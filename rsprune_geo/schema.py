@@ -280,6 +280,8 @@ class Stage2Record(RecordPart):
     cache_dir: str | None = None
     seed: int = 0
     bank_skipped: list[dict[str, Any]] = field(default_factory=list)
+    extends: str | None = None
+    extends_kept: int = 0
 
 
 @dataclass

@@ -46,6 +46,47 @@ def water_fill_quotas(sizes: np.ndarray, budget: int, seed: int = 0) -> np.ndarr
     return quotas
 
 
+def water_fill_above(held: np.ndarray, caps: np.ndarray, budget: int) -> np.ndarray:
+    """New quotas (each at most its cap) that raise the lowest of ``held + quota`` first: the
+    budget goes to the groups an earlier selection holds least of. Exact total
+    (``min(budget, caps.sum())``); the last units go to the lowest groups, ties by index."""
+    held = np.asarray(held, dtype=np.int64)
+    caps = np.asarray(caps, dtype=np.int64)
+    budget = int(min(max(budget, 0), caps.sum()))
+    if budget == 0:
+        return np.zeros_like(caps)
+    lo, hi = int(held.min()), int((held + caps).max())
+    while lo < hi:  # the highest level whose filling fits the budget
+        mid = (lo + hi + 1) // 2
+        if np.clip(mid - held, 0, caps).sum() <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    quotas = np.clip(lo - held, 0, caps)
+    left = budget - int(quotas.sum())
+    if left:
+        room = np.flatnonzero(quotas < caps)
+        order = room[np.lexsort((room, held[room] + quotas[room]))]
+        quotas[order[:left]] += 1
+    return quotas
+
+
+@dataclass(frozen=True)
+class HeldBefore:
+    """What an earlier selection holds, that a new one adds to (``extend``): its kept tiles per
+    scene, and each kept tile's ground cell in the new run's ground grid ((M, 2) row and column,
+    -1 none) and date (datetime64, NaT unknown)."""
+
+    scenes: dict[str, int]
+    cells: np.ndarray
+    dates: np.ndarray
+
+    @property
+    def tiles(self) -> int:
+        """How many tiles the earlier selection kept."""
+        return len(self.cells)
+
+
 def proportional_quotas(sizes: np.ndarray, budget: int) -> np.ndarray:
     """Size-proportional quotas by largest remainder, summing exactly to the budget."""
     sizes = np.asarray(sizes, dtype=np.int64)
@@ -211,10 +252,14 @@ class _GeoTally:
     """What the kept tiles hold so far: tiles per cap group, per date, and in each cell's 3×3
     neighbourhood; a tile's score is how many kept tiles share its date and neighbourhood."""
 
-    def __init__(self, n: int, groups: np.ndarray | None, dates: np.ndarray | None, cells: np.ndarray | None):
+    def __init__(self, n: int, groups: np.ndarray | None, dates: np.ndarray | None, cells: np.ndarray | None,
+                 held: np.ndarray | None = None):
         self.kept = np.zeros(n, dtype=bool)
         self.groups = np.full(n, -1, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-        self.in_group = np.zeros(int(self.groups.max()) + 1 if self.groups.max() >= 0 else 0, dtype=np.int64)
+        held = np.asarray(held if held is not None else [], dtype=np.int64)
+        held = held[held >= 0]
+        size = max(int(self.groups.max(initial=-1)), int(held.max(initial=-1))) + 1
+        self.in_group = np.bincount(held, minlength=size).astype(np.int64)  # an earlier selection's tiles
         self.dates = np.asarray(dates, dtype=np.int64) if dates is not None else None
         self.per_date = np.zeros(int(self.dates.max()) + 2, dtype=np.int64) if self.dates is not None else None
         self.cells = np.asarray(cells, dtype=np.int64) if cells is not None else None
@@ -255,7 +300,8 @@ class _GeoTally:
 
 def geo_picks(rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget: int, seed: int = 0,
               groups: np.ndarray | None = None, cap: int | None = None, cells: np.ndarray | None = None,
-              dates: np.ndarray | None = None, spread: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              dates: np.ndarray | None = None, spread: bool = False,
+              held_groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Keep ``budget`` tiles knowing where and when they are: ``(kept, capped)`` masks.
 
     Clusters take turns (a seeded order), each taking its next tile by ``rank`` while under its
@@ -266,13 +312,14 @@ def geo_picks(rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget:
     tiles, ties by rank. A shortfall (clusters whose tiles share full groups) is filled round by
     round from any cluster under the cap; only when the cap makes the budget impossible is it
     raised, one tile per group at a time: the total is always exact and the excess spread.
+    ``held_groups``: the groups of tiles an earlier selection kept, counted as already kept.
     """
     n = rank.size
     budget = int(min(budget, n))
     capped = np.zeros(n, dtype=bool)
     if n == 0:
         return np.zeros(n, dtype=bool), capped
-    tally = _GeoTally(n, groups, dates, cells)
+    tally = _GeoTally(n, groups, dates, cells, held_groups)
     cap_value = n if cap is None else int(cap)
     turn = np.random.default_rng(seed).permutation(int(inverse.max()) + 1)
     _quota_rounds(tally, rank, inverse, quotas, budget, turn, cap_value, spread, capped)
@@ -339,15 +386,26 @@ def _fill_round(tally: _GeoTally, rank: np.ndarray, order: list[int], budget: in
 
 
 def scene_quotas(
-    sizes: np.ndarray, scenes: np.ndarray, budget: int, uniformity: float = 1.0, seed: int = 0
+    sizes: np.ndarray, scenes: np.ndarray, budget: int, uniformity: float = 1.0, seed: int = 0,
+    held: dict[str, int] | None = None,
 ) -> np.ndarray:
     """Quotas per cluster shared by scene first: the scenes' quotas blend equal and
     size-proportional shares (as :func:`blended_quotas` does for clusters), then each scene's
-    quota is water-filled over its clusters. Exact total, none above a cluster's size."""
+    quota is water-filled over its clusters. Exact total, none above a cluster's size. With
+    ``held`` (tiles per scene an earlier selection kept), the equal share goes first to the
+    scenes it holds least of (:func:`water_fill_above`)."""
     sizes = np.asarray(sizes, dtype=np.int64)
     scenes = np.asarray(scenes).astype(str)
     names, inverse = np.unique(scenes, return_inverse=True)
-    per_scene = blended_quotas(np.bincount(inverse, weights=sizes).astype(np.int64), budget, uniformity, seed)
+    scene_sizes = np.bincount(inverse, weights=sizes).astype(np.int64)
+    if held:
+        before = np.array([held.get(str(name), 0) for name in names], dtype=np.int64)
+        target = uniformity * water_fill_above(before, scene_sizes, budget)
+        if uniformity < 1.0:
+            target = target + (1 - uniformity) * proportional_quotas(scene_sizes, budget)
+        per_scene = _apportion(target, scene_sizes, int(min(budget, scene_sizes.sum())))
+    else:
+        per_scene = blended_quotas(scene_sizes, budget, uniformity, seed)
     quotas = np.zeros_like(sizes)
     for s in range(names.size):
         members = np.flatnonzero(inverse == s)
@@ -378,6 +436,7 @@ def select_tiles(
     max_per_cell: int | None = None,
     cell_period: str = "all",
     geo_spread: str = "off",
+    held: HeldBefore | None = None,
 ) -> Selection:
     """Keep exactly ``min(budget, n)`` tiles: per-cluster quotas, then centroid-first picks.
 
@@ -387,8 +446,10 @@ def select_tiles(
     row and column, -1 for none) and ``dates`` (datetime64, NaT unknown): at most ``max_per_cell`` tiles of a cell
     (per ``cell_period``; ``None`` or 0: no cap) are kept while the budget allows, and
     ``geo_spread`` (``on``; ``auto``: when tiles share a cell or span several dates) prefers
-    tiles whose date and neighbourhood hold fewer kept tiles (:func:`geo_picks`). The same
-    inputs and seed always give the same selection.
+    tiles whose date and neighbourhood hold fewer kept tiles (:func:`geo_picks`). With ``held``
+    (what an earlier selection kept, ``extend``) the scenes' equal shares go first to the scenes
+    it holds least of, and its tiles count against the per-cell cap as if kept in this
+    selection. The same inputs and seed always give the same selection.
     """
     labels = np.asarray(labels)
     if labels.shape != np.shape(distances):
@@ -399,14 +460,17 @@ def select_tiles(
     if cluster_scenes is None:
         quotas = blended_quotas(sizes, budget, uniformity, seed)
     else:
-        quotas = scene_quotas(sizes, np.asarray(cluster_scenes)[clusters], budget, uniformity, seed)
+        quotas = scene_quotas(sizes, np.asarray(cluster_scenes)[clusters], budget, uniformity, seed,
+                              held.scenes if held is not None else None)
     rank = centroid_first_order(inverse, distances, spread_bins, seed)
     kept = rank < quotas[inverse]
     capped = None
-    codes = None
-    if cells is not None and max_per_cell and _a_group_holds_more_than(cell_keys(cells, dates, cell_period),
-                                                                         max_per_cell):
-        codes = cell_groups(cells, dates, cell_period)  # only when some cell holds more candidates than the cap
+    codes = held_codes = None
+    cells_all, dates_all = _with_held(cells, dates, held, labels.size)
+    if cells_all is not None and max_per_cell and _a_group_holds_more_than(
+            cell_keys(cells_all, dates_all, cell_period), max_per_cell):
+        codes = cell_groups(cells_all, dates_all, cell_period)  # only when some cell holds more than the cap
+        codes, held_codes = codes[:labels.size], codes[labels.size:]
     mode = GeoSpread.parse(geo_spread, "geo_spread")
     spread = mode is GeoSpread.ON or (mode is GeoSpread.AUTO and spans_ground_or_time(cells, dates))
     if codes is not None or (spread and (cells is not None or dates is not None)):
@@ -416,8 +480,23 @@ def select_tiles(
             date_codes = np.where(pd.isna(stamps), -1, pd.factorize(stamps)[0])
         positions = np.asarray(cells, dtype=np.int64).reshape(-1, 2) if spread and cells is not None else None
         kept, capped = geo_picks(rank, inverse, quotas, int(kept.sum()), seed, codes,
-                                 max_per_cell if codes is not None else None, positions, date_codes, spread)
+                                 max_per_cell if codes is not None else None, positions, date_codes, spread,
+                                 held_groups=held_codes)
     return Selection(kept=kept, rank=rank, clusters=clusters, sizes=sizes, quotas=quotas, capped=capped)
+
+
+def _with_held(cells: np.ndarray | None, dates: np.ndarray | None, held: HeldBefore | None,
+               n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The tiles' cells and dates followed by those of an earlier selection's kept tiles."""
+    if held is None or held.tiles == 0:
+        return cells, dates
+    own_cells = np.full((n, 2), -1, dtype=np.int64) if cells is None else np.asarray(cells, dtype=np.int64)
+    all_cells = np.concatenate([own_cells.reshape(-1, 2), np.asarray(held.cells, dtype=np.int64).reshape(-1, 2)])
+    if dates is None and pd.isna(held.dates).all():
+        return all_cells, None
+    own_dates = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]") if dates is None else \
+        np.asarray(dates, dtype="datetime64[ns]")
+    return all_cells, np.concatenate([own_dates, np.asarray(held.dates, dtype="datetime64[ns]")])
 
 
 def find_duplicates(
@@ -508,6 +587,7 @@ def apply_selection(
     order_of: Callable[[np.ndarray], np.ndarray],
     scene_cut: int | None = None,
     duplicates: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
+    held: HeldBefore | None = None,
 ) -> AppliedSelection:
     """Stage 2's decisions on a run's columns (in place), shared by a run and a re-selection.
 
@@ -520,7 +600,8 @@ def apply_selection(
     not near-duplicates. ``duplicates``: a mask over the candidates, or a function of the passed
     candidates' indexes (into ``candidates``) returning their mask. With
     ``options.max_per_cell`` the tiles' ground cells (and dates, by ``options.cell_period``) cap
-    the tiles kept per cell (:func:`cell_groups`).
+    the tiles kept per cell (:func:`cell_groups`). ``held``: what an earlier selection kept, which
+    this one adds to (:func:`select_tiles`).
     """
     candidates = np.asarray(candidates)
     cluster_scenes = np.asarray(cluster_scenes)
@@ -543,12 +624,13 @@ def apply_selection(
     fresh_ids = ids if duplicate is None else ids[~duplicate]
     scenes_of = cluster_scenes if options.quota_by is QuotaMode.SCENE and not stage1_decides else None
     grounded = bool((columns.cell[fresh, 0] >= 0).any()) if fresh.size else False
+    grounded = grounded or (held is not None and bool((np.asarray(held.cells).reshape(-1, 2)[:, 0] >= 0).any()))
     chosen = select_tiles(fresh_ids, dist if duplicate is None else dist[~duplicate], min(int(budget), fresh.size),
                           options.uniformity, options.spread, options.seed, cluster_scenes=scenes_of,
                           cells=columns.cell[fresh] if grounded else None,
-                          dates=columns.dates_of(fresh) if columns.several_dates() else None,
+                          dates=columns.dates_of(fresh) if columns.several_dates() or held is not None else None,
                           max_per_cell=options.max_per_cell, cell_period=options.cell_period,
-                          geo_spread=options.geo_spread)
+                          geo_spread=options.geo_spread, held=held)
     if duplicate is not None:
         columns.mark(pool[duplicate], Status.DUPLICATE, Reason.DUPLICATE)
     columns.mark(fresh[chosen.kept], Status.KEPT)

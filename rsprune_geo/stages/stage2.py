@@ -13,20 +13,31 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rasterio.crs import CRS
 
 from ..config import ClusteringMode, RunConfig, Runtime
+from ..errors import InputError, param
 from ..evaluation import evaluate_run
 from ..features import Encoder
 from ..features.cache import default_cache_dir
 from ..features.runtime import onnxruntime_version
 from ..progress import ProgressCallback, no_progress
+from ..reading.grid import GroundGrid
+from ..runfile import read_run
 from ..schema import ReasonContext, Stage2Record, Status, status_code
 from .budget import Budget
 from .clustering import SceneCentroids, assign_to_centroids, self_clusters
 from .columns import TileColumns
 from .passes import Encoding, run_pass
 from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_encoder
-from .selection import AppliedSelection, SelectionOptions, apply_selection, centroid_first_order, find_duplicates
+from .selection import (
+    AppliedSelection,
+    HeldBefore,
+    SelectionOptions,
+    apply_selection,
+    centroid_first_order,
+    find_duplicates,
+)
 from .stage1 import RunPlan, Stage1Result
 from .window import Encode, PassSpec
 
@@ -53,6 +64,7 @@ class Stage2Options:
     labels: str | None
     label_column: str
     eval_encoder: str | None
+    extend: str | None = None
 
     @classmethod
     def from_config(cls, config: RunConfig) -> Stage2Options:
@@ -64,7 +76,7 @@ class Stage2Options:
             clustering=config.clustering, selection=SelectionOptions.from_config(config),
             cache_dir=config.cache_dir, device=config.device, runtime=config.runtime, batch_size=config.batch_size,
             evaluate=config.evaluate, labels=config.labels, label_column=config.label_column,
-            eval_encoder=config.eval_encoder,
+            eval_encoder=config.eval_encoder, extend=config.extend,
         )
 
     @property
@@ -179,8 +191,9 @@ def run_stage2(plan: RunPlan, options: Stage2Options, columns: TileColumns, stag
     t0 = time.perf_counter()
     used = _clusters_used(columns, candidates, model, options)
     duplicates = _duplicates(columns, candidates, model, options.selection)
+    held = held_before(options.extend, plan.crs, plan.ground) if options.extend else None
     applied = apply_selection(columns, candidates, used.labels, budget.keep_count, options.selection,
-                              plan.grid.order_keys, scene_cut=budget.scene_cut, duplicates=duplicates)
+                              plan.grid.order_keys, scene_cut=budget.scene_cut, duplicates=duplicates, held=held)
     on_progress("selection", 1, 1)
     timings["stage2_selection"] = time.perf_counter() - t0
     evaluation = None
@@ -190,6 +203,8 @@ def run_stage2(plan: RunPlan, options: Stage2Options, columns: TileColumns, stag
         evaluation = _evaluate(plan, options, columns, stage1, model, applied, on_progress)
         timings["evaluation"] = time.perf_counter() - t0
     record = _record(options, model, budget, candidates, applied)
+    if held is not None:
+        record.extends, record.extends_kept = str(options.extend), held.tiles
     context = ReasonContext(dedup=options.selection.dedup, cluster_quota=applied.quota.tolist(),
                             cluster_scene=[str(s) for s in used.labels], scene_quota=applied.scene_quota,
                             max_per_cell=options.selection.max_per_cell, period=options.selection.cell_period.value)
@@ -259,6 +274,24 @@ def _evaluate(plan: RunPlan, options: Stage2Options, columns: TileColumns, stage
     return evaluate_run(tiles, np.asarray(model.scratch.array[positions]), kept, row_of[applied.pool],
                         applied.pool_cluster, applied.pool_distance, model.centroids, options, stage1.budget,
                         plan.sources, stage1.scalings, on_progress=on_progress, bank=model.bank)
+
+
+def held_before(run: str, crs: CRS | None, ground: GroundGrid) -> HeldBefore:
+    """What the earlier run ``run`` kept (``extend``): its kept tiles per scene, and their ground
+    cells in this run's ground grid (by their centres, in this run's CRS) and dates."""
+    tiles, record = read_run(run)
+    if record.stage2 is None or "scene" not in tiles:
+        raise InputError(f"{run}: {param('extend')} needs a run that went through stage 2 (its kept tiles' scenes)")
+    kept = tiles[tiles["status"] == Status.KEPT]
+    scenes = kept["scene"].fillna("").astype(str)
+    counts = {str(s): int(n) for s, n in scenes[scenes != ""].value_counts().items()}
+    cells = np.full((len(kept), 2), -1, dtype=np.int64)
+    if crs is not None and kept.crs is not None and len(kept):
+        cells = ground.cells(kept.geometry.to_crs(crs).values)
+    dates = (pd.to_datetime(kept["date"]).to_numpy(dtype="datetime64[ns]") if "date" in kept
+             else np.full(len(kept), np.datetime64("NaT"), dtype="datetime64[ns]"))
+    log.info("extending %s: %d kept tile(s) over %d scene(s) counted", run, len(kept), len(counts))
+    return HeldBefore(counts, cells, dates)
 
 
 def _record(options: Stage2Options, model: Stage2Model, budget: Budget, candidates: np.ndarray,
