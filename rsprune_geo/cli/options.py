@@ -60,6 +60,8 @@ def _click_type(opt: Option, base: str, kind: Any) -> Any:
         return click.Path(exists=True, file_okay=False)
     if opt.path == "new-folder":
         return click.Path(file_okay=False)
+    if opt.path == "run":
+        return click.Path(exists=True)
     return {"int": click.INT, "float": click.FLOAT, "str": click.STRING}[base]
 
 

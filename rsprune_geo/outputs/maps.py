@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -51,6 +51,15 @@ def map_regions(tiles: gpd.GeoDataFrame, gap: float = REGION_GAP) -> list[list[s
         groups.setdefault(find(i), []).append(name)
     sizes = parts.size()
     return sorted(groups.values(), key=lambda group: (-int(sizes[group].sum()), group[0]))
+
+
+def region_bounds(tiles: gpd.GeoDataFrame, crs: Any = 4326) -> list[tuple[float, float, float, float]]:
+    """The bounds ``(west, south, east, north)`` of each of :func:`map_regions`' regions in
+    ``crs`` (WGS 84 by default), largest first: where an interactive map opens, and where it
+    marks the others."""
+    shapes = tiles.to_crs(crs) if tiles.crs is not None and crs is not None else tiles
+    return [tuple(float(v) for v in shapes[shapes["source"].isin(region)].total_bounds)  # type: ignore[misc]
+            for region in map_regions(tiles)]
 
 
 def plot_map(

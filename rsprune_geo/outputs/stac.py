@@ -63,8 +63,6 @@ def export_stac(run_file: str | os.PathLike, folder: str | os.PathLike, status: 
         if items == "json":
             for item in dicts:
                 collection.add_item(pystac.Item.from_dict(item, preserve_dict=False))
-            collection.normalize_hrefs(str(root))
-            collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         else:
             import stac_geoparquet.arrow
 
@@ -74,8 +72,8 @@ def export_stac(run_file: str | os.PathLike, folder: str | os.PathLike, status: 
             collection.add_asset("items", pystac.Asset(f"./{ITEMS_PARQUET}", title="the items as stac-geoparquet",
                                                        media_type="application/vnd.apache.parquet",
                                                        roles=["stac-items"]))
-            collection.normalize_hrefs(str(root))
-            collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+        collection.normalize_hrefs(str(root))
+        collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         if out.exists():
             shutil.rmtree(out)
         os.replace(root, out)
