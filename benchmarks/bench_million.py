@@ -11,8 +11,8 @@ tiles each; the first level is one 4096² mosaic), each in a fresh process after
 small mosaic; the peak is the kernel's high-water mark of resident memory (VmHWM), reset after
 the warm-up (``/proc/self/clear_refs``), so it is the run's own peak, not the warm-up's.
 
-Writes benchmarks/results/million.json and million.md. Run with `make bench-million` (about an
-hour on 2 cores; the 16 mosaics, 1.2 GiB, are generated once into benchmarks/.data/tiles-1m).
+Writes benchmarks/results/million.json and million.md. Run with `make bench-million` (about 20
+minutes on 2 cores; the 16 mosaics, 1.2 GiB, are generated once into benchmarks/.data/tiles-1m).
 """
 
 from __future__ import annotations
