@@ -29,9 +29,22 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
         yield None
         return
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError:
         raise InputError("`dask_address`/`workers` need the `distributed` package") from None
+    with dask.config.set({"distributed.admin.low-level-log-length": MESSAGE_LOG_LENGTH}):
+        yield from _client(Client, LocalCluster, address, workers)
+
+
+#: How many recent messages each of Dask's connections keeps for debugging (Dask's default, 1000,
+#: keeps every window task's arguments, the per-window decisions among them, alive on the driver:
+#: about 45 bytes a tile of a million-tile run).
+MESSAGE_LOG_LENGTH = 10
+
+
+def _client(Client: Any, LocalCluster: Any, address: str | None, workers: int | None) -> Iterator[Any]:
+    """The body of :func:`dask_client`, under its Dask configuration."""
     cluster = None
     try:
         if address:

@@ -188,3 +188,20 @@ def test_a_real_cluster_on_the_loopback_loses_a_worker_and_selects_the_same(data
         b[["status", "reason", "cluster", "cluster_rank"]])
     written_here = [name for name in renamed if name.endswith((".parquet", ".gpkg"))]
     assert written_here == [], written_here  # parts, decisions and the GeoPackage: all by the workers
+
+
+def test_the_drivers_dask_connections_keep_no_backlog_of_task_arguments():
+    """Dask's connections keep their last 1000 messages for debugging by default; on the driver
+    those hold every window task's arguments (the per-window decisions of the write-back among
+    them), tens of bytes a tile of a large run. The run's client keeps a short log."""
+    import dask
+
+    from rsprune_geo.scaleout import MESSAGE_LOG_LENGTH, dask_client, map_tasks
+
+    with dask_client(workers=1) as client:
+        assert dask.config.get("distributed.admin.low-level-log-length") == MESSAGE_LOG_LENGTH
+        payloads = [(bytes(50_000),) for _ in range(3 * MESSAGE_LOG_LENGTH)]
+        assert [r for _, r in map_tasks(len, payloads, client)] == [50_000] * len(payloads)
+        log = client.scheduler_comm.recent_message_log
+        assert log.maxlen == MESSAGE_LOG_LENGTH and len(log) <= MESSAGE_LOG_LENGTH
+    assert dask.config.get("distributed.admin.low-level-log-length") == 1000  # Dask's own, outside the run
