@@ -10,7 +10,7 @@ import geopandas as gpd
 import numpy as np
 
 from ..reading.pixels import read_preview, source_scaling
-from ..reading.sources import open_source
+from ..reading.sources import open_source, recorded_path
 from ..schema import RunRecord, Status
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,7 +95,7 @@ def plot_map(
         axes = fig.subplots(rows, cols, squeeze=False).ravel()
         _overview(axes[0], tiles, regions, len(shown))
         _legend(fig, tiles)
-        recorded = {_recorded(raster): raster for raster in rasters}
+        recorded = {recorded_path(raster): raster for raster in rasters}
         for number, (ax, region) in enumerate(zip(axes[1:], shown), start=1):
             part = tiles[tiles["source"].isin(region)]
             _draw(ax, part, [recorded[s] for s in region if s in recorded], record, max_size // 2)
@@ -110,14 +110,10 @@ def plot_map(
     return fig
 
 
-def _recorded(raster: str) -> str:
-    return raster if raster.startswith("/vsi") else os.path.abspath(raster)
-
-
 def _draw(ax, tiles: gpd.GeoDataFrame, rasters: Sequence[str], record: RunRecord | None, max_size: int) -> None:
     """The rasters under the tiles' footprints, coloured by status, on ``ax``."""
     for raster in rasters:
-        recorded = _recorded(raster)
+        recorded = recorded_path(raster)
         if record is not None and recorded in record.input_paths:
             source, scaling = record.source(recorded)
         else:

@@ -128,7 +128,7 @@ def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = 
     seen: set[str] = set()
     unique = []
     for p in paths:
-        key = p if p.startswith("/vsi") else os.path.abspath(p)
+        key = recorded_path(p)
         if key not in seen:  # absolute, so a run's record stays valid from any folder
             seen.add(key)
             unique.append(key)
@@ -137,10 +137,14 @@ def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = 
     return unique
 
 
+def recorded_path(path: str) -> str:
+    """A source path as a run records it: absolute (GDAL virtual paths as given)."""
+    return path if path.startswith("/vsi") else os.path.abspath(path)
+
+
 def source_key(path: str) -> str:
     """A short stable key for a source path (its absolute path hashed), used in tile ids."""
-    ident = path if path.startswith("/vsi") else os.path.abspath(path)
-    return hashlib.blake2b(ident.encode(), digest_size=4).hexdigest()
+    return hashlib.blake2b(recorded_path(path).encode(), digest_size=4).hexdigest()
 
 
 def open_source(
