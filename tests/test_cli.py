@@ -103,7 +103,9 @@ def test_progress_json_protocol(tmp_path):
     proc = rsprune("run", shared("rasterio-tests/RGB.byte.tif"), "-o", out, "--tile-size", "64", "--progress-json")
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stderr.splitlines()]
-    assert {e["event"] for e in events[:-1]} == {"progress"}
+    assert {e["event"] for e in events[:-1]} == {"progress", "warning"}
+    # the shipped UC Merced profile is at 0.3 m, this Landsat scene at 300 m: said as a warning event
+    assert all("another scale" in e["message"] for e in events if e["event"] == "warning")
     stages = [e["stage"] for e in events if e["event"] == "progress"]
     assert stages[0] == "tiling" and "stage1" in stages and stages[-1] == "writing"
     windows = [e for e in events if e.get("stage") == "stage1"]

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qgis_plugin"))
 from rsprune import backend  # noqa: E402
 
+from rsprune_geo.runfile import read_run  # noqa: E402
+
 from .conftest import shared  # noqa: E402
 
 
@@ -26,6 +28,8 @@ def test_in_process_backend_runs_reports_and_cancels(tmp_path):
     # keep 0.3 of the 19 tiles with data (11 of the 30 are the nodata collar)
     assert event["event"] == "ok" and event["counts"]["kept"] == round(0.3 * 19)
     assert seen[-1] == (100.0, "writing") and [p for p, _ in seen] == sorted(p for p, _ in seen)
+    _, record = read_run(tmp_path / "a.gpkg")  # no bank given: the profile the package ships, as the CLI does
+    assert record.stage2 is not None and record.stage2.prior_bank[0].endswith("ucmerced.rsbank")
     canceled = backend.PruneParams(rasters=params.rasters, output=str(tmp_path / "b.gpkg"), tile_size=128)
     with pytest.raises(backend.Canceled):
         backend.run_in_process(canceled, lambda *a: None, lambda: True)
@@ -42,7 +46,7 @@ def test_cli_backend_uses_an_argument_list(tmp_path, monkeypatch):
     event = backend.run_cli(params, lambda pct, stage: seen.append(stage), lambda: False, cli=cli)
     assert event["output"] == params.output and len(gpd.read_file(params.output, layer="tiles")) == 30
     assert "stage1" in seen and "writing" in seen
-    with pytest.raises(backend.BackendError, match="does not exist"):
+    with pytest.raises(backend.BackendError, match="no such prior bank folder or profile"):
         backend.run_cli(backend.PruneParams(rasters=params.rasters, output=str(tmp_path / "x.gpkg"),
                                             prior_banks=[str(tmp_path / "nope")]), print, lambda: False, cli=cli)
     monkeypatch.setattr(backend, "configured_cli", lambda: None)

@@ -24,21 +24,28 @@ def scenes():
 
 
 def test_onnx_float32_equals_torch_and_is_exported_once(scenes, tmp_path, monkeypatch):
+    from rsprune_geo.features.efficientnet import default_weights_path, shipped_network
+
     torch_enc = get_encoder("efficientnet-lite0", runtime="torch")
-    onnx_enc = get_encoder("efficientnet-lite0", cache_dir=str(tmp_path))  # auto on a CPU: onnxruntime
-    assert (torch_enc.runtime, onnx_enc.runtime) == ("torch", "onnx")
-    cosine = (torch_enc.encode(scenes[:32]) * onnx_enc.encode(scenes[:32])).sum(axis=1)
-    assert cosine.min() >= 0.9999
-    assert onnx_enc.cache_key == torch_enc.cache_key  # the same vectors: the same embedding cache
+    shipped = get_encoder("efficientnet-lite0", cache_dir=str(tmp_path))  # auto on a CPU: the shipped network
+    assert (torch_enc.runtime, shipped.runtime) == ("torch", "onnx")
+    assert shipped.onnx.path == shipped_network().path and not list((tmp_path / "onnx").glob("*.onnx"))
+    weights = default_weights_path()  # weights given: exported from them, once
+    onnx_enc = get_encoder("efficientnet-lite0", weights=weights, cache_dir=str(tmp_path))
+    for encoder in (shipped, onnx_enc):
+        cosine = (torch_enc.encode(scenes[:32]) * encoder.encode(scenes[:32])).sum(axis=1)
+        assert cosine.min() >= 0.9999
+        assert encoder.cache_key == torch_enc.cache_key  # the same vectors: the same embedding cache
     exported = sorted((tmp_path / "onnx").glob("*.onnx"))
     assert len(exported) == 1 and f"ort{rt.onnxruntime_version()}" in exported[0].name
     assert onnx_enc._state_digest() in exported[0].name  # keyed by the weights' digest
+    assert exported[0].read_bytes() == shipped_network().path.read_bytes()  # what the package ships
 
     def no_export(*args):
         raise AssertionError("exported again")
 
     monkeypatch.setattr(rt, "_export", no_export)
-    get_encoder("efficientnet-lite0", cache_dir=str(tmp_path))  # the cached file is reused
+    get_encoder("efficientnet-lite0", weights=weights, cache_dir=str(tmp_path))  # the cached file is reused
 
 
 def test_int8_is_calibrated_on_bank_images_and_keeps_the_neighbours(scenes, tmp_path):

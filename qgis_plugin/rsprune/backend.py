@@ -71,8 +71,8 @@ class PruneParams:
                 if problem:
                     raise BackendError(problem)
         for bank in self.prior_banks:
-            if not os.path.isdir(bank):
-                raise BackendError(f"{bank}: the prior bank folder does not exist")
+            if bank not in ("default", "none") and not os.path.exists(bank):
+                raise BackendError(f"{bank}: no such prior bank folder or profile")
 
     def cli_arguments(self) -> list[str]:
         """``rsprune run`` arguments, one list item per argument (paths stay single items)."""
@@ -389,7 +389,9 @@ def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
         on_progress(stage_percent({"stage": stage, "done": done, "total": total}), stage)
 
     values = {k: v for k, v in params.values().items() if v is not None}
-    values["prior_bank"] = tuple(values["prior_bank"])
+    from rsprune_geo.stages.bankprofile import banks_or_default
+
+    values["prior_bank"] = banks_or_default(values["prior_bank"])  # as `rsprune run` does
     result = rsprune_geo.run(params.rasters, params.output, overwrite=params.overwrite, on_progress=progress,
                              **values)
     counts = result.record.counts

@@ -10,7 +10,7 @@ import logging
 
 import click
 
-from . import demo, encoders, evaluate, export, info, labelled_pool, options_cmd, report, run, select
+from . import bank, demo, encoders, evaluate, export, info, labelled_pool, options_cmd, report, run, select
 
 #: Log level by verbosity (``-v`` count minus ``-q`` count), as ``rio`` does.
 LEVELS = {-2: logging.CRITICAL, -1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
@@ -28,7 +28,7 @@ def main(debug: bool, verbose: int, quiet: int) -> None:
     logging.getLogger("rsprune_geo").setLevel(level)
 
 
-for _module in (run, select, info, report, export, encoders, evaluate, labelled_pool, demo, options_cmd):
+for _module in (run, select, info, report, export, encoders, evaluate, bank, labelled_pool, demo, options_cmd):
     main.add_command(_module.command)
 
 __all__ = ["main"]

@@ -15,6 +15,7 @@ and JSON lines are in :mod:`.progress`, one-line errors in :mod:`.errors`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -58,11 +59,26 @@ def _click_type(opt: Option, base: str, kind: Any) -> Any:
         return click.Path(exists=True, dir_okay=False)
     if opt.path == "folder":
         return click.Path(exists=True, file_okay=False)
+    if opt.path == "bank":
+        return BankPath()
     if opt.path == "new-folder":
         return click.Path(file_okay=False)
     if opt.path == "run":
         return click.Path(exists=True)
     return {"int": click.INT, "float": click.FLOAT, "str": click.STRING}[base]
+
+
+class BankPath(click.ParamType):
+    """A prior bank: a folder of class folders, a profile file, ``default`` (the shipped profile)
+    or ``none`` (no bank)."""
+
+    name = "bank"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        """The value as given, once it names a bank."""
+        if value in ("default", "none") or os.path.isdir(value) or os.path.isfile(value):
+            return str(value)
+        self.fail(f"{value}: no such folder or profile (or use default, none)", param, ctx)
 
 
 def config_option(name: str, **overrides: Any) -> Callable:

@@ -14,6 +14,18 @@ from ..errors import InputError
 from ..files import file_fingerprint
 from .runtime import Calibration, OnnxNetwork, choose_runtime
 
+#: How to install what the lean default install leaves out (torch, torchvision, torchgeo, transformers).
+TORCH_EXTRA = "pip install 'rsprune_geo[torch]'"
+
+
+def require_torch(what: str) -> None:
+    """An :class:`InputError` naming the ``torch`` extra when PyTorch is not installed:
+    ``what`` (an encoder, a runtime, a loader) needs it."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError(f"{what} needs PyTorch, which the default install leaves out: {TORCH_EXTRA}") from None
+
 
 class Encoder(ABC):
     """A scene encoder.
@@ -85,27 +97,34 @@ class NetworkEncoder(Encoder):
     onnx: Any = None
 
     def _setup_runtime(self, module: Any, runtime: Runtime | str = Runtime.AUTO, cache_dir: str | None = None,
-                       calibration: Any = None) -> None:
+                       calibration: Any = None, network: str | os.PathLike | None = None) -> None:
         """Choose the runtime (see :func:`~rsprune_geo.features.runtime.choose_runtime`) and, for
         onnxruntime, export (once, cached) and open the network; on failure, fall back to torch.
         ``calibration``: uint8 images, or a :class:`~rsprune_geo.features.runtime.Calibration`
-        read only when the int8 file must be made."""
+        read only when the int8 file must be made. ``network``: the network already exported
+        (the one the package ships), so onnxruntime runs it without torch."""
         load = module if callable(module) and not hasattr(module, "forward") else (lambda: module)
         self.device = resolve_device(self.device)
         self.runtime = choose_runtime(runtime, self.device, self.int8, calibration)
         if self.runtime is Runtime.TORCH:
+            asked = "runtime torch" if Runtime.parse(runtime, "runtime") is Runtime.TORCH else f"device {self.device}"
+            require_torch(f"{self.name} on torch ({asked})")
             self.module = load().eval().to(torch_device(self.device))
             return
-        calibrated = None
+        calibrated, quantized = None, None
         if self.runtime is Runtime.ONNX_INT8:
             assert calibration is not None
             images = calibration if isinstance(calibration, Calibration) else Calibration.of(calibration)
             self._calibration_digest = images.digest
             calibrated = (images.digest, lambda: self._prepare(images.read()))
+            quantized = images.quantized
+        if network is None and quantized is None:
+            require_torch(f"{self.name} (its network is exported to ONNX with torch on first use)")
         side = self._prepare(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8)).shape[-1]
         try:
             key = f"{self.name.replace('.', '_')}-{self._state_digest()}"
-            self.onnx = OnnxNetwork(lambda: load().to("cpu"), int(side), key, cache_dir, calibrated)
+            self.onnx = OnnxNetwork(lambda: load().to("cpu"), int(side), key, cache_dir, calibrated, network,
+                                    quantized)
         except InputError:
             raise
         except Exception as exc:  # an operator the exporter cannot write: torch still works
@@ -185,7 +204,10 @@ def resolve_device(device: Any = None) -> str:
         return str(device)
     if not any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia/version")):
         return "cpu"
-    import torch
+    try:
+        import torch
+    except ImportError:  # the lean install: onnxruntime on the CPU
+        return "cpu"
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 

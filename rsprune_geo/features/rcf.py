@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .base import NetworkEncoder
+from .base import NetworkEncoder, require_torch
 from .registry import register_encoder
 
 
@@ -49,6 +49,7 @@ class RCFEncoder(NetworkEncoder):
                  cache_dir: str | None = None):
         if mode not in ("empirical", "gaussian"):
             raise InputError(f"RCF mode {mode!r}: use empirical or gaussian")
+        require_torch(f"the rcf-{mode} encoder (torchgeo's RCF)")
         self.name = f"rcf-{mode}"
         self.dim = features
         digest = hashlib.blake2b(f"{mode}:{seed}:{features}".encode(), digest_size=6)

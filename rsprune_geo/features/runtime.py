@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import Runtime
 from ..errors import InputError, param
+from ..files import file_fingerprint
 from .cache import default_cache_dir
 
 __all__ = ["CALIBRATION_IMAGES", "Calibration", "OnnxNetwork", "choose_runtime", "images_digest",
@@ -48,19 +49,32 @@ def onnxruntime_version() -> str | None:
 class Calibration:
     """Calibration images for the int8 variant, read only when a quantisation must be made:
     ``key`` names them (it keys the quantised file and the embedding cache), ``read()`` returns
-    them as uint8 (N, S, S, 3)."""
+    them as uint8 (N, S, S, 3). ``quantized``: the int8 network they made already (a prior-bank
+    profile carries it, with the images' ``digest`` as ``key``, so nothing is read)."""
 
     key: str
     read: Callable[[], np.ndarray]
+    quantized: str | None = None
 
     @classmethod
     def of(cls, images: np.ndarray) -> Calibration:
         """Images at hand, named by their digest."""
         return cls(images_digest(images), lambda: images)
 
+    @classmethod
+    def made(cls, digest: str, quantized: str) -> Calibration:
+        """The int8 network ``quantized`` that images named ``digest`` calibrated."""
+
+        def unread() -> np.ndarray:
+            raise InputError(f"{quantized}: the calibration images of this int8 network are not at hand")
+
+        return cls(f"digest:{digest}", unread, quantized)
+
     @property
     def digest(self) -> str:
         """A short id of the images."""
+        if self.key.startswith("digest:"):
+            return self.key.removeprefix("digest:")
         return hashlib.blake2b(self.key.encode(), digest_size=6).hexdigest()
 
 
@@ -100,26 +114,35 @@ class OnnxNetwork:
     """
 
     def __init__(self, load: Any, input_size: int, key: str, cache_dir: str | os.PathLike | None = None,
-                 calibration: tuple[str, Callable[[], np.ndarray]] | None = None):
-        from importlib.metadata import version
-
+                 calibration: tuple[str, Callable[[], np.ndarray]] | None = None,
+                 network: str | os.PathLike | None = None, quantized: str | os.PathLike | None = None):
         import onnxruntime as ort
 
+        self.variant = "int8" if quantized is not None or calibration is not None else "float32"
+        if quantized is not None:  # quantised already (a prior-bank profile carries its int8 network)
+            self.path = Path(quantized)
+            self._open()
+            return
         folder = Path(cache_dir) if cache_dir else default_cache_dir()
         folder = folder / "onnx"
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{key}-{input_size}-torch{version('torch').split('+')[0]}-ort{ort.__version__}"
-        fp32 = folder / f"{stem}.onnx"
-        if not fp32.exists():
-            _export(load(), input_size, fp32)
+        if network is not None:  # exported already (shipped with the package): torch is not needed
+            fp32 = Path(network)
+            stem = f"{key}-{input_size}-shipped{file_fingerprint(str(fp32), with_mtime=False, digest_size=4)}"
+        else:
+            from importlib.metadata import version
+
+            stem = f"{key}-{input_size}-torch{version('torch').split('+')[0]}"
+            fp32 = folder / f"{stem}-ort{ort.__version__}.onnx"
+            if not fp32.exists():
+                _export(load(), input_size, fp32)
+        stem += f"-ort{ort.__version__}"
         path = fp32
-        self.variant = "float32"
         if calibration is not None:
             digest, prepared = calibration
             path = folder / f"{stem}-int8-{digest}.onnx"
             if not path.exists():
                 _quantize(fp32, path, prepared())
-            self.variant = "int8"
         self.path = path
         self._open()
 
@@ -206,9 +229,15 @@ def _quantize(fp32: Path, target: Path, calibration: np.ndarray) -> None:
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
+    try:  # symbolic shape inference needs sympy, which comes with torch: the lean install goes without
+        import sympy  # noqa: F401
+
+        symbolic = True
+    except ImportError:  # the same int8 outputs for EfficientNet-Lite0 (measured: bit-identical features)
+        symbolic = False
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared))
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=not symbolic)
         out = Path(tmp) / "int8.onnx"
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from .base import NetworkEncoder, file_digest, require_file, torch_device
+from .base import NetworkEncoder, file_digest, require_file, require_torch, torch_device
 
 
 def torchgeo_weight_names() -> list[str]:
@@ -28,6 +28,7 @@ def _weights_of(model: str, get_model_weights) -> list:
 
 def torchgeo_weight(name: str):
     """The torchgeo weight enum member called ``name`` (public ``torchgeo.models.get_weight``)."""
+    require_torch(f"the torchgeo weight {name}")
     from torchgeo.models import get_weight
 
     try:

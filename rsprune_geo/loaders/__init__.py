@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .datasets import PIXEL_MODES, TileDataset, choose_tiles
+try:
+    import torch  # noqa: F401
+except ImportError:
+    raise ImportError("rsprune_geo.loaders (TileDataset, TileGeoSampler) needs PyTorch, which the default install "
+                      "leaves out: pip install 'rsprune_geo[torch]'") from None
+
+from .datasets import PIXEL_MODES, TileDataset, choose_tiles  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from .samplers import TileGeoSampler, footprint_boxes

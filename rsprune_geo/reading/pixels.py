@@ -330,10 +330,7 @@ def read_image(path: str, size: tuple[int, int] | None = None, scale: float = 1.
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
-            target = size or _scaled(rgb.size, scale, min_side)
-            if rgb.size != target:
-                rgb = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
-            return np.asarray(rgb)
+            return resized(rgb, size or scaled_size(rgb.size, scale, min_side))
     except OSError as exc:
         if not isinstance(exc, Image.UnidentifiedImageError) and _damaged(str(exc)):
             raise InputError(f"{path}: the image is truncated or corrupt ({str(exc).splitlines()[0]})") from None
@@ -353,7 +350,17 @@ def read_images(paths: Sequence[str], size: int) -> np.ndarray:
     return out
 
 
-def _scaled(size: tuple[int, int], scale: float, min_side: int) -> tuple[int, int]:
+def resized(rgb, target: tuple[int, int]) -> np.ndarray:
+    """A Pillow RGB image at ``target`` (width, height), bilinear, as :func:`read_image` resizes."""
+    from PIL import Image
+
+    if rgb.size != tuple(target):
+        rgb = rgb.resize(tuple(target), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(rgb)
+
+
+def scaled_size(size: tuple[int, int], scale: float, min_side: int = 32) -> tuple[int, int]:
+    """The (width, height) :func:`read_image` brings an image of ``size`` to at ``scale``."""
     if scale >= 1.0:
         return size
     factor = max(scale, min_side / max(min(size), 1))
@@ -373,7 +380,7 @@ def _read_image_with_rasterio(path: str, size: tuple[int, int] | None, scale: fl
                 bands = list(choose_bands(src))
                 if len(bands) == 1:
                     bands = bands * 3
-                width, height = size or _scaled((src.width, src.height), scale, min_side)
+                width, height = size or scaled_size((src.width, src.height), scale, min_side)
                 data = src.read(bands, out_shape=(3, height, width), resampling=Resampling.bilinear)
                 dtype = src.dtypes[0]
     except Exception as exc:

@@ -64,6 +64,17 @@ class PriorBank:
         names, counts = np.unique(self.labels, return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
 
+    @property
+    def image_side(self) -> int:
+        """The shorter side (pixels) of the bank's first image (256 when it cannot be opened)."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[0]) as img:
+                return int(min(img.size))
+        except OSError:
+            return 256
+
 
 def declared_gsd(root: str | os.PathLike) -> float | None:
     """The ground sample distance a bank declares: ``bank.json``'s ``gsd`` in its root (or the
@@ -210,7 +221,8 @@ def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, s
     if info.int8 and Runtime.parse(runtime, "runtime") in (Runtime.AUTO, Runtime.ONNX_INT8):
         # read only when the int8 file must be made; named by the files, so a cached one is reused
         paths = sample(CALIBRATION_IMAGES)
-        key = f"{info.input_size}:" + "\n".join(f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths)
+        key = f"{info.input_size}:" + "\n".join(f"{os.path.abspath(p)}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}"
+                                                 for p in paths)
         calibration = Calibration(key, lambda: read_images(paths, info.input_size))
     return get_encoder(name, weights, fit_images, seed, device, runtime, cache_dir, calibration)
 

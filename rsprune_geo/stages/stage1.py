@@ -21,11 +21,11 @@ from ..reading.grid import GroundGrid, RunGrid
 from ..reading.pixels import Scaling, run_scaling, source_scaling
 from ..reading.sources import RasterSource
 from ..schema import Stage1Record, Status
+from .bankprofile import Bank, BankProfile
 from .budget import Budget
 from .columns import TileColumns
 from .information import EntropyFloor, bank_entropies, entropy_cut, plausibility_floor
 from .passes import Encoding, run_pass
-from .priorbank import PriorBank
 from .window import Encode, PassSpec
 
 log = logging.getLogger(__name__)
@@ -108,23 +108,16 @@ def tiles_pixel_size(sources: Sequence[RasterSource]) -> float | None:
     return float(np.median(sizes)) if sizes else None
 
 
-def bank_tile_size(bank: PriorBank, sources: Sequence[RasterSource]) -> int | None:
+def bank_tile_size(bank: Bank, sources: Sequence[RasterSource]) -> int | None:
     """The tile size (pixels) whose ground matches one prior-bank image's, ``None`` when the
     bank or the rasters declare no ground sample distance."""
-    from PIL import Image
-
     tile_gsd = tiles_pixel_size(sources)
     if bank.gsd is None or tile_gsd is None:
         return None
-    try:
-        with Image.open(bank.paths[0]) as img:
-            side = min(img.size)
-    except OSError:
-        side = 256
-    return max(8, round(side * bank.gsd / tile_gsd))
+    return max(8, round(bank.image_side * bank.gsd / tile_gsd))
 
 
-def matched_to_bank(config: RunConfig, bank: PriorBank, sources: Sequence[RasterSource]) -> RunConfig:
+def matched_to_bank(config: RunConfig, bank: Bank, sources: Sequence[RasterSource]) -> RunConfig:
     """``config`` with the tile size that covers one prior-bank image's ground
     (``match_bank_scale``); an :class:`InputError` when it cannot be matched."""
     size = bank_tile_size(bank, sources)
@@ -138,7 +131,7 @@ def matched_to_bank(config: RunConfig, bank: PriorBank, sources: Sequence[Raster
     return replace(config, tile_size=size, stride=None)
 
 
-def scale_warnings(bank: PriorBank, sources: Sequence[RasterSource], options: Stage1Options) -> list[str]:
+def scale_warnings(bank: Bank, sources: Sequence[RasterSource], options: Stage1Options) -> list[str]:
     """Warn (log, and return the lines for the run record) when the tiles' ground size is far
     from the prior bank's: its scenes are then seen at another scale."""
     tile_gsd = tiles_pixel_size(sources)
@@ -160,11 +153,13 @@ def scale_warnings(bank: PriorBank, sources: Sequence[RasterSource], options: St
     return [message]
 
 
-def bank_floor(bank: PriorBank, sources: Sequence[RasterSource], options: Stage1Options) -> EntropyFloor:
+def bank_floor(bank: Bank, sources: Sequence[RasterSource], options: Stage1Options) -> EntropyFloor:
     """The stage-1 entropy floor of the prior bank, its images brought to the tiles' pixel size
     (downsampled when the tiles are coarser); cached by bank fingerprint and scale."""
     tile_gsd = None if options.chips else tiles_pixel_size(sources)
     scale = 1.0 if bank.gsd is None or tile_gsd is None else min(1.0, bank.gsd / tile_gsd)
+    if isinstance(bank, BankProfile):
+        return plausibility_floor(bank.entropies(scale), bank.labels, options.plausibility_z)
     cache_root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
     path = cache_root / "bank-entropy" / f"{bank.fingerprint}-s{scale:.4g}.npz"
     cached = load_npz(path) if path.exists() else None
@@ -186,7 +181,7 @@ def stage1_scalings(sources: Sequence[RasterSource], options: Stage1Options) -> 
     return [source_scaling(s, options.percentiles) for s in sources]
 
 
-def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank: PriorBank | None = None,
+def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank: Bank | None = None,
                encoding: Encoding | None = None, on_progress: ProgressCallback = no_progress) -> Stage1Result:
     """Stage 1 over the run's windows, each read once (on local threads or the plan's Dask
     client): every tile scored and judged against what is known before reading (``nodata`` over

@@ -25,6 +25,7 @@ from ..progress import ProgressCallback, no_progress
 from ..reading.grid import GroundGrid
 from ..runfile import read_run
 from ..schema import ReasonContext, Stage2Record, Status, status_code
+from .bankprofile import Bank, BankProfile, profile_model
 from .budget import Budget
 from .clustering import SceneCentroids, assign_to_centroids, self_clusters
 from .columns import TileColumns
@@ -122,7 +123,7 @@ class Stage2Model:
     """Stage 2's model of a run: the prior ``bank``, its ``encoder`` and scene ``centroids``, and
     (runs that keep embeddings) the ``scratch`` file they go to."""
 
-    bank: PriorBank
+    bank: Bank
     encoder: Encoder
     centroids: SceneCentroids
     scratch: Scratch | None = None
@@ -139,18 +140,22 @@ class Stage2Model:
             self.scratch = None
 
 
-def prepare_model(bank: PriorBank, options: Stage2Options, positions: int,
+def prepare_model(bank: Bank, options: Stage2Options, positions: int,
                   on_progress: ProgressCallback = no_progress) -> Stage2Model:
     """The encoder (fitted or calibrated on the bank when it needs to be) and the bank's scene
     centroids, cached so many runs share them; a scratch file for ``positions`` vectors when the
     run keeps its embeddings."""
     t0 = time.perf_counter()
-    encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device,
-                           options.runtime, str(options.cache_root))
+    if isinstance(bank, BankProfile):
+        encoder, centroids = profile_model(bank, options.encoder, options.weights, options.centroids, options.device,
+                                           options.runtime, options.cache_root)
+    else:
+        encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device,
+                               options.runtime, str(options.cache_root))
+        on_progress("prior_bank", 0, len(bank))
+        centroids = bank_centroids(bank, encoder, options.centroids, options.cache_root, on_progress)
     if options.batch_size:
         encoder.batch_size = options.batch_size
-    on_progress("prior_bank", 0, len(bank))
-    centroids = bank_centroids(bank, encoder, options.centroids, options.cache_root, on_progress)
     scratch = Scratch(options.cache_root, positions, encoder.dim) if options.needs_vectors else None
     return Stage2Model(bank, encoder, centroids, scratch, {"prior_bank": time.perf_counter() - t0})
 
@@ -273,7 +278,8 @@ def _evaluate(plan: RunPlan, options: Stage2Options, columns: TileColumns, stage
     kept = columns.status[positions] == status_code(Status.KEPT)
     return evaluate_run(tiles, np.asarray(model.scratch.array[positions]), kept, row_of[applied.pool],
                         applied.pool_cluster, applied.pool_distance, model.centroids, options, stage1.budget,
-                        plan.sources, stage1.scalings, on_progress=on_progress, bank=model.bank)
+                        plan.sources, stage1.scalings, on_progress=on_progress,
+                        bank=model.bank if isinstance(model.bank, PriorBank) else None)
 
 
 def held_before(run: str, crs: CRS | None, ground: GroundGrid) -> HeldBefore:

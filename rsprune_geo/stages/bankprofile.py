@@ -1,0 +1,316 @@
+"""Prior-bank profiles: what a run takes from a labelled bank, in one small file.
+
+A profile (``NAME.rsbank``, a zip) holds, for one encoder (keyed by its weights, its runtime and,
+for int8, its calibration): the bank's scene centroids, the int8 network the bank's images
+calibrated, every image's entropy at every pixel size a run can bring it to (so the stage-1 floor
+is the folder's), the bank's ground sample distance, class names and counts, and its source and
+terms. ``prior_bank`` takes a profile as it takes a folder, and the run selects the same tiles;
+``prior_bank="default"`` is the profile the package ships (the UC Merced scenes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import DEFAULT_ENCODER, Runtime
+from ..errors import InputError, param
+from ..features import Encoder, encoder_info, get_encoder
+from ..features.base import NetworkEncoder
+from ..features.cache import default_cache_dir
+from ..features.runtime import Calibration
+from ..files import SHIPPED
+from ..progress import ProgressCallback, no_progress
+from ..reading.pixels import read_image, resized, scaled_size
+from .clustering import SceneCentroids
+from .information import image_entropy
+from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_encoder, load_prior_bank
+
+__all__ = ["DEFAULT_PROFILE", "PROFILE_SUFFIX", "Bank", "BankProfile", "banks_or_default", "build_profile",
+           "default_profile", "is_profile", "load_profile", "open_bank", "profile_model"]
+
+log = logging.getLogger(__name__)
+
+PROFILE_SUFFIX = ".rsbank"
+FORMAT = 1
+#: The word ``prior_bank`` takes for the profile the package ships.
+DEFAULT_WORD = "default"
+#: The word that asks for no prior bank where the faces would use the default.
+NO_BANK_WORD = "none"
+DEFAULT_PROFILE = SHIPPED / "ucmerced.rsbank"
+#: The shorter side :func:`~rsprune_geo.reading.pixels.read_image` never goes below.
+MIN_SIDE = 32
+
+
+@dataclass
+class BankProfile:
+    """A prior bank as a profile: ``about`` (its JSON: source, terms, classes, encoder…), each
+    image's class ``labels`` and own ``sizes`` (width, height), its entropies at every pixel
+    size (``entropy_at``: (image, width, height) → bits), the scene ``centroids`` and the int8
+    network (``quantized`` bytes) for its encoder."""
+
+    path: str
+    about: dict
+    labels: np.ndarray
+    sizes: np.ndarray
+    entropy_at: dict[tuple[int, int, int], float]
+    centroids: SceneCentroids
+    quantized: bytes | None
+
+    @property
+    def roots(self) -> list[str]:
+        """The profile file, as a run records where its bank came from."""
+        return [self.path]
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the bank the profile was built from."""
+        return str(self.about["fingerprint"])
+
+    @property
+    def gsd(self) -> float | None:
+        """The bank's ground sample distance (metres), when it declared one."""
+        return self.about.get("gsd")
+
+    @property
+    def image_side(self) -> int:
+        """The shorter side (pixels) of the bank's first image."""
+        return int(self.about["image_side"])
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, sorted."""
+        return sorted(self.about["classes"])
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per class."""
+        return {str(k): int(v) for k, v in self.about["classes"].items()}
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def entropies(self, scale: float) -> np.ndarray:
+        """Each image's entropy (bits) brought to ``scale`` as the folder's images would be."""
+        out = np.empty(len(self), dtype=np.float64)
+        for i, size in enumerate(self.sizes.tolist()):
+            width, height = scaled_size(tuple(size), scale, MIN_SIDE)
+            try:
+                out[i] = self.entropy_at[(i, width, height)]
+            except KeyError:
+                raise InputError(f"{self.path}: no entropy of image {i} at {width}x{height} px (scale {scale:.4g}); "
+                                 "give the bank folder") from None
+        return out
+
+
+#: A prior bank as a run takes it: folders of labelled images, or a profile of them.
+Bank = PriorBank | BankProfile
+
+
+def is_profile(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a profile (the word ``default``, or a ``.rsbank`` file)."""
+    return str(path) == DEFAULT_WORD or (str(path).endswith(PROFILE_SUFFIX) and not os.path.isdir(path))
+
+
+def default_profile() -> Path | None:
+    """The profile the package ships, ``None`` in a source checkout before ``make shipped``."""
+    return DEFAULT_PROFILE if DEFAULT_PROFILE.is_file() else None
+
+
+def banks_or_default(given: Sequence[str]) -> tuple[str, ...]:
+    """The prior bank the faces (``rsprune run``, the QGIS plugin) use: the one given, else the
+    profile the package ships; ``none`` for no bank (stage 1 alone)."""
+    given = tuple(str(g) for g in given)
+    if given == (NO_BANK_WORD,):
+        return ()
+    if NO_BANK_WORD in given:
+        raise InputError(f"{param('prior_bank')} {NO_BANK_WORD} stands alone")
+    return given or ((DEFAULT_WORD,) if default_profile() is not None else ())
+
+
+def open_bank(entries: Sequence[str | os.PathLike], cache_root: str | os.PathLike | None = None
+              ) -> tuple[Bank, list[dict]]:
+    """The prior bank a run names: folders (indexed, unreadable images skipped, see
+    :func:`~rsprune_geo.stages.priorbank.load_prior_bank`) or one profile; and what was skipped."""
+    profiles = [e for e in entries if is_profile(e)]
+    if not profiles:
+        return load_prior_bank(entries, cache_root)
+    if len(entries) > 1:
+        raise InputError(f"{param('prior_bank')}: a profile stands alone; give one profile or folders, not both")
+    return load_profile(profiles[0]), []
+
+
+def load_profile(path: str | os.PathLike) -> BankProfile:
+    """Read a profile written by :func:`build_profile` (``default``: the shipped one)."""
+    if str(path) == DEFAULT_WORD:
+        shipped = default_profile()
+        if shipped is None:
+            raise InputError("this install ships no default prior-bank profile (a source checkout: run "
+                             "`make shipped`); give a bank folder or a profile file")
+        path = shipped
+    try:
+        with zipfile.ZipFile(path) as z:
+            about = json.loads(z.read("profile.json"))
+            with np.load(io.BytesIO(z.read("arrays.npz")), allow_pickle=False) as arrays:
+                data = {k: arrays[k] for k in arrays.files}
+            quantized = z.read("int8.onnx") if "int8.onnx" in z.namelist() else None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such prior-bank profile") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a prior-bank profile written by `rsprune bank build` ({exc})") from None
+    if about.get("format") != FORMAT:
+        raise InputError(f"{path}: profile format {about.get('format')}; this rsprune_geo reads format {FORMAT}: "
+                         "build it again with `rsprune bank build`")
+    index, values = data["entropy_index"], data["entropy_values"]
+    table = {(int(i), int(w), int(h)): float(v) for (i, w, h), v in zip(index.tolist(), values.tolist())}
+    centroids = SceneCentroids(data["centroids"], data["centroid_labels"], data["centroid_purity"],
+                               data["centroid_members"])
+    return BankProfile(str(path), about, data["labels"], data["sizes"], table, centroids, quantized)
+
+
+def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec: CentroidSpec,
+                  device: str | None, runtime: Runtime | str, cache_dir: str | os.PathLike | None) \
+        -> tuple[Encoder, SceneCentroids]:
+    """The encoder a profile was built for, with its int8 network, and its scene centroids; an
+    :class:`InputError` when the run asks for another encoder, runtime or centroid layout."""
+    built = profile.about["encoder"]
+    if encoder != built["name"] or weights:
+        raise InputError(f"{profile.path}: a profile for the {built['name']} encoder ({built['key']}); this run "
+                         f"asks for {encoder}{' with ' + str(weights) if weights else ''}: build a profile for it "
+                         "with `rsprune bank build`, or give the bank folder")
+    ours, theirs = _layout(spec), built["centroids"]
+    if any(theirs.get(k) != v for k, v in ours.items()):
+        changed = ", ".join(f"{k} {theirs.get(k)} (this run: {v})" for k, v in ours.items() if theirs.get(k) != v)
+        raise InputError(f"{profile.path}: its centroids were fitted with {changed}: build a profile with these "
+                         "options, or give the bank folder")
+    if Runtime.parse(runtime, "runtime") is Runtime.AUTO:  # where the profile was built to run
+        runtime = Runtime.parse(built["runtime"], "runtime")
+    calibration = None
+    if profile.quantized is not None:
+        calibration = Calibration.made(built["calibration"], str(_extracted(profile.quantized, cache_dir)))
+    model = get_encoder(encoder, None, None, spec.seed, device, runtime, str(cache_dir) if cache_dir else None,
+                        calibration)
+    if model.cache_key != built["key"]:
+        raise InputError(f"{profile.path}: built for {built['key']} (runtime {built['runtime']}); this run's encoder "
+                         f"is {model.cache_key} (runtime {model.runtime}): give the bank folder, or build a "
+                         "profile where this run runs")
+    return model, profile.centroids
+
+
+def _layout(spec: CentroidSpec) -> dict[str, Any]:
+    """The centroid options a profile must share with a run (not the seed: a profile's centroids
+    were fitted with its own)."""
+    return {"k_per_class": spec.k_per_class, "images_per_centroid": spec.images_per_centroid, "k": spec.k,
+            "bank_samples": spec.bank_samples}
+
+
+def _extracted(network: bytes, cache_dir: str | os.PathLike | None) -> Path:
+    """A profile's int8 network as a file under the cache (workers open it by its path)."""
+    folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "onnx"
+    target = folder / f"profile-int8-{hashlib.blake2b(network, digest_size=8).hexdigest()}.onnx"
+    if not target.is_file():
+        _atomic_write(target, network)
+    return target
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def entropy_table(paths: Sequence[str], on_progress: ProgressCallback = no_progress
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's own (width, height), and its entropy at every size a run's scale can bring
+    it to (rows of (image, width, height) and their bits)."""
+    from PIL import Image
+
+    sizes = np.zeros((len(paths), 2), dtype=np.int32)
+    index: list[tuple[int, int, int]] = []
+    values: list[float] = []
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as img:
+                rgb: Any = img.convert("RGB")
+        except OSError:
+            rgb = None  # not for Pillow: read_image reads it through rasterio, size by size
+        size = rgb.size if rgb is not None else read_image(path).shape[1::-1]
+        sizes[i] = size
+        for width, height in sorted(_reachable_sizes(tuple(size))):
+            pixels = resized(rgb, (width, height)) if rgb is not None else read_image(path, (width, height))
+            index.append((i, width, height))
+            values.append(image_entropy(pixels))
+        on_progress("entropy", i + 1, len(paths))
+    return sizes, np.array(index, dtype=np.int32).reshape(-1, 3), np.array(values, dtype=np.float64)
+
+
+def _reachable_sizes(size: tuple[int, int]) -> set[tuple[int, int]]:
+    """Every (width, height) :func:`~rsprune_geo.reading.pixels.scaled_size` gives ``size`` at
+    some scale: probed at each rounding step of either side and between them."""
+    lowest = min(1.0, MIN_SIDE / max(min(size), 1))
+    steps = {lowest, 1.0}
+    for side in size:
+        steps.update(f for k in range(side + 1) if lowest <= (f := (k + 0.5) / side) <= 1.0)
+    ordered = sorted(steps)
+    probes = ordered + [(a + b) / 2 for a, b in zip(ordered, ordered[1:])] + [lowest / 2]
+    return {scaled_size(size, f, MIN_SIDE) for f in probes} | {(size[0], size[1])}
+
+
+def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike, encoder: str = DEFAULT_ENCODER,
+                  runtime: Runtime | str = Runtime.AUTO, spec: CentroidSpec | None = None,
+                  cache_dir: str | os.PathLike | None = None, source: str = "", terms: str = "",
+                  on_progress: ProgressCallback = no_progress) -> BankProfile:
+    """Build the profile of the bank folders ``roots`` for ``encoder`` (on this machine's CPU
+    runtime) and write it atomically at ``output``; see the module's docstring."""
+    spec = spec or CentroidSpec(4, 10, None, None, 0)
+    if encoder_info(encoder).needs_bank:
+        raise InputError(f"{encoder} draws its filters from the bank's images: a profile cannot carry them; "
+                         "give the bank folder to runs")
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    bank, skipped = load_prior_bank(roots, cache_root)
+    model = bank_encoder(encoder, bank.paths, None, spec.seed, "cpu", runtime, str(cache_root))
+    centroids = bank_centroids(bank, model, spec, cache_root, on_progress)
+    sizes, index, values = entropy_table(bank.paths, on_progress)
+    int8 = model.runtime is Runtime.ONNX_INT8
+    about = {
+        "format": FORMAT, "name": Path(output).stem, "source": source or ", ".join(bank.roots), "terms": terms,
+        "roots": [os.path.basename(r.rstrip("/")) for r in bank.roots], "fingerprint": bank.fingerprint,
+        "gsd": bank.gsd, "image_side": bank.image_side, "images": len(bank), "skipped": len(skipped),
+        "classes": bank.class_counts(),
+        "encoder": {"name": model.name, "key": model.cache_key, "runtime": str(model.runtime),
+                    "calibration": getattr(model, "_calibration_digest", "") if int8 else "",
+                    "input_size": model.input_size, "dim": model.dim,
+                    "centroids": {**_layout(spec), "seed": spec.seed}},
+    }
+    arrays = io.BytesIO()
+    np.savez_compressed(arrays, labels=bank.labels.astype(str), sizes=sizes, entropy_index=index,
+                        entropy_values=values, centroids=centroids.vectors,
+                        centroid_labels=centroids.labels.astype(str), centroid_purity=centroids.purity,
+                        centroid_members=centroids.members)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("profile.json", json.dumps(about, indent=1))
+        z.writestr("arrays.npz", arrays.getvalue())
+        if isinstance(model, NetworkEncoder) and model.runtime is Runtime.ONNX_INT8:
+            z.writestr("int8.onnx", Path(model.onnx.path).read_bytes())
+    _atomic_write(Path(output), buffer.getvalue())
+    log.info("prior-bank profile %s: %d images, %d classes, %d centroids, encoder %s", output, len(bank),
+             len(bank.classes), len(centroids), model.cache_key)
+    return load_profile(output)

