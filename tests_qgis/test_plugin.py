@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -140,10 +141,16 @@ def test_dialog_defaults_and_validation(plugin, raster_layer, qgis_iface):
     dialog.output.setText("/tmp/out.shp")
     with pytest.raises(BackendError, match="GeoPackage"):
         dialog.params().validate()
+    assert "UC Merced profile" in dialog.prior_bank.placeholderText()  # empty: the shipped profile
     dialog.prior_bank.setText("/no/such/folder")
     dialog.output.setText("/tmp/out.gpkg")
-    with pytest.raises(BackendError, match="does not exist"):
+    with pytest.raises(BackendError, match="no such prior bank folder or profile"):
         dialog.params().validate()
+    for word in ("default", "none"):
+        dialog.prior_bank.setText(word)
+        dialog.params().validate()
+        args = dialog.params().cli_arguments()
+        assert args[args.index("--prior-bank") + 1] == word
 
 
 def test_a_vector_layer_is_not_a_raster(plugin, qgis_iface, qgis_new_project, tmp_path):
@@ -184,8 +191,6 @@ def test_dialog_and_processing_are_built_from_the_packages_option_definitions(pl
 def test_a_dated_run_is_a_temporal_layer(plugin, qgis_new_project, tmp_path):
     """Tiles with acquisition dates (two NAIP dates, found in the file names) animate in the
     temporal controller; an undated run's layer is not temporal."""
-    import subprocess
-
     from conftest import SHARED
     from rsprune.task import add_result_layer
 
@@ -349,7 +354,6 @@ def test_dialog_output_coverage_and_choices(plugin, raster_layer, tmp_path, monk
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory):
     """The package's wheel, as `make plugin` ships it in the zip."""
-    import subprocess
     import sys
 
     from conftest import REPO
@@ -376,6 +380,8 @@ def test_set_up_backend_builds_a_working_backend(plugin, wheelhouse, tmp_path, m
     previous = QgsSettings().value(backend.SETTINGS_KEY, "", type=str)
     dialog = plugin.set_up_backend()
     assert not dialog.environment.text().startswith(backend_setup.PLUGIN_DIR)  # survives plugin updates
+    assert not dialog.with_torch.isChecked() and not dialog.cpu_torch.isEnabled()  # lean unless asked
+    assert not dialog.plan().with_torch and backend_setup.TORCH_SIZE in dialog.with_torch.text()
     environment = tmp_path / "rsprune-backend"
     dialog.environment.setText(str(environment))
     dialog.wheelhouse.setText(str(wheelhouse))
@@ -395,8 +401,17 @@ def test_set_up_backend_builds_a_working_backend(plugin, wheelhouse, tmp_path, m
         assert QgsSettings().value(backend.SETTINGS_KEY, "", type=str) == cli == backend.configured_cli()
         assert dialog.test() == "0.1.0" and "test passed" in dialog.status.text()
         report = plugin.copy_diagnostics()
-        assert "backend rsprune_geo: 0.1.0" in report and "torch 2.14.1" in report and "QGIS 3." in report
+        assert "backend rsprune_geo: 0.1.0" in report and "QGIS 3." in report
+        assert "torch: not installed (the default install)" in report and "onnxruntime 1." in report
         assert report == QCoreApplication.instance().clipboard().text()
+        # the button's run on the torch-free backend: both stages, with the prior-bank profile it ships
+        plugin.start(backend.PruneParams(rasters=[str(RGB_BYTE)], output=str(tmp_path / "lean.gpkg"), tile_size=128,
+                                         keep=0.3), use_in_process=False)
+        ran = wait_for(plugin)
+        assert ran["ok"], ran["error"]
+        info = json.loads(subprocess.run([cli, "info", str(tmp_path / "lean.gpkg"), "--json"], capture_output=True,
+                                         text=True, check=True).stdout)
+        assert info["stage2"]["prior_bank"][0].endswith("ucmerced.rsbank") and info["counts"]["kept"] > 0
     finally:
         QgsSettings().setValue(backend.SETTINGS_KEY, previous)
 
@@ -408,11 +423,16 @@ def test_setup_plan_cancel_and_version_check(tmp_path, monkeypatch):
     from rsprune import backend, backend_setup, options
 
     plan = backend_setup.SetupPlan(environment=str(tmp_path / "env"), python=sys.executable, wheel="/w/x.whl",
-                                   find_links=["/wheels"], cpu_torch=True, constraints="/c.txt")
+                                   find_links=["/wheels"], with_torch=True, cpu_torch=True, constraints="/c.txt")
     steps = plan.commands()
     assert steps[0] == [sys.executable, "-m", "venv", str(tmp_path / "env")]
     assert steps[1][-3:] == ["torchvision", "--index-url", backend_setup.CPU_TORCH_INDEX]
-    assert steps[2][-1] == "/w/x.whl" and "--constraint" in steps[2] and "--find-links" in steps[2]
+    assert steps[2][-1] == "/w/x.whl[torch]" and "--constraint" in steps[2] and "--find-links" in steps[2]
+    lean = backend_setup.SetupPlan(environment=str(tmp_path / "env"), python=sys.executable, wheel="/w/x.whl",
+                                   cpu_torch=True).commands()  # CPU-only means nothing without PyTorch
+    assert len(lean) == 2 and lean[1][-1] == "/w/x.whl" and not any("torch" in arg for arg in lean[1])
+    index = backend_setup.SetupPlan(environment="e", python=sys.executable, with_torch=True).commands()
+    assert index[1][-1] == f"rsprune_geo[torch]=={options.PACKAGE_VERSION}"
     start, lines = time.perf_counter(), []
     with pytest.raises(backend.Canceled):
         backend_setup.stream([sys.executable, "-c", "import time\nprint('working', flush=True)\ntime.sleep(120)"],
@@ -482,16 +502,14 @@ def test_open_a_run_folder_with_its_geopackage_or_the_backends(plugin, tmp_path)
     """A run folder opens on the map from its run.json: its tiles.gpkg when the run wrote one,
     else one the backend writes into the folder (QGIS's GDAL here reads no GeoParquet); either is
     styled by status, and Processing re-selects the run behind the layer."""
-    import subprocess
-
     from qgis import processing
     from qgis.core import QgsVectorLayer
 
     cli = os.environ["RSPRUNE_CLI"]
     small, big = tmp_path / "small", tmp_path / "big"
-    subprocess.run([cli, "run", str(RGB_BYTE), "-o", str(small), "--tile-size", "128", "-q"], check=True)
-    subprocess.run([cli, "run", str(RGB_BYTE), "-o", str(big), "--tile-size", "128", "--gpkg-max-tiles", "0", "-q"],
-                   check=True)
+    stage1 = ["--tile-size", "128", "--prior-bank", "none", "-q"]  # stage 1 alone: the paper's top 30%
+    subprocess.run([cli, "run", str(RGB_BYTE), "-o", str(small), *stage1], check=True)
+    subprocess.run([cli, "run", str(RGB_BYTE), "-o", str(big), "--gpkg-max-tiles", "0", *stage1], check=True)
     assert (small / "tiles.gpkg").exists() and not (big / "tiles.gpkg").exists()
     for run, chosen in ((small, small / "run.json"), (big, big)):
         plugin.open_run(str(chosen))

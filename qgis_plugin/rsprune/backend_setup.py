@@ -4,7 +4,9 @@ Plugins that need torch keep such an environment apart from QGIS's Python (numpy
 clash) and outside the plugin folder (a plugin update wipes it). The environment gets the
 rsprune_geo version this plugin was built with: the wheel shipped in ``wheels/`` when there is
 one, else that version from the package index, with the versions tested together
-(``wheels/constraints.txt``); torch optionally from PyTorch's CPU-only index.
+(``wheels/constraints.txt``). By default without torch (the default encoder's network and prior-bank
+profile ship in the wheel and run on onnxruntime); with PyTorch on request (the ``torch`` extra,
+for the torchgeo and Git-RSCLIP encoders and GPUs), optionally from PyTorch's CPU-only index.
 Every step runs as a subprocess (an argument list, never a shell) whose output is streamed to a
 log, and Cancel stops it.
 """
@@ -25,6 +27,8 @@ ENV_KEY = "rsprune/backend_env"
 PYTHON_KEY = "rsprune/base_python"
 #: PyTorch's index of CPU-only wheels (a fraction of the CUDA build's size).
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+#: What each install takes on disk (``benchmarks/results/install.md``, Linux x86-64).
+LEAN_SIZE, TORCH_SIZE = "about 1.35 GB", "about 7.3 GB"
 PLUGIN_DIR = os.path.dirname(__file__)
 
 
@@ -68,12 +72,14 @@ def environment_cli(env: str) -> str:
 @dataclass
 class SetupPlan:
     """What the setup does: the environment folder, the Python it is made from, where
-    rsprune_geo comes from, and whether torch comes from PyTorch's CPU-only index."""
+    rsprune_geo comes from, whether PyTorch comes too (``with_torch``, the ``torch`` extra) and
+    whether from PyTorch's CPU-only index (``cpu_torch``)."""
 
     environment: str
     python: str
     wheel: str | None = None
     find_links: list[str] = field(default_factory=list)
+    with_torch: bool = False
     cpu_torch: bool = False
     pip_options: list[str] = field(default_factory=list)
     constraints: str | None = None
@@ -87,9 +93,12 @@ class SetupPlan:
         if self.constraints:
             pip += ["--constraint", self.constraints]
         steps = [[self.python, "-m", "venv", self.environment]]
-        if self.cpu_torch:
+        if self.with_torch and self.cpu_torch:
             steps.append([*pip, "torch", "torchvision", "--index-url", CPU_TORCH_INDEX])
-        steps.append([*pip, self.wheel or f"rsprune_geo=={options.PACKAGE_VERSION}"])
+        package = self.wheel or f"rsprune_geo=={options.PACKAGE_VERSION}"
+        if self.with_torch:
+            package = f"{self.wheel}[torch]" if self.wheel else f"rsprune_geo[torch]=={options.PACKAGE_VERSION}"
+        steps.append([*pip, package])
         return steps
 
 
@@ -183,9 +192,10 @@ def diagnostics() -> str:
             lines.append(f"backend: {exc}")
         python = os.path.join(os.path.dirname(cli), "python.exe" if os.name == "nt" else "python")
         if os.path.isfile(python):
-            probe = ("import sys, torch, rasterio; print('backend Python', sys.version.split()[0]); "
-                     "print('torch', torch.__version__, '(CUDA)' if torch.cuda.is_available() else '(CPU)'); "
-                     "print('backend GDAL', rasterio.__gdal_version__)")
+            probe = ("import sys, rasterio, onnxruntime; print('backend Python', sys.version.split()[0]); "
+                     "print('backend GDAL', rasterio.__gdal_version__); print('onnxruntime', onnxruntime.__version__)\n"
+                     "try:\n import torch\n print('torch', torch.__version__, '(CUDA)' if torch.cuda.is_available() "
+                     "else '(CPU)')\nexcept ImportError:\n print('torch: not installed (the default install)')")
             answer = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=300)
             lines += answer.stdout.strip().splitlines() or [f"backend probe failed: {answer.stderr.strip()[-200:]}"]
     return "\n".join(lines)
@@ -239,7 +249,7 @@ class SetupTask(QgsTask):
 
 
 class SetupDialog(QDialog):
-    """Set up backend: where, from which Python, CPU-only torch; a live log, Cancel, Test."""
+    """Set up backend: where, from which Python, with or without PyTorch; a live log, Cancel, Test."""
 
     def __init__(self, parent=None, on_ready=None):
         super().__init__(parent)
@@ -252,13 +262,18 @@ class SetupDialog(QDialog):
         self.python = QLineEdit(base_python() or "")
         self.wheelhouse = QLineEdit()
         self.wheelhouse.setPlaceholderText("optional: a folder of wheels to install from first")
-        self.cpu_torch = QCheckBox("CPU-only torch (from PyTorch's index, a fraction of the CUDA build's size)")
+        self.with_torch = QCheckBox(f"Also PyTorch ({TORCH_SIZE} in all instead of {LEAN_SIZE}): only for the "
+                                    "torchgeo and Git-RSCLIP encoders or a GPU")
+        self.cpu_torch = QCheckBox("CPU-only PyTorch (from PyTorch's index, a fraction of the CUDA build's size)")
+        self.cpu_torch.setEnabled(False)
+        self.with_torch.toggled.connect(self.cpu_torch.setEnabled)
         wheel = plugin_wheel()
         form.addRow("Environment folder", self.environment)
         form.addRow("Made from Python", self.python)
         form.addRow("rsprune_geo", QLabel(os.path.basename(wheel) if wheel else
                                           f"rsprune_geo=={options.PACKAGE_VERSION} from the package index"))
         form.addRow("Wheelhouse", self.wheelhouse)
+        form.addRow("", self.with_torch)
         form.addRow("", self.cpu_torch)
         layout.addLayout(form)
         self.log = QPlainTextEdit(readOnly=True)
@@ -285,12 +300,14 @@ class SetupDialog(QDialog):
         """The plan the fields describe."""
         links = [self.wheelhouse.text().strip()] if self.wheelhouse.text().strip() else []
         return SetupPlan(environment=self.environment.text().strip(), python=self.python.text().strip(),
-                         wheel=plugin_wheel(), find_links=links, cpu_torch=self.cpu_torch.isChecked(),
+                         wheel=plugin_wheel(), find_links=links, with_torch=self.with_torch.isChecked(),
+                         cpu_torch=self.with_torch.isChecked() and self.cpu_torch.isChecked(),
                          constraints=plugin_constraints())
 
     def start(self) -> SetupTask:
         self.log.clear()
-        self.status.setText("setting up… (torch is large: this takes minutes)")
+        self.status.setText("setting up… (PyTorch is large: minutes)" if self.with_torch.isChecked()
+                            else "setting up… (about a minute where the package index is near)")
         self.task = SetupTask(self.plan(), on_done=self._done)
         self.task.lines.line.connect(self.log.appendPlainText)
         self.start_button.setEnabled(False)

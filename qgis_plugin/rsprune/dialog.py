@@ -24,6 +24,8 @@ from . import backend, options
 
 #: The largest value an open-ended number field offers.
 BIG = 1_000_000
+#: What the prior-bank field takes; empty, the backend's ``rsprune run`` uses the profile it ships.
+BANK_HINT = "empty: the UC Merced profile rsprune ships; or a folder (one sub-folder per class), a .rsbank, none"
 MASK_SAMPLES = 512  # the longest side of the validity mask the budget line is estimated on
 
 
@@ -107,8 +109,7 @@ class PruneDialog(QDialog):
                 widget = row = number_widget(item)
             else:
                 widget = QLineEdit()
-                widget.setPlaceholderText("folder with one sub-folder per class (optional)" if item["path"]
-                                          else (item["auto"] or ""))
+                widget.setPlaceholderText(BANK_HINT if item["path"] == "bank" else (item["auto"] or ""))
                 row = self._with_browse(widget, folder=True) if item["path"] else widget
             widget.setToolTip(item["help"])
             setattr(self, name, widget)

@@ -96,13 +96,15 @@ class RsPrunePlugin:
         backend* when the answer is yes). Returns whether a run can go on."""
         from qgis.PyQt.QtWidgets import QMessageBox
 
+        from .backend_setup import LEAN_SIZE
+
         if self.has_backend():
             return True
         answer = QMessageBox.question(
             self.iface.mainWindow(), "RS-Prune",
             "RS-Prune needs its backend (a Python environment with rsprune_geo) before it can prune.\n\n"
-            "Set it up now? It installs the package and what it needs from the package index (a few hundred MB, "
-            "minutes), beside your QGIS profile.")
+            f"Set it up now? It installs the package and what it needs from the package index ({LEAN_SIZE} on "
+            "disk, no PyTorch: about a minute where the index is near), beside your QGIS profile.")
         if answer == QMessageBox.StandardButton.Yes:
             self.set_up_backend()
         return False

@@ -61,6 +61,9 @@ def processing_parameter(item: dict):
         param = QgsProcessingParameterNumber(key, label, kind, options.form_default(item["name"]), item["optional"],
                                              item["low"] if item["low"] is not None else -1e12,
                                              item["high"] if item["high"] is not None else 1e12)
+    elif item["path"] == "bank":  # a folder picker; a .rsbank profile, default or none may be typed in
+        param = QgsProcessingParameterFile(key, f"{label} (empty: the UC Merced profile rsprune ships; a folder, "
+                                           "a .rsbank file or none)", FOLDER, optional=True)
     elif item["path"]:
         param = QgsProcessingParameterFile(key, label, FOLDER, optional=True)
     else:
