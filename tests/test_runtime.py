@@ -46,6 +46,11 @@ def test_onnx_float32_equals_torch_and_is_exported_once(scenes, tmp_path, monkey
 
     monkeypatch.setattr(rt, "_export", no_export)
     get_encoder("efficientnet-lite0", weights=weights, cache_dir=str(tmp_path))  # the cached file is reused
+    # a worker whose install sits elsewhere opens the shipped network from its own
+    state = {**shipped.onnx.__getstate__(), "path": str(tmp_path / "elsewhere" / shipped.onnx.path.name)}
+    worker = rt.OnnxNetwork.__new__(rt.OnnxNetwork)
+    worker.__setstate__(state)
+    assert worker.path == shipped_network().path
 
 
 def test_int8_is_calibrated_on_bank_images_and_keeps_the_neighbours(scenes, tmp_path):

@@ -29,4 +29,3 @@ def command(inputs: tuple[str, ...], output: str, overwrite: bool, quiet: bool, 
         result = run_pipeline(list(inputs), output, config, overwrite=overwrite, on_progress=on_progress)
     finish(progress_json, {"output": str(result.output), "tiles": sum(result.record.counts.values()),
                            "counts": result.record.counts}, None if quiet else result.summary())
-

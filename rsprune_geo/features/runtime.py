@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import Runtime
 from ..errors import InputError, param
-from ..files import file_fingerprint
+from ..files import SHIPPED, file_fingerprint
 from .cache import default_cache_dir
 
 __all__ = ["CALIBRATION_IMAGES", "Calibration", "OnnxNetwork", "choose_runtime", "images_digest",
@@ -164,11 +164,14 @@ class OnnxNetwork:
         return np.asarray(self.session.run(None, {self.input_name: x})[0])
 
     def __getstate__(self) -> dict:
-        """Pickled as its file: a Dask worker reopens the cached model (the cache folder is shared)."""
+        """Pickled as its file: a Dask worker reopens the cached model (the cache folder is shared),
+        or the network the package ships from its own install."""
         return {"path": str(self.path), "variant": self.variant}
 
     def __setstate__(self, state: dict) -> None:
         self.path, self.variant = Path(state["path"]), state["variant"]
+        if not self.path.exists() and (SHIPPED / self.path.name).is_file():
+            self.path = SHIPPED / self.path.name  # the shipped network, where this worker's install keeps it
         self._open()
 
 
