@@ -45,6 +45,16 @@ def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, RunRecord]:
     return gpd.read_file(where, layer="tiles", engine="pyogrio"), RunRecord.read(where)
 
 
+def read_tiles_with_status(path: str | os.PathLike, status: str | None) -> tuple[gpd.GeoDataFrame, RunRecord]:
+    """A run's tiles with ``status`` (every tile with ``None``) and its record; an
+    :class:`InputError` when no tile has it (what exports of the kept tiles start from)."""
+    tiles, record = read_run(path)
+    chosen = tiles[tiles["status"] == status] if status else tiles
+    if chosen.empty:
+        raise InputError(f"{path}: no tile has status {status!r}" if status else f"{path}: no tile")
+    return chosen, record
+
+
 def read_run_columns(path: str | os.PathLike, columns: Sequence[str]) -> pd.DataFrame:
     """Some columns of a run's tiles, without footprints (a run folder reads only those)."""
     where = _checked(path)

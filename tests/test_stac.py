@@ -82,3 +82,19 @@ def test_the_cli_exports_every_tile_with_its_acquisition_date(tmp_path):
     assert start.date().isoformat() == "2009-08-18" and end.date().isoformat() == "2010-06-29"
     saved = json.loads((tmp_path / "stac" / items[0].id / f"{items[0].id}.json").read_text())
     assert saved["collection"] == collection.id and saved["stac_extensions"]  # self-contained, with projection
+
+
+def test_exports_start_from_the_tiles_with_the_status_asked_for(naip_run, tmp_path):
+    from rsprune_geo.errors import InputError
+    from rsprune_geo.outputs.export import export_chips
+    from rsprune_geo.outputs.stac import export_stac
+    from rsprune_geo.runfile import read_tiles_with_status
+
+    chosen, record = read_tiles_with_status(naip_run["gpkg"], "kept")
+    assert (chosen["status"] == "kept").all() and len(chosen) == record.counts["kept"] > 0
+    assert len(read_tiles_with_status(naip_run["gpkg"], None)[0]) == sum(record.counts.values())
+    for export in (lambda: export_chips(naip_run["gpkg"], tmp_path / "chips", status="duplicate"),
+                   lambda: export_stac(naip_run["gpkg"], tmp_path / "stac", status="duplicate")):
+        with pytest.raises(InputError, match="no tile has status 'duplicate'"):
+            export()
+    assert not (tmp_path / "chips").exists() and not (tmp_path / "stac").exists()

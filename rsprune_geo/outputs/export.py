@@ -16,7 +16,7 @@ from rasterio.windows import transform as window_transform
 from ..errors import InputError, OutputError, param
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_all_bands, read_chip
-from ..runfile import read_run
+from ..runfile import read_run, read_tiles_with_status
 from ..schema import Status
 from .geopackage import write_style
 
@@ -132,10 +132,7 @@ def export_chips(
         raise InputError(f"{param('format')} {fmt}: use one of {', '.join(CHIP_FORMATS)}")
     if layout not in CHIP_LAYOUTS:
         raise InputError(f"{param('layout')} {layout}: use one of {', '.join(CHIP_LAYOUTS)}")
-    tiles, record = read_run(run_file)
-    chosen = tiles[tiles["status"] == status] if status else tiles
-    if chosen.empty:
-        raise InputError(f"{run_file}: no tile has status {status!r}" if status else f"{run_file}: no tile")
+    chosen, record = read_tiles_with_status(run_file, status)
     by_scene = layout == "by-scene"
     if by_scene and ("scene" not in chosen or chosen["scene"].isna().any() or (chosen["scene"] == "").any()):
         raise InputError(f"{run_file}: {param('layout')} by-scene needs every tile's scene (a run with stage 2)")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import InputError, OutputError, param
 from ..progress import ProgressCallback, no_progress
-from ..runfile import read_run
+from ..runfile import read_tiles_with_status
 from ..schema import RunRecord, Status
 
 #: How the items are written: one JSON file each (a self-contained catalogue), or one
@@ -47,10 +47,7 @@ def export_stac(run_file: str | os.PathLike, folder: str | os.PathLike, status: 
     out = Path(folder)
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: the folder exists; pass {param('overwrite')} to replace it")
-    tiles, record = read_run(run_file)
-    chosen = tiles[tiles["status"] == status] if status else tiles
-    if chosen.empty:
-        raise InputError(f"{run_file}: no tile has status {status!r}" if status else f"{run_file}: no tile")
+    chosen, record = read_tiles_with_status(run_file, status)
     if chosen.crs is None:
         raise InputError(f"{run_file}: STAC items need georeferenced tiles; these have no CRS (chips in pixels)")
     chip_files = _chip_files(Path(chips)) if chips is not None else {}
