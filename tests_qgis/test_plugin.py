@@ -50,6 +50,16 @@ def test_processing_algorithm_runs_through_the_cli(plugin, raster_layer, tmp_pat
     assert result["OUTPUT"] == str(out)
     layer = QgsVectorLayer(f"{out}|layername=tiles", "tiles", "ogr")
     assert layer.isValid() and layer.featureCount() == 30
+    # a prior-bank profile typed into the folder field, as it is given to `rsprune run`
+    from conftest import REPO
+
+    for bank, expected in ((REPO / "rsprune_geo" / "shipped" / "ucmerced.rsbank", "ucmerced.rsbank"), ("none", None)):
+        out = tmp_path / f"{expected or 'none'}.gpkg"
+        processing.run("rsprune:prune", {"INPUT": [raster_layer], "TILE_SIZE": 128, "KEEP": 0.3, "ENCODER": 0,
+                                         "PRIOR_BANK": str(bank), "OUTPUT": str(out)})
+        info = json.loads(subprocess.run([os.environ["RSPRUNE_CLI"], "info", str(out), "--json"], capture_output=True,
+                                         text=True, check=True).stdout)
+        assert (info["stage2"]["prior_bank"][0].endswith(expected) if expected else info["stage2"] is None), info
 
 
 def test_task_adds_the_styled_layer_above_the_raster_and_renders(plugin, raster_layer, tmp_path, qgis_iface):
