@@ -109,6 +109,10 @@ def test_a_bad_profile_file_is_a_clear_error(small_bank, tmp_path):
     junk.write_bytes(b"not a zip")
     with pytest.raises(InputError, match="junk.rsbank: not a prior-bank profile"):
         load_profile(junk)
+    notes = tmp_path / "notes.txt"  # a file given as a bank is read as a profile (a bank is a folder)
+    notes.write_text("a list of scenes")
+    with pytest.raises(InputError, match="notes.txt: not a prior-bank profile"):
+        open_bank([str(notes)])
     with pytest.raises(InputError, match="no such prior-bank profile"):
         load_profile(tmp_path / "missing.rsbank")
     future = tmp_path / "future.rsbank"
@@ -150,3 +154,19 @@ def test_bank_info_describes_a_profile(small_bank):
     assert as_json["classes"] == {c: 20 for c in ("beach", "forest", "golfcourse", "harbor", "tenniscourt")}
     bad = CliRunner().invoke(main, ["run", shared(PIX4D), "-o", "x.gpkg", "--prior-bank", "nowhere"])
     assert bad.exit_code == 2 and "nowhere: no such folder or profile (or use default, none)" in bad.output
+
+
+def test_a_profile_brings_its_own_seed(tmp_path):
+    """A run's seed may differ from the profile's: its centroids (and an encoder drawn from a seed,
+    as RCF's filters are) stay the profile's."""
+    bank = tmp_path / "two"
+    for cls in ("forest", "beach"):
+        (bank / cls).mkdir(parents=True)
+        for f in sorted((UCMERCED / cls).iterdir())[:12]:
+            os.symlink(f, bank / cls / f.name)
+    profile = build_profile([bank], tmp_path / "rcf.rsbank", encoder="rcf-gaussian", cache_dir=tmp_path / "cache")
+    assert profile.about["encoder"]["centroids"]["seed"] == 0
+    run = rsprune_geo.run([shared(PIX4D)], tmp_path / "o.gpkg", tile_size=64, keep=0.15, encoder="rcf-gaussian",
+                          prior_bank=(str(tmp_path / "rcf.rsbank"),), seed=5, cache_dir=str(tmp_path / "cache"))
+    assert run.record.stage2.encoder_key == profile.about["encoder"]["key"] and run.record.seed == 5
+    assert 0 < len(run.kept) < len(run.tiles)

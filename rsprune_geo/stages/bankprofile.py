@@ -118,8 +118,10 @@ Bank = PriorBank | BankProfile
 
 
 def is_profile(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a profile (the word ``default``, or a ``.rsbank`` file)."""
-    return str(path) == DEFAULT_WORD or (str(path).endswith(PROFILE_SUFFIX) and not os.path.isdir(path))
+    """Whether ``path`` names a profile: the word ``default``, a file (a bank is a folder), or a
+    name ending in ``.rsbank``."""
+    return str(path) == DEFAULT_WORD or os.path.isfile(path) or (str(path).endswith(PROFILE_SUFFIX)
+                                                                  and not os.path.isdir(path))
 
 
 def default_profile() -> Path | None:
@@ -198,7 +200,8 @@ def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec:
     calibration = None
     if profile.quantized is not None:
         calibration = Calibration.made(built["calibration"], str(_extracted(profile.quantized, cache_dir)))
-    model = get_encoder(encoder, None, None, spec.seed, device, runtime, str(cache_dir) if cache_dir else None,
+    seed = int(theirs.get("seed", spec.seed))  # an encoder drawn from a seed (RCF) is the profile's
+    model = get_encoder(encoder, None, None, seed, device, runtime, str(cache_dir) if cache_dir else None,
                         calibration)
     if model.cache_key != built["key"]:
         raise InputError(f"{profile.path}: built for {built['key']} (runtime {built['runtime']}); this run's encoder "
