@@ -242,26 +242,36 @@ def _atomic_write(target: Path, data: bytes) -> None:
 def entropy_table(paths: Sequence[str], on_progress: ProgressCallback = no_progress
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each image's own (width, height), and its entropy at every size a run's scale can bring
-    it to (rows of (image, width, height) and their bits)."""
-    from PIL import Image
+    it to (rows of (image, width, height) and their bits); images in parallel on every core."""
+    from concurrent.futures import ThreadPoolExecutor
 
     sizes = np.zeros((len(paths), 2), dtype=np.int32)
     index: list[tuple[int, int, int]] = []
     values: list[float] = []
-    for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                rgb: Any = img.convert("RGB")
-        except OSError:
-            rgb = None  # not for Pillow: read_image reads it through rasterio, size by size
-        size = rgb.size if rgb is not None else read_image(path).shape[1::-1]
-        sizes[i] = size
-        for width, height in sorted(_reachable_sizes(tuple(size))):
-            pixels = resized(rgb, (width, height)) if rgb is not None else read_image(path, (width, height))
-            index.append((i, width, height))
-            values.append(image_entropy(pixels))
-        on_progress("entropy", i + 1, len(paths))
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:  # Pillow's resize releases the GIL
+        for i, (size, rows) in enumerate(pool.map(_image_entropies, paths)):
+            sizes[i] = size
+            index.extend((i, width, height) for width, height, _ in rows)
+            values.extend(bits for _, _, bits in rows)
+            on_progress("entropy", i + 1, len(paths))
     return sizes, np.array(index, dtype=np.int32).reshape(-1, 3), np.array(values, dtype=np.float64)
+
+
+def _image_entropies(path: str) -> tuple[tuple[int, int], list[tuple[int, int, float]]]:
+    """One image's own size and its entropy at every reachable size."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            rgb: Any = img.convert("RGB")
+    except OSError:
+        rgb = None  # not for Pillow: read_image reads it through rasterio, size by size
+    size = rgb.size if rgb is not None else read_image(path).shape[1::-1]
+    rows = []
+    for width, height in sorted(_reachable_sizes((int(size[0]), int(size[1])))):
+        pixels = resized(rgb, (width, height)) if rgb is not None else read_image(path, (width, height))
+        rows.append((width, height, image_entropy(pixels)))
+    return (int(size[0]), int(size[1])), rows
 
 
 def _reachable_sizes(size: tuple[int, int]) -> set[tuple[int, int]]:
