@@ -281,8 +281,38 @@ def write_results(mosaic: Path, pixels: int, floor_read, stage1, runs, rates, ra
         f"{px['paper']:.2f}× (its second pass reads the candidates' windows again).",
         "",
     ])
+    history = record_invocation(result)
+    text += "\n" + history_table(history)
     (RESULTS / "real.md").write_text(text)
     print(text)
+
+
+def record_invocation(result: dict) -> list[dict]:
+    """Append this invocation's headline ratios to real-history.jsonl (the ratios swing between
+    invocations on a shared machine: goals are judged on the history, not one invocation)."""
+    import datetime
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    row = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%MZ"),
+           "commit": commit.stdout.strip() or None,
+           "encoder_images_per_s": result["encoder_images_per_s"]["median"],
+           "run_encoding_share": result["run_encoding_share"]["median"],
+           "end_to_end_over_floors": result["end_to_end_over_floors"]}
+    path = RESULTS / "real-history.jsonl"
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def history_table(history: list[dict]) -> str:
+    """Every recorded invocation, one line each."""
+    lines = ["Every invocation recorded (`real-history.jsonl`; each the median of its runs):", "",
+             "| when | commit | encoder alone (images/s) | encoding inside the run | whole run over (read + encoder) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {h['date']} | {h['commit'] or '—'} | {h['encoder_images_per_s']:.0f} | "
+              f"{h['run_encoding_share']:.0%} | {h['end_to_end_over_floors']:.2f}× |" for h in history]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
