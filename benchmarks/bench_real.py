@@ -144,9 +144,9 @@ def summary(times: list[float]) -> dict:
     return {"min": min(times), "median": statistics.median(times), "max": max(times), "runs": len(times)}
 
 
-def encoder_rates(record, cache: Path, n_images: int = 512) -> dict[int, list[float]]:
-    """Images a second the run's encoder reaches alone, on images already at its input size, by
-    batch size (its own, and the batch a run hands it)."""
+def encoder_probe(record, cache: Path, n_images: int = 512):
+    """The run's encoder alone on images already at its input size: its batch sizes (its own,
+    and the batch a run hands it) and a function timing one pass over the images at a batch."""
     from rsprune_geo.stages.passes import _batch_size
     from rsprune_geo.stages.priorbank import bank_encoder, find_prior_bank
 
@@ -155,16 +155,20 @@ def encoder_rates(record, cache: Path, n_images: int = 512) -> dict[int, list[fl
     images = np.random.default_rng(0).integers(0, 256, (n_images, encoder.input_size, encoder.input_size, 3),
                                                dtype=np.uint8)
     encoder.encode(images[:32])
-    out: dict[int, list[float]] = {}
-    for batch in sorted({encoder.batch_size, _batch_size(encoder)}):
-        rates = []
-        for _ in range(REPEATS):
-            t0 = time.perf_counter()
-            for i in range(0, len(images), batch):
-                encoder.encode(images[i : i + batch])
-            rates.append(len(images) / (time.perf_counter() - t0))
-        out[batch] = rates
-    return out
+
+    def rate(batch: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(images), batch):
+            encoder.encode(images[i : i + batch])
+        return len(images) / (time.perf_counter() - t0)
+
+    return sorted({encoder.batch_size, _batch_size(encoder)}), rate
+
+
+def encoder_rates(record, cache: Path) -> dict[int, list[float]]:
+    """Images a second the run's encoder reaches alone, by batch size, ``REPEATS`` times each."""
+    batches, rate = encoder_probe(record, cache)
+    return {batch: [rate(batch) for _ in range(REPEATS)] for batch in batches}
 
 
 def main() -> None:
@@ -192,6 +196,10 @@ def main() -> None:
     base = [RSPRUNE, "run", str(mosaic), "-o", str(out), "--overwrite", "-q", "--prior-bank", str(UCMERCED),
             "--keep", "0.15", "--cache-dir", str(work / "cache")]
     subprocess.run(base, check=True, stdout=subprocess.DEVNULL)  # untimed: bank centroids, ONNX export
+    # the encoder alone, timed again right after each bank-rule run: a floor paired with each run
+    # (this machine's speed drifts between minutes; a floor of the same minute is the fair one)
+    batches, probe = encoder_probe(read_run(out)[1], work / "cache")
+    paired: list[float] = []
 
     def fresh_embeddings() -> None:
         shutil.rmtree(work / "cache" / "embeddings", ignore_errors=True)
@@ -200,9 +208,11 @@ def main() -> None:
     for name, extra in (("bank", []), ("paper", ["--stage1", "paper", "--stage1-keep", "0.5"])):
         windows: list[float] = []
 
-        def after(windows: list[float] = windows) -> None:
+        def after(windows: list[float] = windows, name: str = name) -> None:
             timings = read_run(out)[1].timings
             windows.append(timings["windows"] + timings.get("stage2_encoding", 0.0))
+            if name == "bank":
+                paired.append(max(probe(batch) for batch in batches))
 
         times = command_times(base + extra, before=fresh_embeddings, after=after)
         tiles, record = read_run(out)
@@ -216,6 +226,7 @@ def main() -> None:
     proc = subprocess.run([sys.executable, "-c", PIXELS, str(mosaic), str(UCMERCED), str(work / "cache")],
                           check=True, capture_output=True, text=True)
     decoded = json.loads(proc.stdout.strip().splitlines()[-1])
+    runs["bank"]["paired_rates"] = paired
     write_results(mosaic, width * height, floor_read, stage1, runs, rates, rates_by_batch, best_batch, decoded)
 
 
@@ -228,6 +239,9 @@ def write_results(mosaic: Path, pixels: int, floor_read, stage1, runs, rates, ra
     bank, paper = runs["bank"], runs["paper"]
     encoder_floor = [bank["encoded"] / r for r in rates]
     share = [bank["encoded"] / w / rate for w in bank["windows_s"]]
+    paired = bank["paired_rates"]
+    paired_share = [bank["encoded"] / w / r for w, r in zip(bank["windows_s"], paired)]
+    paired_whole = [t / (statistics.median(floor_read) + bank["encoded"] / r) for t, r in zip(bank["seconds"], paired)]
     record = bank["record"]
     result = {
         "mosaic": {"path": str(mosaic), "megapixels": pixels / 1e6, "tiles": bank["tiles"], "tile_size": 256,
@@ -246,6 +260,9 @@ def write_results(mosaic: Path, pixels: int, floor_read, stage1, runs, rates, ra
         / (statistics.median(floor_read) + statistics.median(encoder_floor)),
         "run_windows_s": summary(bank["windows_s"]),
         "run_encoding_share": summary(share),
+        "paired_encoder_images_per_s": summary(paired),
+        "paired_encoding_share": summary(paired_share),
+        "paired_end_to_end_over_floors": summary(paired_whole),
         "paper_end_to_end_s": summary(paper["seconds"]), "paper_encoded_tiles": paper["encoded"],
         "pixels_decoded_over_mosaic": {name: n / pixels for name, n in decoded.items()},
         "counts": record.counts,
@@ -254,6 +271,9 @@ def write_results(mosaic: Path, pixels: int, floor_read, stage1, runs, rates, ra
 
     def cell(s: dict) -> str:
         return f"{s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f})"
+
+    def pct(s: dict) -> str:
+        return f"{s['median']:.0%} ({s['min']:.0%}–{s['max']:.0%})"
 
     r = result
     px = r["pixels_decoded_over_mosaic"]
@@ -274,6 +294,11 @@ def write_results(mosaic: Path, pixels: int, floor_read, stage1, runs, rates, ra
         f"| … its pass over the windows (read, score, resize, encode overlapped) | {cell(r['run_windows_s'])} | "
         f"encodes at {r['run_encoding_share']['median']:.0%} ({r['run_encoding_share']['min']:.0%}–"
         f"{r['run_encoding_share']['max']:.0%}) of the encoder's speed |",
+        f"| … each run against the encoder alone timed right after it ({r['paired_encoder_images_per_s']['median']:.0f}"
+        f" images/s, {r['paired_encoder_images_per_s']['min']:.0f}–{r['paired_encoder_images_per_s']['max']:.0f}) | "
+        f"| encodes at {pct(r['paired_encoding_share'])} of the encoder's speed; the whole run "
+        f"{r['paired_end_to_end_over_floors']['median']:.2f}× ({r['paired_end_to_end_over_floors']['min']:.2f}–"
+        f"{r['paired_end_to_end_over_floors']['max']:.2f}×) its floors |",
         f"| end to end, paper rule (`--stage1 paper --stage1-keep 0.5`: a second pass), {paper['encoded']} tiles "
         f"encoded | {cell(r['paper_end_to_end_s'])} | |",
         "",
@@ -298,7 +323,9 @@ def record_invocation(result: dict) -> list[dict]:
            "commit": commit.stdout.strip() or None,
            "encoder_images_per_s": result["encoder_images_per_s"]["median"],
            "run_encoding_share": result["run_encoding_share"]["median"],
-           "end_to_end_over_floors": result["end_to_end_over_floors"]}
+           "end_to_end_over_floors": result["end_to_end_over_floors"],
+           "paired_encoding_share": result["paired_encoding_share"]["median"],
+           "paired_end_to_end_over_floors": result["paired_end_to_end_over_floors"]["median"]}
     path = RESULTS / "real-history.jsonl"
     with path.open("a") as fh:
         fh.write(json.dumps(row) + "\n")
@@ -307,11 +334,19 @@ def record_invocation(result: dict) -> list[dict]:
 
 def history_table(history: list[dict]) -> str:
     """Every recorded invocation, one line each."""
-    lines = ["Every invocation recorded (`real-history.jsonl`; each the median of its runs):", "",
-             "| when | commit | encoder alone (images/s) | encoding inside the run | whole run over (read + encoder) |",
-             "|---|---|---|---|---|"]
+    def paired(h: dict, key: str, fmt: str, unit: str = "") -> str:
+        return format(h[key], fmt) + unit if key in h else "—"  # older rows have none
+
+    lines = ["Every invocation recorded (`real-history.jsonl`; each the median of its runs; paired: against the "
+             "encoder alone timed right after each run, recorded from 2026-12-02T09:30Z on):", "",
+             "| when | commit | encoder alone (images/s) | encoding inside the run | whole run over (read + encoder) "
+             "| paired: encoding | paired: whole run |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {h['date']} | {h['commit'] or '—'} | {h['encoder_images_per_s']:.0f} | "
-              f"{h['run_encoding_share']:.0%} | {h['end_to_end_over_floors']:.2f}× |" for h in history]
+              f"{h['run_encoding_share']:.0%} | {h['end_to_end_over_floors']:.2f}× | "
+              f"{paired(h, 'paired_encoding_share', '.0%')} | "
+              f"{paired(h, 'paired_end_to_end_over_floors', '.2f', '×')} |"
+              for h in history]
     return "\n".join(lines) + "\n"
 
 
