@@ -74,6 +74,15 @@ def test_profile_entropies_are_the_folders_at_every_scale(small_bank):
         assert np.array_equal(profile.entropies(scale), expected), scale
 
 
+def test_a_size_the_profile_lacks_is_a_clear_error(small_bank):
+    profile = load_profile(small_bank["profile"])
+    keep = ~((profile.entropy_index[:, 0] == 3) & (profile.entropy_index[:, 1] == 128))
+    profile.entropy_index, profile.entropy_values = profile.entropy_index[keep], profile.entropy_values[keep]
+    assert profile.entropies(1.0).shape == (100,)
+    with pytest.raises(InputError, match="no entropy of image 3 at 128x128 px \\(scale 0.5\\); give the bank folder"):
+        profile.entropies(0.5)
+
+
 def test_reachable_sizes_cover_every_scale():
     from rsprune_geo.reading.pixels import scaled_size
 

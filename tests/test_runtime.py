@@ -104,3 +104,15 @@ def test_exports_are_kept_in_the_default_cache_folder(private_cache, monkeypatch
     assert encoder.onnx.path.parent == private_cache / "onnx"
     monkeypatch.setenv("RSPRUNE_CACHE", str(private_cache / "elsewhere"))
     assert get_encoder("rcf-gaussian", seed=11).onnx.path.parent == private_cache / "elsewhere" / "onnx"
+
+
+def test_a_cached_export_opens_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from rsprune_geo.features import get_encoder; "
+            f"get_encoder('rcf-gaussian', cache_dir={str(tmp_path)!r}); print('torch' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == "True"  # exported with torch once
+    assert again.stdout.strip() == "False"  # then opened by onnxruntime alone

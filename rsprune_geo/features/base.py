@@ -20,11 +20,12 @@ TORCH_EXTRA = "pip install 'rsprune_geo[torch]'"
 
 def require_torch(what: str) -> None:
     """An :class:`InputError` naming the ``torch`` extra when PyTorch is not installed:
-    ``what`` (an encoder, a runtime, a loader) needs it."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise InputError(f"{what} needs PyTorch, which the default install leaves out: {TORCH_EXTRA}") from None
+    ``what`` (an encoder, a runtime, a loader) needs it. Looked up, not imported (an encoder
+    whose export is cached never imports torch)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise InputError(f"{what} needs PyTorch, which the default install leaves out: {TORCH_EXTRA}")
 
 
 class Encoder(ABC):

@@ -50,11 +50,12 @@ class Calibration:
     """Calibration images for the int8 variant, read only when a quantisation must be made:
     ``key`` names them (it keys the quantised file and the embedding cache), ``read()`` returns
     them as uint8 (N, S, S, 3). ``quantized``: the int8 network they made already (a prior-bank
-    profile carries it, with the images' ``digest`` as ``key``, so nothing is read)."""
+    profile carries it with the images' digest, ``named``, so nothing is read)."""
 
     key: str
     read: Callable[[], np.ndarray]
     quantized: str | None = None
+    named: str = ""
 
     @classmethod
     def of(cls, images: np.ndarray) -> Calibration:
@@ -68,14 +69,12 @@ class Calibration:
         def unread() -> np.ndarray:
             raise InputError(f"{quantized}: the calibration images of this int8 network are not at hand")
 
-        return cls(f"digest:{digest}", unread, quantized)
+        return cls("", unread, quantized, named=digest)
 
     @property
     def digest(self) -> str:
         """A short id of the images."""
-        if self.key.startswith("digest:"):
-            return self.key.removeprefix("digest:")
-        return hashlib.blake2b(self.key.encode(), digest_size=6).hexdigest()
+        return self.named or hashlib.blake2b(self.key.encode(), digest_size=6).hexdigest()
 
 
 def choose_runtime(requested: Runtime | str, device: Any, int8_allowed: bool,

@@ -57,14 +57,15 @@ MIN_SIDE = 32
 class BankProfile:
     """A prior bank as a profile: ``about`` (its JSON: source, terms, classes, encoder…), each
     image's class ``labels`` and own ``sizes`` (width, height), its entropies at every pixel
-    size (``entropy_at``: (image, width, height) → bits), the scene ``centroids`` and the int8
-    network (``quantized`` bytes) for its encoder."""
+    size (rows of ``entropy_index``: image, width, height; ``entropy_values``: bits), the scene
+    ``centroids`` and the int8 network (``quantized`` bytes) for its encoder."""
 
     path: str
     about: dict
     labels: np.ndarray
     sizes: np.ndarray
-    entropy_at: dict[tuple[int, int, int], float]
+    entropy_index: np.ndarray
+    entropy_values: np.ndarray
     centroids: SceneCentroids
     quantized: bytes | None
 
@@ -102,15 +103,23 @@ class BankProfile:
 
     def entropies(self, scale: float) -> np.ndarray:
         """Each image's entropy (bits) brought to ``scale`` as the folder's images would be."""
-        out = np.empty(len(self), dtype=np.float64)
-        for i, size in enumerate(self.sizes.tolist()):
-            width, height = scaled_size(tuple(size), scale, MIN_SIDE)
-            try:
-                out[i] = self.entropy_at[(i, width, height)]
-            except KeyError:
-                raise InputError(f"{self.path}: no entropy of image {i} at {width}x{height} px (scale {scale:.4g}); "
-                                 "give the bank folder") from None
-        return out
+        sizes = [scaled_size(tuple(size), scale, MIN_SIDE) for size in self.sizes.tolist()]
+        wanted = np.array([(i, *size) for i, size in enumerate(sizes)], dtype=np.int64).reshape(-1, 3)
+        keys, asked = _packed(self.entropy_index), _packed(wanted)
+        order = np.argsort(keys, kind="stable")
+        found = order[np.minimum(np.searchsorted(keys, asked, sorter=order), len(keys) - 1)]
+        missing = np.flatnonzero(keys[found] != asked)
+        if missing.size:
+            i, width, height = wanted[missing[0]]
+            raise InputError(f"{self.path}: no entropy of image {i} at {width}x{height} px (scale {scale:.4g}); "
+                             "give the bank folder")
+        return self.entropy_values[found].astype(np.float64)
+
+
+def _packed(rows: np.ndarray) -> np.ndarray:
+    """(image, width, height) rows as one sortable int64 each."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return (rows[:, 0] << 32) | (rows[:, 1] << 16) | rows[:, 2]
 
 
 #: A prior bank as a run takes it: folders of labelled images, or a profile of them.
@@ -120,8 +129,9 @@ Bank = PriorBank | BankProfile
 def is_profile(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a profile: the word ``default``, a file (a bank is a folder), or a
     name ending in ``.rsbank``."""
-    return str(path) == DEFAULT_WORD or os.path.isfile(path) or (str(path).endswith(PROFILE_SUFFIX)
-                                                                  and not os.path.isdir(path))
+    if str(path) == DEFAULT_WORD:
+        return True
+    return not os.path.isdir(path) and (os.path.isfile(path) or str(path).endswith(PROFILE_SUFFIX))
 
 
 def default_profile() -> Path | None:
@@ -173,11 +183,10 @@ def load_profile(path: str | os.PathLike) -> BankProfile:
     if about.get("format") != FORMAT:
         raise InputError(f"{path}: profile format {about.get('format')}; this rsprune_geo reads format {FORMAT}: "
                          "build it again with `rsprune bank build`")
-    index, values = data["entropy_index"], data["entropy_values"]
-    table = {(int(i), int(w), int(h)): float(v) for (i, w, h), v in zip(index.tolist(), values.tolist())}
     centroids = SceneCentroids(data["centroids"], data["centroid_labels"], data["centroid_purity"],
                                data["centroid_members"])
-    return BankProfile(str(path), about, data["labels"], data["sizes"], table, centroids, quantized)
+    return BankProfile(str(path), about, data["labels"], data["sizes"], data["entropy_index"],
+                       data["entropy_values"], centroids, quantized)
 
 
 def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec: CentroidSpec,
