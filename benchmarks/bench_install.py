@@ -25,7 +25,8 @@ REPO = HERE.parent
 RESULTS = HERE / "results"
 RASTER = REPO.parent / "shared" / "data" / "geotiff" / "rio-tiler" / "pix4d_alpha_nodata.tif"
 REPEATS = int(os.environ.get("BENCH_INSTALL_REPEATS", "2"))
-VARIANTS = {"default": "", "torch": "[torch]"}
+#: the default install, what QGIS's Set up backend installs (the report's figures), and with PyTorch
+VARIANTS = {"default": "", "plots": "[plots]", "torch": "[torch]"}
 
 
 def folder_size(path: Path) -> int:
@@ -84,12 +85,12 @@ def main() -> None:
 
 def report(results: dict) -> str:
     def gb(n: float) -> str:
-        return f"{n / 1e9:.2f} GB"
+        return f"{n / 1e9:.2f} GB ({n / 2**30:.2f} GiB)"
 
     lines = [f"# Install cost ({results['machine']}, Python {results['python']})", "",
              f"Wheel: {results['wheel_bytes'] / 1e6:.1f} MB (the default encoder's network and the UC Merced profile "
              "inside). Fresh venv, `pip install -c constraints.txt WHEEL[EXTRA]`, pip's cache warm.", "",
-             "| install | torch | size on disk | install time, median (range) | first run, both stages |",
+             "| install | torch | size on disk (`du -sb`) | install time, median (range) | first run, both stages |",
              "|---|---|---|---|---|"]
     for name, row in results["variants"].items():
         times = row["install_s"]

@@ -19,3 +19,13 @@ class OutputError(RsPruneError):
 def param(name: str) -> str:
     """How messages name a parameter: ```name```; the CLI shows it as its flag."""
     return f"`{name}`"
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """An :class:`InputError` naming the install extra that brings ``module`` when it is not
+    installed: ``what`` needs it. Looked up, not imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise InputError(f"{what} needs {module}, which the default install leaves out: "
+                         f"pip install 'rsprune_geo[{extra}]'")

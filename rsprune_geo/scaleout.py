@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, require_extra
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,10 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
     if not address and not workers:
         yield None
         return
-    try:
-        import dask
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise InputError("`dask_address`/`workers` need the `distributed` package") from None
+    require_extra("distributed", "cluster", "`dask_address`/`workers` (a Dask cluster)")
+    import dask
+    from distributed import Client, LocalCluster
+
     with dask.config.set({"distributed.admin.low-level-log-length": MESSAGE_LOG_LENGTH}):
         yield from _client(Client, LocalCluster, address, workers)
 

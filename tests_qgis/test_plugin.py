@@ -437,12 +437,12 @@ def test_setup_plan_cancel_and_version_check(tmp_path, monkeypatch):
     steps = plan.commands()
     assert steps[0] == [sys.executable, "-m", "venv", str(tmp_path / "env")]
     assert steps[1][-3:] == ["torchvision", "--index-url", backend_setup.CPU_TORCH_INDEX]
-    assert steps[2][-1] == "/w/x.whl[torch]" and "--constraint" in steps[2] and "--find-links" in steps[2]
+    assert steps[2][-1] == "/w/x.whl[plots,torch]" and "--constraint" in steps[2] and "--find-links" in steps[2]
     lean = backend_setup.SetupPlan(environment=str(tmp_path / "env"), python=sys.executable, wheel="/w/x.whl",
                                    cpu_torch=True).commands()  # CPU-only means nothing without PyTorch
-    assert len(lean) == 2 and lean[1][-1] == "/w/x.whl" and not any("torch" in arg for arg in lean[1])
+    assert len(lean) == 2 and lean[1][-1] == "/w/x.whl[plots]" and not any("torch" in arg for arg in lean[1])
     index = backend_setup.SetupPlan(environment="e", python=sys.executable, with_torch=True).commands()
-    assert index[1][-1] == f"rsprune_geo[torch]=={options.PACKAGE_VERSION}"
+    assert index[1][-1] == f"rsprune_geo[plots,torch]=={options.PACKAGE_VERSION}"
     start, lines = time.perf_counter(), []
     with pytest.raises(backend.Canceled):
         backend_setup.stream([sys.executable, "-c", "import time\nprint('working', flush=True)\ntime.sleep(120)"],

@@ -72,8 +72,8 @@ def environment_cli(env: str) -> str:
 @dataclass
 class SetupPlan:
     """What the setup does: the environment folder, the Python it is made from, where
-    rsprune_geo comes from, whether PyTorch comes too (``with_torch``, the ``torch`` extra) and
-    whether from PyTorch's CPU-only index (``cpu_torch``)."""
+    rsprune_geo comes from (always with the ``plots`` extra), whether PyTorch comes too
+    (``with_torch``, the ``torch`` extra) and whether from PyTorch's CPU-only index (``cpu_torch``)."""
 
     environment: str
     python: str
@@ -95,9 +95,8 @@ class SetupPlan:
         steps = [[self.python, "-m", "venv", self.environment]]
         if self.with_torch and self.cpu_torch:
             steps.append([*pip, "torch", "torchvision", "--index-url", CPU_TORCH_INDEX])
-        package = self.wheel or f"rsprune_geo=={options.PACKAGE_VERSION}"
-        if self.with_torch:
-            package = f"{self.wheel}[torch]" if self.wheel else f"rsprune_geo[torch]=={options.PACKAGE_VERSION}"
+        extras = "plots,torch" if self.with_torch else "plots"  # plots: the Processing report's figures
+        package = f"{self.wheel}[{extras}]" if self.wheel else f"rsprune_geo[{extras}]=={options.PACKAGE_VERSION}"
         steps.append([*pip, package])
         return steps
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import geopandas as gpd
 import numpy as np
 
+from ..errors import require_extra
 from ..reading.pixels import read_preview, source_scaling
 from ..reading.sources import open_source, recorded_path
 from ..schema import RunRecord, Status
@@ -77,6 +78,7 @@ def plot_map(
     Inputs that lie far apart (:func:`map_regions`) get one panel each (at most
     :data:`MAX_PANELS`, the largest), under an overview that shows where the panels are, so the
     tiles can be seen rather than specks on one world-sized map."""
+    require_extra("matplotlib", "plots", "plotting a map")
     from matplotlib.figure import Figure
 
     regions = map_regions(tiles) if len(tiles) and "source" in tiles else []

@@ -25,7 +25,7 @@ import pandas as pd
 from rasterio.windows import Window
 
 from ..config import Stage1Rule
-from ..errors import InputError, OutputError
+from ..errors import InputError, OutputError, require_extra
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_rgb
 from ..runfile import read_layer, read_run, run_layers
@@ -44,6 +44,7 @@ GALLERY_GROUPS = ("kept, nearest", "kept, farthest", "left out, nearest", "left 
 
 def _figure(figsize: tuple[float, float] = FIGSIZE, dpi: int = 100) -> Figure:
     """A Figure outside pyplot's state (nothing global changes; notebooks display it as returned)."""
+    require_extra("matplotlib", "plots", "plotting")
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, dpi=dpi)
@@ -454,6 +455,7 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
     """An HTML report: counts, plots (inlined), parameters, timings, the baseline comparison when
     the run has it and, with ``galleries``, a table linking one gallery page per scene (written to
     :func:`galleries_folder`; ``gallery_size`` tiles per group). Written atomically."""
+    require_extra("matplotlib", "plots", "the report")
     out = Path(path)
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: the file exists; pass `overwrite` to replace it")

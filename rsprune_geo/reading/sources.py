@@ -17,7 +17,7 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from ..errors import InputError, param
+from ..errors import InputError, param, require_extra
 from ..files import file_fingerprint
 from .pixels import choose_bands, read_errors
 
@@ -284,6 +284,7 @@ def open_lazy(source: RasterSource, tile_size: int = 256):
     Chunks are a whole number of tiles and of the file's internal blocks, so reading a tile
     touches one chunk; nothing is read until ``.compute()`` or ``.values``.
     """
+    require_extra("rioxarray", "xarray", "open_lazy (a Dask-chunked xarray.DataArray)")
     import rioxarray  # noqa: F401  (registers the .rio accessor)
     import xarray as xr
 

@@ -1,109 +1,72 @@
-"""Compiled per-tile kernels (numba): one pass over a block's pixels for all stage-1 sums."""
+"""Per-tile stage-1 sums over a window's pixels: OpenCV's histogram and norm kernels on views of
+the window (no per-tile copies, the GIL released), numpy where OpenCV has no exact kernel."""
 
 from __future__ import annotations
 
-import numba
+import cv2
 import numpy as np
 
+cv2.setNumThreads(1)  # tiles are small: the run's parallelism is its windows, not OpenCV's threads
 
-@numba.njit(nogil=True, cache=True)
-def tile_sums(data, grey, valid, nodata, use_nodata, fuse_luma, rows, cols, heights, widths):
-    """Histograms and band sums of tiles inside one block, in one pass over their pixels.
+#: dtypes whose sums OpenCV takes exactly: non-negative integers, so the L1 norm is the sum
+_CV_SUMMED = (np.dtype(np.uint8), np.dtype(np.uint16))
+#: calcHist counts in float32, exact up to 2**24 pixels a tile
+_CV_HIST_MAX_PIXELS = 1 << 24
 
-    data: (bands, H, W) any numeric dtype; grey: (H, W) uint8 grey levels, unused when
-    ``fuse_luma`` (uint8 RGB: BT.601 integer luma computed here); valid: (H, W) bool, or
-    (0, 0) to derive validity from ``nodata`` (when ``use_nodata``: a pixel is valid if any
-    band differs from it) and from NaN/±Inf (float data). Tiles are given by their block-relative
-    offsets and sizes. Returns (hist (n, 256) int64, count (n,) int64, sums (n, bands),
-    squares (n, bands)) over valid pixels.
+
+def validity(data: np.ndarray, valid: np.ndarray, nodata: float, use_nodata: bool) -> np.ndarray | None:
+    """The (H, W) validity of a window's pixels, ``None`` when all are valid: ``valid`` when given
+    (shape other than (0, 0)), else a pixel is valid if every band is finite and, with
+    ``use_nodata``, some band differs from ``nodata``."""
+    if valid.shape[0] > 0:
+        return valid
+    mask = None
+    if use_nodata:
+        mask = data[0] != nodata
+        for band in data[1:]:
+            mask |= band != nodata
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data).all(axis=0)
+        mask = finite if mask is None else mask & finite
+    return mask
+
+
+def tile_sums(data: np.ndarray, grey: np.ndarray, valid: np.ndarray, nodata: float, use_nodata: bool,
+              rows: np.ndarray, cols: np.ndarray, heights: np.ndarray,
+              widths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Histograms and band sums of the tiles inside one window, over their valid pixels.
+
+    data: (bands, H, W) any numeric dtype; grey: (H, W) uint8 grey levels; valid, nodata,
+    use_nodata: see :func:`validity`. Tiles are given by their window-relative offsets and
+    sizes. Returns (hist (n, 256) int64, count (n,) int64, sums (n, bands) float64, squares
+    (n, bands) float64); integer data give exact sums.
     """
-    n = rows.shape[0]
-    bands = data.shape[0]
+    n, bands = rows.shape[0], data.shape[0]
     hist = np.zeros((n, 256), np.int64)
-    count = np.zeros(n, np.int64)
     sums = np.zeros((n, bands), np.float64)
     squares = np.zeros((n, bands), np.float64)
-    has_mask = valid.shape[0] > 0
-    for t in range(n):
-        r0 = rows[t]
-        c0 = cols[t]
-        for i in range(r0, r0 + heights[t]):
-            for j in range(c0, c0 + widths[t]):
-                if has_mask:
-                    if not valid[i, j]:
-                        continue
-                else:
-                    ok = not use_nodata
-                    for b in range(bands):
-                        v = data[b, i, j]
-                        if (v - v) != 0:  # NaN or ±Inf (always 0 for integers)
-                            ok = False
-                            break
-                        if use_nodata and v != nodata:
-                            ok = True
-                    if not ok:
-                        continue
-                if fuse_luma:
-                    g = (77 * np.int64(data[0, i, j]) + 150 * np.int64(data[1, i, j])
-                         + 29 * np.int64(data[2, i, j]) + 128) >> 8
-                else:
-                    g = grey[i, j]
-                hist[t, g] += 1
-                count[t] += 1
-                for b in range(bands):
-                    v = np.float64(data[b, i, j])
-                    sums[t, b] += v
-                    squares[t, b] += v * v
-    return hist, count, sums, squares
-
-
-@numba.njit(nogil=True, cache=True)
-def tile_sums_rgb8(data, valid, nodata, use_nodata, rows, cols, heights, widths):
-    """:func:`tile_sums` specialised for 3-band uint8 (the common case): integer accumulators,
-    fused BT.601 luma, no per-band inner loop. Same outputs."""
-    n = rows.shape[0]
-    hist = np.zeros((n, 256), np.int64)
-    count = np.zeros(n, np.int64)
-    sums = np.zeros((n, 3), np.float64)
-    squares = np.zeros((n, 3), np.float64)
-    has_mask = valid.shape[0] > 0
-    nd = np.int64(nodata) if use_nodata else np.int64(-1)
-    h = np.zeros(256, np.int64)
-    for t in range(n):
-        h[:] = 0
-        cnt = np.int64(0)
-        s0 = np.int64(0)
-        s1 = np.int64(0)
-        s2 = np.int64(0)
-        q0 = np.int64(0)
-        q1 = np.int64(0)
-        q2 = np.int64(0)
-        r0 = rows[t]
-        c0 = cols[t]
-        for i in range(r0, r0 + heights[t]):
-            for j in range(c0, c0 + widths[t]):
-                a = np.int64(data[0, i, j])
-                b = np.int64(data[1, i, j])
-                c = np.int64(data[2, i, j])
-                if has_mask:
-                    if not valid[i, j]:
-                        continue
-                elif a == nd and b == nd and c == nd:
-                    continue
-                h[(77 * a + 150 * b + 29 * c + 128) >> 8] += 1
-                cnt += 1
-                s0 += a
-                s1 += b
-                s2 += c
-                q0 += a * a
-                q1 += b * b
-                q2 += c * c
-        hist[t, :] = h
-        count[t] = cnt
-        sums[t, 0] = s0
-        sums[t, 1] = s1
-        sums[t, 2] = s2
-        squares[t, 0] = q0
-        squares[t, 1] = q1
-        squares[t, 2] = q2
-    return hist, count, sums, squares
+    mask = validity(data, valid, nodata, use_nodata)
+    mask8 = None if mask is None else mask.view(np.uint8)
+    by_cv = data.dtype in _CV_SUMMED
+    for t, (r, c, h, w) in enumerate(zip(rows.tolist(), cols.tolist(), heights.tolist(), widths.tolist())):
+        g = grey[r : r + h, c : c + w]
+        m = None if mask8 is None else mask8[r : r + h, c : c + w]
+        if h * w < _CV_HIST_MAX_PIXELS:
+            hist[t] = cv2.calcHist([g], [0], m, [256], [0, 256]).ravel()
+        else:
+            hist[t] = np.bincount((g if m is None else g[m.view(bool)]).ravel(), minlength=256)
+        if by_cv:
+            for b in range(bands):
+                band = data[b, r : r + h, c : c + w]
+                sums[t, b] = cv2.norm(band, cv2.NORM_L1, mask=m)
+                squares[t, b] = cv2.norm(band, cv2.NORM_L2SQR, mask=m)
+        else:
+            values = data[:, r : r + h, c : c + w]
+            values = values.reshape(bands, -1) if m is None else values[:, m.view(bool)]
+            values = values.astype(np.float64)
+            sums[t] = values.sum(axis=1)
+            squares[t] = np.einsum("ij,ij->i", values, values)
+    if by_cv:  # OpenCV returns integer sums as doubles with rounding noise
+        np.rint(sums, out=sums)
+        np.rint(squares, out=squares)
+    return hist, hist.sum(axis=1), sums, squares

@@ -17,7 +17,7 @@ from ..reading.sources import RasterSource
 from ..reading.tiling import group_tiles, union_window
 from ..scaleout import map_tasks
 from ..schema import TILING_COLUMNS, Reason, ReasonContext, Status, reasons, status_code, status_names
-from ._kernels import tile_sums, tile_sums_rgb8
+from ._kernels import tile_sums
 from .columns import TileColumns
 
 #: BT.601 luma weights in 1/256ths (77 + 150 + 29 = 256): integer luma on uint8, within 1 level.
@@ -36,12 +36,7 @@ def grey_levels(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
             raise ValueError("non-uint8 data need a Scaling (see source_scaling)")
         if data.shape[0] == 1:
             return data[0]
-        acc = data[0] * _LUMA_INT[0]
-        acc += data[1] * _LUMA_INT[1]
-        acc += data[2] * _LUMA_INT[2]
-        acc += 128
-        acc >>= 8
-        return acc.astype(np.uint8)
+        return _luma8(data)
     assert scaling.low is not None and scaling.high is not None
     scaled = np.empty(data.shape, dtype=np.float32)
     for i, band in enumerate(data):
@@ -52,6 +47,27 @@ def grey_levels(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
     scaled = np.nan_to_num(scaled, copy=False)
     grey = scaled[0] if data.shape[0] == 1 else np.tensordot(_LUMA, scaled, axes=1)
     return np.rint(grey).astype(np.uint8)
+
+
+def _luma8(data: np.ndarray, chunk_px: int = 1 << 17) -> np.ndarray:
+    """Integer BT.601 luma of uint8 RGB, by strips of about ``chunk_px`` pixels (the uint16
+    scratch stays in cache: 3x faster than whole-window arrays)."""
+    height, width = data.shape[1:]
+    out = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, chunk_px // max(width, 1))
+    acc = np.empty((min(rows, height), width), dtype=np.uint16)
+    term = np.empty_like(acc)
+    for r in range(0, height, rows):
+        a, b, strip = acc[: min(rows, height - r)], term[: min(rows, height - r)], data[:, r : r + rows]
+        np.multiply(strip[0], _LUMA_INT[0], out=a, dtype=np.uint16)
+        np.multiply(strip[1], _LUMA_INT[1], out=b, dtype=np.uint16)
+        a += b
+        np.multiply(strip[2], _LUMA_INT[2], out=b, dtype=np.uint16)
+        a += b
+        a += 128
+        a >>= 8
+        np.copyto(out[r : r + rows], a, casting="unsafe")
+    return out
 
 
 def shannon_entropy(histogram: np.ndarray) -> float:
@@ -111,26 +127,17 @@ def tile_statistics(data: np.ndarray, valid: np.ndarray, scaling: Scaling = Scal
 
 def score_window(data: np.ndarray, valid: np.ndarray, use_nodata: bool, nodata: float, scaling: Scaling,
                  rows: np.ndarray, cols: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> dict[str, np.ndarray]:
-    """Stage-1 figures of tiles inside one window's pixels, by one compiled pass over them (no
-    per-tile copies): ``entropy``, ``nodata_fraction`` and each band's ``b<i>_mean``/``b<i>_std``,
-    the same figures as :func:`tile_statistics` per tile.
+    """Stage-1 figures of tiles inside one window's pixels, over views of them (no per-tile
+    copies): ``entropy``, ``nodata_fraction`` and each band's ``b<i>_mean``/``b<i>_std``, the same
+    figures as :func:`tile_statistics` per tile.
 
     ``data`` is (bands, H, W); ``valid`` a (H, W) mask, or (0, 0) to take validity from
     ``nodata`` (``use_nodata``) and NaN; tiles are given by their window-relative offsets and sizes.
     """
-    fuse = scaling.identity and data.shape[0] == 3
-    if fuse:
-        grey = np.zeros((0, 0), dtype=np.uint8)
-    elif scaling.identity:
-        grey = data[0]
-    else:
-        grey = grey_levels(data, scaling)
+    grey = grey_levels(data, scaling)
     offsets = (np.asarray(rows, np.int64), np.asarray(cols, np.int64), np.asarray(heights, np.int64),
                np.asarray(widths, np.int64))
-    if fuse and data.dtype == np.uint8:
-        hist, count, sums, squares = tile_sums_rgb8(data, valid, nodata, use_nodata, *offsets)
-    else:
-        hist, count, sums, squares = tile_sums(data, grey, valid, nodata, use_nodata, fuse, *offsets)
+    hist, count, sums, squares = tile_sums(data, grey, valid, nodata, use_nodata, *offsets)
     size = (offsets[2] * offsets[3]).astype(np.float64)
     columns: dict[str, np.ndarray] = {"entropy": _entropy_rows(hist), "nodata_fraction": 1.0 - count / size}
     empty = count == 0
