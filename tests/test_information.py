@@ -150,15 +150,18 @@ def test_information_filter_rules_reasons_and_ties():
     assert (everything.status == "kept").all()
 
 
-@pytest.mark.parametrize("case", ["rgb8_nodata", "rgb8_mask", "uint16", "int16", "grey8", "float_nan", "padded"])
+@pytest.mark.parametrize("case", ["rgb8_nodata", "rgb8_nodata255", "rgb8_mask", "uint16", "int16", "grey8",
+                                  "float_nan", "padded"])
 def test_compiled_scoring_equals_the_plain_numpy_statistics(make_raster, case):
     """score_tiles (compiled, one pass per block) gives tile_statistics' figures for every path."""
     rng = np.random.default_rng(1)
     kwargs, bands, edge = {}, None, "drop"
     if case.startswith("rgb8"):
         data = rng.integers(0, 256, (3, 96, 80), dtype=np.uint8)
-        data[:, :20, :30] = 0
-        kwargs = {"nodata": 0} if case == "rgb8_nodata" else {}
+        value = 255 if case == "rgb8_nodata255" else 0
+        data[:, :20, :30] = value  # tiles all, mostly, partly (under a quarter) and not nodata
+        data[:, 50, 70] = value
+        kwargs = {"nodata": value} if case.startswith("rgb8_nodata") else {}
     elif case == "uint16":
         data = rng.integers(0, 12000, (4, 96, 80), dtype=np.uint16)
         bands = (3, 2, 1)
