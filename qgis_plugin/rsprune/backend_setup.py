@@ -28,7 +28,7 @@ PYTHON_KEY = "rsprune/base_python"
 #: PyTorch's index of CPU-only wheels (a fraction of the CUDA build's size).
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 #: What each install takes on disk (``benchmarks/results/install.md``, Linux x86-64).
-LEAN_SIZE, TORCH_SIZE = "about 1.35 GB", "about 7.3 GB"
+LEAN_SIZE, TORCH_SIZE = "about 1.1 GB", "about 7.1 GB"  # benchmarks/results/install.md
 PLUGIN_DIR = os.path.dirname(__file__)
 
 
