@@ -71,8 +71,8 @@ def test_what_needs_torch_names_the_extra_in_one_line(without_torch, tmp_path, a
 
 
 def test_what_the_other_extras_bring_is_named_in_one_line(tmp_path):
-    """Without matplotlib (plots), distributed (cluster) or rioxarray (xarray) the default path still
-    runs, and what needs one of them names its extra."""
+    """Without matplotlib (plots), distributed (cluster) or rioxarray (xarray) the default path and
+    the demo still run (the demo without its map), and what needs one of them names its extra."""
     env = environment_without(tmp_path / "site", ("matplotlib", "distributed", "rioxarray", "xarray"))
     out = tmp_path / "o.gpkg"
     ran = rsprune(env, "run", shared(PIX4D), "-o", out, "--tile-size", "64", "--keep", "0.15")
@@ -86,6 +86,12 @@ def test_what_the_other_extras_bring_is_named_in_one_line(tmp_path):
         lines = failed.stderr.strip().splitlines()
         assert failed.returncode == 1 and len(lines) == 1, failed.stderr
         assert needs in lines[0] and lines[0].endswith(f"pip install 'rsprune_geo[{extra}]'"), lines[0]
+    lean = environment_without(tmp_path / "lean-site", (*TORCH_FAMILY, "matplotlib"))
+    demo = rsprune(lean, "demo", "--out", tmp_path / "demo", "--size", "1024")
+    assert demo.returncode == 0, demo.stderr
+    assert "evaluation: skipped: it needs PyTorch: pip install 'rsprune_geo[torch]'" in demo.stdout
+    assert "map:        skipped: the map needs matplotlib: pip install 'rsprune_geo[plots]'" in demo.stdout
+    assert (tmp_path / "demo" / "demo.gpkg").is_file() and not (tmp_path / "demo" / "demo-map.png").exists()
     lazy = subprocess.run([sys.executable, "-c", "import sys, rsprune_geo as r\n"
                            "try:\n r.open_lazy(r.open_source(sys.argv[1]))\nexcept r.InputError as e:\n print(e)",
                            shared(PIX4D)], capture_output=True, text=True, env=env)

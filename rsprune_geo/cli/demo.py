@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import click
@@ -22,7 +23,8 @@ from .progress import finish, progress_reporter
 @fail_cleanly
 def command(out_dir: str, size: int, regenerate: bool, progress_json: bool) -> None:
     """Generate the demo mosaic (with its true land cover) and prior bank, run both stages,
-    evaluate against the truth and the baselines, draw the map."""
+    evaluate against the truth and the baselines (with the ``torch`` extra: the evaluation's
+    independent encoder is torchgeo's RCF), draw the map (with the ``plots`` extra)."""
     from ..fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
     from ..outputs.maps import plot_map
 
@@ -38,15 +40,23 @@ def command(out_dir: str, size: int, regenerate: bool, progress_json: bool) -> N
     if regenerate or not bank.exists():
         click.echo("generating the demo prior bank (5 land-cover scenes x 12 chips) ...", err=progress_json)
         write_prior_bank(bank)
-    config = RunConfig(keep=SUGGESTED_KEEP, prior_bank=(str(bank),), evaluate=True, labels=str(labels),
-                       cache_dir=str(out / "cache"))
+    evaluate = importlib.util.find_spec("torch") is not None
+    config = RunConfig(keep=SUGGESTED_KEEP, prior_bank=(str(bank),), evaluate=evaluate,
+                       labels=str(labels) if evaluate else None, cache_dir=str(out / "cache"))
     with progress_reporter(progress_json) as on_progress:
         result = run_pipeline([str(mosaic)], out / "demo.gpkg", config, overwrite=True, on_progress=on_progress)
-    map_png = out / "demo-map.png"
-    plot_map(result.tiles, [str(mosaic)], map_png, title="rsprune demo: tiles by status (keep 15%)",
-             record=result.record)
+    map_png: Path | None = out / "demo-map.png"
+    if importlib.util.find_spec("matplotlib") is not None:
+        plot_map(result.tiles, [str(mosaic)], map_png, title="rsprune demo: tiles by status (keep 15%)",
+                 record=result.record)
+        map_line = str(map_png)
+    else:  # the run stands without the plots extra; only its picture is skipped
+        map_png, map_line = None, "skipped: the map needs matplotlib: pip install 'rsprune_geo[plots]'"
     finish(progress_json, {"output": str(result.output), "mosaic": str(mosaic), "prior_bank": str(bank),
-                           "labels": str(labels), "map": str(map_png), "counts": result.record.counts},
-           f"{result.summary()}\nmosaic:     {mosaic}\ntruth:      {labels}\nprior bank: {bank}\n"
+                           "labels": str(labels), "map": str(map_png) if map_png else None,
+                           "counts": result.record.counts},
+           f"{result.summary()}\n"
+           + ("" if evaluate else "evaluation: skipped: it needs PyTorch: pip install 'rsprune_geo[torch]'\n")
+           + f"mosaic:     {mosaic}\ntruth:      {labels}\nprior bank: {bank}\n"
            f"geopackage: {result.output}\n"
-           f"map:        {map_png}")
+           f"map:        {map_line}")
