@@ -160,8 +160,7 @@ def demo_mosaic(size: int) -> Path:
 def growth_child(size: int) -> None:
     """(child process) stage 1 + GeoPackage on a size x size demo mosaic: time, peak memory.
 
-    A warm-up run on a small mosaic loads the libraries and the compiled kernel first, so the
-    figures are the run's own."""
+    A warm-up run on a small mosaic loads the libraries first, so the figures are the run's own."""
     import rsprune_geo
 
     warm = DATA / "demo-1024.tif"

@@ -152,8 +152,9 @@ def test_information_filter_rules_reasons_and_ties():
 
 @pytest.mark.parametrize("case", ["rgb8_nodata", "rgb8_nodata255", "rgb8_mask", "uint16", "int16", "grey8",
                                   "float_nan", "padded"])
-def test_compiled_scoring_equals_the_plain_numpy_statistics(make_raster, case):
-    """score_tiles (compiled, one pass per block) gives tile_statistics' figures for every path."""
+def test_window_scoring_equals_the_plain_numpy_statistics(make_raster, case):
+    """score_tiles (per-window sums over views of the tiles) gives tile_statistics' figures for
+    every path."""
     rng = np.random.default_rng(1)
     kwargs, bands, edge = {}, None, "drop"
     if case.startswith("rgb8"):
@@ -231,7 +232,7 @@ def test_stage1_holds_its_scores_in_columns_not_per_tile_objects(make_raster):
     path = make_raster(rng.integers(1, 255, (3, 1024, 1024), dtype=np.uint8), name="many.tif")
     src = open_source(path)
     tiles = make_tiles(src, 8)  # 16,384 tiles
-    score_tiles([src], [tiles], group_px=128, scheduler="sync")  # warm-up: the compiled kernel
+    score_tiles([src], [tiles], group_px=128, scheduler="sync")  # warm-up: imports, first allocations
     tracemalloc.start()
     try:
         stats = score_tiles([src], [tiles], group_px=128, scheduler="sync")
