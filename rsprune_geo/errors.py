@@ -21,11 +21,12 @@ def param(name: str) -> str:
     return f"`{name}`"
 
 
-def require_extra(module: str, extra: str, what: str) -> None:
-    """An :class:`InputError` naming the install extra that brings ``module`` when it is not
-    installed: ``what`` needs it. Looked up, not imported."""
+def require_extra(module: str, extra: str, what: str, named: str | None = None) -> None:
+    """An :class:`InputError` naming the install extra that brings ``module`` (called ``named``
+    in the message, else by its module name) when it is not installed: ``what`` needs it.
+    Looked up, not imported."""
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise InputError(f"{what} needs {module}, which the default install leaves out: "
+        raise InputError(f"{what} needs {named or module}, which the default install leaves out: "
                          f"pip install 'rsprune_geo[{extra}]'")

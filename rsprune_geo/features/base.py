@@ -10,22 +10,16 @@ from typing import Any
 import numpy as np
 
 from ..config import Runtime
-from ..errors import InputError
+from ..errors import InputError, require_extra
 from ..files import file_fingerprint
 from .runtime import Calibration, OnnxNetwork, choose_runtime
-
-#: How to install what the lean default install leaves out (torch, torchvision, torchgeo, transformers).
-TORCH_EXTRA = "pip install 'rsprune_geo[torch]'"
 
 
 def require_torch(what: str) -> None:
     """An :class:`InputError` naming the ``torch`` extra when PyTorch is not installed:
     ``what`` (an encoder, a runtime, a loader) needs it. Looked up, not imported (an encoder
     whose export is cached never imports torch)."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        raise InputError(f"{what} needs PyTorch, which the default install leaves out: {TORCH_EXTRA}")
+    require_extra("torch", "torch", what, named="PyTorch")
 
 
 class Encoder(ABC):

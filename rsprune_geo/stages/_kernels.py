@@ -56,14 +56,15 @@ def _valid8(data: np.ndarray, valid: np.ndarray, nodata: float,
 
 def tile_sums(data: np.ndarray, grey: np.ndarray, valid: np.ndarray, nodata: float, use_nodata: bool,
               rows: np.ndarray, cols: np.ndarray, heights: np.ndarray, widths: np.ndarray,
-              nodata_grey: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              nodata_is_grey: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Histograms and band sums of the tiles inside one window, over their valid pixels.
 
     data: (bands, H, W) any numeric dtype; grey: (H, W) uint8 grey levels; valid, nodata,
     use_nodata: see :func:`validity`. Tiles are given by their window-relative offsets and
-    sizes. ``nodata_grey``: the grey level of a pixel whose every band is ``nodata``, when known
-    (uint8 luma or grey band): tiles with nodata then run unmasked and their nodata pixels are
-    taken out of the figures afterwards, exactly. Returns (hist (n, 256) int64, count (n,)
+    sizes. ``nodata_is_grey``: ``grey`` is the uint8 luma or the band itself, so a pixel whose
+    every band is an integer nodata v has grey level v (the luma weights add up to 256): tiles
+    with nodata then run unmasked and their nodata pixels are taken out of the figures
+    afterwards, exactly. Returns (hist (n, 256) int64, count (n,)
     int64, sums (n, bands) float64, squares (n, bands) float64); integer data give exact sums.
     """
     n, bands = rows.shape[0], data.shape[0]
@@ -72,7 +73,8 @@ def tile_sums(data: np.ndarray, grey: np.ndarray, valid: np.ndarray, nodata: flo
     squares = np.zeros((n, bands), np.float64)
     mask8, by_value = _valid8(data, valid, nodata, use_nodata)
     by_cv = data.dtype in _CV_SUMMED
-    subtract = by_value and by_cv and nodata_grey is not None
+    subtract = by_value and nodata_is_grey and data.dtype == np.uint8
+    nodata_grey = int(nodata) if subtract else 0  # an integer within uint8's range (_valid8)
     for t, (r, c, h, w) in enumerate(zip(rows.tolist(), cols.tolist(), heights.tolist(), widths.tolist())):
         g = grey[r : r + h, c : c + w]
         m = None if mask8 is None else mask8[r : r + h, c : c + w]
@@ -96,7 +98,6 @@ def tile_sums(data: np.ndarray, grey: np.ndarray, valid: np.ndarray, nodata: flo
             sums[t] = values.sum(axis=1)
             squares[t] = np.einsum("ij,ij->i", values, values)
         if invalid and subtract:
-            assert nodata_grey is not None
             if m_hist is None:
                 hist[t, nodata_grey] -= invalid
             sums[t] -= invalid * nodata

@@ -137,10 +137,8 @@ def score_window(data: np.ndarray, valid: np.ndarray, use_nodata: bool, nodata: 
     grey = grey_levels(data, scaling)
     offsets = (np.asarray(rows, np.int64), np.asarray(cols, np.int64), np.asarray(heights, np.int64),
                np.asarray(widths, np.int64))
-    # a pixel whose bands are all an integer nodata v has luma v (the weights add up to 256)
-    by_value = scaling.identity and use_nodata and float(nodata).is_integer() and 0 <= nodata <= 255
     hist, count, sums, squares = tile_sums(data, grey, valid, nodata, use_nodata, *offsets,
-                                           nodata_grey=int(nodata) if by_value else None)
+                                           nodata_is_grey=scaling.identity)
     size = (offsets[2] * offsets[3]).astype(np.float64)
     columns: dict[str, np.ndarray] = {"entropy": _entropy_rows(hist), "nodata_fraction": 1.0 - count / size}
     empty = count == 0
