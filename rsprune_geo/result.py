@@ -9,6 +9,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
+from .config import SUGGESTED_KEEP
 from .schema import RunRecord, Status
 
 #: What coverage and Fréchet measure, said under every evaluation table that shows them.
@@ -69,6 +70,10 @@ class RunResult:
                      if st1.floor_bits is not None else "")
             lines.append(f"stage 1: rule {st1.rule}{floor}; fractions count the {st1.tiles_with_data} "
                          f"tile(s) with data")
+            if record.parameters.get("keep", 0) is None and counts.get(Status.KEPT.value):
+                lines.append(f"keep: not given, so every tile that passed stage 1 is kept; a keep of "
+                             f"{SUGGESTED_KEEP} prunes {100 * (1 - SUGGESTED_KEEP):.0f}% of the tiles with data, "
+                             "the paper's high ratio")
         ground = record.ground
         if ground is not None and ground.cells:
             dated = ground.dated()

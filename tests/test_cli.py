@@ -36,6 +36,19 @@ def test_run_writes_the_geopackage_and_prints_a_summary(tmp_path):
     assert (tiles.status == "kept").sum() == round(0.2 * (tiles.status != "nodata").sum())
 
 
+def test_a_run_without_keep_says_that_it_kept_everything_past_stage_1(tmp_path):
+    """The default keep is stage 1's fraction (all of it under the bank rule): the summary says so
+    and names the high ratio, where a run given a keep says nothing of it."""
+    runs = {}
+    for name, extra in [("default", []), ("given", ["--keep", "0.15"])]:
+        result = CliRunner().invoke(main, ["run", shared("rio-tiler/pix4d_alpha_nodata.tif"), "-o",
+                                           str(tmp_path / f"{name}.gpkg"), "--tile-size", "64", *extra])
+        assert result.exit_code == 0, result.output
+        runs[name] = result.output
+    assert "keep: not given, so every tile that passed stage 1 is kept; a keep of 0.15 prunes 85%" in runs["default"]
+    assert "keep: not given" not in runs["given"]
+
+
 @pytest.mark.parametrize(
     "make_args, message",
     [

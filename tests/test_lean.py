@@ -62,12 +62,28 @@ def test_the_default_path_runs_both_stages_without_torch(without_torch, tmp_path
      "the torchgeo weight ResNet18_Weights.SENTINEL2_RGB_MOCO needs PyTorch"),
     (["--encoder", "rcf-gaussian", "--prior-bank", str(UCMERCED)], "the rcf-gaussian encoder (torchgeo's RCF) needs"),
     (["--encoder", "git-rsclip", "--prior-bank", str(UCMERCED)], "the git-rsclip encoder needs PyTorch"),
+    (["--evaluate", "--prior-bank", str(UCMERCED)], "--evaluate's independent encoder (rcf-empirical) needs PyTorch"),
 ])
 def test_what_needs_torch_names_the_extra_in_one_line(without_torch, tmp_path, args, needs):
     ran = rsprune(without_torch, "run", shared(PIX4D), "-o", tmp_path / "o.gpkg", "--tile-size", "64", *args)
     lines = ran.stderr.strip().splitlines()
     assert ran.returncode == 1 and len(lines) == 1, ran.stderr
     assert lines[0].startswith(f"Error: {needs}") and lines[0].endswith("pip install 'rsprune_geo[torch]'")
+
+
+def test_an_evaluation_without_its_encoder_fails_before_the_bank_is_embedded(tmp_path, monkeypatch):
+    """The independent encoder's missing extra is found before the run's work, not after it."""
+    import importlib.util
+
+    import rsprune_geo as rg
+    from rsprune_geo.errors import InputError
+    from rsprune_geo.stages import stage2
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    monkeypatch.setattr(stage2, "bank_encoder", lambda *a, **k: pytest.fail("the bank was embedded first"))
+    with pytest.raises(InputError, match=r"independent encoder \(rcf-empirical\) needs PyTorch.*rsprune_geo\[torch\]"):
+        rg.run(shared(PIX4D), tmp_path / "o.gpkg", tile_size=64, prior_bank=str(UCMERCED), evaluate=True)
 
 
 def test_what_the_other_extras_bring_is_named_in_one_line(tmp_path):

@@ -47,9 +47,9 @@ def weights_folder_digest(folder: str) -> str:
 
 
 @register_encoder("git-rsclip-base", "Git-RSCLIP base, from the Hugging Face cache or `weights`",
-                  input_size=256, dim=None, weights="folder")
+                  input_size=256, dim=None, weights="folder", torch=True)
 @register_encoder("git-rsclip", "Git-RSCLIP large (the paper's), from the Hugging Face cache or `weights`",
-                  input_size=256, dim=None, weights="folder")
+                  input_size=256, dim=None, weights="folder", torch=True)
 class GitRSCLIPEncoder(NetworkEncoder):
     """Git-RSCLIP image features (``get_image_features``), 256² input, mean/std 0.5.
 

@@ -27,9 +27,10 @@ class _Patches:
         return {"image": self._images[index]}
 
 
-@register_encoder("rcf-gaussian", "torchgeo RCF, gaussian filters, no weights, no data", input_size=64, dim=512)
+@register_encoder("rcf-gaussian", "torchgeo RCF, gaussian filters, no weights, no data", input_size=64, dim=512,
+                  torch=True)
 @register_encoder("rcf-empirical", "torchgeo RCF (MOSAIKS), filters drawn from the prior bank, no weights",
-                  input_size=64, dim=512, needs_bank=True)
+                  input_size=64, dim=512, needs_bank=True, torch=True)
 class RCFEncoder(NetworkEncoder):
     """torchgeo's RCF on 64² RGB in [0, 1]: 512 features from 256 3×3 filters.
 

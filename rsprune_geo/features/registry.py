@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import DEFAULT_ENCODER
 from ..errors import InputError
-from .base import Encoder
+from .base import Encoder, require_torch
 
 E = TypeVar("E", bound=type[Encoder])
 
@@ -22,7 +22,8 @@ class EncoderInfo:
     ``input_size``: the square side images are resized to; ``dim``: the vector length (``None``
     when only the weights tell); ``needs_bank``: it fits on prior-bank images (``fit_images``);
     ``weights``: what ``weights=`` may point at (``file`` or ``folder``); ``int8``: its int8
-    variant keeps accuracy, so it is used on CPUs when prior-bank images calibrate it.
+    variant keeps accuracy, so it is used on CPUs when prior-bank images calibrate it; ``torch``:
+    it needs PyTorch whatever the runtime (the ``torch`` extra).
     """
 
     name: str
@@ -33,20 +34,28 @@ class EncoderInfo:
     needs_bank: bool = False
     weights: str = "file"
     int8: bool = False
+    torch: bool = False
+
+    def require_installed(self, what: str | None = None) -> None:
+        """An :class:`InputError` naming the ``torch`` extra when this encoder needs PyTorch and
+        it is not installed; ``what`` is the subject of the message (default: the encoder)."""
+        if self.torch:
+            require_torch(what or f"the {self.name} encoder")
 
 
 _REGISTRY: dict[str, EncoderInfo] = {}
 
 
 def register_encoder(name: str, description: str, input_size: int, dim: int | None,
-                     needs_bank: bool = False, weights: str = "file", int8: bool = False) -> Callable[[E], E]:
+                     needs_bank: bool = False, weights: str = "file", int8: bool = False,
+                     torch: bool = False) -> Callable[[E], E]:
     """Class decorator: register an :class:`Encoder` subclass under ``name``. The class is
     built as ``cls.build(name, weights, fit_images, seed, device, **runtime)``."""
 
     def decorate(cls: E) -> E:
         if name in _REGISTRY:
             raise ValueError(f"encoder {name!r} is registered twice")
-        _REGISTRY[name] = EncoderInfo(name, cls, description, input_size, dim, needs_bank, weights, int8)
+        _REGISTRY[name] = EncoderInfo(name, cls, description, input_size, dim, needs_bank, weights, int8, torch)
         return cls
 
     return decorate
@@ -70,7 +79,8 @@ def encoder_info(name: str) -> EncoderInfo:
         from .torchgeo_weights import TorchgeoEncoder, torchgeo_weight
 
         weight = torchgeo_weight(name)
-        return EncoderInfo(name, TorchgeoEncoder, f"torchgeo {weight}", TorchgeoEncoder.input_size, None)
+        return EncoderInfo(name, TorchgeoEncoder, f"torchgeo {weight}", TorchgeoEncoder.input_size, None,
+                           torch=True)
     raise InputError(f"unknown encoder {name!r}; `rsprune encoders` lists them")
 
 

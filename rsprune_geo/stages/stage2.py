@@ -17,8 +17,8 @@ from rasterio.crs import CRS
 
 from ..config import ClusteringMode, RunConfig, Runtime
 from ..errors import InputError, param
-from ..evaluation import evaluate_run
-from ..features import Encoder
+from ..evaluation import evaluate_run, independent_encoder_name
+from ..features import Encoder, encoder_info
 from ..features.cache import default_cache_dir
 from ..features.runtime import onnxruntime_version
 from ..progress import ProgressCallback, no_progress
@@ -144,8 +144,12 @@ def prepare_model(bank: Bank, options: Stage2Options, positions: int,
                   on_progress: ProgressCallback = no_progress) -> Stage2Model:
     """The encoder (fitted or calibrated on the bank when it needs to be) and the bank's scene
     centroids, cached so many runs share them; a scratch file for ``positions`` vectors when the
-    run keeps its embeddings."""
+    run keeps its embeddings. An evaluation's independent encoder that cannot run here fails
+    now, before the run's work, not after it."""
     t0 = time.perf_counter()
+    if options.evaluate:
+        independent = independent_encoder_name(options.encoder, options.eval_encoder)
+        encoder_info(independent).require_installed(f"{param('evaluate')}'s independent encoder ({independent})")
     if isinstance(bank, BankProfile):
         encoder, centroids = profile_model(bank, options.encoder, options.weights, options.centroids, options.device,
                                            options.runtime, options.cache_root)
