@@ -92,6 +92,7 @@ bench: env
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_stage1.py
 	$(BIN)/python benchmarks/bench_real.py
+	$(BIN)/python benchmarks/bench_chips.py
 	$(BIN)/python benchmarks/bench_selection.py
 	$(BIN)/python benchmarks/bench_selection_quality.py
 	$(BIN)/python benchmarks/bench_geo_diversity.py

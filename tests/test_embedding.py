@@ -25,7 +25,7 @@ from .conftest import UCMERCED, shared
 @pytest.fixture
 def landsat():
     source = open_source(shared("rasterio-tests/RGB.byte.tif"))
-    grid = plan_grid([source], 128, group_px=256)  # several windows, several tasks
+    grid = plan_grid([source], 128, group_px=256, min_task_tiles=1)  # several windows, several tasks
     encoder = get_encoder("rcf-gaussian")
     centroids = fit_scene_centroids(np.random.default_rng(0).normal(size=(8, encoder.dim)),
                                     np.array(list("aabbccdd")), k_per_class=2, images_per_centroid=1)
@@ -48,7 +48,7 @@ def test_every_window_is_read_once_and_its_survivors_encoded_from_memory(landsat
     run_pass(grid, [source_scaling(source)], _spec(grid, encoder, tmp_path / "cache", tmp_path / "parts",
                                                   vectors=True), columns, encoder, centroids,
              on_vectors=lambda positions, vectors: kept.update(zip(positions.tolist(), vectors)))
-    windows = [w for task in grid.tasks for w, *_ in grid.task_tiles(task).iter_windows()]
+    windows = [w for task in grid.tasks for member in grid.task_tiles(task) for w, *_ in member.iter_windows()]
     assert len(reads) == len(windows) == 9 and {str(w) for w in reads} == {str(w) for w in windows}
     passed = np.flatnonzero(columns.status == status_code(Status.KEPT))
     assert passed.size and set(kept) == set(passed.tolist())  # only the tiles stage 1 passed were encoded

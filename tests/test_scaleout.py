@@ -55,7 +55,8 @@ def test_local_cluster_of_two_processes_gives_the_same_run(data):
     assert set(ran.values()) <= workers
 
 
-def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data):
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data, monkeypatch):
+    monkeypatch.setattr("rsprune_geo.reading.grid.TASK_MIN_TILES", 1)  # a task per row band: many to lose
     baseline = rsprune_geo.run([data["mosaic"]], scheduler="sync", **options(data, "c-base"))
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        dashboard_address=":0", silence_logs=40)

@@ -104,25 +104,37 @@ def _gather(work: WindowWork, columns: TileColumns, first: bool,
             on_vectors(encoded, work.vectors)
 
 
-def run_task(tiles: TaskTiles, scaling: Scaling, wanted: np.ndarray | None, spec: PassSpec | None = None,
-             encoder: Encoder | None = None, centroids: SceneCentroids | None = None) -> list[WindowWork]:
+def run_task(tiles: Sequence[TaskTiles], scalings: Sequence[Scaling], wanted: np.ndarray | None,
+             spec: PassSpec | None = None, encoder: Encoder | None = None,
+             centroids: SceneCentroids | None = None) -> list[WindowWork]:
     """A whole task where it runs (a Dask worker): each window read, scored, encoded and assigned;
     what travels back is the windows' compact columns (and vectors when the pass keeps them)."""
     assert spec is not None
-    out = []
-    for work in window_works(tiles, scaling, spec, wanted):
-        if encoder is not None and centroids is not None:
-            encode_works([work], encoder, centroids, spec)
-        work.images = None
-        out.append(work)
+    out: list[WindowWork] = []
+    pending: list[WindowWork] = []
+    size = _batch_size(encoder) if encoder is not None and centroids is not None else 0
+
+    def flush() -> None:
+        if pending and encoder is not None and centroids is not None:
+            encode_works(pending, encoder, centroids, spec)
+        for work in pending:
+            work.images = None
+        out.extend(pending)
+        pending.clear()
+
+    for work in window_works(tiles, scalings, spec, wanted):  # small windows (chips) encoded in batches
+        pending.append(work)
+        if sum(len(w.images) for w in pending if w.images is not None) >= size:
+            flush()
+    flush()
     return out
 
 
-def _task_wanted(tiles: TaskTiles, wanted: np.ndarray | None) -> np.ndarray | None:
+def _task_wanted(tiles: Sequence[TaskTiles], wanted: np.ndarray | None) -> np.ndarray | None:
     """The wanted positions that are this task's."""
     if wanted is None:
         return None
-    mine = tiles.positions
+    mine = np.concatenate([member.positions for member in tiles])
     return mine[np.isin(mine, wanted)]
 
 
@@ -138,7 +150,7 @@ def _on_cluster(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centroi
     def arguments():
         for task in tasks:
             tiles = grid.task_tiles(task)
-            yield tiles, scalings[task.source], _task_wanted(tiles, wanted)
+            yield tiles, [scalings[source] for source in task.sources], _task_wanted(tiles, wanted)
 
     for _, works in map_tasks(run_task, arguments(), client, broadcast=shared,
                               in_flight=TASKS_PER_WORKER * _workers(client)):
@@ -155,7 +167,7 @@ def _in_processes(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centr
     def arguments():
         for task in tasks:
             tiles = grid.task_tiles(task)
-            yield tiles, scalings[task.source], _task_wanted(tiles, wanted)
+            yield tiles, [scalings[source] for source in task.sources], _task_wanted(tiles, wanted)
 
     for _, works in map_tasks(run_task, arguments(), threads=None if processes else 1, broadcast=shared,
                               processes=processes):
@@ -179,7 +191,8 @@ def _locally(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centroids,
     def read(task) -> None:
         try:
             tiles = grid.task_tiles(task)
-            for work in window_works(tiles, scalings[task.source], spec, _task_wanted(tiles, wanted)):
+            for work in window_works(tiles, [scalings[source] for source in task.sources], spec,
+                                     _task_wanted(tiles, wanted)):
                 _put(inbox, ("work", work), stop)
             _put(inbox, ("done", None), stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the run's thread, which raises it
@@ -202,13 +215,16 @@ def _locally(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centroids,
                 if kind == "work":
                     batch.append(item)
                 held = sum(len(w.images) for w in batch if w.images is not None)
-                if batch and (not encode or held >= size or inbox.empty() or finished == len(tasks)):
+                # a short batch goes only to an idle encoder (windows of a tile or a few, as chips
+                # are, would otherwise reach it one image at a time)
+                idle = all(future.done() for _, future in in_flight)
+                if batch and (not encode or held >= size or finished == len(tasks) or (idle and inbox.empty())):
                     if not encode:
                         yield from batch
                     else:  # two batches in flight: one is prepared while the other runs
                         in_flight.append((batch, encoding.submit(encode_works, batch, encoder, centroids, spec)))
                     batch = []
-                while in_flight and (len(in_flight) > 1 or finished == len(tasks)):
+                while in_flight and (len(in_flight) > 1 or finished == len(tasks) or in_flight[0][1].done()):
                     done, future = in_flight.popleft()
                     future.result()
                     yield from done

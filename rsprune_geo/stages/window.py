@@ -7,9 +7,10 @@ read (:mod:`.passes`). Only compact columns travel back to the driver."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import cv2
 import numpy as np
@@ -81,13 +82,26 @@ class WindowWork:
     distance: np.ndarray | None = None
 
 
-def window_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec,
+def window_works(task: Sequence[TaskTiles], scalings: Sequence[Scaling], spec: PassSpec,
                  wanted: np.ndarray | None = None) -> Iterator[WindowWork]:
-    """Read a task's windows once each and yield their work; the task's part is written when the
+    """Read a task's windows once each (``task``: a :class:`TaskTiles` for each source it reads,
+    with each source's ``scalings``) and yield their work; the task's part is written when the
     last window is done. ``wanted`` (a second pass) names the positions to encode: the windows
     are read again for them only, nothing is scored and no part is written."""
-    rows: list[pd.DataFrame] = []
+    rows: list[dict[str, Any]] = []
     cache = EmbeddingCache(spec.cache_root, spec.encoder_key) if spec.encode is not Encode.NONE else None
+    for tiles, scaling in zip(task, scalings, strict=True):
+        for work, frame in _source_works(tiles, scaling, spec, wanted, cache):
+            if frame is not None:
+                rows.append(frame)
+            yield work
+    if rows and spec.folder is not None:
+        write_part(spec.folder, task[0].part, _frame(rows), spec.crs)
+
+
+def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np.ndarray | None,
+                  cache: EmbeddingCache | None) -> Iterator[tuple[WindowWork, dict[str, Any] | None]]:
+    """One source's windows of a task: each window's work and (a first pass) its tile rows."""
     for window, positions, row_off, col_off in tiles.iter_windows():
         data, valid, use_nodata, nodata = read_for_scoring(tiles.source, window)
         rows_in, cols_in = row_off - int(window.row_off), col_off - int(window.col_off)
@@ -111,11 +125,9 @@ def window_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec,
             if work.vectors is None:
                 work.images = _resized(data, scaling, rows_in[work.encode], cols_in[work.encode], tiles,
                                        spec.input_size)
-        if footprints is not None:
-            rows.append(_rows(tiles, row_off, col_off, scores, status, reason, footprints, cells, spec))
-        yield work
-    if rows and spec.folder is not None:
-        write_part(spec.folder, tiles.part, pd.concat(rows, ignore_index=True), spec.crs)
+        frame = (_rows(tiles, row_off, col_off, scores, status, reason, footprints, cells, spec)
+                 if footprints is not None else None)
+        yield work, frame
 
 
 def _to_encode(status: np.ndarray, what: Encode) -> np.ndarray:
@@ -161,26 +173,31 @@ def _footprints(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray,
 
 
 def _rows(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray, scores: dict, status: np.ndarray,
-          reason: np.ndarray, footprints: np.ndarray, cells: np.ndarray, spec: PassSpec) -> pd.DataFrame:
-    """A window's rows of the tile table, as stage 1 leaves them (the run writes its decisions
-    back once every tile is judged)."""
+          reason: np.ndarray, footprints: np.ndarray, cells: np.ndarray, spec: PassSpec) -> dict[str, Any]:
+    """A window's rows of the tile table as columns, as stage 1 leaves them (the run writes its
+    decisions back once every tile is judged); :func:`_frame` makes a part's table of them."""
     n = row_off.size
     context = ReasonContext(max_nodata=spec.max_nodata, entropy_min=spec.entropy_min, floor=spec.floor)
     when = spec.dates[tiles.source_index] if spec.dates else np.datetime64("NaT")
-    frame = pd.DataFrame({
-        "tile_id": tiles.tile_ids(row_off, col_off),
+    return {
+        "tile_id": np.array(tiles.tile_ids(row_off, col_off), dtype=object),
         "source": np.full(n, redact(tiles.source.path) if spec.redact else tiles.source.path, dtype=object),
         "row_off": row_off.astype(np.int64), "col_off": col_off.astype(np.int64),
         "width": np.full(n, tiles.width, dtype=np.int64), "height": np.full(n, tiles.height, dtype=np.int64),
         **scores,
         "entropy_rank": np.zeros(n, dtype=np.int64),
-        "status": status_names(status),
-        "reason": reasons(reason, context, scores["entropy"], scores["nodata_fraction"]),
-        "ground_cell": cell_ids(cells),
-        "date": pd.to_datetime(np.full(n, when, dtype="datetime64[ns]")),
+        "status": np.asarray(status_names(status), dtype=object),
+        "reason": np.asarray(reasons(reason, context, scores["entropy"], scores["nodata_fraction"]), dtype=object),
+        "ground_cell": np.asarray(cell_ids(cells), dtype=object),
+        "date": np.full(n, when, dtype="datetime64[ns]"),
         "geometry": footprints,
-    })
-    return frame
+    }
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One table of windows' rows (made once a part: a table a window costs more than its tiles
+    when windows are chips)."""
+    return pd.DataFrame({name: np.concatenate([r[name] for r in rows]) for name in rows[0]})
 
 
 def encode_works(works: list[WindowWork], encoder: Encoder, centroids: SceneCentroids,

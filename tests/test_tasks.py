@@ -1,0 +1,49 @@
+"""Window tasks: small pieces (chips, small rasters, large tiles) are joined into tasks of at least
+TASK_MIN_TILES tiles, in the grid's order, so a folder of chips is not a part per chip; mosaics'
+row bands that are large enough stand alone as before."""
+
+import numpy as np
+import pandas as pd
+
+import rsprune_geo
+from rsprune_geo.reading.grid import TASK_MIN_TILES, TASK_TILES, plan_grid
+from rsprune_geo.reading.sources import scan_sources
+from rsprune_geo.tiletable import part_paths
+
+from .conftest import UCMERCED, shared
+
+
+def test_a_folder_of_chips_is_gathered_into_few_tasks_in_order():
+    sources, _ = scan_sources([str(UCMERCED)], chips=True)
+    grid = plan_grid(sources, 256, chips=True)
+    sizes = [grid.task_positions(task).size for task in grid.tasks]
+    assert len(sources) == 420 and sizes == [TASK_MIN_TILES, 420 - TASK_MIN_TILES]
+    assert [t.part for t in grid.tasks] == list(range(len(grid.tasks)))
+    order = np.concatenate([grid.task_positions(task) for task in grid.tasks])
+    assert np.array_equal(order, np.arange(420))  # the grid's order: the tile table's rows as before
+    assert [len(t.members) for t in grid.tasks] == sizes  # a member per chip, each read once
+    one_each = plan_grid(sources, 256, chips=True, min_task_tiles=1)
+    assert len(one_each.tasks) == 420
+
+
+def test_row_bands_large_enough_stand_alone_and_no_task_passes_the_maximum():
+    sources, _ = scan_sources([shared("rasterio-tests/RGB.byte.tif")])
+    large = plan_grid(sources, 16, group_px=256)  # bands of 16 x 49 = 784 tiles
+    assert large.tasks == plan_grid(sources, 16, group_px=256, min_task_tiles=1).tasks
+    small = plan_grid(sources, 32, group_px=64, task_tiles=300)  # bands of 2 x 24 = 48 tiles
+    sizes = [small.task_positions(task).size for task in small.tasks]
+    assert all(TASK_MIN_TILES <= n <= 300 for n in sizes[:-1]) and sum(sizes) == small.count
+    assert max(sizes) <= TASK_TILES and len(small.tasks) < len(plan_grid(sources, 32, group_px=64,
+                                                                          min_task_tiles=1).tasks)
+
+
+def test_chips_joined_into_one_part_give_the_same_tile_table(tmp_path, monkeypatch):
+    chips = [str(UCMERCED / name / "*.png") for name in ("agricultural", "beach", "forest")]
+    options = dict(chips=True, keep=0.2, prior_bank="default")
+    joined = rsprune_geo.run(chips, tmp_path / "joined", **options)
+    monkeypatch.setattr("rsprune_geo.reading.grid.TASK_MIN_TILES", 1)
+    apart = rsprune_geo.run(chips, tmp_path / "apart", **options)
+    assert len(part_paths(tmp_path / "joined" / "tiles")) == 1 and len(part_paths(tmp_path / "apart" / "tiles")) == 60
+    a, b = (pd.DataFrame(r.tiles.drop(columns="geometry")) for r in (joined, apart))
+    pd.testing.assert_frame_equal(a, b)
+    assert joined.tiles.geometry.equals(apart.tiles.geometry)
