@@ -122,7 +122,7 @@ def test_progress_json_protocol(tmp_path):
     stages = [e["stage"] for e in events if e["event"] == "progress"]
     assert stages[0] == "tiling" and "stage1" in stages and stages[-1] == "writing"
     windows = [e for e in events if e.get("stage") == "stage1"]
-    assert windows and windows[-1]["done"] == windows[-1]["total"]
+    assert windows and windows[-1]["done"] == windows[-1]["total"] == 11 * 12  # counted in tiles
     assert events[-1]["event"] == "ok" and events[-1]["output"] == str(out)
     assert sum(events[-1]["counts"].values()) == events[-1]["tiles"] == 11 * 12
     assert proc.stdout == ""

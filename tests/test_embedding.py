@@ -80,6 +80,23 @@ def test_a_second_pass_over_the_same_windows_encodes_nothing(landsat, tmp_path, 
     assert np.array_equal(first.distance, again.distance, equal_nan=True)
 
 
+def test_a_second_pass_reads_only_the_windows_that_hold_wanted_tiles(landsat, tmp_path, monkeypatch):
+    source, grid, encoder, centroids = landsat
+    task = grid.task_tiles(grid.tasks[0])[0]
+    window, positions, *_ = next(task.iter_windows())
+    reads, events = [], []
+    real_read = window_module.read_for_scoring
+    monkeypatch.setattr(window_module, "read_for_scoring", lambda src, w: reads.append(w) or real_read(src, w))
+    columns = TileColumns.empty(grid.size)
+    run_pass(grid, [source_scaling(source)], _spec(grid, encoder, tmp_path / "cache"), columns, encoder, centroids,
+             wanted=positions[:1], on_progress=lambda stage, done, total: events.append((stage, done, total)))
+    assert [str(w) for w in reads] == [str(window)]  # the task's other windows are not decoded
+    assert columns.cluster[positions[0]] >= 0 and (np.delete(columns.cluster, positions[0]) < 0).all()
+    # progress counts the tiles of the tasks the pass visits, to the last one
+    size = task.positions.size
+    assert events[0] == ("encoding", 0, size) and events[-1] == ("encoding", size, size)
+
+
 def test_the_bank_rule_reads_each_window_once_and_the_papers_twice(tmp_path, monkeypatch):
     bank = tmp_path / "bank"
     for cls in ("forest", "river", "agricultural"):

@@ -58,7 +58,7 @@ def json_progress(stage: str, done: int, total: int) -> None:
 class TqdmProgress:
     """A progress callback drawing one tqdm bar per stage on stderr (nothing when disabled)."""
 
-    UNITS = {"stage1": "window", "prior_bank": "image", "encoding": "tile", "export": "chip", "gallery": "tile"}
+    UNITS = {"stage1": "tile", "prior_bank": "image", "encoding": "tile", "export": "chip", "gallery": "tile"}
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled

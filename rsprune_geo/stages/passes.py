@@ -61,16 +61,21 @@ def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns
     encoded tile's cluster and distance, and its vectors through ``on_vectors(positions,
     vectors)`` when ``spec.vectors``. Locally, ``scheduler`` says how: reader threads with the
     encoder on this thread (``threads``), whole tasks in processes (``processes``), or everything
-    in this thread (``sync``). Progress: ``stage1`` by task in a first pass, ``encoding`` by task
-    in a second."""
+    in this thread (``sync``). Progress: ``stage1`` in a first pass, ``encoding`` in a second, in
+    tiles, as each task finishes."""
     scheduler = Scheduler.parse(scheduler, "scheduler")
-    tasks = grid.tasks
+    tasks, total = grid.tasks, grid.count
     if wanted is not None:
         owner = np.zeros(grid.size, dtype=bool)
         owner[wanted] = True
-        tasks = [t for t in tasks if owner[grid.task_positions(t)].any()]
+        tasks, total = [], 0
+        for task in grid.tasks:
+            positions = grid.task_positions(task)
+            if owner[positions].any():
+                tasks.append(task)
+                total += positions.size
     stage = "stage1" if wanted is None else "encoding"
-    on_progress(stage, 0, len(tasks))
+    on_progress(stage, 0, total)
     done = 0
     if client is not None:
         works = _on_cluster(grid, tasks, scalings, spec, encoder, centroids, client, wanted)
@@ -80,11 +85,12 @@ def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns
         works = _in_processes(grid, tasks, scalings, spec, encoder, centroids, wanted,
                               processes=scheduler is Scheduler.PROCESSES)
     for item in works:
-        if item is None:  # a task finished
-            done += 1
-            on_progress(stage, done, len(tasks))
+        if item is None:  # a task finished: its tiles counted (a task of chips holds many windows)
+            on_progress(stage, done, total)
             continue
         _gather(item, columns, first=wanted is None, on_vectors=on_vectors)
+        done += item.positions.size
+    on_progress(stage, done, total)  # a task's end can be told before its last windows are encoded
 
 
 def _gather(work: WindowWork, columns: TileColumns, first: bool,

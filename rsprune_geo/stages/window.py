@@ -103,9 +103,14 @@ def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np
                   cache: EmbeddingCache | None) -> Iterator[tuple[WindowWork, dict[str, Any] | None]]:
     """One source's windows of a task: each window's work and (a first pass) its tile rows."""
     for window, positions, row_off, col_off in tiles.iter_windows():
+        n = positions.size
+        if wanted is not None and not np.isin(positions, wanted).any():  # a second pass: nothing to encode here
+            nothing = np.zeros(n, np.uint8)
+            yield WindowWork(positions, nothing, nothing, np.zeros(n), np.full((n, 2), -1, dtype=np.int32),
+                             np.zeros(0, dtype=np.int64), tiles.source.fingerprint), None
+            continue
         data, valid, use_nodata, nodata = read_for_scoring(tiles.source, window)
         rows_in, cols_in = row_off - int(window.row_off), col_off - int(window.col_off)
-        n = positions.size
         if wanted is None:
             scores = score_window(data, valid, use_nodata, nodata, scaling, rows_in, cols_in,
                                   np.full(n, tiles.height), np.full(n, tiles.width))
