@@ -89,7 +89,7 @@ class RunResult:
                 f"stage 2: encoder {st2.encoder} (runtime {st2.encoder_runtime}), {st2.n_centroids} centroids over "
                 f"{st2.n_classes} scenes, {st2.clustering} clustering, quotas by {st2.quota_by}, budget {st2.budget}"
             )
-            if len(st2.prior_bank) == 1 and st2.prior_bank[0].endswith(".rsbank"):
+            if st2.prior_bank_profile or (len(st2.prior_bank) == 1 and st2.prior_bank[0].endswith(".rsbank")):
                 lines.append(f"prior bank: the profile {os.path.basename(st2.prior_bank[0])} "
                              f"({st2.prior_bank_images} images, {st2.n_classes} scenes)")
             if st2.extends:

@@ -256,6 +256,7 @@ class Stage2Record(RecordPart):
     weights: str | None = None
     prior_bank: list[str] = field(default_factory=list)
     prior_bank_fingerprint: str = ""
+    prior_bank_profile: bool = False
     prior_bank_images: int = 0
     n_classes: int = 0
     n_centroids: int = 0

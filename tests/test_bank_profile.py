@@ -64,6 +64,23 @@ def test_a_profile_selects_what_its_folder_selects(small_bank, tmp_path, raster)
     assert s2.bank_images_per_class == s1.bank_images_per_class and s2.bank_gsd == 0.3
 
 
+def test_a_profile_of_any_name_is_told_as_a_profile(small_bank, tmp_path):
+    """A profile is any file (``.rsbank`` is only the habit): the record says it was one, and the
+    summary names it, also when the run is read back."""
+    from rsprune_geo.runfile import read_run
+
+    renamed = tmp_path / "five-classes.bank"
+    renamed.write_bytes(small_bank["profile"].read_bytes())
+    result = rsprune_geo.run([shared(PIX4D)], tmp_path / "o.gpkg", tile_size=64, keep=0.15,
+                             prior_bank=(str(renamed),), cache_dir=str(small_bank["cache"]))
+    assert result.record.stage2.prior_bank_profile
+    assert "prior bank: the profile five-classes.bank (100 images, 5 scenes)" in result.summary()
+    _, record = read_run(tmp_path / "o.gpkg")
+    assert record.stage2.prior_bank_profile and not rsprune_geo.run(
+        [shared(PIX4D)], tile_size=64, keep=0.15, prior_bank=(str(small_bank["folder"]),),
+        cache_dir=str(small_bank["cache"])).record.stage2.prior_bank_profile
+
+
 def test_profile_entropies_are_the_folders_at_every_scale(small_bank):
     profile = load_profile(small_bank["profile"])
     bank = find_prior_bank([small_bank["folder"]])

@@ -311,7 +311,8 @@ def _record(options: Stage2Options, model: Stage2Model, budget: Budget, candidat
     return Stage2Record(
         encoder=encoder.name, encoder_key=encoder.cache_key, encoder_runtime=str(encoder.runtime),
         onnxruntime=onnxruntime_version(), weights=options.weights, prior_bank=bank.roots,
-        prior_bank_fingerprint=bank.fingerprint, prior_bank_images=len(bank), n_classes=len(bank.classes),
+        prior_bank_fingerprint=bank.fingerprint, prior_bank_profile=isinstance(bank, BankProfile),
+        prior_bank_images=len(bank), n_classes=len(bank.classes),
         n_centroids=len(centroids), bank_images_per_class=bank.class_counts(),
         bank_samples=options.centroids.bank_samples, bank_gsd=bank.gsd,
         centroids_per_class={str(c): int(n) for c, n in zip(*np.unique(centroids.labels, return_counts=True))},

@@ -91,9 +91,9 @@ def window_works(task: Sequence[TaskTiles], scalings: Sequence[Scaling], spec: P
     rows: list[dict[str, Any]] = []
     cache = EmbeddingCache(spec.cache_root, spec.encoder_key) if spec.encode is not Encode.NONE else None
     for tiles, scaling in zip(task, scalings, strict=True):
-        for work, frame in _source_works(tiles, scaling, spec, wanted, cache):
-            if frame is not None:
-                rows.append(frame)
+        for work, window_rows in _source_works(tiles, scaling, spec, wanted, cache):
+            if window_rows is not None:
+                rows.append(window_rows)
             yield work
     if rows and spec.folder is not None:
         write_part(spec.folder, task[0].part, _frame(rows), spec.crs)
@@ -130,9 +130,8 @@ def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np
             if work.vectors is None:
                 work.images = _resized(data, scaling, rows_in[work.encode], cols_in[work.encode], tiles,
                                        spec.input_size)
-        frame = (_rows(tiles, row_off, col_off, scores, status, reason, footprints, cells, spec)
-                 if footprints is not None else None)
-        yield work, frame
+        yield work, (_rows(tiles, row_off, col_off, scores, status, reason, footprints, cells, spec)
+                     if footprints is not None else None)
 
 
 def _to_encode(status: np.ndarray, what: Encode) -> np.ndarray:
