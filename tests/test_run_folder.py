@@ -32,9 +32,11 @@ def runs(tmp_path_factory):
     inputs = [shared(p) for p in NAIP]
     options = dict(tile_size=128, keep=0.3, prior_bank=(str(bank),), encoder="rcf-empirical",
                    cache_dir=str(root / "cache"), group_px=256)
-    gpkg = rsprune_geo.run(inputs, root / "run.gpkg", **options)
-    folder = rsprune_geo.run(inputs, root / "run", **options)
-    parts_only = rsprune_geo.run(inputs, root / "parts-only", gpkg_max_tiles=0, **options)
+    with pytest.MonkeyPatch.context() as patch:  # a task per row band: several parts to read back
+        patch.setattr("rsprune_geo.reading.grid.TASK_MIN_TILES", 1)
+        gpkg = rsprune_geo.run(inputs, root / "run.gpkg", **options)
+        folder = rsprune_geo.run(inputs, root / "run", **options)
+        parts_only = rsprune_geo.run(inputs, root / "parts-only", gpkg_max_tiles=0, **options)
     return {"root": root, "gpkg": gpkg, "folder": folder, "parts_only": parts_only, "options": options,
             "inputs": inputs}
 
