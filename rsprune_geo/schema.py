@@ -413,12 +413,28 @@ class RunRecord:
         """The paths of the run's inputs, in order."""
         return [item["path"] for item in self.inputs]
 
+    def has_input(self, path: str) -> bool:
+        """Whether ``path`` is one of the run's inputs."""
+        return path in self._inputs_by_path()
+
     def input(self, path: str) -> dict[str, Any]:
         """The record of one input by path."""
-        for item in self.inputs:
-            if item["path"] == path:
-                return item
-        raise KeyError(path)
+        return self._inputs_by_path()[path]
+
+    def _inputs_by_path(self) -> dict[str, dict[str, Any]]:
+        """The inputs by path, indexed once (a folder of chips is a run of a million inputs, and
+        exports and loaders look each of theirs up); indexed again if ``inputs`` is replaced."""
+        cached = self.__dict__.get("_by_path")
+        if cached is None or cached[0] is not self.inputs or cached[1] != len(self.inputs):
+            index: dict[str, dict[str, Any]] = {}
+            for item in self.inputs:
+                index.setdefault(item["path"], item)
+            cached = self.__dict__["_by_path"] = (self.inputs, len(self.inputs), index)
+        return cached[2]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the index of its inputs (rebuilt where it is needed)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_by_path"}
 
     def source(self, path: str, check: bool = False) -> tuple[RasterSource, Scaling]:
         """Reopen the input ``path`` with the run's bands and grey-level stretch; with ``check``,

@@ -3,7 +3,7 @@ progress and logging; the faces are built from them and the import graph keeps i
 
 import ast
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,20 @@ def test_run_record_writes_reads_and_rebuilds_the_run(tmp_path):
     source, scaling = record.source(record.input_paths[0], check=True)
     assert source.bands == (3, 2, 1) and scaling.identity
     assert list(record.sources()) == record.input_paths and len(tiles) == len(result.tiles)
+
+
+def test_run_record_looks_inputs_up_by_path_through_an_index_kept_with_its_inputs():
+    import pickle
+
+    record = RunRecord(inputs=[{"path": f"/chips/{k}.png", "k": k} for k in range(50_000)])
+    assert record.has_input("/chips/49999.png") and not record.has_input("/chips/x.png")
+    assert record.input("/chips/123.png")["k"] == 123
+    with pytest.raises(KeyError):
+        record.input("/chips/x.png")
+    record.inputs = [{"path": "/other.tif", "k": -1}]  # replaced: indexed again
+    assert record.input("/other.tif")["k"] == -1 and not record.has_input("/chips/123.png")
+    assert "_by_path" not in pickle.loads(pickle.dumps(record)).__dict__ and "_by_path" not in record.to_dict()
+    assert replace(record, run_id="x").input("/other.tif")["k"] == -1
 
 
 # --- encoders by name -------------------------------------------------------------------------

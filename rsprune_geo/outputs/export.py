@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import tempfile
@@ -141,12 +142,13 @@ def export_chips(
     for leftover in folder.glob("**/.*.tmp"):  # a chip half-written by an interrupted export
         leftover.unlink()
     rows, written, skipped = [], 0, 0
-    for path, part in chosen.groupby("source", sort=True):
-        if path not in record.input_paths:
+    ordered = chosen.sort_values("source", kind="stable").itertuples()  # one pass: a source a tile in chip folders
+    for path, part in itertools.groupby(ordered, key=lambda tile: tile.source):
+        if not record.has_input(path):
             raise InputError(f"{run_file}: source {path} is not in the run's inputs")
         source, scaling = record.source(path, check=True)
         with source.open() as src:
-            for tile in part.itertuples():
+            for tile in part:
                 name = f"{tile.scene}/{tile.tile_id}.{fmt}" if by_scene else f"{tile.tile_id}.{fmt}"
                 target = folder / name
                 target.parent.mkdir(exist_ok=True)

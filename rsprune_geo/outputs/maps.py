@@ -116,7 +116,7 @@ def _draw(ax, tiles: gpd.GeoDataFrame, rasters: Sequence[str], record: RunRecord
     """The rasters under the tiles' footprints, coloured by status, on ``ax``."""
     for raster in rasters:
         recorded = recorded_path(raster)
-        if record is not None and recorded in record.input_paths:
+        if record is not None and record.has_input(recorded):
             source, scaling = record.source(recorded)
         else:
             source = open_source(raster, allow_no_crs=True)
