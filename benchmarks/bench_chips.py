@@ -13,7 +13,11 @@ whole command, start-up included, timed REPEATS times (min / median / max):
   ``TASK_MIN_TILES`` tiles, so the tile table has a few parts, not one per chip;
 - the same with a task per chip (``TASK_MIN_TILES = 1``: how runs planned chips before), once;
 - what the driver holds a chip before any pixel is read: the growth of this process's resident
-  memory over scanning the folder and planning its grid (a source and a grid object per chip).
+  memory over scanning the folder and planning its grid (a source and a grid object per chip);
+- what a whole run holds a chip at its peak: the run's peak resident memory (``ru_maxrss``) over
+  SMALL chips of 32 px cut from the same mosaic (ten sub-folders), on one sub-folder and on all of
+  them, the difference over the chips between (small chips, so that what grows with the number of
+  chips is not hidden by what grows with their pixels).
 
 Writes benchmarks/results/chips.json and chips.md. Run with `make bench`.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +40,7 @@ from bench_real import DATA, RESULTS, RSPRUNE, build_mosaic, command_times, enco
 
 CHIPS = 2048
 SIZE = 256
+SMALL = 20_000
 REPEATS = 3
 READ = """
 import sys
@@ -48,6 +54,11 @@ def read(path):
         return src.read().sum()
 with ThreadPoolExecutor(%d) as pool:
     list(pool.map(read, sorted(Path(sys.argv[1]).rglob("*.png"))))
+"""
+PEAK = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 APART = """
 import sys
@@ -109,6 +120,34 @@ def driver_bytes_a_chip(folder: Path) -> float:
     return grown * 1024 / CHIPS
 
 
+def build_small_chips(folder: Path) -> Path:
+    """SMALL chips of 32 px cut from the real mosaic, in ten sub-folders, as PNG."""
+    import rasterio
+    from PIL import Image
+    from rasterio.windows import Window
+
+    if folder.exists():
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with rasterio.open(build_mosaic(DATA / "real-mosaic.tif")) as src:
+        side = 32
+        block = src.read(window=Window(0, 0, 150 * side, 150 * side)).transpose(1, 2, 0)
+    for k in range(SMALL):
+        r, c = divmod(k, 150)
+        target = tmp / f"group{k % 10}" / f"chip{k:06d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(block[r * side:(r + 1) * side, c * side:(c + 1) * side])).save(target)
+    os.replace(tmp, folder)
+    return folder
+
+
+def run_peak(args: list[str]) -> int:
+    """Peak resident memory (bytes) of one whole command."""
+    done = subprocess.run([sys.executable, "-c", PEAK, *args], check=True, capture_output=True, text=True)
+    return int(done.stdout.split()[-1]) * 1024
+
+
 def main() -> None:
     from rsprune_geo.runfile import read_run
 
@@ -130,6 +169,12 @@ def main() -> None:
         tiles, record = read_run(out)
         apart = command_times([sys.executable, "-c", APART, *args], before=fresh, repeats=1)
         parts_apart = len(list((out / "tiles").glob("part-*.parquet")))
+        small = build_small_chips(DATA / f"small-chips-{SMALL}")
+        peaks = {}
+        for name, where in (("part", small / "group0"), ("whole", small)):
+            fresh()
+            peaks[name] = (run_peak([RSPRUNE, *args[:2], str(where), *args[3:]]), len(list(where.rglob("*.png"))))
+        run_bytes = (peaks["whole"][0] - peaks["part"][0]) / (peaks["whole"][1] - peaks["part"][1])
         batches, rate = encoder_probe(record, cache, n_images=CHIPS)
         encoder = max(rate(batch) for batch in batches for _ in range(REPEATS))
     finally:
@@ -139,7 +184,9 @@ def main() -> None:
     result = {"chips": CHIPS, "size": SIZE, "cores": os.cpu_count(), "floor_read": summary(read),
               "encoder_images_per_s": encoder, "encoded": encoded, "joined": summary(joined),
               "parts_joined": parts_joined, "apart": summary(apart), "parts_apart": parts_apart,
-              "floor_s": floor, "driver_bytes_a_chip": held, "when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
+              "floor_s": floor, "driver_bytes_a_chip": held,
+              "run_peak_bytes_a_chip": run_bytes, "run_peaks": peaks,
+              "when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "chips.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "chips.md").write_text(report(result))
@@ -169,7 +216,10 @@ def report(r: dict) -> str:
             f"{r['apart']['median'] / r['floor_s']:.2f}×; {r['apart']['median'] * ms:.1f} ms a chip"),
         "",
         f"The driver holds about {r['driver_bytes_a_chip']:,.0f} bytes a chip once the folder is scanned and "
-        "its grid planned (a source and a grid object per chip), before any pixel is read.",
+        "its grid planned (a source and a grid object per chip), before any pixel is read; a whole run's peak "
+        f"grows by about {r['run_peak_bytes_a_chip']:,.0f} bytes a chip (32-px chips; {r['run_peaks']['part'][1]}: "
+        f"{r['run_peaks']['part'][0] / 2**20:.0f} MiB, {r['run_peaks']['whole'][1]}: "
+        f"{r['run_peaks']['whole'][0] / 2**20:.0f} MiB).",
         "",
     ])
 
