@@ -104,30 +104,27 @@ def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np
     """One source's windows of a task: each window's work and (a first pass) its tile rows."""
     for window, positions, row_off, col_off in tiles.iter_windows():
         n = positions.size
-        if wanted is not None and not np.isin(positions, wanted).any():  # a second pass: nothing to encode here
-            nothing = np.zeros(n, np.uint8)
-            yield WindowWork(positions, nothing, nothing, np.zeros(n), np.full((n, 2), -1, dtype=np.int32),
-                             np.zeros(0, dtype=np.int64), tiles.source.fingerprint), None
-            continue
-        data, valid, use_nodata, nodata = read_for_scoring(tiles.source, window)
         rows_in, cols_in = row_off - int(window.row_off), col_off - int(window.col_off)
+        data = None
         if wanted is None:
+            data, valid, use_nodata, nodata = read_for_scoring(tiles.source, window)
             scores = score_window(data, valid, use_nodata, nodata, scaling, rows_in, cols_in,
                                   np.full(n, tiles.height), np.full(n, tiles.width))
             status, reason = stage1_codes(scores["entropy"], scores["nodata_fraction"], spec.max_nodata,
                                           spec.entropy_min, spec.floor)
-            encode = _to_encode(status, spec.encode)
-            entropy = scores["entropy"]
-        else:
+            encode, entropy = _to_encode(status, spec.encode), scores["entropy"]
+            footprints, cells = _footprints(tiles, row_off, col_off, spec)
+        else:  # a second pass: nothing scored; the window is read only for tiles it must encode
             status, reason = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
             encode, entropy, scores = np.isin(positions, wanted), np.zeros(n), {}
-        footprints, cells = (_footprints(tiles, row_off, col_off, spec) if wanted is None
-                             else (None, np.full((n, 2), -1, dtype=np.int32)))
+            footprints, cells = None, np.full((n, 2), -1, dtype=np.int32)
         work = WindowWork(positions, status, reason, entropy, cells, np.flatnonzero(encode), tiles.source.fingerprint)
         if work.encode.size:
             work.ids = tiles.tile_ids(row_off[work.encode], col_off[work.encode])
             work.vectors = cache.load(tiles.source.fingerprint, work.ids) if cache is not None else None
             if work.vectors is None:
+                if data is None:
+                    data = read_for_scoring(tiles.source, window)[0]
                 work.images = _resized(data, scaling, rows_in[work.encode], cols_in[work.encode], tiles,
                                        spec.input_size)
         yield work, (_rows(tiles, row_off, col_off, scores, status, reason, footprints, cells, spec)
