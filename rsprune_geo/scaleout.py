@@ -82,7 +82,9 @@ def map_tasks(func: Callable[..., Any], tasks: Iterable[tuple], client: Any | No
     """
     broadcast = broadcast or {}
     if client is not None:
-        shared = {key: client.scatter(value, broadcast=True) for key, value in broadcast.items()}
+        # a fresh key for each value (hash=False): a value scattered again under the key of one just
+        # released (the same spec in the next pass) can have its tasks cancelled (dask/distributed#3703)
+        shared = {key: client.scatter(value, broadcast=True, hash=False) for key, value in broadcast.items()}
         workers = max(1, len(client.scheduler_info().get("workers", {})))
 
         def submit(task: tuple) -> Any:

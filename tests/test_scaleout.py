@@ -206,3 +206,23 @@ def test_the_drivers_dask_connections_keep_no_backlog_of_task_arguments():
         log = client.scheduler_comm.recent_message_log
         assert log.maxlen == MESSAGE_LOG_LENGTH and len(log) <= MESSAGE_LOG_LENGTH
     assert dask.config.get("distributed.admin.low-level-log-length") == 1000  # Dask's own, outside the run
+
+
+def _plus_first(x: int, value) -> int:
+    return x + int(value[0])
+
+
+def test_the_same_value_broadcast_pass_after_pass_never_cancels_a_task():
+    """A run broadcasts the same values (its pass spec, its write-back context) in one pass after
+    another; scattered under a key derived from the value, a value sent again as the previous
+    pass released it had its tasks cancelled (about a third of 60 tries, dask/distributed#3703)."""
+    import numpy as np
+
+    from rsprune_geo.scaleout import dask_client, map_tasks
+
+    with dask_client(workers=2) as client:
+        for i in range(30):
+            value = np.arange(1, 4) * (i % 2 + 1)
+            for _ in range(2):
+                got = dict(map_tasks(_plus_first, [(k,) for k in range(8)], client, broadcast={"value": value}))
+                assert got == {k: k + i % 2 + 1 for k in range(8)}
