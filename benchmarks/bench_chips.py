@@ -15,9 +15,11 @@ whole command, start-up included, timed REPEATS times (min / median / max):
 - what the driver holds a chip before any pixel is read: the growth of this process's resident
   memory over scanning the folder and planning its grid (a source and a grid object per chip);
 - what a whole run holds a chip at its peak: the run's peak resident memory (``ru_maxrss``) over
-  SMALL chips of 32 px cut from the same mosaic (ten sub-folders), on one sub-folder and on all of
-  them, the difference over the chips between (small chips, so that what grows with the number of
-  chips is not hidden by what grows with their pixels).
+  SMALL chips of 32 px cut from the same mosaic (ten sub-folders), on half the sub-folders and on
+  all of them, the difference over the chips between (small chips, so that what grows with the
+  number of chips is not hidden by what grows with their pixels; half, not one sub-folder, so that
+  what a run's first few thousand chips fill once, the encoder's arena and the readers' memory
+  pools, is in both and cancels).
 
 Writes benchmarks/results/chips.json and chips.md. Run with `make bench`.
 """
@@ -171,9 +173,11 @@ def main() -> None:
         parts_apart = len(list((out / "tiles").glob("part-*.parquet")))
         small = build_small_chips(DATA / f"small-chips-{SMALL}")
         peaks = {}
-        for name, where in (("part", small / "group0"), ("whole", small)):
+        half = [small / f"group{k}" for k in range(5)]
+        for name, where in (("part", half), ("whole", [small])):
             fresh()
-            peaks[name] = (run_peak([RSPRUNE, *args[:2], str(where), *args[3:]]), len(list(where.rglob("*.png"))))
+            peaks[name] = (run_peak([RSPRUNE, *args[:2], *map(str, where), *args[3:]]),
+                           sum(len(list(w.rglob("*.png"))) for w in where))
         run_bytes = (peaks["whole"][0] - peaks["part"][0]) / (peaks["whole"][1] - peaks["part"][1])
         batches, rate = encoder_probe(record, cache, n_images=CHIPS)
         encoder = max(rate(batch) for batch in batches for _ in range(REPEATS))

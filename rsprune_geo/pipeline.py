@@ -215,6 +215,36 @@ def dates_and_ground(grid: RunGrid, crs: CRS | None, date_pattern: str | None = 
     return tuple(np.datetime64(str(d)) if not np.isnat(d) else np.datetime64("NaT") for d, _ in found), record
 
 
+def input_entries(sources: Sequence[RasterSource], scalings: Sequence[Scaling]) -> list[dict[str, Any]]:
+    """The record's entry of each input: path, fingerprint, key, CRS, size, bands, mask, stretch.
+    A value the previous source holds as the same object (a folder of chips shares its CRS,
+    bands and stretch: :func:`~rsprune_geo.reading.sources.scan_sources`) is written once and
+    shared by the entries."""
+    out: list[dict[str, Any]] = []
+    held: dict[str, tuple[Any, Any]] = {}  # field -> (the source's object, the entry's value)
+
+    def shared(name: str, value: Any, convert) -> Any:
+        if name not in held or held[name][0] is not value:
+            held[name] = (value, convert(value))
+        return held[name][1]
+
+    for s, sc in zip(sources, scalings):
+        out.append({
+            "path": redact(s.path),
+            "fingerprint": s.fingerprint,
+            "key": s.key,
+            "crs": shared("crs", s.crs, lambda crs: crs.to_string() if crs is not None else None),
+            "width": s.width,
+            "height": s.height,
+            "dtype": s.dtype,
+            "bands": shared("bands", s.bands, list),
+            "mask": s.mask_mode,
+            "scaling": shared("scaling", sc, lambda sc: None if sc.identity else {"low": list(sc.low or ()),
+                                                                                  "high": list(sc.high or ())}),
+        })
+    return out
+
+
 def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], config: RunConfig, crs: CRS | None,
                 timings: dict[str, float], columns: TileColumns) -> RunRecord:
     """The :class:`RunRecord` of a run: parameters, versions, inputs with their stretch, counts."""
@@ -227,21 +257,7 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
         parameters={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         versions=package_versions(),
         crs=crs.to_string() if crs is not None else None,
-        inputs=[
-            {
-                "path": redact(s.path),
-                "fingerprint": s.fingerprint,
-                "key": s.key,
-                "crs": s.crs.to_string() if s.crs is not None else None,
-                "width": s.width,
-                "height": s.height,
-                "dtype": s.dtype,
-                "bands": list(s.bands),
-                "mask": s.mask_mode,
-                "scaling": None if sc.identity else {"low": list(sc.low or ()), "high": list(sc.high or ())},
-            }
-            for s, sc in zip(sources, scalings)
-        ],
+        inputs=input_entries(sources, scalings),
         counts=columns.counts(),
         timings=dict(timings),
         seed=config.seed,

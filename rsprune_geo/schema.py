@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -295,10 +296,18 @@ class GroundRecord(RecordPart):
     cells: int = 0
     dates: dict[str, list[str | None]] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The part as JSON-able data, its ``dates`` (an item per input) shared, not copied."""
+        return {f.name: (value if f.name == "dates" else deepcopy(value))
+                for f in fields(self) for value in [getattr(self, f.name)]}
+
     def dated(self) -> list[str]:
         """The known dates of the inputs (ISO text)."""
         return [when for when, _ in self.dates.values() if when]
 
+
+#: The record's lists of plain JSON items, shared (not copied) by :meth:`RunRecord.to_dict`.
+_SHARED_LISTS = ("inputs", "skipped", "warnings")
 
 #: The record's file in a run folder.
 RUN_RECORD = "run.json"
@@ -342,8 +351,19 @@ class RunRecord:
         return stamp.strftime("%Y%m%dT%H%M%S.%fZ"), stamp.isoformat(timespec="seconds")
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as JSON-able data."""
-        return asdict(self)
+        """The record as JSON-able data. Its lists of plain items (``inputs``, ``skipped``,
+        ``warnings``) are the record's own, not copies: a folder of chips is a run of a million
+        inputs, and a deep copy of them doubled a run's peak as its record was written."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SHARED_LISTS:
+                out[f.name] = value
+            elif isinstance(value, RecordPart):
+                out[f.name] = value.to_dict()
+            else:
+                out[f.name] = deepcopy(value)
+        return out
 
     def to_table(self) -> pd.DataFrame:
         """The ``runs`` table row: scalars as they are, structures as JSON text."""
@@ -393,7 +413,8 @@ class RunRecord:
         """Write the record as a run folder's ``run.json`` (atomically)."""
         target = Path(folder) / RUN_RECORD
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True, default=str), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as fh:  # streamed: the text of a million inputs is never whole
+            json.dump(self.to_dict(), fh, indent=1, sort_keys=True, default=str)
         os.replace(tmp, target)
         return target
 

@@ -27,7 +27,7 @@ TASK_TILES = 4096
 TASK_MIN_TILES = 256
 
 
-@dataclass
+@dataclass(slots=True)
 class SourceGrid:
     """One source's tiles: a grid of ``rows`` × ``cols`` pixel offsets (tiles ``width`` ×
     ``height`` px), whose first tile is the run's position ``start``; ``present`` marks the
@@ -228,10 +228,11 @@ def plan_grid(sources: Sequence[RasterSource], tile_size: int, stride: int | Non
             raise InputError(f"{param('aoi')} needs georeferenced rasters (the inputs have no CRS)")
         area = read_aoi(aoi)
     grids, start = [], 0
+    origin = np.zeros(1, np.int64)  # a chip's one tile, its offsets held once for every chip
+    origin.flags.writeable = False
     for index, source in enumerate(sources):
         if chips:
-            grid = SourceGrid(source, index, np.zeros(1, np.int64), np.zeros(1, np.int64), source.width,
-                              source.height, chip=True)
+            grid = SourceGrid(source, index, origin, origin, source.width, source.height, chip=True)
         else:
             if EdgeMode.parse(edge, "edge") is EdgeMode.DROP and (tile_size > source.width or
                                                                   tile_size > source.height):

@@ -48,7 +48,8 @@ REDACTED = "REDACTED"
 def redact(text: str) -> str:
     """``text`` with the credentials of any URL in it replaced (user:password@, signed-URL and
     token query parameters), for records, logs and messages."""
-    return _SECRET_PARAMS.sub(rf"\1{REDACTED}", _USERINFO.sub(rf"\1{REDACTED}@", text))
+    out = _SECRET_PARAMS.sub(rf"\1{REDACTED}", _USERINFO.sub(rf"\1{REDACTED}@", text))
+    return text if out == text else out  # the same string, not a copy: a run records a million paths
 
 
 def has_credentials(path: str) -> bool:
@@ -137,6 +138,10 @@ class Scaling:
         return out
 
 
+#: The scaling of uint8 data (values used as they are), one object for every source that has it.
+IDENTITY = Scaling()
+
+
 def source_scaling(source: RasterSource, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
                    max_size: int = 1024) -> Scaling:
     """Robust per-band scaling of a non-uint8 source from its valid pixels' percentiles.
@@ -145,7 +150,7 @@ def source_scaling(source: RasterSource, percentiles: tuple[float, float] = DEFA
     cost does not grow with the mosaic's size. uint8 sources are left as they are.
     """
     if source.dtype == "uint8":
-        return Scaling()
+        return IDENTITY
     return Scaling.from_values(_valid_values(source, max_size), percentiles)
 
 
@@ -158,11 +163,11 @@ def run_scaling(sources: Sequence[RasterSource], percentiles: tuple[float, float
     """
     pooled = [s for s in sources if s.dtype != "uint8"]
     if not pooled:
-        return [Scaling() for _ in sources]
+        return [IDENTITY] * len(sources)
     samples = [_valid_values(s, max_size) for s in pooled]
     shared = Scaling.from_values(
         [np.concatenate([sample[i] for sample in samples]) for i in range(len(samples[0]))], percentiles)
-    return [Scaling() if s.dtype == "uint8" else shared for s in sources]
+    return [IDENTITY if s.dtype == "uint8" else shared for s in sources]
 
 
 def _valid_values(source: RasterSource, max_size: int) -> list[np.ndarray]:

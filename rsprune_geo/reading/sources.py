@@ -7,7 +7,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "f
 _GLOB_CHARS = set("*?[")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RasterSource:
     """What the pipeline needs to know of one raster, without holding it open.
 
@@ -262,6 +262,7 @@ def scan_sources(
             skipped.append({"path": p, "error": str(exc)})
     if not sources:
         raise first_error or InputError("no input raster given")
+    sources = _shared_values(sources)
     with_crs = [s for s in sources if s.crs is not None]
     if with_crs and len(with_crs) != len(sources):
         missing = next(s for s in sources if s.crs is None)
@@ -276,6 +277,23 @@ def scan_sources(
             "number of bands for every file"
         )
     return sources, skipped
+
+
+#: The fields of consecutive sources that are often equal (a folder of chips), held once.
+_SHAREABLE = ("dtype", "crs", "transform", "bands", "mask_mode", "block_shape", "overviews", "date_tags")
+
+
+def _shared_values(sources: list[RasterSource]) -> list[RasterSource]:
+    """The sources, each value equal to the previous source's (its CRS, transform, bands…) held
+    as the same object: a folder of a million chips holds one of each, not a million."""
+    out = sources[:1]
+    for source in sources[1:]:
+        previous = out[-1]
+        same = {name: getattr(previous, name) for name in _SHAREABLE
+                if getattr(previous, name) is not getattr(source, name)
+                and getattr(previous, name) == getattr(source, name)}
+        out.append(replace(source, **same) if same else source)
+    return out
 
 
 def open_lazy(source: RasterSource, tile_size: int = 256):
