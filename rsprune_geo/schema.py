@@ -62,7 +62,7 @@ _DESCRIPTIONS = {
     Status.NOT_SELECTED: "passed stage 1, beyond its cluster's quota",
     Status.DUPLICATE: "near-duplicate of a tile nearer its centroid",
     Status.LOW_INFORMATION: "under the stage-1 entropy floor or cut",
-    Status.NODATA: "nodata fraction over the limit",
+    Status.NODATA: "nodata fraction over the limit, or pixels that cannot be read",
 }
 
 #: Colour of each status by its string value (for code that holds plain strings).
@@ -102,6 +102,8 @@ class Reason(IntEnum):
     QUOTA = 7
     CELL_FULL = 8
     ENTROPY_TOP = 9
+    #: the window's pixels could not be read (a file truncated or corrupt, a server gone)
+    UNREADABLE = 10
     #: the tile keeps the reason it had (a re-selection that did not decide it again)
     UNCHANGED = 255
 
@@ -156,6 +158,8 @@ def reasons(codes: np.ndarray, context: ReasonContext, entropy: np.ndarray, noda
             out[i] = f"ground cell {cell} already holds {c.max_per_cell} kept tile(s){period} (max per cell)"
         elif code == Reason.ENTROPY_TOP:
             out[i] = f"entropy under the stage-1 cut (top {c.budget})"
+        elif code == Reason.UNREADABLE:
+            out[i] = "its pixels cannot be read (the file is truncated or corrupt: see the run's warnings)"
     return out
 
 #: The columns tiling produces, in order (the geometry follows).

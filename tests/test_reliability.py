@@ -274,3 +274,71 @@ def test_a_full_cache_disk_is_a_clear_error_and_leaves_no_partial_shard(demo_fil
     vec = list((cache / "embeddings").glob("*/*/shard-*.vec.npy"))
     ids = list((cache / "embeddings").glob("*/*/shard-*.ids.npy"))
     assert len(vec) == len(ids) and not list((cache / "embeddings").glob("*/*/.tmp-*"))
+
+
+def _with_a_damaged_block(source: str, target: Path, block: tuple[int, int]) -> Path:
+    """``source`` rewritten as a tiled, deflated GeoTIFF (blocks of 128 px) whose ``block`` (row,
+    column) holds zeros instead of its compressed bytes: its first and last pixels read, that
+    block does not."""
+    with rasterio.open(source) as src:
+        profile = dict(src.profile, driver="GTiff", tiled=True, blockxsize=128, blockysize=128, compress="deflate")
+        with rasterio.open(target, "w", **profile) as dst:
+            dst.write(src.read())
+    with rasterio.open(target) as src:
+        offset = int(src.get_tag_item(f"BLOCK_OFFSET_{block[1]}_{block[0]}", "TIFF", bidx=1))
+        size = int(src.get_tag_item(f"BLOCK_SIZE_{block[1]}_{block[0]}", "TIFF", bidx=1))
+    raw = bytearray(target.read_bytes())
+    raw[offset + 8 : offset + size - 8] = bytes(size - 16)
+    target.write_bytes(bytes(raw))
+    return target
+
+
+def test_a_damaged_block_makes_its_tile_nodata_not_the_run_fail(tmp_path):
+    real = shared("rasterio-tests/RGB.byte.tif")
+    intact = tmp_path / "intact.tif"
+    shutil.copy(real, intact)
+    damaged = _with_a_damaged_block(real, tmp_path / "damaged.tif", (2, 3))
+    with rasterio.open(damaged) as src:
+        src.read(1, window=rasterio.windows.Window(0, 0, 1, 1))  # what a scan checks still reads
+        with pytest.raises(rasterio.errors.RasterioIOError):
+            src.read(1, window=rasterio.windows.Window(3 * 128, 2 * 128, 128, 128))
+    proc = rsprune("run", damaged, "-o", tmp_path / "d", "--tile-size", "128")  # the shipped profile: bank rule
+    assert proc.returncode == 0, proc.stderr
+    assert "1 window(s) of 1 file(s) could not be read" in proc.stdout + proc.stderr
+    tiles, record = rsprune_geo.read_run(tmp_path / "d")
+    bad = tiles[tiles["reason"].str.contains("cannot be read")]
+    assert list(zip(bad["row_off"], bad["col_off"], bad["status"])) == [(256, 384, "nodata")]
+    assert any("damaged.tif" in w and "could not be read" in w for w in record.warnings)
+    good, _ = rsprune_geo.read_run(rsprune_geo.run([str(intact)], tmp_path / "i", tile_size=128,
+                                                   prior_bank="default").output)
+    others = tiles.drop(bad.index).set_index(["row_off", "col_off"])
+    same = good.set_index(["row_off", "col_off"]).loc[others.index]
+    assert np.allclose(others["entropy"], same["entropy"]) and (others["status"] == same["status"]).all()
+    strict = rsprune("run", damaged, "-o", tmp_path / "s", "--tile-size", "128", "--strict")
+    assert strict.returncode == 1 and "damaged.tif: reading failed" in strict.stderr
+    assert "Traceback" not in strict.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_window_is_read_again_tile_by_tile_only_while_its_file_still_answers(tmp_path):
+    from rsprune_geo.reading.grid import plan_grid
+    from rsprune_geo.reading.pixels import read_window
+    from rsprune_geo.reading.sources import open_source
+    from rsprune_geo.stages.window import _read_tolerant
+
+    damaged = _with_a_damaged_block(shared("rasterio-tests/RGB.byte.tif"), tmp_path / "damaged.tif", (1, 1))
+    source = open_source(str(damaged))
+    grid = plan_grid([source], 128, group_px=256)
+    tiles = grid.task_tiles(grid.tasks[0])[0]
+    window, _, row_off, col_off = next(w for w in tiles.iter_windows() if w[0].row_off == 0 and w[0].col_off == 0)
+    rows_in, cols_in = row_off - int(window.row_off), col_off - int(window.col_off)
+    (data, valid, _, _), unreadable, error = _read_tolerant(tiles, window, rows_in, cols_in, strict=False)
+    assert list(zip(row_off[unreadable], col_off[unreadable])) == [(128, 128)] and "damaged.tif" in error[1]
+    intact_data, intact_valid = read_window(open_source(shared("rasterio-tests/RGB.byte.tif")), window)
+    assert not valid[128:, 128:].any() and valid[:128].any()
+    assert np.array_equal(valid[:128], intact_valid[:128]) and np.array_equal(data[:, :128], intact_data[:, :128])
+    assert np.array_equal(data[:, 128:, :128], intact_data[:, 128:, :128])  # the others read as ever
+    with pytest.raises(InputError, match="damaged.tif"):
+        _read_tolerant(tiles, window, rows_in, cols_in, strict=True)
+    damaged.unlink()  # gone since it was scanned: the run stops, not a window of nodata after another
+    with pytest.raises(InputError, match="damaged.tif"):
+        _read_tolerant(tiles, window, rows_in, cols_in, strict=False)

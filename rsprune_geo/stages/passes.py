@@ -55,14 +55,15 @@ def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns
              encoder: Encoder | None = None, centroids: SceneCentroids | None = None, client: Any | None = None,
              on_progress: ProgressCallback = no_progress, wanted: np.ndarray | None = None,
              on_vectors: Callable[[np.ndarray, np.ndarray], None] | None = None,
-             scheduler: Scheduler | str = Scheduler.THREADS) -> None:
+             scheduler: Scheduler | str = Scheduler.THREADS) -> list[tuple[str, str]]:
     """Run every window task (or, with ``wanted``, a second pass encoding those positions) and
     gather the columns: stage 1's status, reason, entropy and ground cell (a first pass), each
     encoded tile's cluster and distance, and its vectors through ``on_vectors(positions,
     vectors)`` when ``spec.vectors``. Locally, ``scheduler`` says how: reader threads with the
     encoder on this thread (``threads``), whole tasks in processes (``processes``), or everything
     in this thread (``sync``). Progress: ``stage1`` in a first pass, ``encoding`` in a second, in
-    tiles, as each task finishes."""
+    tiles, as each task finishes. Returns the windows that could not be read, as ``(path,
+    message)`` (their tiles are ``nodata``; see :class:`PassSpec`'s ``strict``)."""
     scheduler = Scheduler.parse(scheduler, "scheduler")
     tasks, total = grid.tasks, grid.count
     if wanted is not None:
@@ -76,7 +77,7 @@ def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns
                 total += positions.size
     stage = "stage1" if wanted is None else "encoding"
     on_progress(stage, 0, total)
-    done = 0
+    done, unreadable = 0, []
     if client is not None:
         works = _on_cluster(grid, tasks, scalings, spec, encoder, centroids, client, wanted)
     elif scheduler is Scheduler.THREADS:
@@ -90,7 +91,10 @@ def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns
             continue
         _gather(item, columns, first=wanted is None, on_vectors=on_vectors)
         done += item.positions.size
+        if item.error is not None:
+            unreadable.append(item.error)
     on_progress(stage, done, total)  # a task's end can be told before its last windows are encoded
+    return unreadable
 
 
 def _gather(work: WindowWork, columns: TileColumns, first: bool,

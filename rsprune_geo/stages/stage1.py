@@ -18,7 +18,7 @@ from ..errors import InputError, param
 from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
 from ..progress import ProgressCallback, no_progress
 from ..reading.grid import GroundGrid, RunGrid
-from ..reading.pixels import Scaling, run_scaling, source_scaling
+from ..reading.pixels import Scaling, redact, run_scaling, source_scaling
 from ..reading.sources import RasterSource
 from ..schema import Stage1Record, Status
 from .bankprofile import Bank, BankProfile
@@ -52,6 +52,7 @@ class Stage1Options:
     chips: bool
     match_bank_scale: bool
     cache_dir: str | None
+    strict: bool = False
 
     @classmethod
     def from_config(cls, config: RunConfig) -> Stage1Options:
@@ -61,6 +62,7 @@ class Stage1Options:
             entropy_min=config.entropy_min, plausibility_z=config.plausibility_z, scaling=config.scaling,
             percentiles=config.percentiles, group_px=config.group_px,
             chips=config.chips, match_bank_scale=config.match_bank_scale, cache_dir=config.cache_dir,
+            strict=config.strict,
         )
 
 
@@ -100,6 +102,14 @@ class RunPlan:
     def sources(self) -> list[RasterSource]:
         """The run's sources, in order."""
         return [g.source for g in self.grid.sources]
+
+
+def unreadable_warning(errors: Sequence[tuple[str, str]]) -> str:
+    """The run's warning about windows whose pixels could not be read (their tiles are
+    ``nodata``): ``errors`` as ``(path, message)``, the message naming its file."""
+    files = len({path for path, _ in errors})
+    return (f"{len(errors)} window(s) of {files} file(s) could not be read, their tiles recorded as nodata "
+            f"({param('strict')} stops the run instead), e.g. {redact(errors[0][1])}")
 
 
 def tiles_pixel_size(sources: Sequence[RasterSource]) -> float | None:
@@ -204,12 +214,16 @@ def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank
                     encode=encoding.what if encoding is not None else Encode.NONE,
                     input_size=encoder.input_size if encoder is not None else 224,
                     encoder_key=encoder.cache_key if encoder is not None else "", cache_root=options.cache_dir,
-                    vectors=encoding is not None and encoding.on_vectors is not None, redact=plan.redact)
+                    vectors=encoding is not None and encoding.on_vectors is not None, redact=plan.redact,
+                    strict=options.strict)
     t0 = time.perf_counter()
-    run_pass(plan.grid, scalings, spec, columns, encoder, encoding.centroids if encoding is not None else None,
-             plan.client, on_progress, on_vectors=encoding.on_vectors if encoding is not None else None,
-             scheduler=plan.scheduler)
+    unreadable = run_pass(plan.grid, scalings, spec, columns, encoder,
+                          encoding.centroids if encoding is not None else None, plan.client, on_progress,
+                          on_vectors=encoding.on_vectors if encoding is not None else None, scheduler=plan.scheduler)
     timings["windows"] = time.perf_counter() - t0
+    if unreadable:
+        warnings.append(unreadable_warning(unreadable))
+        log.warning(warnings[-1])
     t0 = time.perf_counter()
     budget = options.budget.counted(columns.tiles_with_data())
     warnings += budget.notes()

@@ -16,12 +16,14 @@ import cv2
 import numpy as np
 import pandas as pd
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
+from ..errors import InputError
 from ..features.base import Encoder
 from ..features.cache import EmbeddingCache
 from ..reading.grid import GroundGrid, TaskTiles, cell_ids
-from ..reading.pixels import Scaling, redact
-from ..schema import ReasonContext, Status, reasons, status_code, status_names
+from ..reading.pixels import Scaling, read_window, redact
+from ..schema import Reason, ReasonContext, Status, reasons, status_code, status_names
 from ..tiletable import write_part
 from .clustering import SceneCentroids, assign_to_centroids
 from .information import read_for_scoring, score_window, stage1_codes
@@ -46,7 +48,8 @@ class PassSpec:
     ``crs`` and the ``ground`` grid; each source's ``dates``; stage 1's thresholds known before
     reading (``max_nodata``, ``entropy_min``, the bank's ``floor``); which tiles to ``encode``, at
     ``input_size``, cached under ``cache_root`` for the encoder ``encoder_key``; whether vectors
-    travel back (``vectors``); whether source paths are written without credentials (``redact``)."""
+    travel back (``vectors``); whether source paths are written without credentials (``redact``);
+    whether a window that cannot be read stops the run (``strict``) or its tiles are ``nodata``."""
 
     folder: str | None
     crs: CRS | None
@@ -61,12 +64,14 @@ class PassSpec:
     cache_root: str | None = None
     vectors: bool = False
     redact: bool = False
+    strict: bool = False
 
 
 @dataclass
 class WindowWork:
     """One window after reading: its tiles' positions and stage-1 columns, and for the tiles to
-    encode (``encode`` indexes ``positions``) their images, or their vectors when cached."""
+    encode (``encode`` indexes ``positions``) their images, or their vectors when cached; for a
+    window whose pixels could not be read, ``error`` (the source's path, the message)."""
 
     positions: np.ndarray
     status: np.ndarray
@@ -80,6 +85,7 @@ class WindowWork:
     vectors: np.ndarray | None = None
     cluster: np.ndarray | None = None
     distance: np.ndarray | None = None
+    error: tuple[str, str] | None = None
 
 
 def window_works(task: Sequence[TaskTiles], scalings: Sequence[Scaling], spec: PassSpec,
@@ -105,20 +111,23 @@ def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np
     for window, positions, row_off, col_off in tiles.iter_windows():
         n = positions.size
         rows_in, cols_in = row_off - int(window.row_off), col_off - int(window.col_off)
-        data = None
+        data, error = None, None
         if wanted is None:
-            data, valid, use_nodata, nodata = read_for_scoring(tiles.source, window)
+            (data, valid, use_nodata, nodata), unreadable, error = _read_tolerant(tiles, window, rows_in, cols_in,
+                                                                                  spec.strict)
             scores = score_window(data, valid, use_nodata, nodata, scaling, rows_in, cols_in,
                                   np.full(n, tiles.height), np.full(n, tiles.width))
             status, reason = stage1_codes(scores["entropy"], scores["nodata_fraction"], spec.max_nodata,
                                           spec.entropy_min, spec.floor)
+            status[unreadable], reason[unreadable] = status_code(Status.NODATA), Reason.UNREADABLE
             encode, entropy = _to_encode(status, spec.encode), scores["entropy"]
             footprints, cells = _footprints(tiles, row_off, col_off, spec)
         else:  # a second pass: nothing scored; the window is read only for tiles it must encode
             status, reason = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
             encode, entropy, scores = np.isin(positions, wanted), np.zeros(n), {}
             footprints, cells = None, np.full((n, 2), -1, dtype=np.int32)
-        work = WindowWork(positions, status, reason, entropy, cells, np.flatnonzero(encode), tiles.source.fingerprint)
+        work = WindowWork(positions, status, reason, entropy, cells, np.flatnonzero(encode), tiles.source.fingerprint,
+                          error=error)
         if work.encode.size:
             work.ids = tiles.tile_ids(row_off[work.encode], col_off[work.encode])
             work.vectors = cache.load(tiles.source.fingerprint, work.ids) if cache is not None else None
@@ -129,6 +138,40 @@ def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np
                                        spec.input_size)
         yield work, (_rows(tiles, row_off, col_off, scores, status, reason, footprints, cells, spec)
                      if footprints is not None else None)
+
+
+def _read_tolerant(tiles: TaskTiles, window: Window, rows_in: np.ndarray, cols_in: np.ndarray, strict: bool
+                   ) -> tuple[tuple[np.ndarray, np.ndarray, bool, float], np.ndarray, tuple[str, str] | None]:
+    """A window's pixels for scoring (:func:`~rsprune_geo.stages.information.read_for_scoring`),
+    which tiles could not be read, and the error. A window that fails to read (a damaged block
+    of a file, a server gone) is read again tile by tile: tiles that read are scored as ever, the
+    others' pixels are invalid (they are ``nodata``, for a reason that says so). A file that no
+    longer answers at all (gone, a server down) stops the run, as does any error with ``strict``."""
+    unreadable = np.zeros(rows_in.size, dtype=bool)
+    source = tiles.source
+    try:
+        return read_for_scoring(source, window), unreadable, None
+    except InputError as exc:
+        if strict:
+            raise
+        failure = exc
+    try:  # the pixel the scan read: a file that fails here is gone, not damaged in part
+        read_window(source, Window(0, 0, 1, 1))
+    except InputError:
+        raise failure from None
+    error = (source.path, str(failure))
+    data = np.zeros((len(source.bands), int(window.height), int(window.width)), dtype=source.dtype)
+    valid = np.zeros(data.shape[1:], dtype=bool)
+    for k, (r, c) in enumerate(zip(rows_in.tolist(), cols_in.tolist())):
+        try:
+            tile, tile_valid = read_window(source, Window(int(window.col_off) + c, int(window.row_off) + r,
+                                                          tiles.width, tiles.height))
+        except InputError:
+            unreadable[k] = True
+            continue
+        data[:, r : r + tiles.height, c : c + tiles.width] = tile
+        valid[r : r + tiles.height, c : c + tiles.width] = tile_valid
+    return (data, valid, False, 0.0), unreadable, error
 
 
 def _to_encode(status: np.ndarray, what: Encode) -> np.ndarray:
