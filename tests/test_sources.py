@@ -127,3 +127,50 @@ def test_open_lazy_is_chunked_on_tiles_and_matches_rasterio():
     with rasterio.open(src.path) as ds:
         expected = ds.read([1, 2, 3], window=Window(300, 200, 64, 64))
     assert np.array_equal(arr[:, 200:264, 300:364].values, expected)
+
+
+def _damaged_chips(folder):
+    """Real UC Merced chips, as PNG and JPEG, intact and damaged in the ways downloads are."""
+    import io
+
+    from PIL import Image
+
+    from .conftest import UCMERCED
+
+    folder.mkdir()
+    png = (UCMERCED / "beach" / "beach01.png").read_bytes()
+    buffer = io.BytesIO()
+    Image.open(UCMERCED / "beach" / "beach02.png").convert("RGB").save(buffer, "JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    middle = len(png) // 2
+    chips = {"intact.png": png, "cut.png": png[:middle], "flipped.png": png[:middle] + bytes([png[middle] ^ 0xFF])
+             + png[middle + 1:], "intact.jpg": jpeg, "cut.jpg": jpeg[: len(jpeg) // 2],
+             "trailing.jpg": jpeg + b"camera trailer"}
+    for name, data in chips.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def test_damaged_png_and_jpeg_chips_are_caught_at_the_scan_without_decoding_the_whole(tmp_path, monkeypatch):
+    from rsprune_geo.reading import sources as module
+
+    folder = _damaged_chips(tmp_path / "chips")
+    decoded = []
+    real_check = module._check_readable
+    real_read = rasterio.io.DatasetReader.read
+
+    def counting_check(src, path):
+        monkeypatch.setattr(rasterio.io.DatasetReader, "read",
+                            lambda self, *a, **k: decoded.append(os.path.basename(path)) or real_read(self, *a, **k))
+        try:
+            real_check(src, path)
+        finally:
+            monkeypatch.setattr(rasterio.io.DatasetReader, "read", real_read)
+
+    monkeypatch.setattr(module, "_check_readable", counting_check)
+    sources, skipped = module.scan_sources([str(folder)], chips=True)
+    assert sorted(os.path.basename(s.path) for s in sources) == ["intact.jpg", "intact.png", "trailing.jpg"]
+    assert {os.path.basename(s["path"]): "truncated or corrupt" in s["error"] for s in skipped} == {
+        "cut.jpg": True, "cut.png": True, "flipped.png": True}
+    # intact chips are not decoded to be checked; the others get the pixel reads, which decide
+    assert sorted(set(decoded)) == ["cut.jpg", "cut.png", "flipped.png", "trailing.jpg"]

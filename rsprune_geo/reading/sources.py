@@ -215,12 +215,38 @@ def open_source(
 
 
 def _check_readable(src: rasterio.io.DatasetReader, path: str) -> None:
-    """Read the first and last pixel: a truncated file fails here, not half way through a run."""
+    """Read the first and last pixel: a truncated file fails here, not half way through a run.
+
+    A PNG or JPEG (a chip) decodes whole to give any pixel, so a local one is checked without
+    decoding it, where that suffices: a PNG's chunks all whole with their checksums (Pillow's
+    ``verify``), a JPEG's end-of-image marker in place. One that fails that cheap check gets the
+    pixel reads, which give the error (or accept it: a valid file with trailing bytes)."""
+    if src.driver in ("PNG", "JPEG") and os.path.isfile(path) and _whole_without_decoding(path, src.driver):
+        return
     try:
         src.read(1, window=Window(0, 0, 1, 1))
         src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
     except RasterioIOError:
         raise InputError(f"{path}: the file is truncated or corrupt (its pixels cannot be read)") from None
+
+
+def _whole_without_decoding(path: str, driver: str) -> bool:
+    """Whether a local PNG's chunks are all whole (each checksum right, up to its end chunk), or
+    a local JPEG ends with its end-of-image marker; ``False`` when in doubt."""
+    if driver == "JPEG":
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(max(0, os.path.getsize(path) - 64))
+            tail = fh.read()
+        return head == b"\xff\xd8" and tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()  # walks a PNG's chunks and checks their CRCs, without decoding
+    except Exception:
+        return False
+    return True
 
 
 def open_sources(
