@@ -158,3 +158,18 @@ def test_tile_images_from_uint16_and_padded_windows():
     assert (imgs[1, -10:, -10:] == 0).all()  # outside the raster
     grey = to_rgb8(np.full((1, 4, 4), 7, dtype=np.uint8), Scaling())
     assert grey.shape == (4, 4, 3) and (grey == 7).all()
+
+
+def test_a_pack_holds_many_small_windows_vectors_as_one_shard_a_batch(tmp_path):
+    cache = EmbeddingCache(tmp_path, "enc-1")
+    vectors = np.eye(4, dtype=np.float32)
+    cache.store_pack("task-a", ["fp1/a", "fp2/b"], vectors[:2])
+    cache.store_pack("task-a", ["fp3/c"], vectors[2:3])  # a later batch of the same task
+    found = EmbeddingCache(tmp_path, "enc-1").load_pack("task-a")
+    assert sorted(found) == ["fp1/a", "fp2/b", "fp3/c"] and np.array_equal(found["fp3/c"], vectors[2])
+    assert len(list((tmp_path / "embeddings" / "enc-1" / "packs" / "task-a").iterdir())) == 4  # 2 shards x 2
+    assert EmbeddingCache(tmp_path, "enc-1").load_pack("task-b") == {}
+    assert EmbeddingCache(tmp_path, "enc-2").load_pack("task-a") == {}  # another encoder
+    shard = sorted((tmp_path / "embeddings" / "enc-1" / "packs" / "task-a").glob("shard-*.vec.npy"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])  # cut short: that batch is dropped, the other kept
+    assert 0 < len(EmbeddingCache(tmp_path, "enc-1").load_pack("task-a")) < 3 and not shard.exists()

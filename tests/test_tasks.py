@@ -47,3 +47,22 @@ def test_chips_joined_into_one_part_give_the_same_tile_table(tmp_path, monkeypat
     a, b = (pd.DataFrame(r.tiles.drop(columns="geometry")) for r in (joined, apart))
     pd.testing.assert_frame_equal(a, b)
     assert joined.tiles.geometry.equals(apart.tiles.geometry)
+
+
+def test_a_folder_of_chips_caches_its_embeddings_in_packs_that_a_rerun_reads(tmp_path, monkeypatch):
+    from rsprune_geo.features.cache import EmbeddingCache
+
+    chips = [str(UCMERCED / name / "*.png") for name in ("agricultural", "beach", "forest")]
+    options = dict(chips=True, keep=0.2, prior_bank="default", cache_dir=str(tmp_path / "cache"))
+    first = rsprune_geo.run(chips, tmp_path / "first", **options)
+    files = [p for p in (tmp_path / "cache" / "embeddings").rglob("*") if p.is_file()]
+    assert files and all("packs" in p.parts for p in files)
+    assert 4 * len(files) < (first.tiles["cluster"] >= 0).sum()  # two files a batch, not two a chip
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a rerun encoded a chip again")
+
+    monkeypatch.setattr(EmbeddingCache, "store_pack", refuse)
+    again = rsprune_geo.run(chips, tmp_path / "again", **options)
+    pd.testing.assert_frame_equal(pd.DataFrame(first.tiles.drop(columns="geometry")),
+                                  pd.DataFrame(again.tiles.drop(columns="geometry")))

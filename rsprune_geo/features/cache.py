@@ -53,6 +53,10 @@ class EmbeddingCache:
     counts only once both are whole. An interrupted run keeps every finished batch; a damaged
     shard is dropped and recomputed. A changed input file has a new fingerprint, so its stale
     vectors are never used. Nothing is held in memory beyond one shard's ids.
+
+    Windows of a tile each (a folder's chips) are kept in packs instead (:meth:`store_pack`,
+    :meth:`load_pack`): a shard a batch under ``packs/<task>/``, keyed by fingerprint and tile id,
+    so a million chips make thousands of files, not two million.
     """
 
     def __init__(self, root: str | os.PathLike | None, encoder_key: str):
@@ -134,11 +138,43 @@ class EmbeddingCache:
         an :class:`~rsprune_geo.errors.OutputError` and leaves no partial shard."""
         if not tile_ids:
             return
-        ids_path, vec = self._shard_paths(fingerprint, tile_ids)
+        self._save(*self._shard_paths(fingerprint, tile_ids), tile_ids, vectors)
+
+    def load_pack(self, pack: str) -> dict[str, np.ndarray]:
+        """The vectors a pack holds, by the keys they were stored under (:meth:`store_pack`);
+        a damaged shard of it is dropped."""
+        folder = self.dir / "packs" / pack
+        found: dict[str, np.ndarray] = {}
+        for ids_path in sorted(folder.glob("shard-*.ids.npy")) if folder.is_dir() else []:
+            vec_path = ids_path.with_name(ids_path.name.replace(".ids.npy", ".vec.npy"))
+            try:
+                keys = np.load(ids_path, allow_pickle=False).tolist()
+                vectors = np.load(vec_path, allow_pickle=False)
+                if vectors.ndim != 2 or vectors.shape[0] != len(keys):
+                    raise ValueError("shape")
+            except Exception:
+                ids_path.unlink(missing_ok=True)
+                vec_path.unlink(missing_ok=True)
+                continue
+            found.update(zip(keys, vectors))
+        return found
+
+    def store_pack(self, pack: str, keys: list[str], vectors: np.ndarray) -> None:
+        """Add vectors to a pack: the vectors of many small windows (a task's chips) kept as one
+        shard a batch under ``packs/<pack>/``, each by its key (its source's fingerprint and tile
+        id), not as two files a chip. Written as :meth:`store` writes a shard."""
+        if not keys:
+            return
+        digest = hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
+        folder = self.dir / "packs" / pack
+        self._save(folder / f"shard-{digest}.ids.npy", folder / f"shard-{digest}.vec.npy", keys, vectors)
+
+    def _save(self, ids_path: Path, vec: Path, ids: list[str], vectors: np.ndarray) -> None:
+        """Write one shard, its vectors first and its ids last (a shard counts once both are whole)."""
         try:
             vec.parent.mkdir(parents=True, exist_ok=True)
             _atomic_save_npy(vec, np.asarray(vectors, dtype=np.float32))
-            _atomic_save_npy(ids_path, np.array(tile_ids))
+            _atomic_save_npy(ids_path, np.array(ids))
         except OSError as exc:
             vec.unlink(missing_ok=True)  # a vectors file without its ids never counts; remove it anyway
             raise OutputError(f"{self.root}: cannot write the embedding cache ({exc.strerror or exc}); free some "

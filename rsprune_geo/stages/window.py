@@ -7,6 +7,7 @@ read (:mod:`.passes`). Only compact columns travel back to the driver."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -71,7 +72,8 @@ class PassSpec:
 class WindowWork:
     """One window after reading: its tiles' positions and stage-1 columns, and for the tiles to
     encode (``encode`` indexes ``positions``) their images, or their vectors when cached; for a
-    window whose pixels could not be read, ``error`` (the source's path, the message)."""
+    window whose pixels could not be read, ``error`` (the source's path, the message); ``pack``:
+    the embedding cache's pack its vectors go to (a chip's), else ``""`` (a shard of its own)."""
 
     positions: np.ndarray
     status: np.ndarray
@@ -86,6 +88,7 @@ class WindowWork:
     cluster: np.ndarray | None = None
     distance: np.ndarray | None = None
     error: tuple[str, str] | None = None
+    pack: str = ""
 
 
 def window_works(task: Sequence[TaskTiles], scalings: Sequence[Scaling], spec: PassSpec,
@@ -96,8 +99,9 @@ def window_works(task: Sequence[TaskTiles], scalings: Sequence[Scaling], spec: P
     are read again for them only, nothing is scored and no part is written."""
     rows: list[dict[str, Any]] = []
     cache = EmbeddingCache(spec.cache_root, spec.encoder_key) if spec.encode is not Encode.NONE else None
+    pack = _ChipPack.of(task, cache) if cache is not None and all(t.chip for t in task) else None
     for tiles, scaling in zip(task, scalings, strict=True):
-        for work, window_rows in _source_works(tiles, scaling, spec, wanted, cache):
+        for work, window_rows in _source_works(tiles, scaling, spec, wanted, cache, pack):
             if window_rows is not None:
                 rows.append(window_rows)
             yield work
@@ -105,8 +109,42 @@ def window_works(task: Sequence[TaskTiles], scalings: Sequence[Scaling], spec: P
         write_part(spec.folder, task[0].part, _frame(rows), spec.crs)
 
 
+@dataclass
+class _ChipPack:
+    """A task of chips' pack in the embedding cache: its name (from every chip's fingerprint and
+    tile id, so it names the same chips in every run) and the vectors it already holds."""
+
+    name: str
+    vectors: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, task: Sequence[TaskTiles], cache: EmbeddingCache) -> _ChipPack:
+        keys = [key for tiles in task for key in _pack_keys(tiles.source.fingerprint, tiles.tile_ids(*_offsets(tiles)))]
+        name = hashlib.blake2b("\n".join(keys).encode(), digest_size=12).hexdigest()
+        return cls(name, cache.load_pack(name))
+
+    def lookup(self, keys: list[str]) -> np.ndarray | None:
+        """The vectors of these keys when the pack holds them all, else ``None``."""
+        if not keys or any(key not in self.vectors for key in keys):
+            return None
+        return np.stack([self.vectors[key] for key in keys]).astype(np.float32)
+
+
+def _offsets(tiles: TaskTiles) -> tuple[np.ndarray, np.ndarray]:
+    """The pixel offsets of a task member's tiles, in order."""
+    parts = [(rows, cols) for _, _, rows, cols in tiles.iter_windows()]
+    return (np.concatenate([r for r, _ in parts]), np.concatenate([c for _, c in parts])) if parts else \
+        (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def _pack_keys(fingerprint: str, ids: list[str]) -> list[str]:
+    """Tiles' keys in a pack: their source's fingerprint and their tile id."""
+    return [f"{fingerprint}/{tile_id}" for tile_id in ids]
+
+
 def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np.ndarray | None,
-                  cache: EmbeddingCache | None) -> Iterator[tuple[WindowWork, dict[str, Any] | None]]:
+                  cache: EmbeddingCache | None, pack: _ChipPack | None = None
+                  ) -> Iterator[tuple[WindowWork, dict[str, Any] | None]]:
     """One source's windows of a task: each window's work and (a first pass) its tile rows."""
     for window, positions, row_off, col_off in tiles.iter_windows():
         n = positions.size
@@ -130,7 +168,11 @@ def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np
                           error=error)
         if work.encode.size:
             work.ids = tiles.tile_ids(row_off[work.encode], col_off[work.encode])
-            work.vectors = cache.load(tiles.source.fingerprint, work.ids) if cache is not None else None
+            if pack is not None:
+                work.pack = pack.name
+                work.vectors = pack.lookup(_pack_keys(tiles.source.fingerprint, work.ids))
+            else:
+                work.vectors = cache.load(tiles.source.fingerprint, work.ids) if cache is not None else None
             if work.vectors is None:
                 if data is None:
                     data = read_for_scoring(tiles.source, window)[0]
@@ -257,11 +299,19 @@ def encode_works(works: list[WindowWork], encoder: Encoder, centroids: SceneCent
                                   for i in range(0, len(images), encoder.batch_size)])
         start = 0
         cache = EmbeddingCache(spec.cache_root, spec.encoder_key)
+        packed: dict[str, tuple[list[str], list[np.ndarray]]] = {}
         for w in todo:
             w.vectors = vectors[start : start + len(w.ids)]
             start += len(w.ids)
-            cache.store(w.fingerprint, w.ids, w.vectors)
+            if w.pack:  # a chip's vectors go to its task's pack, a shard for the batch
+                keys, held = packed.setdefault(w.pack, ([], []))
+                keys.extend(_pack_keys(w.fingerprint, w.ids))
+                held.append(w.vectors)
+            else:
+                cache.store(w.fingerprint, w.ids, w.vectors)
             w.images = None
+        for name, (keys, held) in packed.items():
+            cache.store_pack(name, keys, np.concatenate(held))
     for w in works:
         if w.vectors is not None and len(w.vectors):
             ids, dist = assign_to_centroids(w.vectors, centroids)
