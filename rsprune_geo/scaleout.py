@@ -82,15 +82,31 @@ def map_tasks(func: Callable[..., Any], tasks: Iterable[tuple], client: Any | No
     """
     broadcast = broadcast or {}
     if client is not None:
-        # a fresh key for each value (hash=False): a value scattered again under the key of one just
-        # released (the same spec in the next pass) can have its tasks cancelled (dask/distributed#3703)
-        shared = {key: client.scatter(value, broadcast=True, hash=False) for key, value in broadcast.items()}
+        from distributed.client import FutureCancelledError
+
+        def scatter() -> dict[str, Any]:
+            # a fresh key for each value (hash=False): a value scattered again under the key of one just
+            # released (the same spec in the next pass) can have its tasks cancelled (dask/distributed#3703)
+            return {key: client.scatter(value, broadcast=True, hash=False) for key, value in broadcast.items()}
+
+        shared = scatter()
         workers = max(1, len(client.scheduler_info().get("workers", {})))
 
         def submit(task: tuple) -> Any:
             return client.submit(func, *task, pure=False, **shared)
 
-        yield from _bounded(tasks, submit, _first_done_dask, in_flight or 4 * workers, release=True)
+        def again(task: tuple, error: BaseException) -> Any:
+            # the scheduler cancels a task whose inputs it lost, as when a worker dies while the values
+            # are scattered: they are scattered again and the task sent again
+            if not isinstance(error, FutureCancelledError):
+                raise error
+            if any(future.status != "finished" for future in shared.values()):  # not sent again yet
+                log.warning("dask: a task's inputs were lost with a worker (%s); sending them and the task "
+                            "again", error.reason)
+                shared.update(scatter())
+            return submit(task)
+
+        yield from _bounded(tasks, submit, _first_done_dask, in_flight or 4 * workers, release=True, retry=again)
         return
     threads = threads or os.cpu_count() or 1
     if threads == 1 and not processes:
@@ -107,22 +123,31 @@ def map_tasks(func: Callable[..., Any], tasks: Iterable[tuple], client: Any | No
 
 
 def _bounded(tasks: Iterable[tuple], submit: Callable[[tuple], Any], wait_first: Callable,
-             limit: int, release: bool = False) -> Iterator[tuple[int, Any]]:
+             limit: int, release: bool = False, retry: Callable[[tuple, BaseException], Any] | None = None,
+             tries: int = 3) -> Iterator[tuple[int, Any]]:
     """Submit tasks as others finish (at most ``limit`` running); yield ``(index, result)`` as
-    each finishes. ``wait_first(futures)`` returns the finished ones."""
+    each finishes. ``wait_first(futures)`` returns the finished ones. A task whose future was
+    cancelled is handed to ``retry(task, error)``, which sends it again (its new future) or
+    raises, ``tries`` times at most."""
     pending = enumerate(tasks)
-    running: dict[Any, int] = {}
+    running: dict[Any, tuple[int, tuple, int]] = {}  # future -> (index, task, tries so far)
     for i, task in itertools.islice(pending, limit):
-        running[submit(task)] = i
+        running[submit(task)] = (i, task, 0)
     try:
         while running:
             for future in wait_first(list(running)):
-                i = running.pop(future)
+                i, task, tried = running.pop(future)
+                if retry is not None and future.cancelled() and tried < tries:
+                    try:
+                        future.result()
+                    except BaseException as error:  # noqa: BLE001 - retry decides: again or raise
+                        running[retry(task, error)] = (i, task, tried + 1)
+                        continue
                 result = future.result()
                 if release:
                     future.release()
-                for j, task in itertools.islice(pending, 1):
-                    running[submit(task)] = j
+                for j, next_task in itertools.islice(pending, 1):
+                    running[submit(next_task)] = (j, next_task, 0)
                 yield i, result
     finally:
         for future in running:
@@ -135,10 +160,14 @@ def _first_done(futures: list) -> set:
 
 
 def _first_done_dask(futures: list) -> set:
-    """The finished ones of Dask futures (waiting for one at least)."""
+    """The finished ones of Dask futures (waiting for one at least), cancelled ones included."""
     from distributed import wait as dask_wait
+    from distributed.client import FuturesCancelledError
 
-    return dask_wait(futures, return_when="FIRST_COMPLETED").done
+    try:
+        return dask_wait(futures, return_when="FIRST_COMPLETED").done
+    except FuturesCancelledError:  # distributed's wait raises when one was cancelled: hand it over
+        return {future for future in futures if future.status != "pending"}
 
 
 def _star(func: Callable[..., Any], broadcast: dict[str, Any], task: tuple) -> Any:

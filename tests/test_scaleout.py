@@ -153,6 +153,8 @@ def test_a_real_cluster_on_the_loopback_loses_a_worker_and_selects_the_same(data
         renamed: list[str] = []
         real_replace = os.replace
         monkeypatch.setattr(os, "replace", lambda a, b: renamed.append(str(b)) or real_replace(a, b))
+        # a task a window, so that the fourth part is written early in the pass, not at its end
+        monkeypatch.setattr("rsprune_geo.reading.grid.TASK_MIN_TILES", 1)
         opts = dict(options(data, "c-real"), tile_size=32, group_px=128)
         outcome: dict = {}
 
@@ -226,3 +228,27 @@ def test_the_same_value_broadcast_pass_after_pass_never_cancels_a_task():
             for _ in range(2):
                 got = dict(map_tasks(_plus_first, [(k,) for k in range(8)], client, broadcast={"value": value}))
                 assert got == {k: k + i % 2 + 1 for k in range(8)}
+
+
+def test_tasks_whose_scattered_inputs_were_lost_are_sent_again_with_them():
+    """A worker that dies while a value is scattered to it can take the only copy with it; the
+    scheduler then cancels every task that needs it ("lost dependencies"), and the run failed
+    with FuturesCancelledError. Here the first scatter's copy is dropped on purpose: the tasks
+    are cancelled, the value scattered again and the tasks sent again, once each."""
+    import numpy as np
+
+    from rsprune_geo.scaleout import dask_client, map_tasks
+
+    with dask_client(workers=1) as client:
+        real_scatter, scattered = client.scatter, []
+
+        def losing_the_first(value, **kwargs):
+            future = real_scatter(value, **kwargs)
+            scattered.append(future)
+            if len(scattered) == 1:
+                client.cancel(future)  # the scheduler forgets it, as when its workers are gone
+            return future
+
+        client.scatter = losing_the_first
+        got = dict(map_tasks(_plus_first, [(k,) for k in range(6)], client, broadcast={"value": np.array([5])}))
+    assert got == {k: k + 5 for k in range(6)} and len(scattered) == 2
