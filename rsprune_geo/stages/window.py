@@ -119,7 +119,8 @@ class _ChipPack:
 
     @classmethod
     def of(cls, task: Sequence[TaskTiles], cache: EmbeddingCache) -> _ChipPack:
-        keys = [key for tiles in task for key in _pack_keys(tiles.source.fingerprint, tiles.tile_ids(*_offsets(tiles)))]
+        keys = [key for tiles in task for _, _, rows, cols in tiles.iter_windows()
+                for key in _pack_keys(tiles.source.fingerprint, tiles.tile_ids(rows, cols))]
         name = hashlib.blake2b("\n".join(keys).encode(), digest_size=12).hexdigest()
         return cls(name, cache.load_pack(name))
 
@@ -128,13 +129,6 @@ class _ChipPack:
         if not keys or any(key not in self.vectors for key in keys):
             return None
         return np.stack([self.vectors[key] for key in keys]).astype(np.float32)
-
-
-def _offsets(tiles: TaskTiles) -> tuple[np.ndarray, np.ndarray]:
-    """The pixel offsets of a task member's tiles, in order."""
-    parts = [(rows, cols) for _, _, rows, cols in tiles.iter_windows()]
-    return (np.concatenate([r for r, _ in parts]), np.concatenate([c for _, c in parts])) if parts else \
-        (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def _pack_keys(fingerprint: str, ids: list[str]) -> list[str]:
