@@ -13,13 +13,13 @@ whole command, start-up included, timed REPEATS times (min / median / max):
   ``TASK_MIN_TILES`` tiles, so the tile table has a few parts, not one per chip;
 - the same with a task per chip (``TASK_MIN_TILES = 1``: how runs planned chips before), once;
 - what the driver holds a chip before any pixel is read: the growth of this process's resident
-  memory over scanning the folder and planning its grid (a source and a grid object per chip);
+  memory over scanning LARGE chips, planning their grid and dating them (a table of columns);
 - what a whole run holds a chip at its peak: the run's peak resident memory (``ru_maxrss``) over
-  SMALL chips of 32 px cut from the same mosaic (ten sub-folders), on half the sub-folders and on
-  all of them, the difference over the chips between (small chips, so that what grows with the
-  number of chips is not hidden by what grows with their pixels; half, not one sub-folder, so that
-  what a run's first few thousand chips fill once, the encoder's arena and the readers' memory
-  pools, is in both and cancels).
+  SMALL and over LARGE chips of 32 px cut from the same mosaic (each its own chips, in folders of
+  a few thousand), the difference over the chips between (small chips, so that what grows with
+  the number of chips is not hidden by what grows with their pixels; two runs, so that what any
+  run fills once, the encoder's arena, the readers' memory pools, the write phase's passing
+  memory, is in both and cancels).
 
 Writes benchmarks/results/chips.json and chips.md. Run with `make bench`.
 """
@@ -43,6 +43,7 @@ from bench_real import DATA, RESULTS, RSPRUNE, build_mosaic, command_times, enco
 CHIPS = 2048
 SIZE = 256
 SMALL = 20_000
+LARGE = 200_000
 REPEATS = 3
 READ = """
 import sys
@@ -102,28 +103,37 @@ def resident_kib() -> int:
     return int(status.split("VmRSS:")[1].split()[0])
 
 
-def driver_bytes_a_chip(folder: Path) -> float:
-    """Bytes of resident memory a chip costs the driver once scanned and planned."""
-    import gc
-    import warnings
+DRIVER = """
+import gc, sys, warnings
+warnings.simplefilter("ignore")
+from rsprune_geo.pipeline import dates_and_ground
+from rsprune_geo.reading.grid import plan_grid
+from rsprune_geo.reading.scan import scan_sources
+def resident():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+folder = sys.argv[1]
+scan_sources([folder + "/group0"], chips=True)  # imports and GDAL's drivers loaded first
+gc.collect()
+before = resident()
+sources, _ = scan_sources([folder], chips=True)
+grid = plan_grid(sources, 32, chips=True)
+grid.dates, _ = dates_and_ground(grid, None)
+gc.collect()
+print(len(sources), (resident() - before) * 1024)
+"""
 
-    from rsprune_geo.reading.grid import plan_grid
-    from rsprune_geo.reading.sources import scan_sources
 
-    warnings.simplefilter("ignore")
-    scan_sources([str(folder / "group0")], chips=True)  # imports and GDAL's drivers loaded first
-    gc.collect()
-    before = resident_kib()
-    sources, _ = scan_sources([str(folder)], chips=True)
-    grid = plan_grid(sources, SIZE, chips=True)
-    gc.collect()
-    grown = resident_kib() - before
-    assert grid.count == len(sources) == CHIPS
-    return grown * 1024 / CHIPS
+def driver_bytes_a_chip(folder: Path) -> tuple[float, int]:
+    """Bytes of resident memory a chip costs the driver once scanned, planned and dated (in a
+    process of its own), and how many chips."""
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(folder)], check=True, capture_output=True, text=True)
+    chips, grown = map(int, done.stdout.split()[-2:])
+    return grown / chips, chips
 
 
-def build_small_chips(folder: Path) -> Path:
-    """SMALL chips of 32 px cut from the real mosaic, in ten sub-folders, as PNG."""
+def build_small_chips(folder: Path, count: int, first: int = 0, per_folder: int = 2000) -> Path:
+    """``count`` chips of 32 px cut from the real mosaic (from its ``first``, row by row), in
+    folders of ``per_folder``, as PNG."""
     import rasterio
     from PIL import Image
     from rasterio.windows import Window
@@ -132,14 +142,18 @@ def build_small_chips(folder: Path) -> Path:
         return folder
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    side = 32
     with rasterio.open(build_mosaic(DATA / "real-mosaic.tif")) as src:
-        side = 32
-        block = src.read(window=Window(0, 0, 150 * side, 150 * side)).transpose(1, 2, 0)
-    for k in range(SMALL):
-        r, c = divmod(k, 150)
-        target = tmp / f"group{k % 10}" / f"chip{k:06d}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(block[r * side:(r + 1) * side, c * side:(c + 1) * side])).save(target)
+        across = src.width // side
+        assert first + count <= across * (src.height // side), "the mosaic holds fewer chips"
+        row, band = -1, None
+        for k in range(count):
+            r, c = divmod(first + k, across)
+            if r != row:
+                row, band = r, src.read(window=Window(0, r * side, across * side, side)).transpose(1, 2, 0)
+            target = tmp / f"group{k // per_folder:03d}" / f"chip{k:06d}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(band[:, c * side:(c + 1) * side])).save(target)
     os.replace(tmp, folder)
     return folder
 
@@ -154,7 +168,9 @@ def main() -> None:
     from rsprune_geo.runfile import read_run
 
     folder = build_chips(DATA / f"chips-{CHIPS}")
-    held = driver_bytes_a_chip(folder)
+    small = build_small_chips(DATA / f"chips32-{SMALL}", SMALL)
+    large = build_small_chips(DATA / f"chips32-{LARGE}", LARGE, first=SMALL, per_folder=5000)
+    held, _ = driver_bytes_a_chip(large)
     work = Path(tempfile.mkdtemp(prefix="bench-chips-"))
     try:
         read = command_times([sys.executable, "-c", READ % (os.cpu_count() or 1), str(folder)])
@@ -171,14 +187,11 @@ def main() -> None:
         tiles, record = read_run(out)
         apart = command_times([sys.executable, "-c", APART, *args], before=fresh, repeats=1)
         parts_apart = len(list((out / "tiles").glob("part-*.parquet")))
-        small = build_small_chips(DATA / f"small-chips-{SMALL}")
         peaks = {}
-        half = [small / f"group{k}" for k in range(5)]
-        for name, where in (("part", half), ("whole", [small])):
+        for name, where, count in (("small", small, SMALL), ("large", large, LARGE)):
             fresh()
-            peaks[name] = (run_peak([RSPRUNE, *args[:2], *map(str, where), *args[3:]]),
-                           sum(len(list(w.rglob("*.png"))) for w in where))
-        run_bytes = (peaks["whole"][0] - peaks["part"][0]) / (peaks["whole"][1] - peaks["part"][1])
+            peaks[name] = (run_peak([RSPRUNE, *args[:2], str(where), *args[3:]]), count)
+        run_bytes = (peaks["large"][0] - peaks["small"][0]) / (LARGE - SMALL)
         batches, rate = encoder_probe(record, cache, n_images=CHIPS)
         encoder = max(rate(batch) for batch in batches for _ in range(REPEATS))
     finally:
@@ -219,11 +232,11 @@ def report(r: dict) -> str:
             r["apart"],
             f"{r['apart']['median'] / r['floor_s']:.2f}×; {r['apart']['median'] * ms:.1f} ms a chip"),
         "",
-        f"The driver holds about {r['driver_bytes_a_chip']:,.0f} bytes a chip once the folder is scanned and "
-        "its grid planned (a source and a grid object per chip), before any pixel is read; a whole run's peak "
-        f"grows by about {r['run_peak_bytes_a_chip']:,.0f} bytes a chip (32-px chips; {r['run_peaks']['part'][1]}: "
-        f"{r['run_peaks']['part'][0] / 2**20:.0f} MiB, {r['run_peaks']['whole'][1]}: "
-        f"{r['run_peaks']['whole'][0] / 2**20:.0f} MiB).",
+        f"The driver holds about {r['driver_bytes_a_chip']:,.0f} bytes a chip once {LARGE:,} chips are scanned, "
+        "their grid planned and their dates read (a table of columns), before any pixel is read; a whole run's "
+        f"peak grows by about {r['run_peak_bytes_a_chip']:,.0f} bytes a chip (32-px chips, the whole method; "
+        f"{r['run_peaks']['small'][1]:,}: {r['run_peaks']['small'][0] / 2**20:.0f} MiB, "
+        f"{r['run_peaks']['large'][1]:,}: {r['run_peaks']['large'][0] / 2**20:.0f} MiB).",
         "",
     ])
 

@@ -7,7 +7,8 @@ from .errors import InputError, OutputError, RsPruneError
 from .outputs import plot_map, write_geopackage
 from .pipeline import run
 from .reading.pixels import Scaling, read_window, source_scaling
-from .reading.sources import RasterSource, open_lazy, open_source, open_sources
+from .reading.scan import open_sources
+from .reading.sources import RasterSource, open_lazy, open_source
 from .reading.tiling import make_tiles
 from .result import RunResult
 from .runfile import read_run

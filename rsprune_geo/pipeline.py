@@ -22,8 +22,10 @@ from .outputs.runfolder import Staging, check_output, finish, load_tiles, write_
 from .progress import ProgressCallback, no_progress
 from .reading.grid import RunGrid, ground_grid, plan_grid
 from .reading.pixels import Scaling, has_credentials, redact
-from .reading.sources import RasterSource, acquisition_date, scan_sources
+from .reading.scan import SourceTable, distinct, scan_sources
+from .reading.sources import RasterSource, SourceDates, source_dates
 from .result import RunResult
+from .runinputs import InputDates, SourceInputs, is_table
 from .scaleout import dask_client
 from .schema import GroundRecord, ReasonContext, RunRecord
 from .stages.bankprofile import BankProfile, open_bank
@@ -39,7 +41,7 @@ def output_crs(sources: Sequence[RasterSource], requested: str | None = None) ->
     """The CRS of the output: the requested one, else the sources' common CRS, else EPSG:4326."""
     if requested:
         return resolve_crs(requested)
-    crss = [s.crs for s in sources]
+    crss = distinct(sources, "crs")
     if any(c is None for c in crss):
         return None
     first = crss[0]
@@ -111,7 +113,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     t0 = time.perf_counter()
     sources, skipped = scan_sources(inputs, config.bands, config.allow_no_crs, config.chips, config.strict)
     crs = output_crs(sources, config.out_crs)
-    if crs is not None and any(s.crs is None for s in sources):
+    if crs is not None and any(c is None for c in distinct(sources, "crs")):
         raise InputError(f"{param('out_crs')} needs georeferenced rasters (the inputs have no CRS)")
     bank, bank_skipped = open_bank(config.prior_bank, config.cache_dir) if config.prior_bank else (None, [])
     if config.evaluate and isinstance(bank, BankProfile):
@@ -121,17 +123,17 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
         assert bank is not None
         config = matched_to_bank(config, bank, sources)
     grid = plan_tiles(sources, config)
-    dates, ground = dates_and_ground(grid, crs, config.date_pattern)
+    grid.dates, ground = dates_and_ground(grid, crs, config.date_pattern)
     timings["tiling"] = time.perf_counter() - t0
     on_progress("tiling", 1, 1)
     staging = Staging.start(output)
     model = None
     try:
-        plan = RunPlan(grid, crs, ground_grid(grid, crs), dates, str(staging.parts), client,
-                       redact=any(has_credentials(s.path) for s in sources), scheduler=config.scheduler)
+        plan = RunPlan(grid, crs, ground_grid(grid, crs), str(staging.parts), client,
+                       redact=any(has_credentials(path) for path in _paths(sources)), scheduler=config.scheduler)
         options = Stage1Options.from_config(config)
-        columns = TileColumns.empty(grid.size, np.array(dates, dtype="datetime64[ns]"))
-        columns.date_code[:] = np.repeat(np.arange(len(sources), dtype=np.int32), [g.size for g in grid.sources])
+        columns = TileColumns.empty(grid.size, grid.dates.values)
+        columns.date_code[:] = np.repeat(grid.dates.code, grid.sizes())
         stage2_options = Stage2Options.from_config(config) if options.budget.stage2 else None
         if stage2_options is not None:
             assert bank is not None
@@ -151,8 +153,8 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
                               floor=context.floor, cut_bits=context.cut_bits, cut_count=context.cut_count)
             stage2.record.bank_skipped = bank_skipped
             timings.update(stage2.timings)
-        record = make_record(sources, stage1.scalings, config, crs, timings, columns)
-        ground.cells = columns.cells_count()
+        record = make_record(sources, stage1.scalings, config, crs, timings, columns, grid.dates)
+        ground.cells, ground.dates = columns.cells_count(), record.ground.dates if record.ground else {}
         record.stage1, record.stage2, record.ground = stage1.record, stage2.record if stage2 else None, ground
         record.skipped = [{key: redact(str(value)) for key, value in item.items()} for item in skipped]
         record.warnings = _bank_warnings(bank_skipped) + stage1.warnings
@@ -195,61 +197,46 @@ def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: Reaso
 
 
 def dates_and_ground(grid: RunGrid, crs: CRS | None, date_pattern: str | None = None
-                     ) -> tuple[tuple[np.datetime64, ...], GroundRecord]:
+                     ) -> tuple[SourceDates, GroundRecord]:
     """Each source's acquisition date (:func:`~rsprune_geo.reading.sources.acquisition_date`;
     NaT when unknown) and the record of the run's ground: the common grid's cell size and origin
-    (:func:`~rsprune_geo.reading.grid.ground_grid`), each input's date and where it was read."""
-    sources = [g.source for g in grid.sources]
-    found = [acquisition_date(s.path, date_pattern, s.date_tags) for s in sources]
-    dated = sum(1 for d, _ in found if not np.isnat(d))
-    if date_pattern and dated < len(found):
+    (:func:`~rsprune_geo.reading.grid.ground_grid`). The dates are the record's inputs'
+    (:func:`make_record`)."""
+    dates = source_dates(_sources(grid), date_pattern)
+    dated = dates.dated()
+    if date_pattern and dated < len(dates):
         log.warning("%d of %d raster(s) have no date (%s matched no file name, and no metadata says it)",
-                    len(found) - dated, len(found), param("date_pattern"))
+                    len(dates) - dated, len(dates), param("date_pattern"))
     ground = ground_grid(grid, crs)
-    record = GroundRecord(
-        cell_size=None if np.isnan(ground.size) else ground.size,
-        origin=None if np.isnan(ground.origin[0]) else list(ground.origin),
-        dates={redact(s.path): [None if np.isnat(d) else str(d)[:19], how or None] for s, (d, how) in zip(sources,
-                                                                                                          found)},
-    )
-    return tuple(np.datetime64(str(d)) if not np.isnat(d) else np.datetime64("NaT") for d, _ in found), record
+    record = GroundRecord(cell_size=None if np.isnan(ground.size) else ground.size,
+                          origin=None if np.isnan(ground.origin[0]) else list(ground.origin))
+    return dates, record
+
+
+def _paths(sources: Sequence[RasterSource]):
+    """The sources' paths (a table gives them without building its sources)."""
+    return sources.paths() if isinstance(sources, SourceTable) else (s.path for s in sources)
+
+
+def _sources(grid: RunGrid) -> Sequence[RasterSource]:
+    """The grid's sources, in order (a run of chips: their table)."""
+    return grid.chips.sources if grid.chips is not None else [g.source for g in grid.sources]
 
 
 def input_entries(sources: Sequence[RasterSource], scalings: Sequence[Scaling]) -> list[dict[str, Any]]:
-    """The record's entry of each input: path, fingerprint, key, CRS, size, bands, mask, stretch.
-    A value the previous source holds as the same object (a folder of chips shares its CRS,
-    bands and stretch: :func:`~rsprune_geo.reading.sources.scan_sources`) is written once and
-    shared by the entries."""
-    out: list[dict[str, Any]] = []
-    held: dict[str, tuple[Any, Any]] = {}  # field -> (the source's object, the entry's value)
-
-    def shared(name: str, value: Any, convert) -> Any:
-        if name not in held or held[name][0] is not value:
-            held[name] = (value, convert(value))
-        return held[name][1]
-
-    for s, sc in zip(sources, scalings):
-        out.append({
-            "path": redact(s.path),
-            "fingerprint": s.fingerprint,
-            "key": s.key,
-            "crs": shared("crs", s.crs, lambda crs: crs.to_string() if crs is not None else None),
-            "width": s.width,
-            "height": s.height,
-            "dtype": s.dtype,
-            "bands": shared("bands", s.bands, list),
-            "mask": s.mask_mode,
-            "scaling": shared("scaling", sc, lambda sc: None if sc.identity else {"low": list(sc.low or ()),
-                                                                                  "high": list(sc.high or ())}),
-        })
-    return out
+    """The record's entry of each input: path, fingerprint, key, CRS, size, bands, mask, stretch
+    (:class:`~rsprune_geo.runinputs.SourceInputs`, as a list)."""
+    return list(SourceInputs(sources, scalings))
 
 
 def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], config: RunConfig, crs: CRS | None,
-                timings: dict[str, float], columns: TileColumns) -> RunRecord:
-    """The :class:`RunRecord` of a run: parameters, versions, inputs with their stretch, counts."""
+                timings: dict[str, float], columns: TileColumns, dates: SourceDates | None = None) -> RunRecord:
+    """The :class:`RunRecord` of a run: parameters, versions, inputs with their stretch and dates,
+    counts. Beyond :data:`~rsprune_geo.runinputs.INLINE_INPUTS` inputs (a folder of chips) the
+    inputs stay a view of the sources, written as a table of their own."""
     from dataclasses import asdict
 
+    inputs = SourceInputs(sources, scalings, dates)
     run_id, created = RunRecord.now()
     return RunRecord(
         run_id=run_id,
@@ -257,8 +244,10 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
         parameters={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         versions=package_versions(),
         crs=crs.to_string() if crs is not None else None,
-        inputs=input_entries(sources, scalings),
+        inputs=inputs if is_table(inputs) else list(inputs),
         counts=columns.counts(),
         timings=dict(timings),
         seed=config.seed,
+        ground=GroundRecord(dates=InputDates(inputs) if is_table(inputs)
+                            else {entry["path"]: inputs.date_entry(i) for i, entry in enumerate(inputs)}),
     )

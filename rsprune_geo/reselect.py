@@ -19,6 +19,7 @@ from .outputs.runfolder import check_output, write_gpkg_from_parts
 from .reading.grid import GroundGrid, parse_cells
 from .result import RunResult
 from .runfile import FOLDER_GEOPACKAGE, LAYER_FILES, TILES_FOLDER, read_layer, read_run, read_run_columns
+from .runinputs import INPUTS_FILE, is_table, table_frames
 from .schema import Reason, ReasonContext, RunRecord, Stage2Record, Status, status_code
 from .stages.budget import Budget
 from .stages.columns import TileColumns
@@ -174,7 +175,8 @@ def _write_gpkg(source: Path, target: Path, decisions: Decisions, context: Reaso
     tiles, _ = read_run(source)
     tiles = gpd.GeoDataFrame(tiles.drop(columns="geometry"), geometry=tiles.geometry.values, crs=tiles.crs)
     tiles = apply_decisions(tiles, decisions, context)
-    return write_geopackage(target, tiles, record.to_table(), layers, overwrite=overwrite)
+    return write_geopackage(target, tiles, record.to_table(), layers, overwrite=overwrite,
+                            inputs=table_frames(record.inputs))
 
 
 def _write_folder(source: Path, target: Path, decisions: Decisions, context: ReasonContext, record: RunRecord,
@@ -198,7 +200,7 @@ def _write_folder(source: Path, target: Path, decisions: Decisions, context: Rea
         frame.to_parquet(staging / LAYER_FILES[name], index=False)
     if sum(record.counts.values()) <= gpkg_max_tiles:
         write_gpkg_from_parts(str(staging / FOLDER_GEOPACKAGE), str(staging / TILES_FOLDER), record.to_table(),
-                              layers, True)
+                              layers, True, str(staging / INPUTS_FILE) if is_table(record.inputs) else None)
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

@@ -14,6 +14,7 @@ import pandas as pd
 import pyogrio
 
 from .errors import InputError
+from .runinputs import LISTED_INPUTS, is_table
 from .schema import RUN_RECORD, RunRecord, Status, status_counts
 from .tiletable import count_rows, read_columns, read_tiles
 
@@ -88,8 +89,9 @@ def count_tiles(path: str | os.PathLike) -> int:
 
 
 def describe_run(path: str | os.PathLike) -> dict[str, Any]:
-    """What a run holds, as JSON-able data: tiles per status, CRS, parameters, inputs, stage
-    summaries, timings, versions and its layers. Reads no geometry."""
+    """What a run holds, as JSON-able data: tiles per status, CRS, parameters, inputs (the first
+    :data:`~rsprune_geo.runinputs.LISTED_INPUTS` and their count, when they are a table of their
+    own), stage summaries, timings, versions and its layers. Reads no geometry."""
     record = RunRecord.read(path)
     statuses = read_run_columns(path, ["status"])["status"]
     counts = status_counts(statuses)
@@ -103,7 +105,9 @@ def describe_run(path: str | os.PathLike) -> dict[str, Any]:
         "tiles": int(len(statuses)),
         "counts": {s.value: counts.get(s.value, 0) for s in Status if s.value in counts},
         "parameters": record.parameters,
-        "inputs": [{k: v for k, v in item.items() if k != "scaling"} for item in record.inputs],
+        "inputs": [{k: v for k, v in item.items() if k != "scaling"}
+                   for item in (record.inputs[:LISTED_INPUTS] if is_table(record.inputs) else record.inputs)],
+        "input_count": len(record.inputs),
         "stage1": record.stage1.to_dict() if record.stage1 else None,
         "stage2": record.stage2.to_dict() if record.stage2 else None,
         "timings": record.timings,

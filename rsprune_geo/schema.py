@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Mapping, Sequence
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import IntEnum, StrEnum
@@ -23,6 +24,7 @@ from .config import RunConfig
 from .errors import InputError
 from .reading.pixels import REDACTED, Scaling
 from .reading.sources import RasterSource, open_source
+from .runinputs import INPUTS_FILE, INPUTS_LAYER, InputDates, SourceInputs, TableInputs, is_table, write_inputs
 
 
 class Status(StrEnum):
@@ -298,12 +300,18 @@ class GroundRecord(RecordPart):
     cell_size: float | None = None
     origin: list[float] | None = None
     cells: int = 0
-    dates: dict[str, list[str | None]] = field(default_factory=dict)
+    dates: Mapping[str, list[str | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The part as JSON-able data, its ``dates`` (an item per input) shared, not copied."""
-        return {f.name: (value if f.name == "dates" else deepcopy(value))
-                for f in fields(self) for value in [getattr(self, f.name)]}
+        """The part as JSON-able data, its ``dates`` (an item per input) shared, not copied; the
+        dates of inputs written as a table of their own are that table's (see :class:`RunRecord`)."""
+        out = {f.name: deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "dates"}
+        dates = self.dates
+        if isinstance(dates, InputDates) and is_table(dates.inputs):
+            out["dates"] = {"table": INPUTS_LAYER}
+        else:
+            out["dates"] = dates if isinstance(dates, dict) else dict(dates)
+        return out
 
     def dated(self) -> list[str]:
         """The known dates of the inputs (ISO text)."""
@@ -337,7 +345,7 @@ class RunRecord:
     parameters: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     crs: str | None = None
-    inputs: list[dict[str, Any]] = field(default_factory=list)
+    inputs: Sequence[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     seed: int = 0
@@ -357,11 +365,15 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-able data. Its lists of plain items (``inputs``, ``skipped``,
         ``warnings``) are the record's own, not copies: a folder of chips is a run of a million
-        inputs, and a deep copy of them doubled a run's peak as its record was written."""
+        inputs, and a deep copy of them doubled a run's peak as its record was written. Inputs
+        beyond :data:`~rsprune_geo.runinputs.INLINE_INPUTS` are written as a table of their own
+        (:meth:`write_json`; a GeoPackage's ``inputs`` layer), and the record says so."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in _SHARED_LISTS:
+            if f.name == "inputs" and not isinstance(value, list):
+                out[f.name] = {"table": INPUTS_LAYER, "count": len(value)} if is_table(value) else list(value)
+            elif f.name in _SHARED_LISTS:
                 out[f.name] = value
             elif isinstance(value, RecordPart):
                 out[f.name] = value.to_dict()
@@ -376,21 +388,33 @@ class RunRecord:
         return pd.DataFrame([row])
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        """The record stored as JSON-able ``data`` (keys this version does not know are dropped)."""
+    def from_dict(cls, data: dict[str, Any], where: str | os.PathLike | None = None) -> RunRecord:
+        """The record stored as JSON-able ``data`` (keys this version does not know are dropped);
+        inputs written as a table of their own are read from the run file ``where``."""
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         for key in ("skipped", "warnings", "inputs"):
             if values.get(key) is None:
                 values[key] = []
+        table = isinstance(values["inputs"], dict)
+        if table:
+            if where is None:
+                raise InputError("the run's inputs are a table of their own: read the record from its run file")
+            values["inputs"] = TableInputs.read(where)
+        ground = values.get("ground")
+        if table and isinstance(ground, dict) and isinstance(ground.get("dates"), dict) and "table" in ground["dates"]:
+            ground = {**ground, "dates": {}}
         values["stage1"] = Stage1Record.from_dict(values.get("stage1"))
         values["stage2"] = Stage2Record.from_dict(values.get("stage2"))
-        values["ground"] = GroundRecord.from_dict(values.get("ground"))
+        values["ground"] = GroundRecord.from_dict(ground)
+        if table and values["ground"] is not None:
+            values["ground"].dates = InputDates(values["inputs"])
         return cls(**values)
 
     @classmethod
-    def from_table(cls, runs: pd.DataFrame) -> RunRecord:
-        """The last row of a ``runs`` table, decoded."""
+    def from_table(cls, runs: pd.DataFrame, where: str | os.PathLike | None = None) -> RunRecord:
+        """The last row of a ``runs`` table, decoded (``where``: the GeoPackage, for inputs
+        written as a layer of their own)."""
         values: dict[str, Any] = {}
         for key, value in runs.iloc[-1].to_dict().items():
             if isinstance(value, str) and value[:1] in "{[":
@@ -401,7 +425,7 @@ class RunRecord:
             if isinstance(value, float) and pd.isna(value):
                 value = None
             values[key] = value
-        return cls.from_dict(values)
+        return cls.from_dict(values, where)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> RunRecord:
@@ -410,11 +434,15 @@ class RunRecord:
         import pyogrio
 
         if os.path.isdir(path):
-            return cls.from_dict(json.loads((Path(path) / RUN_RECORD).read_text(encoding="utf-8")))
-        return cls.from_table(pyogrio.read_dataframe(path, layer="runs"))
+            return cls.from_dict(json.loads((Path(path) / RUN_RECORD).read_text(encoding="utf-8")), path)
+        return cls.from_table(pyogrio.read_dataframe(path, layer="runs"), path)
 
     def write_json(self, folder: str | os.PathLike) -> Path:
-        """Write the record as a run folder's ``run.json`` (atomically)."""
+        """Write the record as a run folder's ``run.json`` (atomically), and its inputs'
+        ``inputs.parquet`` when they are a table of their own."""
+        if is_table(self.inputs):
+            assert isinstance(self.inputs, (SourceInputs, TableInputs))
+            write_inputs(self.inputs, Path(folder) / INPUTS_FILE)
         target = Path(folder) / RUN_RECORD
         tmp = target.with_name(f".{target.name}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:  # streamed: the text of a million inputs is never whole
@@ -436,6 +464,8 @@ class RunRecord:
     @property
     def input_paths(self) -> list[str]:
         """The paths of the run's inputs, in order."""
+        if isinstance(self.inputs, TableInputs):
+            return self.inputs.paths()
         return [item["path"] for item in self.inputs]
 
     def has_input(self, path: str) -> bool:
@@ -446,9 +476,11 @@ class RunRecord:
         """The record of one input by path."""
         return self._inputs_by_path()[path]
 
-    def _inputs_by_path(self) -> dict[str, dict[str, Any]]:
+    def _inputs_by_path(self) -> Mapping[str, dict[str, Any]]:
         """The inputs by path, indexed once (a folder of chips is a run of a million inputs, and
         exports and loaders look each of theirs up); indexed again if ``inputs`` is replaced."""
+        if isinstance(self.inputs, TableInputs):
+            return self.inputs.by_path()
         cached = self.__dict__.get("_by_path")
         if cached is None or cached[0] is not self.inputs or cached[1] != len(self.inputs):
             index: dict[str, dict[str, Any]] = {}

@@ -34,7 +34,7 @@ def landsat():
 
 def _spec(grid, encoder, cache, folder=None, what=Encode.PASSED, vectors=False):
     crs = grid.sources[0].source.crs
-    return PassSpec(folder, crs, ground_grid(grid, crs), (np.datetime64("NaT"),), 0.25, None, None, what,
+    return PassSpec(folder, crs, ground_grid(grid, crs), 0.25, None, None, what,
                     encoder.input_size, encoder.cache_key, str(cache), vectors=vectors)
 
 

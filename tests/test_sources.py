@@ -11,7 +11,8 @@ from rsprune_geo.config import parse_bands
 from rsprune_geo.errors import InputError
 from rsprune_geo.files import file_fingerprint
 from rsprune_geo.reading.pixels import read_window
-from rsprune_geo.reading.sources import expand_paths, open_lazy, open_source, open_sources
+from rsprune_geo.reading.scan import open_sources, scan_sources
+from rsprune_geo.reading.sources import expand_paths, open_lazy, open_source
 
 from .conftest import GEOTIFF, shared
 
@@ -168,7 +169,7 @@ def test_damaged_png_and_jpeg_chips_are_caught_at_the_scan_without_decoding_the_
             monkeypatch.setattr(rasterio.io.DatasetReader, "read", real_read)
 
     monkeypatch.setattr(module, "_check_readable", counting_check)
-    sources, skipped = module.scan_sources([str(folder)], chips=True)
+    sources, skipped = scan_sources([str(folder)], chips=True)
     assert sorted(os.path.basename(s.path) for s in sources) == ["intact.jpg", "intact.png", "trailing.jpg"]
     assert {os.path.basename(s["path"]): "truncated or corrupt" in s["error"] for s in skipped} == {
         "cut.jpg": True, "cut.png": True, "flipped.png": True}

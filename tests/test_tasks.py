@@ -7,7 +7,7 @@ import pandas as pd
 
 import rsprune_geo
 from rsprune_geo.reading.grid import TASK_MIN_TILES, TASK_TILES, plan_grid
-from rsprune_geo.reading.sources import scan_sources
+from rsprune_geo.reading.scan import scan_sources
 from rsprune_geo.tiletable import part_paths
 
 from .conftest import UCMERCED, shared

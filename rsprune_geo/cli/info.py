@@ -39,6 +39,8 @@ def command(run_file: str, as_json: bool) -> None:
     lines.append("inputs:")
     lines += [f"  {item['path']} ({item.get('width')}x{item.get('height')} px, {item.get('dtype')}, "
               f"bands {item.get('bands')}, {item.get('crs')})" for item in info["inputs"]]
+    if info["input_count"] > len(info["inputs"]):
+        lines.append(f"  … and {info['input_count'] - len(info['inputs'])} more")
     lines += [f"warning: {w}" for w in info["warnings"]]
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     click.echo("\n".join(lines))

@@ -13,6 +13,7 @@ import pandas as pd
 import pyogrio
 
 from ..errors import OutputError
+from ..runinputs import INPUTS_LAYER
 from ..schema import Status
 
 #: GeoPackage version QGIS 3.22's GDAL (3.6) prefers.
@@ -78,13 +79,15 @@ def write_geopackage(
     runs: pd.DataFrame,
     extra_layers: dict[str, pd.DataFrame] | None = None,
     overwrite: bool = False,
+    inputs: Iterable[pd.DataFrame] | None = None,
 ) -> Path:
     """Write the run's GeoPackage atomically: a temp file beside ``path``, then a rename.
 
     Layers: ``tiles`` (footprints and every column; ``tiles`` is one table or its parts, written
     one after the other, so memory holds one part), ``runs`` (attributes), any ``extra_layers``,
-    and ``layer_styles`` holding the default QGIS style of ``tiles``. An interrupted write
-    leaves no file at ``path``.
+    the run's ``inputs`` when they are a table of their own (given in batches), and
+    ``layer_styles`` holding the default QGIS style of ``tiles``. An interrupted write leaves no
+    file at ``path``.
     """
     out = check_output_path(path, overwrite)
     fd, tmp_name = tempfile.mkstemp(prefix=".rsprune-", suffix=".tmp.gpkg", dir=out.parent)  # a name GDAL takes as is
@@ -100,6 +103,8 @@ def write_geopackage(
         _write_layer(runs, tmp_name, layer="runs", driver="GPKG")
         for name, frame in (extra_layers or {}).items():
             _write_layer(frame, tmp_name, layer=name, driver="GPKG")
+        for k, frame in enumerate(inputs or ()):
+            _write_layer(frame, tmp_name, layer=INPUTS_LAYER, driver="GPKG", append=k > 0)
         write_style(tmp_name)
         os.replace(tmp_name, out)
     except OSError as exc:

@@ -19,6 +19,7 @@ from ..errors import OutputError, param
 from ..progress import ProgressCallback, no_progress
 from ..reading.grid import RunGrid
 from ..runfile import FOLDER_GEOPACKAGE, LAYER_FILES, TILES_FOLDER, is_run_folder
+from ..runinputs import INPUTS_FILE, SourceInputs, TableInputs, inputs_frames, is_table, write_inputs
 from ..scaleout import map_tasks
 from ..schema import ReasonContext, RunRecord
 from ..stages.columns import TileColumns
@@ -101,16 +102,21 @@ def finish(staging: Staging, record: RunRecord, layers: dict[str, pd.DataFrame],
     out = staging.output
     if out is None:
         return None
+    inputs = str(staging.folder / INPUTS_FILE) if is_table(record.inputs) else None
     if out.suffix.lower() == ".gpkg":
-        _run(client, write_gpkg_from_parts, str(out), str(staging.parts), record.to_table(), layers, overwrite)
+        if inputs is not None:
+            assert isinstance(record.inputs, (SourceInputs, TableInputs))
+            write_inputs(record.inputs, inputs)
+        _run(client, write_gpkg_from_parts, str(out), str(staging.parts), record.to_table(), layers, overwrite,
+             inputs)
         staging.discard()
         return out
-    record.write_json(staging.folder)
+    record.write_json(staging.folder)  # with the inputs' table, when they are one
     for name, frame in layers.items():
         frame.to_parquet(staging.folder / LAYER_FILES[name], index=False)
     if sum(record.counts.values()) <= gpkg_max_tiles:
         _run(client, write_gpkg_from_parts, str(staging.folder / FOLDER_GEOPACKAGE), str(staging.parts),
-             record.to_table(), layers, True)
+             record.to_table(), layers, True, inputs)
     if out.exists():
         if not overwrite:
             raise OutputError(f"{out}: it exists; pass {param('overwrite')} to replace it")
@@ -127,9 +133,11 @@ def _run(client: Any | None, func: Callable, *args: Any) -> Any:
 
 
 def write_gpkg_from_parts(path: str, parts: str, runs: pd.DataFrame, layers: dict[str, pd.DataFrame],
-                          overwrite: bool) -> Path:
-    """A run's GeoPackage from its tile table's parts, one part in memory at a time."""
-    return write_geopackage(path, iter_parts(parts), runs, layers, overwrite=overwrite)
+                          overwrite: bool, inputs: str | None = None) -> Path:
+    """A run's GeoPackage from its tile table's parts, one part in memory at a time (and from
+    ``inputs``, the inputs' table when they are one, a batch at a time)."""
+    return write_geopackage(path, iter_parts(parts), runs, layers, overwrite=overwrite,
+                            inputs=inputs_frames(inputs) if inputs is not None else None)
 
 
 def load_tiles(staging: Staging):

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from ..config import EdgeMode
 from ..errors import InputError, param
-from .sources import RasterSource
+from .sources import RasterSource, SourceDates
 from .tiling import grid_offsets, read_aoi, window_polygons
 
 #: Tiles per window task (a part of the tile table), at most: a task reads its windows one by one.
@@ -84,14 +84,43 @@ class SourceGrid:
                          self.start, spans)
 
 
+#: A task member: a source's index and its windows, as ``(i0, i1, j0, j1)`` index ranges.
+Member = tuple[int, tuple[tuple[int, int, int, int], ...]]
+
+#: A chip's one window: its grid's one row and column.
+_CHIP_WINDOWS = ((0, 1, 0, 1),)
+
+
+@dataclass(frozen=True)
+class ChipRange(Sequence[Member]):
+    """The members of a task of consecutive chips ``first`` to ``stop`` (excluded), each its one
+    window, held as two numbers."""
+
+    first: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.first
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return (self.first + index % len(self), _CHIP_WINDOWS)
+
+    def __iter__(self) -> Iterator[Member]:
+        return ((source, _CHIP_WINDOWS) for source in range(self.first, self.stop))
+
+
 @dataclass(frozen=True)
 class WindowTask:
     """A unit of work: windows of one or more sources, each read once, their tiles a part of the
     tile table. ``members`` are ``(source index, windows)``, windows as ``(i0, i1, j0, j1)``
-    ranges of the source grid's row and column indexes."""
+    ranges of the source grid's row and column indexes (consecutive chips: a :class:`ChipRange`)."""
 
     part: int
-    members: tuple[tuple[int, tuple[tuple[int, int, int, int], ...]], ...]
+    members: Sequence[Member]
 
     @property
     def sources(self) -> list[int]:
@@ -115,6 +144,7 @@ class TaskTiles:
     cols: np.ndarray
     start: int
     windows: list[tuple[int, int, int, int, np.ndarray | None]]
+    date: np.datetime64 = field(default_factory=lambda: np.datetime64("NaT", "ns"))
 
     def iter_windows(self) -> Iterator[tuple[Window, np.ndarray, np.ndarray, np.ndarray]]:
         """Each window with tiles: its pixel window, and its tiles' run positions and pixel
@@ -149,25 +179,76 @@ class TaskTiles:
         return window_polygons(self.source.transform, row_off, col_off, self.width, self.height)
 
 
+class ChipGrids(Sequence[SourceGrid]):
+    """The grids of a run of chips, each one tile, the chip's position its index: built when asked
+    from the sources (a :class:`~rsprune_geo.reading.scan.SourceTable`) and, inside an
+    area of interest, which chips touch it (``present``)."""
+
+    def __init__(self, sources: Sequence[RasterSource], present: np.ndarray | None = None) -> None:
+        self.sources = sources
+        self.present = present
+        self._origin = np.zeros(1, np.int64)  # a chip's one tile, its offsets held once for every chip
+        self._origin.flags.writeable = False
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        source = self.sources[index]
+        return SourceGrid(source, index, self._origin, self._origin, source.width, source.height, start=index,
+                          present=None if self.present is None else self.present[index : index + 1], chip=True)
+
+    def __iter__(self) -> Iterator[SourceGrid]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def tiles(self) -> int:
+        """Chips present."""
+        return len(self) if self.present is None else int(self.present.sum())
+
+
 @dataclass
 class RunGrid:
-    """Every source's grid, one enumeration of positions over them all, and the window tasks."""
+    """Every source's grid, one enumeration of positions over them all, the window tasks, and the
+    sources' acquisition ``dates`` (each task's tiles are told theirs)."""
 
-    sources: list[SourceGrid]
+    sources: Sequence[SourceGrid]
     tasks: list[WindowTask] = field(default_factory=list)
+    dates: SourceDates | None = None
+
+    @property
+    def chips(self) -> ChipGrids | None:
+        """The grids as chips (a position a source), when they are."""
+        return self.sources if isinstance(self.sources, ChipGrids) else None
 
     @property
     def size(self) -> int:
         """Positions in the run (tiles present or not)."""
+        if self.chips is not None:
+            return len(self.chips)
         return self.sources[-1].start + self.sources[-1].size if self.sources else 0
 
     @property
     def count(self) -> int:
         """Tiles in the run."""
+        if self.chips is not None:
+            return self.chips.tiles
         return sum(s.count for s in self.sources)
+
+    def sizes(self) -> np.ndarray:
+        """Positions of each source."""
+        if self.chips is not None:
+            return np.ones(len(self.chips), dtype=np.int64)
+        return np.array([s.size for s in self.sources], dtype=np.int64)
 
     def present(self) -> np.ndarray:
         """Which positions are tiles (a bool per position)."""
+        if self.chips is not None:
+            return self.chips.present.copy() if self.chips.present is not None else np.ones(self.size, dtype=bool)
         out = np.ones(self.size, dtype=bool)
         for grid in self.sources:
             if grid.present is not None:
@@ -176,12 +257,18 @@ class RunGrid:
 
     def source_of(self, positions: np.ndarray) -> np.ndarray:
         """The source index of each run position."""
+        if self.chips is not None:
+            return np.asarray(positions, dtype=np.int64)
         starts = np.array([s.start for s in self.sources], dtype=np.int64)
         return np.searchsorted(starts, np.asarray(positions, dtype=np.int64), side="right") - 1
 
     def task_tiles(self, task: WindowTask) -> list[TaskTiles]:
         """What a worker needs to run ``task``: a :class:`TaskTiles` for each source it reads."""
-        return [self.sources[source].task_tiles(task.part, windows) for source, windows in task.members]
+        tiles = [self.sources[source].task_tiles(task.part, windows) for source, windows in task.members]
+        if self.dates is not None:
+            for member in tiles:
+                member.date = self.dates.of(member.source_index)
+        return tiles
 
     def task_positions(self, task: WindowTask) -> np.ndarray:
         """The run positions of a task's tiles, in the order its part holds them."""
@@ -193,9 +280,11 @@ class RunGrid:
         positions = np.asarray(positions, dtype=np.int64)
         keys = np.zeros(positions.size, dtype=np.int64)
         which = self.source_of(positions)
-        by_key = np.argsort([s.source.key for s in self.sources], kind="stable")
+        by_key = np.argsort(self._source_keys(), kind="stable")
         source_rank = np.empty(len(self.sources), dtype=np.int64)
         source_rank[by_key] = np.arange(len(self.sources))
+        if self.chips is not None:  # a chip's one tile: its id sorts as its source's key
+            return source_rank[positions]
         span = max(s.size for s in self.sources)
         for s in np.unique(which):
             grid = self.sources[s]
@@ -203,6 +292,15 @@ class RunGrid:
             i, j = grid.ij(positions[mine])
             keys[mine] = source_rank[s] * span + _text_rank(grid.rows)[i] * grid.cols.size + _text_rank(grid.cols)[j]
         return keys
+
+
+    def _source_keys(self) -> np.ndarray:
+        """Each source's key, in an array that sorts as the keys' text."""
+        from .scan import SourceTable
+
+        if self.chips is not None and isinstance(self.chips.sources, SourceTable):
+            return self.chips.sources.keys()
+        return np.array([s.source.key for s in self.sources])
 
 
 def _text_rank(values: np.ndarray) -> np.ndarray:
@@ -227,30 +325,38 @@ def plan_grid(sources: Sequence[RasterSource], tile_size: int, stride: int | Non
         if any(s.crs is None for s in sources):
             raise InputError(f"{param('aoi')} needs georeferenced rasters (the inputs have no CRS)")
         area = read_aoi(aoi)
+    if chips:
+        chip_grids = ChipGrids(sources)
+        if area is not None:
+            chip_grids.present = np.fromiter((_touching(grid, area)[0] for grid in chip_grids), dtype=bool,
+                                             count=len(chip_grids))
+        run = RunGrid(chip_grids)
+    else:
+        run = RunGrid(_source_grids(sources, tile_size, stride, edge, area))
+    if run.count == 0:
+        raise InputError("no tile to process: the area of interest misses every raster")
+    run.tasks = _tasks(run, group_px, task_tiles, min_task_tiles)
+    return run
+
+
+def _source_grids(sources: Sequence[RasterSource], tile_size: int, stride: int, edge: EdgeMode | str,
+                  area: gpd.GeoSeries | None) -> list[SourceGrid]:
+    """Each raster's grid of tiles, its first position after the previous grid's last."""
     grids, start = [], 0
-    origin = np.zeros(1, np.int64)  # a chip's one tile, its offsets held once for every chip
-    origin.flags.writeable = False
     for index, source in enumerate(sources):
-        if chips:
-            grid = SourceGrid(source, index, origin, origin, source.width, source.height, chip=True)
-        else:
-            if EdgeMode.parse(edge, "edge") is EdgeMode.DROP and (tile_size > source.width or
-                                                                  tile_size > source.height):
-                raise InputError(
-                    f"{source.path}: tile size {tile_size} px is larger than the raster ({source.width}x"
-                    f"{source.height} px); use a smaller {param('tile_size')} or {param('edge')} pad")
-            grid = SourceGrid(source, index, grid_offsets(source.height, tile_size, stride, edge),
-                              grid_offsets(source.width, tile_size, stride, edge), tile_size, tile_size)
+        if EdgeMode.parse(edge, "edge") is EdgeMode.DROP and (tile_size > source.width or
+                                                              tile_size > source.height):
+            raise InputError(
+                f"{source.path}: tile size {tile_size} px is larger than the raster ({source.width}x"
+                f"{source.height} px); use a smaller {param('tile_size')} or {param('edge')} pad")
+        grid = SourceGrid(source, index, grid_offsets(source.height, tile_size, stride, edge),
+                          grid_offsets(source.width, tile_size, stride, edge), tile_size, tile_size)
         grid.start = start
         if area is not None:
             grid.present = _touching(grid, area)
         start += grid.size
         grids.append(grid)
-    run = RunGrid(grids)
-    if run.count == 0:
-        raise InputError("no tile to process: the area of interest misses every raster")
-    run.tasks = _tasks(run, group_px, task_tiles, min_task_tiles)
-    return run
+    return grids
 
 
 def _touching(grid: SourceGrid, area: gpd.GeoSeries, chunk: int = 1 << 16) -> np.ndarray:
@@ -272,6 +378,10 @@ def _tasks(run: RunGrid, group_px: int, task_tiles: int, min_tiles: int | None =
     of under ``min_tiles`` tiles (default :data:`TASK_MIN_TILES`; across sources too) joined into
     one task, in the same order."""
     min_tiles = TASK_MIN_TILES if min_tiles is None else min_tiles
+    if run.chips is not None:  # a chip a piece of one tile: consecutive chips joined
+        step = max(1, min(min_tiles, task_tiles))
+        return [WindowTask(part, ChipRange(lo, min(lo + step, len(run.chips))))
+                for part, lo in enumerate(range(0, len(run.chips), step))]
     pieces: list[tuple[int, tuple[tuple[int, int, int, int], ...], int]] = []
     for grid in run.sources:
         row_groups = _groups(grid.rows // group_px)

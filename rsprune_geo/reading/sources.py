@@ -6,8 +6,8 @@ import glob
 import hashlib
 import os
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -105,36 +105,66 @@ def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = 
     add PNG and JPEG), and with ``recursive`` those of its subfolders too (chips laid out a
     folder per class); GDAL virtual paths (``/vsicurl/...``) pass through unchanged.
     """
-    paths: list[str] = []
-    for item in inputs:
-        text = os.fspath(item)
-        if text.startswith("/vsi"):
-            paths.append(text)
-        elif any(ch in _GLOB_CHARS for ch in text):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                raise InputError(f"{text}: the pattern matches no file")
-            paths.extend(matches)
-        elif os.path.isdir(text):
-            files = Path(text).rglob("*") if recursive else Path(text).iterdir()
-            found = sorted(str(p) for p in files if p.suffix.lower() in suffixes and p.is_file())
-            if not found:
-                raise InputError(f"{text}: the folder holds no {', '.join(suffixes)} file")
-            paths.extend(found)
-        else:
-            if not os.path.exists(text):
-                raise InputError(f"{text}: no such file")
-            paths.append(text)
-    seen: set[str] = set()
-    unique = []
-    for p in paths:
-        key = recorded_path(p)
-        if key not in seen:  # absolute, so a run's record stays valid from any folder
-            seen.add(key)
-            unique.append(key)
-    if not unique:
+    return list(iter_paths(inputs, suffixes, recursive))
+
+
+def iter_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES,
+               recursive: bool = False) -> Iterator[str]:
+    """:func:`expand_paths` one path at a time: a folder of a hundred million chips is walked,
+    each folder's entries sorted, never listed whole (one input needs no list of what was seen)."""
+    texts = [os.fspath(item) for item in inputs]
+    seen: set[str] | None = set() if len(texts) > 1 else None
+    given = 0
+    for text in texts:
+        for path in _expanded(text, suffixes, recursive):
+            key = recorded_path(path)  # absolute, so a run's record stays valid from any folder
+            if seen is not None:
+                if key in seen:
+                    continue
+                seen.add(key)
+            given += 1
+            yield key
+    if not given:
         raise InputError("no input raster given")
-    return unique
+
+
+def _expanded(text: str, suffixes: Sequence[str], recursive: bool) -> Iterator[str]:
+    """The paths one input stands for, sorted: itself, a glob's matches or a folder's files."""
+    if text.startswith("/vsi"):
+        yield text
+    elif any(ch in _GLOB_CHARS for ch in text):
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            raise InputError(f"{text}: the pattern matches no file")
+        yield from matches
+    elif os.path.isdir(text):
+        found = 0
+        for path in _walk_sorted(text, tuple(s.lower() for s in suffixes), recursive):
+            found += 1
+            yield path
+        if not found:
+            raise InputError(f"{text}: the folder holds no {', '.join(suffixes)} file")
+    else:
+        if not os.path.exists(text):
+            raise InputError(f"{text}: no such file")
+        yield text
+
+
+def _walk_sorted(folder: str, suffixes: tuple[str, ...], recursive: bool) -> Iterator[str]:
+    """A folder's files with one of ``suffixes``, in the order their whole paths sort, and with
+    ``recursive`` its subfolders' (not those reached through a link), one folder listed at a
+    time (its names only). A subfolder sorts as its name and a slash, as its files' paths do."""
+    with os.scandir(folder) as listing:
+        names = [entry.name + "/" if recursive and entry.is_dir(follow_symlinks=False) else entry.name
+                 for entry in listing]
+    names = [name for name in names if name.endswith("/") or os.path.splitext(name)[1].lower() in suffixes]
+    names.sort()
+    for name in names:
+        path = os.path.join(folder, name.rstrip("/"))
+        if name.endswith("/"):
+            yield from _walk_sorted(path, suffixes, recursive)
+        elif os.path.isfile(path):
+            yield path
 
 
 def recorded_path(path: str) -> str:
@@ -249,79 +279,6 @@ def _whole_without_decoding(path: str, driver: str) -> bool:
     return True
 
 
-def open_sources(
-    inputs: Iterable[str | os.PathLike],
-    bands: Sequence[int] | None = None,
-    allow_no_crs: bool = False,
-    chips: bool = False,
-) -> list[RasterSource]:
-    """Expand ``inputs`` (paths, globs, folders) and open each raster as a :class:`RasterSource`.
-
-    ``chips``: inputs are image chips (folders of PNG/JPEG/TIFF too), which need no CRS. Any
-    unusable file is an error; :func:`scan_sources` can skip them instead.
-    """
-    return scan_sources(inputs, bands, allow_no_crs, chips, strict=True)[0]
-
-
-def scan_sources(
-    inputs: Iterable[str | os.PathLike],
-    bands: Sequence[int] | None = None,
-    allow_no_crs: bool = False,
-    chips: bool = False,
-    strict: bool = False,
-) -> tuple[list[RasterSource], list[dict]]:
-    """Like :func:`open_sources`, but in a multi-file run an unusable file (not a raster, empty,
-    truncated, no CRS, too few bands) is skipped and reported, unless ``strict``.
-
-    Returns ``(sources, skipped)`` where ``skipped`` holds ``{"path", "error"}`` records. A run
-    of one file, or one where every file is unusable, raises the (first) error.
-    """
-    paths = expand_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES, recursive=chips)
-    sources, skipped, first_error = [], [], None
-    for p in paths:
-        try:
-            sources.append(open_source(p, bands, allow_no_crs or chips))
-        except InputError as exc:
-            if strict or len(paths) == 1:
-                raise
-            first_error = first_error or exc
-            skipped.append({"path": p, "error": str(exc)})
-    if not sources:
-        raise first_error or InputError("no input raster given")
-    sources = _shared_values(sources)
-    with_crs = [s for s in sources if s.crs is not None]
-    if with_crs and len(with_crs) != len(sources):
-        missing = next(s for s in sources if s.crs is None)
-        raise InputError(
-            f"{missing.path}: the raster has no CRS while others have one; "
-            "footprints cannot be put in one coordinate system"
-        )
-    counts = {len(s.bands) for s in sources}
-    if len(counts) > 1:
-        raise InputError(
-            "inputs mix one-band and three-band selections; pass `bands` to choose the same "
-            "number of bands for every file"
-        )
-    return sources, skipped
-
-
-#: The fields of consecutive sources that are often equal (a folder of chips), held once.
-_SHAREABLE = ("dtype", "crs", "transform", "bands", "mask_mode", "block_shape", "overviews", "date_tags")
-
-
-def _shared_values(sources: list[RasterSource]) -> list[RasterSource]:
-    """The sources, each value equal to the previous source's (its CRS, transform, bands…) held
-    as the same object: a folder of a million chips holds one of each, not a million."""
-    out = sources[:1]
-    for source in sources[1:]:
-        previous = out[-1]
-        same = {name: getattr(previous, name) for name in _SHAREABLE
-                if getattr(previous, name) is not getattr(source, name)
-                and getattr(previous, name) == getattr(source, name)}
-        out.append(replace(source, **same) if same else source)
-    return out
-
-
 def open_lazy(source: RasterSource, tile_size: int = 256):
     """The source's selected bands as a lazy, Dask-chunked ``xarray.DataArray`` (rioxarray).
 
@@ -423,3 +380,49 @@ def acquisition_date(path: str, pattern: str | None = None,
                     if not np.isnat(found):
                         return found, "STAC item"
     return np.datetime64("NaT", "ns"), ""
+
+
+@dataclass
+class SourceDates:
+    """Each source's acquisition date and where it was read, as codes: ``code`` indexes
+    ``values`` (the distinct dates, NaT among them when a source has none) and ``how_code``
+    indexes ``how`` (``"file name"``, ``"metadata …"``, ``"STAC item"``, ``""``): a few bytes a
+    source, however many chips."""
+
+    values: np.ndarray
+    code: np.ndarray
+    how: list[str]
+    how_code: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.code.size)
+
+    def of(self, index: int) -> np.datetime64:
+        """Source ``index``'s date (NaT: unknown)."""
+        return self.values[int(self.code[index])]
+
+    def how_of(self, index: int) -> str:
+        """Where source ``index``'s date was read (``""``: nowhere)."""
+        return self.how[int(self.how_code[index])]
+
+    def dated(self) -> int:
+        """How many sources have a date."""
+        known = ~np.isnat(self.values)
+        return int(known[self.code].sum()) if self.code.size else 0
+
+
+def source_dates(sources: Sequence[RasterSource], pattern: str | None = None) -> SourceDates:
+    """Each source's :func:`acquisition_date`, as a :class:`SourceDates`."""
+    values: dict[np.datetime64 | str, int] = {}
+    hows: dict[str, int] = {}
+    code = np.zeros(len(sources), dtype=np.int32)
+    how_code = np.zeros(len(sources), dtype=np.uint8)
+    for index, source in enumerate(sources):
+        when, how = acquisition_date(source.path, pattern, source.date_tags)
+        key = "NaT" if np.isnat(when) else when  # NaT equals no NaT, not even itself
+        code[index] = values.setdefault(key, len(values))
+        how_code[index] = hows.setdefault(how, len(hows))  # a handful: file name, a tag, STAC item
+    dates = np.array([np.datetime64("NaT", "ns") if isinstance(v, str) else v for v in values],
+                     dtype="datetime64[ns]")
+    return SourceDates(dates, code.astype(np.min_scalar_type(max(len(values) - 1, 0))), list(hows),
+                       how_code)

@@ -18,7 +18,8 @@ from ..errors import InputError, param
 from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
 from ..progress import ProgressCallback, no_progress
 from ..reading.grid import GroundGrid, RunGrid
-from ..reading.pixels import Scaling, redact, run_scaling, source_scaling
+from ..reading.pixels import IDENTITY, Scaling, redact, run_scaling, source_scaling
+from ..reading.scan import distinct
 from ..reading.sources import RasterSource
 from ..schema import Stage1Record, Status
 from .bankprofile import Bank, BankProfile
@@ -73,7 +74,7 @@ class Stage1Result:
     ``scalings``, the counted ``budget``, the bank's ``floor`` (bank rule), the global cut's
     entropy and count (paper rule, for the reasons), the ``stage1`` record and any warnings."""
 
-    scalings: list[Scaling]
+    scalings: Sequence[Scaling]
     budget: Budget
     floor: EntropyFloor | None
     cut: tuple[float | None, int | None]
@@ -84,23 +85,24 @@ class Stage1Result:
 
 @dataclass
 class RunPlan:
-    """What both stages work over: the tile ``grid``, the output ``crs`` and ``ground`` grid, each
-    source's ``dates``, the staged tile table's ``parts`` folder, where the work runs (the Dask
+    """What both stages work over: the tile ``grid`` (with its sources' dates), the output ``crs``
+    and ``ground`` grid, the staged tile table's ``parts`` folder, where the work runs (the Dask
     ``client``, else the local ``scheduler``) and whether source URLs are written without
     credentials (``redact``)."""
 
     grid: RunGrid
     crs: CRS | None
     ground: GroundGrid
-    dates: tuple[np.datetime64, ...]
     parts: str | None
     client: Any | None = None
     redact: bool = False
     scheduler: Scheduler = Scheduler.THREADS
 
     @property
-    def sources(self) -> list[RasterSource]:
-        """The run's sources, in order."""
+    def sources(self) -> Sequence[RasterSource]:
+        """The run's sources, in order (a run of chips: their table, not a list)."""
+        if self.grid.chips is not None:
+            return self.grid.chips.sources
         return [g.source for g in self.grid.sources]
 
 
@@ -114,8 +116,12 @@ def unreadable_warning(errors: Sequence[tuple[str, str]]) -> str:
 
 def tiles_pixel_size(sources: Sequence[RasterSource]) -> float | None:
     """The median ground sample distance (m) of the sources, ``None`` when none has a CRS."""
-    sizes = [s.pixel_size_m for s in sources if s.pixel_size_m is not None]
-    return float(np.median(sizes)) if sizes else None
+    if all(crs is None for crs in distinct(sources, "crs")):
+        return None
+    sizes = np.fromiter((np.nan if (gsd := s.pixel_size_m) is None else gsd for s in sources), dtype=np.float64,
+                        count=len(sources))
+    sizes = sizes[~np.isnan(sizes)]
+    return float(np.median(sizes)) if sizes.size else None
 
 
 def bank_tile_size(bank: Bank, sources: Sequence[RasterSource]) -> int | None:
@@ -184,10 +190,30 @@ def bank_floor(bank: Bank, sources: Sequence[RasterSource], options: Stage1Optio
     return plausibility_floor(entropies, bank.labels, options.plausibility_z)
 
 
-def stage1_scalings(sources: Sequence[RasterSource], options: Stage1Options) -> list[Scaling]:
-    """How each source's values become grey levels: per source, or one stretch for the run."""
+class Repeated(Sequence[Scaling]):
+    """One value ``count`` times, held once."""
+
+    def __init__(self, value: Scaling, count: int) -> None:
+        self.value, self.size = value, count
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.value] * len(range(*index.indices(self.size)))
+        if not -self.size <= index < self.size:
+            raise IndexError(index)
+        return self.value
+
+
+def stage1_scalings(sources: Sequence[RasterSource], options: Stage1Options) -> Sequence[Scaling]:
+    """How each source's values become grey levels: per source, or one stretch for the run
+    (sources with nothing to stretch, a folder of uint8 chips: one value for all, not a list)."""
     if options.scaling is ScalingScope.RUN:
         return run_scaling(sources, options.percentiles)
+    if distinct(sources, "dtype") == ["uint8"]:  # nothing to stretch (a folder of chips, as a rule)
+        return Repeated(IDENTITY, len(sources))
     return [source_scaling(s, options.percentiles) for s in sources]
 
 
@@ -209,7 +235,7 @@ def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank
         warnings = scale_warnings(bank, sources, options)
         floor = bank_floor(bank, sources, options)
     encoder = encoding.encoder if encoding is not None else None
-    spec = PassSpec(plan.parts, plan.crs, plan.ground, plan.dates, options.max_nodata, options.entropy_min,
+    spec = PassSpec(plan.parts, plan.crs, plan.ground, options.max_nodata, options.entropy_min,
                     floor.bits if floor is not None else None,
                     encode=encoding.what if encoding is not None else Encode.NONE,
                     input_size=encoder.input_size if encoder is not None else 224,
@@ -240,7 +266,7 @@ def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank
         floor_per_scene=floor.per_scene if floor is not None else None,
         plausibility_z=floor.z if floor is not None else None,
     )
-    return Stage1Result(list(scalings), budget, floor, cut, record, warnings, timings)
+    return Stage1Result(scalings, budget, floor, cut, record, warnings, timings)
 
 
 def check_passed(columns: TileColumns, budget: Budget) -> None:

@@ -191,7 +191,7 @@ def run_stage2(plan: RunPlan, options: Stage2Options, columns: TileColumns, stag
     if columns.cluster[candidates].min(initial=0) < 0:  # not encoded in stage 1's pass: a second pass
         t0 = time.perf_counter()
         encoding = model.encoding(Encode.PASSED)
-        spec = PassSpec(None, plan.crs, plan.ground, plan.dates, 1.0, None, None, Encode.PASSED,
+        spec = PassSpec(None, plan.crs, plan.ground, 1.0, None, None, Encode.PASSED,
                         model.encoder.input_size, model.encoder.cache_key, str(options.cache_root),
                         vectors=encoding.on_vectors is not None)
         run_pass(plan.grid, stage1.scalings, spec, columns, model.encoder, model.centroids, plan.client,

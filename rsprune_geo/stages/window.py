@@ -46,7 +46,7 @@ class PassSpec:
     """What every window task of a pass is told (sent to each worker once).
 
     ``folder``: where parts are written (``None``: no part, as in a second pass); the output
-    ``crs`` and the ``ground`` grid; each source's ``dates``; stage 1's thresholds known before
+    ``crs`` and the ``ground`` grid; stage 1's thresholds known before
     reading (``max_nodata``, ``entropy_min``, the bank's ``floor``); which tiles to ``encode``, at
     ``input_size``, cached under ``cache_root`` for the encoder ``encoder_key``; whether vectors
     travel back (``vectors``); whether source paths are written without credentials (``redact``);
@@ -55,7 +55,6 @@ class PassSpec:
     folder: str | None
     crs: CRS | None
     ground: GroundGrid
-    dates: tuple[np.datetime64, ...]
     max_nodata: float
     entropy_min: float | None
     floor: float | None
@@ -258,7 +257,6 @@ def _rows(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray, scores: di
     decisions back once every tile is judged); :func:`_frame` makes a part's table of them."""
     n = row_off.size
     context = ReasonContext(max_nodata=spec.max_nodata, entropy_min=spec.entropy_min, floor=spec.floor)
-    when = spec.dates[tiles.source_index] if spec.dates else np.datetime64("NaT")
     return {
         "tile_id": np.array(tiles.tile_ids(row_off, col_off), dtype=object),
         "source": np.full(n, redact(tiles.source.path) if spec.redact else tiles.source.path, dtype=object),
@@ -269,7 +267,7 @@ def _rows(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray, scores: di
         "status": np.asarray(status_names(status), dtype=object),
         "reason": np.asarray(reasons(reason, context, scores["entropy"], scores["nodata_fraction"]), dtype=object),
         "ground_cell": np.asarray(cell_ids(cells), dtype=object),
-        "date": np.full(n, when, dtype="datetime64[ns]"),
+        "date": np.full(n, tiles.date, dtype="datetime64[ns]"),
         "geometry": footprints,
     }
 

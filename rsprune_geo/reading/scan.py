@@ -1,0 +1,328 @@
+"""The inputs scanned (:func:`scan_sources`): every file opened and described once. A folder of a
+hundred million chips is a run of as many sources, so they are held as columns: each chip keeps
+only what is its own (its folder, name, fingerprint and key, in flat arrays, a few tens of bytes)
+and what chips share (size, bands, CRS, mask, blocks) is held once per distinct description. A
+:class:`SourceTable` is a sequence of :class:`~rsprune_geo.reading.sources.RasterSource`, each
+built when asked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import overload
+
+import numpy as np
+import pyarrow as pa
+from rasterio import Affine
+
+from ..errors import InputError
+from ..files import file_fingerprint
+from .sources import CHIP_SUFFIXES, RASTER_SUFFIXES, RasterSource, iter_paths, open_source
+
+#: Sources a :class:`SourceTable` gathers before packing them into its arrays.
+CHUNK = 1 << 13
+#: The bytes of a fingerprint (:func:`~rsprune_geo.files.file_fingerprint`) a table keeps.
+_FINGERPRINT_BYTES = 12
+
+
+@dataclass(eq=False)
+class SourceTable(Sequence[RasterSource]):
+    """Sources in columns, in order: ``folder`` (an index into ``folders``) and ``names`` (a path
+    is ``folders[folder] + names``), ``fingerprint`` (its bytes), ``key`` (as an unsigned integer),
+    ``profile`` (an index into ``profiles``, the sources' shared values with no path), ``tag``
+    (an index into ``tags``, the date tags) and, when they differ (georeferenced chips),
+    ``transforms`` (the six affine coefficients of each). Build one with :meth:`of` or
+    :class:`TableBuilder`."""
+
+    folders: list[str]
+    folder: np.ndarray
+    names: pa.ChunkedArray
+    fingerprint: np.ndarray
+    key: np.ndarray
+    profiles: list[RasterSource]
+    profile: np.ndarray
+    tags: list[tuple[tuple[str, str], ...]]
+    tag: np.ndarray
+    transforms: np.ndarray | None = None
+    _cache: dict[int, RasterSource] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, sources: Iterable[RasterSource]) -> SourceTable:
+        """The table of ``sources`` (any iterable, consumed once)."""
+        builder = TableBuilder()
+        for source in sources:
+            builder.add(source)
+        return builder.table()
+
+    def __len__(self) -> int:
+        return int(self.key.size)
+
+    @overload
+    def __getitem__(self, index: int) -> RasterSource: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[RasterSource]: ...
+
+    def __getitem__(self, index: int | slice) -> RasterSource | list[RasterSource]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        held = self._cache.get(index)  # the last few asked for (a task asks for its sources again)
+        if held is not None:
+            return held
+        path = self.path(index)
+        fingerprint = (file_fingerprint(path) if path.startswith("/vsi")
+                       else self.fingerprint[index].tobytes().hex())
+        source = replace(self.profiles[int(self.profile[index])], path=path, fingerprint=fingerprint,
+                         key=f"{int(self.key[index]):08x}", date_tags=self.tags[int(self.tag[index])])
+        if self.transforms is not None:
+            source = replace(source, transform=Affine(*self.transforms[index].tolist()))
+        if len(self._cache) >= 64:
+            self._cache.clear()
+        self._cache[index] = source
+        return source
+
+    def __iter__(self) -> Iterator[RasterSource]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def path(self, index: int) -> str:
+        """The path of source ``index``."""
+        return self.folders[int(self.folder[index])] + self.names[index].as_py()
+
+    def paths(self) -> Iterator[str]:
+        """Every source's path, in order (without building the sources)."""
+        start = 0
+        for chunk in self.names.chunks:
+            folders = self.folder[start : start + len(chunk)]
+            for folder, name in zip(folders.tolist(), chunk.to_pylist()):
+                yield self.folders[folder] + name
+            start += len(chunk)
+
+    def keys(self) -> np.ndarray:
+        """Every source's key as an unsigned integer (sorts as the keys' text does)."""
+        return self.key
+
+    def distinct(self, name: str) -> list:
+        """The distinct values of a field the sources share (``crs``, ``dtype``, ``bands``...)."""
+        values: list = []
+        for profile in self.profiles:
+            value = getattr(profile, name)
+            if all(value != v for v in values):
+                values.append(value)
+        return values
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the table's arrays hold (its per-source part)."""
+        arrays = [self.folder, self.fingerprint, self.key, self.profile, self.tag, self.transforms]
+        return self.names.nbytes + sum(a.nbytes for a in arrays if a is not None)
+
+
+#: The fields a :class:`SourceTable` holds once per distinct description.
+_PROFILE_FIELDS = ("width", "height", "count", "dtype", "crs", "bands", "nodata", "mask_mode",
+                   "alpha_band", "block_shape", "overviews")
+
+
+class TableBuilder:
+    """Gathers sources one by one into a :class:`SourceTable`, a chunk of plain lists at a time."""
+
+    def __init__(self) -> None:
+        self.folders: list[str] = []
+        self._folder_index: dict[str, int] = {}
+        self.profiles: list[RasterSource] = []
+        self._profile_index: dict[tuple, int] = {}
+        self.tags: list[tuple[tuple[str, str], ...]] = []
+        self._tag_index: dict[tuple, int] = {}
+        self._chunks: list[tuple[np.ndarray, pa.Array, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                 np.ndarray | None]] = []
+        self._pending: list[tuple[int, str, bytes, int, int, int]] = []
+        self._transforms: list[tuple[float, ...]] = []  # the pending sources' (while any differs)
+        self._first_transform: tuple[float, ...] | None = None
+        self._varied = False  # whether the sources' transforms differ
+
+    def __len__(self) -> int:
+        return sum(chunk[3].size for chunk in self._chunks) + len(self._pending)
+
+    def add(self, source: RasterSource) -> None:
+        """Append ``source``."""
+        name = os.path.basename(source.path)
+        folder = source.path[: len(source.path) - len(name)]
+        f = self._folder_index.get(folder)
+        if f is None:
+            f = self._folder_index[folder] = len(self.folders)
+            self.folders.append(folder)
+        shared = tuple(getattr(source, n) for n in _PROFILE_FIELDS)
+        p = self._profile_index.get(shared)
+        if p is None:
+            p = self._profile_index[shared] = len(self.profiles)
+            self.profiles.append(replace(source, path="", fingerprint="", key="", date_tags=(),
+                                         transform=Affine.identity()))
+        t = self._tag_index.get(source.date_tags)
+        if t is None:
+            t = self._tag_index[source.date_tags] = len(self.tags)
+            self.tags.append(source.date_tags)
+        digest = b"" if source.path.startswith("/vsi") else bytes.fromhex(source.fingerprint)
+        self._pending.append((f, name, digest.ljust(_FINGERPRINT_BYTES, b"\0")[:_FINGERPRINT_BYTES],
+                              int(source.key, 16), p, t))
+        transform = tuple(source.transform)[:6]
+        if self._first_transform is None:
+            self._first_transform = transform
+        self._varied = self._varied or transform != self._first_transform
+        self._transforms.append(transform)
+        if len(self._pending) >= CHUNK:
+            self._pack()
+
+    def _pack(self) -> None:
+        if not self._pending:
+            return
+        folder, names, digests, keys, profiles, tags = zip(*self._pending)
+        transforms = np.array(self._transforms, dtype=np.float64) if self._varied else None
+        self._chunks.append((
+            np.array(folder, dtype=np.int32), pa.array(names, type=pa.string()),
+            np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, _FINGERPRINT_BYTES),
+            np.array(keys, dtype=np.uint32), np.array(profiles, dtype=np.int32), np.array(tags, dtype=np.int32),
+            transforms))
+        self._pending.clear()
+        self._transforms.clear()
+
+    def table(self) -> SourceTable:
+        """The table of the sources added (their indexes held in the smallest integer type)."""
+        self._pack()
+        chunks = self._chunks or [(np.zeros(0, np.int32), pa.array([], type=pa.string()),
+                                   np.zeros((0, _FINGERPRINT_BYTES), np.uint8), np.zeros(0, np.uint32),
+                                   np.zeros(0, np.int32), np.zeros(0, np.int32), None)]
+
+        def joined(k: int, count: int) -> np.ndarray:
+            return np.concatenate([c[k] for c in chunks]).astype(_index_type(count))
+
+        table = SourceTable(
+            folders=self.folders, folder=joined(0, len(self.folders)),
+            names=pa.chunked_array([c[1] for c in chunks], type=pa.string()),
+            fingerprint=np.concatenate([c[2] for c in chunks]), key=np.concatenate([c[3] for c in chunks]),
+            profiles=self.profiles, profile=joined(4, len(self.profiles)), tags=self.tags,
+            tag=joined(5, len(self.tags)), transforms=self._joined_transforms(chunks))
+        self._chunks = []
+        return table
+
+
+    def _joined_transforms(self, chunks: list) -> np.ndarray | None:
+        """Each source's transform, when they differ (chunks packed before the first that
+        differed hold none: theirs is the first source's)."""
+        if not self._varied:
+            return None
+        first = np.array(self._first_transform, dtype=np.float64)
+        return np.concatenate([c[6] if c[6] is not None else np.tile(first, (c[3].size, 1)) for c in chunks])
+
+
+def _index_type(count: int) -> type:
+    """The smallest unsigned integer type that indexes ``count`` items."""
+    for kind in (np.uint8, np.uint16, np.uint32):
+        if count <= np.iinfo(kind).max + 1:
+            return kind
+    return np.int64
+
+
+def shared_sources(sources: Sequence[RasterSource]) -> Sequence[RasterSource]:
+    """``sources`` as they are, or as a :class:`SourceTable` when they are many."""
+    return sources if len(sources) < CHUNK else SourceTable.of(sources)
+
+
+def open_sources(
+    inputs: Iterable[str | os.PathLike],
+    bands: Sequence[int] | None = None,
+    allow_no_crs: bool = False,
+    chips: bool = False,
+) -> list[RasterSource]:
+    """Expand ``inputs`` (paths, globs, folders) and open each raster as a :class:`RasterSource`.
+
+    ``chips``: inputs are image chips (folders of PNG/JPEG/TIFF too), which need no CRS. Any
+    unusable file is an error; :func:`scan_sources` can skip them instead.
+    """
+    return list(scan_sources(inputs, bands, allow_no_crs, chips, strict=True)[0])
+
+
+def scan_sources(
+    inputs: Iterable[str | os.PathLike],
+    bands: Sequence[int] | None = None,
+    allow_no_crs: bool = False,
+    chips: bool = False,
+    strict: bool = False,
+) -> tuple[Sequence[RasterSource], list[dict]]:
+    """Like :func:`open_sources`, but in a multi-file run an unusable file (not a raster, empty,
+    truncated, no CRS, too few bands) is skipped and reported, unless ``strict``.
+
+    Returns ``(sources, skipped)`` where ``skipped`` holds ``{"path", "error"}`` records. A run
+    of one file, or one where every file is unusable, raises the (first) error. Chips come as a
+    :class:`SourceTable` (a few tens of bytes a chip); other
+    sources as a list, consecutive equal values (CRS, transform, bands…) held as one object.
+    """
+    held: TableBuilder | list[RasterSource] = TableBuilder() if chips else []
+    skipped: list[dict] = []
+    first_error = None
+    given = 0
+    for p in iter_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES, recursive=chips):
+        given += 1
+        try:
+            source = open_source(p, bands, allow_no_crs or chips)
+        except InputError as exc:
+            if strict:
+                raise
+            first_error = first_error or exc
+            skipped.append({"path": p, "error": str(exc)})
+            continue
+        if isinstance(held, list):
+            held.append(source)
+        else:
+            held.add(source)
+    if first_error is not None and (given == 1 or not len(held)):
+        raise first_error
+    sources = _shared_values(held) if isinstance(held, list) else held.table()
+    crss = distinct(sources, "crs")
+    if len(crss) > 1 and any(c is None for c in crss):
+        missing = next(s for s in sources if s.crs is None)
+        raise InputError(
+            f"{missing.path}: the raster has no CRS while others have one; "
+            "footprints cannot be put in one coordinate system"
+        )
+    if len({len(b) for b in distinct(sources, "bands")}) > 1:
+        raise InputError(
+            "inputs mix one-band and three-band selections; pass `bands` to choose the same "
+            "number of bands for every file"
+        )
+    return sources, skipped
+
+
+def distinct(sources: Sequence[RasterSource], name: str) -> list:
+    """The distinct values of a field the sources may share (``crs``, ``dtype``, ``bands``…),
+    in order of appearance; a :class:`SourceTable` knows them
+    without building its sources."""
+    if isinstance(sources, SourceTable):
+        return sources.distinct(name)
+    values: list = []
+    for source in sources:
+        value = getattr(source, name)
+        if not any(value is v or value == v for v in values):
+            values.append(value)
+    return values
+
+
+#: The fields of consecutive sources that are often equal (a folder of chips), held once.
+_SHAREABLE = ("dtype", "crs", "transform", "bands", "mask_mode", "block_shape", "overviews", "date_tags")
+
+
+def _shared_values(sources: list[RasterSource]) -> list[RasterSource]:
+    """The sources, each value equal to the previous source's (its CRS, transform, bands…) held
+    as the same object: a folder of a million chips holds one of each, not a million."""
+    out = sources[:1]
+    for source in sources[1:]:
+        previous = out[-1]
+        same = {name: getattr(previous, name) for name in _SHAREABLE
+                if getattr(previous, name) is not getattr(source, name)
+                and getattr(previous, name) == getattr(source, name)}
+        out.append(replace(source, **same) if same else source)
+    return out

@@ -1,0 +1,250 @@
+"""A run's record of its inputs (path, fingerprint, size, bands, stretch, date), an entry per
+input. A run of a few rasters writes them in its record; a folder of chips is a run of millions of
+inputs, so beyond :data:`INLINE_INPUTS` they are a table of their own (``inputs.parquet`` in a run
+folder, an ``inputs`` layer in a GeoPackage), written a batch at a time from the run's sources and
+read back as columns: never a dictionary per chip in the driver."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .reading.pixels import Scaling, redact
+from .reading.sources import RasterSource, SourceDates
+
+#: Inputs a record holds in itself; beyond, they are a table beside it.
+INLINE_INPUTS = 10_000
+#: The inputs' table: a run folder's file, a GeoPackage's layer.
+INPUTS_FILE = "inputs.parquet"
+INPUTS_LAYER = "inputs"
+#: Inputs ``rsprune info`` lists when they are a table of their own.
+LISTED_INPUTS = 20
+#: Entries written at once.
+BATCH = 1 << 16
+
+#: The columns of the inputs' table (``bands`` and ``scaling`` as JSON text).
+COLUMNS = ("path", "fingerprint", "key", "crs", "width", "height", "dtype", "bands", "mask", "scaling", "date",
+           "date_from")
+
+
+class SourceInputs(Sequence[dict[str, Any]]):
+    """The entries of a run's inputs, each built when asked from its sources, their stretch and
+    their dates. A value sources hold as the same object (a folder of chips shares its CRS,
+    bands and stretch) is converted once and shared by the entries."""
+
+    def __init__(self, sources: Sequence[RasterSource], scalings: Sequence[Scaling],
+                 dates: SourceDates | None = None) -> None:
+        self.sources, self.scalings, self.dates = sources, scalings, dates
+        self._held: dict[str, tuple[Any, Any]] = {}  # field -> (the source's object, the entry's value)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        s, sc = self.sources[index], self.scalings[index]
+        return {
+            "path": redact(s.path),
+            "fingerprint": s.fingerprint,
+            "key": s.key,
+            "crs": self._shared("crs", s.crs, lambda crs: crs.to_string() if crs is not None else None),
+            "width": s.width,
+            "height": s.height,
+            "dtype": s.dtype,
+            "bands": self._shared("bands", s.bands, list),
+            "mask": s.mask_mode,
+            "scaling": self._shared("scaling", sc, _scaling_entry),
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
+
+    def _shared(self, name: str, value: Any, convert) -> Any:
+        held = self._held.get(name)
+        if held is None or held[0] is not value:
+            held = self._held[name] = (value, convert(value))
+        return held[1]
+
+    def date_entry(self, index: int) -> list[str | None]:
+        """Input ``index``'s ``[date, where it was read]`` (``None`` where unknown)."""
+        if self.dates is None:
+            return [None, None]
+        when = self.dates.of(index)
+        return [None if np.isnat(when) else str(when)[:19], self.dates.how_of(index) or None]
+
+    def batches(self, size: int = BATCH) -> Iterator[pa.RecordBatch]:
+        """The entries and dates as the inputs' table, ``size`` rows at a time."""
+        for lo in range(0, len(self), size):
+            rows = [self[i] for i in range(lo, min(lo + size, len(self)))]
+            dates = [self.date_entry(i) for i in range(lo, lo + len(rows))]
+            yield _batch(rows, dates)
+
+
+def _scaling_entry(scaling: Scaling) -> dict[str, list[float]] | None:
+    return None if scaling.identity else {"low": list(scaling.low or ()), "high": list(scaling.high or ())}
+
+
+_SCHEMA = pa.schema([("path", pa.string()), ("fingerprint", pa.string()), ("key", pa.string()),
+                     ("crs", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("dtype", pa.string()),
+                     ("bands", pa.string()), ("mask", pa.string()), ("scaling", pa.string()),
+                     ("date", pa.string()), ("date_from", pa.string())])
+
+
+def _batch(rows: list[dict[str, Any]], dates: list[list[str | None]]) -> pa.RecordBatch:
+    """A batch of the inputs' table from entries and their dates."""
+    columns: dict[str, list] = {name: [row[name] for row in rows] for name in COLUMNS[:8]}
+    columns["bands"] = [json.dumps(b) for b in columns["bands"]]
+    columns["mask"] = [row["mask"] for row in rows]
+    columns["scaling"] = [None if row["scaling"] is None else json.dumps(row["scaling"]) for row in rows]
+    columns["date"] = [d[0] for d in dates]
+    columns["date_from"] = [d[1] for d in dates]
+    return pa.RecordBatch.from_pydict(columns, schema=_SCHEMA)
+
+
+class TableInputs(Sequence[dict[str, Any]]):
+    """The entries of a finished run's inputs, read back from their table (as columns)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    @classmethod
+    def read(cls, where: str | os.PathLike) -> TableInputs:
+        """The inputs' table of a run folder or a GeoPackage."""
+        if os.path.isdir(where):
+            return cls(pq.read_table(Path(where) / INPUTS_FILE))
+        import pyogrio
+
+        return cls(pa.Table.from_pandas(pyogrio.read_dataframe(where, layer=INPUTS_LAYER), preserve_index=False))
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        row = self.table.slice(index if index >= 0 else index + len(self), 1).to_pylist()[0]
+        return _entry(row)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.table.to_batches():
+            for row in batch.to_pylist():
+                yield _entry(row)
+
+    def date_entry(self, index: int) -> list[str | None]:
+        """Input ``index``'s ``[date, where it was read]``."""
+        row = self.table.slice(index, 1).select(["date", "date_from"]).to_pylist()[0]
+        return [row["date"], row["date_from"]]
+
+    def paths(self) -> list[str]:
+        """Every input's path."""
+        return self.table.column("path").to_pylist()
+
+    def by_path(self) -> Mapping[str, dict[str, Any]]:
+        """The entries by path (the first of a path given twice), looked up through an index of
+        the path column built once."""
+        if not hasattr(self, "_index"):
+            self._index = pd.Index(self.table.column("path").to_pandas())
+        return _ByPath(self)
+
+
+    def batches(self, size: int = BATCH) -> Iterator[pa.RecordBatch]:
+        """The table, ``size`` rows at a time."""
+        yield from self.table.to_batches(max_chunksize=size)
+
+
+class _ByPath(Mapping[str, dict[str, Any]]):
+    """A :class:`TableInputs`' entries by path."""
+
+    def __init__(self, inputs: TableInputs) -> None:
+        self.inputs = inputs
+
+    def __getitem__(self, path: str) -> dict[str, Any]:
+        found = self.inputs._index.get_loc(path)  # a KeyError when absent
+        if isinstance(found, slice):  # a path given twice: its first entry
+            found = found.start
+        elif not isinstance(found, int):
+            found = int(np.flatnonzero(found)[0])
+        return self.inputs[int(found)]
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.inputs._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.inputs.paths())
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def _entry(row: dict[str, Any]) -> dict[str, Any]:
+    """A record entry of a row of the inputs' table."""
+    entry = {name: row[name] for name in COLUMNS[:10]}
+    entry["bands"] = json.loads(entry["bands"]) if entry["bands"] else []
+    entry["scaling"] = json.loads(entry["scaling"]) if entry["scaling"] else None
+    return entry
+
+
+class InputDates(Mapping[str, list]):
+    """Each input's ``[date, where it was read]`` by path, read from its inputs' entries."""
+
+    def __init__(self, inputs: SourceInputs | TableInputs) -> None:
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __iter__(self) -> Iterator[str]:
+        if isinstance(self.inputs, TableInputs):
+            yield from self.inputs.paths()
+        else:
+            yield from (entry["path"] for entry in self.inputs)
+
+    def __getitem__(self, path: str) -> list:
+        for index, known in enumerate(self):
+            if known == path:
+                return self.inputs.date_entry(index)
+        raise KeyError(path)
+
+    def values(self):
+        """The entries' ``[date, where]``, in order."""
+        if isinstance(self.inputs, TableInputs):
+            table = self.inputs.table.select(["date", "date_from"])
+            return [[row["date"], row["date_from"]] for row in table.to_pylist()]
+        return [self.inputs.date_entry(i) for i in range(len(self.inputs))]
+
+
+def is_table(inputs: Sequence[dict[str, Any]]) -> bool:
+    """Whether a record's inputs are written as a table of their own."""
+    return not isinstance(inputs, list) and len(inputs) > INLINE_INPUTS
+
+
+def write_inputs(inputs: SourceInputs | TableInputs, path: str | os.PathLike) -> Path:
+    """Write the inputs' table to ``path`` (Parquet), a batch at a time."""
+    target = Path(path)
+    with pq.ParquetWriter(target, _SCHEMA) as writer:
+        for batch in inputs.batches():
+            writer.write_batch(batch)
+    return target
+
+
+def table_frames(inputs: Sequence[dict[str, Any]]) -> Iterator[pd.DataFrame] | None:
+    """The inputs' table a batch at a time when they are a table of their own, else ``None``."""
+    if not is_table(inputs):
+        return None
+    assert isinstance(inputs, (SourceInputs, TableInputs))
+    return (batch.to_pandas() for batch in inputs.batches())
+
+
+def inputs_frames(path: str | os.PathLike) -> Iterator[pd.DataFrame]:
+    """The inputs' table written at ``path``, a batch at a time (for a GeoPackage's layer)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH):
+        yield batch.to_pandas()

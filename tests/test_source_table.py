@@ -1,0 +1,125 @@
+"""A folder of chips held as columns: the scan streams the folder into a SourceTable (each chip a
+few tens of bytes), the grid of chips is computed, not listed, and a run's inputs beyond
+INLINE_INPUTS are a table of their own, written and read back a batch at a time."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import rasterio
+from click.testing import CliRunner
+from rasterio.transform import from_origin
+
+import rsprune_geo
+from rsprune_geo.cli import main
+from rsprune_geo.reading.grid import ChipRange, RunGrid, plan_grid
+from rsprune_geo.reading.scan import SourceTable, scan_sources
+from rsprune_geo.reading.sources import CHIP_SUFFIXES, iter_paths, open_source, source_dates
+from rsprune_geo.runinputs import INPUTS_FILE, INPUTS_LAYER, InputDates, TableInputs
+from rsprune_geo.schema import RunRecord
+
+from .conftest import UCMERCED
+
+CHIPS = [str(UCMERCED / name / "*.png") for name in ("agricultural", "beach", "forest")]
+
+
+def test_a_table_of_chips_gives_each_chip_as_opening_it_alone_would():
+    sources, _ = scan_sources([str(UCMERCED)], chips=True)
+    assert isinstance(sources, SourceTable) and len(sources) == 420
+    for index in (0, 1, 199, 419, -1):
+        assert sources[index] == open_source(sources[index].path, allow_no_crs=True)
+    assert list(sources.paths()) == [s.path for s in sources]
+    assert sources.nbytes / len(sources) < 64  # its own columns; the shared description held once
+    assert len(sources.profiles) < 10 and sources.transforms is None  # a few chip sizes among 420
+
+
+def test_georeferenced_chips_keep_each_its_own_transform_and_date(tmp_path):
+    for k in range(5):
+        where = from_origin(500000 + 160 * k, 4e6, 10, 10)
+        with rasterio.open(tmp_path / f"chip_2020010{k + 1}.tif", "w", driver="GTiff", width=16, height=16, count=3,
+                           dtype="uint8", crs="EPSG:32633", transform=where) as dst:
+            dst.write(np.full((3, 16, 16), 40 * k, np.uint8))
+    sources, _ = scan_sources([str(tmp_path)], chips=True)
+    assert isinstance(sources, SourceTable) and sources.transforms is not None
+    for index in range(5):
+        assert sources[index] == open_source(sources[index].path)
+    dates = source_dates(sources, r"_(\d{8})\.tif$")
+    assert [str(dates.of(i))[:10] for i in range(5)] == [f"2020-01-0{k + 1}" for k in range(5)]
+    assert dates.how_of(0) == "file name" and dates.dated() == 5
+
+
+def test_a_folder_is_walked_in_the_order_its_whole_paths_sort(tmp_path):
+    for name in ("a/x.png", "a-1.png", "a.png", "b/c/d.png", "b/c.jpg", "B.PNG", "notes.txt", "b/.hidden.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = list(iter_paths([str(tmp_path)], CHIP_SUFFIXES, recursive=True))
+    expected = sorted(str(p) for p in Path(tmp_path).rglob("*") if p.suffix.lower() in CHIP_SUFFIXES and p.is_file())
+    assert found == [os.path.abspath(p) for p in expected] and len(found) == 7
+    top = list(iter_paths([str(tmp_path)], CHIP_SUFFIXES))
+    assert top == [str(tmp_path / n) for n in ("B.PNG", "a-1.png", "a.png")]
+    twice = list(iter_paths([str(tmp_path / "a"), str(tmp_path / "a" / "x.png")], CHIP_SUFFIXES))
+    assert twice == [str(tmp_path / "a" / "x.png")]
+
+
+def test_the_grid_of_chips_is_computed_and_sorts_as_the_tile_ids():
+    sources, _ = scan_sources([str(UCMERCED)], chips=True)
+    grid = plan_grid(sources, 256, chips=True)
+    assert grid.chips is not None and grid.size == grid.count == 420
+    assert all(isinstance(task.members, ChipRange) for task in grid.tasks)
+    positions = np.arange(420)
+    ids = [grid.sources[p].tile_ids(np.array([p]))[0] for p in positions]
+    assert np.array_equal(np.argsort(grid.order_keys(positions), kind="stable"), np.argsort(ids, kind="stable"))
+    listed = RunGrid(list(grid.sources))  # the same grids as a plain list: the general path
+    assert np.array_equal(listed.order_keys(positions), grid.order_keys(positions))
+    assert np.array_equal(listed.source_of(positions), grid.source_of(positions))
+    assert listed.size == grid.size and np.array_equal(listed.present(), grid.present())
+
+
+@pytest.fixture
+def few_inline(monkeypatch):
+    """Runs whose inputs past ten are a table of their own."""
+    monkeypatch.setattr("rsprune_geo.runinputs.INLINE_INPUTS", 10)
+
+
+def test_many_inputs_are_a_table_beside_the_record_and_read_back_the_same(tmp_path, monkeypatch):
+    options = dict(chips=True, keep=0.2, prior_bank="default")
+    inline = rsprune_geo.run(CHIPS, tmp_path / "inline", **options)
+    monkeypatch.setattr("rsprune_geo.runinputs.INLINE_INPUTS", 10)
+    table = rsprune_geo.run(CHIPS, tmp_path / "table", **options)
+    stored = json.loads((tmp_path / "table" / "run.json").read_text())
+    assert stored["inputs"] == {"table": INPUTS_LAYER, "count": 60} and (tmp_path / "table" / INPUTS_FILE).is_file()
+    assert stored["ground"]["dates"] == {"table": INPUTS_LAYER}
+    expected = RunRecord.read(tmp_path / "inline")
+    for where in (tmp_path / "table", tmp_path / "table" / "tiles.gpkg"):
+        record = RunRecord.read(where)
+        assert isinstance(record.inputs, TableInputs) and list(record.inputs) == expected.inputs
+        assert isinstance(record.ground.dates, InputDates) and dict(record.ground.dates) == expected.ground.dates
+        assert record.input(expected.inputs[7]["path"]) == expected.inputs[7]
+        assert record.has_input(expected.inputs[-1]["path"]) and not record.has_input("/nowhere.png")
+    layer = pyogrio.read_dataframe(tmp_path / "table" / "tiles.gpkg", layer=INPUTS_LAYER)
+    assert len(layer) == 60 and list(layer["path"]) == [i["path"] for i in expected.inputs]
+    pd.testing.assert_frame_equal(pd.DataFrame(inline.tiles.drop(columns="geometry")),
+                                  pd.DataFrame(table.tiles.drop(columns="geometry")))
+    assert "sources: 60" in table.summary()
+
+
+def test_a_geopackage_and_a_reselection_carry_the_inputs_table(tmp_path, few_inline):
+    out = tmp_path / "run.gpkg"
+    rsprune_geo.run(CHIPS, out, chips=True, keep=0.2, prior_bank="default")
+    assert len(pyogrio.read_dataframe(out, layer=INPUTS_LAYER)) == 60
+    assert len(RunRecord.read(out).inputs) == 60
+    result = CliRunner().invoke(main, ["info", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "… and 40 more" in result.output
+    folder = tmp_path / "folder"
+    rsprune_geo.run(CHIPS, folder, chips=True, keep=0.2, prior_bank="default")
+    again = CliRunner().invoke(main, ["select", str(folder), "-o", str(tmp_path / "again"), "--keep", "0.1"])
+    assert again.exit_code == 0, again.output
+    assert list(RunRecord.read(tmp_path / "again").inputs) == list(RunRecord.read(folder).inputs)
+    regpkg = CliRunner().invoke(main, ["select", str(out), "-o", str(tmp_path / "again.gpkg"), "--keep", "0.1"])
+    assert regpkg.exit_code == 0, regpkg.output
+    assert len(RunRecord.read(tmp_path / "again.gpkg").inputs) == 60
