@@ -111,7 +111,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     timings: dict[str, float] = {}
     on_progress("tiling", 0, 1)
     t0 = time.perf_counter()
-    sources, skipped = scan_sources(inputs, config.bands, config.allow_no_crs, config.chips, config.strict)
+    sources, skipped = scan_sources(inputs, config.bands, config.allow_no_crs, config.chips, config.strict, client)
     crs = output_crs(sources, config.out_crs)
     if crs is not None and any(c is None for c in distinct(sources, "crs")):
         raise InputError(f"{param('out_crs')} needs georeferenced rasters (the inputs have no CRS)")

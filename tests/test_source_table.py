@@ -16,7 +16,8 @@ from rasterio.transform import from_origin
 
 import rsprune_geo
 from rsprune_geo.cli import main
-from rsprune_geo.reading.grid import ChipRange, RunGrid, plan_grid
+from rsprune_geo.errors import InputError
+from rsprune_geo.reading.grid import ChipRange, RunGrid, ground_grid, plan_grid
 from rsprune_geo.reading.scan import SourceTable, scan_sources
 from rsprune_geo.reading.sources import CHIP_SUFFIXES, iter_paths, open_source, source_dates
 from rsprune_geo.runinputs import INPUTS_FILE, INPUTS_LAYER, InputDates, TableInputs
@@ -37,19 +38,32 @@ def test_a_table_of_chips_gives_each_chip_as_opening_it_alone_would():
     assert len(sources.profiles) < 10 and sources.transforms is None  # a few chip sizes among 420
 
 
-def test_georeferenced_chips_keep_each_its_own_transform_and_date(tmp_path):
+def _georeferenced_chips(folder, moved: bool) -> list[str]:
+    """Five GeoTIFF chips dated in their names, side by side (``moved``) or on the same ground
+    (a place seen on five dates), one of them 20 px, not 16."""
+    folder.mkdir()
     for k in range(5):
-        where = from_origin(500000 + 160 * k, 4e6, 10, 10)
-        with rasterio.open(tmp_path / f"chip_2020010{k + 1}.tif", "w", driver="GTiff", width=16, height=16, count=3,
-                           dtype="uint8", crs="EPSG:32633", transform=where) as dst:
-            dst.write(np.full((3, 16, 16), 40 * k, np.uint8))
-    sources, _ = scan_sources([str(tmp_path)], chips=True)
-    assert isinstance(sources, SourceTable) and sources.transforms is not None
+        side = 20 if k == 3 else 16
+        where = from_origin(500000 + (160 * k if moved else 0), 4e6, 10, 10)
+        with rasterio.open(folder / f"chip_2020010{k + 1}.tif", "w", driver="GTiff", width=side, height=side,
+                           count=3, dtype="uint8", crs="EPSG:32633", transform=where) as dst:
+            dst.write(np.full((3, side, side), 40 * k, np.uint8))
+    return [str(folder)]
+
+
+@pytest.mark.parametrize("moved", [True, False])
+def test_georeferenced_chips_keep_each_its_own_transform_ground_and_date(tmp_path, moved):
+    sources, _ = scan_sources(_georeferenced_chips(tmp_path / "chips", moved), chips=True)
+    assert isinstance(sources, SourceTable) and (sources.transforms is not None) == moved
     for index in range(5):
         assert sources[index] == open_source(sources[index].path)
     dates = source_dates(sources, r"_(\d{8})\.tif$")
     assert [str(dates.of(i))[:10] for i in range(5)] == [f"2020-01-0{k + 1}" for k in range(5)]
     assert dates.how_of(0) == "file name" and dates.dated() == 5
+    grid = plan_grid(sources, 16, chips=True)
+    crs = sources[0].crs
+    assert ground_grid(grid, crs) == ground_grid(RunGrid(list(grid.sources)), crs)  # the general path, grid by grid
+    assert ground_grid(grid, crs).origin == (500000.0, 4e6) and ground_grid(grid, crs).size == 160
 
 
 def test_a_folder_is_walked_in_the_order_its_whole_paths_sort(tmp_path):
@@ -123,3 +137,22 @@ def test_a_geopackage_and_a_reselection_carry_the_inputs_table(tmp_path, few_inl
     regpkg = CliRunner().invoke(main, ["select", str(out), "-o", str(tmp_path / "again.gpkg"), "--keep", "0.1"])
     assert regpkg.exit_code == 0, regpkg.output
     assert len(RunRecord.read(tmp_path / "again.gpkg").inputs) == 60
+
+
+def test_a_large_scan_is_spread_over_processes_and_gathered_in_order(tmp_path, monkeypatch):
+    from .test_sources import _damaged_chips
+
+    alone, _ = scan_sources([str(UCMERCED)], chips=True)
+    monkeypatch.setattr("rsprune_geo.reading.scan.SCAN_ALONE", 50)
+    monkeypatch.setattr("rsprune_geo.reading.scan.SCAN_BATCH", 64)
+    spread, _ = scan_sources([str(UCMERCED)], chips=True)
+    assert list(spread.paths()) == list(alone.paths()) and [s for s in spread] == [s for s in alone]
+    assert np.array_equal(spread.fingerprint, alone.fingerprint) and np.array_equal(spread.key, alone.key)
+    damaged = _damaged_chips(tmp_path / "damaged")
+    monkeypatch.setattr("rsprune_geo.reading.scan.SCAN_ALONE", 0)  # every file in a process
+    monkeypatch.setattr("rsprune_geo.reading.scan.SCAN_BATCH", 2)
+    sources, skipped = scan_sources([str(damaged)], chips=True)
+    assert [os.path.basename(s.path) for s in sources] == ["intact.jpg", "intact.png", "trailing.jpg"]
+    assert [os.path.basename(s["path"]) for s in skipped] == ["cut.jpg", "cut.png", "flipped.png"]
+    with pytest.raises(InputError, match="cut.jpg: the file is truncated"):
+        scan_sources([str(damaged)], chips=True, strict=True)

@@ -458,6 +458,12 @@ def ground_grid(run: RunGrid, crs: CRS | None, chunk: int = 1 << 16) -> GroundGr
     in ``crs`` are measured from their transform; others, and areas of interest, tile by tile."""
     if crs is None or not run.sources:
         return GroundGrid(float("nan"), (float("nan"), float("nan")))
+    if run.chips is not None and run.chips.present is None:
+        from .scan import SourceTable
+
+        table = run.chips.sources
+        if isinstance(table, SourceTable) and all(c == crs for c in table.distinct("crs")):
+            return _chips_ground(table)
     sides: list[tuple[np.ndarray, float]] = []  # (sides, weight of each)
     left, top = np.inf, -np.inf
     for grid in run.sources:
@@ -480,6 +486,19 @@ def ground_grid(run: RunGrid, crs: CRS | None, chunk: int = 1 << 16) -> GroundGr
             x0, _, _, y1 = shapely.total_bounds(shapes)
             left, top = min(left, x0), max(top, y1)
     return GroundGrid(_weighted_median(sides), (float(left), float(top)))
+
+
+def _chips_ground(table) -> GroundGrid:
+    """:func:`ground_grid` of chips in the output CRS, from their transforms and sizes as arrays
+    (a hundred million georeferenced chips are not a hundred million grids)."""
+    a, b, c, d, e, f = table.affine().T
+    widths, heights = table.sizes()
+    sides = np.sqrt(np.abs(a * e - b * d) * widths * heights)
+    xs = [c + a * col + b * row for col, row in ((0, 0), (widths, 0), (0, heights), (widths, heights))]
+    ys = [f + d * col + e * row for col, row in ((0, 0), (widths, 0), (0, heights), (widths, heights))]
+    left = float(np.min([np.min(x) for x in xs]))
+    top = float(np.max([np.max(y) for y in ys]))
+    return GroundGrid(float(np.median(np.broadcast_to(sides, widths.shape))), (left, top))
 
 
 def _present_chunks(grid: SourceGrid, chunk: int) -> Iterator[np.ndarray]:

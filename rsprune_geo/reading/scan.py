@@ -7,10 +7,11 @@ built when asked."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ from rasterio import Affine
 
 from ..errors import InputError
 from ..files import file_fingerprint
+from ..scaleout import map_tasks
 from .sources import CHIP_SUFFIXES, RASTER_SUFFIXES, RasterSource, iter_paths, open_source
 
 #: Sources a :class:`SourceTable` gathers before packing them into its arrays.
@@ -103,6 +105,20 @@ class SourceTable(Sequence[RasterSource]):
                 yield self.folders[folder] + name
             start += len(chunk)
 
+    def affine(self) -> np.ndarray:
+        """The sources' affine coefficients ``(a, b, c, d, e, f)``: one row for each, or a single
+        row when they share one transform."""
+        if self.transforms is not None:
+            return self.transforms
+        first = self.profiles[0].transform if self.profiles else Affine.identity()
+        return np.array([tuple(first)[:6]], dtype=np.float64)
+
+    def sizes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each source's width and height in pixels."""
+        widths = np.array([p.width for p in self.profiles], dtype=np.int64)
+        heights = np.array([p.height for p in self.profiles], dtype=np.int64)
+        return widths[self.profile], heights[self.profile]
+
     def keys(self) -> np.ndarray:
         """Every source's key as an unsigned integer (sorts as the keys' text does)."""
         return self.key
@@ -160,8 +176,7 @@ class TableBuilder:
         p = self._profile_index.get(shared)
         if p is None:
             p = self._profile_index[shared] = len(self.profiles)
-            self.profiles.append(replace(source, path="", fingerprint="", key="", date_tags=(),
-                                         transform=Affine.identity()))
+            self.profiles.append(replace(source, path="", fingerprint="", key="", date_tags=()))
         t = self._tag_index.get(source.date_tags)
         if t is None:
             t = self._tag_index[source.date_tags] = len(self.tags)
@@ -252,28 +267,30 @@ def scan_sources(
     allow_no_crs: bool = False,
     chips: bool = False,
     strict: bool = False,
+    client: Any | None = None,
 ) -> tuple[Sequence[RasterSource], list[dict]]:
     """Like :func:`open_sources`, but in a multi-file run an unusable file (not a raster, empty,
     truncated, no CRS, too few bands) is skipped and reported, unless ``strict``.
 
     Returns ``(sources, skipped)`` where ``skipped`` holds ``{"path", "error"}`` records. A run
     of one file, or one where every file is unusable, raises the (first) error. Chips come as a
-    :class:`SourceTable` (a few tens of bytes a chip); other
-    sources as a list, consecutive equal values (CRS, transform, bands…) held as one object.
+    :class:`SourceTable` (a few tens of bytes a chip); other sources as a list, consecutive
+    equal values (CRS, transform, bands…) held as one object. Beyond :data:`SCAN_ALONE` files the
+    scan runs in batches of :data:`SCAN_BATCH` on the Dask ``client``'s workers, else in local
+    processes, and is gathered in order.
     """
     held: TableBuilder | list[RasterSource] = TableBuilder() if chips else []
     skipped: list[dict] = []
     first_error = None
     given = 0
-    for p in iter_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES, recursive=chips):
+    paths = iter_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES, recursive=chips)
+    for p, source in _opened(paths, bands, allow_no_crs or chips, client):
         given += 1
-        try:
-            source = open_source(p, bands, allow_no_crs or chips)
-        except InputError as exc:
+        if isinstance(source, InputError):
             if strict:
-                raise
-            first_error = first_error or exc
-            skipped.append({"path": p, "error": str(exc)})
+                raise source
+            first_error = first_error or source
+            skipped.append({"path": p, "error": str(source)})
             continue
         if isinstance(held, list):
             held.append(source)
@@ -295,6 +312,49 @@ def scan_sources(
             "number of bands for every file"
         )
     return sources, skipped
+
+
+#: Files scanned here, one after the other, before the scan is spread over processes or workers.
+SCAN_ALONE = 8192
+#: Files a process or worker scans at once.
+SCAN_BATCH = 1024
+
+
+def _opened(paths: Iterator[str], bands: Sequence[int] | None, allow_no_crs: bool,
+            client: Any | None) -> Iterator[tuple[str, RasterSource | InputError]]:
+    """Each path opened (:func:`~rsprune_geo.reading.sources.open_source`), or the error that
+    says why not, in order: the first :data:`SCAN_ALONE` here, the rest in batches on the
+    client's workers or local processes (spawned once there are that many)."""
+    for _, path in zip(range(SCAN_ALONE), paths):
+        yield path, _open_or_error(path, bands, allow_no_crs)
+    batches = iter(lambda: list(itertools.islice(paths, SCAN_BATCH)), [])
+    first = next(batches, None)
+    if first is None:
+        return
+    tasks = ((batch, bands, allow_no_crs) for batch in itertools.chain([first], batches))
+    waiting: dict[int, tuple[list[str], list]] = {}
+    turn = 0
+    for index, (batch, opened) in map_tasks(_scan_batch, tasks, client, processes=client is None,
+                                            threads=os.cpu_count() or 1):
+        waiting[index] = (batch, opened)
+        while turn in waiting:
+            done, results = waiting.pop(turn)
+            yield from zip(done, results)
+            turn += 1
+
+
+def _scan_batch(paths: list[str], bands: Sequence[int] | None, allow_no_crs: bool
+                ) -> tuple[list[str], list[RasterSource | InputError]]:
+    """A batch of paths opened where it runs (a process, a Dask worker)."""
+    return paths, [_open_or_error(path, bands, allow_no_crs) for path in paths]
+
+
+def _open_or_error(path: str, bands: Sequence[int] | None, allow_no_crs: bool) -> RasterSource | InputError:
+    """The opened source, or the :class:`InputError` that says why it cannot be."""
+    try:
+        return open_source(path, bands, allow_no_crs)
+    except InputError as exc:
+        return exc
 
 
 def distinct(sources: Sequence[RasterSource], name: str) -> list:
