@@ -12,8 +12,10 @@ whole command, start-up included, timed REPEATS times (min / median / max):
   each time), as it runs: small sources are joined into window tasks of at least
   ``TASK_MIN_TILES`` tiles, so the tile table has a few parts, not one per chip;
 - the same with a task per chip (``TASK_MIN_TILES = 1``: how runs planned chips before), once;
-- what the driver holds a chip before any pixel is read: the growth of this process's resident
-  memory over scanning LARGE chips, planning their grid and dating them (a table of columns);
+- what the driver holds a chip before any pixel is read: the growth of a process's resident
+  memory over scanning chips, planning their grid and dating them (a table of columns), for
+  SMALL and for LARGE chips, the difference over the chips between (what a scan fills once, its
+  processes' pipes and Arrow's memory pool, cancels);
 - what a whole run holds a chip at its peak: the run's peak resident memory (``ru_maxrss``) over
   SMALL and over LARGE chips of 32 px cut from the same mosaic (each its own chips, in folders of
   a few thousand), the difference over the chips between (small chips, so that what grows with
@@ -59,9 +61,18 @@ with ThreadPoolExecutor(%d) as pool:
     list(pool.map(read, sorted(Path(sys.argv[1]).rglob("*.png"))))
 """
 PEAK = """
-import resource, subprocess, sys
-subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+import resource, subprocess, sys, time
+run = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+anon = 0
+while run.poll() is None:  # the anonymous part of its resident memory, every 20 ms
+    try:
+        status = open(f"/proc/{run.pid}/status").read()
+        anon = max(anon, int(status.split("RssAnon:")[1].split()[0]))
+    except (OSError, IndexError):
+        pass
+    time.sleep(0.02)
+assert run.returncode == 0, run.returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, anon)
 """
 APART = """
 import sys
@@ -104,7 +115,7 @@ def resident_kib() -> int:
 
 
 DRIVER = """
-import gc, sys, warnings
+import gc, os, sys, warnings
 warnings.simplefilter("ignore")
 from rsprune_geo.pipeline import dates_and_ground
 from rsprune_geo.reading.grid import plan_grid
@@ -112,7 +123,7 @@ from rsprune_geo.reading.scan import scan_sources
 def resident():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
 folder = sys.argv[1]
-scan_sources([folder + "/group0"], chips=True)  # imports and GDAL's drivers loaded first
+scan_sources([folder + "/" + sorted(os.listdir(folder))[0]], chips=True)  # imports and GDAL's drivers loaded first
 gc.collect()
 before = resident()
 sources, _ = scan_sources([folder], chips=True)
@@ -123,12 +134,12 @@ print(len(sources), (resident() - before) * 1024)
 """
 
 
-def driver_bytes_a_chip(folder: Path) -> tuple[float, int]:
-    """Bytes of resident memory a chip costs the driver once scanned, planned and dated (in a
-    process of its own), and how many chips."""
+def driver_growth(folder: Path) -> tuple[int, int]:
+    """Bytes of resident memory the driver grows by as it scans, plans and dates a folder of chips
+    (in a process of its own), and how many chips."""
     done = subprocess.run([sys.executable, "-c", DRIVER, str(folder)], check=True, capture_output=True, text=True)
     chips, grown = map(int, done.stdout.split()[-2:])
-    return grown / chips, chips
+    return grown, chips
 
 
 def build_small_chips(folder: Path, count: int, first: int = 0, per_folder: int = 2000) -> Path:
@@ -158,10 +169,13 @@ def build_small_chips(folder: Path, count: int, first: int = 0, per_folder: int 
     return folder
 
 
-def run_peak(args: list[str]) -> int:
-    """Peak resident memory (bytes) of one whole command."""
+def run_peak(args: list[str]) -> tuple[int, int]:
+    """Peak resident memory (bytes) of one whole command, and the peak of its anonymous part
+    (sampled every 20 ms: what the process holds, not the pages of the files it maps, such as the
+    embeddings' scratch file, which the kernel can write back and drop)."""
     done = subprocess.run([sys.executable, "-c", PEAK, *args], check=True, capture_output=True, text=True)
-    return int(done.stdout.split()[-1]) * 1024
+    rss, anon = map(int, done.stdout.split()[-2:])
+    return rss * 1024, anon * 1024
 
 
 def main() -> None:
@@ -170,7 +184,8 @@ def main() -> None:
     folder = build_chips(DATA / f"chips-{CHIPS}")
     small = build_small_chips(DATA / f"chips32-{SMALL}", SMALL)
     large = build_small_chips(DATA / f"chips32-{LARGE}", LARGE, first=SMALL, per_folder=5000)
-    held, _ = driver_bytes_a_chip(large)
+    growth = {"small": driver_growth(small), "large": driver_growth(large)}
+    held = (growth["large"][0] - growth["small"][0]) / (growth["large"][1] - growth["small"][1])
     work = Path(tempfile.mkdtemp(prefix="bench-chips-"))
     try:
         read = command_times([sys.executable, "-c", READ % (os.cpu_count() or 1), str(folder)])
@@ -190,8 +205,9 @@ def main() -> None:
         peaks = {}
         for name, where, count in (("small", small, SMALL), ("large", large, LARGE)):
             fresh()
-            peaks[name] = (run_peak([RSPRUNE, *args[:2], str(where), *args[3:]]), count)
+            peaks[name] = (*run_peak([RSPRUNE, *args[:2], str(where), *args[3:]]), count)
         run_bytes = (peaks["large"][0] - peaks["small"][0]) / (LARGE - SMALL)
+        anon_bytes = (peaks["large"][1] - peaks["small"][1]) / (LARGE - SMALL)
         batches, rate = encoder_probe(record, cache, n_images=CHIPS)
         encoder = max(rate(batch) for batch in batches for _ in range(REPEATS))
     finally:
@@ -201,8 +217,8 @@ def main() -> None:
     result = {"chips": CHIPS, "size": SIZE, "cores": os.cpu_count(), "floor_read": summary(read),
               "encoder_images_per_s": encoder, "encoded": encoded, "joined": summary(joined),
               "parts_joined": parts_joined, "apart": summary(apart), "parts_apart": parts_apart,
-              "floor_s": floor, "driver_bytes_a_chip": held,
-              "run_peak_bytes_a_chip": run_bytes, "run_peaks": peaks,
+              "floor_s": floor, "driver_bytes_a_chip": held, "driver_growth": growth,
+              "run_peak_bytes_a_chip": run_bytes, "run_peak_anon_bytes_a_chip": anon_bytes, "run_peaks": peaks,
               "when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "chips.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -232,11 +248,15 @@ def report(r: dict) -> str:
             r["apart"],
             f"{r['apart']['median'] / r['floor_s']:.2f}×; {r['apart']['median'] * ms:.1f} ms a chip"),
         "",
-        f"The driver holds about {r['driver_bytes_a_chip']:,.0f} bytes a chip once {LARGE:,} chips are scanned, "
-        "their grid planned and their dates read (a table of columns), before any pixel is read; a whole run's "
-        f"peak grows by about {r['run_peak_bytes_a_chip']:,.0f} bytes a chip (32-px chips, the whole method; "
-        f"{r['run_peaks']['small'][1]:,}: {r['run_peaks']['small'][0] / 2**20:.0f} MiB, "
-        f"{r['run_peaks']['large'][1]:,}: {r['run_peaks']['large'][0] / 2**20:.0f} MiB).",
+        f"The driver holds about {r['driver_bytes_a_chip']:,.0f} bytes a chip once chips are scanned, their grid "
+        "planned and their dates read (a table of columns), before any pixel is read (resident memory, "
+        f"{r['driver_growth']['small'][1]:,} chips: {r['driver_growth']['small'][0] / 2**20:.1f} MiB, "
+        f"{r['driver_growth']['large'][1]:,}: {r['driver_growth']['large'][0] / 2**20:.1f} MiB); a whole run's "
+        f"peak grows by about {r['run_peak_anon_bytes_a_chip']:,.0f} bytes a chip in anonymous memory, "
+        f"{r['run_peak_bytes_a_chip']:,.0f} with the pages of the embeddings' scratch file it maps (32-px chips, "
+        f"the whole method; {r['run_peaks']['small'][2]:,} chips: {r['run_peaks']['small'][1] / 2**20:.0f} MiB "
+        f"anonymous, {r['run_peaks']['small'][0] / 2**20:.0f} MiB resident; {r['run_peaks']['large'][2]:,}: "
+        f"{r['run_peaks']['large'][1] / 2**20:.0f} and {r['run_peaks']['large'][0] / 2**20:.0f} MiB).",
         "",
     ])
 

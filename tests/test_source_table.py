@@ -32,9 +32,9 @@ def test_a_table_of_chips_gives_each_chip_as_opening_it_alone_would():
     sources, _ = scan_sources([str(UCMERCED)], chips=True)
     assert isinstance(sources, SourceTable) and len(sources) == 420
     for index in (0, 1, 199, 419, -1):
-        assert sources[index] == open_source(sources[index].path, allow_no_crs=True)
+        assert sources[index] == open_source(sources[index].path, allow_no_crs=True, chip=True)
     assert list(sources.paths()) == [s.path for s in sources]
-    assert sources.nbytes / len(sources) < 64  # its own columns; the shared description held once
+    assert sources.nbytes / len(sources) < 72  # its own columns; the shared description held once
     assert len(sources.profiles) < 10 and sources.transforms is None  # a few chip sizes among 420
 
 
@@ -56,7 +56,7 @@ def test_georeferenced_chips_keep_each_its_own_transform_ground_and_date(tmp_pat
     sources, _ = scan_sources(_georeferenced_chips(tmp_path / "chips", moved), chips=True)
     assert isinstance(sources, SourceTable) and (sources.transforms is not None) == moved
     for index in range(5):
-        assert sources[index] == open_source(sources[index].path)
+        assert sources[index] == open_source(sources[index].path, chip=True)
     dates = source_dates(sources, r"_(\d{8})\.tif$")
     assert [str(dates.of(i))[:10] for i in range(5)] == [f"2020-01-0{k + 1}" for k in range(5)]
     assert dates.how_of(0) == "file name" and dates.dated() == 5
@@ -156,3 +156,26 @@ def test_a_large_scan_is_spread_over_processes_and_gathered_in_order(tmp_path, m
     assert [os.path.basename(s["path"]) for s in skipped] == ["cut.jpg", "cut.png", "flipped.png"]
     with pytest.raises(InputError, match="cut.jpg: the file is truncated"):
         scan_sources([str(damaged)], chips=True, strict=True)
+
+
+def test_chips_whose_short_keys_collide_keep_distinct_tile_ids(tmp_path):
+    import hashlib
+
+    from PIL import Image
+
+    folder = tmp_path / "chips"
+    folder.mkdir()
+    seen: dict[str, str] = {}
+    for i in range(1 << 20):  # two names whose paths share the 4-byte key a mosaic's tile ids start with
+        path = str(folder / f"c{i}.png")
+        short = hashlib.blake2b(path.encode(), digest_size=4).hexdigest()
+        if short in seen:
+            pair = [seen[short], path]
+            break
+        seen[short] = path
+    for k, path in enumerate(pair):
+        Image.fromarray(np.full((8, 8, 3), 60 * k, np.uint8)).save(path)
+    sources, _ = scan_sources([str(folder)], chips=True)
+    grid = plan_grid(sources, 8, chips=True)
+    ids = [grid.sources[p].tile_ids(np.array([p]))[0] for p in range(2)]
+    assert ids[0] != ids[1] and all(len(i.split("-")[0]) == 16 for i in ids)

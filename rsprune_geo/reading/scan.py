@@ -31,11 +31,11 @@ _FINGERPRINT_BYTES = 12
 @dataclass(eq=False)
 class SourceTable(Sequence[RasterSource]):
     """Sources in columns, in order: ``folder`` (an index into ``folders``) and ``names`` (a path
-    is ``folders[folder] + names``), ``fingerprint`` (its bytes), ``key`` (as an unsigned integer),
-    ``profile`` (an index into ``profiles``, the sources' shared values with no path), ``tag``
-    (an index into ``tags``, the date tags) and, when they differ (georeferenced chips),
-    ``transforms`` (the six affine coefficients of each). Build one with :meth:`of` or
-    :class:`TableBuilder`."""
+    is ``folders[folder] + names``), ``fingerprint`` (its bytes), ``key`` (as an unsigned integer
+    of ``key_digits`` hex digits), ``profile`` (an index into ``profiles``, the sources' shared
+    values with no path), ``tag`` (an index into ``tags``, the date tags) and, when they differ
+    (georeferenced chips), ``transforms`` (the six affine coefficients of each). Build one with
+    :meth:`of` or :class:`TableBuilder`."""
 
     folders: list[str]
     folder: np.ndarray
@@ -47,6 +47,7 @@ class SourceTable(Sequence[RasterSource]):
     tags: list[tuple[tuple[str, str], ...]]
     tag: np.ndarray
     transforms: np.ndarray | None = None
+    key_digits: int = 8
     _cache: dict[int, RasterSource] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -80,7 +81,7 @@ class SourceTable(Sequence[RasterSource]):
         fingerprint = (file_fingerprint(path) if path.startswith("/vsi")
                        else self.fingerprint[index].tobytes().hex())
         source = replace(self.profiles[int(self.profile[index])], path=path, fingerprint=fingerprint,
-                         key=f"{int(self.key[index]):08x}", date_tags=self.tags[int(self.tag[index])])
+                         key=f"{int(self.key[index]):0{self.key_digits}x}", date_tags=self.tags[int(self.tag[index])])
         if self.transforms is not None:
             source = replace(source, transform=Affine(*self.transforms[index].tolist()))
         if len(self._cache) >= 64:
@@ -160,6 +161,7 @@ class TableBuilder:
         self._transforms: list[tuple[float, ...]] = []  # the pending sources' (while any differs)
         self._first_transform: tuple[float, ...] | None = None
         self._varied = False  # whether the sources' transforms differ
+        self._key_digits = 0
 
     def __len__(self) -> int:
         return sum(chunk[3].size for chunk in self._chunks) + len(self._pending)
@@ -184,6 +186,9 @@ class TableBuilder:
         digest = b"" if source.path.startswith("/vsi") else bytes.fromhex(source.fingerprint)
         self._pending.append((f, name, digest.ljust(_FINGERPRINT_BYTES, b"\0")[:_FINGERPRINT_BYTES],
                               int(source.key, 16), p, t))
+        self._key_digits = self._key_digits or len(source.key)
+        if len(source.key) != self._key_digits:
+            raise ValueError("a table's sources are keyed alike (all chips or none)")
         transform = tuple(source.transform)[:6]
         if self._first_transform is None:
             self._first_transform = transform
@@ -200,7 +205,7 @@ class TableBuilder:
         self._chunks.append((
             np.array(folder, dtype=np.int32), pa.array(names, type=pa.string()),
             np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, _FINGERPRINT_BYTES),
-            np.array(keys, dtype=np.uint32), np.array(profiles, dtype=np.int32), np.array(tags, dtype=np.int32),
+            np.array(keys, dtype=np.uint64), np.array(profiles, dtype=np.int32), np.array(tags, dtype=np.int32),
             transforms))
         self._pending.clear()
         self._transforms.clear()
@@ -209,7 +214,7 @@ class TableBuilder:
         """The table of the sources added (their indexes held in the smallest integer type)."""
         self._pack()
         chunks = self._chunks or [(np.zeros(0, np.int32), pa.array([], type=pa.string()),
-                                   np.zeros((0, _FINGERPRINT_BYTES), np.uint8), np.zeros(0, np.uint32),
+                                   np.zeros((0, _FINGERPRINT_BYTES), np.uint8), np.zeros(0, np.uint64),
                                    np.zeros(0, np.int32), np.zeros(0, np.int32), None)]
 
         def joined(k: int, count: int) -> np.ndarray:
@@ -220,7 +225,8 @@ class TableBuilder:
             names=pa.chunked_array([c[1] for c in chunks], type=pa.string()),
             fingerprint=np.concatenate([c[2] for c in chunks]), key=np.concatenate([c[3] for c in chunks]),
             profiles=self.profiles, profile=joined(4, len(self.profiles)), tags=self.tags,
-            tag=joined(5, len(self.tags)), transforms=self._joined_transforms(chunks))
+            tag=joined(5, len(self.tags)), transforms=self._joined_transforms(chunks),
+            key_digits=self._key_digits or 8)
         self._chunks = []
         return table
 
@@ -284,7 +290,7 @@ def scan_sources(
     first_error = None
     given = 0
     paths = iter_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES, recursive=chips)
-    for p, source in _opened(paths, bands, allow_no_crs or chips, client):
+    for p, source in _opened(paths, bands, allow_no_crs or chips, chips, client):
         given += 1
         if isinstance(source, InputError):
             if strict:
@@ -320,18 +326,18 @@ SCAN_ALONE = 8192
 SCAN_BATCH = 1024
 
 
-def _opened(paths: Iterator[str], bands: Sequence[int] | None, allow_no_crs: bool,
+def _opened(paths: Iterator[str], bands: Sequence[int] | None, allow_no_crs: bool, chips: bool,
             client: Any | None) -> Iterator[tuple[str, RasterSource | InputError]]:
     """Each path opened (:func:`~rsprune_geo.reading.sources.open_source`), or the error that
     says why not, in order: the first :data:`SCAN_ALONE` here, the rest in batches on the
     client's workers or local processes (spawned once there are that many)."""
     for _, path in zip(range(SCAN_ALONE), paths):
-        yield path, _open_or_error(path, bands, allow_no_crs)
+        yield path, _open_or_error(path, bands, allow_no_crs, chips)
     batches = iter(lambda: list(itertools.islice(paths, SCAN_BATCH)), [])
     first = next(batches, None)
     if first is None:
         return
-    tasks = ((batch, bands, allow_no_crs) for batch in itertools.chain([first], batches))
+    tasks = ((batch, bands, allow_no_crs, chips) for batch in itertools.chain([first], batches))
     waiting: dict[int, tuple[list[str], list]] = {}
     turn = 0
     for index, (batch, opened) in map_tasks(_scan_batch, tasks, client, processes=client is None,
@@ -343,16 +349,17 @@ def _opened(paths: Iterator[str], bands: Sequence[int] | None, allow_no_crs: boo
             turn += 1
 
 
-def _scan_batch(paths: list[str], bands: Sequence[int] | None, allow_no_crs: bool
+def _scan_batch(paths: list[str], bands: Sequence[int] | None, allow_no_crs: bool, chips: bool
                 ) -> tuple[list[str], list[RasterSource | InputError]]:
     """A batch of paths opened where it runs (a process, a Dask worker)."""
-    return paths, [_open_or_error(path, bands, allow_no_crs) for path in paths]
+    return paths, [_open_or_error(path, bands, allow_no_crs, chips) for path in paths]
 
 
-def _open_or_error(path: str, bands: Sequence[int] | None, allow_no_crs: bool) -> RasterSource | InputError:
+def _open_or_error(path: str, bands: Sequence[int] | None, allow_no_crs: bool,
+                   chip: bool) -> RasterSource | InputError:
     """The opened source, or the :class:`InputError` that says why it cannot be."""
     try:
-        return open_source(path, bands, allow_no_crs)
+        return open_source(path, bands, allow_no_crs, chip)
     except InputError as exc:
         return exc
 

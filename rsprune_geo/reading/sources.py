@@ -172,17 +172,26 @@ def recorded_path(path: str) -> str:
     return path if path.startswith("/vsi") else os.path.abspath(path)
 
 
-def source_key(path: str) -> str:
-    """A short stable key for a source path (its absolute path hashed), used in tile ids."""
-    return hashlib.blake2b(recorded_path(path).encode(), digest_size=4).hexdigest()
+#: Bytes of a source key: a mosaic's (4: a run has few of them), a chip's (8: a folder of a hundred
+#: million chips would have a million pairs sharing 4 bytes, and so tile ids).
+KEY_BYTES, CHIP_KEY_BYTES = 4, 8
+
+
+def source_key(path: str, chip: bool = False) -> str:
+    """A short stable key for a source path (its absolute path hashed), used in tile ids: 8 hex
+    digits, 16 for a chip."""
+    size = CHIP_KEY_BYTES if chip else KEY_BYTES
+    return hashlib.blake2b(recorded_path(path).encode(), digest_size=size).hexdigest()
 
 
 def open_source(
     path: str,
     bands: Sequence[int] | None = None,
     allow_no_crs: bool = False,
+    chip: bool = False,
 ) -> RasterSource:
-    """Open one raster and describe it; raise :class:`InputError` with a clear line if unusable."""
+    """Open one raster and describe it; raise :class:`InputError` with a clear line if unusable.
+    A ``chip`` (one tile, a folder of many) is keyed on 8 bytes, not 4 (:func:`source_key`)."""
     try:
         with warnings.catch_warnings():
             if allow_no_crs:  # expected for chips and pixel-coordinate rasters
@@ -234,7 +243,7 @@ def open_source(
                 block_shape=tuple(src.block_shapes[chosen[0] - 1]),
                 overviews=tuple(src.overviews(chosen[0])),
                 fingerprint=file_fingerprint(path),
-                key=source_key(path),
+                key=source_key(path, chip),
                 date_tags=date_tags(src.tags()),
             )
     except RasterioIOError as exc:
