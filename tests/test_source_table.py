@@ -139,23 +139,38 @@ def test_a_geopackage_and_a_reselection_carry_the_inputs_table(tmp_path, few_inl
     assert len(RunRecord.read(tmp_path / "again.gpkg").inputs) == 60
 
 
-def test_a_large_scan_is_spread_over_processes_and_gathered_in_order(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def cluster_client():
+    """A Dask client of two in-process workers."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def test_a_large_scan_is_spread_over_the_workers_and_gathered_in_order(tmp_path, monkeypatch, cluster_client):
+    from distributed import get_task_stream
+
     from .test_sources import _damaged_chips
 
     alone, _ = scan_sources([str(UCMERCED)], chips=True)
     monkeypatch.setattr("rsprune_geo.reading.scan.SCAN_ALONE", 50)
     monkeypatch.setattr("rsprune_geo.reading.scan.SCAN_BATCH", 64)
-    spread, _ = scan_sources([str(UCMERCED)], chips=True)
+    with get_task_stream(client=cluster_client) as stream:
+        spread, _ = scan_sources([str(UCMERCED)], chips=True, client=cluster_client)
+    batches = [task for task in stream.data if task["key"].startswith("_scan_batch")]
+    assert len(batches) == 6  # the 370 past the first fifty, on the workers, 64 at a time
     assert list(spread.paths()) == list(alone.paths()) and [s for s in spread] == [s for s in alone]
     assert np.array_equal(spread.fingerprint, alone.fingerprint) and np.array_equal(spread.key, alone.key)
     damaged = _damaged_chips(tmp_path / "damaged")
-    monkeypatch.setattr("rsprune_geo.reading.scan.SCAN_ALONE", 0)  # every file in a process
+    monkeypatch.setattr("rsprune_geo.reading.scan.SCAN_ALONE", 0)  # every file on a worker
     monkeypatch.setattr("rsprune_geo.reading.scan.SCAN_BATCH", 2)
-    sources, skipped = scan_sources([str(damaged)], chips=True)
+    sources, skipped = scan_sources([str(damaged)], chips=True, client=cluster_client)
     assert [os.path.basename(s.path) for s in sources] == ["intact.jpg", "intact.png", "trailing.jpg"]
     assert [os.path.basename(s["path"]) for s in skipped] == ["cut.jpg", "cut.png", "flipped.png"]
     with pytest.raises(InputError, match="cut.jpg: the file is truncated"):
-        scan_sources([str(damaged)], chips=True, strict=True)
+        scan_sources([str(damaged)], chips=True, strict=True, client=cluster_client)
 
 
 def test_chips_whose_short_keys_collide_keep_distinct_tile_ids(tmp_path):
