@@ -153,9 +153,9 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
                               floor=context.floor, cut_bits=context.cut_bits, cut_count=context.cut_count)
             stage2.record.bank_skipped = bank_skipped
             timings.update(stage2.timings)
-        record = make_record(sources, stage1.scalings, config, crs, timings, columns, grid.dates)
-        ground.cells, ground.dates = columns.cells_count(), record.ground.dates if record.ground else {}
-        record.stage1, record.stage2, record.ground = stage1.record, stage2.record if stage2 else None, ground
+        ground.cells = columns.cells_count()
+        record = make_record(sources, stage1.scalings, config, crs, timings, columns, grid.dates, ground)
+        record.stage1, record.stage2 = stage1.record, stage2.record if stage2 else None
         record.skipped = [{key: redact(str(value)) for key, value in item.items()} for item in skipped]
         record.warnings = _bank_warnings(bank_skipped) + stage1.warnings
         return _write(staging, plan, columns, context, record, stage2, timings, overwrite, config, on_progress)
@@ -230,13 +230,18 @@ def input_entries(sources: Sequence[RasterSource], scalings: Sequence[Scaling]) 
 
 
 def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], config: RunConfig, crs: CRS | None,
-                timings: dict[str, float], columns: TileColumns, dates: SourceDates | None = None) -> RunRecord:
-    """The :class:`RunRecord` of a run: parameters, versions, inputs with their stretch and dates,
-    counts. Beyond :data:`~rsprune_geo.runinputs.INLINE_INPUTS` inputs (a folder of chips) the
-    inputs stay a view of the sources, written as a table of their own."""
+                timings: dict[str, float], columns: TileColumns, dates: SourceDates | None = None,
+                ground: GroundRecord | None = None) -> RunRecord:
+    """The :class:`RunRecord` of a run: parameters, versions, inputs with their stretch, counts,
+    and its ``ground`` given each input's date. Beyond :data:`~rsprune_geo.runinputs.INLINE_INPUTS`
+    inputs (a folder of chips) the inputs stay a view of the sources, written as a table of their
+    own, and so do their dates."""
     from dataclasses import asdict
 
     inputs = SourceInputs(sources, scalings, dates)
+    ground = ground or GroundRecord()
+    ground.dates = (InputDates(inputs) if is_table(inputs)
+                    else {entry["path"]: inputs.date_entry(i) for i, entry in enumerate(inputs)})
     run_id, created = RunRecord.now()
     return RunRecord(
         run_id=run_id,
@@ -248,6 +253,5 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
         counts=columns.counts(),
         timings=dict(timings),
         seed=config.seed,
-        ground=GroundRecord(dates=InputDates(inputs) if is_table(inputs)
-                            else {entry["path"]: inputs.date_entry(i) for i, entry in enumerate(inputs)}),
+        ground=ground,
     )
