@@ -30,9 +30,13 @@ LISTED_INPUTS = 20
 #: Entries written at once.
 BATCH = 1 << 16
 
-#: The columns of the inputs' table (``bands`` and ``scaling`` as JSON text).
-COLUMNS = ("path", "fingerprint", "key", "crs", "width", "height", "dtype", "bands", "mask", "scaling", "date",
-           "date_from")
+#: The inputs' table: an entry's fields (``bands`` and ``scaling`` as JSON text), its date and where
+#: that was read.
+_SCHEMA = pa.schema([("path", pa.string()), ("fingerprint", pa.string()), ("key", pa.string()),
+                     ("crs", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("dtype", pa.string()),
+                     ("bands", pa.string()), ("mask", pa.string()), ("scaling", pa.string()),
+                     ("date", pa.string()), ("date_from", pa.string())])
+COLUMNS = tuple(_SCHEMA.names)
 
 
 class SourceInputs(Sequence[dict[str, Any]]):
@@ -93,18 +97,11 @@ def _scaling_entry(scaling: Scaling) -> dict[str, list[float]] | None:
     return None if scaling.identity else {"low": list(scaling.low or ()), "high": list(scaling.high or ())}
 
 
-_SCHEMA = pa.schema([("path", pa.string()), ("fingerprint", pa.string()), ("key", pa.string()),
-                     ("crs", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("dtype", pa.string()),
-                     ("bands", pa.string()), ("mask", pa.string()), ("scaling", pa.string()),
-                     ("date", pa.string()), ("date_from", pa.string())])
-
-
 def _batch(rows: list[dict[str, Any]], dates: list[list[str | None]]) -> pa.RecordBatch:
     """A batch of the inputs' table from entries and their dates."""
-    columns: dict[str, list] = {name: [row[name] for row in rows] for name in COLUMNS[:8]}
+    columns: dict[str, list] = {name: [row[name] for row in rows] for name in COLUMNS[:10]}
     columns["bands"] = [json.dumps(b) for b in columns["bands"]]
-    columns["mask"] = [row["mask"] for row in rows]
-    columns["scaling"] = [None if row["scaling"] is None else json.dumps(row["scaling"]) for row in rows]
+    columns["scaling"] = [None if s is None else json.dumps(s) for s in columns["scaling"]]
     columns["date"] = [d[0] for d in dates]
     columns["date_from"] = [d[1] for d in dates]
     return pa.RecordBatch.from_pydict(columns, schema=_SCHEMA)

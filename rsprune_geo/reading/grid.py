@@ -16,6 +16,7 @@ from rasterio.windows import Window
 
 from ..config import EdgeMode
 from ..errors import InputError, param
+from .scan import SourceTable
 from .sources import RasterSource, SourceDates
 from .tiling import grid_offsets, read_aoi, window_polygons
 
@@ -296,10 +297,8 @@ class RunGrid:
 
     def _source_keys(self) -> np.ndarray:
         """Each source's key, in an array that sorts as the keys' text."""
-        from .scan import SourceTable
-
         if self.chips is not None and isinstance(self.chips.sources, SourceTable):
-            return self.chips.sources.keys()
+            return self.chips.sources.key  # unsigned integers that sort as the keys' text
         return np.array([s.source.key for s in self.sources])
 
 
@@ -459,8 +458,6 @@ def ground_grid(run: RunGrid, crs: CRS | None, chunk: int = 1 << 16) -> GroundGr
     if crs is None or not run.sources:
         return GroundGrid(float("nan"), (float("nan"), float("nan")))
     if run.chips is not None and run.chips.present is None:
-        from .scan import SourceTable
-
         table = run.chips.sources
         if isinstance(table, SourceTable) and all(c == crs for c in table.distinct("crs")):
             return _chips_ground(table)
@@ -488,7 +485,7 @@ def ground_grid(run: RunGrid, crs: CRS | None, chunk: int = 1 << 16) -> GroundGr
     return GroundGrid(_weighted_median(sides), (float(left), float(top)))
 
 
-def _chips_ground(table) -> GroundGrid:
+def _chips_ground(table: SourceTable) -> GroundGrid:
     """:func:`ground_grid` of chips in the output CRS, from their transforms and sizes as arrays
     (a hundred million georeferenced chips are not a hundred million grids)."""
     a, b, c, d, e, f = table.affine().T

@@ -120,10 +120,6 @@ class SourceTable(Sequence[RasterSource]):
         heights = np.array([p.height for p in self.profiles], dtype=np.int64)
         return widths[self.profile], heights[self.profile]
 
-    def keys(self) -> np.ndarray:
-        """Every source's key as an unsigned integer (sorts as the keys' text does)."""
-        return self.key
-
     def distinct(self, name: str) -> list:
         """The distinct values of a field the sources share (``crs``, ``dtype``, ``bands``...)."""
         values: list = []
@@ -230,7 +226,6 @@ class TableBuilder:
         self._chunks = []
         return table
 
-
     def _joined_transforms(self, chunks: list) -> np.ndarray | None:
         """Each source's transform, when they differ (chunks packed before the first that
         differed hold none: theirs is the first source's)."""
@@ -246,11 +241,6 @@ def _index_type(count: int) -> type:
         if count <= np.iinfo(kind).max + 1:
             return kind
     return np.int64
-
-
-def shared_sources(sources: Sequence[RasterSource]) -> Sequence[RasterSource]:
-    """``sources`` as they are, or as a :class:`SourceTable` when they are many."""
-    return sources if len(sources) < CHUNK else SourceTable.of(sources)
 
 
 def open_sources(
