@@ -142,6 +142,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
         encoding = model.encoding(Encode.ALL if config.evaluate else Encode.PASSED) if single and model else None
         stage1 = run_stage1(plan, options, columns, bank, encoding, on_progress)
         timings.update(stage1.timings)
+        release_freed_memory()  # what stage 1's readers and encoder freed, before the driver's next peak
         context = ReasonContext(max_nodata=config.max_nodata, entropy_min=config.entropy_min,
                                 floor=stage1.floor.bits if stage1.floor is not None else None,
                                 cut_bits=stage1.cut[0], cut_count=stage1.cut[1])
@@ -182,6 +183,7 @@ def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: Reaso
     t0 = time.perf_counter()
     on_progress("writing", 0, 1)
     write_decisions(staging, plan.grid, columns, context, stage2 is not None, plan.client, on_progress)
+    release_freed_memory()
     layers: dict[str, pd.DataFrame] = {"clusters": stage2.clusters} if stage2 is not None else {}
     if stage2 is not None and stage2.evaluation is not None:
         layers["evaluation"] = stage2.evaluation.reset_index()
@@ -194,6 +196,18 @@ def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: Reaso
     on_progress("writing", 1, 1)
     return RunResult(record=record, output=output, timings=timings, clusters=stage2.clusters if stage2 else None,
                      evaluation=stage2.evaluation if stage2 else None, tiles=tiles)
+
+
+def release_freed_memory() -> None:
+    """Give the memory the process has freed back to the system (glibc's ``malloc_trim``, as Dask's
+    workers do; nothing elsewhere): freed pages a thread's malloc arena keeps otherwise stay in
+    the driver's resident memory through the run's later phases, in proportion to its tiles."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def dates_and_ground(grid: RunGrid, crs: CRS | None, date_pattern: str | None = None

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .reading.pixels import Scaling, redact
+from .reading.scan import SourceTable
 from .reading.sources import RasterSource, SourceDates
 
 #: Inputs a record holds in itself; beyond, they are a table beside it.
@@ -28,7 +29,7 @@ INPUTS_LAYER = "inputs"
 #: Inputs ``rsprune info`` lists when they are a table of their own.
 LISTED_INPUTS = 20
 #: Entries written at once.
-BATCH = 1 << 16
+BATCH = 1 << 14
 
 #: The inputs' table: an entry's fields (``bands`` and ``scaling`` as JSON text), its date and where
 #: that was read.
@@ -86,25 +87,70 @@ class SourceInputs(Sequence[dict[str, Any]]):
         return [None if np.isnat(when) else str(when)[:19], self.dates.how_of(index) or None]
 
     def batches(self, size: int = BATCH) -> Iterator[pa.RecordBatch]:
-        """The entries and dates as the inputs' table, ``size`` rows at a time."""
+        """The entries and dates as the inputs' table, ``size`` rows at a time: from a table of
+        sources (a folder of chips), a column at a time, without an entry or a source per chip."""
+        table = self.sources if isinstance(self.sources, SourceTable) and _columnar(self.sources) else None
+        shared = _shared_columns(table) if table is not None else None
         for lo in range(0, len(self), size):
-            rows = [self[i] for i in range(lo, min(lo + size, len(self)))]
-            dates = [self.date_entry(i) for i in range(lo, lo + len(rows))]
-            yield _batch(rows, dates)
+            hi = min(lo + size, len(self))
+            if table is not None and shared is not None:
+                columns = _table_columns(table, shared, lo, hi)
+            else:
+                rows = [self[i] for i in range(lo, hi)]
+                columns = {name: [row[name] for row in rows] for name in COLUMNS[:9]}
+                columns["bands"] = [json.dumps(b) for b in columns["bands"]]
+            scaling = self._shared_scaling
+            columns["scaling"] = [scaling(self.scalings[i]) for i in range(lo, hi)]
+            columns["date"], columns["date_from"] = self._date_columns(lo, hi)
+            yield pa.RecordBatch.from_pydict(columns, schema=_SCHEMA)
+
+    def _shared_scaling(self, scaling: Scaling) -> str | None:
+        """A stretch as the table's JSON text, converted once for sources that share it."""
+        entry = self._shared("scaling", scaling, _scaling_entry)
+        return self._shared("scaling_text", entry, lambda e: None if e is None else json.dumps(e))
+
+    def _date_columns(self, lo: int, hi: int) -> tuple[list[str | None], list[str | None]]:
+        """The ``date`` and ``date_from`` columns of inputs ``lo`` to ``hi``, from the dates' codes."""
+        if self.dates is None:
+            return [None] * (hi - lo), [None] * (hi - lo)
+        days = [None if np.isnat(v) else str(v)[:19] for v in self.dates.values]
+        how = [h or None for h in self.dates.how]
+        return ([days[c] for c in self.dates.code[lo:hi].tolist()],
+                [how[c] for c in self.dates.how_code[lo:hi].tolist()])
 
 
 def _scaling_entry(scaling: Scaling) -> dict[str, list[float]] | None:
     return None if scaling.identity else {"low": list(scaling.low or ()), "high": list(scaling.high or ())}
 
 
-def _batch(rows: list[dict[str, Any]], dates: list[list[str | None]]) -> pa.RecordBatch:
-    """A batch of the inputs' table from entries and their dates."""
-    columns: dict[str, list] = {name: [row[name] for row in rows] for name in COLUMNS[:10]}
-    columns["bands"] = [json.dumps(b) for b in columns["bands"]]
-    columns["scaling"] = [None if s is None else json.dumps(s) for s in columns["scaling"]]
-    columns["date"] = [d[0] for d in dates]
-    columns["date_from"] = [d[1] for d in dates]
-    return pa.RecordBatch.from_pydict(columns, schema=_SCHEMA)
+def _columnar(table: SourceTable) -> bool:
+    """Whether a table's entries can be written from its columns: a fingerprint of a ``/vsi``
+    path is read again when its source is built, so those go source by source."""
+    return not any(folder.startswith("/vsi") for folder in table.folders)
+
+
+def _shared_columns(table: SourceTable) -> dict[str, list]:
+    """The entry fields a table holds once per distinct description, one value a description."""
+    profiles = table.profiles
+    return {"crs": [p.crs.to_string() if p.crs is not None else None for p in profiles],
+            "width": [p.width for p in profiles], "height": [p.height for p in profiles],
+            "dtype": [p.dtype for p in profiles], "bands": [json.dumps(list(p.bands)) for p in profiles],
+            "mask": [p.mask_mode for p in profiles]}
+
+
+def _table_columns(table: SourceTable, shared: dict[str, list], lo: int, hi: int) -> dict[str, list]:
+    """The entry fields of sources ``lo`` to ``hi`` of a table, from its columns."""
+    folders = table.folders
+    names = table.names.slice(lo, hi - lo).to_pylist()
+    digits = table.key_digits
+    width = table.fingerprint.shape[1] * 2
+    hexed = np.ascontiguousarray(table.fingerprint[lo:hi]).tobytes().hex()
+    profile = table.profile[lo:hi].tolist()
+    columns = {"path": [redact(folders[f] + n) for f, n in zip(table.folder[lo:hi].tolist(), names)],
+               "fingerprint": [hexed[i : i + width] for i in range(0, len(hexed), width)],
+               "key": [f"{k:0{digits}x}" for k in table.key[lo:hi].tolist()]}
+    columns.update({name: [values[p] for p in profile] for name, values in shared.items()})
+    return columns
 
 
 class TableInputs(Sequence[dict[str, Any]]):

@@ -194,3 +194,28 @@ def test_chips_whose_short_keys_collide_keep_distinct_tile_ids(tmp_path):
     grid = plan_grid(sources, 8, chips=True)
     ids = [grid.sources[p].tile_ids(np.array([p]))[0] for p in range(2)]
     assert ids[0] != ids[1] and all(len(i.split("-")[0]) == 16 for i in ids)
+
+
+@pytest.mark.parametrize("chips", ["moved", "in place", "png"])
+def test_the_inputs_table_of_chips_is_written_from_columns_as_entry_by_entry(tmp_path, chips):
+    """A table of chips writes the inputs' table a column at a time: the same rows, dates and
+    stretches as the entries built source by source, batch boundaries included."""
+    import pyarrow as pa
+
+    from rsprune_geo.reading.pixels import Scaling
+    from rsprune_geo.runinputs import SourceInputs
+
+    folders = CHIPS if chips == "png" else _georeferenced_chips(tmp_path / "chips", chips == "moved")
+    sources, _ = scan_sources(folders, chips=True)
+    assert isinstance(sources, SourceTable) and len(sources.profiles) == (1 if chips == "png" else 2)
+    dates = source_dates(sources, r"_(\d{8})\.tif$")
+    stretch = Scaling((1.0, 2.0, 3.0), (200.0, 210.0, 220.0))
+    scalings = [stretch if k % 3 else Scaling() for k in range(len(sources))]
+    by_columns = pa.Table.from_batches(list(SourceInputs(sources, scalings, dates).batches(3)))
+    by_entries = pa.Table.from_batches(list(SourceInputs(list(sources), scalings, dates).batches(3)))
+    assert by_columns.num_rows == len(sources) == (60 if chips == "png" else 5)
+    assert by_columns.equals(by_entries)
+    days = [f"2020-01-0{k}T00:00:00" for k in range(1, 6)] if chips != "png" else [None] * 5
+    assert by_columns.column("date").to_pylist()[:5] == days
+    assert by_columns.column("scaling").to_pylist()[:2] == [None, json.dumps({"low": [1.0, 2.0, 3.0],
+                                                                               "high": [200.0, 210.0, 220.0]})]
