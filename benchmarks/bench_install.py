@@ -66,6 +66,10 @@ def main() -> None:
         wheel = next(Path(tmp).glob("rsprune_geo-*.whl"))
         results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
                          "python": platform.python_version(), "wheel_bytes": wheel.stat().st_size, "variants": {}}
+        empty = Path(tmp) / "empty"
+        subprocess.run([sys.executable, "-m", "venv", str(empty)], check=True)
+        results["empty_venv_bytes"] = folder_size(empty)  # pip and setuptools: there before any install
+        shutil.rmtree(empty)
         for name, extra in VARIANTS.items():
             rows = []
             for k in range(REPEATS):
@@ -92,11 +96,15 @@ def report(results: dict) -> str:
              "inside). Fresh venv, `pip install -c constraints.txt WHEEL[EXTRA]`, pip's cache warm.", "",
              "| install | torch | size on disk (`du -sb`) | install time, median (range) | first run, both stages |",
              "|---|---|---|---|---|"]
+    empty = results.get("empty_venv_bytes")
     for name, row in results["variants"].items():
         times = row["install_s"]
         first = (f"{statistics.median(row['first_run_s']):.1f} s" if row["first_run_s"] else "—")
         lines.append(f"| `rsprune_geo{VARIANTS[name]}` | {'yes' if row['torch'] else 'no'} | {gb(row['bytes'])} | "
                      f"{statistics.median(times):.0f} s ({min(times):.0f}–{max(times):.0f}) | {first} |")
+    if empty:
+        lines += ["", f"An empty virtual environment (`python -m venv`: pip and setuptools) is {empty / 1e6:.0f} MB of "
+                  "each size."]
     lines += ["", "Largest packages:", ""]
     for name, row in results["variants"].items():
         sizes = ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in row["largest"])

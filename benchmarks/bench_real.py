@@ -147,8 +147,9 @@ def summary(times: list[float]) -> dict:
 def encoder_probe(record, cache: Path, n_images: int = 512):
     """The run's encoder alone on images already at its input size: its batch sizes (its own,
     and the batch a run hands it) and a function timing one pass over the images at a batch."""
+    from rsprune_geo.stages.bankprofile import bank_encoder
     from rsprune_geo.stages.passes import _batch_size
-    from rsprune_geo.stages.priorbank import bank_encoder, find_prior_bank
+    from rsprune_geo.stages.priorbank import find_prior_bank
 
     bank = find_prior_bank([UCMERCED])
     encoder = bank_encoder(record.stage2.encoder, bank.paths, cache_dir=str(cache))

@@ -15,10 +15,11 @@ from .config import QuotaMode
 from .errors import InputError
 from .features.cache import EmbeddingCache
 from .schema import Status
+from .stages.bankprofile import bank_encoder
 from .stages.budget import Budget
 from .stages.clustering import SceneCentroids, assign_to_centroids, normalise, self_clusters
 from .stages.embedding import embed_tiles
-from .stages.priorbank import PriorBank, bank_encoder, load_prior_bank
+from .stages.priorbank import PriorBank, load_prior_bank
 from .stages.selection import select_tiles
 
 if TYPE_CHECKING:  # pragma: no cover

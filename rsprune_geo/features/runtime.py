@@ -23,17 +23,25 @@ from typing import Any
 import numpy as np
 
 from ..config import Runtime
-from ..errors import InputError, param
+from ..errors import InputError, param, require_extra
 from ..files import SHIPPED, file_fingerprint
 from .cache import default_cache_dir
 
-__all__ = ["CALIBRATION_IMAGES", "Calibration", "OnnxNetwork", "choose_runtime", "images_digest",
+__all__ = ["CALIBRATION_IMAGES", "Calibration", "OnnxNetwork", "can_quantize", "choose_runtime", "images_digest",
            "onnxruntime_version"]
 
 log = logging.getLogger(__name__)
 
 #: Calibration images used for int8 quantisation (a seeded sample of the prior bank).
 CALIBRATION_IMAGES = 128
+
+
+def can_quantize() -> bool:
+    """Whether this install can quantise a network to int8 (onnxruntime's quantisation needs the
+    onnx package, which the ``quantize`` and ``torch`` extras bring)."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnx") is not None
 
 
 def onnxruntime_version() -> str | None:
@@ -221,6 +229,7 @@ def _export(module: Any, input_size: int, target: Path) -> None:
 
 def _quantize(fp32: Path, target: Path, calibration: np.ndarray) -> None:
     """Static int8 quantisation of ``fp32`` calibrated on ``calibration``, atomically at ``target``."""
+    require_extra("onnx", "quantize", "int8 quantisation (calibrating a network on images)")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

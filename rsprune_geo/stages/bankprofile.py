@@ -29,16 +29,16 @@ from ..errors import InputError, param
 from ..features import Encoder, encoder_info, get_encoder
 from ..features.base import NetworkEncoder
 from ..features.cache import default_cache_dir
-from ..features.runtime import Calibration
+from ..features.runtime import CALIBRATION_IMAGES, Calibration, can_quantize
 from ..files import SHIPPED
 from ..progress import ProgressCallback, no_progress
-from ..reading.pixels import read_image, resized, scaled_size
+from ..reading.pixels import read_image, read_images, resized, scaled_size
 from .clustering import SceneCentroids
 from .information import image_entropy
-from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_encoder, load_prior_bank
+from .priorbank import CentroidSpec, PriorBank, bank_centroids, load_prior_bank
 
-__all__ = ["DEFAULT_PROFILE", "PROFILE_SUFFIX", "Bank", "BankProfile", "banks_or_default", "build_profile",
-           "default_profile", "is_profile", "load_profile", "open_bank", "profile_model"]
+__all__ = ["DEFAULT_PROFILE", "PROFILE_SUFFIX", "Bank", "BankProfile", "bank_encoder", "banks_or_default",
+           "build_profile", "default_profile", "is_profile", "load_profile", "open_bank", "profile_model"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,56 @@ def load_profile(path: str | os.PathLike) -> BankProfile:
                                data["centroid_members"])
     return BankProfile(str(path), about, data["labels"], data["sizes"], data["entropy_index"],
                        data["entropy_values"], centroids, quantized)
+
+
+#: Prior-bank images used to draw empirical RCF filters (a seeded sample).
+RCF_FIT_IMAGES = 1000
+
+
+def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, seed: int = 0,
+                 device: str | None = None, runtime: Runtime | str = Runtime.AUTO,
+                 cache_dir: str | None = None) -> Encoder:
+    """The encoder ``name`` for a bank folder; one that fits on the bank (``rcf-empirical``)
+    draws a seeded sample of the bank's images, and one whose int8 variant keeps its accuracy is
+    calibrated on another (``CALIBRATION_IMAGES`` of them) when it runs on onnxruntime. Where this
+    install cannot quantise (onnx, an extra, is not installed) the default encoder runs the int8
+    network of the shipped profile, calibrated on its scenes, and says so."""
+    info = encoder_info(name)
+    rng = np.random.default_rng(seed)
+
+    def sample(n: int) -> list[str]:
+        pick = np.sort(rng.choice(len(bank_paths), min(n, len(bank_paths)), replace=False))
+        return [bank_paths[i] for i in pick]
+
+    fit_images = read_images(sample(RCF_FIT_IMAGES), info.input_size) if info.needs_bank else None
+    calibration = None
+    if info.int8 and Runtime.parse(runtime, "runtime") in (Runtime.AUTO, Runtime.ONNX_INT8):
+        calibration = None if can_quantize() else shipped_calibration(name, weights, cache_dir)
+        if calibration is None:
+            # read only when the int8 file must be made; named by the files, so a cached one is reused
+            paths = sample(CALIBRATION_IMAGES)
+            key = f"{info.input_size}:" + "\n".join(
+                f"{os.path.abspath(p)}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths)
+            calibration = Calibration(key, lambda: read_images(paths, info.input_size))
+    return get_encoder(name, weights, fit_images, seed, device, runtime, cache_dir, calibration)
+
+
+def shipped_calibration(encoder: str, weights: str | None, cache_dir: str | os.PathLike | None
+                        ) -> Calibration | None:
+    """The int8 network the shipped profile carries, for its own encoder and weights (``None``
+    for any other, or without a shipped profile), logged as standing in for a calibration on the
+    bank: what an install without onnx runs."""
+    shipped = default_profile()
+    if shipped is None or weights:
+        return None
+    profile = load_profile(shipped)
+    built = profile.about["encoder"]
+    if built["name"] != encoder or profile.quantized is None:
+        return None
+    log.warning("onnx is not installed: %s runs the int8 network calibrated on the shipped profile's scenes (%s), "
+                "not on this bank; pip install 'rsprune_geo[quantize]' to calibrate on it", encoder,
+                profile.about.get("name", shipped.stem))
+    return Calibration.made(built["calibration"], str(_extracted(profile.quantized, cache_dir)))
 
 
 def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec: CentroidSpec,

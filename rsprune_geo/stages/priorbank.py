@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Runtime
 from ..errors import InputError, param
-from ..features import Encoder, encoder_info, get_encoder
+from ..features import Encoder
 from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
-from ..features.runtime import CALIBRATION_IMAGES, Calibration
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_image, read_images
 from .clustering import SceneCentroids, fit_scene_centroids
@@ -197,34 +195,6 @@ def readable_bank(bank: PriorBank, cache_root: str | os.PathLike | None = None) 
 def load_prior_bank(roots, cache_root: str | os.PathLike | None = None) -> tuple[PriorBank, list[dict]]:
     """:func:`find_prior_bank` then :func:`readable_bank`: the usable bank and what was skipped."""
     return readable_bank(find_prior_bank(roots), cache_root)
-
-
-#: Prior-bank images used to draw empirical RCF filters (a seeded sample).
-RCF_FIT_IMAGES = 1000
-
-
-def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, seed: int = 0,
-                 device: str | None = None, runtime: Runtime | str = Runtime.AUTO,
-                 cache_dir: str | None = None) -> Encoder:
-    """The encoder ``name``; one that fits on the bank (``rcf-empirical``) draws a seeded
-    sample of the bank's images, and one whose int8 variant keeps its accuracy is calibrated on
-    another (``CALIBRATION_IMAGES`` of them) when it runs on onnxruntime."""
-    info = encoder_info(name)
-    rng = np.random.default_rng(seed)
-
-    def sample(n: int) -> list[str]:
-        pick = np.sort(rng.choice(len(bank_paths), min(n, len(bank_paths)), replace=False))
-        return [bank_paths[i] for i in pick]
-
-    fit_images = read_images(sample(RCF_FIT_IMAGES), info.input_size) if info.needs_bank else None
-    calibration = None
-    if info.int8 and Runtime.parse(runtime, "runtime") in (Runtime.AUTO, Runtime.ONNX_INT8):
-        # read only when the int8 file must be made; named by the files, so a cached one is reused
-        paths = sample(CALIBRATION_IMAGES)
-        key = f"{info.input_size}:" + "\n".join(f"{os.path.abspath(p)}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}"
-                                                 for p in paths)
-        calibration = Calibration(key, lambda: read_images(paths, info.input_size))
-    return get_encoder(name, weights, fit_images, seed, device, runtime, cache_dir, calibration)
 
 
 def embed_bank(bank: PriorBank, encoder: Encoder, cache_root: Path,

@@ -25,12 +25,12 @@ from ..progress import ProgressCallback, no_progress
 from ..reading.grid import GroundGrid
 from ..runfile import read_run
 from ..schema import ReasonContext, Stage2Record, Status, status_code
-from .bankprofile import Bank, BankProfile, profile_model
+from .bankprofile import Bank, BankProfile, bank_encoder, profile_model
 from .budget import Budget
 from .clustering import SceneCentroids, assign_to_centroids, self_clusters
 from .columns import TileColumns
 from .passes import Encoding, run_pass
-from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_encoder
+from .priorbank import CentroidSpec, PriorBank, bank_centroids
 from .selection import (
     AppliedSelection,
     HeldBefore,
