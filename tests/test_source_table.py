@@ -129,6 +129,11 @@ def test_a_geopackage_and_a_reselection_carry_the_inputs_table(tmp_path, few_inl
     result = CliRunner().invoke(main, ["info", str(out)])
     assert result.exit_code == 0, result.output
     assert "… and 40 more" in result.output
+    from rsprune_geo.outputs.report import write_report
+
+    page = write_report(out, tmp_path / "report.html").read_text()
+    inputs = page[page.index("<h2>Inputs</h2>") : page.index("<h2>Versions</h2>")]
+    assert inputs.count("<tr>") == 20 and "… and 40 more" in inputs  # the first 20 rows
     folder = tmp_path / "folder"
     rsprune_geo.run(CHIPS, folder, chips=True, keep=0.2, prior_bank="default")
     again = CliRunner().invoke(main, ["select", str(folder), "-o", str(tmp_path / "again"), "--keep", "0.1"])

@@ -29,6 +29,7 @@ from ..errors import InputError, OutputError, require_extra
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_rgb
 from ..runfile import read_layer, read_run, run_layers
+from ..runinputs import INPUTS_FILE, INPUTS_LAYER, LISTED_INPUTS, is_table
 from ..schema import STAGE2_POOL, STATUS_COLORS, RunRecord, Status
 from .maps import plot_map
 
@@ -505,9 +506,13 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
               "<h2>Timings (s)</h2>", _dict_table({k: round(v, 3) for k, v in record.timings.items()})]
     if record.stage2:
         parts += ["<h2>Stage 2</h2>", _dict_table(record.stage2.to_dict())]
-    inputs = pd.DataFrame(record.inputs).drop(columns=["scaling"], errors="ignore")
-    parts += ["<h2>Inputs</h2>", inputs.to_html(index=False),
-              "<h2>Versions</h2>", _dict_table(record.versions), "</body></html>"]
+    listed = record.inputs[:LISTED_INPUTS] if is_table(record.inputs) else record.inputs
+    inputs = pd.DataFrame(list(listed)).drop(columns=["scaling"], errors="ignore")
+    parts += ["<h2>Inputs</h2>", inputs.to_html(index=False)]
+    if len(listed) < len(record.inputs):  # a folder of chips: the rest in the run's table of inputs
+        parts.append(f"<p>… and {len(record.inputs) - len(listed):,} more (the run's <code>{INPUTS_FILE}</code>, or "
+                     f"the <code>{INPUTS_LAYER}</code> layer of its GeoPackage).</p>")
+    parts += ["<h2>Versions</h2>", _dict_table(record.versions), "</body></html>"]
     partial = out.with_name(f".{out.name}.tmp")
     try:
         partial.write_text("\n".join(parts), encoding="utf-8")
