@@ -224,3 +224,20 @@ def test_the_inputs_table_of_chips_is_written_from_columns_as_entry_by_entry(tmp
     assert by_columns.column("date").to_pylist()[:5] == days
     assert by_columns.column("scaling").to_pylist()[:2] == [None, json.dumps({"low": [1.0, 2.0, 3.0],
                                                                                "high": [200.0, 210.0, 220.0]})]
+
+
+def test_a_report_draws_no_raster_a_chip_under_the_map_of_a_table_of_chips(tmp_path, monkeypatch):
+    """Georeferenced chips as a table of their own: the report's map shows their footprints, not a
+    preview read from every chip (a million reads at a corpus's scale)."""
+    from rsprune_geo.outputs import report
+
+    drawn: list = []
+    monkeypatch.setattr(report, "plot_map", lambda tiles, rasters, *a, **k: drawn.append(list(rasters)))
+    monkeypatch.setattr(report, "plot_gallery", lambda *a, **k: None)
+    chips = _georeferenced_chips(tmp_path / "chips", moved=True)
+    for inline, expected in ((10, 5), (3, 0)):
+        monkeypatch.setattr("rsprune_geo.runinputs.INLINE_INPUTS", inline)
+        out = tmp_path / f"run-{inline}.gpkg"
+        rsprune_geo.run(chips, out, chips=True, tile_size=16, keep=0.5)
+        report.make_plots(out, tmp_path / f"plots-{inline}")
+        assert len(drawn[-1]) == expected

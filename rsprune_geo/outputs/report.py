@@ -437,8 +437,10 @@ def make_plots(run_file: str | os.PathLike, folder: str | os.PathLike) -> dict[s
     if has_shared_ground(tiles):
         plot_cells(tiles, path=out / "cells.png")
         plots["cells"] = out / "cells.png"
-    existing = [item["path"] for item in record.inputs if os.path.exists(item["path"])]
-    plot_map(tiles, existing if tiles.crs is not None else [], out / "map.png", title="tiles by status", record=record)
+    # the rasters under the footprints, where they are few enough to draw (not a folder of chips as a table)
+    drawn = tiles.crs is not None and not is_table(record.inputs)
+    existing = [item["path"] for item in record.inputs if os.path.exists(item["path"])] if drawn else []
+    plot_map(tiles, existing, out / "map.png", title="tiles by status", record=record)
     plot_gallery(tiles, record, path=out / "gallery.png")
     plots.update(map=out / "map.png", gallery=out / "gallery.png")
     return plots
