@@ -26,7 +26,7 @@ from .reading.scan import SourceTable, distinct, scan_sources
 from .reading.sources import RasterSource, SourceDates, source_dates
 from .result import RunResult
 from .runinputs import InputDates, SourceInputs, is_table
-from .scaleout import dask_client
+from .scaleout import dask_client, release_freed_memory
 from .schema import GroundRecord, ReasonContext, RunRecord
 from .stages.bankprofile import BankProfile, open_bank
 from .stages.columns import TileColumns
@@ -196,18 +196,6 @@ def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: Reaso
     on_progress("writing", 1, 1)
     return RunResult(record=record, output=output, timings=timings, clusters=stage2.clusters if stage2 else None,
                      evaluation=stage2.evaluation if stage2 else None, tiles=tiles)
-
-
-def release_freed_memory() -> None:
-    """Give the memory the process has freed back to the system (glibc's ``malloc_trim``, as Dask's
-    workers do; nothing elsewhere): freed pages a thread's malloc arena keeps otherwise stay in
-    the driver's resident memory through the run's later phases, in proportion to its tiles."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def dates_and_ground(grid: RunGrid, crs: CRS | None, date_pattern: str | None = None

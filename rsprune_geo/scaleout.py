@@ -173,3 +173,15 @@ def _first_done_dask(futures: list) -> set:
 def _star(func: Callable[..., Any], broadcast: dict[str, Any], task: tuple) -> Any:
     """``func(*task, **broadcast)``, as a picklable call for process pools."""
     return func(*task, **broadcast)
+
+
+def release_freed_memory() -> None:
+    """Give the memory the process has freed back to the system (glibc's ``malloc_trim``, as Dask's
+    workers do; nothing elsewhere): freed pages the threads' malloc arenas keep otherwise stay
+    in the driver's resident memory, and grow with the run's tiles."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -15,11 +15,12 @@ import rasterio
 from PIL import Image
 from rasterio.windows import Window
 
-from rsprune_geo.pipeline import dates_and_ground, input_entries, release_freed_memory
+from rsprune_geo.pipeline import dates_and_ground, input_entries
 from rsprune_geo.reading.grid import plan_grid
 from rsprune_geo.reading.pixels import IDENTITY, redact
 from rsprune_geo.reading.scan import scan_sources
 from rsprune_geo.runinputs import SourceInputs
+from rsprune_geo.scaleout import release_freed_memory
 from rsprune_geo.schema import RUN_RECORD, GroundRecord, RunRecord
 from rsprune_geo.stages.stage1 import Repeated
 
@@ -128,9 +129,27 @@ def test_a_run_gives_freed_memory_back_between_its_phases(tmp_path, monkeypatch)
 
     phases: list[str] = []
     monkeypatch.setattr(pipeline, "release_freed_memory", lambda: phases.append("released"))
-    pipeline.run([shared("rio-tiler/pix4d_alpha_nodata.tif")], tmp_path / "o.gpkg", tile_size=64, keep=0.15,
-                 prior_bank="default", cache_dir=str(tmp_path / "cache"),
-                 on_progress=lambda stage, done, total: phases.append(stage) if phases[-1:] != [stage] else None)
+    _small_run(tmp_path / "o.gpkg", tmp_path / "cache",
+               on_progress=lambda stage, done, total: phases.append(stage) if phases[-1:] != [stage] else None)
     released = [k for k, p in enumerate(phases) if p == "released"]
     assert len(released) == 2, phases
     assert "stage1" in phases[: released[0]] and phases[released[1] - 1] == "writing", phases
+
+
+def test_a_pass_gives_freed_memory_back_now_and_then(tmp_path, monkeypatch):
+    from rsprune_geo.stages import passes
+
+    calls: list[int] = []
+    monkeypatch.setattr(passes, "release_freed_memory", lambda: calls.append(1))
+    for every, out in ((1e9, "never"), (0.0, "always")):
+        monkeypatch.setattr(passes, "RELEASE_EVERY_S", every)
+        calls.clear()
+        _small_run(tmp_path / f"{out}.gpkg", tmp_path / "cache")
+        assert (len(calls) > 0) == (every == 0.0), (every, len(calls))
+
+
+def _small_run(out, cache, **options):
+    from rsprune_geo import pipeline
+
+    return pipeline.run([shared("rio-tiler/pix4d_alpha_nodata.tif")], out, tile_size=64, keep=0.15,
+                        prior_bank="default", cache_dir=str(cache), **options)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +26,7 @@ from ..features.base import Encoder
 from ..progress import ProgressCallback, no_progress
 from ..reading.grid import RunGrid, TaskTiles
 from ..reading.pixels import Scaling
-from ..scaleout import map_tasks
+from ..scaleout import map_tasks, release_freed_memory
 from .clustering import SceneCentroids
 from .columns import TileColumns
 from .window import Encode, PassSpec, WindowWork, encode_works, window_works
@@ -49,6 +50,8 @@ READ_AHEAD = 8
 ONNX_BATCH = 128
 #: Tasks in flight on a Dask cluster per worker.
 TASKS_PER_WORKER = 4
+#: Seconds between two releases of freed memory while a pass runs (see :func:`release_freed_memory`).
+RELEASE_EVERY_S = 5.0
 
 
 def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns: TileColumns,
@@ -85,9 +88,13 @@ def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns
     else:
         works = _in_processes(grid, tasks, scalings, spec, encoder, centroids, wanted,
                               processes=scheduler is Scheduler.PROCESSES)
+    released = time.monotonic()
     for item in works:
         if item is None:  # a task finished: its tiles counted (a task of chips holds many windows)
             on_progress(stage, done, total)
+            if time.monotonic() - released > RELEASE_EVERY_S:  # what the readers freed, now and then
+                release_freed_memory()
+                released = time.monotonic()
             continue
         _gather(item, columns, first=wanted is None, on_vectors=on_vectors)
         done += item.positions.size
