@@ -1,6 +1,7 @@
 """The prior bank: labelled scene-classification datasets (a folder per class), indexed, and
-what an encoder makes of it: the encoder fitted or calibrated on its images, their embeddings and
-the scene centroids stage 2 assigns tiles to (cached, so many runs share them).
+what an encoder makes of it: its images' embeddings and the scene centroids stage 2 assigns tiles
+to (cached, so many runs share them). The encoder fitted or calibrated on its images is
+:func:`rsprune_geo.stages.bankprofile.bank_encoder`.
 
 Its images are read through :func:`rsprune_geo.reading.pixels.read_images`.
 """
