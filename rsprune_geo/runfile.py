@@ -14,7 +14,7 @@ import pandas as pd
 import pyogrio
 
 from .errors import InputError
-from .runinputs import LISTED_INPUTS, is_table
+from .runinputs import listed_inputs
 from .schema import RUN_RECORD, RunRecord, Status, status_counts
 from .tiletable import count_rows, read_columns, read_tiles
 
@@ -106,7 +106,7 @@ def describe_run(path: str | os.PathLike) -> dict[str, Any]:
         "counts": {s.value: counts.get(s.value, 0) for s in Status if s.value in counts},
         "parameters": record.parameters,
         "inputs": [{k: v for k, v in item.items() if k != "scaling"}
-                   for item in (record.inputs[:LISTED_INPUTS] if is_table(record.inputs) else record.inputs)],
+                   for item in listed_inputs(record.inputs)],
         "input_count": len(record.inputs),
         "stage1": record.stage1.to_dict() if record.stage1 else None,
         "stage2": record.stage2.to_dict() if record.stage2 else None,

@@ -106,8 +106,7 @@ class SourceInputs(Sequence[dict[str, Any]]):
 
     def _shared_scaling(self, scaling: Scaling) -> str | None:
         """A stretch as the table's JSON text, converted once for sources that share it."""
-        entry = self._shared("scaling", scaling, _scaling_entry)
-        return self._shared("scaling_text", entry, lambda e: None if e is None else json.dumps(e))
+        return self._shared("scaling_text", scaling, lambda s: None if s.identity else json.dumps(_scaling_entry(s)))
 
     def _date_columns(self, lo: int, hi: int) -> tuple[list[str | None], list[str | None]]:
         """The ``date`` and ``date_from`` columns of inputs ``lo`` to ``hi``, from the dates' codes."""
@@ -268,6 +267,12 @@ class InputDates(Mapping[str, list]):
 def is_table(inputs: Sequence[dict[str, Any]]) -> bool:
     """Whether a record's inputs are written as a table of their own."""
     return not isinstance(inputs, list) and len(inputs) > INLINE_INPUTS
+
+
+def listed_inputs(inputs: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """The inputs a summary lists: all of a record's own, the first :data:`LISTED_INPUTS` of a
+    table of their own."""
+    return inputs[:LISTED_INPUTS] if is_table(inputs) else inputs
 
 
 def write_inputs(inputs: SourceInputs | TableInputs, path: str | os.PathLike) -> Path:

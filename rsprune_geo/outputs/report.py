@@ -29,7 +29,7 @@ from ..errors import InputError, OutputError, require_extra
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_rgb
 from ..runfile import read_layer, read_run, run_layers
-from ..runinputs import INPUTS_FILE, INPUTS_LAYER, LISTED_INPUTS, is_table
+from ..runinputs import INPUTS_FILE, INPUTS_LAYER, is_table, listed_inputs
 from ..schema import STAGE2_POOL, STATUS_COLORS, RunRecord, Status
 from .maps import plot_map
 
@@ -508,7 +508,7 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
               "<h2>Timings (s)</h2>", _dict_table({k: round(v, 3) for k, v in record.timings.items()})]
     if record.stage2:
         parts += ["<h2>Stage 2</h2>", _dict_table(record.stage2.to_dict())]
-    listed = record.inputs[:LISTED_INPUTS] if is_table(record.inputs) else record.inputs
+    listed = listed_inputs(record.inputs)
     inputs = pd.DataFrame(list(listed)).drop(columns=["scaling"], errors="ignore")
     parts += ["<h2>Inputs</h2>", inputs.to_html(index=False)]
     if len(listed) < len(record.inputs):  # a folder of chips: the rest in the run's table of inputs
