@@ -89,7 +89,7 @@ def main() -> None:
 
 def report(results: dict) -> str:
     def gb(n: float) -> str:
-        return f"{n / 1e9:.2f} GB ({n / 2**30:.2f} GiB)"
+        return f"{n / 1e9:.3f} GB ({n / 2**30:.2f} GiB)"
 
     lines = [f"# Install cost ({results['machine']}, Python {results['python']})", "",
              f"Wheel: {results['wheel_bytes'] / 1e6:.1f} MB (the default encoder's network and the UC Merced profile "

@@ -17,7 +17,7 @@ import rsprune_geo
 from rsprune_geo.cli import main
 from rsprune_geo.errors import OutputError
 from rsprune_geo.outputs.export import export_chips
-from rsprune_geo.outputs.stac import export_stac
+from rsprune_geo.outputs.stac import export_stac, require_stac
 
 from .conftest import NAIP, shared
 
@@ -98,3 +98,21 @@ def test_exports_start_from_the_tiles_with_the_status_asked_for(naip_run, tmp_pa
         with pytest.raises(InputError, match="no tile has status 'duplicate'"):
             export()
     assert not (tmp_path / "chips").exists() and not (tmp_path / "stac").exists()
+
+
+@pytest.mark.parametrize(("missing", "items", "needs"), [
+    ("pystac", "json", "a STAC collection needs pystac"),
+    ("stac_geoparquet", "geoparquet", "stac-geoparquet items needs stac-geoparquet"),
+])
+def test_without_the_stac_extra_the_export_names_it_before_writing(naip_run, tmp_path, monkeypatch, missing, items,
+                                                                   needs):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else find_spec(name, *a))
+    with pytest.raises(rsprune_geo.InputError, match=rf"^{needs}, which the default install leaves out: "
+                                                     r"pip install 'rsprune_geo\[stac\]'$"):
+        export_stac(naip_run["gpkg"], tmp_path / "stac", items=items)
+    assert not (tmp_path / "stac").exists() and list(tmp_path.iterdir()) == []
+    if missing == "stac_geoparquet":
+        require_stac("json")  # JSON items need pystac alone

@@ -40,10 +40,12 @@ def command(run_file: str, to_dir: str | None, fmt: str, layout: str, footprints
             stac_items: str, status: str, overwrite: bool, progress_json: bool) -> None:
     """Export a run's kept tiles as training chips, footprint layers and/or a STAC collection."""
     from ..outputs.export import export_chips, export_footprints, footprints_geojson
-    from ..outputs.stac import export_stac
+    from ..outputs.stac import export_stac, require_stac
 
     if not to_dir and not footprints and not stac_dir:
         raise RsPruneError("give `to` DIR (chips), `footprints` FILE and/or `stac` DIR")
+    if stac_dir:
+        require_stac(stac_items)  # before any chip or footprint is written
     chosen = None if status == "all" else status
     piped = footprints == "-"  # standard output holds the GeoJSON: messages go to stderr
     event: dict = {}

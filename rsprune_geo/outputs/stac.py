@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, OutputError, param
+from ..errors import InputError, OutputError, param, require_extra
 from ..progress import ProgressCallback, no_progress
 from ..runfile import read_tiles_with_status
 from ..schema import RunRecord, Status
@@ -31,6 +31,14 @@ TILE_PROPERTIES = ("status", "reason", "scene", "cluster", "entropy", "centroid_
 PROJECTION_SCHEMA = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 
 
+def require_stac(items: str = "json") -> None:
+    """An :class:`InputError` naming the ``stac`` extra when pystac (or, for
+    ``items="geoparquet"``, stac-geoparquet) is not installed; checked before any work is done."""
+    require_extra("pystac", "stac", "a STAC collection")
+    if items == "geoparquet":
+        require_extra("stac_geoparquet", "stac", "stac-geoparquet items", named="stac-geoparquet")
+
+
 def export_stac(run_file: str | os.PathLike, folder: str | os.PathLike, status: str | None = Status.KEPT,
                 items: str = "json", chips: str | os.PathLike | None = None, overwrite: bool = False,
                 on_progress: ProgressCallback = no_progress) -> Path:
@@ -39,11 +47,13 @@ def export_stac(run_file: str | os.PathLike, folder: str | os.PathLike, status: 
     and its items, as JSON files (``items="json"``) or one stac-geoparquet file
     (``items="geoparquet"``, ``items.parquet``). ``chips``: a folder written by
     :func:`~rsprune_geo.outputs.export.export_chips`, whose chips become each item's ``chip``
-    asset. Written to a temporary folder renamed into place; returns the collection's path."""
-    import pystac
-
+    asset. Written to a temporary folder renamed into place; returns the collection's path.
+    Needs the ``stac`` extra."""
     if items not in STAC_ITEM_FORMATS:
         raise InputError(f"{param('stac_items')} {items}: use one of {', '.join(STAC_ITEM_FORMATS)}")
+    require_stac(items)
+    import pystac
+
     out = Path(folder)
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: the folder exists; pass {param('overwrite')} to replace it")
