@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 QGIS_VENV := .venv-qgis
 QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env shipped wheel qgis-env demo test lint test-python test-qgis plugin options-json bench bench-million notebooks screenshots clean
+.PHONY: env shipped wheel qgis-env demo test lint test-python test-qgis plugin options-json bench bench-million bench-huge notebooks screenshots clean
 
 env: $(STAMP)
 
@@ -104,6 +104,11 @@ bench: env
 bench-million: env
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_million.py
+
+# What a run over a folder of chips holds a chip up to a million chips: 4 GB of PNG, about an hour.
+bench-huge: env
+	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
+	BENCH_CHIPS_HUGE=1000000 $(BIN)/python benchmarks/bench_chips.py
 
 clean:
 	rm -rf demo-output .pytest_cache build dist *.egg-info qgis-test-output

@@ -23,7 +23,9 @@ whole command, start-up included, timed REPEATS times (min / median / max):
   run fills once, the encoder's arena, the readers' memory pools, the write phase's passing
   memory, is in both and cancels).
 
-Writes benchmarks/results/chips.json and chips.md. Run with `make bench`.
+Writes benchmarks/results/chips.json and chips.md. Run with `make bench`. With
+``BENCH_CHIPS_HUGE=N`` (``make bench-huge``: a million chips) it measures only the last two figures,
+over SMALL, LARGE and N chips, into chips_huge.json and chips_huge.md.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ SIZE = 256
 SMALL = 20_000
 LARGE = 200_000
 REPEATS = 3
+#: BENCH_CHIPS_HUGE=N (e.g. 1000000): instead of the figures above, a whole run's peak and the
+#: driver before pixels over SMALL, LARGE and N chips of 32 px (``make bench-huge``; N = 1M: 4 GB
+#: of PNG and about an hour here), written to chips_huge.json and chips_huge.md
+HUGE = int(os.environ.get("BENCH_CHIPS_HUGE", "0"))
 READ = """
 import sys
 import warnings
@@ -142,9 +148,21 @@ def driver_growth(folder: Path) -> tuple[int, int]:
     return grown, chips
 
 
+def chip_origins(width: int, height: int, side: int = 32, step: int = 8):
+    """The pixel origins (x, y) of chips of ``side`` px: the mosaic's grid row by row, then the
+    same grid shifted by ``step``, 2 ``step``, … px on both axes (each shift its own chips), so a
+    mosaic of 17,408 px holds 1,180,483 distinct chips of 32 px."""
+    for shift in range(0, side, step):
+        for r in range((height - shift) // side):
+            for c in range((width - shift) // side):
+                yield shift + c * side, shift + r * side
+
+
 def build_small_chips(folder: Path, count: int, first: int = 0, per_folder: int = 2000) -> Path:
-    """``count`` chips of 32 px cut from the real mosaic (from its ``first``, row by row), in
-    folders of ``per_folder``, as PNG."""
+    """``count`` chips of 32 px cut from the real mosaic (from its ``first`` in
+    :func:`chip_origins`' order), in folders of ``per_folder``, as PNG."""
+    import itertools
+
     import rasterio
     from PIL import Image
     from rasterio.windows import Window
@@ -155,16 +173,15 @@ def build_small_chips(folder: Path, count: int, first: int = 0, per_folder: int 
     shutil.rmtree(tmp, ignore_errors=True)
     side = 32
     with rasterio.open(build_mosaic(DATA / "real-mosaic.tif")) as src:
-        across = src.width // side
-        assert first + count <= across * (src.height // side), "the mosaic holds fewer chips"
-        row, band = -1, None
-        for k in range(count):
-            r, c = divmod(first + k, across)
-            if r != row:
-                row, band = r, src.read(window=Window(0, r * side, across * side, side)).transpose(1, 2, 0)
+        origins = list(itertools.islice(chip_origins(src.width, src.height, side), first, first + count))
+        assert len(origins) == count, "the mosaic holds fewer chips"
+        top, band = -1, None
+        for k, (x, y) in enumerate(origins):
+            if y != top:
+                top, band = y, src.read(window=Window(0, y, src.width, side)).transpose(1, 2, 0)
             target = tmp / f"group{k // per_folder:03d}" / f"chip{k:06d}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.ascontiguousarray(band[:, c * side:(c + 1) * side])).save(target)
+            Image.fromarray(np.ascontiguousarray(band[:, x:x + side])).save(target)
     os.replace(tmp, folder)
     return folder
 
@@ -226,6 +243,71 @@ def main() -> None:
     print(report(result))
 
 
+def main_huge(count: int) -> None:
+    """The driver before pixels and a whole run's peak over SMALL, LARGE and ``count`` chips of
+    32 px: whether what a run holds a chip flattens or keeps its slope towards a million."""
+    folders = {"small": (build_small_chips(DATA / f"chips32-{SMALL}", SMALL), SMALL),
+               "large": (build_small_chips(DATA / f"chips32-{LARGE}", LARGE, first=SMALL, per_folder=5000), LARGE),
+               "huge": (build_small_chips(DATA / f"chips32-{count}", count, per_folder=5000), count)}
+    growth = {name: driver_growth(where) for name, (where, _) in folders.items()}
+    work = Path(tempfile.mkdtemp(prefix="bench-chips-huge-"))
+    peaks, seconds = {}, {}
+    try:
+        out, cache = work / "run", work / "cache"
+
+        def args(where: Path) -> list[str]:
+            return [RSPRUNE, "-q", "run", str(where), "--chips", "--keep", "0.15", "-o", str(out), "--cache-dir",
+                    str(cache)]
+
+        # a first run unpacks the profile's network into the cache, untimed
+        subprocess.run(args(folders["small"][0] / "group000"), check=True, stdout=subprocess.DEVNULL)
+        for name, (where, chips) in folders.items():
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(cache / "embeddings", ignore_errors=True)
+            t0 = time.perf_counter()
+            peaks[name] = (*run_peak(args(where)), chips)
+            seconds[name] = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def slope(values: dict, a: str, b: str, at: int) -> float:
+        return (values[b][at] - values[a][at]) / (folders[b][1] - folders[a][1])
+
+    result = {"cores": os.cpu_count(), "chips": {name: chips for name, (_, chips) in folders.items()},
+              "driver_growth": growth, "run_peaks": peaks, "seconds": seconds,
+              "driver_bytes_a_chip": {"small_large": slope(growth, "small", "large", 0),
+                                      "large_huge": slope(growth, "large", "huge", 0)},
+              "run_peak_anon_bytes_a_chip": {"small_large": slope(peaks, "small", "large", 1),
+                                             "large_huge": slope(peaks, "large", "huge", 1)},
+              "run_peak_bytes_a_chip": {"small_large": slope(peaks, "small", "large", 0),
+                                        "large_huge": slope(peaks, "large", "huge", 0)},
+              "when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "chips_huge.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / "chips_huge.md").write_text(report_huge(result))
+    print(report_huge(result))
+
+
+def report_huge(r: dict) -> str:
+    mib = 2**20
+    rows = [f"| {chips:,} | {r['driver_growth'][name][0] / mib:.1f} | {r['run_peaks'][name][1] / mib:.0f} | "
+            f"{r['run_peaks'][name][0] / mib:.0f} | {r['seconds'][name]:.0f} |" for name, chips in r["chips"].items()]
+    driver, anon, rss = r["driver_bytes_a_chip"], r["run_peak_anon_bytes_a_chip"], r["run_peak_bytes_a_chip"]
+    small, large, huge = (f"{n:,}" for n in r["chips"].values())
+    return "\n".join([
+        f"# What a run over a folder of chips holds a chip, up to {huge} chips (32-px PNG chips cut from the real "
+        f"mosaic; {r['cores']} cores)", "",
+        "`rsprune run CHIPS --chips --keep 0.15` (the shipped UC Merced profile, embeddings not cached), a process "
+        "each; the driver before pixels: scanning, planning and dating alone, a process each.", "",
+        "| chips | driver before pixels (MiB) | run's peak, anonymous (MiB) | run's peak, resident (MiB) | run (s) |",
+        "|---|---|---|---|---|", *rows, "",
+        f"Bytes a chip, {small} → {large} chips and {large} → {huge}: the driver before pixels "
+        f"{driver['small_large']:,.0f} and {driver['large_huge']:,.0f}; a whole run's peak, anonymous memory, "
+        f"{anon['small_large']:,.0f} and {anon['large_huge']:,.0f}; with the pages of the embeddings' scratch file "
+        f"it maps, {rss['small_large']:,.0f} and {rss['large_huge']:,.0f}.", "",
+    ])
+
+
 def report(r: dict) -> str:
     def row(what: str, s: dict, ratio: str) -> str:
         return f"| {what} | {s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f}) | {ratio} |"
@@ -262,4 +344,4 @@ def report(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    main_huge(HUGE) if HUGE else main()
