@@ -7,7 +7,7 @@ import json
 import click
 
 from .errors import fail_cleanly
-from .options import run_file_argument
+from .options import cli_message, run_file_argument
 
 
 @click.command("info")
@@ -41,6 +41,6 @@ def command(run_file: str, as_json: bool) -> None:
               f"bands {item.get('bands')}, {item.get('crs')})" for item in info["inputs"]]
     if info["input_count"] > len(info["inputs"]):
         lines.append(f"  … and {info['input_count'] - len(info['inputs'])} more")
-    lines += [f"warning: {w}" for w in info["warnings"]]
+    lines += [f"warning: {cli_message(w)}" for w in info["warnings"]]  # parameters named as flags, as run said them
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     click.echo("\n".join(lines))
