@@ -237,10 +237,15 @@ def main() -> None:
               "floor_s": floor, "driver_bytes_a_chip": held, "driver_growth": growth,
               "run_peak_bytes_a_chip": run_bytes, "run_peak_anon_bytes_a_chip": anon_bytes, "run_peaks": peaks,
               "when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
+    write_results("chips", result, report)
+
+
+def write_results(name: str, result: dict, render) -> None:
+    """``result`` as results/NAME.json and, rendered, results/NAME.md (and printed)."""
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "chips.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / "chips.md").write_text(report(result))
-    print(report(result))
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text(render(result))
+    print(render(result))
 
 
 def main_huge(count: int) -> None:
@@ -282,10 +287,7 @@ def main_huge(count: int) -> None:
               "run_peak_bytes_a_chip": {"small_large": slope(peaks, "small", "large", 0),
                                         "large_huge": slope(peaks, "large", "huge", 0)},
               "when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "chips_huge.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / "chips_huge.md").write_text(report_huge(result))
-    print(report_huge(result))
+    write_results("chips_huge", result, report_huge)
 
 
 def report_huge(r: dict) -> str:
