@@ -105,10 +105,12 @@ bench-million: env
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_million.py
 
-# What a run over a folder of chips holds a chip up to a million chips: 4 GB of PNG, about an hour.
+# What a run over a folder of chips holds a chip up to a million chips, in process and the driver
+# of a run on two local workers: 4 GB of PNG, about an hour each.
 bench-huge: env
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	BENCH_CHIPS_HUGE=1000000 $(BIN)/python benchmarks/bench_chips.py
+	BENCH_CHIPS_HUGE=1000000 BENCH_CHIPS_HUGE_WORKERS=2 $(BIN)/python benchmarks/bench_chips.py
 
 clean:
 	rm -rf demo-output .pytest_cache build dist *.egg-info qgis-test-output

@@ -25,7 +25,9 @@ whole command, start-up included, timed REPEATS times (min / median / max):
 
 Writes benchmarks/results/chips.json and chips.md. Run with `make bench`. With
 ``BENCH_CHIPS_HUGE=N`` (``make bench-huge``: a million chips) it measures only the last two figures,
-over SMALL, LARGE and N chips, into chips_huge.json and chips_huge.md.
+over SMALL, LARGE and N chips, into chips_huge.json and chips_huge.md; with
+``BENCH_CHIPS_HUGE_WORKERS=W`` too, the runs go to a LocalCluster of W workers (``--workers W``) and
+the peak is the driver's alone, into chips_huge_workers.json and .md.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ REPEATS = 3
 #: driver before pixels over SMALL, LARGE and N chips of 32 px (``make bench-huge``; N = 1M: 4 GB
 #: of PNG and about an hour here), written to chips_huge.json and chips_huge.md
 HUGE = int(os.environ.get("BENCH_CHIPS_HUGE", "0"))
+#: BENCH_CHIPS_HUGE_WORKERS=W: those runs on W local workers, the driver's peak (chips_huge_workers.*)
+HUGE_WORKERS = int(os.environ.get("BENCH_CHIPS_HUGE_WORKERS", "0"))
 READ = """
 import sys
 import warnings
@@ -248,9 +252,11 @@ def write_results(name: str, result: dict, render) -> None:
     print(render(result))
 
 
-def main_huge(count: int) -> None:
+def main_huge(count: int, workers: int = 0) -> None:
     """The driver before pixels and a whole run's peak over SMALL, LARGE and ``count`` chips of
-    32 px: whether what a run holds a chip flattens or keeps its slope towards a million."""
+    32 px: whether what a run holds a chip flattens or keeps its slope towards a million. With
+    ``workers``, the runs' window tasks go to as many local worker processes, and the peak sampled
+    is the driver's (its process's anonymous memory; ``ru_maxrss`` is the largest process's)."""
     folders = {"small": (build_small_chips(DATA / f"chips32-{SMALL}", SMALL), SMALL),
                "large": (build_small_chips(DATA / f"chips32-{LARGE}", LARGE, first=SMALL, per_folder=5000), LARGE),
                "huge": (build_small_chips(DATA / f"chips32-{count}", count, per_folder=5000), count)}
@@ -262,7 +268,7 @@ def main_huge(count: int) -> None:
 
         def args(where: Path) -> list[str]:
             return [RSPRUNE, "-q", "run", str(where), "--chips", "--keep", "0.15", "-o", str(out), "--cache-dir",
-                    str(cache)]
+                    str(cache), *(["--workers", str(workers)] if workers else [])]
 
         # a first run unpacks the profile's network into the cache, untimed
         subprocess.run(args(folders["small"][0] / "group000"), check=True, stdout=subprocess.DEVNULL)
@@ -278,8 +284,9 @@ def main_huge(count: int) -> None:
     def slope(values: dict, a: str, b: str, at: int) -> float:
         return (values[b][at] - values[a][at]) / (folders[b][1] - folders[a][1])
 
-    result = {"cores": os.cpu_count(), "chips": {name: chips for name, (_, chips) in folders.items()},
-              "driver_growth": growth, "run_peaks": peaks, "seconds": seconds,
+    result = {"cores": os.cpu_count(), "workers": workers,
+              "chips": {name: chips for name, (_, chips) in folders.items()}, "driver_growth": growth,
+              "run_peaks": peaks, "seconds": seconds,
               "driver_bytes_a_chip": {"small_large": slope(growth, "small", "large", 0),
                                       "large_huge": slope(growth, "large", "huge", 0)},
               "run_peak_anon_bytes_a_chip": {"small_large": slope(peaks, "small", "large", 1),
@@ -287,26 +294,30 @@ def main_huge(count: int) -> None:
               "run_peak_bytes_a_chip": {"small_large": slope(peaks, "small", "large", 0),
                                         "large_huge": slope(peaks, "large", "huge", 0)},
               "when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
-    write_results("chips_huge", result, report_huge)
+    write_results("chips_huge_workers" if workers else "chips_huge", result, report_huge)
 
 
 def report_huge(r: dict) -> str:
-    mib = 2**20
+    mib, workers = 2**20, r.get("workers")
     rows = [f"| {chips:,} | {r['driver_growth'][name][0] / mib:.1f} | {r['run_peaks'][name][1] / mib:.0f} | "
             f"{r['run_peaks'][name][0] / mib:.0f} | {r['seconds'][name]:.0f} |" for name, chips in r["chips"].items()]
     driver, anon, rss = r["driver_bytes_a_chip"], r["run_peak_anon_bytes_a_chip"], r["run_peak_bytes_a_chip"]
     small, large, huge = (f"{n:,}" for n in r["chips"].values())
+    peak = "the driver's peak" if workers else "a whole run's peak"
     return "\n".join([
         f"# What a run over a folder of chips holds a chip, up to {huge} chips (32-px PNG chips cut from the real "
-        f"mosaic; {r['cores']} cores)", "",
-        "`rsprune run CHIPS --chips --keep 0.15` (the shipped UC Merced profile, embeddings not cached), a process "
-        "each; the driver before pixels: scanning, planning and dating alone, a process each.", "",
-        "| chips | driver before pixels (MiB) | run's peak, anonymous (MiB) | run's peak, resident (MiB) | run (s) |",
+        f"mosaic; {r['cores']} cores{f'; {workers} local workers' if workers else ''})", "",
+        f"`rsprune run CHIPS --chips --keep 0.15{f' --workers {workers}' if workers else ''}` (the shipped UC Merced "
+        "profile, embeddings not cached), a process each; the driver before pixels: scanning, planning and dating "
+        "alone, a process each.", "",
+        f"| chips | driver before pixels (MiB) | {'the driver' if workers else 'the run'}'s peak, anonymous (MiB) | "
+        f"{'the largest process' if workers else 'the run'}'s peak, resident (MiB) | run (s) |",
         "|---|---|---|---|---|", *rows, "",
         f"Bytes a chip, {small} → {large} chips and {large} → {huge}: the driver before pixels "
-        f"{driver['small_large']:,.0f} and {driver['large_huge']:,.0f}; a whole run's peak, anonymous memory, "
-        f"{anon['small_large']:,.0f} and {anon['large_huge']:,.0f}; with the pages of the embeddings' scratch file "
-        f"it maps, {rss['small_large']:,.0f} and {rss['large_huge']:,.0f}.", "",
+        f"{driver['small_large']:,.0f} and {driver['large_huge']:,.0f}; {peak}, anonymous memory, "
+        f"{anon['small_large']:,.0f} and {anon['large_huge']:,.0f}"
+        + ("." if workers else f"; with the pages of the embeddings' scratch file it maps, {rss['small_large']:,.0f} "
+           f"and {rss['large_huge']:,.0f}."), "",
     ])
 
 
@@ -346,4 +357,4 @@ def report(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main_huge(HUGE) if HUGE else main()
+    main_huge(HUGE, HUGE_WORKERS) if HUGE else main()
