@@ -203,6 +203,17 @@ class TableInputs(Sequence[dict[str, Any]]):
         yield from self.table.to_batches(max_chunksize=size)
 
 
+def first_position(index: pd.Index, path: str) -> int:
+    """Where ``path`` first is in an index of paths (a path given twice: its first entry); a
+    ``KeyError`` when it is not there."""
+    found = index.get_loc(path)
+    if isinstance(found, slice):
+        return int(found.start)
+    if not isinstance(found, int | np.integer):
+        return int(np.flatnonzero(found)[0])
+    return int(found)
+
+
 class _ByPath(Mapping[str, dict[str, Any]]):
     """A :class:`TableInputs`' entries by path."""
 
@@ -210,12 +221,7 @@ class _ByPath(Mapping[str, dict[str, Any]]):
         self.inputs = inputs
 
     def __getitem__(self, path: str) -> dict[str, Any]:
-        found = self.inputs._index.get_loc(path)  # a KeyError when absent
-        if isinstance(found, slice):  # a path given twice: its first entry
-            found = found.start
-        elif not isinstance(found, int):
-            found = int(np.flatnonzero(found)[0])
-        return self.inputs[int(found)]
+        return self.inputs[first_position(self.inputs._index, path)]
 
     def __contains__(self, path: object) -> bool:
         return path in self.inputs._index
@@ -240,6 +246,7 @@ class InputDates(Mapping[str, list]):
 
     def __init__(self, inputs: SourceInputs | TableInputs) -> None:
         self.inputs = inputs
+        self._index: pd.Index | None = None
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -251,10 +258,9 @@ class InputDates(Mapping[str, list]):
             yield from (entry["path"] for entry in self.inputs)
 
     def __getitem__(self, path: str) -> list:
-        for index, known in enumerate(self):
-            if known == path:
-                return self.inputs.date_entry(index)
-        raise KeyError(path)
+        if self._index is None:  # the paths indexed on the first lookup, not before
+            self._index = pd.Index(list(self))
+        return self.inputs.date_entry(first_position(self._index, path))
 
     def values(self):
         """The entries' ``[date, where]``, in order."""

@@ -20,7 +20,7 @@ from rsprune_geo.errors import InputError
 from rsprune_geo.reading.grid import ChipRange, RunGrid, ground_grid, plan_grid
 from rsprune_geo.reading.scan import SourceTable, scan_sources
 from rsprune_geo.reading.sources import CHIP_SUFFIXES, iter_paths, open_source, source_dates
-from rsprune_geo.runinputs import INPUTS_FILE, INPUTS_LAYER, InputDates, TableInputs
+from rsprune_geo.runinputs import INPUTS_FILE, INPUTS_LAYER, InputDates, TableInputs, first_position
 from rsprune_geo.schema import RunRecord
 
 from .conftest import UCMERCED
@@ -112,6 +112,7 @@ def test_many_inputs_are_a_table_beside_the_record_and_read_back_the_same(tmp_pa
         record = RunRecord.read(where)
         assert isinstance(record.inputs, TableInputs) and list(record.inputs) == expected.inputs
         assert isinstance(record.ground.dates, InputDates) and dict(record.ground.dates) == expected.ground.dates
+        assert "/nowhere.png" not in record.ground.dates
         assert record.input(expected.inputs[7]["path"]) == expected.inputs[7]
         assert record.has_input(expected.inputs[-1]["path"]) and not record.has_input("/nowhere.png")
     layer = pyogrio.read_dataframe(tmp_path / "table" / "tiles.gpkg", layer=INPUTS_LAYER)
@@ -241,3 +242,12 @@ def test_a_report_draws_no_raster_a_chip_under_the_map_of_a_table_of_chips(tmp_p
         rsprune_geo.run(chips, out, chips=True, tile_size=16, keep=0.5)
         report.make_plots(out, tmp_path / f"plots-{inline}")
         assert len(drawn[-1]) == expected
+
+
+def test_first_position_of_a_path_in_an_index_of_paths():
+    unique, repeated = pd.Index(["a.png", "b.png", "c.png"]), pd.Index(["a.png", "b.png", "a.png", "c.png"])
+    assert [first_position(unique, p) for p in ("a.png", "b.png", "c.png")] == [0, 1, 2]
+    assert first_position(repeated, "a.png") == 0 and first_position(repeated, "c.png") == 3
+    assert first_position(pd.Index(["b.png", "a.png", "b.png"]), "b.png") == 0  # unsorted, given twice: the first
+    with pytest.raises(KeyError):
+        first_position(unique, "d.png")

@@ -46,8 +46,8 @@ class PassSpec:
     """What every window task of a pass is told (sent to each worker once).
 
     ``folder``: where parts are written (``None``: no part, as in a second pass); the output
-    ``crs`` and the ``ground`` grid; stage 1's thresholds known before
-    reading (``max_nodata``, ``entropy_min``, the bank's ``floor``); which tiles to ``encode``, at
+    ``crs`` and the ``ground`` grid; stage 1's thresholds known before reading (``max_nodata``,
+    ``entropy_min``, the bank's ``floor``); which tiles to ``encode``, at
     ``input_size``, cached under ``cache_root`` for the encoder ``encoder_key``; whether vectors
     travel back (``vectors``); whether source paths are written without credentials (``redact``);
     whether a window that cannot be read stops the run (``strict``) or its tiles are ``nodata``."""
