@@ -124,6 +124,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
         config = matched_to_bank(config, bank, sources)
     grid = plan_tiles(sources, config)
     grid.dates, ground = dates_and_ground(grid, crs, config.date_pattern)
+    release_freed_memory()  # what scanning, planning and dating freed (about 45 bytes a chip), before stage 1
     timings["tiling"] = time.perf_counter() - t0
     on_progress("tiling", 1, 1)
     staging = Staging.start(output)

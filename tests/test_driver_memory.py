@@ -132,8 +132,9 @@ def test_a_run_gives_freed_memory_back_between_its_phases(tmp_path, monkeypatch)
     _small_run(tmp_path / "o.gpkg", tmp_path / "cache",
                on_progress=lambda stage, done, total: phases.append(stage) if phases[-1:] != [stage] else None)
     released = [k for k, p in enumerate(phases) if p == "released"]
-    assert len(released) == 2, phases
-    assert "stage1" in phases[: released[0]] and phases[released[1] - 1] == "writing", phases
+    assert len(released) == 3, phases
+    assert phases[: released[0]] == ["tiling"], phases  # the scan's, before stage 1
+    assert "stage1" in phases[released[0]: released[1]] and phases[released[2] - 1] == "writing", phases
 
 
 def test_a_pass_gives_freed_memory_back_now_and_then(tmp_path, monkeypatch):
