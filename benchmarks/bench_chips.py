@@ -130,6 +130,7 @@ warnings.simplefilter("ignore")
 from rsprune_geo.pipeline import dates_and_ground
 from rsprune_geo.reading.grid import plan_grid
 from rsprune_geo.reading.scan import scan_sources
+from rsprune_geo.scaleout import release_freed_memory
 def resident():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
 folder = sys.argv[1]
@@ -140,16 +141,19 @@ sources, _ = scan_sources([folder], chips=True)
 grid = plan_grid(sources, 32, chips=True)
 grid.dates, _ = dates_and_ground(grid, None)
 gc.collect()
-print(len(sources), (resident() - before) * 1024)
+grown = resident() - before
+release_freed_memory()  # as a run does before stage 1
+print(len(sources), grown * 1024, (resident() - before) * 1024)
 """
 
 
-def driver_growth(folder: Path) -> tuple[int, int]:
+def driver_growth(folder: Path) -> tuple[int, int, int]:
     """Bytes of resident memory the driver grows by as it scans, plans and dates a folder of chips
-    (in a process of its own), and how many chips."""
+    (in a process of its own), how many chips, and the growth once the memory freed meanwhile is
+    given back (as a run does before stage 1)."""
     done = subprocess.run([sys.executable, "-c", DRIVER, str(folder)], check=True, capture_output=True, text=True)
-    chips, grown = map(int, done.stdout.split()[-2:])
-    return grown, chips
+    chips, grown, released = map(int, done.stdout.split()[-3:])
+    return grown, chips, released
 
 
 def chip_origins(width: int, height: int, side: int = 32, step: int = 8):
@@ -207,6 +211,7 @@ def main() -> None:
     large = build_small_chips(DATA / f"chips32-{LARGE}", LARGE, first=SMALL, per_folder=5000)
     growth = {"small": driver_growth(small), "large": driver_growth(large)}
     held = (growth["large"][0] - growth["small"][0]) / (growth["large"][1] - growth["small"][1])
+    released = (growth["large"][2] - growth["small"][2]) / (growth["large"][1] - growth["small"][1])
     work = Path(tempfile.mkdtemp(prefix="bench-chips-"))
     try:
         read = command_times([sys.executable, "-c", READ % (os.cpu_count() or 1), str(folder)])
@@ -238,7 +243,8 @@ def main() -> None:
     result = {"chips": CHIPS, "size": SIZE, "cores": os.cpu_count(), "floor_read": summary(read),
               "encoder_images_per_s": encoder, "encoded": encoded, "joined": summary(joined),
               "parts_joined": parts_joined, "apart": summary(apart), "parts_apart": parts_apart,
-              "floor_s": floor, "driver_bytes_a_chip": held, "driver_growth": growth,
+              "floor_s": floor, "driver_bytes_a_chip": held,
+              "driver_bytes_a_chip_released": released, "driver_growth": growth,
               "run_peak_bytes_a_chip": run_bytes, "run_peak_anon_bytes_a_chip": anon_bytes, "run_peaks": peaks,
               "when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
     write_results("chips", result, report)
@@ -289,12 +295,24 @@ def main_huge(count: int, workers: int = 0) -> None:
               "run_peaks": peaks, "seconds": seconds,
               "driver_bytes_a_chip": {"small_large": slope(growth, "small", "large", 0),
                                       "large_huge": slope(growth, "large", "huge", 0)},
+              "driver_bytes_a_chip_released": {"small_large": slope(growth, "small", "large", 2),
+                                               "large_huge": slope(growth, "large", "huge", 2)},
               "run_peak_anon_bytes_a_chip": {"small_large": slope(peaks, "small", "large", 1),
                                              "large_huge": slope(peaks, "large", "huge", 1)},
               "run_peak_bytes_a_chip": {"small_large": slope(peaks, "small", "large", 0),
                                         "large_huge": slope(peaks, "large", "huge", 0)},
               "when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
     write_results("chips_huge_workers" if workers else "chips_huge", result, report_huge)
+
+
+def given_back(r: dict) -> str:
+    """The driver's bytes a chip before pixels once freed memory is given back, where measured."""
+    released = r.get("driver_bytes_a_chip_released")
+    if released is None:
+        return ""
+    said = (f"{released:,.0f}" if not isinstance(released, dict) else
+            f"{released['small_large']:,.0f} and {released['large_huge']:,.0f}")
+    return f" ({said} once the memory freed meanwhile is given back, as a run does before stage 1)"
 
 
 def report_huge(r: dict) -> str:
@@ -314,7 +332,7 @@ def report_huge(r: dict) -> str:
         f"{'the largest process' if workers else 'the run'}'s peak, resident (MiB) | run (s) |",
         "|---|---|---|---|---|", *rows, "",
         f"Bytes a chip, {small} → {large} chips and {large} → {huge}: the driver before pixels "
-        f"{driver['small_large']:,.0f} and {driver['large_huge']:,.0f}; {peak}, anonymous memory, "
+        f"{driver['small_large']:,.0f} and {driver['large_huge']:,.0f}{given_back(r)}; {peak}, anonymous memory, "
         f"{anon['small_large']:,.0f} and {anon['large_huge']:,.0f}"
         + ("." if workers else f"; with the pages of the embeddings' scratch file it maps, {rss['small_large']:,.0f} "
            f"and {rss['large_huge']:,.0f}."), "",
@@ -344,7 +362,7 @@ def report(r: dict) -> str:
             f"{r['apart']['median'] / r['floor_s']:.2f}×; {r['apart']['median'] * ms:.1f} ms a chip"),
         "",
         f"The driver holds about {r['driver_bytes_a_chip']:,.0f} bytes a chip once chips are scanned, their grid "
-        "planned and their dates read (a table of columns), before any pixel is read (resident memory, "
+        f"planned and their dates read (a table of columns){given_back(r)}, before any pixel is read (resident memory, "
         f"{r['driver_growth']['small'][1]:,} chips: {r['driver_growth']['small'][0] / 2**20:.1f} MiB, "
         f"{r['driver_growth']['large'][1]:,}: {r['driver_growth']['large'][0] / 2**20:.1f} MiB); a whole run's "
         f"peak grows by about {r['run_peak_anon_bytes_a_chip']:,.0f} bytes a chip in anonymous memory, "
