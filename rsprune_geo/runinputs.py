@@ -90,10 +90,10 @@ class SourceInputs(Sequence[dict[str, Any]]):
         """The entries and dates as the inputs' table, ``size`` rows at a time: from a table of
         sources (a folder of chips), a column at a time, without an entry or a source per chip."""
         table = self.sources if isinstance(self.sources, SourceTable) and _columnar(self.sources) else None
-        shared = _shared_columns(table) if table is not None else None
+        shared = _shared_columns(table) if table is not None else {}
         for lo in range(0, len(self), size):
             hi = min(lo + size, len(self))
-            if table is not None and shared is not None:
+            if table is not None:
                 columns = _table_columns(table, shared, lo, hi)
             else:
                 rows = [self[i] for i in range(lo, hi)]
@@ -190,11 +190,15 @@ class TableInputs(Sequence[dict[str, Any]]):
         """Every input's path."""
         return self.table.column("path").to_pylist()
 
-    def by_path(self) -> Mapping[str, dict[str, Any]]:
-        """The entries by path (the first of a path given twice), looked up through an index of
-        the path column built once."""
+    def path_index(self) -> pd.Index:
+        """The path column as an index, built on the first call and kept."""
         if not hasattr(self, "_index"):
             self._index = pd.Index(self.table.column("path").to_pandas())
+        return self._index
+
+    def by_path(self) -> Mapping[str, dict[str, Any]]:
+        """The entries by path (the first of a path given twice), looked up through
+        :meth:`path_index`."""
         return _ByPath(self)
 
 
@@ -221,10 +225,10 @@ class _ByPath(Mapping[str, dict[str, Any]]):
         self.inputs = inputs
 
     def __getitem__(self, path: str) -> dict[str, Any]:
-        return self.inputs[first_position(self.inputs._index, path)]
+        return self.inputs[first_position(self.inputs.path_index(), path)]
 
     def __contains__(self, path: object) -> bool:
-        return path in self.inputs._index
+        return path in self.inputs.path_index()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.inputs.paths())
@@ -258,8 +262,8 @@ class InputDates(Mapping[str, list]):
             yield from (entry["path"] for entry in self.inputs)
 
     def __getitem__(self, path: str) -> list:
-        if self._index is None:  # the paths indexed on the first lookup, not before
-            self._index = pd.Index(list(self))
+        if self._index is None:  # the paths indexed on the first lookup (a table's own index), not before
+            self._index = self.inputs.path_index() if isinstance(self.inputs, TableInputs) else pd.Index(list(self))
         return self.inputs.date_entry(first_position(self._index, path))
 
     def values(self):
