@@ -15,6 +15,7 @@ import pyogrio
 from ..errors import OutputError
 from ..runinputs import INPUTS_LAYER
 from ..schema import Status
+from .temporaries import owner_prefix
 
 #: GeoPackage version QGIS 3.22's GDAL (3.6) prefers.
 GPKG_VERSION = "1.2"
@@ -90,7 +91,8 @@ def write_geopackage(
     file at ``path``.
     """
     out = check_output_path(path, overwrite)
-    fd, tmp_name = tempfile.mkstemp(prefix=".rsprune-", suffix=".tmp.gpkg", dir=out.parent)  # a name GDAL takes as is
+    # a name GDAL takes as is, marked with its owner (a later run removes it if this one is killed)
+    fd, tmp_name = tempfile.mkstemp(prefix=owner_prefix(), suffix=".tmp.gpkg", dir=out.parent)
     os.close(fd)
     os.unlink(tmp_name)  # GDAL must create the file itself
     try:

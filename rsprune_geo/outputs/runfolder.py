@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..schema import ReasonContext, RunRecord
 from ..stages.columns import TileColumns
 from ..tiletable import Decisions, iter_parts, part_path, read_tiles, update_part
 from .geopackage import check_output_path, check_parent, write_geopackage
+from .temporaries import new_folder, replace_folder
 
 #: A run folder holds a GeoPackage of its tiles when the run has at most this many (QGIS builds
 #: without GDAL's Parquet driver open that one); larger runs are read from the parts.
@@ -59,8 +59,7 @@ class Staging:
     def start(cls, output: str | os.PathLike | None) -> Staging:
         """A new staging folder for ``output``."""
         out = Path(output) if output is not None else None
-        where = out.parent if out is not None else None
-        folder = Path(tempfile.mkdtemp(prefix=".rsprune-", suffix=".tmp.parts", dir=where))
+        folder = new_folder(out.parent if out is not None else None)  # stale ones of killed runs removed first
         (folder / TILES_FOLDER).mkdir()
         return cls(folder, out)
 
@@ -117,11 +116,9 @@ def finish(staging: Staging, record: RunRecord, layers: dict[str, pd.DataFrame],
     if sum(record.counts.values()) <= gpkg_max_tiles:
         _run(client, write_gpkg_from_parts, str(staging.folder / FOLDER_GEOPACKAGE), str(staging.parts),
              record.to_table(), layers, True, inputs)
-    if out.exists():
-        if not overwrite:
-            raise OutputError(f"{out}: it exists; pass {param('overwrite')} to replace it")
-        shutil.rmtree(out)
-    os.replace(staging.folder, out)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: it exists; pass {param('overwrite')} to replace it")
+    replace_folder(staging.folder, out)  # the old run stays whole until the new one is in place
     return out
 
 
