@@ -16,9 +16,10 @@ from .config import Stage1Rule
 from .errors import InputError, param
 from .outputs.geopackage import write_geopackage
 from .outputs.runfolder import check_output, write_gpkg_from_parts
+from .outputs.temporaries import new_folder, replace_folder
 from .reading.grid import GroundGrid, parse_cells
 from .result import RunResult
-from .runfile import FOLDER_GEOPACKAGE, LAYER_FILES, TILES_FOLDER, read_layer, read_run, read_run_columns
+from .runfile import FOLDER_GEOPACKAGE, LAYER_FILES, TILES_FOLDER, read_layer, read_record, read_run, read_run_columns
 from .runinputs import INPUTS_FILE, is_table, table_frames
 from .schema import Reason, ReasonContext, RunRecord, Stage2Record, Status, status_code
 from .stages.budget import Budget
@@ -57,12 +58,12 @@ def reselect(
     run's; ``max_per_cell=0`` removes the run's cap.
     """
     source, target = Path(run_file), Path(output) if output else Path(run_file)
+    record = read_record(source)
     if target.resolve() == source.resolve() and not overwrite:
         raise InputError(f"{run_file}: give {param('output')} NEW.gpkg (or a new folder), or {param('overwrite')} to "
                          "replace the run")
     if not source.is_dir() and target.suffix.lower() != ".gpkg":
         raise InputError(f"{target}: a run written as a GeoPackage is re-selected into a GeoPackage (.gpkg)")
-    record = RunRecord.read(source)
     config = record.config(keep=keep, **{k: v for k, v in dict(
         uniformity=uniformity, spread=spread, seed=seed, max_per_cell=max_per_cell, cell_period=cell_period,
         geo_spread=geo_spread).items() if v is not None}).validated()
@@ -185,23 +186,23 @@ def _write_folder(source: Path, target: Path, decisions: Decisions, context: Rea
     and layers written, a GeoPackage when the run is small enough; renamed into place."""
     if target.resolve() != source.resolve():
         check_output(target, overwrite)
-    staging = target.with_name(f".{target.name}.reselect.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / TILES_FOLDER).mkdir(parents=True)
-    start = 0
-    for path in part_paths(source / TILES_FOLDER):
-        copy = staging / TILES_FOLDER / path.name
-        shutil.copy2(path, copy)
-        n = len(pd.read_parquet(copy, columns=["tile_id"]))
-        update_part(copy, decisions.rows(slice(start, start + n)), context)
-        start += n
-    record.write_json(staging)
-    for name, frame in layers.items():
-        frame.to_parquet(staging / LAYER_FILES[name], index=False)
-    if sum(record.counts.values()) <= gpkg_max_tiles:
-        write_gpkg_from_parts(str(staging / FOLDER_GEOPACKAGE), str(staging / TILES_FOLDER), record.to_table(),
-                              layers, True, str(staging / INPUTS_FILE) if is_table(record.inputs) else None)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    staging = new_folder(target.parent)
+    try:
+        (staging / TILES_FOLDER).mkdir()
+        start = 0
+        for path in part_paths(source / TILES_FOLDER):
+            copy = staging / TILES_FOLDER / path.name
+            shutil.copy2(path, copy)
+            n = len(pd.read_parquet(copy, columns=["tile_id"]))
+            update_part(copy, decisions.rows(slice(start, start + n)), context)
+            start += n
+        record.write_json(staging)
+        for name, frame in layers.items():
+            frame.to_parquet(staging / LAYER_FILES[name], index=False)
+        if sum(record.counts.values()) <= gpkg_max_tiles:
+            write_gpkg_from_parts(str(staging / FOLDER_GEOPACKAGE), str(staging / TILES_FOLDER), record.to_table(),
+                                  layers, True, str(staging / INPUTS_FILE) if is_table(record.inputs) else None)
+        replace_folder(staging, target)  # the old run stays whole until the new one is in place
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target

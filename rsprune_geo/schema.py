@@ -324,6 +324,10 @@ _SHARED_LISTS = ("inputs", "skipped", "warnings")
 #: The record's file in a run folder.
 RUN_RECORD = "run.json"
 
+#: The run record's format: a reader refuses a record of a newer format (a record without the
+#: field is of format 1).
+RECORD_FORMAT = 1
+
 
 #: Run parameters that older run files lack, with the value older versions used when it
 #: differs from today's default (quotas were shared among centroids before ``quota_by``).
@@ -355,6 +359,7 @@ class RunRecord:
     warnings: list[str] = field(default_factory=list)
     reselected_from: str | None = None
     ground: GroundRecord | None = None
+    record_format: int = RECORD_FORMAT
 
     @staticmethod
     def now() -> tuple[str, str]:

@@ -30,9 +30,9 @@ def command(run_file: str, output: str | None, overwrite: bool, labels: str | No
     per-cluster random, proportional quotas, self-clustering.
     """
     from ..pipeline import run as run_pipeline
-    from ..schema import RunRecord
+    from ..runfile import read_record
 
-    record = RunRecord.read(run_file)
+    record = read_record(run_file)
     if not record.stage2:
         raise RsPruneError(f"{run_file}: not a stage-2 run (it was made without `prior_bank`)")
     config = record.config(evaluate=True, labels=labels, label_column=label_column, eval_encoder=eval_encoder)

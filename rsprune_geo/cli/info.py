@@ -7,18 +7,23 @@ import json
 import click
 
 from .errors import fail_cleanly
-from .options import cli_message, run_file_argument
+from .options import cli_message, progress_json_option, run_file_argument
+from .progress import finish
 
 
 @click.command("info")
 @run_file_argument
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@progress_json_option
 @fail_cleanly
-def command(run_file: str, as_json: bool) -> None:
+def command(run_file: str, as_json: bool, progress_json: bool) -> None:
     """Print what RUN holds: tiles per status, CRS, parameters, inputs, stages, versions."""
     from ..runfile import describe_run
 
     info = describe_run(run_file)
+    if progress_json:  # for tools: the run checked, its counts as the last JSON line on stderr
+        finish(True, {"file": info["file"], "tiles": info["tiles"], "counts": info["counts"]})
+        return
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return

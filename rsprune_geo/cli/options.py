@@ -124,7 +124,7 @@ def apply_options(options: list[Callable]) -> Callable:
 
 def run_file_argument(func: Callable) -> Callable:
     """``RUN``: what ``rsprune run`` wrote, a GeoPackage or a run folder."""
-    return click.argument("run_file", metavar="RUN", type=click.Path(exists=True))(func)
+    return click.argument("run_file", metavar="RUN", type=click.Path())(func)  # checked by the command (check_run)
 
 
 def output_option(required: bool = True, help: str = "Output GeoPackage (.gpkg).", folder: bool = False) -> Callable:
