@@ -8,6 +8,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any
@@ -173,6 +174,22 @@ def _first_done_dask(futures: list) -> set:
 def _star(func: Callable[..., Any], broadcast: dict[str, Any], task: tuple) -> Any:
     """``func(*task, **broadcast)``, as a picklable call for process pools."""
     return func(*task, **broadcast)
+
+
+class Periodic:
+    """Says when more than ``seconds`` have passed since it last said so (or since it was made)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.last = clock()
+
+    def due(self) -> bool:
+        """Whether the period has passed; the period starts again when it has."""
+        now = self.clock()
+        if now - self.last > self.seconds:
+            self.last = now
+            return True
+        return False
 
 
 def release_freed_memory() -> None:

@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rsprune_geo
 from rsprune_geo.config import RunConfig, Stage1Rule
@@ -80,3 +82,24 @@ def test_a_reselection_too_small_for_its_run_keeps_one_and_says_so(tmp_path):
     assert tiny.record.counts["kept"] == 1 and sum("rounds to none" in w for w in tiny.record.warnings) == 1
     back = reselect(tiny.output, tmp_path / "back.gpkg", keep=0.3)  # the note leaves with its budget
     assert back.record.counts == run.record.counts and not any("rounds to none" in w for w in back.record.warnings)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tiles=st.integers(0, 2_000_000), fraction=st.floats(0, 1))
+def test_a_count_is_the_fraction_rounded_to_nearest_and_never_none(tiles, fraction):
+    count = Budget(tiles, fraction, fraction, Stage1Rule.PAPER, stage2=True).keep_count
+    expected = round(fraction * tiles)
+    assert count == (max(expected, 1) if fraction > 0 and tiles else expected)
+    assert abs(count - fraction * tiles) <= 0.5 or count == 1
+
+
+def test_a_run_keeps_its_fraction_rounded_to_nearest_not_down(small_bank, tmp_path):
+    """0.28 of the tiles with data here is a whole number and nine tenths or more: rounding down
+    would keep one fewer."""
+    raster = shared("rasterio-tests/RGB.byte.tif")
+    common = dict(tile_size=64, keep=0.28, encoder="rcf-empirical", cache_dir=str(tmp_path / "cache"))
+    for name, bank in (("plain", ()), ("bank", (str(small_bank),))):
+        tiles = rsprune_geo.run([raster], tmp_path / f"{name}.gpkg", prior_bank=bank, **common).tiles
+        with_data = int((tiles.status != Status.NODATA).sum())
+        assert 0.5 <= (0.28 * with_data) % 1 < 1, with_data  # the case where down and nearest differ
+        assert (tiles.status == Status.KEPT).sum() == round(0.28 * with_data), name

@@ -154,3 +154,13 @@ def _small_run(out, cache, **options):
 
     return pipeline.run([shared("rio-tiler/pix4d_alpha_nodata.tif")], out, tile_size=64, keep=0.15,
                         prior_bank="default", cache_dir=str(cache), **options)
+
+
+def test_the_release_period_starts_again_each_time_it_is_due():
+    """A clock that moves one second a look, a period of 2.5 s: due at the 3rd, 6th and 9th
+    look after the start, not at every look once the first period has passed."""
+    from rsprune_geo.scaleout import Periodic
+
+    ticks = iter(range(100))
+    period = Periodic(2.5, clock=lambda: float(next(ticks)))
+    assert [k for k in range(1, 11) if period.due()] == [3, 6, 9]

@@ -120,3 +120,17 @@ def test_an_output_that_cannot_be_a_run_folder_is_refused_before_any_work(runs, 
     replaced = rsprune_geo.run(runs["inputs"], runs["root"] / "run", overwrite=True, **runs["options"])
     assert replaced.output == runs["root"] / "run" and (tmp_path / "notes" / "a.txt").read_text() == "mine"
     assert replaced.record.counts == runs["gpkg"].record.counts
+
+
+def test_cluster_ranks_rise_with_distance_within_each_cluster_in_both_forms(runs):
+    """``cluster_rank`` is the order of selection within a cluster: centroid-first (spread 1), so
+    within a cluster it rises with the distance to the centroid, from 0 with no gap."""
+    root = runs["root"]
+    for path in (root / "run.gpkg", root / "run"):
+        tiles, _ = read_run(path)
+        ranked = tiles[tiles["cluster_rank"] >= 0]
+        assert len(ranked) > 10 and ranked["cluster"].nunique() > 2
+        for cluster, members in ranked.groupby("cluster"):
+            ordered = members.sort_values("cluster_rank")
+            assert ordered["cluster_rank"].tolist() == list(range(len(members))), (path, cluster)
+            assert ordered["centroid_distance"].is_monotonic_increasing, (path, cluster)

@@ -95,3 +95,26 @@ def test_selection_properties(sizes, ratio, uniformity, seed, spread):
     assert np.array_equal(sel.kept, again.kept) and np.array_equal(sel.rank, again.rank)
     for cluster, quota in zip(sel.clusters, sel.quotas):
         assert sel.kept[labels == cluster].sum() == quota
+
+
+def test_water_filling_never_gives_a_cluster_more_than_it_holds():
+    """Clusters of (2, 5, 5) and a budget of 7: the water level is 2, and the cluster of 2 is
+    already whole; the remainder goes to the larger ones only."""
+    for seed in range(10):
+        q = water_fill_quotas(np.array([2, 5, 5]), 7, seed=seed)
+        assert q[0] == 2 and sorted(q[1:].tolist()) == [2, 3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(0, 12), min_size=1, max_size=10), budget=st.integers(0, 130),
+       seed=st.integers(0, 5))
+def test_water_filling_quotas_fit_sum_to_the_budget_and_are_level(sizes, budget, seed):
+    """Quotas never exceed sizes, always sum to the budget (or every tile), and are level: a
+    cluster left short of its size holds at least the largest quota less one."""
+    sizes = np.array(sizes)
+    for quotas in (water_fill_quotas(sizes, budget, seed), blended_quotas(sizes, budget, 1.0, seed)):
+        assert (quotas >= 0).all() and (quotas <= sizes).all()
+        assert quotas.sum() == min(budget, sizes.sum())
+        short = quotas < sizes
+        if short.any():
+            assert quotas[short].min() >= quotas.max() - 1

@@ -116,3 +116,37 @@ def test_without_the_stac_extra_the_export_names_it_before_writing(naip_run, tmp
     assert not (tmp_path / "stac").exists() and list(tmp_path.iterdir()) == []
     if missing == "stac_geoparquet":
         require_stac("json")  # JSON items need pystac alone
+
+
+def test_proj_fields_are_each_tiles_own_window_for_non_square_chips_and_edge_tiles(tmp_path, make_raster):
+    """``proj:shape`` is (rows, columns), ``proj:bbox`` and ``proj:transform`` the tile's own
+    window, for chips that are not square and for the padded tiles at a mosaic's edge."""
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(3)
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    for k, (h, w) in enumerate([(40, 64), (64, 24), (33, 50)]):
+        path = make_raster(rng.integers(0, 255, (3, h, w), dtype=np.uint8), name=f"chip{k}.tif",
+                           transform=from_origin(500000 + 1000 * k, 4000000, 2.0, 3.0))
+        (chips / f"chip{k}.tif").write_bytes(open(path, "rb").read())
+    mosaic = make_raster(rng.integers(0, 255, (3, 70, 90), dtype=np.uint8), name="mosaic.tif",
+                         transform=from_origin(600000, 4100000, 5.0, 5.0))
+    runs = [rsprune_geo.run([str(chips)], tmp_path / "chips.gpkg", chips=True),
+            rsprune_geo.run([mosaic], tmp_path / "mosaic.gpkg", tile_size=32, edge="pad")]
+    assert any(t.width != t.height for t in runs[0].tiles.itertuples())
+    for run in runs:
+        tiles = run.tiles.set_index("tile_id")
+        path = export_stac(run.output, tmp_path / f"stac-{run.output.stem}", status=None)
+        items = list(pystac.Collection.from_file(str(path)).get_items(recursive=True))
+        assert len(items) == len(tiles)
+        for item in items:
+            tile = tiles.loc[item.id]
+            with rasterio.open(tile.source) as src:
+                window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
+                expected_bounds = rasterio.windows.bounds(window, src.transform)
+                expected_transform = list(window_transform(window, src.transform))[:6]
+            props = item.properties
+            assert props["proj:shape"] == [int(tile.height), int(tile.width)], item.id
+            assert np.allclose(props["proj:bbox"], expected_bounds), item.id
+            assert np.allclose(props["proj:transform"], expected_transform), item.id

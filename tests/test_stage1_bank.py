@@ -121,3 +121,32 @@ def test_centroids_use_every_image_and_say_when_a_class_is_small(caplog):
     assert (fewer.labels == "big").sum() == 2 and (fewer.labels == "tiny").sum() == 1
     sampled = fit_scene_centroids(x, labels, k_per_class=1, samples_per_class=3, seed=0)
     assert len(sampled) == 2
+
+
+def test_the_bank_floor_is_judged_at_the_tiles_pixel_size(tmp_path):
+    """Tiles ten times coarser than the bank: its images are brought to the tiles' pixel size
+    before their entropy is measured (a coarse tile of a fine texture carries less entropy), in a
+    folder bank and in the shipped profile alike."""
+    from types import SimpleNamespace
+
+    from rsprune_geo.config import RunConfig
+    from rsprune_geo.stages.bankprofile import default_profile, load_profile
+    from rsprune_geo.stages.stage1 import Stage1Options, bank_floor
+
+    bank_dir = tmp_path / "bank"
+    for cls in ("agricultural", "forest", "denseresidential", "beach"):
+        (bank_dir / cls).mkdir(parents=True)
+        for f in sorted((UCMERCED / cls).iterdir())[:3]:
+            (bank_dir / cls / f.name).symlink_to(f)
+    (bank_dir / "bank.json").write_text('{"gsd": 0.3}')
+    options = Stage1Options.from_config(RunConfig(cache_dir=str(tmp_path / "cache")))
+    coarse = [SimpleNamespace(pixel_size_m=3.0, crs="EPSG:32618")]
+    for bank in (find_prior_bank([str(bank_dir)]), load_profile(default_profile())):
+        assert bank.gsd == pytest.approx(0.3)
+        seen = bank_floor(bank, coarse, options)
+        entropies = (bank.entropies(0.1) if hasattr(bank, "entropies") else bank_entropies(bank.paths, 0.1))
+        at_tiles = plausibility_floor(entropies, bank.labels, options.plausibility_z)
+        native = plausibility_floor(bank.entropies(1.0) if hasattr(bank, "entropies") else bank_entropies(bank.paths),
+                                    bank.labels, options.plausibility_z)
+        assert seen.per_scene == pytest.approx(at_tiles.per_scene)
+        assert seen.per_scene != pytest.approx(native.per_scene)  # the scale matters here

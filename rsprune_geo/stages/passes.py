@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +25,7 @@ from ..features.base import Encoder
 from ..progress import ProgressCallback, no_progress
 from ..reading.grid import RunGrid, TaskTiles
 from ..reading.pixels import Scaling
-from ..scaleout import map_tasks, release_freed_memory
+from ..scaleout import Periodic, map_tasks, release_freed_memory
 from .clustering import SceneCentroids
 from .columns import TileColumns
 from .window import Encode, PassSpec, WindowWork, encode_works, window_works
@@ -88,13 +87,12 @@ def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns
     else:
         works = _in_processes(grid, tasks, scalings, spec, encoder, centroids, wanted,
                               processes=scheduler is Scheduler.PROCESSES)
-    released = time.monotonic()
+    release = Periodic(RELEASE_EVERY_S)
     for item in works:
         if item is None:  # a task finished: its tiles counted (a task of chips holds many windows)
             on_progress(stage, done, total)
-            if time.monotonic() - released > RELEASE_EVERY_S:  # what the readers freed, now and then
+            if release.due():  # what the readers freed, now and then
                 release_freed_memory()
-                released = time.monotonic()
             continue
         _gather(item, columns, first=wanted is None, on_vectors=on_vectors)
         done += item.positions.size
