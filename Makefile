@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 QGIS_VENV := .venv-qgis
 QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env shipped wheel qgis-env demo test lint test-python test-qgis plugin options-json bench bench-million bench-huge notebooks screenshots clean
+.PHONY: env shipped wheel qgis-env demo test test-busy lint test-python test-qgis plugin options-json bench bench-million bench-huge notebooks screenshots clean
 
 env: $(STAMP)
 
@@ -45,6 +45,15 @@ $(QGIS_STAMP):
 # The whole suite: lint and types, the package (tests/), then the QGIS plugin in real QGIS (tests_qgis/).
 # pytest's exit code 5 means no test was collected: that is a failure here, said plainly.
 test: lint test-python test-qgis
+
+# The whole suite beside two busy loops (one a core here), as on a loaded CI machine: no test may
+# depend on timing; the loops end when the suite does, whatever its outcome (and if this shell dies).
+test-busy: env qgis-env
+	@main=$$$$; busy() { while kill -0 $$main 2>/dev/null; do :; done; }; busy & a=$$!; busy & b=$$!; \
+	trap 'kill $$a $$b 2>/dev/null' EXIT INT TERM; start=$$(date +%s); \
+	$(MAKE) --no-print-directory test; rc=$$?; \
+	echo "make test-busy: the suite beside two busy loops took $$(( $$(date +%s) - start )) s (exit code $$rc)"; \
+	exit $$rc
 
 # ruff (with docstring rules) over everything, mypy over the package.
 lint: env

@@ -25,6 +25,7 @@ from rsprune_geo.reading.sources import RasterSource
 from rsprune_geo.reading.tiling import grid_offsets, make_tiles, tile_windows
 
 from .conftest import shared
+from .gates import gated_cli, open_gate
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +93,16 @@ def test_an_interrupted_run_resumes_from_the_cache_and_matches_a_clean_run(demo_
             "--prior-bank", demo_files["bank"], "--group-px", "128", "-q"]  # 64 windows, cached one by one
     cache = tmp_path / "cache"
     out = tmp_path / "resumed.gpkg"
-    proc = subprocess.Popen([sys.executable, "-m", "rsprune_geo.cli", *map(str, args), "-o", str(out),
-                             "--cache-dir", str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    flag = tmp_path / "go-on"  # the run waits before its fourth shard until then: it cannot end before the signal
+    command = gated_cli("rsprune_geo.features.cache:EmbeddingCache.store", 3, flag)
+    proc = subprocess.Popen([*command, *map(str, args), "-o", str(out), "--cache-dir", str(cache)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while len(_cache_shards(cache)) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
     proc.send_signal(sig)
+    open_gate(flag)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode in (-signal.SIGKILL, 130), stderr  # it was stopped mid-encoding
     if sig == signal.SIGINT:

@@ -13,7 +13,12 @@ import rsprune_geo
 from rsprune_geo.errors import InputError
 from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
 
+from . import gates
+
 distributed = pytest.importorskip("distributed")  # a dependency: present in `make test`
+import cloudpickle  # noqa: E402 - with dask
+
+cloudpickle.register_pickle_by_value(gates)  # the gates reach the workers as they are
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +66,9 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data, monkeypatch)
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        dashboard_address=":0", silence_logs=40)
     client = distributed.Client(cluster)
+    flag = str(data["root"] / "c-kill-go-on")
+    # each worker waits after its first shard until a worker is killed: the run cannot end first
+    client.run(gates.install, "rsprune_geo.features.cache:EmbeddingCache.store", 1, flag)
     try:
         outcome = {}
 
@@ -79,7 +87,9 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(data, monkeypatch)
             time.sleep(0.02)
         assert thread.is_alive(), "the run ended before a worker could be killed"
         pids = client.run(os.getpid)
-        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        busy = [address for address, keys in client.processing().items() if keys] or list(pids)
+        os.kill(pids[busy[0]], signal.SIGKILL)
+        gates.open_gate(flag)
         thread.join(timeout=300)
         assert "error" not in outcome, outcome.get("error")
         result = outcome["result"]
@@ -148,6 +158,9 @@ def test_a_real_cluster_on_the_loopback_loses_a_worker_and_selects_the_same(data
         client = distributed.Client(scheduler_file=str(scheduler_file), timeout="60s")
         client.wait_for_workers(2, timeout=120)
         address = client.scheduler.address
+        flag = str(tmp_path / "go-on")
+        # each worker waits after its second part until one is killed: the run cannot end first
+        client.run(gates.install, "rsprune_geo.stages.window:write_part", 2, flag)
         client.close()
 
         renamed: list[str] = []
@@ -173,6 +186,7 @@ def test_a_real_cluster_on_the_loopback_loses_a_worker_and_selects_the_same(data
             time.sleep(0.02)
         assert thread.is_alive(), "the run ended before a worker could be killed"
         workers[0].send_signal(signal.SIGKILL)
+        gates.open_gate(flag)
         thread.join(timeout=400)
         assert "error" not in outcome, outcome.get("error")
         result = outcome["result"]

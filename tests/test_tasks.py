@@ -51,13 +51,32 @@ def test_chips_joined_into_one_part_give_the_same_tile_table(tmp_path, monkeypat
 
 def test_a_folder_of_chips_caches_its_embeddings_in_packs_that_a_rerun_reads(tmp_path, monkeypatch):
     from rsprune_geo.features.cache import EmbeddingCache
+    from rsprune_geo.stages import passes
 
     chips = [str(UCMERCED / name / "*.png") for name in ("agricultural", "beach", "forest")]
     options = dict(chips=True, keep=0.2, prior_bank="default", cache_dir=str(tmp_path / "cache"))
+    stored, batches = [], []  # what the cache was given, and the packs of each batch encoded
+    store_pack, encode_works = EmbeddingCache.store_pack, passes.encode_works
+
+    def counted_store(self, pack, keys, vectors):
+        stored.append(list(keys))
+        return store_pack(self, pack, keys, vectors)
+
+    def counted_encode(works, *args):
+        batches.append({w.pack for w in works if w.pack and w.images is not None and len(w.images)})
+        return encode_works(works, *args)
+
+    monkeypatch.setattr(EmbeddingCache, "store_pack", counted_store)
+    monkeypatch.setattr(passes, "encode_works", counted_encode)
     first = rsprune_geo.run(chips, tmp_path / "first", **options)
     files = [p for p in (tmp_path / "cache" / "embeddings").rglob("*") if p.is_file()]
     assert files and all("packs" in p.parts for p in files)
-    assert 4 * len(files) < (first.tiles["cluster"] >= 0).sum()  # two files a batch, not two a chip
+    # how reading and encoding interleave decides the batches, not these counts: a shard of two
+    # files a task of each batch, every chip encoded stored once
+    keys = [key for shard in stored for key in shard]
+    assert len(keys) == len(set(keys)) == (first.tiles["cluster"] >= 0).sum()
+    assert len(stored) == sum(len(packs) for packs in batches) and len(files) == 2 * len(stored)
+    monkeypatch.undo()
 
     def refuse(*args, **kwargs):
         raise AssertionError("a rerun encoded a chip again")
