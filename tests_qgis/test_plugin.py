@@ -75,7 +75,8 @@ def test_task_adds_the_styled_layer_above_the_raster_and_renders(plugin, raster_
     order = [node.layer() for node in QgsProject.instance().layerTreeRoot().findLayers()]
     assert order.index(layer) < order.index(raster_layer)
     # keep 0.3 of the 19 tiles with data (the 11 collar tiles are not data)
-    assert any("6 tiles kept" in m for m in qgis_iface.messageBar().get_messages(Qgis.Success))
+    said = f"6 tiles kept, 24 pruned; written to {out}"  # plurals right, and where the run went
+    assert f"RS-Prune:{said}" in qgis_iface.messageBar().get_messages(Qgis.Success)
     # render the map and look for the kept tiles' colour over the raster
     settings = QgsMapSettings()
     settings.setLayers([layer, raster_layer])
@@ -346,8 +347,19 @@ def test_dialog_output_coverage_and_choices(plugin, raster_layer, tmp_path, monk
     from rsprune.dialog import PruneDialog
 
     QgsSettings().remove(dialog_module.OUTPUT_FOLDER_KEY)
+    home = tmp_path / "home"
+    (home / "Documents").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
     dialog = PruneDialog([str(RGB_BYTE)])
-    assert os.path.dirname(dialog.output.text()) == QgsProcessingUtils.tempFolder()  # not beside the source
+    # kept where the user keeps things, not in QGIS's temporary folder (emptied at exit), nor beside the source
+    kept = home / "Documents" / dialog_module.RUNS_FOLDER
+    assert os.path.dirname(dialog.output.text()) == str(kept) and kept.is_dir()
+    assert dialog.where.text().startswith(str(kept)) and "outlives QGIS" in dialog.where.text()
+    dialog.temporary.setChecked(True)  # a temporary output stays a choice
+    assert os.path.dirname(dialog.output.text()) == QgsProcessingUtils.tempFolder()
+    assert "QGIS deletes the run when it exits" in dialog.where.text()
+    dialog.temporary.setChecked(False)
+    assert os.path.dirname(dialog.output.text()) == str(kept)
     assert "RGB.byte.tif (791×718 px): 69% tiled" in dialog.coverage.text() and "pad" in dialog.coverage.text()
     dialog.edge.setCurrentIndex(dialog.edge.findData("pad"))
     assert dialog.coverage.text() == "the tile grid covers every raster" and dialog.params().edge == "pad"
@@ -534,7 +546,29 @@ def test_open_a_run_folder_with_its_geopackage_or_the_backends(plugin, tmp_path)
     assert again.isValid() and sum(f["status"] == "kept" for f in again.getFeatures()) == round(0.6 * 19)
     plugin.open_run(str(tmp_path / "nowhere.json"))
     outcome = wait_for(plugin)
-    assert not outcome["ok"] and "not an RS-Prune run" in outcome["error"]
+    assert not outcome["ok"] and "no such file or folder; a run is what `rsprune run` writes" in outcome["error"]
+
+
+def test_open_a_run_says_what_is_wrong_with_a_file_that_is_not_one(plugin, tmp_path, qgis_iface):
+    """Open a run checks what it is given as every rsprune command does, through the backend: a
+    raster, a GeoPackage of footprints, a damaged run folder; one line on the message bar."""
+    from qgis.core import Qgis
+
+    cli = os.environ["RSPRUNE_CLI"]
+    run = tmp_path / "run"
+    subprocess.run([cli, "run", str(RGB_BYTE), "-o", str(run), "--tile-size", "128", "--prior-bank", "none", "-q"],
+                   check=True)
+    subprocess.run([cli, "export", str(run), "--footprints", str(tmp_path / "kept.gpkg")], check=True)
+    part = sorted((run / "tiles").glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:100])
+    for given, said in ((RGB_BYTE, "this is a raster, not a run"),
+                        (tmp_path / "kept.gpkg", "a GeoPackage without a run's runs layer"),
+                        (run / "run.json", f"{part.name}: a part of the run's tile table is damaged")):
+        plugin.open_run(str(given))
+        outcome = wait_for(plugin)
+        assert not outcome["ok"] and said in outcome["error"] and "\n" not in outcome["error"], outcome["error"]
+        assert outcome["layer"] is None
+    assert any(said in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
 
 
 def test_the_dialog_says_how_many_tiles_a_run_keeps_before_ok(plugin, raster_layer):
@@ -592,3 +626,11 @@ def test_a_backend_set_up_takes_the_stale_error_off_the_bar(plugin, tmp_path, mo
     assert "ready" in dialog.status.text()
     assert not any("not a raster" in item.text() for item in bar.items())
     dialog.close()
+
+
+def test_the_message_bar_counts_in_words_that_agree():
+    from rsprune import backend
+
+    assert backend.run_message({"counts": {"kept": 1, "nodata": 2}, "output": "x.gpkg"}) == \
+        "1 tile kept, 2 pruned; written to x.gpkg"
+    assert backend.counted(0, "tile") == "0 tiles" and backend.counted(2, "tile") == "2 tiles"

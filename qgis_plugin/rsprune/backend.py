@@ -174,6 +174,19 @@ def budget_text(tiles: int, with_data: int, keep: float, suggestion: int | None)
     return text
 
 
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """``n`` and ``word`` with the plural ``n`` takes (``1 tile``, ``2 tiles``)."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def run_message(event: dict) -> str:
+    """What the message bar says of a finished run: tiles kept and pruned, and where it went."""
+    counts = event.get("counts") or {}
+    kept = int(counts.get(options.KEPT, 0))
+    pruned = sum(int(n) for n in counts.values()) - kept
+    return f"{counted(kept, 'tile')} kept, {pruned} pruned; written to {event.get('output')}"
+
+
 def in_process_available() -> bool:
     """True when rsprune_geo (and what it needs) imports in this Python (QGIS's)."""
     if importlib.util.find_spec("rsprune_geo") is None:
@@ -358,16 +371,35 @@ def run_location(path: str) -> str:
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     if os.path.isfile(os.path.join(folder, RUN_RECORD)):
         return folder
-    if path.lower().endswith(".gpkg") and os.path.isfile(path):
-        return path
-    raise BackendError(f"{path}: not an RS-Prune run (a GeoPackage, or a folder holding {RUN_RECORD})")
+    return path
+
+
+def check_run(run: str, on_progress, is_canceled, cli: str | None = None) -> None:
+    """Check ``run`` as every ``rsprune`` command checks a run (``rsprune_geo.runfile.check_run``):
+    in this process when rsprune_geo runs here, else with ``rsprune info``; a
+    :class:`BackendError` with its one line when it is not a run or a damaged one. Without a
+    backend at all, only :func:`run_location`'s check is made."""
+    if in_process_allowed() and in_process_available():
+        from rsprune_geo.errors import RsPruneError
+        from rsprune_geo.runfile import check_run as check
+
+        try:
+            check(run)
+        except RsPruneError as exc:
+            raise BackendError(str(exc)) from None
+        return
+    if cli or configured_cli():
+        run_command(["info", run, "--progress-json"], on_progress, is_canceled, cli)
+    elif not (os.path.isdir(run) or (run.lower().endswith(".gpkg") and os.path.isfile(run))):
+        raise BackendError(f"{run}: not an RS-Prune run (a GeoPackage, or a folder holding {RUN_RECORD})")
 
 
 def run_geopackage(run: str, on_progress, is_canceled, cli: str | None = None) -> str:
-    """The GeoPackage QGIS shows for ``run`` (see :func:`run_location`): the file itself, or the
-    run folder's ``tiles.gpkg``, which the backend writes first when the folder has none (every
-    tile, styled, with ``rsprune export``)."""
+    """The GeoPackage QGIS shows for ``run`` (see :func:`run_location`), checked first
+    (:func:`check_run`): the file itself, or the run folder's ``tiles.gpkg``, which the backend
+    writes first when the folder has none (every tile, styled, with ``rsprune export``)."""
     run = run_location(run)
+    check_run(run, on_progress, is_canceled, cli)
     if not os.path.isdir(run):
         return run
     target = os.path.join(run, RUN_GEOPACKAGE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -50,15 +51,36 @@ def number_widget(item: dict):
 
 
 OUTPUT_FOLDER_KEY = "rsprune/output_folder"
+#: The folder made for runs when the user has chosen none and the project is not saved.
+RUNS_FOLDER = "rsprune-runs"
 
 
 def output_folder() -> str:
-    """Where outputs go by default: the folder the user chose last, else QGIS's temporary folder
-    (never, silently, the folder of the source data, which may be read-only or shared)."""
-    from qgis.core import QgsProcessingUtils, QgsSettings
+    """Where outputs go by default, a place the user keeps (a run may take hours; QGIS deletes
+    its temporary folder at exit): the folder the user chose last; else the saved project's
+    folder; else ``rsprune-runs`` in the user's Documents (or, without one, in the QGIS
+    profile), made when first needed. Never, silently, the folder of the source data, which
+    may be read-only or shared."""
+    from qgis.core import QgsApplication, QgsProject, QgsSettings
 
     chosen = QgsSettings().value(OUTPUT_FOLDER_KEY, "", type=str)
-    return chosen if chosen and os.path.isdir(chosen) else QgsProcessingUtils.tempFolder()
+    if chosen and os.path.isdir(chosen):
+        return chosen
+    project = QgsProject.instance()
+    if project.fileName() and os.path.isdir(project.absolutePath()):
+        return project.absolutePath()
+    documents = os.path.join(os.path.expanduser("~"), "Documents")
+    base = documents if os.path.isdir(documents) else QgsApplication.qgisSettingsDirPath()
+    folder = os.path.join(base, RUNS_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def temporary_folder() -> str:
+    """QGIS's Processing temporary folder (emptied when QGIS exits): a choice, never the default."""
+    from qgis.core import QgsProcessingUtils
+
+    return QgsProcessingUtils.tempFolder()
 
 
 def remember_output_folder(folder: str) -> None:
@@ -68,10 +90,11 @@ def remember_output_folder(folder: str) -> None:
     QgsSettings().setValue(OUTPUT_FOLDER_KEY, folder)
 
 
-def default_output(raster: str) -> str:
-    """``<output folder>/<raster name>-rsprune.gpkg``, numbered so no file is overwritten."""
+def default_output(raster: str, folder: str | None = None) -> str:
+    """``<folder>/<raster name>-rsprune.gpkg`` (``folder``: :func:`output_folder`), numbered so no
+    file is overwritten."""
     stem = os.path.splitext(os.path.basename(raster))[0]
-    folder = output_folder()
+    folder = folder or output_folder()
     path = os.path.join(folder, f"{stem}-rsprune.gpkg")
     n = 2
     while os.path.exists(path):
@@ -127,6 +150,14 @@ class PruneDialog(QDialog):
         self.update_coverage()
         self.output = QLineEdit(default_output(rasters[0]) if rasters else "")
         form.addRow("Output GeoPackage", self._with_browse(self.output, folder=False))
+        self.temporary = QCheckBox("Temporary output (QGIS deletes it when it exits)")
+        self.temporary.toggled.connect(self._temporary_toggled)
+        form.addRow("", self.temporary)
+        self.where = QLabel()
+        self.where.setWordWrap(True)
+        form.addRow("Kept in", self.where)
+        self.output.textChanged.connect(self._say_where)
+        self._say_where()
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -189,6 +220,18 @@ class PruneDialog(QDialog):
             button.clicked.connect(lambda: self._choose_output(edit))
         row.addWidget(button)
         return box
+
+    def _temporary_toggled(self, temporary: bool) -> None:
+        """Move the output to QGIS's temporary folder, or back to the folder runs are kept in."""
+        if self.rasters:
+            self.output.setText(default_output(self.rasters[0], temporary_folder() if temporary else None))
+
+    def _say_where(self) -> None:
+        """Say where the run will be written, and whether it outlives QGIS."""
+        folder = os.path.dirname(self.output.text().strip()) or "."
+        temporary = os.path.normpath(folder) == os.path.normpath(temporary_folder())
+        self.where.setText(f"{folder} — " + ("a temporary folder: QGIS deletes the run when it exits"
+                                             if temporary else "the run outlives QGIS"))
 
     def _choose_output(self, edit: QLineEdit) -> None:
         path = QFileDialog.getSaveFileName(self, "Output GeoPackage", edit.text(), "GeoPackage (*.gpkg)")[0]

@@ -8,7 +8,7 @@ from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
-from . import backend, options
+from . import backend
 from .compat import CRITICAL, INFO, SUCCESS, WARNING, is_raster
 from .provider import RsPruneProvider
 from .task import OpenRunTask, PruneTask
@@ -171,10 +171,7 @@ class RsPrunePlugin:
         bar = self.iface.messageBar()
         if ok:
             self.clear_error()  # a stale error goes
-            counts = task.result_event["counts"]
-            kept = counts.get(options.KEPT, 0)
-            pruned = sum(counts.values()) - kept
-            bar.pushMessage("RS-Prune", f"{kept} tiles kept, {pruned} pruned", level=SUCCESS)
+            bar.pushMessage("RS-Prune", backend.run_message(task.result_event), level=SUCCESS)
         elif task.error:
             bar.pushMessage("RS-Prune", task.error, level=CRITICAL)
             item = bar.currentItem() if hasattr(bar, "currentItem") else None
