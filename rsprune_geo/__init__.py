@@ -6,12 +6,13 @@ from .config import RunConfig
 from .errors import InputError, OutputError, RsPruneError
 from .outputs import plot_map, write_geopackage
 from .pipeline import run
+from .planning import RunEstimate, estimate_run
 from .reading.pixels import Scaling, read_window, source_scaling
 from .reading.scan import open_sources
 from .reading.sources import RasterSource, open_lazy, open_source
 from .reading.tiling import make_tiles
 from .result import RunResult
-from .runfile import read_run
+from .runfile import check_run, read_run
 from .schema import RunRecord, Status
 from .stages.information import apply_information_filter, grey_levels, score_tiles, shannon_entropy, tile_statistics
 
@@ -21,11 +22,14 @@ __all__ = [
     "RasterSource",
     "RsPruneError",
     "RunConfig",
+    "RunEstimate",
     "RunRecord",
     "RunResult",
     "Scaling",
     "Status",
     "apply_information_filter",
+    "check_run",
+    "estimate_run",
     "grey_levels",
     "make_tiles",
     "open_lazy",

@@ -87,6 +87,14 @@ class QuotaMode(Choice):
     SCENE = "scene"
 
 
+class MetricMode(Choice):
+    """Which metric nearest-scene decisions use: the one the prior bank's labels fit in closed
+    form (``bank``: within-class whitening), or the encoder's own cosine (``raw``)."""
+
+    BANK = "bank"
+    RAW = "raw"
+
+
 class Runtime(Choice):
     """Where an encoder's network runs: ``auto`` (onnxruntime on a CPU, int8 where the encoder
     allows it and prior-bank images calibrate it; torch on CUDA), or one runtime by name."""
@@ -212,6 +220,9 @@ class RunConfig:
     allow_no_crs: bool = option(False, "Accept rasters without a CRS (footprints in pixel coordinates).")
     strict: bool = option(False, "Stop at the first unusable file instead of skipping it.")
     chips: bool = option(False, "Inputs are image chips (PNG/JPEG/TIFF, folders too): one tile per file.")
+    asset: str | None = option(None, "STAC inputs (a Catalog, Collection, ItemCollection or stac-geoparquet file): "
+                               "the asset each item gives; default: visual, else red, green and blue stacked.",
+                               auto="visual, else red/green/blue")
     date_pattern: str | None = option(
         None, "Regular expression finding a raster's acquisition date in its file name (a 'date' group, else "
               "the first group), e.g. '_(\\d{8})\\.tif$'; default: GDAL metadata (ACQUISITIONDATE, "
@@ -258,6 +269,13 @@ class RunConfig:
                           gui=True, label="Scene encoder")
     weights: str | None = option(None, "Local weights file (or folder, for git-rsclip) for the encoder.",
                                  group="stage 2")
+    metric: MetricMode = option(
+        MetricMode.BANK, "Scene metric: bank (fitted on the prior bank's labels in closed form, within-class "
+                         "whitening; needs 5 images a class, else raw, said once) or raw (the encoder's cosine).",
+        group="stage 2")
+    views: int | None = option(None, "Right-angle rotations each tile and bank image is encoded in, averaged: 1, 2 or "
+                               "4 (each view costs an encoding; default: the profile's, else 1).", low=1, high=4,
+                               group="stage 2", auto="the profile's, else 1")
     k_per_class: int | None = option(4, "Scene centroids per prior-bank class.", low=1, group="stage 2")
     images_per_centroid: int = option(10, "With k-per-class: no centroid is fitted on fewer bank images "
                                       "than this.", low=1, group="stage 2")
@@ -348,6 +366,8 @@ class RunConfig:
             raise InputError(f"{param('evaluate')} compares stage-2 selections: give {param('prior_bank')}")
         if out.extend is not None and not out.prior_bank:
             raise InputError(f"{param('extend')} adds to an earlier selection's scenes: give {param('prior_bank')}")
+        if out.views not in (None, 1, 2, 4):
+            raise InputError(f"{param('views')} {out.views}: use 1, 2 or 4 right-angle rotations")
         if out.labels is not None and not out.evaluate:
             raise InputError(f"{param('labels')} are used by {param('evaluate')}: give both")
         return out

@@ -16,6 +16,12 @@ class OutputError(RsPruneError):
     """An output that cannot be written."""
 
 
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """``n`` and ``word`` in the number ``n`` takes: ``1 tile``, ``2 tiles`` (``plural``: when
+    the plural is not the word and an ``s``)."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 def param(name: str) -> str:
     """How messages name a parameter: ```name```; the CLI shows it as its flag."""
     return f"`{name}`"

@@ -17,7 +17,7 @@ import pandas as pd
 from rasterio.crs import CRS
 
 from .config import RunConfig, Stage1Rule, resolve_crs
-from .errors import InputError, param
+from .errors import InputError, counted, param
 from .outputs.runfolder import Staging, check_output, finish, load_tiles, write_decisions
 from .progress import ProgressCallback, no_progress
 from .reading.grid import RunGrid, ground_grid, plan_grid
@@ -111,7 +111,8 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
     timings: dict[str, float] = {}
     on_progress("tiling", 0, 1)
     t0 = time.perf_counter()
-    sources, skipped = scan_sources(inputs, config.bands, config.allow_no_crs, config.chips, config.strict, client)
+    sources, skipped = scan_sources(inputs, config.bands, config.allow_no_crs, config.chips, config.strict, client,
+                                    config.asset)
     crs = output_crs(sources, config.out_crs)
     if crs is not None and any(c is None for c in distinct(sources, "crs")):
         raise InputError(f"{param('out_crs')} needs georeferenced rasters (the inputs have no CRS)")
@@ -173,7 +174,7 @@ def _bank_warnings(bank_skipped: list[dict]) -> list[str]:
     """The run record's warning about unreadable prior-bank images, if any."""
     if not bank_skipped:
         return []
-    return [f"prior bank: {len(bank_skipped)} unreadable image(s) skipped, e.g. {bank_skipped[0]['path']}"]
+    return [f"prior bank: {counted(len(bank_skipped), 'unreadable image')} skipped, e.g. {bank_skipped[0]['path']}"]
 
 
 def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: ReasonContext, record: RunRecord,

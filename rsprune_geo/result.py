@@ -10,6 +10,7 @@ import geopandas as gpd
 import pandas as pd
 
 from .config import SUGGESTED_KEEP
+from .errors import counted
 from .schema import RunRecord, Status
 
 #: What coverage and Fréchet measure, said under every evaluation table that shows them.
@@ -68,8 +69,8 @@ class RunResult:
             st1 = record.stage1
             floor = (f", entropy floor {st1.floor_bits:.2f} bits (no prior-bank scene below it)"
                      if st1.floor_bits is not None else "")
-            lines.append(f"stage 1: rule {st1.rule}{floor}; fractions count the {st1.tiles_with_data} "
-                         f"tile(s) with data")
+            lines.append(f"stage 1: rule {st1.rule}{floor}; fractions count the "
+                         f"{counted(st1.tiles_with_data, 'tile')} with data")
             if record.parameters.get("keep", 0) is None and counts.get(Status.KEPT.value):
                 lines.append(f"keep: not given, so every tile that passed stage 1 is kept; a keep of "
                              f"{SUGGESTED_KEEP} prunes {100 * (1 - SUGGESTED_KEEP):.0f}% of the tiles with data, "
@@ -78,23 +79,25 @@ class RunResult:
         if ground is not None and ground.cells:
             dated = ground.dated()
             spread = f", dates {min(dated)[:10]} to {max(dated)[:10]}" if len(set(dated)) > 1 else ""
-            lines.append(f"ground: {ground.cells} cell(s) of {ground.cell_size:.4g} CRS units; "
-                         f"{len(dated)} of {len(ground.dates)} raster(s) dated{spread}")
+            lines.append(f"ground: {counted(ground.cells, 'cell')} of {ground.cell_size:.4g} CRS units; "
+                         f"{len(dated)} of {counted(len(ground.dates), 'raster')} dated{spread}")
         lines += [f"warning: {warning}" for warning in record.warnings]
         if self.timings:
             lines.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()))
         if record.stage2 is not None:
             st2 = record.stage2
             lines.append(
-                f"stage 2: encoder {st2.encoder} (runtime {st2.encoder_runtime}), {st2.n_centroids} centroids over "
+                f"stage 2: encoder {st2.encoder} (runtime {st2.encoder_runtime}"
+                + (f", {st2.views} views" if st2.views > 1 else "") + f"), metric {st2.metric}, {st2.n_centroids} "
+                f"centroids over "
                 f"{st2.n_classes} scenes, {st2.clustering} clustering, quotas by {st2.quota_by}, budget {st2.budget}"
             )
             if st2.prior_bank_profile or (len(st2.prior_bank) == 1 and st2.prior_bank[0].endswith(".rsbank")):
                 lines.append(f"prior bank: the profile {os.path.basename(st2.prior_bank[0])} "
                              f"({st2.prior_bank_images} images, {st2.n_classes} scenes)")
             if st2.extends:
-                lines.append(f"extends {st2.extends}: its {st2.extends_kept} kept tile(s) counted in the scenes' "
-                             "shares and the per-cell cap")
+                lines.append(f"extends {st2.extends}: its {counted(st2.extends_kept, 'kept tile')} counted in the "
+                             "scenes' shares and the per-cell cap")
         if self.evaluation is not None:
             where = self.evaluation.attrs.get("independent_encoder")
             lines.append("evaluation (higher is better, except frechet and junk_kept"

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pyogrio
 
-from .errors import InputError
+from .errors import InputError, counted
 from .runinputs import INPUTS_FILE, INPUTS_LAYER, listed_inputs
 from .schema import RECORD_FORMAT, RUN_RECORD, RunRecord, Status, status_counts
 from .tiletable import count_rows, part_paths, read_columns, read_tiles
@@ -90,7 +90,7 @@ def _check_folder(where: Path) -> None:
     if not parts:
         raise InputError(f"{where}: its tile table ({TILES_FOLDER}/) has no part; the run folder is damaged: {AGAIN}")
     rows = sum(_parquet_rows(part, "a part of the run's tile table") for part in parts)
-    _check_count(where, rows, data.get("counts"), f"{len(parts)} part(s) of {TILES_FOLDER}/")
+    _check_count(where, rows, data.get("counts"), f"{counted(len(parts), 'part')} of {TILES_FOLDER}/")
     if isinstance(data.get("inputs"), dict):  # inputs written as a table of their own
         if not (where / INPUTS_FILE).is_file():
             raise InputError(f"{where / INPUTS_FILE}: missing; the run's record lists its inputs there: {AGAIN}")
@@ -175,8 +175,8 @@ def _check_count(where: Path, rows: int, counts: Any, held: str) -> None:
         raise InputError(f"{where}: its record has no tile counts; {AGAIN}")
     expected = sum(int(n) for n in counts.values())
     if rows != expected:
-        raise InputError(f"{where}: {held} hold {rows} tile(s) where its record counts {expected}: tiles are missing; "
-                         f"{AGAIN}")
+        raise InputError(f"{where}: {held} hold {counted(rows, 'tile')} where its record counts {expected}: tiles are "
+                         f"missing; {AGAIN}")
 
 
 def _parquet_rows(path: Path, what: str) -> int:

@@ -68,6 +68,7 @@ class SourceInputs(Sequence[dict[str, Any]]):
             "bands": self._shared("bands", s.bands, list),
             "mask": s.mask_mode,
             "scaling": self._shared("scaling", sc, _scaling_entry),
+            **({"stac_item": s.stac_item, "stac_href": redact(s.stac_href)} if s.stac_item else {}),
         }
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig
-from .errors import InputError
+from .errors import InputError, counted
 from .reading.pixels import REDACTED, Scaling
 from .reading.sources import RasterSource, open_source
 from .runinputs import INPUTS_FILE, INPUTS_LAYER, InputDates, SourceInputs, TableInputs, is_table, write_inputs
@@ -157,7 +157,8 @@ def reasons(codes: np.ndarray, context: ReasonContext, entropy: np.ndarray, noda
             out[i] = f"beyond the quota of cluster {k} ({c.cluster_quota[k]})"
         elif code == Reason.CELL_FULL:
             cell = ground_cell[i] if ground_cell is not None else ""
-            out[i] = f"ground cell {cell} already holds {c.max_per_cell} kept tile(s){period} (max per cell)"
+            held = counted(c.max_per_cell or 0, "kept tile")
+            out[i] = f"ground cell {cell} already holds {held}{period} (max per cell)"
         elif code == Reason.ENTROPY_TOP:
             out[i] = f"entropy under the stage-1 cut (top {c.budget})"
         elif code == Reason.UNREADABLE:
@@ -259,6 +260,8 @@ class Stage2Record(RecordPart):
     encoder: str = ""
     encoder_key: str = ""
     encoder_runtime: str = "torch"
+    metric: str = "raw"
+    views: int = 1
     onnxruntime: str | None = None
     weights: str | None = None
     prior_bank: list[str] = field(default_factory=list)
@@ -331,7 +334,7 @@ RECORD_FORMAT = 1
 
 #: Run parameters that older run files lack, with the value older versions used when it
 #: differs from today's default (quotas were shared among centroids before ``quota_by``).
-LEGACY_PARAMETERS: dict[str, Any] = {"quota_by": "centroid"}
+LEGACY_PARAMETERS: dict[str, Any] = {"quota_by": "centroid", "metric": "raw"}
 
 
 @dataclass

@@ -43,7 +43,7 @@ def test_plugin_options_json_is_what_the_package_prints():
 def test_cli_defaults_are_the_config_defaults():
     ctx = run_cmd.command.make_context("run", ["in.tif", "-o", "out.gpkg"])
     options = {k: v for k, v in ctx.params.items() if k not in ("inputs", "output", "overwrite", "quiet",
-                                                                "progress_json")}
+                                                                "progress_json", "dry_run")}
     assert RunConfig(**options) == RunConfig()
     api_only = {f.name for f, opt, _ in run_options() if opt.flag == ""}
     assert set(options) == {f.name for f in fields(RunConfig)} - api_only

@@ -164,7 +164,7 @@ def test_every_run_option_reaches_the_run(tmp_path):
             args, expected = [flag, text], base(text) if field.name != "bands" else "3,2,1"
         ctx = run_cmd.command.make_context("run", ["in.tif", "-o", "o.gpkg", *args])
         config = RunConfig(**{k: v for k, v in ctx.params.items()
-                              if k not in ("inputs", "output", "overwrite", "quiet", "progress_json")})
+                              if k not in ("inputs", "output", "overwrite", "quiet", "progress_json", "dry_run")})
         assert getattr(config, field.name) == expected, (flag, getattr(config, field.name), expected)
 
     out = tmp_path / "many.gpkg"

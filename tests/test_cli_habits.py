@@ -106,3 +106,19 @@ def test_every_long_command_speaks_progress_json(naip_run, tmp_path):
             assert any(e["event"] == "progress" for e in events), name
     bad = invoke("select", gpkg, "-o", tmp_path / "s.gpkg", "--keep", "0.5", "--progress-json")
     assert json_events(bad.stderr)[-1]["event"] == "error" and bad.exit_code == 1
+
+
+def test_a_progress_bar_says_a_rate_only_once_it_means_something(capsys):
+    """No rate in a stage's first second (tqdm's own first rates divide by almost no time:
+    "5368709.12tile/s"); then the average, in words that agree."""
+    from rsprune_geo.cli.progress import TqdmProgress, rate_text
+
+    with TqdmProgress() as bars:
+        bars("stage1", 10, 100)
+        first = capsys.readouterr().err
+        bars.bar.start_t -= 5.0  # five seconds into the stage, whatever the machine's speed
+        bars("stage1", 50, 100)
+        later = capsys.readouterr().err
+    assert "/s" not in first and "10/100" in first
+    assert re.search(r"\b\d+\.\d tiles/s\]", later), later  # about 10, however busy the machine
+    assert rate_text(1, 4.0, "tile") == "4.0 s/tile" and rate_text(3000, 2.0, "chip") == "1,500.0 chips/s"

@@ -71,8 +71,8 @@ def test_plot_functions_return_figures_and_write_only_when_asked(naip, tmp_path,
     plot_cluster_gallery(tiles, record, cluster, n=2, path=tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 5000
     captions = [ax.get_xlabel() for ax in figures[4].axes if ax.get_xlabel()]
-    kept = tiles[(tiles["cluster"] == cluster) & (tiles["status"] == "kept")]
-    assert any(kept["tile_id"].iloc[0] in c and scene in c and "bits" in c for c in captions)
+    kept = tiles[(tiles["cluster"] == cluster) & (tiles["status"] == "kept")].sort_values("centroid_distance")
+    assert any(kept["tile_id"].iloc[0] in c and scene in c and "bits" in c for c in captions)  # the nearest kept
     with pytest.raises(InputError, match="cluster 9999"):
         plot_cluster_gallery(tiles, record, 9999)
 
@@ -123,7 +123,7 @@ def test_galleries_of_a_run_without_stage_2_sample_each_status(tmp_path):
     assert [p.title for p in pages] == ["all tiles"] and (tmp_path / "g" / "all_tiles.html").exists()
 
 
-def test_report_links_the_gallery_pages_and_refuses_a_missing_folder(naip, tmp_path):
+def test_report_links_the_gallery_pages_and_makes_its_folder(naip, tmp_path):
     _, _, naip_run = naip
     report = write_report(naip_run["gpkg"], tmp_path / "r.html", gallery_size=2)
     text = report.read_text()
@@ -131,6 +131,10 @@ def test_report_links_the_gallery_pages_and_refuses_a_missing_folder(naip, tmp_p
     assert links and all((tmp_path / link).exists() for link in links)
     again = write_report(naip_run["gpkg"], tmp_path / "r.html", overwrite=True, galleries=False)
     assert "Galleries" not in again.read_text()
-    with pytest.raises(OutputError, match="does not exist"):
-        write_report(naip_run["gpkg"], tmp_path / "no" / "r.html")
+    made = write_report(naip_run["gpkg"], tmp_path / "new" / "folder" / "r.html", galleries=False)
+    assert made.is_file()  # its folder made, as `export --to` makes its own
+    assert "overflow-x:auto" in made.read_text()  # wide tables scroll within themselves, not the page
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        write_report(naip_run["gpkg"], tmp_path / "a-file" / "r.html")
     assert np.all([not p.name.startswith(".") for p in tmp_path.iterdir()])  # no staging left behind

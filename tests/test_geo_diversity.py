@@ -259,7 +259,7 @@ def test_tiles_carry_ground_cell_and_date_into_the_geopackage(stack):
     assert sorted(tiles["date"].dt.year.unique()) == [2009, 2010, 2012, 2014]
     assert record.ground.cell_size == 640.0 and record.ground.cells == 35
     assert {how for _, how in record.ground.dates.values()} == {"file name"}
-    assert "ground: 35 cell(s)" in stack["default"].summary()
+    assert "ground: 35 cells" in stack["default"].summary()
 
 
 def test_the_default_keeps_one_tile_per_ground_cell_and_spreads_dates(stack):

@@ -309,7 +309,7 @@ def test_a_damaged_block_makes_its_tile_nodata_not_the_run_fail(tmp_path):
             src.read(1, window=rasterio.windows.Window(3 * 128, 2 * 128, 128, 128))
     proc = rsprune("run", damaged, "-o", tmp_path / "d", "--tile-size", "128")  # the shipped profile: bank rule
     assert proc.returncode == 0, proc.stderr
-    assert "1 window(s) of 1 file(s) could not be read" in proc.stdout + proc.stderr
+    assert "1 window of 1 file could not be read" in proc.stdout + proc.stderr
     assert "(--strict stops the run instead)" in proc.stdout + proc.stderr
     described = rsprune("info", tmp_path / "d")  # the record's warning, as the run said it
     assert "could not be read" in described.stdout and "(--strict stops the run instead)" in described.stdout

@@ -43,7 +43,8 @@ def command(run_file: str, as_json: bool, progress_json: bool) -> None:
               if value not in (None, [], "")]
     lines.append("inputs:")
     lines += [f"  {item['path']} ({item.get('width')}x{item.get('height')} px, {item.get('dtype')}, "
-              f"bands {item.get('bands')}, {item.get('crs')})" for item in info["inputs"]]
+              f"bands {item.get('bands')}, {item.get('crs')})"
+              + (f", STAC item {item['stac_item']}" if item.get("stac_item") else "") for item in info["inputs"]]
     if info["input_count"] > len(info["inputs"]):
         lines.append(f"  … and {info['input_count'] - len(info['inputs'])} more")
     lines += [f"warning: {cli_message(w)}" for w in info["warnings"]]  # parameters named as flags, as run said them

@@ -55,6 +55,18 @@ def json_progress(stage: str, done: int, total: int) -> None:
     json_line({"event": "progress", "stage": stage, "done": int(done), "total": int(total)})
 
 
+#: Seconds of a stage before its bar says a rate.
+RATE_AFTER_S = 1.0
+
+
+def rate_text(done: int, seconds: float, unit: str) -> str:
+    """An average rate as a bar says it: ``12.3 tiles/s``, or ``4.2 s/tile`` when slower than one a second."""
+    per_second = done / seconds
+    if per_second >= 1:
+        return f"{per_second:,.1f} {unit}s/s"
+    return f"{seconds / done:.1f} s/{unit}"
+
+
 class TqdmProgress:
     """A progress callback drawing one tqdm bar per stage on stderr (nothing when disabled)."""
 
@@ -64,6 +76,7 @@ class TqdmProgress:
         self.enabled = enabled
         self.bar: Any = None
         self.key: tuple[str, int] | None = None
+        self.unit = "step"
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         """Move the stage's bar (a new bar when the stage or its total changes)."""
@@ -75,10 +88,16 @@ class TqdmProgress:
             if total > 1:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=total, desc=STAGES.get(stage, stage), unit=self.UNITS.get(stage, "step"),
-                                leave=False)
+                self.unit = self.UNITS.get(stage, "step")
+                # the rate is said once it means something (a second in), as an average: tqdm's own first
+                # rates divide by almost no time ("5368709.12tile/s")
+                self.bar = tqdm(total=total, desc=STAGES.get(stage, stage), unit=self.unit, leave=False,
+                                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
         if self.bar is not None:
             self.bar.n = min(int(done), self.bar.total)
+            elapsed = self.bar.format_dict["elapsed"]
+            if self.bar.n and elapsed >= RATE_AFTER_S:
+                self.bar.set_postfix_str(rate_text(self.bar.n, elapsed, self.unit), refresh=False)
             self.bar.refresh()
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import pandas as pd
 from rasterio.windows import Window
 
 from ..config import Stage1Rule
-from ..errors import InputError, OutputError, require_extra
+from ..errors import InputError, OutputError, counted, require_extra
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_rgb
 from ..runfile import read_layer, read_run, run_layers
@@ -452,20 +452,39 @@ def galleries_folder(report: str | os.PathLike) -> Path:
     return report.with_name(f"{report.stem}_galleries")
 
 
+#: The report's head: wide tables scroll within themselves, not the page.
+REPORT_HEAD = (
+    "<!DOCTYPE html><html><head><meta charset='utf-8'><title>rsprune report</title><style>"
+    "body{font-family:sans-serif;max-width:1000px;margin:auto}"
+    "table{border-collapse:collapse;display:block;max-width:100%;overflow-x:auto}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style></head><body>"
+)
+
+
+def _report_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Where a report goes, refused up front when it exists (unless ``overwrite``) or when its
+    folder is a file."""
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: the file exists; pass `overwrite` to replace it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise OutputError(f"{out}: {out.parent} is a file, not a folder")
+    return out
+
+
 def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False,
                  galleries: bool = True, gallery_size: int = 6,
                  on_progress: ProgressCallback = no_progress) -> Path:
     """An HTML report: counts, plots (inlined), parameters, timings, the baseline comparison when
     the run has it and, with ``galleries``, a table linking one gallery page per scene (written to
-    :func:`galleries_folder`; ``gallery_size`` tiles per group). Written atomically."""
+    :func:`galleries_folder`; ``gallery_size`` tiles per group). Written atomically; its folder is
+    made when missing (once the run is read), as an export's is. Wide tables scroll within
+    themselves, not the page."""
     require_extra("matplotlib", "plots", "the report")
-    out = Path(path)
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: the file exists; pass `overwrite` to replace it")
-    if not out.parent.is_dir():
-        raise OutputError(f"{out}: the folder {out.parent} does not exist")
+    out = _report_path(path, overwrite)
     tiles, record = read_run(run_file)
     layers = run_layers(run_file)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as `export --to` makes its folder; once the run is read
     on_progress("report", 0, 1)
     with tempfile.TemporaryDirectory() as tmp:
         plots = make_plots(run_file, tmp)
@@ -473,11 +492,10 @@ def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite
     on_progress("report", 1, 1)
     counts = tiles["status"].value_counts()
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>rsprune report</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style></head><body>",
+        REPORT_HEAD,
         f"<h1>rsprune report: {html.escape(Path(run_file).name)}</h1>",
-        f"<p>{len(tiles)} tiles from {len(record.inputs)} source(s), CRS {html.escape(str(record.crs))}, "
+        f"<p>{counted(len(tiles), 'tile')} from {counted(len(record.inputs), 'source')}, "
+        f"CRS {html.escape(str(record.crs))}, "
         f"run {html.escape(str(record.created))}.</p>",
         "<h2>Counts</h2>", pd.DataFrame({"tiles": counts, "share": (counts / len(tiles)).round(3)}).to_html(),
     ]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, OutputError, param, require_extra
+from ..errors import InputError, OutputError, counted, param, require_extra
 from ..progress import ProgressCallback, no_progress
 from ..runfile import read_tiles_with_status
 from ..schema import RunRecord, Status
@@ -137,11 +137,17 @@ def tile_items(tiles: pd.DataFrame, record: RunRecord, collection_id: str, chip_
             assets["chip"] = {"href": href, "title": "the training chip", "roles": ["data"],
                               "type": _media_type(chip)}
         box = bounds[i]
+        links = []
+        origin = record.input(tile.source) if record.has_input(tile.source) else {}
+        if origin.get("stac_item"):  # the STAC item the tile's raster came from
+            properties["rsprune:stac_item"] = origin["stac_item"]
+            links.append({"rel": "derived_from", "href": origin.get("stac_href") or "", "type": "application/geo+json",
+                          "title": f"the source item {origin['stac_item']}"})
         yield {
             "type": "Feature", "stac_version": "1.1.0", "stac_extensions": [PROJECTION_SCHEMA],
             "id": tile.tile_id, "collection": collection_id,
             "geometry": json.loads(geometries[i]), "bbox": [float(v) for v in box],
-            "properties": properties, "assets": assets, "links": [],
+            "properties": properties, "assets": assets, "links": links,
         }
         on_progress("stac", i + 1, len(tiles))
 
@@ -162,8 +168,8 @@ def _collection(tiles: pd.DataFrame, record: RunRecord, items: str):
             summaries["rsprune:scene"] = scenes
     collection = pystac.Collection(
         id=f"rsprune-{record.run_id or 'run'}",
-        description=(f"{len(tiles)} tile(s) of an RS-Prune run ({', '.join(summaries['rsprune:status'])}), "
-                     f"{int(tiles.width.iloc[0])} px, from {len(set(tiles['source']))} raster(s)"),
+        description=(f"{counted(len(tiles), 'tile')} of an RS-Prune run ({', '.join(summaries['rsprune:status'])}), "
+                     f"{int(tiles.width.iloc[0])} px, from {counted(len(set(tiles['source'])), 'raster')}"),
         extent=pystac.Extent(pystac.SpatialExtent([[float(minx), float(miny), float(maxx), float(maxy)]]),
                              pystac.TemporalExtent([[start.to_pydatetime(), end.to_pydatetime()]])),
         license="other",

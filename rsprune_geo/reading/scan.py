@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..files import file_fingerprint
 from ..scaleout import map_tasks
 from .sources import CHIP_SUFFIXES, RASTER_SUFFIXES, RasterSource, iter_paths, open_source
+from .stac import StacPath
 
 #: Sources a :class:`SourceTable` gathers before packing them into its arrays.
 CHUNK = 1 << 13
@@ -264,9 +265,11 @@ def scan_sources(
     chips: bool = False,
     strict: bool = False,
     client: Any | None = None,
+    asset: str | None = None,
 ) -> tuple[Sequence[RasterSource], list[dict]]:
     """Like :func:`open_sources`, but in a multi-file run an unusable file (not a raster, empty,
-    truncated, no CRS, too few bands) is skipped and reported, unless ``strict``.
+    truncated, no CRS, too few bands) is skipped and reported, unless ``strict``. STAC inputs
+    give each item's ``asset`` (see :mod:`~rsprune_geo.reading.stac`), dated by the item.
 
     Returns ``(sources, skipped)`` where ``skipped`` holds ``{"path", "error"}`` records. A run
     of one file, or one where every file is unusable, raises the (first) error. Chips come as a
@@ -279,7 +282,7 @@ def scan_sources(
     skipped: list[dict] = []
     first_error = None
     given = 0
-    paths = iter_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES, recursive=chips)
+    paths = iter_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES, recursive=chips, asset=asset)
     for p, source in _opened(paths, bands, allow_no_crs or chips, chips, client):
         given += 1
         if isinstance(source, InputError):
@@ -288,6 +291,10 @@ def scan_sources(
             first_error = first_error or source
             skipped.append({"path": p, "error": str(source)})
             continue
+        if isinstance(p, StacPath):  # a STAC item's raster: the item dates it, and the record names it
+            stamped = (("STAC item datetime", p.datetime),) if p.datetime else ()
+            source = replace(source, date_tags=stamped + source.date_tags, stac_item=p.item_id,
+                             stac_href=p.item_href)
         if isinstance(held, list):
             held.append(source)
         else:

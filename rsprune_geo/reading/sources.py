@@ -53,6 +53,8 @@ class RasterSource:
     fingerprint: str
     key: str = field(default="")
     date_tags: tuple[tuple[str, str], ...] = ()
+    stac_item: str = ""  # the STAC item the raster came from (its id), and where that item is
+    stac_href: str = ""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -98,26 +100,33 @@ CHIP_SUFFIXES = RASTER_SUFFIXES + (".png", ".jpg", ".jpeg")
 
 
 def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES,
-                 recursive: bool = False) -> list[str]:
-    """Expand globs and folders into a sorted, de-duplicated list of absolute raster paths.
+                 recursive: bool = False, asset: str | None = None) -> list[str]:
+    """Expand globs, folders and STAC catalogues into a sorted, de-duplicated list of absolute
+    raster paths.
 
     A folder contributes its files with one of ``suffixes`` (rasters by default; chip folders
     add PNG and JPEG), and with ``recursive`` those of its subfolders too (chips laid out a
-    folder per class); GDAL virtual paths (``/vsicurl/...``) pass through unchanged.
+    folder per class); GDAL virtual paths (``/vsicurl/...``) pass through unchanged. A STAC
+    catalogue, item collection, item or stac-geoparquet file (local or http) gives each item's
+    ``asset`` (:mod:`~rsprune_geo.reading.stac`), in the items' order.
     """
-    return list(iter_paths(inputs, suffixes, recursive))
+    return list(iter_paths(inputs, suffixes, recursive, asset))
 
 
 def iter_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES,
-               recursive: bool = False) -> Iterator[str]:
+               recursive: bool = False, asset: str | None = None) -> Iterator[str]:
     """:func:`expand_paths` one path at a time: a folder of a hundred million chips is walked,
     each folder's entries sorted, never listed whole (one input needs no list of what was seen)."""
+    from .stac import StacPath, looks_like_stac, stac_paths
+
     texts = [os.fspath(item) for item in inputs]
-    seen: set[str] | None = set() if len(texts) > 1 else None
+    seen: set[str] | None = set() if len(texts) > 1 or any(looks_like_stac(t) for t in texts) else None
     given = 0
     for text in texts:
-        for path in _expanded(text, suffixes, recursive):
-            key = recorded_path(path)  # absolute, so a run's record stays valid from any folder
+        expanded = stac_paths(text, asset) if looks_like_stac(text) else _expanded(text, suffixes, recursive)
+        for path in expanded:
+            # absolute, so a run's record stays valid from any folder (an item's path already is)
+            key = path if isinstance(path, StacPath) else recorded_path(path)
             if seen is not None:
                 if key in seen:
                     continue

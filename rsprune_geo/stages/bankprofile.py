@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DEFAULT_ENCODER, Runtime
-from ..errors import InputError, param
+from ..config import DEFAULT_ENCODER, MetricMode, Runtime
+from ..errors import InputError, counted, param
 from ..features import Encoder, encoder_info, get_encoder
 from ..features.base import NetworkEncoder
 from ..features.cache import default_cache_dir
@@ -35,7 +35,8 @@ from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_image, read_images, resized, scaled_size
 from .clustering import SceneCentroids
 from .information import image_entropy
-from .priorbank import CentroidSpec, PriorBank, bank_centroids, load_prior_bank
+from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_model, load_prior_bank
+from .scenemetric import MetricEncoder, SceneMetric, with_views_and_metric
 
 __all__ = ["DEFAULT_PROFILE", "PROFILE_SUFFIX", "Bank", "BankProfile", "bank_encoder", "banks_or_default",
            "build_profile", "default_profile", "is_profile", "load_profile", "open_bank", "profile_model"]
@@ -58,7 +59,8 @@ class BankProfile:
     """A prior bank as a profile: ``about`` (its JSON: source, terms, classes, encoder…), each
     image's class ``labels`` and own ``sizes`` (width, height), its entropies at every pixel
     size (rows of ``entropy_index``: image, width, height; ``entropy_values``: bits), the scene
-    ``centroids`` and the int8 network (``quantized`` bytes) for its encoder."""
+    ``centroids`` and the int8 network (``quantized`` bytes) for its encoder; with the bank's scene
+    ``metric`` (when its classes have images enough), the centroids in the metric's space too."""
 
     path: str
     about: dict
@@ -68,6 +70,8 @@ class BankProfile:
     entropy_values: np.ndarray
     centroids: SceneCentroids
     quantized: bytes | None
+    metric: SceneMetric | None = None
+    metric_centroids: SceneCentroids | None = None
 
     @property
     def roots(self) -> list[str]:
@@ -185,8 +189,14 @@ def load_profile(path: str | os.PathLike) -> BankProfile:
                          "build it again with `rsprune bank build`")
     centroids = SceneCentroids(data["centroids"], data["centroid_labels"], data["centroid_purity"],
                                data["centroid_members"])
+    metric, metric_centroids = None, None
+    if "metric_transform" in data:  # a profile built before the bank metric has none
+        shrinkage = float(about["encoder"]["metric"]["shrinkage"])
+        metric = SceneMetric(data["metric_mean"], data["metric_transform"], shrinkage)
+        metric_centroids = SceneCentroids(data["metric_centroids"], data["centroid_labels"],
+                                          data["metric_centroid_purity"], data["metric_centroid_members"])
     return BankProfile(str(path), about, data["labels"], data["sizes"], data["entropy_index"],
-                       data["entropy_values"], centroids, quantized)
+                       data["entropy_values"], centroids, quantized, metric, metric_centroids)
 
 
 #: Prior-bank images used to draw empirical RCF filters (a seeded sample).
@@ -240,11 +250,18 @@ def shipped_calibration(encoder: str, weights: str | None, cache_dir: str | os.P
 
 
 def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec: CentroidSpec,
-                  device: str | None, runtime: Runtime | str, cache_dir: str | os.PathLike | None) \
-        -> tuple[Encoder, SceneCentroids]:
-    """The encoder a profile was built for, with its int8 network, and its scene centroids; an
-    :class:`InputError` when the run asks for another encoder, runtime or centroid layout."""
+                  device: str | None, runtime: Runtime | str, cache_dir: str | os.PathLike | None,
+                  metric: MetricMode = MetricMode.BANK, views: int | None = None) -> tuple[Encoder, SceneCentroids]:
+    """The encoder a profile was built for, with its int8 network, its views and (``bank``) its
+    scene metric, and its scene centroids in that space; an :class:`InputError` when the run asks
+    for another encoder, runtime, centroid layout or number of views. A profile built before the
+    bank metric gives the raw cosine, said once."""
     built = profile.about["encoder"]
+    made_with = int(built.get("views", 1))
+    if views is not None and views != made_with:
+        raise InputError(f"{profile.path}: its centroids were made with {counted(made_with, 'view')}; this run "
+                         f"asks for {param('views')} {views}: build a profile with them (`rsprune bank build "
+                         f"--views {views}`), or give the bank folder")
     if encoder != built["name"] or weights:
         raise InputError(f"{profile.path}: a profile for the {built['name']} encoder ({built['key']}); this run "
                          f"asks for {encoder}{' with ' + str(weights) if weights else ''}: build a profile for it "
@@ -266,7 +283,14 @@ def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec:
         raise InputError(f"{profile.path}: built for {built['key']} (runtime {built['runtime']}); this run's encoder "
                          f"is {model.cache_key} (runtime {model.runtime}): give the bank folder, or build a "
                          "profile where this run runs")
-    return model, profile.centroids
+    model = with_views_and_metric(model, made_with, None)
+    if MetricMode.parse(metric, "metric") is MetricMode.RAW:
+        return model, profile.centroids
+    if profile.metric is None or profile.metric_centroids is None:
+        log.warning("%s was built without the bank's scene metric: nearest scenes use the encoder's raw cosine; "
+                    "build it again with `rsprune bank build` for the metric", profile.path)
+        return model, profile.centroids
+    return MetricEncoder(model, profile.metric), profile.metric_centroids
 
 
 def _layout(spec: CentroidSpec) -> dict[str, Any]:
@@ -348,9 +372,11 @@ def _reachable_sizes(size: tuple[int, int]) -> set[tuple[int, int]]:
 def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike, encoder: str = DEFAULT_ENCODER,
                   runtime: Runtime | str = Runtime.AUTO, spec: CentroidSpec | None = None,
                   cache_dir: str | os.PathLike | None = None, source: str = "", terms: str = "",
-                  on_progress: ProgressCallback = no_progress) -> BankProfile:
+                  on_progress: ProgressCallback = no_progress, views: int = 1) -> BankProfile:
     """Build the profile of the bank folders ``roots`` for ``encoder`` (on this machine's CPU
-    runtime) and write it atomically at ``output``; see the module's docstring."""
+    runtime, its rotation ``views`` averaged) and write it atomically at ``output``; see the
+    module's docstring. The bank's scene metric and its centroids are stored beside the raw ones
+    when every class has images enough."""
     spec = spec or CentroidSpec(4, 10, None, None, 0)
     if encoder_info(encoder).needs_bank:
         raise InputError(f"{encoder} draws its filters from the bank's images: a profile cannot carry them; "
@@ -358,7 +384,20 @@ def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike,
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     bank, skipped = load_prior_bank(roots, cache_root)
     model = bank_encoder(encoder, bank.paths, None, spec.seed, "cpu", runtime, str(cache_root))
-    centroids = bank_centroids(bank, model, spec, cache_root, on_progress)
+    viewed = with_views_and_metric(model, views, None)
+    centroids = bank_centroids(bank, viewed, spec, cache_root, on_progress)
+    mapped = bank_model(bank, model, MetricMode.BANK, views, cache_root, on_progress)
+    metric_arrays: dict[str, np.ndarray] = {}
+    metric_about = None
+    if isinstance(mapped, MetricEncoder):
+        in_metric = bank_centroids(bank, mapped, spec, cache_root, on_progress)
+        metric_arrays = {"metric_mean": mapped.metric.mean, "metric_transform": mapped.metric.transform,
+                         "metric_centroids": in_metric.vectors, "metric_centroid_purity": in_metric.purity,
+                         "metric_centroid_members": in_metric.members}
+        metric_about = {"dims": mapped.metric.dim, "shrinkage": mapped.metric.shrinkage,
+                        "digest": mapped.metric.digest}
+        # both sets share the stored labels: k-means per class gives each class as many centroids in either space
+        assert np.array_equal(in_metric.labels, centroids.labels)
     sizes, index, values = entropy_table(bank.paths, on_progress)
     int8 = model.runtime is Runtime.ONNX_INT8
     about = {
@@ -368,14 +407,15 @@ def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike,
         "classes": bank.class_counts(),
         "encoder": {"name": model.name, "key": model.cache_key, "runtime": str(model.runtime),
                     "calibration": getattr(model, "_calibration_digest", "") if int8 else "",
-                    "input_size": model.input_size, "dim": model.dim,
+                    "input_size": model.input_size, "dim": model.dim, "views": views, "metric": metric_about,
                     "centroids": {**_layout(spec), "seed": spec.seed}},
     }
     arrays = io.BytesIO()
-    np.savez_compressed(arrays, labels=bank.labels.astype(str), sizes=sizes, entropy_index=index,
-                        entropy_values=values, centroids=centroids.vectors,
-                        centroid_labels=centroids.labels.astype(str), centroid_purity=centroids.purity,
-                        centroid_members=centroids.members)
+    stored: dict[str, Any] = {
+        "labels": bank.labels.astype(str), "sizes": sizes, "entropy_index": index, "entropy_values": values,
+        "centroids": centroids.vectors, "centroid_labels": centroids.labels.astype(str),
+        "centroid_purity": centroids.purity, "centroid_members": centroids.members, **metric_arrays}
+    np.savez_compressed(arrays, **stored)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("profile.json", json.dumps(about, indent=1))

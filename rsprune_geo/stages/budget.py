@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import PAPER_STAGE1_KEEP, Stage1Rule
+from ..errors import counted
 from ..schema import Status
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +69,7 @@ class Budget:
         run)."""
         if not self.rounded_up:
             return []
-        return [f"keeping {self.keep_fraction} of {self.tiles_with_data} tile(s) with data {ROUNDS_TO_NONE}; "
+        return [f"keeping {self.keep_fraction} of {counted(self.tiles_with_data, 'tile')} with data {ROUNDS_TO_NONE}; "
                 "keeping 1 (raise the keep fraction or lower the tile size for more)"]
 
     @staticmethod

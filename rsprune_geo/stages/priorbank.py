@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import MetricMode
 from ..errors import InputError, param
 from ..features import Encoder
 from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_image, read_images
 from .clustering import SceneCentroids, fit_scene_centroids
+from .scenemetric import MIN_IMAGES_PER_CLASS, MetricEncoder, SceneMetric, with_views_and_metric
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -200,7 +202,10 @@ def load_prior_bank(roots, cache_root: str | os.PathLike | None = None) -> tuple
 
 def embed_bank(bank: PriorBank, encoder: Encoder, cache_root: Path,
                on_progress: ProgressCallback = no_progress) -> np.ndarray:
-    """The prior bank's embeddings, cached per encoder and bank fingerprint."""
+    """The prior bank's embeddings, cached per encoder and bank fingerprint (an encoder mapped by
+    a scene metric maps its inner encoder's, never encoding the bank again)."""
+    if isinstance(encoder, MetricEncoder):
+        return encoder.metric.apply(embed_bank(bank, encoder.inner, cache_root, on_progress))
     path = cache_root / "banks" / encoder.cache_key / f"{bank.fingerprint}.npz"
     cached = load_npz(path) if path.exists() else None
     if cached is not None and cached["vectors"].shape == (len(bank), encoder.dim):
@@ -213,6 +218,21 @@ def embed_bank(bank: PriorBank, encoder: Encoder, cache_root: Path,
         on_progress("prior_bank", start + len(images), len(bank))
     atomic_save_npz(path, vectors=vectors)
     return vectors
+
+
+def bank_model(bank: PriorBank, encoder: Encoder, metric: MetricMode, views: int, cache_root: Path,
+               on_progress: ProgressCallback = no_progress) -> Encoder:
+    """``encoder`` as a run over this bank uses it: its rotation ``views`` averaged, and with the
+    ``bank`` metric its vectors mapped by the metric fitted on the bank's labels (raw, said once,
+    when a class has too few images to fit one)."""
+    encoder = with_views_and_metric(encoder, views, None)
+    if metric is MetricMode.RAW:
+        return encoder
+    if not SceneMetric.fits(bank.labels):
+        log.warning("the prior bank has a class of fewer than %d images: nearest scenes use the encoder's raw "
+                    "cosine, not the bank's metric", MIN_IMAGES_PER_CLASS)
+        return encoder
+    return MetricEncoder(encoder, SceneMetric.fit(embed_bank(bank, encoder, cache_root, on_progress), bank.labels))
 
 
 @dataclass(frozen=True)

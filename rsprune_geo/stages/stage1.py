@@ -14,7 +14,7 @@ import numpy as np
 from rasterio.crs import CRS
 
 from ..config import RunConfig, ScalingScope, Scheduler, Stage1Rule
-from ..errors import InputError, param
+from ..errors import InputError, counted, param
 from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
 from ..progress import ProgressCallback, no_progress
 from ..reading.grid import GroundGrid, RunGrid
@@ -110,7 +110,8 @@ def unreadable_warning(errors: Sequence[tuple[str, str]]) -> str:
     """The run's warning about windows whose pixels could not be read (their tiles are
     ``nodata``): ``errors`` as ``(path, message)``, the message naming its file."""
     files = len({path for path, _ in errors})
-    return (f"{len(errors)} window(s) of {files} file(s) could not be read, their tiles recorded as nodata "
+    return (f"{counted(len(errors), 'window')} of {counted(files, 'file')} could not be read, their tiles recorded "
+            "as nodata "
             f"({param('strict')} stops the run instead), e.g. {redact(errors[0][1])}")
 
 

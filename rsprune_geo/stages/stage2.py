@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from rasterio.crs import CRS
 
-from ..config import ClusteringMode, RunConfig, Runtime
+from ..config import ClusteringMode, MetricMode, RunConfig, Runtime
 from ..errors import InputError, param
 from ..evaluation import evaluate_run, independent_encoder_name
 from ..features import Encoder, encoder_info
@@ -30,7 +30,8 @@ from .budget import Budget
 from .clustering import SceneCentroids, assign_to_centroids, self_clusters
 from .columns import TileColumns
 from .passes import Encoding, run_pass
-from .priorbank import CentroidSpec, PriorBank, bank_centroids
+from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_model
+from .scenemetric import metric_and_views
 from .selection import (
     AppliedSelection,
     HeldBefore,
@@ -66,6 +67,8 @@ class Stage2Options:
     label_column: str
     eval_encoder: str | None
     extend: str | None = None
+    metric: MetricMode = MetricMode.BANK
+    views: int | None = None
 
     @classmethod
     def from_config(cls, config: RunConfig) -> Stage2Options:
@@ -77,7 +80,7 @@ class Stage2Options:
             clustering=config.clustering, selection=SelectionOptions.from_config(config),
             cache_dir=config.cache_dir, device=config.device, runtime=config.runtime, batch_size=config.batch_size,
             evaluate=config.evaluate, labels=config.labels, label_column=config.label_column,
-            eval_encoder=config.eval_encoder, extend=config.extend,
+            eval_encoder=config.eval_encoder, extend=config.extend, metric=config.metric, views=config.views,
         )
 
     @property
@@ -152,11 +155,12 @@ def prepare_model(bank: Bank, options: Stage2Options, positions: int,
         encoder_info(independent).require_installed(f"{param('evaluate')}'s independent encoder ({independent})")
     if isinstance(bank, BankProfile):
         encoder, centroids = profile_model(bank, options.encoder, options.weights, options.centroids, options.device,
-                                           options.runtime, options.cache_root)
+                                           options.runtime, options.cache_root, options.metric, options.views)
     else:
         encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device,
                                options.runtime, str(options.cache_root))
         on_progress("prior_bank", 0, len(bank))
+        encoder = bank_model(bank, encoder, options.metric, options.views or 1, options.cache_root, on_progress)
         centroids = bank_centroids(bank, encoder, options.centroids, options.cache_root, on_progress)
     if options.batch_size:
         encoder.batch_size = options.batch_size
@@ -310,6 +314,7 @@ def _record(options: Stage2Options, model: Stage2Model, budget: Budget, candidat
     bank, encoder, centroids = model.bank, model.encoder, model.centroids
     return Stage2Record(
         encoder=encoder.name, encoder_key=encoder.cache_key, encoder_runtime=str(encoder.runtime),
+        metric=metric_and_views(encoder)[0].value, views=metric_and_views(encoder)[1],
         onnxruntime=onnxruntime_version(), weights=options.weights, prior_bank=bank.roots,
         prior_bank_fingerprint=bank.fingerprint, prior_bank_profile=isinstance(bank, BankProfile),
         prior_bank_images=len(bank), n_classes=len(bank.classes),

@@ -41,7 +41,9 @@ def make_bank(root: Path) -> Path:
 
 def cases(bank: Path, cache: Path) -> dict[str, dict]:
     """The runs recorded: inputs and parameters (``reselect``: a re-selection of another case)."""
-    common = {"cache_dir": str(cache), "encoder": "rcf-empirical", "prior_bank": (str(bank),)}
+    # the cases recorded before the bank's scene metric keep the raw cosine, so they still prove the
+    # rest unchanged; "naip-bank-metric" records the default metric
+    common = {"cache_dir": str(cache), "encoder": "rcf-empirical", "prior_bank": (str(bank),), "metric": "raw"}
     naip = [str(GEOTIFF / "opengeos-data/naip" / n) for n in
             ("m_4709963_se_14_1_20090818.tif", "m_4709963_se_14_1_20100629.tif", "m_4709963_se_14_1_20120731.tif")]
     return {
@@ -57,6 +59,7 @@ def cases(bank: Path, cache: Path) -> dict[str, dict]:
                             "params": {"tile_size": 128, "bands": "3,2,1", "scaling": "run", "keep": 0.15,
                                        "stage1": "paper", "spread": 2, "quota_by": "centroid", **common}},
         "naip-reselect": {"reselect": "naip-dates", "params": {"keep": 0.2, "max_per_cell": 0}},
+        "naip-bank-metric": {"inputs": naip, "params": {"tile_size": 128, "keep": 0.3, **common, "metric": "bank"}},
     }
 
 

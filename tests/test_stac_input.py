@@ -1,0 +1,147 @@
+"""STAC catalogues as a run's input, made by the test from the real NAIP rasters: a Catalog with a
+Collection of Items, the same items as an ItemCollection and as stac-geoparquet, an item whose
+bands are separate files, over a loopback HTTP server too; each run selects what a run over the
+same rasters by path selects, dated by the items; wrong catalogues get one line."""
+
+import http.server
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+import rsprune_geo
+from rsprune_geo.cli import main
+from rsprune_geo.errors import InputError
+
+from .conftest import NAIP, shared
+from .test_remote import RangeHandler
+
+DATES = {"20090818": "2009-08-18T17:00:00Z", "20100629": "2010-06-29T17:00:00Z"}
+OPTIONS = dict(tile_size=256, keep=0.5, stage1="paper", stage1_keep=0.5)
+
+
+def _item(name: str, href: str, assets: dict | None = None) -> dict:
+    stamp = name.rsplit("_", 1)[1][:8]
+    with rasterio.open(shared(f"opengeos-data/naip/{name}")) as src:
+        shape, transform, epsg = [src.height, src.width], list(src.transform)[:6], src.crs.to_epsg()
+    return {"type": "Feature", "stac_version": "1.1.0", "id": f"naip-{stamp}",
+            "geometry": None, "bbox": None, "links": [],
+            "properties": {"datetime": DATES[stamp], "proj:code": f"EPSG:{epsg}", "proj:shape": shape,
+                           "proj:transform": transform},
+            "assets": assets or {"visual": {"href": href, "type": "image/tiff; application=geotiff"},
+                                 "thumbnail": {"href": "thumb.png"}}}
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    """catalog.json -> collection/collection.json -> items/<id>.json, the rasters in data/ (hrefs
+    relative to each file), the same items as items.geojson and items.parquet."""
+    root = tmp_path_factory.mktemp("stac")
+    (root / "data").mkdir()
+    names = [p.split("/")[-1] for p in NAIP]
+    for name in names:
+        shutil.copy(shared(f"opengeos-data/naip/{name}"), root / "data" / name)
+    (root / "collection" / "items").mkdir(parents=True)
+    items = [_item(name, f"../../data/{name}") for name in names]
+    for item in items:
+        (root / "collection" / "items" / f"{item['id']}.json").write_text(json.dumps(item))
+    (root / "collection" / "collection.json").write_text(json.dumps({
+        "type": "Collection", "stac_version": "1.1.0", "id": "naip", "description": "NAIP", "license": "PD",
+        "extent": {}, "links": [{"rel": "item", "href": f"./items/{i['id']}.json"} for i in items]}))
+    links = [{"rel": "child", "href": "./collection/collection.json"}, {"rel": "self", "href": "./catalog.json"}]
+    (root / "catalog.json").write_text(json.dumps({
+        "type": "Catalog", "stac_version": "1.1.0", "id": "root", "description": "test", "links": links}))
+    flat = [_item(name, f"data/{name}") for name in names]
+    (root / "items.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": flat}))
+    import pyarrow.parquet as pq
+    import stac_geoparquet.arrow
+
+    with_geometry = [dict(i, geometry={"type": "Point", "coordinates": [0, 0]}, bbox=[0, 0, 0, 0]) for i in flat]
+    pq.write_table(stac_geoparquet.arrow.parse_stac_items_to_arrow(with_geometry).read_all(), root / "items.parquet")
+    return {"root": root, "names": names, "rasters": [str(root / "data" / n) for n in names]}
+
+
+def _decisions(result):
+    return result.tiles.set_index("tile_id").sort_index()[["status", "entropy", "reason"]]
+
+
+def test_a_catalogue_an_item_collection_and_stac_geoparquet_select_as_the_rasters_do(catalogue, tmp_path):
+    root = catalogue["root"]
+    by_path = rsprune_geo.run(catalogue["rasters"], None, **OPTIONS)
+    for given in ("catalog.json", "items.geojson", "items.parquet"):
+        result = rsprune_geo.run([str(root / given)], None, **OPTIONS)
+        assert _decisions(result).equals(_decisions(by_path)), given
+        assert result.record.input_paths == catalogue["rasters"]  # in the items' order, hrefs resolved
+        items = [result.record.input(p)["stac_item"] for p in result.record.input_paths]
+        assert items == ["naip-20090818", "naip-20100629"]
+        dates = sorted({str(d)[:10] for d in result.tiles["date"]})
+        assert dates == ["2009-08-18", "2010-06-29"]  # each tile dated by its item
+
+
+def test_an_item_of_separate_band_files_is_read_as_one_rgb_raster(catalogue, tmp_path):
+    source = catalogue["rasters"][0]
+    bands = {}
+    with rasterio.open(source) as src:
+        profile = dict(src.profile, count=1)
+        for key, index in (("red", 1), ("green", 2), ("blue", 3)):
+            bands[key] = tmp_path / f"B{index}.tif"
+            with rasterio.open(bands[key], "w", **profile) as dst:
+                dst.write(src.read(index), 1)
+    item = _item(catalogue["names"][0], "", {k: {"href": p.name} for k, p in bands.items()})
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    stacked = rsprune_geo.run([str(tmp_path / "item.json")], None, **OPTIONS)
+    plain = rsprune_geo.run([source], None, **OPTIONS)
+    assert np.allclose(np.sort(stacked.tiles["entropy"]), np.sort(plain.tiles["entropy"]))
+    assert stacked.record.input_paths[0].endswith(".vrt")
+
+
+def test_asset_picks_an_asset_and_wrong_catalogues_get_one_line(catalogue, tmp_path):
+    root = catalogue["root"]
+    with pytest.raises(InputError, match=r"item naip-20090818 has no asset 'nir' \(it has thumbnail, visual\)"):
+        rsprune_geo.run([str(root / "items.geojson")], None, asset="nir", **OPTIONS)
+    broken = json.loads((root / "items.geojson").read_text())
+    broken["features"][0]["assets"]["visual"]["href"] = "data/missing.tif"
+    (tmp_path / "broken.geojson").write_text(json.dumps(broken))
+    empty = {"type": "Catalog", "stac_version": "1.1.0", "id": "empty", "description": "", "links": []}
+    (tmp_path / "empty.json").write_text(json.dumps(empty))
+    for given, said in (("broken.geojson", "missing.tif: item naip-20090818's asset is not there"),
+                        ("empty.json", "no STAC item in it")):
+        out = CliRunner().invoke(main, ["run", str(tmp_path / given), "-o", str(tmp_path / "o.gpkg"), "--tile-size",
+                                        "256", "--prior-bank", "none"])
+        lines = [line for line in out.output.splitlines() if line.strip()]
+        assert out.exit_code == 1 and len(lines) == 1 and said in lines[0], out.output
+        assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_a_catalogue_over_http_reads_its_items_and_rasters_through_the_server(catalogue):
+    handler = type("Handler", (RangeHandler,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(catalogue["root"])))
+    server.requests, server.fail, server.ok, server.failed = 0, 0, 0, 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/catalog.json"
+        remote = rsprune_geo.run([url], None, **OPTIONS)
+    finally:
+        server.shutdown()
+    local = rsprune_geo.run(catalogue["rasters"], None, **OPTIONS)
+    assert all(p.startswith("/vsicurl/http://127.0.0.1:") for p in remote.record.input_paths)
+    assert sorted(remote.tiles["status"]) == sorted(local.tiles["status"])
+    assert np.allclose(np.sort(remote.tiles["entropy"]), np.sort(local.tiles["entropy"]))
+
+
+def test_the_stac_export_links_kept_tiles_back_to_their_items(catalogue, tmp_path):
+    from rsprune_geo.outputs.stac import export_stac
+
+    run = rsprune_geo.run([str(catalogue["root"] / "catalog.json")], tmp_path / "run.gpkg", **OPTIONS)
+    collection = json.loads(export_stac(run.output, tmp_path / "stac").read_text())
+    items = [json.loads(p.read_text()) for p in (tmp_path / "stac").glob("*/*.json")]
+    assert collection["type"] == "Collection" and len(items) == (run.tiles.status == "kept").sum() > 0
+    for item in items:
+        link = next(link for link in item["links"] if link["rel"] == "derived_from")
+        assert item["properties"]["rsprune:stac_item"] in ("naip-20090818", "naip-20100629")
+        assert link["href"].endswith(f"collection/items/{item['properties']['rsprune:stac_item']}.json")
