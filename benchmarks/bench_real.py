@@ -77,6 +77,7 @@ def build_mosaic(path: Path) -> Path:
 
     if path.exists():
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     images = real_images()
     variants = []
     for img in images:
