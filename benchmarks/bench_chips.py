@@ -130,7 +130,7 @@ warnings.simplefilter("ignore")
 from rsprune_geo.pipeline import dates_and_ground
 from rsprune_geo.reading.grid import plan_grid
 from rsprune_geo.reading.scan import scan_sources
-from rsprune_geo.scaleout import release_freed_memory
+from rsprune_geo.engine.scaleout import release_freed_memory
 def resident():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
 folder = sys.argv[1]
@@ -204,7 +204,7 @@ def run_peak(args: list[str]) -> tuple[int, int]:
 
 
 def main() -> None:
-    from rsprune_geo.runfile import read_run
+    from rsprune_geo.runs.runfile import read_run
 
     folder = build_chips(DATA / f"chips-{CHIPS}")
     small = build_small_chips(DATA / f"chips32-{SMALL}", SMALL)

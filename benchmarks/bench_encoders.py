@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rsprune_geo.bank.priorbank import find_prior_bank
 from rsprune_geo.features import get_encoder
 from rsprune_geo.reading.pixels import read_images
 from rsprune_geo.stages.clustering import normalise
-from rsprune_geo.stages.priorbank import find_prior_bank
 
 HERE = Path(__file__).resolve().parent
 UCMERCED = HERE.parent.parent / "shared" / "data" / "scenes" / "ucmerced"

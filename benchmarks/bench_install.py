@@ -88,8 +88,8 @@ def main() -> None:
 
 
 def report(results: dict) -> str:
-    def gb(n: float) -> str:
-        return f"{n / 1e9:.3f} GB ({n / 2**30:.2f} GiB)"
+    def gb(n: float) -> str:  # megabytes to a tenth: the default install sits near its 1 GB budget
+        return f"{n / 1e6:,.1f} MB ({n / 2**30:.2f} GiB)"
 
     lines = [f"# Install cost ({results['machine']}, Python {results['python']})", "",
              f"Wheel: {results['wheel_bytes'] / 1e6:.1f} MB (the default encoder's network and the UC Merced profile "

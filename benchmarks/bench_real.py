@@ -124,7 +124,7 @@ def command_times(args: list[str], env: dict | None = None, before=None, after=N
 PIXELS = """
 import json, shutil, sys
 import rsprune_geo
-import rsprune_geo.stages.window as window
+import rsprune_geo.engine.window as window
 mosaic, bank, cache = sys.argv[1:4]
 decoded = {"n": 0}
 real = window.read_for_scoring
@@ -135,7 +135,8 @@ window.read_for_scoring = spy
 out = {}
 for name, extra in (("bank", {}), ("paper", {"stage1": "paper", "stage1_keep": 0.5})):
     decoded["n"] = 0
-    rsprune_geo.run([mosaic], prior_bank=(bank,), keep=0.15, cache_dir=cache, **extra)
+    # a cache of its own: the paper rule's second pass would find the bank run's embeddings
+    rsprune_geo.run([mosaic], prior_bank=(bank,), keep=0.15, cache_dir=f"{cache}/{name}", **extra)
     out[name] = decoded["n"]
 print(json.dumps(out))
 """
@@ -148,9 +149,9 @@ def summary(times: list[float]) -> dict:
 def encoder_probe(record, cache: Path, n_images: int = 512):
     """The run's encoder alone on images already at its input size: its batch sizes (its own,
     and the batch a run hands it) and a function timing one pass over the images at a batch."""
-    from rsprune_geo.stages.bankprofile import bank_encoder
-    from rsprune_geo.stages.passes import _batch_size
-    from rsprune_geo.stages.priorbank import find_prior_bank
+    from rsprune_geo.bank.priorbank import find_prior_bank
+    from rsprune_geo.bank.profile import bank_encoder
+    from rsprune_geo.engine.passes import run_batch_size
 
     bank = find_prior_bank([UCMERCED])
     encoder = bank_encoder(record.stage2.encoder, bank.paths, cache_dir=str(cache))
@@ -164,7 +165,7 @@ def encoder_probe(record, cache: Path, n_images: int = 512):
             encoder.encode(images[i : i + batch])
         return len(images) / (time.perf_counter() - t0)
 
-    return sorted({encoder.batch_size, _batch_size(encoder)}), rate
+    return sorted({encoder.batch_size, run_batch_size(encoder)}), rate
 
 
 def encoder_rates(record, cache: Path) -> dict[int, list[float]]:

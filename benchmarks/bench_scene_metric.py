@@ -37,8 +37,8 @@ def encode_all(encoder, images: np.ndarray) -> tuple[np.ndarray, float]:
 
 def judge(vectors: np.ndarray, labels: np.ndarray, splits: list[np.ndarray]) -> dict:
     """Accuracy and per-class recall of nearest-centroid scenes, raw and with the bank metric."""
+    from rsprune_geo.bank.metric import SceneMetric
     from rsprune_geo.stages.clustering import assign_to_centroids, fit_scene_centroids
-    from rsprune_geo.stages.scenemetric import SceneMetric
 
     classes = np.unique(labels)
     out = {}
@@ -61,11 +61,11 @@ def judge(vectors: np.ndarray, labels: np.ndarray, splits: list[np.ndarray]) -> 
 
 
 def main() -> None:
+    from rsprune_geo.bank.metric import ViewsEncoder
+    from rsprune_geo.bank.priorbank import CentroidSpec, find_prior_bank
+    from rsprune_geo.bank.profile import load_profile, profile_model
     from rsprune_geo.config import DEFAULT_ENCODER
     from rsprune_geo.reading.pixels import read_images
-    from rsprune_geo.stages.bankprofile import load_profile, profile_model
-    from rsprune_geo.stages.priorbank import CentroidSpec, find_prior_bank
-    from rsprune_geo.stages.scenemetric import ViewsEncoder
 
     scenes = SHARED / "scenes" / "ucmerced"
     if not scenes.is_dir():

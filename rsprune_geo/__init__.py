@@ -11,9 +11,10 @@ from .reading.pixels import Scaling, read_window, source_scaling
 from .reading.scan import open_sources
 from .reading.sources import RasterSource, open_lazy, open_source
 from .reading.tiling import make_tiles
-from .result import RunResult
-from .runfile import check_run, read_run
-from .schema import RunRecord, Status
+from .runs.record import RunRecord
+from .runs.result import RunResult
+from .runs.runfile import check_run, read_run
+from .runs.vocabulary import Status
 from .stages.information import apply_information_filter, grey_levels, score_tiles, shannon_entropy, tile_statistics
 
 __all__ = [

@@ -11,116 +11,48 @@ from __future__ import annotations
 import typing
 from collections.abc import Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
+from .choices import (
+    CellPeriod,
+    Choice,
+    ClusteringMode,
+    EdgeMode,
+    GeoSpread,
+    MetricMode,
+    QuotaMode,
+    Runtime,
+    ScalingScope,
+    Scheduler,
+    Stage1Rule,
+)
 from .errors import InputError, param
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from rasterio.crs import CRS
 
 
-class Choice(StrEnum):
-    """The words a parameter allows. Members are strings (``EdgeMode.DROP == "drop"``), and
-    :meth:`parse` is the one place a word is checked: an unknown one is an :class:`InputError`
-    naming the parameter and the words it takes."""
-
-    @classmethod
-    def parse(cls, value: Any, name: str) -> Self:
-        """The member for ``value`` (a member or its word) given as parameter ``name``."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise InputError(f"{param(name)} {value}: use one of {', '.join(cls.words())}") from None
-
-    @classmethod
-    def words(cls) -> tuple[str, ...]:
-        """The allowed words, in order."""
-        return tuple(member.value for member in cls)
 
 
-class Stage1Rule(Choice):
-    """How stage 1 judges information. ``bank``: against the prior bank (a floor below which no
-    scene of the bank goes, then any top-fraction cut taken within each scene); ``paper``: the
-    paper's global top fraction by entropy (D_H↑30%)."""
-
-    BANK = "bank"
-    PAPER = "paper"
 
 
-class EdgeMode(Choice):
-    """Partial tiles at a raster's edge: dropped, or padded with nodata."""
-
-    DROP = "drop"
-    PAD = "pad"
 
 
-class ScalingScope(Choice):
-    """How non-uint8 values are scaled to grey levels: per source, or one scaling for the run."""
-
-    SOURCE = "source"
-    RUN = "run"
 
 
-class Scheduler(Choice):
-    """Where local stage-1 work runs: threads, processes, or this thread (sync)."""
-
-    THREADS = "threads"
-    PROCESSES = "processes"
-    SYNC = "sync"
 
 
-class ClusteringMode(Choice):
-    """Stage-2 clustering: assign tiles to the prior bank's centroids, or k-means on the tiles."""
-
-    PRIOR = "prior"
-    SELF = "self"
 
 
-class QuotaMode(Choice):
-    """How the budget is shared: among centroids, or among scenes first, then their centroids."""
-
-    CENTROID = "centroid"
-    SCENE = "scene"
 
 
-class MetricMode(Choice):
-    """Which metric nearest-scene decisions use: the one the prior bank's labels fit in closed
-    form (``bank``: within-class whitening), or the encoder's own cosine (``raw``)."""
-
-    BANK = "bank"
-    RAW = "raw"
 
 
-class Runtime(Choice):
-    """Where an encoder's network runs: ``auto`` (onnxruntime on a CPU, int8 where the encoder
-    allows it and prior-bank images calibrate it; torch on CUDA), or one runtime by name."""
-
-    AUTO = "auto"
-    TORCH = "torch"
-    ONNX = "onnx"
-    ONNX_INT8 = "onnx-int8"
 
 
-class CellPeriod(Choice):
-    """What a per-cell cap counts within: the whole run, each year, or each season of the year
-    (December–February, March–May, June–August, September–November)."""
-
-    ALL = "all"
-    YEAR = "year"
-    SEASON = "season"
 
 
-class GeoSpread(Choice):
-    """Whether selection prefers tiles far in space and time from those kept: ``auto`` turns it
-    on when tiles share ground or span several dates."""
-
-    AUTO = "auto"
-    ON = "on"
-    OFF = "off"
 
 
 #: The paper's stage-1 fraction (D_H↑30%): the top 30% of images by entropy.
@@ -337,17 +269,44 @@ class RunConfig:
     workers: int | None = option(None, "Start a local Dask cluster of N worker processes.", low=1,
                                  group="scale-out")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as JSON-able data (choices as their words, tuples as lists), as a run
+        record stores them."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value.value if isinstance(value, Choice) \
+                else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], legacy: dict[str, Any] | None = None) -> RunConfig:
+        """The parameters stored as ``data`` (:meth:`to_dict`): keys this version does not know
+        are dropped, those ``data`` lacks take ``legacy``'s value (what an older version used),
+        else the default; words are read back as their :class:`Choice`."""
+        known = {f.name for f in fields(cls)}
+        stored = {**(legacy or {}), **data}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
+        config = cls(**values)
+        return replace(config, **config._words())
+
+    def _words(self) -> dict[str, Any]:
+        """The parameters that take a word, as their :class:`Choice` (an unknown word raises)."""
+        words: dict[str, Any] = {}
+        for f, _, kind in run_options():
+            value = getattr(self, f.name)
+            choice = choices_of(kind)
+            if choice is not None and value is not None:
+                words[f.name] = choice.parse(value, f.name)
+        return words
+
     def validated(self) -> RunConfig:
         """A checked, normalised copy (words as their :class:`Choice`, bands parsed, prior banks
         as a tuple of strings, ``k`` overriding ``k_per_class``); raises :class:`InputError` for a
         parameter out of range or a word a parameter does not take."""
-        words: dict[str, Any] = {}
-        for f, _, kind in run_options():
-            value = getattr(self, f.name)
-            check_value(f, value)
-            choice = choices_of(kind)
-            if choice is not None and value is not None:
-                words[f.name] = choice.parse(value, f.name)
+        for f, _, _ in run_options():
+            check_value(f, getattr(self, f.name))
+        words = self._words()
         bank = self.prior_bank
         banks = (str(bank),) if isinstance(bank, (str, Path)) else tuple(str(p) for p in bank)
         out = replace(self, bands=parse_bands(self.bands), prior_bank=banks,

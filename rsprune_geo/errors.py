@@ -1,5 +1,7 @@
 """Errors that rsprune_geo reports to users as one clear line."""
 
+from typing import TypedDict
+
 
 class RsPruneError(Exception):
     """A problem with the user's input or environment, worded for the user.
@@ -14,6 +16,13 @@ class InputError(RsPruneError):
 
 class OutputError(RsPruneError):
     """An output that cannot be written."""
+
+
+class SkippedInput(TypedDict):
+    """An input a run (or a prior bank) could not use, and why: the error's one line."""
+
+    path: str
+    error: str
 
 
 def counted(n: int, word: str, plural: str | None = None) -> str:

@@ -4,6 +4,7 @@ baselines on the same candidates and budget; metrics in an independent encoder's
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,21 +12,61 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .config import QuotaMode
-from .errors import InputError
-from .features.cache import EmbeddingCache
-from .schema import Status
-from .stages.bankprofile import bank_encoder
+from .bank.priorbank import PriorBank, load_prior_bank
+from .bank.profile import bank_encoder
+from .choices import QuotaMode, Runtime
+from .config import RunConfig
+from .engine.embedding import embed_tiles
+from .errors import InputError, param
+from .features.cache import EmbeddingCache, default_cache_dir
+from .features.registry import encoder_info, independent_encoder_name
+from .runs.vocabulary import Status
 from .stages.budget import Budget
 from .stages.clustering import SceneCentroids, assign_to_centroids, normalise, self_clusters
-from .stages.embedding import embed_tiles
-from .stages.priorbank import PriorBank, load_prior_bank
-from .stages.selection import select_tiles
+from .stages.selection import AppliedSelection, SelectionOptions, select_tiles
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .stages.stage2 import Stage2Options
+    from .engine.columns import TileColumns
+    from .engine.plan import RunPlan
+    from .stages.stage1 import Stage1Result
+    from .stages.stage2 import Stage2Model
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What the evaluation needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`):
+    the truth (``labels``, ``label_column``), the run's ``encoder`` and the independent one
+    (``eval_encoder``), the prior bank, where embeddings are cached, the runtime and the
+    selection the baselines share with RS-Prune."""
+
+    labels: str | None
+    label_column: str
+    encoder: str
+    eval_encoder: str | None
+    prior_bank: tuple[str, ...]
+    cache_dir: str | None
+    runtime: Runtime
+    selection: SelectionOptions
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> EvaluationOptions:
+        """The evaluation's options of a (validated) run configuration."""
+        return cls(labels=config.labels, label_column=config.label_column, encoder=config.encoder,
+                   eval_encoder=config.eval_encoder, prior_bank=tuple(config.prior_bank), cache_dir=config.cache_dir,
+                   runtime=config.runtime, selection=SelectionOptions.from_config(config))
+
+    @property
+    def cache_root(self) -> Path:
+        """The embedding cache folder."""
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    def check_encoder(self) -> None:
+        """Raise :class:`~rsprune_geo.errors.InputError` (naming the extra to install) when the
+        independent encoder cannot run here: called before a run's work, not after it."""
+        name = independent_encoder_name(self.encoder, self.eval_encoder)
+        encoder_info(name).require_installed(f"{param('evaluate')}'s independent encoder ({name})")
 
 #: Labels that mean "not a land cover": such tiles (and tiles dropped as nodata) count as junk.
 JUNK_LABELS = ("junk", "nodata", "blank", "cloud", "no_data", "open_water")
@@ -293,14 +334,6 @@ def run_ground(tiles: pd.DataFrame) -> dict[str, np.ndarray | None] | None:
     return {"cells": tiles["ground_cell"].to_numpy(), "dates": dates, "centres": centres}
 
 
-def independent_encoder_name(run_encoder: str, requested: str | None = None) -> str:
-    """The encoder coverage and Fréchet are measured with: ``requested``, else one unlike the
-    run's (``rcf-empirical``, or ``efficientnet-lite0`` when the run used RCF)."""
-    if requested:
-        return requested
-    return "efficientnet-lite0" if run_encoder.startswith("rcf") else "rcf-empirical"
-
-
 def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list[str], seed: int,
                            cache_root, on_progress=None, runtime: str = "auto") -> np.ndarray:
     """Every tile embedded by the independent encoder ``name`` (cached like any run's)."""
@@ -312,12 +345,12 @@ def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list
 
 
 def evaluate_run(tiles: gpd.GeoDataFrame, vectors: np.ndarray, kept: np.ndarray, pool: np.ndarray,
-                 pool_ids: np.ndarray, pool_dist: np.ndarray, centroids: SceneCentroids, options: Stage2Options,
+                 pool_ids: np.ndarray, pool_dist: np.ndarray, centroids: SceneCentroids, options: EvaluationOptions,
                  budget: Budget, sources, scalings, on_progress=None, bank: PriorBank | None = None) -> pd.DataFrame:
     """The evaluation table of a run (``evaluate``): RS-Prune (the ``kept`` mask over the tiles)
     and the baselines on the same candidates (``pool``, rows of ``tiles``, with their clusters and
     distances) and budget, by true labels when ``options.labels`` is given; ``vectors`` embed
-    every tile (rows of ``tiles``), ``options`` are the run's stage-2 options and ``bank`` its
+    every tile (rows of ``tiles``), ``options`` are the run's evaluation options and ``bank`` its
     prior bank (loaded again when not given)."""
     n = len(tiles)
     if len(vectors) != n:
@@ -347,3 +380,24 @@ def evaluate_run(tiles: gpd.GeoDataFrame, vectors: np.ndarray, kept: np.ndarray,
                                independent, labels, junk, sel.seed, ground=run_ground(tiles))
     table.attrs["independent_encoder"] = name
     return table
+
+
+def evaluate_stage2(plan: RunPlan, options: EvaluationOptions, columns: TileColumns, stage1: Stage1Result,
+                    model: Stage2Model, applied: AppliedSelection, on_progress=None) -> pd.DataFrame:
+    """The evaluation table of a run just selected: every tile (read back from the staged parts,
+    in their order) and its embedding from stage 2's ``model``, the final decisions, and the
+    candidates of the ``applied`` selection."""
+    from .runs.tiletable import read_tiles
+    from .runs.vocabulary import status_code
+
+    if model.scratch is None or plan.parts is None:
+        raise ValueError("evaluation needs every tile embedded in the run's staged parts")
+    tiles = read_tiles(plan.parts)
+    positions = np.concatenate([plan.grid.task_positions(t) for t in plan.grid.tasks])
+    row_of = np.full(len(columns), -1, dtype=np.int64)
+    row_of[positions] = np.arange(positions.size)
+    kept = columns.status[positions] == status_code(Status.KEPT)
+    bank = model.bank if isinstance(model.bank, PriorBank) else None
+    return evaluate_run(tiles, np.asarray(model.scratch.array[positions]), kept, row_of[applied.pool],
+                        applied.pool_cluster, applied.pool_distance, model.centroids, options, stage1.budget,
+                        plan.sources, stage1.scalings, on_progress=on_progress, bank=bank)

@@ -16,23 +16,28 @@ import numpy as np
 import pandas as pd
 from rasterio.crs import CRS
 
-from .config import RunConfig, Stage1Rule, resolve_crs
-from .errors import InputError, counted, param
+from .bank.profile import BankProfile, open_bank
+from .choices import Stage1Rule
+from .config import RunConfig, resolve_crs
+from .engine.columns import TileColumns
+from .engine.plan import RunPlan
+from .engine.scaleout import dask_client, release_freed_memory
+from .engine.window import Encode
+from .errors import InputError, SkippedInput, counted, param
+from .evaluation import EvaluationOptions, evaluate_stage2
 from .outputs.runfolder import Staging, check_output, finish, load_tiles, write_decisions
 from .progress import ProgressCallback, no_progress
-from .reading.grid import RunGrid, ground_grid, plan_grid
+from .reading.grid import RunGrid, plan_grid
+from .reading.ground import ground_grid
 from .reading.pixels import Scaling, has_credentials, redact
 from .reading.scan import SourceTable, distinct, scan_sources
 from .reading.sources import RasterSource, SourceDates, source_dates
-from .result import RunResult
-from .runinputs import InputDates, SourceInputs, is_table
-from .scaleout import dask_client, release_freed_memory
-from .schema import GroundRecord, ReasonContext, RunRecord
-from .stages.bankprofile import BankProfile, open_bank
-from .stages.columns import TileColumns
-from .stages.stage1 import RunPlan, Stage1Options, matched_to_bank, run_stage1
-from .stages.stage2 import Stage2Options, Stage2Result, prepare_model, run_stage2
-from .stages.window import Encode
+from .runs.inputs import InputDates, InputEntry, SourceInputs, is_table
+from .runs.record import GroundRecord, RunRecord
+from .runs.result import RunResult
+from .runs.vocabulary import ReasonContext
+from .stages.stage1 import Stage1Options, Stage1Result, matched_to_bank, run_stage1
+from .stages.stage2 import Stage2Model, Stage2Options, Stage2Result, prepare_model, run_stage2
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +76,8 @@ def package_versions() -> dict[str, str]:
 def plan_tiles(sources: Sequence[RasterSource], config: RunConfig) -> RunGrid:
     """The run's tile grid (see :func:`~rsprune_geo.reading.grid.plan_grid`), logged."""
     grid = plan_grid(sources, config.tile_size, config.stride, config.edge, config.chips, config.aoi, config.group_px)
-    log.info("tiling: %d tile(s) of %d px from %d source(s), edge %s", grid.count, config.tile_size, len(sources),
-             config.edge)
+    log.info("tiling: %s of %d px from %s, edge %s", counted(grid.count, "tile"), config.tile_size,
+             counted(len(sources), "source"), config.edge)
     return grid
 
 
@@ -139,6 +144,8 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
         stage2_options = Stage2Options.from_config(config) if options.budget.stage2 else None
         if stage2_options is not None:
             assert bank is not None
+            if config.evaluate:
+                EvaluationOptions.from_config(config).check_encoder()
             model = prepare_model(bank, stage2_options, grid.size, on_progress)
         single = model is not None and (options.rule is Stage1Rule.BANK or config.evaluate)
         encoding = model.encoding(Encode.ALL if config.evaluate else Encode.PASSED) if single and model else None
@@ -148,7 +155,7 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
         context = ReasonContext(max_nodata=config.max_nodata, entropy_min=config.entropy_min,
                                 floor=stage1.floor.bits if stage1.floor is not None else None,
                                 cut_bits=stage1.cut[0], cut_count=stage1.cut[1])
-        stage2 = None
+        stage2 = evaluation = None
         if stage2_options is not None and stage1.budget.stage2:
             assert model is not None
             stage2 = run_stage2(plan, stage2_options, columns, stage1, model, on_progress)
@@ -156,12 +163,15 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
                               floor=context.floor, cut_bits=context.cut_bits, cut_count=context.cut_count)
             stage2.record.bank_skipped = bank_skipped
             timings.update(stage2.timings)
+            if config.evaluate:
+                evaluation = _evaluate(plan, config, columns, stage1, model, stage2, timings, on_progress)
         ground.cells = columns.cells_count()
         record = make_record(sources, stage1.scalings, config, crs, timings, columns, grid.dates, ground)
         record.stage1, record.stage2 = stage1.record, stage2.record if stage2 else None
-        record.skipped = [{key: redact(str(value)) for key, value in item.items()} for item in skipped]
+        record.skipped = [SkippedInput(path=redact(item['path']), error=redact(item['error'])) for item in skipped]
         record.warnings = _bank_warnings(bank_skipped) + stage1.warnings
-        return _write(staging, plan, columns, context, record, stage2, timings, overwrite, config, on_progress)
+        return _write(staging, plan, columns, context, record, stage2, evaluation, timings, overwrite, config,
+                      on_progress)
     except BaseException:
         staging.discard()
         raise
@@ -170,16 +180,27 @@ def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwr
             model.close()
 
 
-def _bank_warnings(bank_skipped: list[dict]) -> list[str]:
+def _bank_warnings(bank_skipped: list[SkippedInput]) -> list[str]:
     """The run record's warning about unreadable prior-bank images, if any."""
     if not bank_skipped:
         return []
     return [f"prior bank: {counted(len(bank_skipped), 'unreadable image')} skipped, e.g. {bank_skipped[0]['path']}"]
 
 
+def _evaluate(plan: RunPlan, config: RunConfig, columns: TileColumns, stage1: Stage1Result, model: Stage2Model,
+              stage2: Stage2Result, timings: dict[str, float], on_progress: ProgressCallback) -> pd.DataFrame:
+    """The run's evaluation (``evaluate``), after stage 2 and apart from it."""
+    t0 = time.perf_counter()
+    on_progress("evaluation", 0, 1)
+    table = evaluate_stage2(plan, EvaluationOptions.from_config(config), columns, stage1, model, stage2.applied,
+                            on_progress)
+    timings["evaluation"] = time.perf_counter() - t0
+    return table
+
+
 def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: ReasonContext, record: RunRecord,
-           stage2: Stage2Result | None, timings: dict[str, float], overwrite: bool, config: RunConfig,
-           on_progress: ProgressCallback) -> RunResult:
+           stage2: Stage2Result | None, evaluation: pd.DataFrame | None, timings: dict[str, float], overwrite: bool,
+           config: RunConfig, on_progress: ProgressCallback) -> RunResult:
     """Write the decisions back to the tile table and give the output asked for (a GeoPackage, a
     run folder, or, without one, the tiles in memory)."""
     t0 = time.perf_counter()
@@ -187,8 +208,8 @@ def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: Reaso
     write_decisions(staging, plan.grid, columns, context, stage2 is not None, plan.client, on_progress)
     release_freed_memory()
     layers: dict[str, pd.DataFrame] = {"clusters": stage2.clusters} if stage2 is not None else {}
-    if stage2 is not None and stage2.evaluation is not None:
-        layers["evaluation"] = stage2.evaluation.reset_index()
+    if evaluation is not None:
+        layers["evaluation"] = evaluation.reset_index()
     timings["write"] = time.perf_counter() - t0
     record.timings = dict(timings)
     tiles = load_tiles(staging) if staging.output is None else None
@@ -197,7 +218,7 @@ def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: Reaso
         staging.discard()
     on_progress("writing", 1, 1)
     return RunResult(record=record, output=output, timings=timings, clusters=stage2.clusters if stage2 else None,
-                     evaluation=stage2.evaluation if stage2 else None, tiles=tiles)
+                     evaluation=evaluation, tiles=tiles)
 
 
 def dates_and_ground(grid: RunGrid, crs: CRS | None, date_pattern: str | None = None
@@ -209,8 +230,8 @@ def dates_and_ground(grid: RunGrid, crs: CRS | None, date_pattern: str | None = 
     dates = source_dates(_sources(grid), date_pattern)
     dated = dates.dated()
     if date_pattern and dated < len(dates):
-        log.warning("%d of %d raster(s) have no date (%s matched no file name, and no metadata says it)",
-                    len(dates) - dated, len(dates), param("date_pattern"))
+        log.warning("%d of %s without a date (%s matched no file name, and no metadata gives one)",
+                    len(dates) - dated, counted(len(dates), "raster"), param("date_pattern"))
     ground = ground_grid(grid, crs)
     record = GroundRecord(cell_size=None if np.isnan(ground.size) else ground.size,
                           origin=None if np.isnan(ground.origin[0]) else list(ground.origin))
@@ -227,9 +248,9 @@ def _sources(grid: RunGrid) -> Sequence[RasterSource]:
     return grid.chips.sources if grid.chips is not None else [g.source for g in grid.sources]
 
 
-def input_entries(sources: Sequence[RasterSource], scalings: Sequence[Scaling]) -> list[dict[str, Any]]:
+def input_entries(sources: Sequence[RasterSource], scalings: Sequence[Scaling]) -> list[InputEntry]:
     """The record's entry of each input: path, fingerprint, key, CRS, size, bands, mask, stretch
-    (:class:`~rsprune_geo.runinputs.SourceInputs`, as a list)."""
+    (:class:`~rsprune_geo.runs.inputs.SourceInputs`, as a list)."""
     return list(SourceInputs(sources, scalings))
 
 
@@ -237,11 +258,9 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
                 timings: dict[str, float], columns: TileColumns, dates: SourceDates | None = None,
                 ground: GroundRecord | None = None) -> RunRecord:
     """The :class:`RunRecord` of a run: parameters, versions, inputs with their stretch, counts,
-    and its ``ground`` given each input's date. Beyond :data:`~rsprune_geo.runinputs.INLINE_INPUTS`
+    and its ``ground`` given each input's date. Beyond :data:`~rsprune_geo.runs.inputs.INLINE_INPUTS`
     inputs (a folder of chips) the inputs stay a view of the sources, written as a table of their
     own, and so do their dates."""
-    from dataclasses import asdict
-
     inputs = SourceInputs(sources, scalings, dates)
     ground = ground or GroundRecord()
     ground.dates = (InputDates(inputs) if is_table(inputs)
@@ -250,7 +269,7 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
     return RunRecord(
         run_id=run_id,
         created=created,
-        parameters={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        parameters=config,
         versions=package_versions(),
         crs=crs.to_string() if crs is not None else None,
         inputs=inputs if is_table(inputs) else list(inputs),

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RunConfig, Stage1Rule
+from .bank.profile import open_bank
+from .choices import Stage1Rule
+from .config import RunConfig
+from .engine.passes import run_batch_size
 from .errors import counted
 from .reading.grid import RunGrid, SourceGrid
 from .reading.scan import scan_sources
-from .stages.bankprofile import open_bank
 from .stages.stage1 import matched_to_bank
 
 #: Chips whose sizes are read to estimate a folder's bytes (the rest are taken alike).
@@ -39,11 +41,13 @@ class RunEstimate:
         tasks: window tasks (each reads its windows once).
         bytes_to_decode: bytes the tasks' windows decode (every pixel of a window once).
         tiles_to_encode: tiles the encoder sees; under the bank rule an upper bound (the floor and
-            the nodata limit drop some first).
+            the nodata limit drop some first, see ``encode_bound``).
         encoder: the encoder's cache key, ``None`` without stage 2.
         images_per_s: the encoder's speed measured here on a few batches.
         decode_mb_per_s: decoding speed measured here on one sample window.
         setup_s: what preparing the prior bank and the encoder took here.
+        encode_bound: whether ``tiles_to_encode`` is an upper bound (the bank rule) rather than
+            a count (the paper's rule encodes exactly its stage-1 share).
 
     """
 
@@ -57,6 +61,7 @@ class RunEstimate:
     images_per_s: float | None
     decode_mb_per_s: float
     setup_s: float
+    encode_bound: bool = True
 
     @property
     def seconds(self) -> float:
@@ -74,7 +79,8 @@ class RunEstimate:
         """The plan as a user reads it."""
         rate = (f"{self.images_per_s:,.0f} images/s measured here ({self.encoder})" if self.images_per_s
                 else "no stage 2: nothing is encoded")
-        bound = " at most (under the bank rule the floor drops some first)" if self.images_per_s else ""
+        bound = " at most (under the bank rule the floor drops some first)" if self.images_per_s and \
+            self.encode_bound else ""
         lines = [
             f"inputs: {self.inputs:,}"
             + (f" ({self.skipped} unusable, skipped)" if self.skipped else ""),
@@ -97,14 +103,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def estimate_run(inputs: Sequence[str] | str, config: RunConfig | None = None, batches: int = 3,
+def estimate_run(inputs: Sequence[str] | str, config: RunConfig | None = None, batches: int = 5,
                  **overrides) -> RunEstimate:
     """Plan a run without running it (see the module's docstring).
 
     Args:
         inputs: paths, globs or folders, as :func:`~rsprune_geo.pipeline.run` takes them.
         config: the run's parameters (``overrides`` set its fields).
-        batches: encoder batches timed after one to warm up.
+        batches: encoder batches timed after one to warm up (the fastest counts).
         **overrides: :class:`~rsprune_geo.config.RunConfig` fields.
 
     Returns:
@@ -128,17 +134,19 @@ def estimate_run(inputs: Sequence[str] | str, config: RunConfig | None = None, b
         config = matched_to_bank(config, bank, sources)
     grid = plan_tiles(sources, config)
     to_encode, encoder, speed = 0, None, None
+    bound = config.stage1_rule is Stage1Rule.BANK
+    setup = time.perf_counter() - t0
     if bank is not None and config.stage2:
+        t0 = time.perf_counter()
         model = prepare_model(bank, Stage2Options.from_config(config), 0)
+        setup += time.perf_counter() - t0
         try:
             encoder, speed = model.encoder.cache_key, _encoder_speed(model.encoder, batches)
         finally:
             model.close()
-        to_encode = grid.count if config.stage1_rule is Stage1Rule.BANK else \
-            int(round(config.stage1_fraction * grid.count))
-    setup = time.perf_counter() - t0
+        to_encode = grid.count if bound else int(round(config.stage1_fraction * grid.count))
     return RunEstimate(len(sources), len(skipped), grid.count, len(grid.tasks), decode_bytes(grid), to_encode,
-                       encoder, speed, _decode_speed(grid), setup)
+                       encoder, speed, _decode_speed(grid), setup, bound)
 
 
 def decode_bytes(grid: RunGrid) -> int:
@@ -172,14 +180,18 @@ def _covered(offsets: np.ndarray, size: int, length: int) -> int:
 
 
 def _encoder_speed(encoder, batches: int) -> float:
-    """Images a second through ``encoder.encode``, after one batch to warm up."""
-    size, n = encoder.input_size, max(encoder.batch_size, 1)
+    """Images a second through ``encoder.encode`` at the batch a run hands it
+    (:func:`~rsprune_geo.engine.passes.run_batch_size`): its fastest of ``batches`` batches after
+    one to warm up (the encoder's floor; a run's overhead is added to it, see :data:`OVERHEAD`)."""
+    size, n = encoder.input_size, max(run_batch_size(encoder), 1)
     images = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     encoder.encode(images)
-    t0 = time.perf_counter()
+    fastest = float("inf")
     for _ in range(max(batches, 1)):
+        t0 = time.perf_counter()
         encoder.encode(images)
-    return max(batches, 1) * n / (time.perf_counter() - t0)
+        fastest = min(fastest, time.perf_counter() - t0)
+    return n / max(fastest, 1e-9)
 
 
 def _decode_speed(grid: RunGrid) -> float:

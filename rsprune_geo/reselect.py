@@ -12,21 +12,30 @@ import numpy as np
 import pandas as pd
 from rasterio.crs import CRS
 
-from .config import Stage1Rule
+from .choices import CellPeriod, GeoSpread, Stage1Rule
+from .engine.columns import TileColumns
 from .errors import InputError, param
 from .outputs.geopackage import write_geopackage
 from .outputs.runfolder import check_output, write_gpkg_from_parts
 from .outputs.temporaries import new_folder, replace_folder
-from .reading.grid import GroundGrid, parse_cells
-from .result import RunResult
-from .runfile import FOLDER_GEOPACKAGE, LAYER_FILES, TILES_FOLDER, read_layer, read_record, read_run, read_run_columns
-from .runinputs import INPUTS_FILE, is_table, table_frames
-from .schema import Reason, ReasonContext, RunRecord, Stage2Record, Status, status_code
+from .reading.ground import GroundGrid, parse_cells
+from .runs.inputs import INPUTS_FILE, is_table, table_frames
+from .runs.record import RunRecord, Stage2Record
+from .runs.result import RunResult
+from .runs.runfile import (
+    FOLDER_GEOPACKAGE,
+    LAYER_FILES,
+    TILES_FOLDER,
+    read_layer,
+    read_record,
+    read_run,
+    read_run_columns,
+)
+from .runs.tiletable import Decisions, apply_decisions, part_paths, update_part
+from .runs.vocabulary import Reason, ReasonContext, Status, status_code
 from .stages.budget import Budget
-from .stages.columns import TileColumns
 from .stages.selection import HeldBefore, SelectionOptions, apply_selection
 from .stages.stage2 import held_before
-from .tiletable import Decisions, apply_decisions, part_paths, update_part
 
 #: The columns a re-selection reads.
 COLUMNS = ("tile_id", "status", "entropy", "entropy_rank", "ground_cell", "date")
@@ -42,8 +51,8 @@ def reselect(
     seed: int | None = None,
     overwrite: bool = False,
     max_per_cell: int | None = None,
-    cell_period: str | None = None,
-    geo_spread: str | None = None,
+    cell_period: CellPeriod | str | None = None,
+    geo_spread: GeoSpread | str | None = None,
 ) -> RunResult:
     """A new selection from the clusters, distances and entropy ranks stored in ``run_file`` (a
     GeoPackage or a run folder), written to ``output``: a GeoPackage, or a run folder for a run
@@ -75,15 +84,15 @@ def reselect(
     rule = Stage1Rule.parse(record.stage1.rule if record.stage1 else Stage1Rule.PAPER, "stage1")
     clusters = None
     context = ReasonContext(budget=budget.keep_count, dedup=options.dedup, max_per_cell=options.max_per_cell,
-                            period=options.cell_period.value)
+                            period=options.cell_period)
     if stage2 is not None and (rule is Stage1Rule.BANK or budget.keep_fraction < budget.stage1_fraction):
         clusters = read_layer(source, "clusters")
         stage2 = _select_again(frame, columns, clusters, rule, budget, options, stage2, context, record)
     else:  # stage 1 alone decides: the top of the entropy ranking
         _entropy_top(columns, budget.keep_count)
-    params = dict(record.parameters, keep=keep, uniformity=options.uniformity, spread=options.spread,
-                  seed=options.seed, max_per_cell=options.max_per_cell or 0, cell_period=options.cell_period.value,
-                  geo_spread=options.geo_spread.value)
+    params = replace(record.parameters, keep=keep, uniformity=options.uniformity, spread=options.spread,
+                     seed=options.seed, max_per_cell=options.max_per_cell or 0, cell_period=options.cell_period,
+                     geo_spread=options.geo_spread)
     run_id, created = RunRecord.now()
     warnings = [w for w in record.warnings if not Budget.is_note(w)] + budget.notes()
     new_record = record.updated(parameters=params, stage2=stage2, reselected_from=str(run_file), run_id=run_id,

@@ -16,14 +16,15 @@ from rsprune_geo.cli import run as run_cmd
 from rsprune_geo.cli.options import cli_message, flag_of
 from rsprune_geo.cli.progress import TqdmProgress
 from rsprune_geo.config import RunConfig, option_schema, run_options
+from rsprune_geo.engine.columns import TileColumns
+from rsprune_geo.engine.scaleout import map_tasks
 from rsprune_geo.errors import InputError
 from rsprune_geo.features import encoder_info, get_encoder, list_encoders, register_encoder
 from rsprune_geo.features.base import Encoder
 from rsprune_geo.reading.pixels import Scaling, choose_bands, read_preview, window_inside
-from rsprune_geo.runfile import read_run
-from rsprune_geo.scaleout import map_tasks
-from rsprune_geo.schema import STATUS_COLORS, Reason, RunRecord, Status, status_code
-from rsprune_geo.stages.columns import TileColumns
+from rsprune_geo.runs.record import RunRecord
+from rsprune_geo.runs.runfile import read_run
+from rsprune_geo.runs.vocabulary import STATUS_COLORS, Reason, Status, status_code
 from rsprune_geo.stages.selection import SelectionOptions, apply_selection
 
 from .conftest import REPO, shared
@@ -252,27 +253,14 @@ def _module_name(path: Path, root: Path = REPO) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _type_checking_only(tree: ast.Module) -> set[int]:
-    """Ids of the import nodes under ``if TYPE_CHECKING:`` (never run, so never a cycle)."""
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            out.update(id(inner) for stmt in node.body for inner in ast.walk(stmt))
-    return out
-
-
 def _import_targets(path: Path, known: set[str], root: Path = REPO) -> set[str]:
-    """Package modules ``path`` imports when it runs: at module level and inside functions
-    alike (an import inside a function still ties the modules; only ``TYPE_CHECKING`` ones are
-    left out)."""
+    """Package modules ``path`` imports: at module level, inside functions and under
+    ``TYPE_CHECKING`` alike (each of them ties the modules, whether or not it runs)."""
     name = _module_name(path, root)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skip = _type_checking_only(tree)
     targets = set()
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
             continue
@@ -316,25 +304,51 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_import_graph_has_no_cycle_counting_imports_inside_functions():
+def test_the_import_graph_has_no_cycle_counting_imports_inside_functions_and_type_only_ones():
     graph = import_graph(PACKAGE)
     assert graph["rsprune_geo.reading.pixels"] <= {"rsprune_geo.errors"}  # the pixel layer sits at the bottom
-    assert graph["rsprune_geo.errors"] == set() and graph["rsprune_geo.config"] <= {"rsprune_geo.errors"}
+    assert graph["rsprune_geo.errors"] == set() and graph["rsprune_geo.choices"] <= {"rsprune_geo.errors"}
+    assert graph["rsprune_geo.config"] <= {"rsprune_geo.errors", "rsprune_geo.choices"}
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-def test_the_cycle_check_sees_imports_inside_functions_and_skips_type_checking_ones(tmp_path):
+def test_the_cycle_check_sees_imports_inside_functions_and_type_checking_ones(tmp_path):
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "a.py").write_text("from . import b\n")
     (package / "b.py").write_text("def late():\n    from .a import thing\n")  # a -> b -> a, hidden in a function
     (package / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .d import D\n")
-    (package / "d.py").write_text("from .c import x\n")
+    (package / "d.py").write_text("from .c import x\n")  # c -> d -> c, one side type-only
     graph = import_graph(package, tmp_path)
-    assert graph["pkg.b"] == {"pkg.a"} and graph["pkg.c"] == set()
+    assert graph["pkg.b"] == {"pkg.a"} and graph["pkg.c"] == {"pkg.d"}
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.a"]
+    (package / "b.py").write_text("")
+    assert find_cycle(import_graph(package, tmp_path)) == ["pkg.c", "pkg.d", "pkg.c"]
+
+
+def test_each_room_holds_its_own_and_imports_downwards():
+    graph = import_graph(PACKAGE)
+    rooms = {name.split(".")[1] for name in graph if name.count(".") >= 1}
+    assert {"runs", "engine", "bank", "stages", "reading", "features", "outputs"} <= rooms
+    for name, targets in graph.items():
+        if name.startswith("rsprune_geo.stages."):  # a stage never calls its judge, a writer or a face
+            assert not {t for t in targets if t.startswith(("rsprune_geo.evaluation", "rsprune_geo.outputs",
+                                                            "rsprune_geo.pipeline", "rsprune_geo.cli"))}, name
+        if name.startswith(("rsprune_geo.runs.", "rsprune_geo.reading.", "rsprune_geo.features.")):
+            # below the stages and the engine; scale-out (where tasks run) is the engine's floor
+            above = {t for t in targets if t.startswith(("rsprune_geo.stages", "rsprune_geo.engine"))}
+            assert above <= {"rsprune_geo.engine.scaleout"}, name
+    vocabulary = _imports(PACKAGE / "runs" / "vocabulary.py")
+    assert not {n for n in vocabulary if n.startswith(("rasterio", "geopandas", "shapely", "pyogrio", "..reading"))}
+    assert graph["rsprune_geo.runs.vocabulary"] <= {"rsprune_geo.errors", "rsprune_geo.choices"}  # no raster library
+
+
+def test_no_module_in_the_package_is_over_500_lines():
+    long = {str(p.relative_to(REPO)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert not long, long
 
 
 def test_no_function_in_the_package_is_over_80_lines():

@@ -10,9 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 import rsprune_geo
-from rsprune_geo.cli import main
-from rsprune_geo.errors import InputError
-from rsprune_geo.stages.bankprofile import (
+from rsprune_geo.bank.priorbank import find_prior_bank
+from rsprune_geo.bank.profile import (
     DEFAULT_PROFILE,
     BankProfile,
     _reachable_sizes,
@@ -21,8 +20,9 @@ from rsprune_geo.stages.bankprofile import (
     load_profile,
     open_bank,
 )
+from rsprune_geo.cli import main
+from rsprune_geo.errors import InputError
 from rsprune_geo.stages.information import bank_entropies
-from rsprune_geo.stages.priorbank import find_prior_bank
 
 from .conftest import NAIP, UCMERCED, shared
 
@@ -67,7 +67,7 @@ def test_a_profile_selects_what_its_folder_selects(small_bank, tmp_path, raster)
 def test_a_profile_of_any_name_is_told_as_a_profile(small_bank, tmp_path):
     """A profile is any file (``.rsbank`` is only the habit): the record says it was one, and the
     summary names it, also when the run is read back."""
-    from rsprune_geo.runfile import read_run
+    from rsprune_geo.runs.runfile import read_run
 
     renamed = tmp_path / "five-classes.bank"
     renamed.write_bytes(small_bank["profile"].read_bytes())
@@ -197,3 +197,22 @@ def test_a_profile_brings_its_own_seed(tmp_path):
     # the profile's encoder (its vectors mapped by the profile's scene metric), whatever the run's seed
     assert run.record.stage2.encoder_key.startswith(profile.about["encoder"]["key"] + "-bank") and run.record.seed == 5
     assert 0 < len(run.kept) < len(run.tiles)
+
+
+def test_profile_arrays_are_stored_as_byte_planes_and_read_back_exactly():
+    from rsprune_geo.bank.profile import PLANES_MIN, packed_arrays, unpacked_arrays
+
+    rng = np.random.default_rng(0)
+    arrays = {"values": rng.normal(size=3000), "index": rng.integers(0, 400, (2000, 3)).astype(np.int32),
+              "transform": rng.normal(size=(64, 32)).astype(np.float32), "small": np.arange(5.0),
+              "labels": np.array(["a", "b"])}
+    stored = packed_arrays(arrays)
+    assert "small" in stored and "labels" in stored and "values" not in stored  # small and text arrays as they are
+    assert stored["index@planes"].shape == (4, 6000) and stored["index@planes"].dtype == np.uint8
+    back = unpacked_arrays(stored)
+    assert set(back) == set(arrays)
+    for name, array in arrays.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape, name
+        assert np.array_equal(back[name], array) and back[name].flags.c_contiguous, name
+    assert unpacked_arrays(arrays).keys() == arrays.keys()  # a profile written before byte planes reads as it is
+    assert PLANES_MIN <= 2000 * 3

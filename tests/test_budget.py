@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rsprune_geo
-from rsprune_geo.config import RunConfig, Stage1Rule
-from rsprune_geo.schema import Status
+from rsprune_geo.choices import Stage1Rule
+from rsprune_geo.config import RunConfig
+from rsprune_geo.runs.vocabulary import Status
 from rsprune_geo.stages.budget import Budget, tiles_with_data
 
 from .conftest import UCMERCED, shared

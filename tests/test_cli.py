@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import rsprune_geo
+from rsprune_geo.choices import ClusteringMode, EdgeMode, ScalingScope, Stage1Rule
 from rsprune_geo.cli import main
 
 from .conftest import shared
@@ -174,10 +175,11 @@ def test_every_run_option_reaches_the_run(tmp_path):
                    "--seed", "3", "-q")
     assert proc.returncode == 0, proc.stderr
     tiles, record = rsprune_geo.read_run(out)
-    p = record.parameters
-    assert (p["tile_size"], p["stride"], p["edge"], p["bands"], p["max_nodata"], p["entropy_min"], p["stage1_keep"],
-            p["keep"], p["out_crs"], p["scaling"], p["seed"]) == (100, 150, "pad", [3, 2, 1], 0.6, 1.0, 0.8, 0.4,
-                                                                   "EPSG:4326", "run", 3)
+    p = record.parameters  # a typed RunConfig, its choices enums
+    assert (p.tile_size, p.stride, p.edge, p.bands, p.max_nodata, p.entropy_min, p.stage1_keep,
+            p.keep, p.out_crs, p.scaling, p.seed) == (100, 150, EdgeMode.PAD, (3, 2, 1), 0.6, 1.0, 0.8, 0.4,
+                                                      "EPSG:4326", ScalingScope.RUN, 3)
+    assert p.edge is EdgeMode.PAD and p.scaling is ScalingScope.RUN
     assert tiles.crs.to_epsg() == 4326 and record.inputs[0]["bands"] == [3, 2, 1]
     assert (tiles.col_off % 150 == 0).all() and (tiles.width == 100).all()  # stride and tile size
     assert ((tiles.col_off + tiles.width) > 791).any()  # padded edge tiles reach past the raster
@@ -264,7 +266,8 @@ def test_stage2_flags_reach_the_run_and_its_record(tmp_path):
     assert (st2.encoder, st2.encoder_runtime, st2.clustering, st2.quota_by, st2.uniformity,
             st2.spread, st2.dedup, st2.k_per_class, st2.bank_samples, st2.stage1_rule) == (
         "rcf-gaussian", "torch", "self", "centroid", 0.5, 2, 0.999, 2, 3, "paper")
-    assert (p["batch_size"], p["plausibility_z"], p["device"], p["images_per_centroid"]) == (8, 2.5, "cpu", 1)
+    assert (p.batch_size, p.plausibility_z, p.device, p.images_per_centroid) == (8, 2.5, "cpu", 1)
+    assert st2.clustering is ClusteringMode.SELF and st2.stage1_rule is Stage1Rule.PAPER  # enums, read back
     assert st2.n_centroids == 2 * st2.n_classes  # k-per-class 2
     n_data = int((tiles.status != "nodata").sum())
     assert st2.stage1_candidates == round(0.6 * n_data)  # the paper's cut at --stage1-keep

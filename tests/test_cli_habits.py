@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from rsprune_geo.cli import main
-from rsprune_geo.runfile import describe_run
+from rsprune_geo.runs.runfile import describe_run
 
 from .conftest import NAIP, UCMERCED, shared
 
@@ -65,7 +65,7 @@ def test_verbose_and_quiet_set_the_log_level(naip_run, tmp_path):
     assert default.exit_code == 0
     assert "WARNING: the tiles are 5 m/pixel" in default.stderr and "INFO:" not in default.stderr
     verbose = invoke("-v", *_bank_run_args(naip_run, tmp_path / "b.gpkg"))
-    assert "INFO: tiling: 35 tile(s) of 128 px" in verbose.stderr and "INFO: stage 1 (rule bank" in verbose.stderr
+    assert "INFO: tiling: 35 tiles of 128 px" in verbose.stderr and "INFO: stage 1 (rule bank" in verbose.stderr
     quiet = invoke("-q", *_bank_run_args(naip_run, tmp_path / "c.gpkg"))
     assert quiet.exit_code == 0 and quiet.stderr == ""  # no warning line, no progress bar
     assert "kept" in quiet.stdout  # the result is still printed

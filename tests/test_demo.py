@@ -90,7 +90,7 @@ def test_demo_command_end_to_end(tmp_path):
         assert png.size[0] >= 800
     assert "geopackage:" in result.output and "map:" in result.output
     # the default encoder ran on onnxruntime in int8, calibrated on the demo bank, and the run says so
-    from rsprune_geo.schema import RunRecord
+    from rsprune_geo.runs.record import RunRecord
 
     assert RunRecord.read(tmp_path / "demo.gpkg").stage2.encoder_runtime == "onnx-int8"
     assert "runtime onnx-int8" in result.output

@@ -15,13 +15,13 @@ import rasterio
 from PIL import Image
 from rasterio.windows import Window
 
+from rsprune_geo.engine.scaleout import release_freed_memory
 from rsprune_geo.pipeline import dates_and_ground, input_entries
 from rsprune_geo.reading.grid import plan_grid
 from rsprune_geo.reading.pixels import IDENTITY, redact
 from rsprune_geo.reading.scan import scan_sources
-from rsprune_geo.runinputs import SourceInputs
-from rsprune_geo.scaleout import release_freed_memory
-from rsprune_geo.schema import RUN_RECORD, GroundRecord, RunRecord
+from rsprune_geo.runs.inputs import SourceInputs
+from rsprune_geo.runs.record import RUN_RECORD, GroundRecord, RunRecord
 from rsprune_geo.stages.stage1 import Repeated
 
 from .conftest import UCMERCED, shared
@@ -138,7 +138,7 @@ def test_a_run_gives_freed_memory_back_between_its_phases(tmp_path, monkeypatch)
 
 
 def test_a_pass_gives_freed_memory_back_now_and_then(tmp_path, monkeypatch):
-    from rsprune_geo.stages import passes
+    from rsprune_geo.engine import passes
 
     calls: list[int] = []
     monkeypatch.setattr(passes, "release_freed_memory", lambda: calls.append(1))
@@ -159,7 +159,7 @@ def _small_run(out, cache, **options):
 def test_the_release_period_starts_again_each_time_it_is_due():
     """A clock that moves one second a look, a period of 2.5 s: due at the 3rd, 6th and 9th
     look after the start, not at every look once the first period has passed."""
-    from rsprune_geo.scaleout import Periodic
+    from rsprune_geo.engine.scaleout import Periodic
 
     ticks = iter(range(100))
     period = Periodic(2.5, clock=lambda: float(next(ticks)))

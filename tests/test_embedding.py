@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 
 import rsprune_geo
-import rsprune_geo.stages.window as window_module
+import rsprune_geo.engine.window as window_module
+from rsprune_geo.engine.columns import TileColumns
+from rsprune_geo.engine.embedding import embed_tiles
+from rsprune_geo.engine.passes import run_pass
+from rsprune_geo.engine.window import Encode, PassSpec, resize_tile
 from rsprune_geo.features import get_encoder
 from rsprune_geo.features.base import Encoder
-from rsprune_geo.reading.grid import ground_grid, plan_grid
+from rsprune_geo.reading.grid import plan_grid
+from rsprune_geo.reading.ground import ground_grid
 from rsprune_geo.reading.pixels import read_window, source_scaling
 from rsprune_geo.reading.sources import open_source
-from rsprune_geo.schema import Status, status_code
+from rsprune_geo.runs.vocabulary import Status, status_code
 from rsprune_geo.stages.clustering import assign_to_centroids, fit_scene_centroids
-from rsprune_geo.stages.columns import TileColumns
-from rsprune_geo.stages.embedding import embed_tiles
-from rsprune_geo.stages.passes import run_pass
-from rsprune_geo.stages.window import Encode, PassSpec, resize_tile
 
 from .conftest import UCMERCED, shared
 

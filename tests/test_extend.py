@@ -12,7 +12,8 @@ import pytest
 import rsprune_geo
 from rsprune_geo.errors import InputError
 from rsprune_geo.reselect import reselect
-from rsprune_geo.stages.selection import HeldBefore, scene_quotas, select_tiles, water_fill_above
+from rsprune_geo.stages.quotas import scene_quotas, water_fill_above
+from rsprune_geo.stages.selection import HeldBefore, select_tiles
 
 from .conftest import UCMERCED, shared
 

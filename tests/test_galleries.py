@@ -13,21 +13,18 @@ from rasterio.windows import Window
 
 from rsprune_geo import read_run, run
 from rsprune_geo.errors import InputError, OutputError
-from rsprune_geo.outputs.maps import plot_map
-from rsprune_geo.outputs.report import (
+from rsprune_geo.outputs.galleries import (
     GALLERY_GROUPS,
     Thumbnails,
     gallery_picks,
     plot_cluster_gallery,
-    plot_cluster_sizes,
-    plot_entropy_histogram,
     plot_gallery,
-    plot_scene_balance,
     plot_scene_gallery,
     sampled_picks,
     write_galleries,
-    write_report,
 )
+from rsprune_geo.outputs.maps import plot_map
+from rsprune_geo.outputs.report import plot_cluster_sizes, plot_entropy_histogram, plot_scene_balance, write_report
 
 from .conftest import shared
 

@@ -15,12 +15,14 @@ import pytest
 import rasterio
 
 import rsprune_geo as rg
+from rsprune_geo.choices import CellPeriod, GeoSpread
 from rsprune_geo.errors import InputError
 from rsprune_geo.evaluation import geo_metrics, nearest_kept_distance
 from rsprune_geo.reading.sources import acquisition_date
 from rsprune_geo.reading.tiling import ground_cells
 from rsprune_geo.reselect import reselect
-from rsprune_geo.stages.selection import cell_groups, geo_picks, select_tiles, spans_ground_or_time
+from rsprune_geo.stages.geospread import cell_groups, geo_picks, spans_ground_or_time
+from rsprune_geo.stages.selection import select_tiles
 
 from .conftest import GEOTIFF, UCMERCED, shared
 
@@ -282,7 +284,7 @@ def test_reselect_applies_changes_and_removes_the_cap(stack, tmp_path):
     assert sorted(again.tiles.loc[again.tiles["status"] == "kept", "tile_id"]) == sorted(
         stack["default"].kept["tile_id"])
     seasonal = reselect(stack["gpkg"], tmp_path / "season.gpkg", keep=0.3, cell_period="season")
-    assert seasonal.record.parameters["cell_period"] == "season"
+    assert seasonal.record.parameters.cell_period is CellPeriod.SEASON
 
 
 def test_rsprune_select_geo_flags_reach_the_selection(stack, tmp_path):
@@ -298,14 +300,14 @@ def test_rsprune_select_geo_flags_reach_the_selection(stack, tmp_path):
     assert cli.exit_code == 0, cli.output
     tiles, record = rg.read_run(out)
     assert sorted(tiles.loc[tiles.status == "kept", "tile_id"]) == sorted(stack["before"].kept["tile_id"])
-    assert (record.parameters["max_per_cell"], record.parameters["geo_spread"]) == (0, "off")
+    assert (record.parameters.max_per_cell, record.parameters.geo_spread) == (0, GeoSpread.OFF)
     yearly = tmp_path / "yearly.gpkg"
     cli = CliRunner().invoke(main, ["select", str(stack["gpkg"]), "-o", str(yearly), "--keep", "0.3",
                                     "--cell-period", "year"])
     assert cli.exit_code == 0, cli.output
     tiles, record = rg.read_run(yearly)
     api = reselect(stack["gpkg"], tmp_path / "api.gpkg", keep=0.3, cell_period="year")
-    assert record.parameters["cell_period"] == "year"
+    assert record.parameters.cell_period is CellPeriod.YEAR
     assert sorted(tiles.loc[tiles.status == "kept", "tile_id"]) == sorted(api.kept["tile_id"])
     kept = tiles[tiles.status == "kept"]
     assert kept.groupby([kept.ground_cell, kept.date.dt.year]).size().max() == 1  # one per cell and year
@@ -349,4 +351,4 @@ def test_date_pattern_that_matches_nothing_warns(small_bank, tmp_path, caplog):
     shutil.copy(sorted(NAIP_DIR.glob("*.tif"))[0], copy)
     result = rg.run([str(copy)], tile_size=256, date_pattern=NAIP_DATES)
     assert result.tiles["date"].isna().all()
-    assert "1 of 1 raster(s) have no date" in caplog.text
+    assert "1 of 1 raster without a date" in caplog.text

@@ -204,7 +204,7 @@ def test_window_scoring_equals_the_plain_numpy_statistics(make_raster, case):
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
 def test_tile_sums_of_huge_tiles_count_in_int64(monkeypatch, dtype):
     """Tiles past float32's exact counts (OpenCV's histogram) are counted by numpy: the same sums."""
-    from rsprune_geo.stages import _kernels
+    from rsprune_geo.engine import _kernels
 
     rng = np.random.default_rng(3)
     data = rng.integers(0, 200, (3, 60, 50)).astype(dtype)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from rsprune_geo import plot_map, read_run, run
 from rsprune_geo.outputs.geopackage import check_output_path, tiles_style_qml
-from rsprune_geo.schema import STATUS_COLORS
+from rsprune_geo.runs.vocabulary import STATUS_COLORS
 
 from .conftest import shared
 

@@ -34,7 +34,7 @@ def test_run_writes_geopackage_with_tiles_runs_and_style(tmp_path):
         qml, = db.execute("select styleQML from layer_styles where f_table_name='tiles'").fetchone()
     assert 'attr="status"' in qml
     _, record = read_run(out)
-    assert record.parameters["tile_size"] == 128
+    assert record.parameters.tile_size == 128
     assert record.inputs[0]["fingerprint"]
     assert record.versions["rasterio"]
     assert set(record.timings) >= {"tiling", "windows", "stage1_filter", "write"}

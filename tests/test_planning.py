@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rsprune_geo
+from rsprune_geo.choices import Runtime
 from rsprune_geo.cli import main
-from rsprune_geo.planning import _covered, estimate_run
+from rsprune_geo.planning import _covered, _encoder_speed, estimate_run
 
 from .conftest import NAIP, shared
 
@@ -34,6 +35,7 @@ def test_a_dry_run_counts_what_the_run_does_and_writes_nothing(tmp_path):
                              cache_dir=str(tmp_path / "c"))
     assert plan.tiles == len(result.tiles) and plan.inputs == len(inputs)
     assert plan.tiles_to_encode == plan.tiles >= (result.tiles["cluster"] >= 0).sum()  # the bank rule: a bound
+    assert plan.encode_bound and "at most" in plan.text()
     expected = 0
     for path in inputs:
         with rasterio.open(path) as src:  # drop edge: whole 128-px tiles; the RGB bands of a 4-band file
@@ -43,7 +45,8 @@ def test_a_dry_run_counts_what_the_run_does_and_writes_nothing(tmp_path):
     assert plan.hours_on(4) < plan.hours_on(1)
     paper = estimate_run(inputs, tile_size=128, keep=0.15, prior_bank=("default",), stage1="paper",
                          cache_dir=str(tmp_path / "c"))
-    assert paper.tiles_to_encode == round(0.30 * paper.tiles)
+    assert paper.tiles_to_encode == round(0.30 * paper.tiles)  # the paper's rule: a count
+    assert not paper.encode_bound and "at most" not in paper.text()
     alone = estimate_run(inputs, tile_size=128)
     assert alone.tiles_to_encode == 0 and alone.images_per_s is None
 
@@ -66,3 +69,42 @@ def test_the_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert list(folder.iterdir()) == []
     missing = CliRunner().invoke(main, ["run", shared(NAIP[0])])
     assert missing.exit_code == 1 and "give -o OUT.gpkg" in missing.output and "--dry-run" in missing.output
+
+
+def test_the_encoder_speed_is_its_fastest_batch(monkeypatch):
+    import rsprune_geo.planning as planning
+
+    now = [0.0]
+    monkeypatch.setattr(planning.time, "perf_counter", lambda: now[0])  # a clock the encoder moves
+
+    class Stepping:  # each batch takes longer than the last: 1, 2, 3, 4 "seconds"
+        input_size, batch_size, runtime = 8, 4, Runtime.TORCH  # torch: the run hands it its own batch
+
+        def __init__(self):
+            self.calls = 0
+
+        def encode(self, images):
+            self.calls += 1
+            now[0] += self.calls
+
+    encoder = Stepping()
+    assert _encoder_speed(encoder, batches=3) == 4 / 2  # the warm-up uncounted; the fastest timed batch counts
+    assert encoder.calls == 4
+
+
+def test_the_encoder_speed_is_timed_at_the_batch_a_run_hands_it():
+    from rsprune_geo.engine.passes import ONNX_BATCH
+
+    class Seen:
+        input_size, batch_size, runtime = 8, 4, Runtime.ONNX_INT8
+
+        def __init__(self):
+            self.batches = []
+
+        def encode(self, images):
+            self.batches.append(len(images))
+
+    encoder = Seen()
+    _encoder_speed(encoder, batches=2)
+    assert encoder.batches == [ONNX_BATCH] * 3  # onnxruntime: a run hands it ONNX_BATCH images at once
+

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rsprune_geo.bank.priorbank import find_prior_bank
 from rsprune_geo.errors import InputError
 from rsprune_geo.reading.pixels import read_images
-from rsprune_geo.stages.priorbank import find_prior_bank
 
 from .conftest import SHARED_DATA
 
@@ -77,8 +77,8 @@ def test_a_truncated_bank_image_is_skipped_named_and_recorded(tmp_path, capfd):
     import shutil
 
     import rsprune_geo
+    from rsprune_geo.bank.priorbank import load_prior_bank
     from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
-    from rsprune_geo.stages.priorbank import load_prior_bank
 
     bank_dir = write_prior_bank(tmp_path / "bank", per_class=4)
     victim = sorted((bank_dir / "forest").glob("*.png"))[0]

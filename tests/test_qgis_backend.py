@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qgis_plugin"))
 from rsprune import backend  # noqa: E402
 
-from rsprune_geo.runfile import read_run  # noqa: E402
+from rsprune_geo.runs.runfile import read_run  # noqa: E402
 
 from .conftest import shared  # noqa: E402
 
@@ -101,5 +101,13 @@ def test_the_dialogs_budget_line_counts_tiles_with_data_like_a_run(tmp_path):
     assert few[1] < backend.FEW_TILES and suggestion is not None and suggestion < 256
     assert backend.suggested_tile_size(width, height, 64, truth / len(run.tiles)) is None
     text = backend.budget_text(few[0], few[1], 0.15, suggestion)
-    assert f"{few[0]} tile(s), about {few[1]} with data" in text and "keeps 1" in text
+    assert f"{few[0]} tiles, about {few[1]} with data" in text and "keeps 1" in text
     assert "rounds to none" in text and f"tile size {suggestion}" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(with_data=st.integers(0, 10_000), keep=st.floats(0.0, 1.0, allow_nan=False))
+def test_the_plugins_budget_arithmetic_is_the_packages(with_data, keep):
+    from rsprune_geo.stages.budget import budget_count
+
+    assert backend.kept_count(with_data, keep) == budget_count(keep, with_data)

@@ -21,6 +21,7 @@ import rsprune_geo
 from rsprune_geo.errors import InputError
 from rsprune_geo.features.base import Encoder
 from rsprune_geo.fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
+from rsprune_geo.reading.pixels import MaskMode
 from rsprune_geo.reading.sources import RasterSource
 from rsprune_geo.reading.tiling import grid_offsets, make_tiles, tile_windows
 
@@ -133,8 +134,8 @@ def test_the_processes_scheduler_works_in_other_processes(demo_files, monkeypatc
     its own (a task's pid is not the run's)."""
     import os
 
-    import rsprune_geo.stages.passes as passes
-    from rsprune_geo.scaleout import map_tasks
+    import rsprune_geo.engine.passes as passes
+    from rsprune_geo.engine.scaleout import map_tasks
 
     pids = dict(map_tasks(os.getpid, [()] * 4, processes=True))
     assert len(pids) == 4 and os.getpid() not in pids.values()
@@ -184,7 +185,7 @@ def test_a_changed_input_invalidates_only_its_own_embeddings(demo_files, tmp_pat
 
 def fake_source(height, width, transform):
     return RasterSource(path="mem", width=width, height=height, count=1, dtype="uint8", crs=None,
-                        transform=transform, bands=(1,), nodata=None, mask_mode="none", alpha_band=None,
+                        transform=transform, bands=(1,), nodata=None, mask_mode=MaskMode.NONE, alpha_band=None,
                         block_shape=(1, width), overviews=(), fingerprint="x", key="k")
 
 
@@ -328,10 +329,10 @@ def test_a_damaged_block_makes_its_tile_nodata_not_the_run_fail(tmp_path):
 
 
 def test_a_window_is_read_again_tile_by_tile_only_while_its_file_still_answers(tmp_path):
+    from rsprune_geo.engine.window import _read_tolerant
     from rsprune_geo.reading.grid import plan_grid
     from rsprune_geo.reading.pixels import read_window
     from rsprune_geo.reading.sources import open_source
-    from rsprune_geo.stages.window import _read_tolerant
 
     damaged = _with_a_damaged_block(shared("rasterio-tests/RGB.byte.tif"), tmp_path / "damaged.tif", (1, 1))
     source = open_source(str(damaged))

@@ -13,8 +13,8 @@ from shapely.geometry import box
 import rsprune_geo
 from rsprune_geo.cli import main
 from rsprune_geo.errors import InputError
-from rsprune_geo.runfile import RUN_IS, check_run, read_record, read_run
-from rsprune_geo.schema import RECORD_FORMAT
+from rsprune_geo.runs.record import RECORD_FORMAT
+from rsprune_geo.runs.runfile import RUN_IS, check_run, read_record, read_run
 
 from .conftest import shared
 

@@ -15,7 +15,7 @@ import rsprune_geo
 from rsprune_geo.cli import main
 from rsprune_geo.errors import InputError, OutputError
 from rsprune_geo.reselect import reselect
-from rsprune_geo.runfile import count_tiles, describe_run, read_layer, read_run, read_run_columns, run_layers
+from rsprune_geo.runs.runfile import count_tiles, describe_run, read_layer, read_run, read_run_columns, run_layers
 
 from .conftest import NAIP, UCMERCED, shared
 

@@ -6,11 +6,11 @@ import pickle
 import numpy as np
 import pytest
 
+from rsprune_geo.bank.priorbank import find_prior_bank
 from rsprune_geo.errors import InputError
 from rsprune_geo.features import get_encoder
 from rsprune_geo.features import runtime as rt
 from rsprune_geo.reading.pixels import read_images
-from rsprune_geo.stages.priorbank import find_prior_bank
 
 from .conftest import SHARED_DATA
 

@@ -160,7 +160,7 @@ def test_a_real_cluster_on_the_loopback_loses_a_worker_and_selects_the_same(data
         address = client.scheduler.address
         flag = str(tmp_path / "go-on")
         # each worker waits after its second part until one is killed: the run cannot end first
-        client.run(gates.install, "rsprune_geo.stages.window:write_part", 2, flag)
+        client.run(gates.install, "rsprune_geo.engine.window:write_part", 2, flag)
         client.close()
 
         renamed: list[str] = []
@@ -213,7 +213,7 @@ def test_the_drivers_dask_connections_keep_no_backlog_of_task_arguments():
     them), tens of bytes a tile of a large run. The run's client keeps a short log."""
     import dask
 
-    from rsprune_geo.scaleout import MESSAGE_LOG_LENGTH, dask_client, map_tasks
+    from rsprune_geo.engine.scaleout import MESSAGE_LOG_LENGTH, dask_client, map_tasks
 
     with dask_client(workers=1) as client:
         assert dask.config.get("distributed.admin.low-level-log-length") == MESSAGE_LOG_LENGTH
@@ -234,7 +234,7 @@ def test_the_same_value_broadcast_pass_after_pass_never_cancels_a_task():
     pass released it had its tasks cancelled (about a third of 60 tries, dask/distributed#3703)."""
     import numpy as np
 
-    from rsprune_geo.scaleout import dask_client, map_tasks
+    from rsprune_geo.engine.scaleout import dask_client, map_tasks
 
     with dask_client(workers=2) as client:
         for i in range(30):
@@ -251,7 +251,7 @@ def test_tasks_whose_scattered_inputs_were_lost_are_sent_again_with_them():
     are cancelled, the value scattered again and the tasks sent again, once each."""
     import numpy as np
 
-    from rsprune_geo.scaleout import dask_client, map_tasks
+    from rsprune_geo.engine.scaleout import dask_client, map_tasks
 
     with dask_client(workers=1) as client:
         real_scatter, scattered = client.scatter, []

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 import rsprune_geo
-from rsprune_geo.config import MetricMode
+from rsprune_geo.bank.metric import MetricEncoder, SceneMetric, ViewsEncoder, metric_and_views
+from rsprune_geo.bank.priorbank import CentroidSpec, find_prior_bank
+from rsprune_geo.bank.profile import build_profile, load_profile, profile_model
+from rsprune_geo.choices import MetricMode
 from rsprune_geo.errors import InputError
 from rsprune_geo.features import get_encoder
 from rsprune_geo.features.base import Encoder
 from rsprune_geo.reading.pixels import read_images
-from rsprune_geo.stages.bankprofile import build_profile, load_profile, profile_model
 from rsprune_geo.stages.clustering import assign_to_centroids, fit_scene_centroids
-from rsprune_geo.stages.priorbank import CentroidSpec, find_prior_bank
-from rsprune_geo.stages.scenemetric import MetricEncoder, SceneMetric, ViewsEncoder, metric_and_views
 
 from .conftest import UCMERCED, shared
 
@@ -100,7 +100,7 @@ def test_a_run_uses_and_records_the_bank_metric_by_default_and_raw_on_request(ba
     fitted = rsprune_geo.run([raster], None, **common)
     raw = rsprune_geo.run([raster], None, metric="raw", **common)
     assert fitted.record.stage2.metric == "bank" and raw.record.stage2.metric == "raw"
-    assert fitted.record.parameters["metric"] == "bank" and raw.record.parameters["metric"] == "raw"
+    assert fitted.record.parameters.metric is MetricMode.BANK and raw.record.parameters.metric is MetricMode.RAW
     assert fitted.record.stage2.encoder_key.startswith(raw.record.stage2.encoder_key + "-bank")
     assert "metric bank" in fitted.summary() and "metric raw" in raw.summary()
     assert (fitted.tiles.status == "kept").sum() == (raw.tiles.status == "kept").sum()

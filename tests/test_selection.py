@@ -6,13 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rsprune_geo.errors import InputError
-from rsprune_geo.stages.selection import (
-    blended_quotas,
-    centroid_first_order,
-    proportional_quotas,
-    select_tiles,
-    water_fill_quotas,
-)
+from rsprune_geo.stages.quotas import blended_quotas, proportional_quotas, water_fill_quotas
+from rsprune_geo.stages.selection import centroid_first_order, select_tiles
 
 
 def test_water_filling_takes_small_clusters_whole_and_shares_the_rest():

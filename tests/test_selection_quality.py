@@ -162,9 +162,9 @@ def test_labels_from_folders_and_truth_metrics():
 
 
 def test_a_bank_far_from_the_tiles_pixel_size_warns_and_says_what_to_do():
+    from rsprune_geo.bank.priorbank import find_prior_bank
     from rsprune_geo.config import RunConfig
     from rsprune_geo.reading.sources import open_source
-    from rsprune_geo.stages.priorbank import find_prior_bank
     from rsprune_geo.stages.stage1 import Stage1Options, bank_tile_size, scale_warnings
 
     bank = find_prior_bank([str(UCMERCED)])

@@ -17,11 +17,12 @@ from rasterio.transform import from_origin
 import rsprune_geo
 from rsprune_geo.cli import main
 from rsprune_geo.errors import InputError
-from rsprune_geo.reading.grid import ChipRange, RunGrid, ground_grid, plan_grid
+from rsprune_geo.reading.grid import ChipRange, RunGrid, plan_grid
+from rsprune_geo.reading.ground import ground_grid
 from rsprune_geo.reading.scan import SourceTable, scan_sources
 from rsprune_geo.reading.sources import CHIP_SUFFIXES, iter_paths, open_source, source_dates
-from rsprune_geo.runinputs import INPUTS_FILE, INPUTS_LAYER, InputDates, TableInputs, first_position
-from rsprune_geo.schema import RunRecord
+from rsprune_geo.runs.inputs import INPUTS_FILE, INPUTS_LAYER, InputDates, TableInputs, first_position
+from rsprune_geo.runs.record import RunRecord
 
 from .conftest import UCMERCED
 
@@ -96,13 +97,13 @@ def test_the_grid_of_chips_is_computed_and_sorts_as_the_tile_ids():
 @pytest.fixture
 def few_inline(monkeypatch):
     """Runs whose inputs past ten are a table of their own."""
-    monkeypatch.setattr("rsprune_geo.runinputs.INLINE_INPUTS", 10)
+    monkeypatch.setattr("rsprune_geo.runs.inputs.INLINE_INPUTS", 10)
 
 
 def test_many_inputs_are_a_table_beside_the_record_and_read_back_the_same(tmp_path, monkeypatch):
     options = dict(chips=True, keep=0.2, prior_bank="default")
     inline = rsprune_geo.run(CHIPS, tmp_path / "inline", **options)
-    monkeypatch.setattr("rsprune_geo.runinputs.INLINE_INPUTS", 10)
+    monkeypatch.setattr("rsprune_geo.runs.inputs.INLINE_INPUTS", 10)
     table = rsprune_geo.run(CHIPS, tmp_path / "table", **options)
     stored = json.loads((tmp_path / "table" / "run.json").read_text())
     assert stored["inputs"] == {"table": INPUTS_LAYER, "count": 60} and (tmp_path / "table" / INPUTS_FILE).is_file()
@@ -209,7 +210,7 @@ def test_the_inputs_table_of_chips_is_written_from_columns_as_entry_by_entry(tmp
     import pyarrow as pa
 
     from rsprune_geo.reading.pixels import Scaling
-    from rsprune_geo.runinputs import SourceInputs
+    from rsprune_geo.runs.inputs import SourceInputs
 
     folders = CHIPS if chips == "png" else _georeferenced_chips(tmp_path / "chips", chips == "moved")
     sources, _ = scan_sources(folders, chips=True)
@@ -237,7 +238,7 @@ def test_a_report_draws_no_raster_a_chip_under_the_map_of_a_table_of_chips(tmp_p
     monkeypatch.setattr(report, "plot_gallery", lambda *a, **k: None)
     chips = _georeferenced_chips(tmp_path / "chips", moved=True)
     for inline, expected in ((10, 5), (3, 0)):
-        monkeypatch.setattr("rsprune_geo.runinputs.INLINE_INPUTS", inline)
+        monkeypatch.setattr("rsprune_geo.runs.inputs.INLINE_INPUTS", inline)
         out = tmp_path / f"run-{inline}.gpkg"
         rsprune_geo.run(chips, out, chips=True, tile_size=16, keep=0.5)
         report.make_plots(out, tmp_path / f"plots-{inline}")

@@ -88,7 +88,7 @@ def test_exports_start_from_the_tiles_with_the_status_asked_for(naip_run, tmp_pa
     from rsprune_geo.errors import InputError
     from rsprune_geo.outputs.export import export_chips
     from rsprune_geo.outputs.stac import export_stac
-    from rsprune_geo.runfile import read_tiles_with_status
+    from rsprune_geo.runs.runfile import read_tiles_with_status
 
     chosen, record = read_tiles_with_status(naip_run["gpkg"], "kept")
     assert (chosen["status"] == "kept").all() and len(chosen) == record.counts["kept"] > 0

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rsprune_geo.bank.priorbank import declared_gsd, find_prior_bank
 from rsprune_geo.stages.clustering import fit_scene_centroids
 from rsprune_geo.stages.information import (
     apply_information_filter,
@@ -16,8 +17,8 @@ from rsprune_geo.stages.information import (
     plausibility_floor,
     stratified_entropy_cut,
 )
-from rsprune_geo.stages.priorbank import declared_gsd, find_prior_bank
-from rsprune_geo.stages.selection import scene_quotas, select_tiles
+from rsprune_geo.stages.quotas import scene_quotas
+from rsprune_geo.stages.selection import select_tiles
 
 from .conftest import SHARED_DATA
 
@@ -111,7 +112,7 @@ def test_centroids_use_every_image_and_say_when_a_class_is_small(caplog):
     labels = np.array(["big"] * 50 + ["tiny"] * 3)
     with caplog.at_level(logging.WARNING):
         c = fit_scene_centroids(x, labels, k_per_class=4, seed=0)
-    assert "'tiny' has 3 image(s) for 4 centroids" in caplog.text
+    assert "'tiny' has 3 images for 4 centroids: using 3 centroids" in caplog.text
     assert (c.labels == "big").sum() == 4 and (c.labels == "tiny").sum() == 3
     every = fit_scene_centroids(x, labels, k_per_class=4, samples_per_class=50, seed=0)
     assert np.allclose(c.vectors, every.vectors)  # all 50 images trained on by default
@@ -129,8 +130,8 @@ def test_the_bank_floor_is_judged_at_the_tiles_pixel_size(tmp_path):
     folder bank and in the shipped profile alike."""
     from types import SimpleNamespace
 
+    from rsprune_geo.bank.profile import default_profile, load_profile
     from rsprune_geo.config import RunConfig
-    from rsprune_geo.stages.bankprofile import default_profile, load_profile
     from rsprune_geo.stages.stage1 import Stage1Options, bank_floor
 
     bank_dir = tmp_path / "bank"

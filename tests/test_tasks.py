@@ -8,7 +8,7 @@ import pandas as pd
 import rsprune_geo
 from rsprune_geo.reading.grid import TASK_MIN_TILES, TASK_TILES, plan_grid
 from rsprune_geo.reading.scan import scan_sources
-from rsprune_geo.tiletable import part_paths
+from rsprune_geo.runs.tiletable import part_paths
 
 from .conftest import UCMERCED, shared
 
@@ -50,8 +50,8 @@ def test_chips_joined_into_one_part_give_the_same_tile_table(tmp_path, monkeypat
 
 
 def test_a_folder_of_chips_caches_its_embeddings_in_packs_that_a_rerun_reads(tmp_path, monkeypatch):
+    from rsprune_geo.engine import passes
     from rsprune_geo.features.cache import EmbeddingCache
-    from rsprune_geo.stages import passes
 
     chips = [str(UCMERCED / name / "*.png") for name in ("agricultural", "beach", "forest")]
     options = dict(chips=True, keep=0.2, prior_bank="default", cache_dir=str(tmp_path / "cache"))

@@ -580,7 +580,7 @@ def test_the_dialog_says_how_many_tiles_a_run_keeps_before_ok(plugin, raster_lay
     dialog.tile_size.setValue(256)
     dialog.keep.setValue(0.15)
     text = dialog.budget.text()
-    assert text.startswith("6 tile(s), about ") and "keeps 1 (the fraction rounds to none: rsprune keeps one)" in text
+    assert text.startswith("6 tiles, about ") and "keeps 1 (the fraction rounds to none: rsprune keeps one)" in text
     assert "tile size 128 gives more" in text or "tile size 64 gives more" in text
     dialog.tile_size.setValue(64)
     text = dialog.budget.text()

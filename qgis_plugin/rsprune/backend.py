@@ -139,7 +139,8 @@ def tiles_with_data(mask: bytes, mask_width: int, mask_height: int, width: int, 
 
 def kept_count(tiles_with_data: int, keep: float) -> int:
     """Tiles a run keeps of ``tiles_with_data``: the fraction rounded, never none while tiles
-    have data (rsprune's budget)."""
+    have data. The plugin runs without the package; this mirrors
+    ``rsprune_geo.stages.budget.budget_count``, and a test holds the two equal."""
     rounded = round(keep * tiles_with_data)
     return max(rounded, 1) if keep > 0 and tiles_with_data else rounded
 
@@ -166,7 +167,7 @@ def budget_text(tiles: int, with_data: int, keep: float, suggestion: int | None)
     """What the dialog says of a grid before OK: tiles, tiles with data, tiles kept, and a tile
     size to try when the grid yields only a handful."""
     kept = kept_count(with_data, keep)
-    text = f"{tiles} tile(s), about {with_data} with data; keeping {keep:g} of them keeps {kept}"
+    text = f"{counted(tiles, 'tile')}, about {with_data} with data; keeping {keep:g} of them keeps {kept}"
     if with_data and round(keep * with_data) == 0:
         text += " (the fraction rounds to none: rsprune keeps one)"
     if suggestion:
@@ -375,13 +376,13 @@ def run_location(path: str) -> str:
 
 
 def check_run(run: str, on_progress, is_canceled, cli: str | None = None) -> None:
-    """Check ``run`` as every ``rsprune`` command checks a run (``rsprune_geo.runfile.check_run``):
+    """Check ``run`` as every ``rsprune`` command checks a run (``rsprune_geo.runs.runfile.check_run``):
     in this process when rsprune_geo runs here, else with ``rsprune info``; a
     :class:`BackendError` with its one line when it is not a run or a damaged one. Without a
     backend at all, only :func:`run_location`'s check is made."""
     if in_process_allowed() and in_process_available():
         from rsprune_geo.errors import RsPruneError
-        from rsprune_geo.runfile import check_run as check
+        from rsprune_geo.runs.runfile import check_run as check
 
         try:
             check(run)
@@ -421,7 +422,7 @@ def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
         on_progress(stage_percent({"stage": stage, "done": done, "total": total}), stage)
 
     values = {k: v for k, v in params.values().items() if v is not None}
-    from rsprune_geo.stages.bankprofile import banks_or_default
+    from rsprune_geo.bank.profile import banks_or_default
 
     values["prior_bank"] = banks_or_default(values["prior_bank"])  # as `rsprune run` does
     result = rsprune_geo.run(params.rasters, params.output, overwrite=params.overwrite, on_progress=progress,

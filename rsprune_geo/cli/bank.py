@@ -40,8 +40,8 @@ def build(folders: tuple[str, ...], output: str, encoder: str, runtime: str, k_p
           views: str, source: str, terms: str, quiet: bool, progress_json: bool) -> None:
     """Build the profile of the labelled FOLDERS (ROOT/<class>/<images>) for one encoder, on this
     machine's CPU runtime: `--prior-bank OUTPUT` then selects what `--prior-bank FOLDERS` selects."""
-    from ..stages.bankprofile import build_profile
-    from ..stages.priorbank import CentroidSpec
+    from ..bank.priorbank import CentroidSpec
+    from ..bank.profile import build_profile
 
     spec = CentroidSpec(None if k is not None else k_per_class, images_per_centroid, k, bank_samples, seed)
     with progress_reporter(progress_json, quiet) as on_progress:
@@ -57,7 +57,7 @@ def build(folders: tuple[str, ...], output: str, encoder: str, runtime: str, k_p
 @fail_cleanly
 def info(profile: str, as_json: bool) -> None:
     """Print what PROFILE holds (a .rsbank file, or `default`: the one the package ships)."""
-    from ..stages.bankprofile import load_profile
+    from ..bank.profile import load_profile
 
     loaded = load_profile(profile)
     click.echo(json.dumps(loaded.about, indent=1) if as_json else describe(loaded.path, loaded.about))

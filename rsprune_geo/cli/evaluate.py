@@ -30,7 +30,7 @@ def command(run_file: str, output: str | None, overwrite: bool, labels: str | No
     per-cluster random, proportional quotas, self-clustering.
     """
     from ..pipeline import run as run_pipeline
-    from ..runfile import read_record
+    from ..runs.runfile import read_record
 
     record = read_record(run_file)
     if not record.stage2:

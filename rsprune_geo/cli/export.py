@@ -8,7 +8,7 @@ import click
 from ..errors import RsPruneError
 from ..outputs.export import CHIP_FORMATS, CHIP_LAYOUTS
 from ..outputs.stac import STAC_ITEM_FORMATS
-from ..schema import Status
+from ..runs.vocabulary import Status
 from .errors import fail_cleanly
 from .options import overwrite_option, progress_json_option, run_file_argument
 from .progress import finish, progress_reporter

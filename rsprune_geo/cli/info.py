@@ -18,7 +18,7 @@ from .progress import finish
 @fail_cleanly
 def command(run_file: str, as_json: bool, progress_json: bool) -> None:
     """Print what RUN holds: tiles per status, CRS, parameters, inputs, stages, versions."""
-    from ..runfile import describe_run
+    from ..runs.runfile import describe_run
 
     info = describe_run(run_file)
     if progress_json:  # for tools: the run checked, its counts as the last JSON line on stderr

@@ -22,7 +22,8 @@ from typing import Any
 
 import click
 
-from ..config import Choice, Option, choices_of, run_options
+from ..choices import Choice
+from ..config import Option, choices_of, run_options
 
 #: Flags of parameters that are not run options, as messages name them.
 EXTRA_FLAGS = {"output": "-o", "overwrite": "--overwrite", "format": "--format", "status": "--status",

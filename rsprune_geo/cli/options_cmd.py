@@ -18,7 +18,7 @@ def command(as_json: bool) -> None:
     from ..config import describe_range, option_schema
     from ..features import list_encoders
     from ..progress import STAGES
-    from ..schema import Status
+    from ..runs.vocabulary import Status
 
     items = option_schema()
     statuses = [{"value": s.value, "color": list(s.color), "pruned": s.pruned, "description": s.description}

@@ -22,7 +22,8 @@ from .progress import finish, progress_reporter
 def command(run_file: str, output: str, galleries: bool, gallery_size: int, overwrite: bool,
             progress_json: bool) -> None:
     """Write an HTML report of a run (plots, galleries, parameters, timings, baselines)."""
-    from ..outputs.report import galleries_folder, write_report
+    from ..outputs.galleries import galleries_folder
+    from ..outputs.report import write_report
 
     with progress_reporter(progress_json) as on_progress:
         path = write_report(run_file, output, overwrite, galleries=galleries, gallery_size=gallery_size,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from ..bank.profile import banks_or_default
 from ..config import RunConfig
 from ..errors import RsPruneError, param
 from ..pipeline import run as run_pipeline
-from ..stages.bankprofile import banks_or_default
 from .errors import fail_cleanly
 from .options import output_option, overwrite_option, progress_json_option, quiet_option, run_config_options
 from .progress import finish, progress_reporter

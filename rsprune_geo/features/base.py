@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Runtime
+from ..choices import Runtime
 from ..errors import InputError, require_extra
 from ..files import file_fingerprint
 from .runtime import Calibration, OnnxNetwork, choose_runtime

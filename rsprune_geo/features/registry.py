@@ -99,3 +99,11 @@ def get_encoder(name: str | None = None, weights: str | None = None, fit_images:
     info = encoder_info(name or DEFAULT_ENCODER)
     return info.cls.build(info.name, weights, fit_images, seed, device, runtime=runtime, cache_dir=cache_dir,
                           calibration=calibration)
+
+
+def independent_encoder_name(run_encoder: str, requested: str | None = None) -> str:
+    """The encoder coverage and Fréchet are measured with: ``requested``, else one unlike the
+    run's (``rcf-empirical``, or ``efficientnet-lite0`` when the run used RCF)."""
+    if requested:
+        return requested
+    return "efficientnet-lite0" if run_encoder.startswith("rcf") else "rcf-empirical"

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Runtime
+from ..choices import Runtime
 from ..errors import InputError, param, require_extra
 from ..files import SHIPPED, file_fingerprint
 from .cache import default_cache_dir

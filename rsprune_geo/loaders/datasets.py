@@ -13,8 +13,8 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 from ..reading.pixels import read_all_bands, read_chip, read_errors, window_inside
-from ..runfile import read_run
-from ..schema import Status
+from ..runs.runfile import read_run
+from ..runs.vocabulary import Status
 
 #: What ``TileDataset`` returns as the image: the raw values of every band, the raw values of
 #: the run's bands, or the run's 8-bit RGB rendering (its bands and grey-level stretch).

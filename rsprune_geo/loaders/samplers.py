@@ -14,9 +14,10 @@ from pyproj import CRS
 from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GeoSampler
 
-from ..errors import InputError
-from ..runfile import read_run
-from ..schema import RunRecord, Status
+from ..errors import InputError, counted
+from ..runs.record import RunRecord
+from ..runs.runfile import read_run
+from ..runs.vocabulary import Status
 from .datasets import choose_tiles
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ class TileGeoSampler(GeoSampler):
             keep &= (starts <= np.datetime64(toi.right)) & (stops >= np.datetime64(toi.left))
         missing = np.isnat(starts)
         if missing.any():
-            log.warning("%d tile(s) come from rasters the torchgeo dataset does not hold and are left out",
-                        int(missing.sum()))
+            log.warning("%s from rasters the torchgeo dataset does not hold, left out",
+                        counted(int(missing.sum()), "tile"))
             keep &= ~missing
         self.tiles = self.tiles[keep].reset_index(drop=True)
         self.boxes, self.starts, self.stops = boxes[keep], starts[keep], stops[keep]

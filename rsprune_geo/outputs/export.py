@@ -17,8 +17,8 @@ from rasterio.windows import transform as window_transform
 from ..errors import InputError, OutputError, param
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_all_bands, read_chip
-from ..runfile import read_run, read_tiles_with_status
-from ..schema import Status
+from ..runs.runfile import read_run, read_tiles_with_status
+from ..runs.vocabulary import Status
 from .geopackage import write_style
 
 CHIP_FORMATS = ("tif", "png", "jpg")
@@ -176,7 +176,7 @@ def export_chips(
     if fmt != "tif":
         _write_text(folder / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return {"folder": str(folder), "chips": len(rows), "written": written, "skipped": skipped,
-            "format": fmt, "layout": layout, "tile_size": record.parameters.get("tile_size")}
+            "format": fmt, "layout": layout, "tile_size": record.parameters.tile_size}
 
 
 def _write_geotiff_chip(src, window: Window, target: Path) -> None:

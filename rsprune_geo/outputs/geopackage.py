@@ -13,8 +13,8 @@ import pandas as pd
 import pyogrio
 
 from ..errors import OutputError
-from ..runinputs import INPUTS_LAYER
-from ..schema import Status
+from ..runs.inputs import INPUTS_LAYER
+from ..runs.vocabulary import Status
 from .temporaries import owner_prefix
 
 #: GeoPackage version QGIS 3.22's GDAL (3.6) prefers.

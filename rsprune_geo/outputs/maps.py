@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import require_extra
 from ..reading.pixels import read_preview, source_scaling
 from ..reading.sources import open_source, recorded_path
-from ..schema import RunRecord, Status
+from ..runs.record import RunRecord
+from ..runs.vocabulary import Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure

@@ -14,15 +14,16 @@ from typing import Any
 
 import pandas as pd
 
+from ..engine.columns import TileColumns
+from ..engine.scaleout import map_tasks
 from ..errors import OutputError, param
 from ..progress import ProgressCallback, no_progress
 from ..reading.grid import RunGrid
-from ..runfile import FOLDER_GEOPACKAGE, LAYER_FILES, TILES_FOLDER, is_run_folder
-from ..runinputs import INPUTS_FILE, SourceInputs, TableInputs, inputs_frames, is_table, write_inputs
-from ..scaleout import map_tasks
-from ..schema import ReasonContext, RunRecord
-from ..stages.columns import TileColumns
-from ..tiletable import Decisions, iter_parts, part_path, read_tiles, update_part
+from ..runs.inputs import INPUTS_FILE, SourceInputs, TableInputs, inputs_frames, is_table, write_inputs
+from ..runs.record import RunRecord
+from ..runs.runfile import FOLDER_GEOPACKAGE, LAYER_FILES, TILES_FOLDER, is_run_folder
+from ..runs.tiletable import Decisions, iter_parts, part_path, read_tiles, update_part
+from ..runs.vocabulary import ReasonContext
 from .geopackage import check_output_path, check_parent, write_geopackage
 from .temporaries import new_folder, replace_folder
 

@@ -19,8 +19,9 @@ import pandas as pd
 
 from ..errors import InputError, OutputError, counted, param, require_extra
 from ..progress import ProgressCallback, no_progress
-from ..runfile import read_tiles_with_status
-from ..schema import RunRecord, Status
+from ..runs.record import RunRecord
+from ..runs.runfile import read_tiles_with_status
+from ..runs.vocabulary import Status
 
 #: How the items are written: one JSON file each (a self-contained catalogue), or one
 #: stac-geoparquet file beside the collection (for runs too large for a file an item).
@@ -174,7 +175,7 @@ def _collection(tiles: pd.DataFrame, record: RunRecord, items: str):
                              pystac.TemporalExtent([[start.to_pydatetime(), end.to_pydatetime()]])),
         license="other",
         summaries=pystac.Summaries(summaries),
-        extra_fields={"rsprune:counts": record.counts, "rsprune:parameters": record.parameters,
+        extra_fields={"rsprune:counts": record.counts, "rsprune:parameters": record.parameters.to_dict(),
                       "rsprune:items": items},
     )
     return collection

@@ -13,7 +13,8 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from rasterio.enums import ColorInterp, Resampling
@@ -23,8 +24,63 @@ from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import rasterio.io
+    from rasterio.crs import CRS
 
-    from .sources import RasterSource
+
+class MaskMode(StrEnum):
+    """Where a raster's validity comes from: its nodata value, an alpha band, a GDAL mask, or
+    none (every pixel valid; non-finite floats are always invalid)."""
+
+    NODATA = "nodata"
+    ALPHA = "alpha"
+    MASK = "mask"
+    NONE = "none"
+
+
+class PixelSource(Protocol):
+    """What the pixel layer reads of a raster. :class:`~rsprune_geo.reading.sources.RasterSource`
+    fits it; the pixel layer sits below the sources and does not import them."""
+
+    @property
+    def path(self) -> str:
+        """The raster's path or URL."""
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+
+    @property
+    def dtype(self) -> str:
+        """The bands' data type."""
+
+    @property
+    def crs(self) -> CRS | None:
+        """The CRS, if any."""
+
+    @property
+    def bands(self) -> tuple[int, ...]:
+        """The 1-based bands read."""
+
+    @property
+    def nodata(self) -> float | None:
+        """The nodata value, if any."""
+
+    @property
+    def mask_mode(self) -> MaskMode:
+        """Where validity comes from."""
+
+    @property
+    def alpha_band(self) -> int | None:
+        """The alpha band's index, if any."""
+
+    def open(self) -> rasterio.io.DatasetReader:
+        """The raster opened for reading."""
+        ...
+
 
 #: Percentiles of the robust stretch of non-uint8 data to 0–255.
 DEFAULT_PERCENTILES = (2.0, 98.0)
@@ -142,7 +198,7 @@ class Scaling:
 IDENTITY = Scaling()
 
 
-def source_scaling(source: RasterSource, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+def source_scaling(source: PixelSource, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
                    max_size: int = 1024) -> Scaling:
     """Robust per-band scaling of a non-uint8 source from its valid pixels' percentiles.
 
@@ -154,7 +210,7 @@ def source_scaling(source: RasterSource, percentiles: tuple[float, float] = DEFA
     return Scaling.from_values(_valid_values(source, max_size), percentiles)
 
 
-def run_scaling(sources: Sequence[RasterSource], percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+def run_scaling(sources: Sequence[PixelSource], percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
                 max_size: int = 1024) -> list[Scaling]:
     """One robust scaling shared by all non-uint8 sources of a run (pooled percentiles).
 
@@ -170,7 +226,7 @@ def run_scaling(sources: Sequence[RasterSource], percentiles: tuple[float, float
     return [IDENTITY if s.dtype == "uint8" else shared for s in sources]
 
 
-def _valid_values(source: RasterSource, max_size: int) -> list[np.ndarray]:
+def _valid_values(source: PixelSource, max_size: int) -> list[np.ndarray]:
     data, valid = read_reduced(source, max_size)
     return [band[valid] for band in data]
 
@@ -183,7 +239,7 @@ def to_rgb8(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(1, 2, 0))
 
 
-def read_window(source: RasterSource, window: Window,
+def read_window(source: PixelSource, window: Window,
                 dataset: rasterio.io.DatasetReader | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read the source's bands in ``window`` with a validity mask.
 
@@ -215,7 +271,7 @@ def read_window(source: RasterSource, window: Window,
             src.close()
 
 
-def read_plain(source: RasterSource, window: Window) -> np.ndarray:
+def read_plain(source: PixelSource, window: Window) -> np.ndarray:
     """The source's bands in a window inside the raster, without a validity mask."""
     with source.open() as src, read_errors(source.path):
         return src.read(source.bands, window=window)
@@ -226,7 +282,7 @@ def _overlaps(a: Window, b: Window) -> bool:
             and a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height)
 
 
-def read_reduced(source: RasterSource, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def read_reduced(source: PixelSource, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """The selected bands and validity at reduced resolution (longest side <= ``max_size``),
     read from overviews when the file has them: ``(data, valid)``."""
     factor = max(1, int(np.ceil(max(source.width, source.height) / max_size)))
@@ -236,22 +292,22 @@ def read_reduced(source: RasterSource, max_size: int = 1024) -> tuple[np.ndarray
         return data, valid_mask(source, src, data, out_shape=shape)
 
 
-def valid_mask(source: RasterSource, src: rasterio.io.DatasetReader, block: np.ndarray, **where) -> np.ndarray:
+def valid_mask(source: PixelSource, src: rasterio.io.DatasetReader, block: np.ndarray, **where) -> np.ndarray:
     """Valid pixels of a block: any band valid (GDAL's dataset-mask rule), finite floats only.
 
     ``where`` locates the block for the alpha band or mask: ``window=`` or ``out_shape=``.
     """
     valid: np.ndarray | None
-    if source.mask_mode == "nodata":
+    if source.mask_mode == MaskMode.NODATA:
         nodata = source.nodata
         assert nodata is not None
         if np.isnan(nodata):
             valid = ~np.isnan(block).all(axis=0)
         else:
             valid = (block != np.array(nodata, dtype=block.dtype)).any(axis=0)
-    elif source.mask_mode == "alpha":
+    elif source.mask_mode == MaskMode.ALPHA:
         valid = src.read(source.alpha_band, **where) > 0
-    elif source.mask_mode == "mask":
+    elif source.mask_mode == MaskMode.MASK:
         valid = src.read_masks(source.bands[0], **where) > 0
     else:
         valid = None
@@ -263,7 +319,7 @@ def valid_mask(source: RasterSource, src: rasterio.io.DatasetReader, block: np.n
     return valid
 
 
-def read_rgb(source: RasterSource, windows: Sequence[Window], size: int, scaling: Scaling,
+def read_rgb(source: PixelSource, windows: Sequence[Window], size: int, scaling: Scaling,
              dataset: rasterio.io.DatasetReader | None = None) -> np.ndarray:
     """The windows' pixels resampled to ``size``² as uint8 RGB, (N, size, size, 3).
 
@@ -282,7 +338,7 @@ def read_rgb(source: RasterSource, windows: Sequence[Window], size: int, scaling
     return images
 
 
-def read_chip(source: RasterSource, window: Window, scaling: Scaling,
+def read_chip(source: PixelSource, window: Window, scaling: Scaling,
               dataset: rasterio.io.DatasetReader | None = None) -> np.ndarray:
     """One window at full resolution as uint8 RGB (H, W, 3); 0 outside the raster.
     ``dataset``: the source already open (many chips, one open)."""
@@ -299,7 +355,7 @@ def read_all_bands(src: rasterio.io.DatasetReader, window: Window) -> np.ndarray
                     fill_value=src.nodata or 0)
 
 
-def read_preview(source: RasterSource, scaling: Scaling, max_size: int = 1600,
+def read_preview(source: PixelSource, scaling: Scaling, max_size: int = 1600,
                  crs=None) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The source's bands as an RGBA float image (longest side <= ``max_size``, overviews when
     the file has them) by the run's ``scaling``, warped to ``crs`` when it differs, with its

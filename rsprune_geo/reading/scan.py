@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 from rasterio import Affine
 
-from ..errors import InputError
+from ..engine.scaleout import map_tasks
+from ..errors import InputError, SkippedInput
 from ..files import file_fingerprint
-from ..scaleout import map_tasks
 from .sources import CHIP_SUFFIXES, RASTER_SUFFIXES, RasterSource, iter_paths, open_source
 from .stac import StacPath
 
@@ -266,7 +266,7 @@ def scan_sources(
     strict: bool = False,
     client: Any | None = None,
     asset: str | None = None,
-) -> tuple[Sequence[RasterSource], list[dict]]:
+) -> tuple[Sequence[RasterSource], list[SkippedInput]]:
     """Like :func:`open_sources`, but in a multi-file run an unusable file (not a raster, empty,
     truncated, no CRS, too few bands) is skipped and reported, unless ``strict``. STAC inputs
     give each item's ``asset`` (see :mod:`~rsprune_geo.reading.stac`), dated by the item.
@@ -279,7 +279,7 @@ def scan_sources(
     and gathered in order.
     """
     held: TableBuilder | list[RasterSource] = TableBuilder() if chips else []
-    skipped: list[dict] = []
+    skipped: list[SkippedInput] = []
     first_error = None
     given = 0
     paths = iter_paths(inputs, CHIP_SUFFIXES if chips else RASTER_SUFFIXES, recursive=chips, asset=asset)

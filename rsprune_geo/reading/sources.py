@@ -17,9 +17,9 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from ..errors import InputError, param, require_extra
+from ..errors import InputError, counted, param, require_extra
 from ..files import file_fingerprint
-from .pixels import choose_bands, read_errors
+from .pixels import MaskMode, choose_bands, read_errors
 
 #: dtypes the information filter knows how to read.
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -46,7 +46,7 @@ class RasterSource:
     transform: rasterio.Affine
     bands: tuple[int, ...]
     nodata: float | None
-    mask_mode: str
+    mask_mode: MaskMode
     alpha_band: int | None
     block_shape: tuple[int, int]
     overviews: tuple[int, ...]
@@ -224,19 +224,19 @@ def open_source(
             chosen = tuple(bands) if bands else choose_bands(src)
             if max(chosen) > src.count:
                 raise InputError(
-                    f"{path}: band {max(chosen)} asked for, but the raster has {src.count} band(s)"
+                    f"{path}: band {max(chosen)} asked for, but the raster has {counted(src.count, 'band')}"
                 )
             interp = list(src.colorinterp)
             alpha_band = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
             flags = src.mask_flag_enums[chosen[0] - 1]
             if alpha_band is not None and MaskFlags.alpha in flags:
-                mask_mode = "alpha"
+                mask_mode = MaskMode.ALPHA
             elif MaskFlags.nodata in flags and src.nodata is not None:
-                mask_mode = "nodata"
+                mask_mode = MaskMode.NODATA
             elif MaskFlags.per_dataset in flags:
-                mask_mode = "mask"
+                mask_mode = MaskMode.MASK
             else:
-                mask_mode = "none"
+                mask_mode = MaskMode.NONE
             return RasterSource(
                 path=path,
                 width=src.width,

@@ -9,7 +9,7 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
-from ..config import EdgeMode
+from ..choices import EdgeMode
 from ..errors import InputError, param
 from .sources import RasterSource
 

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import PAPER_STAGE1_KEEP, Stage1Rule
+from ..choices import Stage1Rule
+from ..config import PAPER_STAGE1_KEEP
 from ..errors import counted
-from ..schema import Status
+from ..runs.vocabulary import Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
@@ -20,6 +21,17 @@ def tiles_with_data(statuses: np.ndarray) -> int:
     """How many tiles have data: every tile stage 1 did not drop as ``nodata`` (a nodata collar
     is not part of the data, so fractions never count it)."""
     return int((np.asarray(statuses, dtype=object) != Status.NODATA).sum())
+
+
+def budget_count(fraction: float, tiles_with_data: int) -> int:
+    """``fraction`` of ``tiles_with_data`` as a number of tiles: rounded to nearest, and at least
+    one when there are tiles with data and the fraction is above zero.
+
+    Every count of a run comes from here: the run's budget, the report's stage-1 cut and, mirrored
+    in the QGIS plugin (which runs without the package), the dialog's arithmetic.
+    """
+    rounded = round(fraction * tiles_with_data)
+    return max(rounded, 1) if fraction > 0 and tiles_with_data else rounded
 
 
 ROUNDS_TO_NONE = "rounds to none"
@@ -55,8 +67,7 @@ class Budget:
     def count(self, fraction: float) -> int:
         """``fraction`` of the tiles with data, as a number of tiles: at least one when there
         are tiles with data and the fraction is above zero."""
-        rounded = round(fraction * self.tiles_with_data)
-        return max(rounded, 1) if fraction > 0 and self.tiles_with_data else rounded
+        return budget_count(fraction, self.tiles_with_data)
 
     @property
     def rounded_up(self) -> bool:

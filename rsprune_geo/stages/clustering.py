@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, counted
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,9 @@ def fit_scene_centroids(
         if k is None and images_per_centroid > 1:
             kc = max(1, min(int(kc), sample.shape[0] // images_per_centroid))
         if kc > sample.shape[0]:
-            log.warning("prior bank class %r has %d image(s) for %d centroids: using %d centroid(s)",
-                        str(cls), sample.shape[0], int(kc), sample.shape[0])
+            log.warning("prior bank class %r has %s for %s: using %s", str(cls),
+                        counted(sample.shape[0], "image"), counted(int(kc), "centroid"),
+                        counted(sample.shape[0], "centroid"))
         kc = int(min(kc, sample.shape[0]))
         if kc == sample.shape[0]:
             centres = sample.copy()

@@ -10,15 +10,16 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from ..config import DEFAULT_PLAUSIBILITY_Z, Scheduler
+from ..choices import Scheduler
+from ..config import DEFAULT_PLAUSIBILITY_Z
+from ..engine._kernels import tile_sums
+from ..engine.columns import TileColumns
+from ..engine.scaleout import map_tasks
 from ..progress import ProgressCallback
-from ..reading.pixels import Scaling, read_image, read_plain, read_window, source_scaling, window_inside
+from ..reading.pixels import MaskMode, Scaling, read_image, read_plain, read_window, source_scaling, window_inside
 from ..reading.sources import RasterSource
 from ..reading.tiling import group_tiles, union_window
-from ..scaleout import map_tasks
-from ..schema import TILING_COLUMNS, Reason, ReasonContext, Status, reasons, status_code, status_names
-from ._kernels import tile_sums
-from .columns import TileColumns
+from ..runs.vocabulary import TILING_COLUMNS, Reason, ReasonContext, Status, reasons, status_code, status_names
 
 #: BT.601 luma weights in 1/256ths (77 + 150 + 29 = 256): integer luma on uint8, within 1 level.
 _LUMA_INT = np.array([77, 150, 29], dtype=np.uint16)
@@ -154,8 +155,8 @@ def score_window(data: np.ndarray, valid: np.ndarray, use_nodata: bool, nodata: 
 def read_for_scoring(source: RasterSource, window) -> tuple[np.ndarray, np.ndarray, bool, float]:
     """A window's pixels as the scoring kernel takes them: ``(data, valid, use_nodata, nodata)``,
     validity as an array only where it must be (masks, alpha bands, windows past the edge)."""
-    if window_inside(window, source.width, source.height) and source.mask_mode in ("nodata", "none"):
-        use_nodata = source.mask_mode == "nodata"
+    if window_inside(window, source.width, source.height) and source.mask_mode in (MaskMode.NODATA, MaskMode.NONE):
+        use_nodata = source.mask_mode == MaskMode.NODATA
         nodata = float(source.nodata) if use_nodata and source.nodata is not None else 0.0
         return read_plain(source, window), np.zeros((0, 0), dtype=bool), use_nodata, nodata
     data, valid = read_window(source, window)

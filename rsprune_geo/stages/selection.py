@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -10,65 +9,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import CellPeriod, GeoSpread, QuotaMode, RunConfig, default_of
+from ..choices import CellPeriod, GeoSpread, QuotaMode
+from ..config import RunConfig, default_of
+from ..engine.columns import TileColumns
 from ..errors import InputError, param
-from ..schema import Reason, Status
-from .columns import TileColumns
+from ..runs.vocabulary import Reason, Status
+from .geospread import (
+    _a_group_holds_more_than,
+    cell_groups,
+    cell_keys,
+    geo_picks,
+    spans_ground_or_time,
+)
 from .information import stratified_entropy_cut
-
-
-def water_fill_quotas(sizes: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
-    """Equal per-cluster quotas by water-filling, summing exactly to ``min(budget, sizes.sum())``.
-
-    The cap is the largest integer x with sum(min(x, n_k)) <= budget: clusters smaller than x
-    are taken whole, the others get x, and what is left is given one by one to clusters above
-    the cap, in a seeded random order.
-    """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    if (sizes < 0).any():
-        raise InputError("cluster sizes must be non-negative")
-    budget = int(min(max(budget, 0), sizes.sum()))
-    if budget == 0:
-        return np.zeros_like(sizes)
-    lo, hi = 0, int(sizes.max())
-    while lo < hi:  # largest cap whose water-filled total fits the budget
-        mid = (lo + hi + 1) // 2
-        if np.minimum(sizes, mid).sum() <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    quotas = np.minimum(sizes, lo)
-    left = budget - int(quotas.sum())
-    if left:
-        above = np.flatnonzero(sizes > lo)
-        order = np.random.default_rng(seed).permutation(above)
-        quotas[order[:left]] += 1
-    return quotas
-
-
-def water_fill_above(held: np.ndarray, caps: np.ndarray, budget: int) -> np.ndarray:
-    """New quotas (each at most its cap) that raise the lowest of ``held + quota`` first: the
-    budget goes to the groups an earlier selection holds least of. Exact total
-    (``min(budget, caps.sum())``); the last units go to the lowest groups, ties by index."""
-    held = np.asarray(held, dtype=np.int64)
-    caps = np.asarray(caps, dtype=np.int64)
-    budget = int(min(max(budget, 0), caps.sum()))
-    if budget == 0:
-        return np.zeros_like(caps)
-    lo, hi = int(held.min()), int((held + caps).max())
-    while lo < hi:  # the highest level whose filling fits the budget
-        mid = (lo + hi + 1) // 2
-        if np.clip(mid - held, 0, caps).sum() <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    quotas = np.clip(lo - held, 0, caps)
-    left = budget - int(quotas.sum())
-    if left:
-        room = np.flatnonzero(quotas < caps)
-        order = room[np.lexsort((room, held[room] + quotas[room]))]
-        quotas[order[:left]] += 1
-    return quotas
+from .quotas import blended_quotas, scene_quotas
 
 
 @dataclass(frozen=True)
@@ -87,48 +41,10 @@ class HeldBefore:
         return len(self.cells)
 
 
-def proportional_quotas(sizes: np.ndarray, budget: int) -> np.ndarray:
-    """Size-proportional quotas by largest remainder, summing exactly to the budget."""
-    sizes = np.asarray(sizes, dtype=np.int64)
-    total = int(sizes.sum())
-    budget = int(min(max(budget, 0), total))
-    if budget == 0:
-        return np.zeros_like(sizes)
-    return _apportion(sizes * (budget / total), sizes, budget)
 
 
-def blended_quotas(sizes: np.ndarray, budget: int, uniformity: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Quotas between equal (``uniformity=1``, water-filling) and size-proportional (``0``).
-
-    The blend of the two is rounded by largest remainder so the total is exact and no quota
-    exceeds its cluster's size.
-    """
-    if not 0.0 <= uniformity <= 1.0:
-        raise InputError(f"uniformity {uniformity}: must be in [0, 1]")
-    sizes = np.asarray(sizes, dtype=np.int64)
-    budget = int(min(max(budget, 0), sizes.sum()))
-    uniform = water_fill_quotas(sizes, budget, seed)
-    if uniformity == 1.0:
-        return uniform
-    proportional = proportional_quotas(sizes, budget)
-    if uniformity == 0.0:
-        return proportional
-    return _apportion(uniformity * uniform + (1 - uniformity) * proportional, sizes, budget)
 
 
-def _apportion(target: np.ndarray, caps: np.ndarray, budget: int) -> np.ndarray:
-    """Integer quotas near ``target`` (each <= cap) summing to ``budget``; ties by index."""
-    quotas = np.minimum(np.floor(target + 1e-9).astype(np.int64), caps)
-    left = budget - int(quotas.sum())
-    remainder = target - quotas
-    while left > 0:
-        room = np.flatnonzero(quotas < caps)
-        order = room[np.lexsort((room, -remainder[room]))]
-        take = order[:left]
-        quotas[take] += 1
-        remainder[take] = -np.inf
-        left = budget - int(quotas.sum())
-    return quotas
 
 
 def centroid_first_order(
@@ -199,228 +115,26 @@ class Selection:
     capped: np.ndarray | None = None
 
 
-def cell_keys(cells: np.ndarray, dates: np.ndarray | None = None,
-              period: CellPeriod | str = CellPeriod.ALL) -> np.ndarray:
-    """One int64 key per tile for the group a per-cell cap counts by: the ground cell (``cells``,
-    (N, 2) row and column, -1 without one) with the year or the season of the year when
-    ``period`` says so (tiles without a date share one unknown period); -1 without a cell."""
-    cells = np.asarray(cells).reshape(-1, 2)
-    period = CellPeriod.parse(period, "cell_period")
-    key = np.empty(len(cells), dtype=np.int64)
-    key[:] = cells[:, 0]
-    key <<= 24
-    key |= cells[:, 1] & 0xFFFFFF
-    if period is not CellPeriod.ALL and dates is not None:
-        stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(dates), errors="coerce"))
-        unknown = np.asarray(stamps.isna())
-        if period is CellPeriod.YEAR:
-            extra = np.nan_to_num(stamps.year.to_numpy(dtype=float)).astype(np.int64) - 1800
-        else:
-            extra = (np.nan_to_num(stamps.month.to_numpy(dtype=float)).astype(np.int64) % 12) // 3
-        key <<= 12
-        key |= np.where(unknown, 0xFFF, extra & 0xFFF)
-    key[cells[:, 0] < 0] = -1
-    return key
 
 
-def cell_groups(cells: np.ndarray, dates: np.ndarray | None = None,
-                period: CellPeriod | str = CellPeriod.ALL) -> np.ndarray:
-    """The group a per-cell cap counts by, as an int64 code per tile (see :func:`cell_keys`);
-    -1 for tiles without a ground cell (never capped)."""
-    key = cell_keys(cells, dates, period)
-    _, codes = np.unique(key, return_inverse=True)
-    return np.where(key < 0, -1, codes.ravel())
 
 
-def _a_group_holds_more_than(key: np.ndarray, count: int) -> bool:
-    """Whether some group (keys, -1 apart) holds more than ``count`` tiles: one sorted copy of
-    the keys and a bit a tile."""
-    grounded = key[key >= 0]
-    grounded.sort()
-    return bool(grounded.size > count and (grounded[count:] == grounded[:-count]).any())
 
 
-#: Seasons of the year, by the month's ``(month % 12) // 3``.
-SEASONS = ("DJF", "MAM", "JJA", "SON")
 
 
-#: How many of a cluster's next tiles (by rank) ``geo_spread`` chooses among.
-GEO_SPREAD_WINDOW = 8
 
 
-class _GeoTally:
-    """What the kept tiles hold so far: tiles per cap group, per date, and in each cell's 3×3
-    neighbourhood; a tile's score is how many kept tiles share its date and neighbourhood."""
-
-    def __init__(self, n: int, groups: np.ndarray | None, dates: np.ndarray | None, cells: np.ndarray | None,
-                 held: np.ndarray | None = None):
-        self.kept = np.zeros(n, dtype=bool)
-        self.groups = np.full(n, -1, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-        held = np.asarray(held if held is not None else [], dtype=np.int64)
-        held = held[held >= 0]
-        size = max(int(self.groups.max(initial=-1)), int(held.max(initial=-1))) + 1
-        self.in_group = np.bincount(held, minlength=size).astype(np.int64)  # an earlier selection's tiles
-        self.dates = np.asarray(dates, dtype=np.int64) if dates is not None else None
-        self.per_date = np.zeros(int(self.dates.max()) + 2, dtype=np.int64) if self.dates is not None else None
-        self.cells = np.asarray(cells, dtype=np.int64) if cells is not None else None
-        self.near: dict[tuple[int, int], int] = {}
-        self.total = 0
-
-    def full(self, i: int, limit: int) -> bool:
-        """Whether tile ``i``'s group already holds ``limit`` kept tiles."""
-        return bool(self.groups[i] >= 0 and self.in_group[self.groups[i]] >= limit)
-
-    def score(self, i: int) -> int:
-        """Kept tiles of tile ``i``'s date plus those in its cell's neighbourhood."""
-        value = 0
-        if self.per_date is not None and self.dates is not None and self.dates[i] >= 0:
-            value += int(self.per_date[self.dates[i]])
-        if self.cells is not None and self.cells[i, 0] >= 0:
-            value += self.near.get((int(self.cells[i, 0]), int(self.cells[i, 1])), 0)
-        return value
-
-    def keep(self, i: int) -> None:
-        """Keep tile ``i`` and count it."""
-        self.kept[i] = True
-        self.total += 1
-        if self.groups[i] >= 0:
-            self.in_group[self.groups[i]] += 1
-        if self.per_date is not None and self.dates is not None and self.dates[i] >= 0:
-            self.per_date[self.dates[i]] += 1
-        if self.cells is not None and self.cells[i, 0] >= 0:
-            r, c = int(self.cells[i, 0]), int(self.cells[i, 1])
-            for dr in (-1, 0, 1):
-                for dc in (-1, 0, 1):
-                    self.near[(r + dr, c + dc)] = self.near.get((r + dr, c + dc), 0) + 1
-
-    def best(self, window: list[int], rank: np.ndarray, spread: bool) -> int:
-        """The tile of ``window`` to keep: the lowest score, ties by rank (the first without spread)."""
-        return min(window, key=lambda i: (self.score(i), rank[i])) if spread else window[0]
 
 
-def geo_picks(rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget: int, seed: int = 0,
-              groups: np.ndarray | None = None, cap: int | None = None, cells: np.ndarray | None = None,
-              dates: np.ndarray | None = None, spread: bool = False,
-              held_groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Keep ``budget`` tiles knowing where and when they are: ``(kept, capped)`` masks.
-
-    Clusters take turns (a seeded order), each taking its next tile by ``rank`` while under its
-    quota. With ``groups`` (int codes, ``-1`` none) and ``cap``, a tile whose group already holds
-    ``cap`` kept tiles is passed over (``capped``). With ``spread``, a cluster takes, among its
-    next :data:`GEO_SPREAD_WINDOW` eligible tiles, the one whose date (``dates``, int codes, -1
-    unknown) and 3×3 cell neighbourhood (``cells``, (N, 2) row and col) hold the fewest kept
-    tiles, ties by rank. A shortfall (clusters whose tiles share full groups) is filled round by
-    round from any cluster under the cap; only when the cap makes the budget impossible is it
-    raised, one tile per group at a time: the total is always exact and the excess spread.
-    ``held_groups``: the groups of tiles an earlier selection kept, counted as already kept.
-    """
-    n = rank.size
-    budget = int(min(budget, n))
-    capped = np.zeros(n, dtype=bool)
-    if n == 0:
-        return np.zeros(n, dtype=bool), capped
-    tally = _GeoTally(n, groups, dates, cells, held_groups)
-    cap_value = n if cap is None else int(cap)
-    turn = np.random.default_rng(seed).permutation(int(inverse.max()) + 1)
-    _quota_rounds(tally, rank, inverse, quotas, budget, turn, cap_value, spread, capped)
-    limit = cap_value
-    order = np.lexsort((turn[inverse], rank)).tolist()  # round-robin over every cluster
-    while tally.total < budget:  # the shortfall, under the cap; then the cap raised one tile a round
-        _fill_round(tally, rank, order, budget, limit, GEO_SPREAD_WINDOW if spread else 1, spread)
-        limit += 1
-    return tally.kept, capped & ~tally.kept
 
 
-def _quota_rounds(tally: _GeoTally, rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget: int,
-                  turn: np.ndarray, cap: int, spread: bool, capped: np.ndarray) -> None:
-    """Rounds in which every cluster under its quota takes one tile (see :func:`geo_picks`);
-    tiles passed over because their group is full are marked in ``capped``."""
-    n = rank.size
-    by_rank = np.lexsort((rank, inverse))
-    starts = np.flatnonzero(np.r_[True, inverse[by_rank][1:] != inverse[by_rank][:-1]])
-    queues: dict[int, deque[int]] = {int(inverse[by_rank[a]]): deque(by_rank[a:b].tolist())
-                                     for a, b in zip(starts, np.r_[starts[1:], n])}
-    taken = np.zeros(quotas.size, dtype=np.int64)
-    active = [c for c in sorted(queues, key=lambda c: turn[c]) if quotas[c] > 0]
-    while active and tally.total < budget:
-        still = []
-        for c in active:
-            queue = queues[c]
-            window: list[int] = []
-            while queue and len(window) < (GEO_SPREAD_WINDOW if spread else 1):
-                i = queue.popleft()
-                if tally.full(i, cap):
-                    capped[i] = True  # its ground is full: passed over for good in this pass
-                    continue
-                window.append(i)
-            if not window:
-                continue
-            best = tally.best(window, rank, spread)
-            queue.extendleft(reversed([i for i in window if i != best]))  # the others stay, in rank order
-            tally.keep(best)
-            taken[c] += 1
-            if taken[c] < quotas[c] and queue:
-                still.append(c)
-            if tally.total >= budget:
-                break
-        active = still
 
 
-def _fill_round(tally: _GeoTally, rank: np.ndarray, order: list[int], budget: int, limit: int, width: int,
-                spread: bool) -> None:
-    """One round over every tile (``order``) keeping those whose group holds under ``limit``
-    kept tiles, best of each ``width`` pending first, until the budget is met."""
-    pending: list[int] = []
-    for i in order + [-1]:  # -1 flushes the last pending
-        if i >= 0 and (tally.kept[i] or tally.full(i, limit)):
-            continue
-        if i >= 0:
-            pending.append(i)
-        while pending and (len(pending) >= width or i < 0) and tally.total < budget:
-            best = tally.best(pending, rank, spread)
-            pending.remove(best)
-            tally.keep(best)
-            pending = [j for j in pending if not tally.full(j, limit)]
-        if tally.total >= budget:
-            return
 
 
-def scene_quotas(
-    sizes: np.ndarray, scenes: np.ndarray, budget: int, uniformity: float = 1.0, seed: int = 0,
-    held: dict[str, int] | None = None,
-) -> np.ndarray:
-    """Quotas per cluster shared by scene first: the scenes' quotas blend equal and
-    size-proportional shares (as :func:`blended_quotas` does for clusters), then each scene's
-    quota is water-filled over its clusters. Exact total, none above a cluster's size. With
-    ``held`` (tiles per scene an earlier selection kept), the equal share goes first to the
-    scenes it holds least of (:func:`water_fill_above`)."""
-    sizes = np.asarray(sizes, dtype=np.int64)
-    scenes = np.asarray(scenes).astype(str)
-    names, inverse = np.unique(scenes, return_inverse=True)
-    scene_sizes = np.bincount(inverse, weights=sizes).astype(np.int64)
-    if held:
-        before = np.array([held.get(str(name), 0) for name in names], dtype=np.int64)
-        target = uniformity * water_fill_above(before, scene_sizes, budget)
-        if uniformity < 1.0:
-            target = target + (1 - uniformity) * proportional_quotas(scene_sizes, budget)
-        per_scene = _apportion(target, scene_sizes, int(min(budget, scene_sizes.sum())))
-    else:
-        per_scene = blended_quotas(scene_sizes, budget, uniformity, seed)
-    quotas = np.zeros_like(sizes)
-    for s in range(names.size):
-        members = np.flatnonzero(inverse == s)
-        quotas[members] = water_fill_quotas(sizes[members], int(per_scene[s]), seed + s)
-    return quotas
 
 
-def spans_ground_or_time(cells: np.ndarray | None, dates: np.ndarray | None) -> bool:
-    """Whether tiles share a ground cell (overlapping rasters) or come from several dates: when
-    ``geo_spread="auto"`` turns the spread on. ``cells``: (N, 2) row and column (-1: none)."""
-    if cells is not None and _a_group_holds_more_than(cell_keys(cells), 1):
-        return True
-    if dates is not None:
-        return pd.Series(pd.to_datetime(np.asarray(dates), errors="coerce")).dropna().nunique() > 1
-    return False
 
 
 def select_tiles(
@@ -434,8 +148,8 @@ def select_tiles(
     cells: np.ndarray | None = None,
     dates: np.ndarray | None = None,
     max_per_cell: int | None = None,
-    cell_period: str = "all",
-    geo_spread: str = "off",
+    cell_period: CellPeriod | str = CellPeriod.ALL,
+    geo_spread: GeoSpread | str = GeoSpread.OFF,
     held: HeldBefore | None = None,
 ) -> Selection:
     """Keep exactly ``min(budget, n)`` tiles: per-cluster quotas, then centroid-first picks.
@@ -558,7 +272,7 @@ class SelectionOptions:
 
 @dataclass
 class AppliedSelection:
-    """A selection applied to a run's :class:`~rsprune_geo.stages.columns.TileColumns` (statuses,
+    """A selection applied to a run's :class:`~rsprune_geo.engine.columns.TileColumns` (statuses,
     reasons and ranks are set there) and what it says of each cluster (indexed by cluster id).
 
     ``pool`` holds the positions of the tiles that passed stage 1 (the selection's candidates),

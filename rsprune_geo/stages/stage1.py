@@ -8,26 +8,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from rasterio.crs import CRS
 
-from ..config import RunConfig, ScalingScope, Scheduler, Stage1Rule
+from ..bank.profile import Bank, BankProfile
+from ..choices import ScalingScope, Stage1Rule
+from ..config import RunConfig
+from ..engine.columns import TileColumns
+from ..engine.passes import Encoding, run_pass
+from ..engine.plan import RunPlan
+from ..engine.window import Encode, PassSpec
 from ..errors import InputError, counted, param
 from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
 from ..progress import ProgressCallback, no_progress
-from ..reading.grid import GroundGrid, RunGrid
 from ..reading.pixels import IDENTITY, Scaling, redact, run_scaling, source_scaling
 from ..reading.scan import distinct
 from ..reading.sources import RasterSource
-from ..schema import Stage1Record, Status
-from .bankprofile import Bank, BankProfile
+from ..runs.record import Stage1Record
+from ..runs.vocabulary import Status
 from .budget import Budget
-from .columns import TileColumns
 from .information import EntropyFloor, bank_entropies, entropy_cut, plausibility_floor
-from .passes import Encoding, run_pass
-from .window import Encode, PassSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Stage1Options:
 @dataclass
 class Stage1Result:
     """What stage 1 gives a run: its decisions are in the run's
-    :class:`~rsprune_geo.stages.columns.TileColumns`; here are each source's grey-level
+    :class:`~rsprune_geo.engine.columns.TileColumns`; here are each source's grey-level
     ``scalings``, the counted ``budget``, the bank's ``floor`` (bank rule), the global cut's
     entropy and count (paper rule, for the reasons), the ``stage1`` record and any warnings."""
 
@@ -81,29 +81,6 @@ class Stage1Result:
     record: Stage1Record
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class RunPlan:
-    """What both stages work over: the tile ``grid`` (with its sources' dates), the output ``crs``
-    and ``ground`` grid, the staged tile table's ``parts`` folder, where the work runs (the Dask
-    ``client``, else the local ``scheduler``) and whether source URLs are written without
-    credentials (``redact``)."""
-
-    grid: RunGrid
-    crs: CRS | None
-    ground: GroundGrid
-    parts: str | None
-    client: Any | None = None
-    redact: bool = False
-    scheduler: Scheduler = Scheduler.THREADS
-
-    @property
-    def sources(self) -> Sequence[RasterSource]:
-        """The run's sources, in order (a run of chips: their table, not a list)."""
-        if self.grid.chips is not None:
-            return self.grid.chips.sources
-        return [g.source for g in self.grid.sources]
 
 
 def unreadable_warning(errors: Sequence[tuple[str, str]]) -> str:
@@ -142,7 +119,7 @@ def matched_to_bank(config: RunConfig, bank: Bank, sources: Sequence[RasterSourc
         raise InputError(f"{param('match_bank_scale')} needs georeferenced rasters and a prior bank that "
                          "declares its ground sample distance (bank.json with {\"gsd\": METRES})")
     if size < MIN_MATCHED_TILE:
-        raise InputError(f"{param('match_bank_scale')}: a prior-bank image's ground is {size} pixel(s) of "
+        raise InputError(f"{param('match_bank_scale')}: a prior-bank image's ground is {counted(size, 'pixel')} of "
                          "these rasters; use a prior bank at their pixel size instead")
     log.info("tile size %d px: one tile covers the ground of one prior-bank image", size)
     return replace(config, tile_size=size, stride=None)
@@ -262,7 +239,7 @@ def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank
              ", ".join(f"{n} {status}" for status, n in columns.counts().items()))
     check_passed(columns, budget)
     record = Stage1Record(
-        rule=options.rule.value, tiles_with_data=budget.tiles_with_data, stage1_count=budget.stage1_kept,
+        rule=options.rule, tiles_with_data=budget.tiles_with_data, stage1_count=budget.stage1_kept,
         floor_bits=floor.bits if floor is not None else None,
         floor_per_scene=floor.per_scene if floor is not None else None,
         plausibility_z=floor.z if floor is not None else None,

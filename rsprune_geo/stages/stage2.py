@@ -15,23 +15,26 @@ import numpy as np
 import pandas as pd
 from rasterio.crs import CRS
 
-from ..config import ClusteringMode, MetricMode, RunConfig, Runtime
-from ..errors import InputError, param
-from ..evaluation import evaluate_run, independent_encoder_name
-from ..features import Encoder, encoder_info
+from ..bank.metric import metric_and_views
+from ..bank.priorbank import CentroidSpec, bank_centroids, bank_model
+from ..bank.profile import Bank, BankProfile, bank_encoder, profile_model
+from ..choices import ClusteringMode, MetricMode, Runtime
+from ..config import RunConfig
+from ..engine.columns import TileColumns
+from ..engine.passes import Encoding, run_pass
+from ..engine.plan import RunPlan
+from ..engine.window import Encode, PassSpec
+from ..errors import InputError, counted, param
+from ..features import Encoder
 from ..features.cache import default_cache_dir
 from ..features.runtime import onnxruntime_version
 from ..progress import ProgressCallback, no_progress
-from ..reading.grid import GroundGrid
-from ..runfile import read_run
-from ..schema import ReasonContext, Stage2Record, Status, status_code
-from .bankprofile import Bank, BankProfile, bank_encoder, profile_model
+from ..reading.ground import GroundGrid
+from ..runs.record import Stage2Record
+from ..runs.runfile import read_run
+from ..runs.vocabulary import ReasonContext, Status
 from .budget import Budget
 from .clustering import SceneCentroids, assign_to_centroids, self_clusters
-from .columns import TileColumns
-from .passes import Encoding, run_pass
-from .priorbank import CentroidSpec, PriorBank, bank_centroids, bank_model
-from .scenemetric import metric_and_views
 from .selection import (
     AppliedSelection,
     HeldBefore,
@@ -40,8 +43,7 @@ from .selection import (
     centroid_first_order,
     find_duplicates,
 )
-from .stage1 import RunPlan, Stage1Result
-from .window import Encode, PassSpec
+from .stage1 import Stage1Result
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
 class Stage2Options:
     """What stage 2 needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`,
     where each is defined): the prior bank, the encoder and where it runs, how the bank is
-    over-clustered, the clustering, the selection, and the evaluation."""
+    over-clustered, the clustering, the selection, and whether an evaluation needs every tile's
+    embedding (``evaluate``)."""
 
     prior_bank: tuple[str, ...]
     encoder: str
@@ -63,9 +66,6 @@ class Stage2Options:
     runtime: Runtime
     batch_size: int | None
     evaluate: bool
-    labels: str | None
-    label_column: str
-    eval_encoder: str | None
     extend: str | None = None
     metric: MetricMode = MetricMode.BANK
     views: int | None = None
@@ -79,8 +79,7 @@ class Stage2Options:
                                    config.seed),
             clustering=config.clustering, selection=SelectionOptions.from_config(config),
             cache_dir=config.cache_dir, device=config.device, runtime=config.runtime, batch_size=config.batch_size,
-            evaluate=config.evaluate, labels=config.labels, label_column=config.label_column,
-            eval_encoder=config.eval_encoder, extend=config.extend, metric=config.metric, views=config.views,
+            evaluate=config.evaluate, extend=config.extend, metric=config.metric, views=config.views,
         )
 
     @property
@@ -147,12 +146,8 @@ def prepare_model(bank: Bank, options: Stage2Options, positions: int,
                   on_progress: ProgressCallback = no_progress) -> Stage2Model:
     """The encoder (fitted or calibrated on the bank when it needs to be) and the bank's scene
     centroids, cached so many runs share them; a scratch file for ``positions`` vectors when the
-    run keeps its embeddings. An evaluation's independent encoder that cannot run here fails
-    now, before the run's work, not after it."""
+    run keeps its embeddings."""
     t0 = time.perf_counter()
-    if options.evaluate:
-        independent = independent_encoder_name(options.encoder, options.eval_encoder)
-        encoder_info(independent).require_installed(f"{param('evaluate')}'s independent encoder ({independent})")
     if isinstance(bank, BankProfile):
         encoder, centroids = profile_model(bank, options.encoder, options.weights, options.centroids, options.device,
                                            options.runtime, options.cache_root, options.metric, options.views)
@@ -171,11 +166,11 @@ def prepare_model(bank: Bank, options: Stage2Options, positions: int,
 @dataclass
 class Stage2Result:
     """What stage 2 gives a run: its decisions are in the run's columns; here are the
-    ``clusters`` table, the evaluation table (with ``evaluate``), the ``stage2`` record and the
-    figures the reasons quote."""
+    ``clusters`` table, the selection as ``applied`` (its candidates, their clusters and
+    quotas, which the evaluation reads), the ``stage2`` record and the figures the reasons quote."""
 
     clusters: pd.DataFrame
-    evaluation: pd.DataFrame | None
+    applied: AppliedSelection
     record: Stage2Record
     context: ReasonContext
     timings: dict[str, float] = field(default_factory=dict)
@@ -209,19 +204,13 @@ def run_stage2(plan: RunPlan, options: Stage2Options, columns: TileColumns, stag
                               plan.grid.order_keys, scene_cut=budget.scene_cut, duplicates=duplicates, held=held)
     on_progress("selection", 1, 1)
     timings["stage2_selection"] = time.perf_counter() - t0
-    evaluation = None
-    if options.evaluate:
-        t0 = time.perf_counter()
-        on_progress("evaluation", 0, 1)
-        evaluation = _evaluate(plan, options, columns, stage1, model, applied, on_progress)
-        timings["evaluation"] = time.perf_counter() - t0
     record = _record(options, model, budget, candidates, applied)
     if held is not None:
         record.extends, record.extends_kept = str(options.extend), held.tiles
     context = ReasonContext(dedup=options.selection.dedup, cluster_quota=applied.quota.tolist(),
                             cluster_scene=[str(s) for s in used.labels], scene_quota=applied.scene_quota,
-                            max_per_cell=options.selection.max_per_cell, period=options.selection.cell_period.value)
-    return Stage2Result(clusters_table(used, applied), evaluation, record, context, timings)
+                            max_per_cell=options.selection.max_per_cell, period=options.selection.cell_period)
+    return Stage2Result(clusters_table(used, applied), applied, record, context, timings)
 
 
 def _clusters_used(columns: TileColumns, candidates: np.ndarray, model: Stage2Model,
@@ -272,24 +261,6 @@ class _Rows:
         return self.vectors[self.positions[index]]
 
 
-def _evaluate(plan: RunPlan, options: Stage2Options, columns: TileColumns, stage1: Stage1Result,
-              model: Stage2Model, applied: AppliedSelection, on_progress: ProgressCallback) -> pd.DataFrame:
-    """The evaluation table: every tile (read back from the staged parts, in their order) and its
-    embedding, the final decisions, the candidates of the selection."""
-    from ..tiletable import read_tiles
-
-    assert model.scratch is not None and plan.parts is not None
-    tiles = read_tiles(plan.parts)
-    positions = np.concatenate([plan.grid.task_positions(t) for t in plan.grid.tasks])
-    row_of = np.full(len(columns), -1, dtype=np.int64)
-    row_of[positions] = np.arange(positions.size)
-    kept = columns.status[positions] == status_code(Status.KEPT)
-    return evaluate_run(tiles, np.asarray(model.scratch.array[positions]), kept, row_of[applied.pool],
-                        applied.pool_cluster, applied.pool_distance, model.centroids, options, stage1.budget,
-                        plan.sources, stage1.scalings, on_progress=on_progress,
-                        bank=model.bank if isinstance(model.bank, PriorBank) else None)
-
-
 def held_before(run: str, crs: CRS | None, ground: GroundGrid) -> HeldBefore:
     """What the earlier run ``run`` kept (``extend``): its kept tiles per scene, and their ground
     cells in this run's ground grid (by their centres, in this run's CRS) and dates."""
@@ -304,7 +275,7 @@ def held_before(run: str, crs: CRS | None, ground: GroundGrid) -> HeldBefore:
         cells = ground.cells(kept.geometry.to_crs(crs).values)
     dates = (pd.to_datetime(kept["date"]).to_numpy(dtype="datetime64[ns]") if "date" in kept
              else np.full(len(kept), np.datetime64("NaT"), dtype="datetime64[ns]"))
-    log.info("extending %s: %d kept tile(s) over %d scene(s) counted", run, len(kept), len(counts))
+    log.info("extending %s: %s over %s counted", run, counted(len(kept), "kept tile"), counted(len(counts), "scene"))
     return HeldBefore(counts, cells, dates)
 
 
@@ -313,8 +284,8 @@ def _record(options: Stage2Options, model: Stage2Model, budget: Budget, candidat
     """The run record's ``stage2`` part."""
     bank, encoder, centroids = model.bank, model.encoder, model.centroids
     return Stage2Record(
-        encoder=encoder.name, encoder_key=encoder.cache_key, encoder_runtime=str(encoder.runtime),
-        metric=metric_and_views(encoder)[0].value, views=metric_and_views(encoder)[1],
+        encoder=encoder.name, encoder_key=encoder.cache_key, encoder_runtime=encoder.runtime,
+        metric=metric_and_views(encoder)[0], views=metric_and_views(encoder)[1],
         onnxruntime=onnxruntime_version(), weights=options.weights, prior_bank=bank.roots,
         prior_bank_fingerprint=bank.fingerprint, prior_bank_profile=isinstance(bank, BankProfile),
         prior_bank_images=len(bank), n_classes=len(bank.classes),
@@ -322,10 +293,10 @@ def _record(options: Stage2Options, model: Stage2Model, budget: Budget, candidat
         bank_samples=options.centroids.bank_samples, bank_gsd=bank.gsd,
         centroids_per_class={str(c): int(n) for c, n in zip(*np.unique(centroids.labels, return_counts=True))},
         k_per_class=options.centroids.k_per_class, images_per_centroid=options.centroids.images_per_centroid,
-        k=options.centroids.k, clustering=options.clustering.value,
-        stage1_rule=budget.rule.value,
+        k=options.centroids.k, clustering=options.clustering,
+        stage1_rule=budget.rule,
         stage1_candidates=int(candidates.size), stage1_passed=int(applied.pool.size),
-        stage1_decides=applied.stage1_decides, quota_by=options.selection.quota_by.value,
+        stage1_decides=applied.stage1_decides, quota_by=options.selection.quota_by,
         uniformity=options.selection.uniformity, spread=options.selection.spread, dedup=options.selection.dedup,
         budget=budget.keep_count, kept=applied.kept, cache_dir=str(options.cache_root), seed=options.seed,
     )

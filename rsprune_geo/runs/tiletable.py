@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from rasterio.crs import CRS
 
-from .schema import Reason, ReasonContext, reasons, status_names
+from .vocabulary import Reason, ReasonContext, reasons, status_names
 
 
 def part_path(folder: str | os.PathLike, part: int) -> Path:
@@ -84,7 +84,7 @@ def update_part(path: str | os.PathLike, decisions: Decisions, context: ReasonCo
 
 def apply_decisions(tiles: gpd.GeoDataFrame, decisions: Decisions, context: ReasonContext) -> gpd.GeoDataFrame:
     """Tiles (in the decisions' order) with a run's decisions: status, reason text (kept as it
-    was where the reason is :attr:`~rsprune_geo.schema.Reason.UNCHANGED`), entropy rank, and
+    was where the reason is :attr:`~rsprune_geo.runs.vocabulary.Reason.UNCHANGED`), entropy rank, and
     stage 2's cluster, scene, distance and ranks."""
     tiles["entropy_rank"] = decisions.entropy_rank.astype(np.int64)
     tiles["status"] = status_names(decisions.status)

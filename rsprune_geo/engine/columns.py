@@ -9,16 +9,16 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..schema import ABSENT, Reason, Status, status_code
+from ..runs.vocabulary import ABSENT, Reason, Status, status_code
 
 
 @dataclass
 class TileColumns:
-    """Per-tile columns, one element per position (``status`` :data:`~rsprune_geo.schema.ABSENT`
+    """Per-tile columns, one element per position (``status`` :data:`~rsprune_geo.runs.vocabulary.ABSENT`
     where a position is not a tile):
 
-    ``status`` and ``reason`` as one-byte codes (:func:`~rsprune_geo.schema.status_code`,
-    :class:`~rsprune_geo.schema.Reason`), ``entropy`` (bits), ``cell`` the ground cell (row, col;
+    ``status`` and ``reason`` as one-byte codes (:func:`~rsprune_geo.runs.vocabulary.status_code`,
+    :class:`~rsprune_geo.runs.vocabulary.Reason`), ``entropy`` (bits), ``cell`` the ground cell (row, col;
     -1 without one), ``cluster`` and ``distance`` (stage 2; -1 and NaN when not embedded), the
     ranks written to the table (``entropy_rank``, ``cluster_rank``, ``scene_rank``), and
     ``date_code``, an index into ``dates`` (-1: unknown)."""
@@ -72,7 +72,7 @@ class TileColumns:
         return int(((self.status != ABSENT) & (self.status != status_code(Status.NODATA))).sum())
 
     def counts(self) -> dict[str, int]:
-        """Tiles per status, in the order of :class:`~rsprune_geo.schema.Status` (those with any)."""
+        """Tiles per status, in the order of :class:`~rsprune_geo.runs.vocabulary.Status` (those with any)."""
         found = np.bincount(self.status[self.status != ABSENT], minlength=len(Status))
         return {s.value: int(found[i]) for i, s in enumerate(Status) if found[i]}
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import MetricMode
+from ..choices import MetricMode
 from ..errors import InputError
 from ..features.base import Encoder
-from .clustering import normalise
+from ..stages.clustering import normalise
 
 __all__ = ["MetricEncoder", "MetricMode", "SceneMetric", "ViewsEncoder", "metric_and_views", "raw_encoder",
            "with_views_and_metric"]

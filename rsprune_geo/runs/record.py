@@ -1,220 +1,35 @@
-"""The run's schema: tile statuses and their colours, why a tile has its status, the columns of
-every layer, the run record.
-
-Everything after a run (re-selection, evaluation, export, report, maps, the QGIS plugin) reads
-the run's file through these definitions, so a status, a column or a record field has one home.
-"""
+"""The run record: what a run did, typed in parts (stage 1, stage 2, ground), written as
+``run.json`` or a GeoPackage layer and read back, older files included; it rebuilds the run's
+``RunConfig`` and reopens its sources."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field, fields, replace
-from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
 
-import numpy as np
 import pandas as pd
 
-from .config import RunConfig
-from .errors import InputError, counted
-from .reading.pixels import REDACTED, Scaling
-from .reading.sources import RasterSource, open_source
-from .runinputs import INPUTS_FILE, INPUTS_LAYER, InputDates, SourceInputs, TableInputs, is_table, write_inputs
-
-
-class Status(StrEnum):
-    """A tile's decision (the ``status`` column). Members are strings: ``Status.KEPT == "kept"``."""
-
-    KEPT = "kept"
-    NOT_SELECTED = "not_selected"
-    DUPLICATE = "duplicate"
-    LOW_INFORMATION = "low_information"
-    NODATA = "nodata"
-
-    @property
-    def color(self) -> tuple[int, int, int]:
-        """RGB (0–255) of this status in the QGIS style, the PNG map and the report."""
-        return _COLORS[self]
-
-    @property
-    def description(self) -> str:
-        """What the status means, for legends and documentation."""
-        return _DESCRIPTIONS[self]
-
-    @property
-    def pruned(self) -> bool:
-        """Whether a tile with this status is left out of the kept subset."""
-        return self is not Status.KEPT
-
-
-_COLORS = {
-    Status.KEPT: (26, 152, 80),
-    Status.NOT_SELECTED: (69, 117, 180),
-    Status.DUPLICATE: (152, 78, 163),
-    Status.LOW_INFORMATION: (244, 109, 67),
-    Status.NODATA: (120, 120, 120),
-}
-_DESCRIPTIONS = {
-    Status.KEPT: "selected for training",
-    Status.NOT_SELECTED: "passed stage 1, beyond its cluster's quota",
-    Status.DUPLICATE: "near-duplicate of a tile nearer its centroid",
-    Status.LOW_INFORMATION: "under the stage-1 entropy floor or cut",
-    Status.NODATA: "nodata fraction over the limit, or pixels that cannot be read",
-}
-
-#: Colour of each status by its string value (for code that holds plain strings).
-STATUS_COLORS: dict[str, tuple[int, int, int]] = {s.value: s.color for s in Status}
-
-#: Statuses of tiles that passed stage 1 and reached stage 2's selection.
-STAGE2_POOL = (Status.KEPT, Status.NOT_SELECTED, Status.DUPLICATE)
-
-#: Each status as a one-byte code (its position in :class:`Status`), for columns held per tile;
-#: :data:`ABSENT` marks a grid position that is not a tile (outside the area of interest).
-STATUS_CODE: dict[Status, int] = {s: i for i, s in enumerate(Status)}
-ABSENT = 255
-
-
-def status_code(status: Status | str) -> int:
-    """The one-byte code of a status."""
-    return STATUS_CODE[Status(status)]
-
-
-def status_names(codes: np.ndarray) -> np.ndarray:
-    """The statuses (strings, an object array) of one-byte codes."""
-    names = np.array([s.value for s in Status] + [""], dtype=object)
-    return names[np.minimum(np.asarray(codes, dtype=np.int64), len(Status))]
-
-
-class Reason(IntEnum):
-    """Why a tile has its status, as a one-byte code; :func:`reasons` writes the ``reason`` text
-    from the code, the tile's own figures and the run's (:class:`ReasonContext`)."""
-
-    NONE = 0
-    NODATA = 1
-    ENTROPY_MIN = 2
-    FLOOR = 3
-    STAGE1_CUT = 4
-    SCENE_CUT = 5
-    DUPLICATE = 6
-    QUOTA = 7
-    CELL_FULL = 8
-    ENTROPY_TOP = 9
-    #: the window's pixels could not be read (a file truncated or corrupt, a server gone)
-    UNREADABLE = 10
-    #: the tile keeps the reason it had (a re-selection that did not decide it again)
-    UNCHANGED = 255
-
-
-@dataclass
-class ReasonContext:
-    """The run's figures a ``reason`` text quotes: thresholds, the bank's floor, stage 1's cut,
-    the selection's quotas (by cluster and scene) and per-cell cap, and each cluster's scene."""
-
-    max_nodata: float = 0.25
-    entropy_min: float | None = None
-    floor: float | None = None
-    cut_bits: float | None = None
-    cut_count: int | None = None
-    scene_quota: dict[str, int] = field(default_factory=dict)
-    dedup: float | None = None
-    cluster_quota: list[int] = field(default_factory=list)
-    cluster_scene: list[str] = field(default_factory=list)
-    max_per_cell: int | None = None
-    period: str = "all"
-    budget: int | None = None
-
-
-def reasons(codes: np.ndarray, context: ReasonContext, entropy: np.ndarray, nodata_fraction: np.ndarray,
-            cluster: np.ndarray | None = None, ground_cell: np.ndarray | None = None) -> np.ndarray:
-    """The ``reason`` text of tiles (an object array) from their :class:`Reason` codes and figures."""
-    out = np.full(len(codes), "", dtype=object)
-    c = context
-    period = "" if c.period == "all" else f" in its {c.period}"
-    for i, code in enumerate(np.asarray(codes).tolist()):
-        if code == Reason.NONE:
-            continue
-        e = float(entropy[i])
-        if code == Reason.NODATA:
-            out[i] = f"nodata fraction {float(nodata_fraction[i]):.2f} > {c.max_nodata:.2f}"
-        elif code == Reason.ENTROPY_MIN:
-            out[i] = f"entropy {e:.2f} < {c.entropy_min:.2f} bits"
-        elif code == Reason.FLOOR:
-            out[i] = f"entropy {e:.2f} bits: below every prior-bank scene (floor {c.floor:.2f} bits)"
-        elif code == Reason.STAGE1_CUT:
-            out[i] = f"entropy {e:.2f} bits under the stage-1 cut ({c.cut_bits:.2f} bits, top {c.cut_count})"
-        elif code == Reason.SCENE_CUT:
-            scene = c.cluster_scene[int(cluster[i])] if cluster is not None else ""
-            out[i] = f"entropy {e:.2f} bits under the stage-1 cut within scene {scene} (top {c.scene_quota[scene]})"
-        elif code == Reason.DUPLICATE:
-            out[i] = f"near-duplicate (cosine >= {c.dedup}) of a tile nearer its centroid"
-        elif code == Reason.QUOTA:
-            k = int(cluster[i]) if cluster is not None else -1
-            out[i] = f"beyond the quota of cluster {k} ({c.cluster_quota[k]})"
-        elif code == Reason.CELL_FULL:
-            cell = ground_cell[i] if ground_cell is not None else ""
-            held = counted(c.max_per_cell or 0, "kept tile")
-            out[i] = f"ground cell {cell} already holds {held}{period} (max per cell)"
-        elif code == Reason.ENTROPY_TOP:
-            out[i] = f"entropy under the stage-1 cut (top {c.budget})"
-        elif code == Reason.UNREADABLE:
-            out[i] = "its pixels cannot be read (the file is truncated or corrupt: see the run's warnings)"
-    return out
-
-#: The columns tiling produces, in order (the geometry follows).
-TILING_COLUMNS = ("tile_id", "source", "row_off", "col_off", "width", "height")
-
-#: Columns of the ``tiles`` layer (besides the geometry) and what they hold.
-TILE_COLUMNS: dict[str, str] = {
-    "tile_id": "stable id from the source's key and the tile's row and column",
-    "source": "path of the raster the tile was cut from",
-    "row_off": "pixel row of the window's top edge",
-    "col_off": "pixel column of the window's left edge",
-    "width": "window width in pixels",
-    "height": "window height in pixels",
-    "entropy": "Shannon entropy (bits) of the grey-level histogram of valid pixels",
-    "nodata_fraction": "share of the window's pixels without data",
-    "entropy_rank": "rank by entropy among the tiles over stage 1's floors (1 = highest; 0 = not ranked)",
-    "status": "the decision: one of " + ", ".join(s.value for s in Status),
-    "reason": "why the tile has its status (empty for kept tiles)",
-    "cluster": "stage 2: the tile's centroid (-1 when not embedded)",
-    "scene": "stage 2: the prior-bank scene of the tile's centroid",
-    "centroid_distance": "stage 2: cosine distance to the centroid",
-    "cluster_rank": "stage 2: order of selection within the cluster (-1 when not ranked)",
-    "scene_entropy_rank": "stage 2, bank rule: rank by entropy within the tile's scene (0 = not ranked)",
-    "ground_cell": "the tile's cell in a grid common to all rasters: tiles of overlapping rasters over the same "
-                   "ground share it (empty without a CRS)",
-    "date": "acquisition date of the tile's raster (file name pattern, GDAL metadata or STAC item; empty when "
-            "unknown)",
-}
-
-#: Columns of the ``clusters`` layer.
-CLUSTER_COLUMNS: dict[str, str] = {
-    "cluster": "centroid id",
-    "scene": "the prior-bank scene the centroid was fitted on",
-    "purity": "share of the centroid's bank members of its scene",
-    "bank_members": "prior-bank images assigned to the centroid",
-    "size": "candidate tiles assigned to the centroid",
-    "duplicates": "near-duplicates found among them",
-    "quota": "tiles the selection may keep from the centroid",
-    "kept": "tiles kept",
-}
-
-
-def status_counts(statuses: Any) -> dict[str, int]:
-    """Tiles per status as ``{value: count}`` (plain strings, for records and events)."""
-    return {str(k): int(v) for k, v in pd.Series(statuses).value_counts().items()}
+from ..choices import Choice, ClusteringMode, MetricMode, QuotaMode, Runtime, Stage1Rule
+from ..config import RunConfig
+from ..errors import InputError, SkippedInput
+from ..reading.pixels import REDACTED, Scaling
+from ..reading.sources import RasterSource, open_source
+from .inputs import INPUTS_FILE, INPUTS_LAYER, InputDates, InputEntry, SourceInputs, TableInputs, is_table, write_inputs
 
 
 class RecordPart:
     """A typed part of the run record (a dataclass) that writes and reads itself as JSON-able data.
 
     Reading tolerates older run files: a key they lack takes its field's default (or the value
-    older versions used, :attr:`LEGACY`), a key this version does not know is dropped.
+    older versions used, :attr:`LEGACY`), a key this version does not know is dropped. A choice
+    is read back as its enum (:class:`~rsprune_geo.choices.Choice`) and written as its word.
     """
 
     #: Values of fields that older run files lack, where older versions behaved otherwise than
@@ -228,11 +43,22 @@ class RecordPart:
             return None
         names = {f.name for f in fields(cast(Any, cls))}
         values = {**cls.LEGACY, **{k: v for k, v in data.items() if k in names}}
+        for name, choice in cls._choices().items():
+            if values.get(name) is not None:
+                values[name] = choice.parse(values[name], name)
         return cls(**values)
 
+    @classmethod
+    def _choices(cls) -> dict[str, type[Choice]]:
+        """The fields that hold a choice, and its enum."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hint for f in fields(cast(Any, cls))
+                if isinstance(hint := hints[f.name], type) and issubclass(hint, Choice)}
+
     def to_dict(self) -> dict[str, Any]:
-        """The part as JSON-able data."""
-        return asdict(cast(Any, self))
+        """The part as JSON-able data (choices as their words)."""
+        out = asdict(cast(Any, self))
+        return {k: v.value if isinstance(v, Choice) else v for k, v in out.items()}
 
 
 @dataclass
@@ -241,7 +67,7 @@ class Stage1Record(RecordPart):
     top-fraction cut keeps, and (bank rule) the entropy floor, each scene's floor and the z
     behind them."""
 
-    rule: str = "paper"
+    rule: Stage1Rule = Stage1Rule.PAPER
     tiles_with_data: int = 0
     stage1_count: int = 0
     floor_bits: float | None = None
@@ -255,12 +81,12 @@ class Stage2Record(RecordPart):
     clustering, the stage-1 candidates and how many passed, the selection's settings, budget and
     outcome."""
 
-    LEGACY: ClassVar[dict[str, Any]] = {"encoder_runtime": "torch", "quota_by": "centroid"}
+    LEGACY: ClassVar[dict[str, Any]] = {"encoder_runtime": Runtime.TORCH, "quota_by": QuotaMode.CENTROID}
 
     encoder: str = ""
     encoder_key: str = ""
-    encoder_runtime: str = "torch"
-    metric: str = "raw"
+    encoder_runtime: Runtime = Runtime.TORCH
+    metric: MetricMode = MetricMode.RAW
     views: int = 1
     onnxruntime: str | None = None
     weights: str | None = None
@@ -277,12 +103,12 @@ class Stage2Record(RecordPart):
     k_per_class: int | None = None
     images_per_centroid: int | None = None
     k: int | None = None
-    clustering: str = "prior"
-    stage1_rule: str = "paper"
+    clustering: ClusteringMode = ClusteringMode.PRIOR
+    stage1_rule: Stage1Rule = Stage1Rule.PAPER
     stage1_candidates: int = 0
     stage1_passed: int = 0
     stage1_decides: bool = False
-    quota_by: str = "scene"
+    quota_by: QuotaMode = QuotaMode.SCENE
     uniformity: float = 1.0
     spread: int = 1
     dedup: float | None = None
@@ -290,7 +116,7 @@ class Stage2Record(RecordPart):
     kept: int = 0
     cache_dir: str | None = None
     seed: int = 0
-    bank_skipped: list[dict[str, Any]] = field(default_factory=list)
+    bank_skipped: list[SkippedInput] = field(default_factory=list)
     extends: str | None = None
     extends_kept: int = 0
 
@@ -349,16 +175,16 @@ class RunRecord:
 
     run_id: str = ""
     created: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: RunConfig = field(default_factory=RunConfig)
     versions: dict[str, str] = field(default_factory=dict)
     crs: str | None = None
-    inputs: Sequence[dict[str, Any]] = field(default_factory=list)
+    inputs: Sequence[InputEntry] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     stage1: Stage1Record | None = None
     stage2: Stage2Record | None = None
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[SkippedInput] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     reselected_from: str | None = None
     ground: GroundRecord | None = None
@@ -374,7 +200,7 @@ class RunRecord:
         """The record as JSON-able data. Its lists of plain items (``inputs``, ``skipped``,
         ``warnings``) are the record's own, not copies: a folder of chips is a run of a million
         inputs, and a deep copy of them doubled a run's peak as its record was written. Inputs
-        beyond :data:`~rsprune_geo.runinputs.INLINE_INPUTS` are written as a table of their own
+        beyond :data:`~rsprune_geo.runs.inputs.INLINE_INPUTS` are written as a table of their own
         (:meth:`write_json`; a GeoPackage's ``inputs`` layer), and the record says so."""
         out: dict[str, Any] = {}
         for f in fields(self):
@@ -383,7 +209,7 @@ class RunRecord:
                 out[f.name] = {"table": INPUTS_LAYER, "count": len(value)} if is_table(value) else list(value)
             elif f.name in _SHARED_LISTS:
                 out[f.name] = value
-            elif isinstance(value, RecordPart):
+            elif isinstance(value, (RecordPart, RunConfig)):
                 out[f.name] = value.to_dict()
             else:
                 out[f.name] = deepcopy(value)
@@ -412,6 +238,7 @@ class RunRecord:
         ground = values.get("ground")
         if table and isinstance(ground, dict) and isinstance(ground.get("dates"), dict) and "table" in ground["dates"]:
             ground = {**ground, "dates": {}}
+        values["parameters"] = RunConfig.from_dict(values.get("parameters") or {}, LEGACY_PARAMETERS)
         values["stage1"] = Stage1Record.from_dict(values.get("stage1"))
         values["stage2"] = Stage2Record.from_dict(values.get("stage2"))
         values["ground"] = GroundRecord.from_dict(ground)
@@ -460,14 +287,9 @@ class RunRecord:
 
     def config(self, **overrides: Any) -> RunConfig:
         """The run's :class:`~rsprune_geo.config.RunConfig`, with ``overrides`` applied;
-        parameters an older run file lacks take the value that version used
+        parameters an older run file lacked took the value that version used when it was read
         (:data:`LEGACY_PARAMETERS`), else today's default."""
-        known = {f.name for f in fields(RunConfig)}
-        stored = {**LEGACY_PARAMETERS, **self.parameters}
-        params: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
-                                  if k in known}
-        params.update(overrides)
-        return RunConfig(**params)
+        return replace(self.parameters, **overrides)
 
     @property
     def input_paths(self) -> list[str]:
@@ -480,18 +302,18 @@ class RunRecord:
         """Whether ``path`` is one of the run's inputs."""
         return path in self._inputs_by_path()
 
-    def input(self, path: str) -> dict[str, Any]:
+    def input(self, path: str) -> InputEntry:
         """The record of one input by path."""
         return self._inputs_by_path()[path]
 
-    def _inputs_by_path(self) -> Mapping[str, dict[str, Any]]:
+    def _inputs_by_path(self) -> Mapping[str, InputEntry]:
         """The inputs by path, indexed once (a folder of chips is a run of a million inputs, and
         exports and loaders look each of theirs up); indexed again if ``inputs`` is replaced."""
         if isinstance(self.inputs, TableInputs):
             return self.inputs.by_path()
         cached = self.__dict__.get("_by_path")
         if cached is None or cached[0] is not self.inputs or cached[1] != len(self.inputs):
-            index: dict[str, dict[str, Any]] = {}
+            index: dict[str, InputEntry] = {}
             for item in self.inputs:
                 index.setdefault(item["path"], item)
             cached = self.__dict__["_by_path"] = (self.inputs, len(self.inputs), index)

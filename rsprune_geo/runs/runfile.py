@@ -15,10 +15,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pyogrio
 
-from .errors import InputError, counted
-from .runinputs import INPUTS_FILE, INPUTS_LAYER, listed_inputs
-from .schema import RECORD_FORMAT, RUN_RECORD, RunRecord, Status, status_counts
+from ..errors import InputError, counted
+from .inputs import INPUTS_FILE, INPUTS_LAYER, listed_inputs
+from .record import RECORD_FORMAT, RUN_RECORD, RunRecord
 from .tiletable import count_rows, part_paths, read_columns, read_tiles
+from .vocabulary import Status, status_counts
 
 #: The tile table's folder, and the other layers' files, in a run folder.
 TILES_FOLDER = "tiles"
@@ -271,7 +272,7 @@ def count_tiles(path: str | os.PathLike) -> int:
 
 def describe_run(path: str | os.PathLike) -> dict[str, Any]:
     """What a run holds, as JSON-able data: tiles per status, CRS, parameters, inputs (the first
-    :data:`~rsprune_geo.runinputs.LISTED_INPUTS` and their count, when they are a table of their
+    :data:`~rsprune_geo.runs.inputs.LISTED_INPUTS` and their count, when they are a table of their
     own), stage summaries, timings, versions and its layers. Reads no geometry."""
     where = check_run(path)
     record = RunRecord.read(where)
@@ -286,7 +287,7 @@ def describe_run(path: str | os.PathLike) -> dict[str, Any]:
         "crs": record.crs,
         "tiles": int(len(statuses)),
         "counts": {s.value: counts.get(s.value, 0) for s in Status if s.value in counts},
-        "parameters": record.parameters,
+        "parameters": record.parameters.to_dict(),
         "inputs": [{k: v for k, v in item.items() if k != "scaling"}
                    for item in listed_inputs(record.inputs)],
         "input_count": len(record.inputs),

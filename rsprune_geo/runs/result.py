@@ -9,9 +9,10 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
-from .config import SUGGESTED_KEEP
-from .errors import counted
-from .schema import RunRecord, Status
+from ..config import SUGGESTED_KEEP
+from ..errors import counted
+from .record import RunRecord
+from .vocabulary import Status
 
 #: What coverage and Fréchet measure, said under every evaluation table that shows them.
 LIKENESS_NOTE = ("coverage and frechet measure likeness to the tiles' own distribution, crowded scenes and all; "
@@ -71,7 +72,7 @@ class RunResult:
                      if st1.floor_bits is not None else "")
             lines.append(f"stage 1: rule {st1.rule}{floor}; fractions count the "
                          f"{counted(st1.tiles_with_data, 'tile')} with data")
-            if record.parameters.get("keep", 0) is None and counts.get(Status.KEPT.value):
+            if record.parameters.keep is None and counts.get(Status.KEPT.value):
                 lines.append(f"keep: not given, so every tile that passed stage 1 is kept; a keep of "
                              f"{SUGGESTED_KEEP} prunes {100 * (1 - SUGGESTED_KEEP):.0f}% of the tiles with data, "
                              "the paper's high ratio")

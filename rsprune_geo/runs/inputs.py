@@ -10,16 +10,43 @@ import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .reading.pixels import Scaling, redact
-from .reading.scan import SourceTable
-from .reading.sources import RasterSource, SourceDates
+from ..reading.pixels import Scaling, redact
+from ..reading.scan import SourceTable
+from ..reading.sources import RasterSource, SourceDates
+
+
+class StretchEntry(TypedDict):
+    """A stretch as an input's entry holds it: each band's low and high grey level."""
+
+    low: list[float]
+    high: list[float]
+
+
+class InputEntry(TypedDict, total=False):
+    """One input as the run record holds it: where it is, what it was (fingerprint, key, CRS,
+    size, data type, the bands read, where validity comes from) and its stretch; an input from a
+    STAC catalogue also names its item and where the item is."""
+
+    path: str
+    fingerprint: str
+    key: str
+    crs: str | None
+    width: int
+    height: int
+    dtype: str
+    bands: list[int]
+    mask: str
+    scaling: StretchEntry | None
+    stac_item: str
+    stac_href: str
+
 
 #: Inputs a record holds in itself; beyond, they are a table beside it.
 INLINE_INPUTS = 10_000
@@ -40,7 +67,7 @@ _SCHEMA = pa.schema([("path", pa.string()), ("fingerprint", pa.string()), ("key"
 COLUMNS = tuple(_SCHEMA.names)
 
 
-class SourceInputs(Sequence[dict[str, Any]]):
+class SourceInputs(Sequence[InputEntry]):
     """The entries of a run's inputs, each built when asked from its sources, their stretch and
     their dates. A value sources hold as the same object (a folder of chips shares its CRS,
     bands and stretch) is converted once and shared by the entries."""
@@ -66,12 +93,12 @@ class SourceInputs(Sequence[dict[str, Any]]):
             "height": s.height,
             "dtype": s.dtype,
             "bands": self._shared("bands", s.bands, list),
-            "mask": s.mask_mode,
+            "mask": s.mask_mode.value,
             "scaling": self._shared("scaling", sc, _scaling_entry),
             **({"stac_item": s.stac_item, "stac_href": redact(s.stac_href)} if s.stac_item else {}),
         }
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[InputEntry]:
         return (self[i] for i in range(len(self)))
 
     def _shared(self, name: str, value: Any, convert) -> Any:
@@ -119,7 +146,7 @@ class SourceInputs(Sequence[dict[str, Any]]):
                 [how[c] for c in self.dates.how_code[lo:hi].tolist()])
 
 
-def _scaling_entry(scaling: Scaling) -> dict[str, list[float]] | None:
+def _scaling_entry(scaling: Scaling) -> StretchEntry | None:
     return None if scaling.identity else {"low": list(scaling.low or ()), "high": list(scaling.high or ())}
 
 
@@ -135,7 +162,7 @@ def _shared_columns(table: SourceTable) -> dict[str, list]:
     return {"crs": [p.crs.to_string() if p.crs is not None else None for p in profiles],
             "width": [p.width for p in profiles], "height": [p.height for p in profiles],
             "dtype": [p.dtype for p in profiles], "bands": [json.dumps(list(p.bands)) for p in profiles],
-            "mask": [p.mask_mode for p in profiles]}
+            "mask": [p.mask_mode.value for p in profiles]}
 
 
 def _table_columns(table: SourceTable, shared: dict[str, list], lo: int, hi: int) -> dict[str, list]:
@@ -153,7 +180,7 @@ def _table_columns(table: SourceTable, shared: dict[str, list], lo: int, hi: int
     return columns
 
 
-class TableInputs(Sequence[dict[str, Any]]):
+class TableInputs(Sequence[InputEntry]):
     """The entries of a finished run's inputs, read back from their table (as columns)."""
 
     def __init__(self, table: pa.Table) -> None:
@@ -177,7 +204,7 @@ class TableInputs(Sequence[dict[str, Any]]):
         row = self.table.slice(index if index >= 0 else index + len(self), 1).to_pylist()[0]
         return _entry(row)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[InputEntry]:
         for batch in self.table.to_batches():
             for row in batch.to_pylist():
                 yield _entry(row)
@@ -197,7 +224,7 @@ class TableInputs(Sequence[dict[str, Any]]):
             self._index = pd.Index(self.table.column("path").to_pandas())
         return self._index
 
-    def by_path(self) -> Mapping[str, dict[str, Any]]:
+    def by_path(self) -> Mapping[str, InputEntry]:
         """The entries by path (the first of a path given twice), looked up through
         :meth:`path_index`."""
         return _ByPath(self)
@@ -219,13 +246,13 @@ def first_position(index: pd.Index, path: str) -> int:
     return int(found)
 
 
-class _ByPath(Mapping[str, dict[str, Any]]):
+class _ByPath(Mapping[str, InputEntry]):
     """A :class:`TableInputs`' entries by path."""
 
     def __init__(self, inputs: TableInputs) -> None:
         self.inputs = inputs
 
-    def __getitem__(self, path: str) -> dict[str, Any]:
+    def __getitem__(self, path: str) -> InputEntry:
         return self.inputs[first_position(self.inputs.path_index(), path)]
 
     def __contains__(self, path: object) -> bool:
@@ -238,12 +265,12 @@ class _ByPath(Mapping[str, dict[str, Any]]):
         return len(self.inputs)
 
 
-def _entry(row: dict[str, Any]) -> dict[str, Any]:
+def _entry(row: dict[str, Any]) -> InputEntry:
     """A record entry of a row of the inputs' table."""
     entry = {name: row[name] for name in COLUMNS[:10]}
     entry["bands"] = json.loads(entry["bands"]) if entry["bands"] else []
     entry["scaling"] = json.loads(entry["scaling"]) if entry["scaling"] else None
-    return entry
+    return InputEntry(**entry)  # the table's columns are the entry's keys
 
 
 class InputDates(Mapping[str, list]):
@@ -275,12 +302,12 @@ class InputDates(Mapping[str, list]):
         return [self.inputs.date_entry(i) for i in range(len(self.inputs))]
 
 
-def is_table(inputs: Sequence[dict[str, Any]]) -> bool:
+def is_table(inputs: Sequence[InputEntry]) -> bool:
     """Whether a record's inputs are written as a table of their own."""
     return not isinstance(inputs, list) and len(inputs) > INLINE_INPUTS
 
 
-def listed_inputs(inputs: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+def listed_inputs(inputs: Sequence[InputEntry]) -> Sequence[InputEntry]:
     """The inputs a summary lists: all of a record's own, the first :data:`LISTED_INPUTS` of a
     table of their own."""
     return inputs[:LISTED_INPUTS] if is_table(inputs) else inputs
@@ -295,7 +322,7 @@ def write_inputs(inputs: SourceInputs | TableInputs, path: str | os.PathLike) ->
     return target
 
 
-def table_frames(inputs: Sequence[dict[str, Any]]) -> Iterator[pd.DataFrame] | None:
+def table_frames(inputs: Sequence[InputEntry]) -> Iterator[pd.DataFrame] | None:
     """The inputs' table a batch at a time when they are a table of their own, else ``None``."""
     if not is_table(inputs):
         return None

@@ -22,12 +22,13 @@ from rasterio.windows import Window
 from ..errors import InputError
 from ..features.base import Encoder
 from ..features.cache import EmbeddingCache
-from ..reading.grid import GroundGrid, TaskTiles, cell_ids
+from ..reading.grid import TaskTiles
+from ..reading.ground import GroundGrid, cell_ids
 from ..reading.pixels import Scaling, read_window, redact
-from ..schema import Reason, ReasonContext, Status, reasons, status_code, status_names
-from ..tiletable import write_part
-from .clustering import SceneCentroids, assign_to_centroids
-from .information import read_for_scoring, score_window, stage1_codes
+from ..runs.tiletable import write_part
+from ..runs.vocabulary import Reason, ReasonContext, Status, reasons, status_code, status_names
+from ..stages.clustering import SceneCentroids, assign_to_centroids
+from ..stages.information import read_for_scoring, score_window, stage1_codes
 
 cv2.setNumThreads(1)  # a resize is small: the run's parallelism is its windows, not OpenCV's threads
 

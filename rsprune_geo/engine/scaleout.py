@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any
 
-from .errors import InputError, require_extra
+from ..errors import InputError, counted, require_extra
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _client(Client: Any, LocalCluster: Any, address: str | None, workers: int | 
     try:
         link = getattr(client, "dashboard_link", None)
         n = len(client.scheduler_info().get("workers", {}))
-        log.info("dask: %d worker(s) at %s%s", n, getattr(client.scheduler, "address", address),
+        log.info("dask: %s at %s%s", counted(n, "worker"), getattr(client.scheduler, "address", address),
                  f", dashboard {link}" if link else "")
         yield client
     finally:

@@ -1,5 +1,5 @@
 """A pass over the run's windows: every task read once, its compact columns gathered into the
-driver's :class:`~rsprune_geo.stages.columns.TileColumns`.
+driver's :class:`~rsprune_geo.engine.columns.TileColumns`.
 
 On a Dask cluster each task runs whole on a worker (read, score, resize, encode, write its part),
 a bounded number of tasks in flight. Locally, reader threads read, score and resize window after
@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Scheduler
+from ..choices import Scheduler
 from ..features.base import Encoder
 from ..progress import ProgressCallback, no_progress
 from ..reading.grid import RunGrid, TaskTiles
 from ..reading.pixels import Scaling
-from ..scaleout import Periodic, map_tasks, release_freed_memory
-from .clustering import SceneCentroids
+from ..stages.clustering import SceneCentroids
 from .columns import TileColumns
+from .scaleout import Periodic, map_tasks, release_freed_memory
 from .window import Encode, PassSpec, WindowWork, encode_works, window_works
 
 
@@ -127,7 +127,7 @@ def run_task(tiles: Sequence[TaskTiles], scalings: Sequence[Scaling], wanted: np
     assert spec is not None
     out: list[WindowWork] = []
     pending: list[WindowWork] = []
-    size = _batch_size(encoder) if encoder is not None and centroids is not None else 0
+    size = run_batch_size(encoder) if encoder is not None and centroids is not None else 0
 
     def flush() -> None:
         if pending and encoder is not None and centroids is not None:
@@ -214,7 +214,7 @@ def _locally(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centroids,
             _put(inbox, ("error", exc), stop)
 
     batch: list[WindowWork] = []
-    size = _batch_size(encoder) if encode else 0
+    size = run_batch_size(encoder) if encode else 0
     in_flight: deque[tuple[list[WindowWork], Future]] = deque()
     with ThreadPoolExecutor(max_workers=readers) as pool, ThreadPoolExecutor(max_workers=2) as encoding:
         futures = [pool.submit(read, task) for task in tasks]
@@ -266,7 +266,7 @@ class _Stopped(Exception):
     """The run stopped: a reader thread leaves its task."""
 
 
-def _batch_size(encoder: Encoder) -> int:
+def run_batch_size(encoder: Encoder) -> int:
     """Images handed to the encoder at once: on onnxruntime :data:`ONNX_BATCH` (it splits them
     over the cores, and two batches are in flight), else the encoder's own batch."""
-    return max(encoder.batch_size, ONNX_BATCH) if str(encoder.runtime).startswith("onnx") else encoder.batch_size
+    return max(encoder.batch_size, ONNX_BATCH) if encoder.runtime.onnx else encoder.batch_size

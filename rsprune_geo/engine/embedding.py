@@ -15,7 +15,7 @@ from ..features.cache import EmbeddingCache
 from ..progress import ProgressCallback
 from ..reading.pixels import Scaling, read_rgb
 from ..reading.sources import RasterSource
-from ..scaleout import map_tasks
+from .scaleout import map_tasks
 
 
 def encode_windows(source: RasterSource, windows: list[Window], scaling: Scaling, encoder: Encoder) -> np.ndarray:

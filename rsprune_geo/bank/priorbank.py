@@ -1,7 +1,7 @@
 """The prior bank: labelled scene-classification datasets (a folder per class), indexed, and
 what an encoder makes of it: its images' embeddings and the scene centroids stage 2 assigns tiles
 to (cached, so many runs share them). The encoder fitted or calibrated on its images is
-:func:`rsprune_geo.stages.bankprofile.bank_encoder`.
+:func:`rsprune_geo.bank.profile.bank_encoder`.
 
 Its images are read through :func:`rsprune_geo.reading.pixels.read_images`.
 """
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import MetricMode
-from ..errors import InputError, param
+from ..choices import MetricMode
+from ..errors import InputError, SkippedInput, param
 from ..features import Encoder
 from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_image, read_images
-from .clustering import SceneCentroids, fit_scene_centroids
-from .scenemetric import MIN_IMAGES_PER_CLASS, MetricEncoder, SceneMetric, with_views_and_metric
+from ..stages.clustering import SceneCentroids, fit_scene_centroids
+from .metric import MIN_IMAGES_PER_CLASS, MetricEncoder, SceneMetric, with_views_and_metric
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -150,14 +150,14 @@ def find_prior_bank(roots: Sequence[str | os.PathLike]) -> PriorBank:
                      gsd=gsd, root_gsd=gsds)
 
 
-def readable_bank(bank: PriorBank, cache_root: str | os.PathLike | None = None) -> tuple[PriorBank, list[dict]]:
+def readable_bank(bank: PriorBank, cache_root: str | os.PathLike | None = None) -> tuple[PriorBank, list[SkippedInput]]:
     """The bank without its images that cannot be read whole (cut short, corrupt), and the
     skipped ones as ``{"path", "error"}``; each skip is logged once, as one line. Every image is
     decoded once per bank fingerprint (the verdict is cached). A class left with no image is an
     :class:`InputError` naming it."""
     folder = Path(cache_root) if cache_root else default_cache_dir()
     verdict = folder / "bank-check" / f"{bank.fingerprint}.json"
-    skipped: list[dict] | None = None
+    skipped: list[SkippedInput] | None = None
     if verdict.is_file():
         try:
             skipped = json.loads(verdict.read_text())
@@ -195,7 +195,7 @@ def readable_bank(bank: PriorBank, cache_root: str | os.PathLike | None = None) 
                      fingerprint=digest.hexdigest(), gsd=bank.gsd, root_gsd=bank.root_gsd), skipped
 
 
-def load_prior_bank(roots, cache_root: str | os.PathLike | None = None) -> tuple[PriorBank, list[dict]]:
+def load_prior_bank(roots, cache_root: str | os.PathLike | None = None) -> tuple[PriorBank, list[SkippedInput]]:
     """:func:`find_prior_bank` then :func:`readable_bank`: the usable bank and what was skipped."""
     return readable_bank(find_prior_bank(roots), cache_root)
 
