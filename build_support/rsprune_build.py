@@ -1,12 +1,16 @@
-"""The package's build backend: setuptools, refusing to build a wheel without the files the
-package ships built (the default encoder's network exported to ONNX, the default prior-bank
-profile), so an install from a wheel never needs torch for the default path.
+"""The package's build backend.
+
+Setuptools, with two guards. It refuses to build a wheel without the files the package ships (the
+default encoder's network exported to ONNX, the default prior-bank profile), so an install from a
+wheel never needs torch for the default path. And it builds from a clean ``build/lib``: setuptools
+reuses that folder, so a module moved or deleted in the source would still ship, stale, in the wheel.
 
 ``make shipped`` makes them (it needs the ``torch`` extra and ../shared/data/scenes/ucmerced).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from setuptools import build_meta as _setuptools
@@ -23,4 +27,5 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     if missing:
         raise SystemExit(f"rsprune_geo: {', '.join(missing)} missing: run `make shipped` before building a wheel "
                          "(it exports the default encoder's network and builds the default prior-bank profile)")
+    shutil.rmtree("build/lib", ignore_errors=True)  # only what the source holds now goes in
     return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
