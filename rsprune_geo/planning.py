@@ -1,7 +1,11 @@
-"""A plan before a long run (``rsprune run --dry-run``): the inputs scanned and the tiles planned
-as a run plans them, the bytes to decode and the tiles to encode counted, the encoder timed on a
-few batches here, and the hours it comes to on this machine and on N workers. No output is
-written and no pixel is read beyond one sample window (to time decoding)."""
+"""A plan before a long run (``rsprune run --dry-run``).
+
+The inputs scanned and the tiles planned as a run plans them, the bytes to decode and the tiles to
+encode counted, the encoder timed on a few batches here, and the hours it comes to on this machine
+and on N workers. No output is written and no pixel is read beyond one sample window (to time
+decoding). STAC items whose metadata give their grid (``proj:shape``, ``proj:transform``, the CRS,
+and the bands' data type) are planned from it, without opening their files.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from rasterio.transform import Affine
 
 from .bank.profile import open_bank
 from .choices import Stage1Rule
 from .config import RunConfig
 from .engine.passes import run_batch_size
-from .errors import counted
+from .errors import InputError, SkippedInput, counted
 from .reading.grid import RunGrid, SourceGrid
+from .reading.pixels import MaskMode
 from .reading.scan import scan_sources
+from .reading.sources import RasterSource, open_source, source_key
+from .reading.stac import ItemGrid, StacPath, looks_like_stac, stac_paths
 from .stages.stage1 import matched_to_bank
 
 #: Chips whose sizes are read to estimate a folder's bytes (the rest are taken alike).
@@ -48,6 +56,7 @@ class RunEstimate:
         setup_s: what preparing the prior bank and the encoder took here.
         encode_bound: whether ``tiles_to_encode`` is an upper bound (the bank rule) rather than
             a count (the paper's rule encodes exactly its stage-1 share).
+        from_metadata: STAC items planned from their metadata, without opening their files.
 
     """
 
@@ -62,6 +71,7 @@ class RunEstimate:
     decode_mb_per_s: float
     setup_s: float
     encode_bound: bool = True
+    from_metadata: int = 0
 
     @property
     def seconds(self) -> float:
@@ -71,8 +81,10 @@ class RunEstimate:
         return self.setup_s + OVERHEAD * (decode + encode)
 
     def hours_on(self, workers: int) -> float:
-        """The estimate on ``workers`` machines like this one (the per-tile work shared evenly;
-        a lower bound: a cluster adds its own traffic)."""
+        """The estimate on ``workers`` machines like this one.
+
+        The per-tile work shared evenly; a lower bound: a cluster adds its own traffic.
+        """
         return (self.setup_s + (self.seconds - self.setup_s) / max(workers, 1)) / 3600
 
     def text(self, workers: Sequence[int] = (1, 4, 16, 64)) -> str:
@@ -83,7 +95,9 @@ class RunEstimate:
             self.encode_bound else ""
         lines = [
             f"inputs: {self.inputs:,}"
-            + (f" ({self.skipped} unusable, skipped)" if self.skipped else ""),
+            + (f" ({self.skipped} unusable, skipped)" if self.skipped else "")
+            + (f" ({self.from_metadata:,} planned from their STAC metadata; only the sample window below opens a"
+               " file)" if self.from_metadata else ""),
             f"tiles: {self.tiles:,} in {counted(self.tasks, 'window task')}",
             f"to decode: {self.bytes_to_decode / 1e9:,.2f} GB (decoding at {self.decode_mb_per_s:,.0f} MB/s here)",
             f"to encode: {self.tiles_to_encode:,} tiles{bound}",
@@ -125,8 +139,14 @@ def estimate_run(inputs: Sequence[str] | str, config: RunConfig | None = None, b
 
     config = replace(config or RunConfig(), **overrides).validated()
     paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    sources, skipped = scan_sources([str(p) for p in paths], config.bands, config.allow_no_crs, config.chips,
-                                    config.strict, None, config.asset)
+    texts = [str(p) for p in paths]
+    sources: Sequence[RasterSource]
+    if not config.chips and all(looks_like_stac(t) for t in texts):
+        sources, skipped, from_metadata = stac_sources(texts, config)
+    else:
+        sources, skipped = scan_sources(texts, config.bands, config.allow_no_crs, config.chips, config.strict, None,
+                                        config.asset)
+        from_metadata = 0
     t0 = time.perf_counter()
     bank, _ = open_bank(config.prior_bank, config.cache_dir) if config.prior_bank else (None, [])
     if config.match_bank_scale:
@@ -146,12 +166,84 @@ def estimate_run(inputs: Sequence[str] | str, config: RunConfig | None = None, b
             model.close()
         to_encode = grid.count if bound else int(round(config.stage1_fraction * grid.count))
     return RunEstimate(len(sources), len(skipped), grid.count, len(grid.tasks), decode_bytes(grid), to_encode,
-                       encoder, speed, _decode_speed(grid), setup, bound)
+                       encoder, speed, _decode_speed(grid), setup, bound, from_metadata)
+
+
+def stac_sources(texts: Sequence[str], config: RunConfig) -> tuple[list[RasterSource], list[SkippedInput], int]:
+    """The rasters of STAC inputs, each planned from its item's metadata where it says enough.
+
+    Args:
+        texts: STAC catalogues, item collections, items or stac-geoparquet files.
+        config: the run's parameters (its asset, bands, strictness).
+
+    Returns:
+        The sources, the items that could not be used, and how many were planned from metadata
+        (the others were opened, as a run opens them).
+
+    Raises:
+        InputError: an item without the asset, a broken href, no usable item (or any, with
+            ``strict``).
+    """
+    sources: list[RasterSource] = []
+    skipped: list[SkippedInput] = []
+    first_error: InputError | None = None
+    from_metadata = 0
+    for text in texts:
+        lean = list(stac_paths(text, config.asset, stack=False))
+        lacking = {i for i, path in enumerate(lean) if path.grid is None or not path.grid.complete}
+        full = list(stac_paths(text, config.asset)) if lacking else []  # their rasters, stacked where need be
+        for i, path in enumerate(lean):
+            if i not in lacking:
+                assert path.grid is not None
+                sources.append(planned_source(path, path.grid, config.bands))
+                from_metadata += 1
+                continue
+            try:
+                opened = open_source(str(full[i]), config.bands, config.allow_no_crs)
+            except InputError as error:
+                if config.strict:
+                    raise
+                first_error = first_error or error
+                skipped.append({"path": str(full[i]), "error": str(error)})
+                continue
+            stamped = (("STAC item datetime", path.datetime),) if path.datetime else ()
+            sources.append(replace(opened, date_tags=stamped + opened.date_tags, stac_item=path.item_id,
+                                   stac_href=path.item_href))
+    if not sources and first_error is not None:
+        raise first_error
+    return sources, skipped, from_metadata
+
+
+def planned_source(path: StacPath, grid: ItemGrid, bands: Sequence[int] | None = None) -> RasterSource:
+    """A :class:`RasterSource` from an item's metadata alone, for planning (nothing opened).
+
+    Args:
+        path: the item's raster path.
+        grid: what the item's metadata says of it (complete).
+        bands: the bands asked for; ``None`` for the first three, or the one.
+
+    Returns:
+        The source as a plan needs it: its size, CRS, transform, bands and data type.
+    """
+    from rasterio.crs import CRS
+
+    count = int(grid.count or 1)
+    chosen = tuple(bands) if bands else ((1, 2, 3) if count >= 3 else (1,))
+    return RasterSource(
+        path=str(path), width=grid.width, height=grid.height, count=count, dtype=str(grid.dtype),
+        crs=CRS.from_user_input(grid.crs), transform=Affine(*grid.transform[:6]), bands=chosen, nodata=grid.nodata,
+        mask_mode=MaskMode.NODATA if grid.nodata is not None else MaskMode.NONE, alpha_band=None,
+        block_shape=(512, 512), overviews=(), fingerprint="", key=source_key(str(path)),
+        date_tags=(("STAC item datetime", path.datetime),) if path.datetime else (), stac_item=path.item_id,
+        stac_href=path.item_href)
 
 
 def decode_bytes(grid: RunGrid) -> int:
-    """Bytes the run's windows decode: each source's tiled extent (overlaps once) times its bands
-    and sample size; a folder of chips from a sample of its chips."""
+    """Bytes the run's windows decode.
+
+    Each source's tiled extent (overlaps once) times its bands and sample size; a folder of chips from a
+    sample of its chips.
+    """
     if grid.chips is not None:
         chips = grid.chips
         n = len(chips)
@@ -180,9 +272,12 @@ def _covered(offsets: np.ndarray, size: int, length: int) -> int:
 
 
 def _encoder_speed(encoder, batches: int) -> float:
-    """Images a second through ``encoder.encode`` at the batch a run hands it
-    (:func:`~rsprune_geo.engine.passes.run_batch_size`): its fastest of ``batches`` batches after
-    one to warm up (the encoder's floor; a run's overhead is added to it, see :data:`OVERHEAD`)."""
+    """Images a second through ``encoder.encode`` at the batch a run hands it.
+
+    That batch is :func:`~rsprune_geo.engine.passes.run_batch_size`. The fastest of ``batches`` batches
+    after one to warm up counts: the encoder's floor (a run's overhead is added to it, see
+    :data:`OVERHEAD`).
+    """
     size, n = encoder.input_size, max(run_batch_size(encoder), 1)
     images = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     encoder.encode(images)
@@ -204,7 +299,8 @@ def _decode_speed(grid: RunGrid) -> float:
     source = first.source
     with source.open() as src:
         window = Window(0, 0, min(SAMPLE_PX, src.width), min(SAMPLE_PX, src.height))
+        bands = [b for b in source.bands if b <= src.count] or [1]  # an item's red asset stands for its three
         t0 = time.perf_counter()
-        data = src.read(list(source.bands), window=window)
+        data = src.read(bands, window=window)
         seconds = max(time.perf_counter() - t0, 1e-6)
     return data.nbytes / 1e6 / seconds

@@ -111,3 +111,55 @@ def test_the_plugins_budget_arithmetic_is_the_packages(with_data, keep):
     from rsprune_geo.stages.budget import budget_count
 
     assert backend.kept_count(with_data, keep) == budget_count(keep, with_data)
+
+
+def _item_collection(folder: Path, rasters: list[str]) -> Path:
+    """An ItemCollection of the rasters, one item each, as the plugin's STAC field takes it."""
+    import json
+
+    import rasterio
+
+    features = []
+    for i, path in enumerate(rasters):
+        with rasterio.open(path) as src:
+            features.append({"type": "Feature", "stac_version": "1.1.0", "id": f"item-{i}", "geometry": None,
+                             "bbox": None, "links": [],
+                             "properties": {"datetime": "2020-06-01T00:00:00Z", "proj:code": str(src.crs),
+                                            "proj:shape": [src.height, src.width],
+                                            "proj:transform": list(src.transform)[:6]},
+                             "assets": {"image": {"href": path}}})
+    target = folder / "items.geojson"
+    target.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return target
+
+
+def test_a_stac_catalogue_goes_to_the_run_beside_the_rasters_with_its_asset(tmp_path):
+    cli = str(Path(sys.executable).with_name("rsprune"))
+    raster = shared("rasterio-tests/RGB.byte.tif")
+    items = _item_collection(tmp_path, [raster])
+    params = backend.PruneParams(rasters=[], output=str(tmp_path / "stac.gpkg"), tile_size=128, keep=0.3,
+                                 prior_banks=["none"], stac=str(items), asset="image")
+    args = params.cli_arguments()
+    assert args[:2] == ["run", str(items)] and args[args.index("--asset") + 1] == "image"
+    event = backend.run_cli(params, lambda *a: None, lambda: False, cli=cli)
+    by_path = backend.run_cli(backend.PruneParams(rasters=[raster], output=str(tmp_path / "path.gpkg"),
+                                                  tile_size=128, keep=0.3, prior_banks=["none"]),
+                              lambda *a: None, lambda: False, cli=cli)
+    assert event["counts"] == by_path["counts"]
+    tiles, record = read_run(tmp_path / "stac.gpkg")
+    assert record.inputs[0]["stac_item"] == "item-0"
+    in_process = backend.run_in_process(backend.PruneParams(rasters=[], output=str(tmp_path / "in.gpkg"),
+                                                            tile_size=128, keep=0.3, prior_banks=["none"],
+                                                            stac=str(items), asset="image"),
+                                        lambda *a: None, lambda: False)
+    assert in_process["counts"] == by_path["counts"]
+
+
+def test_a_missing_stac_catalogue_or_no_input_at_all_is_one_line(tmp_path):
+    with pytest.raises(backend.BackendError, match="no such STAC catalogue"):
+        backend.PruneParams(rasters=[], output=str(tmp_path / "a.gpkg"), stac=str(tmp_path / "nope.json")).validate()
+    with pytest.raises(backend.BackendError, match="or a STAC catalogue"):
+        backend.PruneParams(rasters=[], output=str(tmp_path / "a.gpkg")).validate()
+    remote = backend.PruneParams(rasters=[], output=str(tmp_path / "a.gpkg"), stac="https://example.com/items.json")
+    remote.validate()  # a URL is the run's to read
+    assert remote.values()["asset"] is None

@@ -145,3 +145,56 @@ def test_the_stac_export_links_kept_tiles_back_to_their_items(catalogue, tmp_pat
         link = next(link for link in item["links"] if link["rel"] == "derived_from")
         assert item["properties"]["rsprune:stac_item"] in ("naip-20090818", "naip-20100629")
         assert link["href"].endswith(f"collection/items/{item['properties']['rsprune:stac_item']}.json")
+
+
+def _with_raster_bands(item: dict, count: int = 4, dtype: str = "uint8", nodata: float | None = 0) -> dict:
+    """The item with the raster extension's bands on each image asset, as catalogues publish them."""
+    bands = [{"data_type": dtype, **({"nodata": nodata} if nodata is not None else {})} for _ in range(count)]
+    assets = {k: dict(v, **{"raster:bands": bands}) if k != "thumbnail" else v for k, v in item["assets"].items()}
+    return dict(item, assets=assets)
+
+
+def test_a_dry_run_plans_items_from_their_metadata_without_opening_their_files(catalogue, tmp_path, monkeypatch):
+    from rsprune_geo.planning import estimate_run
+
+    flat = [_with_raster_bands(_item(n, str(catalogue["root"] / "data" / n))) for n in catalogue["names"]]
+    (tmp_path / "items.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": flat}))
+    by_path = estimate_run(catalogue["rasters"], prior_bank=(), tile_size=128)
+    opened = []
+    real_open = rasterio.open
+    monkeypatch.setattr(rasterio, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    planned = estimate_run([str(tmp_path / "items.geojson")], prior_bank=(), tile_size=128)
+    assert planned.from_metadata == planned.inputs == len(catalogue["names"])
+    assert (planned.tiles, planned.tasks, planned.bytes_to_decode) == (by_path.tiles, by_path.tasks,
+                                                                      by_path.bytes_to_decode)
+    assert opened == [catalogue["rasters"][0]]  # the one sample window that times decoding, nothing else
+    assert "inputs: 2 (2 planned from their STAC metadata; only the sample window below opens a file)" in \
+        planned.text()
+    opened.clear()  # items without the raster extension's data type are opened, as a run opens them
+    unplanned = estimate_run([str(catalogue["root"] / "items.geojson")], prior_bank=(), tile_size=128)
+    assert unplanned.from_metadata == 0 and unplanned.tiles == by_path.tiles and len(opened) > len(flat)
+
+
+def test_a_dry_run_plans_an_item_of_separate_band_files_as_three_bands_without_stacking_them(catalogue, tmp_path,
+                                                                                              monkeypatch):
+    from rsprune_geo.planning import estimate_run
+    from rsprune_geo.reading import stac
+
+    name = catalogue["names"][0]
+    bands = {}
+    with rasterio.open(catalogue["rasters"][0]) as src:
+        profile = dict(src.profile, count=1)
+        for key, index in (("red", 1), ("green", 2), ("blue", 3)):
+            bands[key] = tmp_path / f"B{index}.tif"
+            with rasterio.open(bands[key], "w", **profile) as dst:
+                dst.write(src.read(index), 1)
+    item = _with_raster_bands(_item(name, "", {k: {"href": p.name} for k, p in bands.items()}), count=1)
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    by_path = estimate_run([catalogue["rasters"][0]], prior_bank=(), tile_size=128)
+
+    def no_stacking(*args, **kwargs):
+        raise AssertionError("a plan from metadata stacks no band files")
+
+    monkeypatch.setattr(stac, "_stacked_vrt", no_stacking)
+    plan = estimate_run([str(tmp_path / "item.json")], prior_bank=(), tile_size=128)
+    assert plan.from_metadata == 1 and (plan.tiles, plan.bytes_to_decode) == (by_path.tiles, by_path.bytes_to_decode)

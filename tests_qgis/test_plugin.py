@@ -62,6 +62,38 @@ def test_processing_algorithm_runs_through_the_cli(plugin, raster_layer, tmp_pat
         assert (info["stage2"]["prior_bank"][0].endswith(expected) if expected else info["stage2"] is None), info
 
 
+def test_processing_prune_takes_a_stac_catalogue_instead_of_layers(plugin, tmp_path):
+    from pathlib import Path
+
+    import processing
+
+    # the raster's grid, read by the backend's Python (GDAL's bindings in QGIS's own process crash its exit)
+    probe = ("import json, sys, rasterio; s = rasterio.open(sys.argv[1]); "
+             "print(json.dumps([s.crs.to_epsg(), [s.height, s.width], list(s.transform)[:6]]))")
+    python = Path(os.environ["RSPRUNE_CLI"]).with_name("python")
+    epsg, shape, transform = json.loads(subprocess.run([str(python), "-c", probe, str(RGB_BYTE)], capture_output=True,
+                                                       text=True, check=True).stdout)
+    xres, xrot, x0, yrot, yres, y0 = transform
+    item = {"type": "Feature", "stac_version": "1.1.0", "id": "rgb-byte", "geometry": None, "bbox": None,
+            "links": [], "properties": {"datetime": "2020-06-01T00:00:00Z", "proj:code": f"EPSG:{epsg}",
+                                        "proj:shape": shape,
+                                        "proj:transform": [xres, xrot, x0, yrot, yres, y0]},
+            "assets": {"image": {"href": str(RGB_BYTE)}}}
+    catalogue = tmp_path / "items.geojson"
+    catalogue.write_text(json.dumps({"type": "FeatureCollection", "features": [item]}))
+    out = tmp_path / "stac.gpkg"
+    result = processing.run("rsprune:prune", {"STAC": str(catalogue), "ASSET": "image", "TILE_SIZE": 128, "KEEP": 0.3,
+                                              "ENCODER": 0, "PRIOR_BANK": "none", "OUTPUT": str(out)})
+    assert result["OUTPUT"] == str(out)
+    layer = QgsVectorLayer(f"{out}|layername=tiles", "tiles", "ogr")
+    assert layer.isValid() and layer.featureCount() == 30
+    info = json.loads(subprocess.run([os.environ["RSPRUNE_CLI"], "info", str(out), "--json"], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert "rgb-byte" in json.dumps(info["inputs"])
+    # (no raster and no catalogue is one line: PruneParams.validate, tested in tests/test_qgis_backend.py;
+    # a processing.run that failed here crashed QGIS 3.22 at exit, rc 139)
+
+
 def test_task_adds_the_styled_layer_above_the_raster_and_renders(plugin, raster_layer, tmp_path, qgis_iface):
     from qgis.core import Qgis
 

@@ -47,17 +47,27 @@ class PruneParams:
     aoi: str | None = None  # a vector file; only tiles touching it
     prior_banks: list[str] = field(default_factory=list)
     overwrite: bool = True
+    stac: str | None = None  # a STAC catalogue, item collection or stac-geoparquet file, or its http(s) URL
+    asset: str | None = None  # the asset each STAC item gives (None: visual, else red/green/blue)
 
     def values(self) -> dict:
         """The run parameters by their names in rsprune (``None``: rsprune's own default)."""
         return {"tile_size": self.tile_size, "stride": self.stride or None, "edge": self.edge, "keep": self.keep,
                 "stage1_keep": self.stage1_keep, "entropy_min": self.entropy_min, "encoder": self.encoder,
                 "max_per_cell": self.max_per_cell, "bands": self.bands or None, "max_nodata": self.max_nodata,
-                "stage1": self.stage1 or None, "aoi": self.aoi or None, "prior_bank": list(self.prior_banks)}
+                "stage1": self.stage1 or None, "aoi": self.aoi or None, "prior_bank": list(self.prior_banks),
+                "asset": (self.asset or None) if self.stac else None}
+
+    def inputs(self) -> list[str]:
+        """What ``rsprune run`` is given: the rasters, then the STAC catalogue."""
+        return [*self.rasters, *([self.stac] if self.stac else [])]
 
     def validate(self) -> None:
-        if not self.rasters:
-            raise BackendError("choose at least one raster layer backed by a file")
+        if not self.rasters and not self.stac:
+            raise BackendError("choose at least one raster layer backed by a file, or a STAC catalogue")
+        if self.stac and not self.stac.startswith(("http://", "https://")) and not os.path.isfile(self.stac):
+            raise BackendError(f"{self.stac}: no such STAC catalogue (a Catalog or Collection JSON, an "
+                               "ItemCollection, a stac-geoparquet file, or an http(s) URL)")
         for path in self.rasters:
             if not os.path.isfile(path) and not path.startswith("/vsi"):
                 raise BackendError(f"{path}: not a file on disk (save the layer to a GeoTIFF first)")
@@ -66,7 +76,7 @@ class PruneParams:
         if self.aoi and not os.path.isfile(self.aoi):
             raise BackendError(f"{self.aoi}: the area of interest is not a file")
         for name, value in self.values().items():
-            if name not in ("prior_bank", "encoder", "bands", "aoi", "edge"):
+            if name not in ("prior_bank", "encoder", "bands", "aoi", "edge", "asset"):
                 problem = options.check(name, value)
                 if problem:
                     raise BackendError(problem)
@@ -76,7 +86,7 @@ class PruneParams:
 
     def cli_arguments(self) -> list[str]:
         """``rsprune run`` arguments, one list item per argument (paths stay single items)."""
-        args = ["run", *self.rasters, "-o", self.output, "--progress-json"]
+        args = ["run", *self.inputs(), "-o", self.output, "--progress-json"]
         for name, value in self.values().items():
             flag = options.option(name)["flag"]
             for item in (value if isinstance(value, list) else [value]):
@@ -88,16 +98,21 @@ class PruneParams:
 
 
 def grid_offsets(length: int, tile_size: int, stride: int, edge: str = "drop") -> list[int]:
-    """Pixel offsets of the tiles along one axis, as rsprune_geo's tiling lays them out
-    (``drop``: whole tiles only; ``pad``: also the partial tiles past the edge that add pixels)."""
+    """Pixel offsets of the tiles along one axis.
+
+    As rsprune_geo's tiling lays them out (``drop``: whole tiles only; ``pad``: also the partial tiles
+    past the edge that add pixels).
+    """
     if edge == "pad":
         return [o for o in range(0, length, stride) if o == 0 or o - stride + tile_size < length]
     return list(range(0, length - tile_size + 1, stride))
 
 
 def covered_pixels(length: int, tile_size: int, stride: int, edge: str = "drop") -> int:
-    """How many pixels of an axis of ``length`` the tiles cover (gaps when the stride exceeds
-    the tile size; overlaps counted once)."""
+    """How many pixels of an axis of ``length`` the tiles cover.
+
+    Gaps when the stride exceeds the tile size; overlaps counted once.
+    """
     offsets = grid_offsets(length, tile_size, stride, edge)
     ends = offsets[1:] + [length]
     return sum(min(tile_size, end - start, length - start) for start, end in zip(offsets, ends))
@@ -115,9 +130,11 @@ FEW_TILES = 20  # fewer tiles with data than this: the dialog suggests a smaller
 
 def tiles_with_data(mask: bytes, mask_width: int, mask_height: int, width: int, height: int, tile_size: int,
                     stride: int | None = None, edge: str = "drop", max_nodata: float = 0.25) -> tuple[int, int]:
-    """``(tiles, tiles with data)`` of a ``width``×``height`` raster's grid, judged on a
-    decimated validity mask (one byte a sample, non-zero: data) as a nodata fraction up to
-    ``max_nodata``, like rsprune's stage 1 (an estimate: the mask is sampled)."""
+    """``(tiles, tiles with data)`` of a ``width``×``height`` raster's grid.
+
+    Judged on a decimated validity mask (one byte a sample, non-zero: data) as a nodata fraction up to
+    ``max_nodata``, like rsprune's stage 1 (an estimate: the mask is sampled).
+    """
     stride = stride or tile_size
     rows = grid_offsets(height, tile_size, stride, edge)
     cols = grid_offsets(width, tile_size, stride, edge)
@@ -138,18 +155,21 @@ def tiles_with_data(mask: bytes, mask_width: int, mask_height: int, width: int, 
 
 
 def kept_count(tiles_with_data: int, keep: float) -> int:
-    """Tiles a run keeps of ``tiles_with_data``: the fraction rounded, never none while tiles
-    have data. The plugin runs without the package; this mirrors
-    ``rsprune_geo.stages.budget.budget_count``, and a test holds the two equal."""
+    """Tiles a run keeps of ``tiles_with_data``: the fraction rounded, never none while tiles have data.
+
+    The plugin runs without the package; this mirrors ``rsprune_geo.stages.budget.budget_count``, and a
+    test holds the two equal.
+    """
     rounded = round(keep * tiles_with_data)
     return max(rounded, 1) if keep > 0 and tiles_with_data else rounded
 
 
 def suggested_tile_size(width: int, height: int, tile_size: int, data_share: float,
                         few: int = FEW_TILES) -> int | None:
-    """A smaller tile size (halving, down to 32 px) whose grid gives at least ``few`` tiles with
-    data, at the share of tiles with data seen; ``None`` when the current size gives enough or
-    none does."""
+    """A smaller tile size (halving, down to 32 px) whose grid gives at least ``few`` tiles with data.
+
+    At the share of tiles with data seen; ``None`` when the current size gives enough or none does.
+    """
     def enough(size: int) -> bool:
         return len(grid_offsets(width, size, size)) * len(grid_offsets(height, size, size)) * data_share >= few
 
@@ -164,8 +184,10 @@ def suggested_tile_size(width: int, height: int, tile_size: int, data_share: flo
 
 
 def budget_text(tiles: int, with_data: int, keep: float, suggestion: int | None) -> str:
-    """What the dialog says of a grid before OK: tiles, tiles with data, tiles kept, and a tile
-    size to try when the grid yields only a handful."""
+    """What the dialog says of a grid before OK.
+
+    Tiles, tiles with data, tiles kept, and a tile size to try when the grid yields only a handful.
+    """
     kept = kept_count(with_data, keep)
     text = f"{counted(tiles, 'tile')}, about {with_data} with data; keeping {keep:g} of them keeps {kept}"
     if with_data and round(keep * with_data) == 0:
@@ -203,8 +225,10 @@ IN_PROCESS_KEY = "rsprune/in_process"
 
 
 def in_process_allowed() -> bool:
-    """Whether the user opted in to running rsprune_geo inside QGIS's own Python (off by default:
-    rasterio's GDAL must not load into QGIS's process unasked)."""
+    """Whether the user opted in to running rsprune_geo inside QGIS's own Python.
+
+    Off by default: rasterio's GDAL must not load into QGIS's process unasked.
+    """
     try:
         from qgis.core import QgsSettings
 
@@ -289,9 +313,11 @@ def run_command(arguments: list[str], on_progress, is_canceled, cli: str | None 
 
 
 def lines_of(process, pipe, is_canceled):
-    """The lines of ``process``'s ``pipe`` as they come (read on a thread), checking
-    ``is_canceled()`` every :data:`POLL_SECONDS` even while it is silent; on Cancel the process
-    is stopped (:func:`_stop`) and :class:`Canceled` raised."""
+    """The lines of ``process``'s ``pipe`` as they come (read on a thread).
+
+    Checking ``is_canceled()`` every :data:`POLL_SECONDS` even while it is silent; on Cancel the process
+    is stopped (:func:`_stop`) and :class:`Canceled` raised.
+    """
     import queue
     import threading
 
@@ -317,8 +343,11 @@ def lines_of(process, pipe, is_canceled):
 
 
 def outcome(call) -> tuple:
-    """``(result, error)`` of ``call()`` for a task: ``(result, None)``, ``(None, message)`` when it
-    failed (any exception: a task must never crash QGIS), ``(None, None)`` when canceled."""
+    """``(result, error)`` of ``call()`` for a task.
+
+    ``(result, None)``, ``(None, message)`` when it failed (any exception: a task must never crash
+    QGIS), ``(None, None)`` when canceled.
+    """
     try:
         return call(), None
     except Canceled:
@@ -344,8 +373,10 @@ def _stop(process) -> None:
 
 
 def _remove_partial(output: str | None) -> None:
-    """Remove what a killed run left beside ``output``: a temporary GeoPackage, and the staging
-    folder of its tile table's parts."""
+    """Remove what a killed run left beside ``output``.
+
+    A temporary GeoPackage, and the staging folder of its tile table's parts.
+    """
     if not output:
         return
     import glob
@@ -367,8 +398,10 @@ RUN_RECORD, RUN_GEOPACKAGE = "run.json", "tiles.gpkg"
 
 
 def run_location(path: str) -> str:
-    """The run behind a path the user chose: a GeoPackage, a run folder, or a file inside one
-    (its ``run.json`` or ``tiles.gpkg``)."""
+    """The run behind a path the user chose.
+
+    A GeoPackage, a run folder, or a file inside one (its ``run.json`` or ``tiles.gpkg``).
+    """
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     if os.path.isfile(os.path.join(folder, RUN_RECORD)):
         return folder
@@ -376,10 +409,12 @@ def run_location(path: str) -> str:
 
 
 def check_run(run: str, on_progress, is_canceled, cli: str | None = None) -> None:
-    """Check ``run`` as every ``rsprune`` command checks a run (``rsprune_geo.runs.runfile.check_run``):
-    in this process when rsprune_geo runs here, else with ``rsprune info``; a
-    :class:`BackendError` with its one line when it is not a run or a damaged one. Without a
-    backend at all, only :func:`run_location`'s check is made."""
+    """Check ``run`` as every ``rsprune`` command checks a run (``rsprune_geo.runs.runfile.check_run``).
+
+    In this process when rsprune_geo runs here, else with ``rsprune info``; a :class:`BackendError` with
+    its one line when it is not a run or a damaged one. Without a backend at all, only
+    :func:`run_location`'s check is made.
+    """
     if in_process_allowed() and in_process_available():
         from rsprune_geo.errors import RsPruneError
         from rsprune_geo.runs.runfile import check_run as check
@@ -396,9 +431,11 @@ def check_run(run: str, on_progress, is_canceled, cli: str | None = None) -> Non
 
 
 def run_geopackage(run: str, on_progress, is_canceled, cli: str | None = None) -> str:
-    """The GeoPackage QGIS shows for ``run`` (see :func:`run_location`), checked first
-    (:func:`check_run`): the file itself, or the run folder's ``tiles.gpkg``, which the backend
-    writes first when the folder has none (every tile, styled, with ``rsprune export``)."""
+    """The GeoPackage QGIS shows for ``run`` (see :func:`run_location`), checked first (:func:`check_run`).
+
+    The file itself, or the run folder's ``tiles.gpkg``, which the backend writes first when the folder
+    has none (every tile, styled, with ``rsprune export``).
+    """
     run = run_location(run)
     check_run(run, on_progress, is_canceled, cli)
     if not os.path.isdir(run):
@@ -425,7 +462,7 @@ def run_in_process(params: PruneParams, on_progress, is_canceled) -> dict:
     from rsprune_geo.bank.profile import banks_or_default
 
     values["prior_bank"] = banks_or_default(values["prior_bank"])  # as `rsprune run` does
-    result = rsprune_geo.run(params.rasters, params.output, overwrite=params.overwrite, on_progress=progress,
+    result = rsprune_geo.run(params.inputs(), params.output, overwrite=params.overwrite, on_progress=progress,
                              **values)
     counts = result.record.counts
     return {"event": "ok", "output": str(result.output), "tiles": sum(counts.values()), "counts": dict(counts)}

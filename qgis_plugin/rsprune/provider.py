@@ -134,8 +134,10 @@ class RsPruneAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from None
 
     def run_file(self, parameters, context, name: str = "RUN") -> str:
-        """The run behind a run layer parameter: its GeoPackage, or the run folder whose
-        ``tiles.gpkg`` the layer shows."""
+        """The run behind a run layer parameter.
+
+        Its GeoPackage, or the run folder whose ``tiles.gpkg`` the layer shows.
+        """
         layer = self.parameterAsVectorLayer(parameters, name, context)
         path = layer.source().split("|")[0] if layer is not None else ""
         try:
@@ -164,10 +166,17 @@ class PruneAlgorithm(RsPruneAlgorithm):
         return ("Tiles the input rasters, drops low-information tiles by entropy and, with a prior "
                 "bank, keeps a scene-balanced subset. Writes a GeoPackage of tile footprints with "
                 "their status, styled for QGIS (temporal when the rasters are dated). An area of "
-                "interest (polygon layer) or an extent limits the tiles to those touching it.")
+                "interest (polygon layer) or an extent limits the tiles to those touching it. Instead of "
+                "(or beside) raster layers, a STAC catalogue gives one raster an item: its asset, by "
+                "default visual, else red, green and blue stacked; items date their tiles.")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterMultipleLayers("INPUT", "Raster layers", RASTER))
+        self.addParameter(QgsProcessingParameterMultipleLayers("INPUT", "Raster layers", RASTER, optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "STAC", "STAC catalogue (Catalog or Collection JSON, ItemCollection, stac-geoparquet) or its URL",
+            optional=True, fileFilter="STAC (*.json *.geojson *.parquet)"))
+        self.addParameter(QgsProcessingParameterString(
+            "ASSET", "STAC asset (default: visual, else red, green and blue)", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "AOI", "Area of interest (polygons)", [POLYGONS], optional=True))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Area of interest (extent)", optional=True))
@@ -216,12 +225,15 @@ class PruneAlgorithm(RsPruneAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         layers = self.parameterAsLayerList(parameters, "INPUT", context)
+        stac = self.parameterAsFile(parameters, "STAC", context).strip() or None
+        asset = self.parameterAsString(parameters, "ASSET", context).strip() or None
         values = {item["name"]: self._value(parameters, context, item) for item in options.GUI_OPTIONS}
         bank = values.pop("prior_bank")
         output = self.gpkg_destination(parameters, context)
         params = backend.PruneParams(
             rasters=[layer.source().split("|")[0] for layer in layers], output=output,
-            prior_banks=[bank] if bank else [], aoi=self._area_of_interest(parameters, context, feedback), **values,
+            prior_banks=[bank] if bank else [], aoi=self._area_of_interest(parameters, context, feedback),
+            stac=stac, asset=asset, **values,
         )
         try:
             params.validate()

@@ -1,5 +1,7 @@
-"""STAC catalogues as a run's input: a Catalog or Collection (JSON, its items linked), an
-ItemCollection (GeoJSON), a single Item, or a stac-geoparquet file of items, local or over HTTP.
+"""STAC catalogues as a run's input.
+
+A Catalog or Collection (JSON, its items linked), an ItemCollection (GeoJSON), a single Item, or a
+stac-geoparquet file of items, local or over HTTP.
 
 Each item gives one raster: its ``asset`` (``--asset KEY``; by default ``visual`` where present,
 else its ``red``, ``green`` and ``blue`` assets stacked in a small VRT, as Sentinel-2 L2A keeps
@@ -31,22 +33,58 @@ RGB_KEYS = ("red", "green", "blue")
 CHILD_RELS = ("child", "item")
 
 
+@dataclass(frozen=True)
+class ItemGrid:
+    """What an item's metadata says of its raster, enough to plan its tiles without opening it.
+
+    From the projection extension (``proj:shape``, ``proj:transform``, ``proj:code`` or
+    ``proj:epsg``) and, when given, the raster and eo extensions (bands, data type, nodata).
+
+    Attributes:
+        width: columns of pixels.
+        height: rows of pixels.
+        transform: the affine coefficients ``(a, b, c, d, e, f)``.
+        crs: the CRS as text (``EPSG:32633``, or WKT).
+        count: bands, when the metadata says.
+        dtype: the bands' data type, when the metadata says.
+        nodata: the nodata value, when the metadata says.
+    """
+
+    width: int
+    height: int
+    transform: tuple[float, ...]
+    crs: str
+    count: int | None = None
+    dtype: str | None = None
+    nodata: float | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether it says enough to plan the item's tiles: its bands and data type too."""
+        return self.count is not None and self.dtype is not None
+
+
 class StacPath(str):
-    """A raster path that came from a STAC item: the path, with the item's ``item_id``,
-    ``datetime`` (ISO text, or ``""``) and ``item_href`` (where the item itself is)."""
+    """A raster path that came from a STAC item.
+
+    The path, with the item's ``item_id``, ``datetime`` (ISO text, or ``""``), ``item_href`` (where
+    the item itself is) and ``grid`` (what its metadata says of the raster, or ``None``).
+    """
 
     item_id: str
     datetime: str
     item_href: str
+    grid: ItemGrid | None
 
-    def __new__(cls, path: str, item_id: str, datetime: str, item_href: str) -> StacPath:
+    def __new__(cls, path: str, item_id: str, datetime: str, item_href: str, grid: ItemGrid | None = None
+                ) -> StacPath:
         """The path, carrying its item."""
         made = super().__new__(cls, path)
-        made.item_id, made.datetime, made.item_href = item_id, datetime, item_href
+        made.item_id, made.datetime, made.item_href, made.grid = item_id, datetime, item_href, grid
         return made
 
     def __reduce__(self):
-        return StacPath, (str(self), self.item_id, self.datetime, self.item_href)
+        return StacPath, (str(self), self.item_id, self.datetime, self.item_href, self.grid)
 
 
 @dataclass(frozen=True)
@@ -63,8 +101,10 @@ def is_remote(href: str) -> bool:
 
 
 def looks_like_stac(text: str) -> bool:
-    """Whether an input names a STAC catalogue, item collection, item or stac-geoparquet file
-    (read only as far as its first bytes, or its JSON's ``type``/``stac_version``)."""
+    """Whether an input names a STAC catalogue, item collection, item or stac-geoparquet file.
+
+    Read only as far as its first bytes, or its JSON's ``type``/``stac_version``.
+    """
     lower = text.lower().split("?")[0]
     if not lower.endswith(STAC_SUFFIXES) or text.startswith("/vsi"):
         return False
@@ -79,7 +119,8 @@ def looks_like_stac(text: str) -> bool:
     return isinstance(data, dict) and ("stac_version" in data or _is_item_collection(data))
 
 
-def stac_paths(text: str, asset: str | None = None, vrt_folder: str | os.PathLike | None = None) -> Iterator[StacPath]:
+def stac_paths(text: str, asset: str | None = None, vrt_folder: str | os.PathLike | None = None,
+               stack: bool = True) -> Iterator[StacPath]:
     """The raster of every item a STAC input holds, in order, as :class:`StacPath` s.
 
     Args:
@@ -87,6 +128,8 @@ def stac_paths(text: str, asset: str | None = None, vrt_folder: str | os.PathLik
             an http(s) URL).
         asset: the asset key to read; ``None``: ``visual``, else ``red``/``green``/``blue`` stacked.
         vrt_folder: where stacked bands' VRTs are written (default: the cache's ``stac-vrt/``).
+        stack: write the VRT of an item's red, green and blue assets (opening them); ``False``
+            gives the red asset's path, its grid counting three bands (a plan opens nothing).
 
     Raises:
         InputError: no item; an item without the asset (naming the ones it has); a broken href.
@@ -95,7 +138,7 @@ def stac_paths(text: str, asset: str | None = None, vrt_folder: str | os.PathLik
     found = 0
     for item, base in _items(text):
         found += 1
-        yield _item_path(item, base, asset, vrt_folder)
+        yield _item_path(item, base, asset, vrt_folder, stack)
     if not found:
         raise InputError(f"{text}: no STAC item in it (a Catalog or Collection with item links, an "
                          "ItemCollection, an Item or a stac-geoparquet file of items)")
@@ -126,7 +169,8 @@ def _items(text: str) -> Iterator[tuple[dict, str]]:
             raise InputError(f"{href}: not a STAC Catalog, Collection, ItemCollection or Item (type {kind!r})")
 
 
-def _item_path(item: dict, base: str, asset: str | None, vrt_folder: str | os.PathLike | None) -> StacPath:
+def _item_path(item: dict, base: str, asset: str | None, vrt_folder: str | os.PathLike | None,
+               stack: bool = True) -> StacPath:
     """The raster path of one item (an asset's href, or a VRT of its red, green and blue)."""
     item_id = str(item.get("id", ""))
     assets = item.get("assets") or {}
@@ -139,12 +183,46 @@ def _item_path(item: dict, base: str, asset: str | None, vrt_folder: str | os.Pa
         if key not in assets:
             has = ", ".join(sorted(assets)) or "none"
             raise InputError(f"{base}: item {item_id} has no asset {key!r} (it has {has}); choose one with `asset`")
-        return StacPath(_gdal_path(_resolve(assets[key]["href"], base), item_id), item_id, when, item_href)
+        grid = item_grid(properties, assets[key])
+        return StacPath(_gdal_path(_resolve(assets[key]["href"], base), item_id), item_id, when, item_href, grid)
     if all(k in assets for k in RGB_KEYS):
         bands = [_gdal_path(_resolve(assets[k]["href"], base), item_id) for k in RGB_KEYS]
-        return StacPath(str(_stacked_vrt(bands, item_id, vrt_folder)), item_id, when, item_href)
+        grid = item_grid(properties, assets[RGB_KEYS[0]], count=len(RGB_KEYS))
+        if not stack:
+            return StacPath(bands[0], item_id, when, item_href, grid)
+        return StacPath(str(_stacked_vrt(bands, item_id, vrt_folder)), item_id, when, item_href, grid)
     raise InputError(f"{base}: item {item_id} has neither a 'visual' asset nor 'red', 'green' and 'blue' "
                      f"(it has {', '.join(sorted(assets)) or 'none'}); choose one with `asset`")
+
+
+def item_grid(properties: dict, asset: dict, count: int | None = None) -> ItemGrid | None:
+    """What an item (and its asset, whose fields come first) says of the raster's grid.
+
+    Args:
+        properties: the item's properties.
+        asset: the asset read.
+        count: the bands when the asset's are stacked (three assets of one band each).
+
+    Returns:
+        The grid, or ``None`` when ``proj:shape``, ``proj:transform`` or the CRS is missing.
+    """
+
+    def field(name: str) -> Any:
+        return asset.get(name, properties.get(name))
+
+    shape, transform = field("proj:shape"), field("proj:transform")
+    code = field("proj:code") or (f"EPSG:{field('proj:epsg')}" if field("proj:epsg") else None) or field("proj:wkt2")
+    if not (isinstance(shape, list) and len(shape) == 2 and isinstance(transform, list) and len(transform) >= 6
+            and code):
+        return None
+    bands = asset.get("raster:bands") or asset.get("eo:bands") or properties.get("raster:bands")
+    first = bands[0] if isinstance(bands, list) and bands and isinstance(bands[0], dict) else {}
+    dtype = first.get("data_type")
+    nodata = first.get("nodata")
+    return ItemGrid(width=int(shape[1]), height=int(shape[0]), transform=tuple(float(v) for v in transform[:6]),
+                    crs=str(code), count=count or (len(bands) if isinstance(bands, list) and bands else None),
+                    dtype=str(dtype) if dtype else None,
+                    nodata=float(nodata) if isinstance(nodata, (int, float)) else None)
 
 
 def _gdal_path(href: str, item_id: str) -> str:
