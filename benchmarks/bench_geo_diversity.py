@@ -136,7 +136,8 @@ def main() -> None:
     for name, table in results["tables"].items():
         text += [f"## {titles[name]}", "", markdown(table), ""]
         if results["seconds"][name]:
-            text += ["run seconds: " + ", ".join(f"{k} {v}" for k, v in results["seconds"][name].items()), ""]
+            text += ["| run | seconds |", "|---|---|"]
+            text += [f"| {k} | {v} |" for k, v in results["seconds"][name].items()] + [""]
     (out / "geo_diversity.md").write_text("\n".join(text))
     print("\n".join(text))
 

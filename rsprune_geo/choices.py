@@ -9,9 +9,11 @@ from .errors import InputError, param
 
 
 class Choice(StrEnum):
-    """The words a parameter allows. Members are strings (``EdgeMode.DROP == "drop"``), and
-    :meth:`parse` is the one place a word is checked: an unknown one is an :class:`InputError`
-    naming the parameter and the words it takes."""
+    """The words a parameter allows.
+
+    Members are strings (``EdgeMode.DROP == "drop"``), and :meth:`parse` is the one place a word is
+    checked: an unknown one is an :class:`InputError` naming the parameter and the words it takes.
+    """
 
     @classmethod
     def parse(cls, value: Any, name: str) -> Self:
@@ -30,9 +32,12 @@ class Choice(StrEnum):
 
 
 class Stage1Rule(Choice):
-    """How stage 1 judges information. ``bank``: against the prior bank (a floor below which no
-    scene of the bank goes, then any top-fraction cut taken within each scene); ``paper``: the
-    paper's global top fraction by entropy (D_H↑30%)."""
+    """How stage 1 judges information.
+
+    ``bank``: against the prior bank (a floor below which no scene of the bank goes, then any
+    top-fraction cut taken within each scene); ``paper``: the paper's global top fraction by entropy
+    (D_H↑30%).
+    """
 
     BANK = "bank"
     PAPER = "paper"
@@ -75,16 +80,22 @@ class QuotaMode(Choice):
 
 
 class MetricMode(Choice):
-    """Which metric nearest-scene decisions use: the one the prior bank's labels fit in closed
-    form (``bank``: within-class whitening), or the encoder's own cosine (``raw``)."""
+    """Which metric nearest-scene decisions use.
+
+    The one the prior bank's labels fit in closed form (``bank``: within-class whitening), or the
+    encoder's own cosine (``raw``).
+    """
 
     BANK = "bank"
     RAW = "raw"
 
 
 class Runtime(Choice):
-    """Where an encoder's network runs: ``auto`` (onnxruntime on a CPU, int8 where the encoder
-    allows it and prior-bank images calibrate it; torch on CUDA), or one runtime by name."""
+    """Where an encoder's network runs.
+
+    ``auto`` (onnxruntime on a CPU, int8 where the encoder allows it and prior-bank images calibrate it;
+    torch on CUDA), or one runtime by name.
+    """
 
     AUTO = "auto"
     TORCH = "torch"
@@ -98,8 +109,11 @@ class Runtime(Choice):
 
 
 class CellPeriod(Choice):
-    """What a per-cell cap counts within: the whole run, each year, or each season of the year
-    (December–February, March–May, June–August, September–November)."""
+    """What a per-cell cap counts within.
+
+    The whole run, each year, or each season of the year (December–February, March–May, June–August,
+    September–November).
+    """
 
     ALL = "all"
     YEAR = "year"
@@ -107,8 +121,10 @@ class CellPeriod(Choice):
 
 
 class GeoSpread(Choice):
-    """Whether selection prefers tiles far in space and time from those kept: ``auto`` turns it
-    on when tiles share ground or span several dates."""
+    """Whether selection prefers tiles far in space and time from those kept.
+
+    ``auto`` turns it on when tiles share ground or span several dates.
+    """
 
     AUTO = "auto"
     ON = "on"

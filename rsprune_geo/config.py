@@ -9,7 +9,7 @@ Processing parameters (from ``rsprune options --json``, shipped as ``options.jso
 from __future__ import annotations
 
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -127,8 +127,9 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Parameters of a run; every field is documented by its :class:`Option` (``rsprune run
-    --help`` shows them).
+    """Parameters of a run; every field is documented by its :class:`Option`.
+
+    ``rsprune run --help`` shows them.
 
     ``keep`` and ``stage1_keep`` are fractions of the tiles that have data (tiles not dropped
     as ``nodata``); ``stage1_keep`` defaults to 1.0 under the ``bank`` rule (no cut beyond the
@@ -270,8 +271,10 @@ class RunConfig:
                                  group="scale-out")
 
     def to_dict(self) -> dict[str, Any]:
-        """The parameters as JSON-able data (choices as their words, tuples as lists), as a run
-        record stores them."""
+        """The parameters as JSON-able data (choices as their words, tuples as lists).
+
+        As a run record stores them.
+        """
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -280,10 +283,12 @@ class RunConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], legacy: dict[str, Any] | None = None) -> RunConfig:
-        """The parameters stored as ``data`` (:meth:`to_dict`): keys this version does not know
-        are dropped, those ``data`` lacks take ``legacy``'s value (what an older version used),
-        else the default; words are read back as their :class:`Choice`."""
+    def from_dict(cls, data: dict[str, Any], legacy: Mapping[str, object] | None = None) -> RunConfig:
+        """The parameters stored as ``data`` (:meth:`to_dict`).
+
+        Keys this version does not know are dropped, those ``data`` lacks take ``legacy``'s value (what an
+        older version used), else the default; words are read back as their :class:`Choice`.
+        """
         known = {f.name for f in fields(cls)}
         stored = {**(legacy or {}), **data}
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
@@ -301,9 +306,12 @@ class RunConfig:
         return words
 
     def validated(self) -> RunConfig:
-        """A checked, normalised copy (words as their :class:`Choice`, bands parsed, prior banks
-        as a tuple of strings, ``k`` overriding ``k_per_class``); raises :class:`InputError` for a
-        parameter out of range or a word a parameter does not take."""
+        """A checked, normalised copy of the parameters.
+
+        Words become their :class:`Choice`, bands are parsed, prior banks become a tuple of strings, and
+        ``k`` overrides ``k_per_class``. Raises :class:`InputError` for a parameter out of range or a word a
+        parameter does not take.
+        """
         for f, _, _ in run_options():
             check_value(f, getattr(self, f.name))
         words = self._words()
@@ -340,8 +348,11 @@ class RunConfig:
 
     @property
     def stage2(self) -> bool:
-        """Whether stage 2 runs: a prior bank is given and either the keep ratio is below stage
-        1's or stage 1's cut is taken within scenes (which needs every candidate's scene)."""
+        """Whether stage 2 runs.
+
+        A prior bank is given and either the keep ratio is below stage 1's or stage 1's cut is taken within
+        scenes (which needs every candidate's scene).
+        """
         if not self.prior_bank:
             return False
         return self.stage1_rule is Stage1Rule.BANK or self.effective_keep < self.stage1_fraction
@@ -360,14 +371,18 @@ class RunConfig:
 
 
 def default_of(name: str) -> Any:
-    """The default of the run parameter ``name``: for option classes that take a parameter of
-    the run, so that no default is defined twice."""
+    """The default of the run parameter ``name``.
+
+    For option classes that take a parameter of the run, so that no default is defined twice.
+    """
     return RunConfig.__dataclass_fields__[name].default
 
 
 def run_options() -> list[tuple[Field, Option, Any]]:
-    """``(field, option, type)`` of every :class:`RunConfig` parameter, in declaration order;
-    ``type`` is the field's resolved annotation."""
+    """``(field, option, type)`` of every :class:`RunConfig` parameter, in declaration order.
+
+    ``type`` is the field's resolved annotation.
+    """
     hints = typing.get_type_hints(RunConfig)
     return [(f, f.metadata["option"], hints[f.name]) for f in fields(RunConfig)]
 
@@ -394,7 +409,7 @@ def check_value(f: Field, value: Any) -> None:
 
 
 def describe_range(opt: Option) -> str:
-    """``must be in (0, 1]``, ``must be at least 1`` …"""
+    """The range an option allows, in words: ``must be in (0, 1]``, ``must be at least 1``."""
     if opt.low is not None and opt.high is not None:
         return f"must be in {'(' if opt.low_open else '['}{opt.low:g}, {opt.high:g}]"
     if opt.low is not None:
@@ -403,8 +418,10 @@ def describe_range(opt: Option) -> str:
 
 
 def option_schema() -> list[dict[str, Any]]:
-    """Every run parameter as JSON-able data (name, type, default, range, choices, help, GUI
-    label), what ``rsprune options --json`` prints and the QGIS plugin builds its forms from."""
+    """Every run parameter as JSON-able data (name, type, default, range, choices, help, GUI label).
+
+    What ``rsprune options --json`` prints and the QGIS plugin builds its forms from.
+    """
     out = []
     for f, opt, kind in run_options():
         base = base_type(kind)

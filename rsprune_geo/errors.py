@@ -26,8 +26,10 @@ class SkippedInput(TypedDict):
 
 
 def counted(n: int, word: str, plural: str | None = None) -> str:
-    """``n`` and ``word`` in the number ``n`` takes: ``1 tile``, ``2 tiles`` (``plural``: when
-    the plural is not the word and an ``s``)."""
+    """``n`` and ``word`` in the number ``n`` takes.
+
+    ``1 tile``, ``2 tiles`` (``plural``: when the plural is not the word and an ``s``).
+    """
     return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
@@ -37,9 +39,11 @@ def param(name: str) -> str:
 
 
 def require_extra(module: str, extra: str, what: str, named: str | None = None) -> None:
-    """An :class:`InputError` naming the install extra that brings ``module`` (called ``named``
-    in the message, else by its module name) when it is not installed: ``what`` needs it.
-    Looked up, not imported."""
+    """An :class:`InputError` naming the install extra that brings ``module``.
+
+    The module is called ``named`` in the message, else by its module name. ``what`` needs it. Looked
+    up, not imported.
+    """
     import importlib.util
 
     if importlib.util.find_spec(module) is None:

@@ -1,5 +1,8 @@
-"""Judge selections against the truth: labels from a vector layer, a column or chip folders;
-baselines on the same candidates and budget; metrics in an independent encoder's space."""
+"""Judge selections against the truth.
+
+Labels from a vector layer, a column or chip folders; baselines on the same candidates and budget;
+metrics in an independent encoder's space.
+"""
 
 from __future__ import annotations
 
@@ -36,10 +39,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvaluationOptions:
-    """What the evaluation needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`):
-    the truth (``labels``, ``label_column``), the run's ``encoder`` and the independent one
-    (``eval_encoder``), the prior bank, where embeddings are cached, the runtime and the
-    selection the baselines share with RS-Prune."""
+    """What the evaluation needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`).
+
+    The truth (``labels``, ``label_column``), the run's ``encoder`` and the independent one
+    (``eval_encoder``), the prior bank, where embeddings are cached, the runtime and the selection the
+    baselines share with RS-Prune.
+    """
 
     labels: str | None
     label_column: str
@@ -63,8 +68,11 @@ class EvaluationOptions:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
     def check_encoder(self) -> None:
-        """Raise :class:`~rsprune_geo.errors.InputError` (naming the extra to install) when the
-        independent encoder cannot run here: called before a run's work, not after it."""
+        """Raise :class:`~rsprune_geo.errors.InputError` when the independent encoder cannot run.
+
+        Raise :class:`~rsprune_geo.errors.InputError` (naming the extra to install) when the independent
+        encoder cannot run here: called before a run's work, not after it.
+        """
         name = independent_encoder_name(self.encoder, self.eval_encoder)
         encoder_info(name).require_installed(f"{param('evaluate')}'s independent encoder ({name})")
 
@@ -73,7 +81,15 @@ JUNK_LABELS = ("junk", "nodata", "blank", "cloud", "no_data", "open_water")
 
 
 def label_balance(labels: np.ndarray, n_classes: int) -> float:
-    """Normalised entropy (0–1) of the label distribution: 1 when every class is equally present."""
+    """Normalised entropy (0–1) of a label distribution.
+
+    Args:
+        labels: the labels.
+        n_classes: how many classes there are (present or not).
+
+    Returns:
+        1 when every class is equally present, 0 when one holds all.
+    """
     labels = np.asarray(labels)
     if labels.size == 0 or n_classes <= 1:
         return 0.0
@@ -83,8 +99,11 @@ def label_balance(labels: np.ndarray, n_classes: int) -> float:
 
 
 def coverage(full: np.ndarray, kept: np.ndarray, k: int = 5, max_full: int = 20000, seed: int = 0) -> float:
-    """Coverage (Naeem et al. 2020): the share of the full set whose nearest kept sample lies
-    within its own k-NN radius in the full set (cosine distance). 1 = the kept set spans it."""
+    """Coverage (Naeem et al.
+
+    2020): the share of the full set whose nearest kept sample lies within its own k-NN radius in the
+    full set (cosine distance). 1 = the kept set spans it.
+    """
     import faiss
 
     full = normalise(full)
@@ -104,8 +123,11 @@ def coverage(full: np.ndarray, kept: np.ndarray, k: int = 5, max_full: int = 200
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray, dims: int = 64) -> float:
-    """Fréchet distance between Gaussians fitted to two embedding sets, in the top ``dims``
-    principal axes of ``a`` (stable with few samples). Lower = the kept set looks like the full one."""
+    """Fréchet distance between Gaussians fitted to two embedding sets.
+
+    In the top ``dims`` principal axes of ``a`` (stable with few samples). Lower = the kept set looks
+    like the full one.
+    """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape[0] < 2 or b.shape[0] < 2:
@@ -122,8 +144,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, dims: int = 64) -> float:
 
 
 def labels_from_vector(tiles: gpd.GeoDataFrame, path: str, column: str = "label") -> np.ndarray:
-    """Each tile's label: the ``column`` of the polygon of ``path`` (any CRS) it overlaps
-    most; ``""`` where it overlaps none."""
+    """Each tile's label.
+
+    The ``column`` of the polygon of ``path`` (any CRS) it overlaps most; ``""`` where it overlaps none.
+    """
     try:
         polygons = gpd.read_file(path)
     except Exception as exc:
@@ -150,8 +174,20 @@ def labels_from_folders(tiles: pd.DataFrame) -> np.ndarray:
 
 
 def tile_labels(tiles: gpd.GeoDataFrame, labels: str, column: str = "label") -> np.ndarray:
-    """True labels of the tiles from ``labels``: ``folders`` (chip folder names), ``column``
-    (the tiles' own ``column``), or the path of a vector layer of labelled polygons."""
+    """True labels of the tiles.
+
+    Args:
+        tiles: the run's tiles.
+        labels: ``folders`` (chip folder names), ``column`` (the tiles' own ``column``), or the
+            path of a vector layer of labelled polygons (any CRS).
+        column: the label column of the tiles or of the vector layer.
+
+    Returns:
+        One label a tile; empty text where none applies.
+
+    Raises:
+        InputError: the layer or the column is missing.
+    """
     if labels == "folders":
         return labels_from_folders(tiles)
     if labels == "column":
@@ -176,8 +212,10 @@ def truth_metrics(kept: np.ndarray, labels: np.ndarray, junk: np.ndarray, n_clas
 
 
 def nearest_kept_distance(centres: np.ndarray) -> float:
-    """Mean distance from each kept tile's centre to the nearest other kept tile's (CRS units),
-    nan for fewer than two."""
+    """Mean distance from each kept tile's centre to the nearest other kept tile's (CRS units).
+
+    Nan for fewer than two.
+    """
     import faiss
 
     points = np.asarray(centres, dtype=np.float64)
@@ -192,9 +230,12 @@ def nearest_kept_distance(centres: np.ndarray) -> float:
 
 def geo_metrics(kept: np.ndarray, cells: np.ndarray, dates: np.ndarray | None = None,
                 centres: np.ndarray | None = None) -> dict:
-    """Where and when a selection's kept tiles are: distinct ground cells, the most tiles kept of
-    one cell, the mean nearest-kept-neighbour distance, distinct dates and the largest share of
-    the kept tiles from one date (dates only when some are known)."""
+    """Where and when a selection's kept tiles are.
+
+    Distinct ground cells, the most tiles kept of one cell, the mean nearest-kept-neighbour distance,
+    distinct dates and the largest share of the kept tiles from one date (dates only when some are
+    known).
+    """
     kept = np.asarray(kept, dtype=bool)
     on_ground = kept & (np.asarray(cells, dtype=object).astype(str) != "")
     counts = pd.Series(np.asarray(cells, dtype=object)[on_ground]).value_counts()
@@ -321,8 +362,11 @@ def compare_selections(
 
 
 def run_ground(tiles: pd.DataFrame) -> dict[str, np.ndarray | None] | None:
-    """The ``ground`` of :func:`compare_selections` from a tiles table: ground cells, dates (when
-    any is known) and footprint centres; ``None`` for tiles without ground cells."""
+    """The ``ground`` of :func:`compare_selections` from a tiles table.
+
+    Ground cells, dates (when any is known) and footprint centres; ``None`` for tiles without ground
+    cells.
+    """
     if "ground_cell" not in tiles or not (tiles["ground_cell"].astype(str) != "").any():
         return None
     dates = tiles["date"].to_numpy() if "date" in tiles and tiles["date"].notna().any() else None
@@ -347,11 +391,13 @@ def independent_embeddings(tiles, sources, scalings, name: str, bank_paths: list
 def evaluate_run(tiles: gpd.GeoDataFrame, vectors: np.ndarray, kept: np.ndarray, pool: np.ndarray,
                  pool_ids: np.ndarray, pool_dist: np.ndarray, centroids: SceneCentroids, options: EvaluationOptions,
                  budget: Budget, sources, scalings, on_progress=None, bank: PriorBank | None = None) -> pd.DataFrame:
-    """The evaluation table of a run (``evaluate``): RS-Prune (the ``kept`` mask over the tiles)
-    and the baselines on the same candidates (``pool``, rows of ``tiles``, with their clusters and
-    distances) and budget, by true labels when ``options.labels`` is given; ``vectors`` embed
-    every tile (rows of ``tiles``), ``options`` are the run's evaluation options and ``bank`` its
-    prior bank (loaded again when not given)."""
+    """The evaluation table of a run (``evaluate``).
+
+    RS-Prune (the ``kept`` mask over the tiles) and the baselines on the same candidates (``pool``, rows
+    of ``tiles``, with their clusters and distances) and budget, by true labels when ``options.labels``
+    is given; ``vectors`` embed every tile (rows of ``tiles``), ``options`` are the run's evaluation
+    options and ``bank`` its prior bank (loaded again when not given).
+    """
     n = len(tiles)
     if len(vectors) != n:
         raise ValueError("evaluation needs every tile embedded")
@@ -384,9 +430,11 @@ def evaluate_run(tiles: gpd.GeoDataFrame, vectors: np.ndarray, kept: np.ndarray,
 
 def evaluate_stage2(plan: RunPlan, options: EvaluationOptions, columns: TileColumns, stage1: Stage1Result,
                     model: Stage2Model, applied: AppliedSelection, on_progress=None) -> pd.DataFrame:
-    """The evaluation table of a run just selected: every tile (read back from the staged parts,
-    in their order) and its embedding from stage 2's ``model``, the final decisions, and the
-    candidates of the ``applied`` selection."""
+    """The evaluation table of a run just selected.
+
+    Every tile (read back from the staged parts, in their order) and its embedding from stage 2's
+    ``model``, the final decisions, and the candidates of the ``applied`` selection.
+    """
     from .runs.tiletable import read_tiles
     from .runs.vocabulary import status_code
 

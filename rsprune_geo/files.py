@@ -1,5 +1,8 @@
-"""File helpers every layer shares: cheap content fingerprints of inputs and weights files, and
-where the package keeps the files it ships built."""
+"""File helpers every layer shares.
+
+Cheap content fingerprints of inputs and weights files, and where the package keeps the files it
+ships built.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ SHIPPED = Path(__file__).resolve().parent / "shipped"
 
 
 def file_fingerprint(path: str, with_mtime: bool = True, chunk: int = 65536, digest_size: int = 12) -> str:
-    """A cheap fingerprint of a file's content: its size (and mtime, unless ``with_mtime`` is
-    false, for content keys that survive a copy) and hashes of its head and tail.
+    """A cheap fingerprint of a file's content.
+
+    Its size (and mtime, unless ``with_mtime`` is false, for content keys that survive a copy) and
+    hashes of its head and tail.
 
     Costs two small reads whatever the file's size; GDAL virtual paths hash their name.
     """

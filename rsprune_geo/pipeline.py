@@ -1,5 +1,8 @@
-"""The whole run behind one call: sources → tile grid → stage 1 (every window read once) →
-stage 2 → decisions written back to the tile table → a GeoPackage or a run folder."""
+"""The whole run behind one call.
+
+Sources → tile grid → stage 1 (every window read once) → stage 2 → decisions written back to the
+tile table → a GeoPackage or a run folder.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +30,13 @@ from .errors import InputError, SkippedInput, counted, param
 from .evaluation import EvaluationOptions, evaluate_stage2
 from .outputs.runfolder import Staging, check_output, finish, load_tiles, write_decisions
 from .progress import ProgressCallback, no_progress
+from .reading.dates import SourceDates, source_dates
 from .reading.grid import RunGrid, plan_grid
 from .reading.ground import ground_grid
-from .reading.pixels import Scaling, has_credentials, redact
+from .reading.pixels import Scaling
+from .reading.remote import has_credentials, redact
 from .reading.scan import SourceTable, distinct, scan_sources
-from .reading.sources import RasterSource, SourceDates, source_dates
+from .reading.sources import RasterSource
 from .runs.inputs import InputDates, InputEntry, SourceInputs, is_table
 from .runs.record import GroundRecord, RunRecord
 from .runs.result import RunResult
@@ -89,14 +94,29 @@ def run(
     on_progress: ProgressCallback | None = None,
     **overrides: Any,
 ) -> RunResult:
-    """Run the pipeline on rasters and (when ``output`` is given) write the GeoPackage.
+    """Run both stages on rasters and, when ``output`` is given, write the result.
 
-    ``inputs``: paths, globs or folders. Keyword ``overrides`` set :class:`RunConfig` fields,
-    e.g. ``run("mosaic.tif", "out.gpkg", tile_size=512, keep=0.15)``. With ``dask_address`` or
-    ``workers`` the per-tile work (reading, stage 1, encoding) runs on a Dask cluster.
-    ``on_progress(stage, done, total)`` is called as the run moves (stages ``tiling``,
-    ``stage1``, ``prior_bank``, ``encoding``, ``selection``, ``evaluation``, ``writing``); the
-    run itself prints nothing and logs through :mod:`logging`.
+    The run prints nothing; it logs through :mod:`logging`. With ``dask_address`` or
+    ``workers``, the per-tile work (reading, stage 1, encoding) runs on a Dask cluster.
+
+    Example:
+        ``run("mosaic.tif", "out.gpkg", tile_size=512, keep=0.15)``
+
+    Args:
+        inputs: paths, globs, folders or STAC catalogues.
+        output: a GeoPackage (``.gpkg``) or a run folder; ``None`` writes nothing.
+        config: the run's parameters; ``overrides`` set its fields.
+        overwrite: replace an existing output (kept whole until the new one is in place).
+        on_progress: called as ``on_progress(stage, done, total)``; the stages are ``tiling``,
+            ``stage1``, ``prior_bank``, ``encoding``, ``selection``, ``evaluation``, ``writing``.
+        **overrides: :class:`RunConfig` fields.
+
+    Returns:
+        The tiles with their decisions, the run's record and where it was written.
+
+    Raises:
+        InputError: an input, a parameter or the output is unusable; the message says which.
+        OutputError: the output could not be written.
     """
     config = config or RunConfig()
     for key in overrides:
@@ -111,8 +131,11 @@ def run(
 
 def _run(inputs: list[str], output: str | Path | None, config: RunConfig, overwrite: bool, client: Any,
          on_progress: ProgressCallback) -> RunResult:
-    """The run, stage by stage: sources and tile grid, the prior bank, stage 1 (one read of every
-    window), stage 2, the decisions written back to the tile table, the record, the output."""
+    """The run, stage by stage.
+
+    Sources and tile grid, the prior bank, stage 1 (one read of every window), stage 2, the decisions
+    written back to the tile table, the record, the output.
+    """
     timings: dict[str, float] = {}
     on_progress("tiling", 0, 1)
     t0 = time.perf_counter()
@@ -201,8 +224,10 @@ def _evaluate(plan: RunPlan, config: RunConfig, columns: TileColumns, stage1: St
 def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: ReasonContext, record: RunRecord,
            stage2: Stage2Result | None, evaluation: pd.DataFrame | None, timings: dict[str, float], overwrite: bool,
            config: RunConfig, on_progress: ProgressCallback) -> RunResult:
-    """Write the decisions back to the tile table and give the output asked for (a GeoPackage, a
-    run folder, or, without one, the tiles in memory)."""
+    """Write the decisions back to the tile table and give the output asked for.
+
+    A GeoPackage, a run folder, or, without one, the tiles in memory.
+    """
     t0 = time.perf_counter()
     on_progress("writing", 0, 1)
     write_decisions(staging, plan.grid, columns, context, stage2 is not None, plan.client, on_progress)
@@ -223,10 +248,12 @@ def _write(staging: Staging, plan: RunPlan, columns: TileColumns, context: Reaso
 
 def dates_and_ground(grid: RunGrid, crs: CRS | None, date_pattern: str | None = None
                      ) -> tuple[SourceDates, GroundRecord]:
-    """Each source's acquisition date (:func:`~rsprune_geo.reading.sources.acquisition_date`;
-    NaT when unknown) and the record of the run's ground: the common grid's cell size and origin
-    (:func:`~rsprune_geo.reading.grid.ground_grid`). The dates are the record's inputs'
-    (:func:`make_record`)."""
+    """Each source's acquisition date and the record of the run's ground.
+
+    Dates come from :func:`~rsprune_geo.reading.dates.acquisition_date` (NaT when unknown); they are
+    the record's inputs' (:func:`make_record`). The ground is the common grid's cell size and origin
+    (:func:`~rsprune_geo.reading.grid.ground_grid`).
+    """
     dates = source_dates(_sources(grid), date_pattern)
     dated = dates.dated()
     if date_pattern and dated < len(dates):
@@ -249,18 +276,23 @@ def _sources(grid: RunGrid) -> Sequence[RasterSource]:
 
 
 def input_entries(sources: Sequence[RasterSource], scalings: Sequence[Scaling]) -> list[InputEntry]:
-    """The record's entry of each input: path, fingerprint, key, CRS, size, bands, mask, stretch
-    (:class:`~rsprune_geo.runs.inputs.SourceInputs`, as a list)."""
+    """The record's entry of each input.
+
+    Path, fingerprint, key, CRS, size, bands, mask, stretch
+    (:class:`~rsprune_geo.runs.inputs.SourceInputs`, as a list).
+    """
     return list(SourceInputs(sources, scalings))
 
 
 def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], config: RunConfig, crs: CRS | None,
                 timings: dict[str, float], columns: TileColumns, dates: SourceDates | None = None,
                 ground: GroundRecord | None = None) -> RunRecord:
-    """The :class:`RunRecord` of a run: parameters, versions, inputs with their stretch, counts,
-    and its ``ground`` given each input's date. Beyond :data:`~rsprune_geo.runs.inputs.INLINE_INPUTS`
-    inputs (a folder of chips) the inputs stay a view of the sources, written as a table of their
-    own, and so do their dates."""
+    """The :class:`RunRecord` of a run.
+
+    Parameters, versions, inputs with their stretch, counts, and its ``ground`` given each input's date.
+    Beyond :data:`~rsprune_geo.runs.inputs.INLINE_INPUTS` inputs (a folder of chips) the inputs stay a
+    view of the sources, written as a table of their own, and so do their dates.
+    """
     inputs = SourceInputs(sources, scalings, dates)
     ground = ground or GroundRecord()
     ground.dates = (InputDates(inputs) if is_table(inputs)
@@ -275,6 +307,5 @@ def make_record(sources: Sequence[RasterSource], scalings: Sequence[Scaling], co
         inputs=inputs if is_table(inputs) else list(inputs),
         counts=columns.counts(),
         timings=dict(timings),
-        seed=config.seed,
         ground=ground,
     )

@@ -1,5 +1,7 @@
-"""Re-select a finished run (new keep ratio, quotas or seed) from its GeoPackage or run folder, in
-seconds: no pixel is read, nothing is encoded, and a run folder is read column by column."""
+"""Re-select a finished run (new keep ratio, quotas or seed) from its GeoPackage or run folder.
+
+In seconds: no pixel is read, nothing is encoded, and a run folder is read column by column.
+"""
 
 from __future__ import annotations
 
@@ -54,17 +56,33 @@ def reselect(
     cell_period: CellPeriod | str | None = None,
     geo_spread: GeoSpread | str | None = None,
 ) -> RunResult:
-    """A new selection from the clusters, distances and entropy ranks stored in ``run_file`` (a
-    GeoPackage or a run folder), written to ``output``: a GeoPackage, or a run folder for a run
-    folder.
+    """A new selection from the clusters, distances and entropy ranks stored in a run.
 
-    ``keep`` counts the tiles with data, as a run does. Stage-1 candidates follow the run's rule
-    and ``stage1_keep``: under ``paper`` a keep ratio at or above it is decided by stage 1 alone;
+    No pixel is read and nothing is encoded. Stage-1 candidates follow the run's rule and
+    ``stage1_keep``: under ``paper`` a keep ratio at or above it is decided by stage 1 alone;
     under ``bank`` the within-scene cut is taken again from the stored scenes and entropies.
     Near-duplicates found by the run stay duplicates. The selection is applied by
-    :func:`~rsprune_geo.stages.selection.apply_selection`, as in a run. ``uniformity``,
-    ``spread``, ``seed``, ``max_per_cell``, ``cell_period`` and ``geo_spread`` default to the
-    run's; ``max_per_cell=0`` removes the run's cap.
+    :func:`~rsprune_geo.stages.selection.apply_selection`, as in a run.
+
+    Args:
+        run_file: the run's GeoPackage or run folder.
+        output: a GeoPackage, or a run folder for a run folder; ``None`` for ``run_file`` itself
+            (with ``overwrite``).
+        keep: the fraction of the tiles with data to keep, as a run counts it.
+        uniformity: as in a run; ``None`` for the run's.
+        spread: distance bins; ``None`` for the run's.
+        seed: ``None`` for the run's.
+        overwrite: replace an existing output.
+        max_per_cell: ``None`` for the run's; 0 removes the run's cap.
+        cell_period: ``None`` for the run's.
+        geo_spread: ``None`` for the run's.
+
+    Returns:
+        The re-selected run.
+
+    Raises:
+        InputError: ``run_file`` is not a run, ``output`` is the run without ``overwrite``, or a
+            parameter is out of range.
     """
     source, target = Path(run_file), Path(output) if output else Path(run_file)
     record = read_record(source)
@@ -108,8 +126,10 @@ def reselect(
 
 
 def _columns(frame: pd.DataFrame) -> TileColumns:
-    """A run's stored tiles as the columns selection works on (one position a row); reasons
-    marked unchanged until the re-selection decides a tile again."""
+    """A run's stored tiles as the columns selection works on (one position a row).
+
+    Reasons marked unchanged until the re-selection decides a tile again.
+    """
     dates = pd.to_datetime(frame["date"]) if "date" in frame else pd.Series(pd.NaT, index=frame.index)
     codes, uniques = pd.factorize(dates)
     columns = TileColumns.empty(len(frame), np.asarray(uniques, dtype="datetime64[ns]"))
@@ -129,8 +149,10 @@ def _columns(frame: pd.DataFrame) -> TileColumns:
 def _select_again(frame: pd.DataFrame, columns: TileColumns, clusters: pd.DataFrame, rule: Stage1Rule,
                   budget: Budget, options: SelectionOptions, stage2: Stage2Record,
                   context: ReasonContext, record: RunRecord) -> Stage2Record:
-    """Stage 2's selection again on the stored candidates (in ``columns`` and ``clusters``);
-    returns the updated stage-2 record and completes the reasons' ``context``."""
+    """Stage 2's selection again on the stored candidates (in ``columns`` and ``clusters``).
+
+    Returns the updated stage-2 record and completes the reasons' ``context``.
+    """
     if rule is Stage1Rule.BANK:  # the tiles over the bank's floor, with a scene
         candidates = np.flatnonzero(columns.scene_rank >= 1)
         columns.scene_rank[:] = 0
@@ -148,7 +170,7 @@ def _select_again(frame: pd.DataFrame, columns: TileColumns, clusters: pd.DataFr
     context.cluster_scene = [str(s) for s in clusters["scene"]]
     context.scene_quota = applied.scene_quota
     return replace(stage2, budget=budget.keep_count, kept=applied.kept, uniformity=options.uniformity,
-                   spread=options.spread, seed=options.seed, stage1_passed=int(applied.pool.size),
+                   spread=options.spread, stage1_passed=int(applied.pool.size),
                    stage1_decides=applied.stage1_decides)
 
 
@@ -180,8 +202,10 @@ def _decisions(columns: TileColumns, with_stage2: bool) -> Decisions:
 
 def _write_gpkg(source: Path, target: Path, decisions: Decisions, context: ReasonContext, record: RunRecord,
                 layers: dict[str, pd.DataFrame], overwrite: bool) -> Path:
-    """The re-selected run as a GeoPackage, the whole table rewritten (a GeoPackage is for runs
-    small enough to want one)."""
+    """The re-selected run as a GeoPackage.
+
+    The whole table rewritten (a GeoPackage is for runs small enough to want one).
+    """
     tiles, _ = read_run(source)
     tiles = gpd.GeoDataFrame(tiles.drop(columns="geometry"), geometry=tiles.geometry.values, crs=tiles.crs)
     tiles = apply_decisions(tiles, decisions, context)
@@ -191,8 +215,11 @@ def _write_gpkg(source: Path, target: Path, decisions: Decisions, context: Reaso
 
 def _write_folder(source: Path, target: Path, decisions: Decisions, context: ReasonContext, record: RunRecord,
                   layers: dict[str, pd.DataFrame], gpkg_max_tiles: int, overwrite: bool) -> Path:
-    """The re-selected run as a run folder: the parts copied and updated one by one, the record
-    and layers written, a GeoPackage when the run is small enough; renamed into place."""
+    """The re-selected run as a run folder.
+
+    The parts copied and updated one by one, the record and layers written, a GeoPackage when the run is
+    small enough; renamed into place.
+    """
     if target.resolve() != source.resolve():
         check_output(target, overwrite)
     staging = new_folder(target.parent)

@@ -306,7 +306,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_import_graph_has_no_cycle_counting_imports_inside_functions_and_type_only_ones():
     graph = import_graph(PACKAGE)
-    assert graph["rsprune_geo.reading.pixels"] <= {"rsprune_geo.errors"}  # the pixel layer sits at the bottom
+    # the pixel layer sits at the bottom, over the remote-read helpers only
+    assert graph["rsprune_geo.reading.pixels"] <= {"rsprune_geo.errors", "rsprune_geo.reading.remote"}
+    assert graph["rsprune_geo.reading.remote"] <= {"rsprune_geo.errors"}
     assert graph["rsprune_geo.errors"] == set() and graph["rsprune_geo.choices"] <= {"rsprune_geo.errors"}
     assert graph["rsprune_geo.config"] <= {"rsprune_geo.errors", "rsprune_geo.choices"}
     cycle = find_cycle(graph)
@@ -351,12 +353,26 @@ def test_no_module_in_the_package_is_over_500_lines():
     assert not long, long
 
 
+def code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """A function's lines, its docstring aside (Google-style Args and Returns are not code)."""
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def test_code_lines_leave_the_docstring_out():
+    tree = ast.parse('def f(a):\n    """Doc.\n\n    Args:\n        a: one.\n    """\n    return a\n')
+    assert code_lines(tree.body[0]) == 2
+
+
 def test_no_function_in_the_package_is_over_80_lines():
     long = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
-                long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and code_lines(node) > 80:
+                long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({code_lines(node)})")
     assert not long, long
 
 

@@ -18,7 +18,8 @@ from rasterio.windows import Window
 from rsprune_geo.engine.scaleout import release_freed_memory
 from rsprune_geo.pipeline import dates_and_ground, input_entries
 from rsprune_geo.reading.grid import plan_grid
-from rsprune_geo.reading.pixels import IDENTITY, redact
+from rsprune_geo.reading.pixels import IDENTITY
+from rsprune_geo.reading.remote import redact
 from rsprune_geo.reading.scan import scan_sources
 from rsprune_geo.runs.inputs import SourceInputs
 from rsprune_geo.runs.record import RUN_RECORD, GroundRecord, RunRecord

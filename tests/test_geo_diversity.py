@@ -18,7 +18,7 @@ import rsprune_geo as rg
 from rsprune_geo.choices import CellPeriod, GeoSpread
 from rsprune_geo.errors import InputError
 from rsprune_geo.evaluation import geo_metrics, nearest_kept_distance
-from rsprune_geo.reading.sources import acquisition_date
+from rsprune_geo.reading.dates import acquisition_date
 from rsprune_geo.reading.tiling import ground_cells
 from rsprune_geo.reselect import reselect
 from rsprune_geo.stages.geospread import cell_groups, geo_picks, spans_ground_or_time

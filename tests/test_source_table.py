@@ -17,10 +17,11 @@ from rasterio.transform import from_origin
 import rsprune_geo
 from rsprune_geo.cli import main
 from rsprune_geo.errors import InputError
+from rsprune_geo.reading.dates import source_dates
 from rsprune_geo.reading.grid import ChipRange, RunGrid, plan_grid
 from rsprune_geo.reading.ground import ground_grid
 from rsprune_geo.reading.scan import SourceTable, scan_sources
-from rsprune_geo.reading.sources import CHIP_SUFFIXES, iter_paths, open_source, source_dates
+from rsprune_geo.reading.sources import CHIP_SUFFIXES, iter_paths, open_source
 from rsprune_geo.runs.inputs import INPUTS_FILE, INPUTS_LAYER, InputDates, TableInputs, first_position
 from rsprune_geo.runs.record import RunRecord
 

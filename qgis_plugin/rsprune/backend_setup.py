@@ -71,9 +71,12 @@ def environment_cli(env: str) -> str:
 
 @dataclass
 class SetupPlan:
-    """What the setup does: the environment folder, the Python it is made from, where
-    rsprune_geo comes from (always with the ``plots`` extra), whether PyTorch comes too
-    (``with_torch``, the ``torch`` extra) and whether from PyTorch's CPU-only index (``cpu_torch``)."""
+    """What the setup does.
+
+    The environment folder, the Python it is made from, where rsprune_geo comes from (always with the
+    ``plots`` extra), whether PyTorch comes too (``with_torch``, the ``torch`` extra) and whether from
+    PyTorch's CPU-only index (``cpu_torch``).
+    """
 
     environment: str
     python: str
@@ -141,8 +144,11 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def check_backend(cli: str | None) -> str:
-    """The backend's rsprune_geo version; an error when it is missing, not rsprune_geo's command,
-    or older than the version this plugin was built with."""
+    """The backend's rsprune_geo version.
+
+    An error when it is missing, not rsprune_geo's command, or older than the version this plugin was
+    built with.
+    """
     if not cli or not os.path.isfile(cli):
         raise backend.BackendError(f"{cli or 'rsprune'}: no such command")
     try:

@@ -31,8 +31,11 @@ MASK_SAMPLES = 512  # the longest side of the validity mask the budget line is e
 
 
 def number_widget(item: dict):
-    """A spin box for one numeric parameter: its range, its form default, and (for an optional
-    parameter) its lowest value standing for "automatic", worded by the definition."""
+    """A spin box for one numeric parameter.
+
+    Its range, its form default, and (for an optional parameter) its lowest value standing for
+    "automatic", worded by the definition.
+    """
     is_int = item["type"] == "int"
     low = item["low"] if item["low"] is not None else 0
     high = item["high"] if item["high"] is not None else BIG
@@ -56,11 +59,13 @@ RUNS_FOLDER = "rsprune-runs"
 
 
 def output_folder() -> str:
-    """Where outputs go by default, a place the user keeps (a run may take hours; QGIS deletes
-    its temporary folder at exit): the folder the user chose last; else the saved project's
-    folder; else ``rsprune-runs`` in the user's Documents (or, without one, in the QGIS
-    profile), made when first needed. Never, silently, the folder of the source data, which
-    may be read-only or shared."""
+    """Where outputs go by default.
+
+    A place the user keeps (a run may take hours; QGIS deletes its temporary folder at exit): the folder
+    the user chose last; else the saved project's folder; else ``rsprune-runs`` in the user's Documents
+    (or, without one, in the QGIS profile), made when first needed. Never, silently, the folder of the
+    source data, which may be read-only or shared.
+    """
     from qgis.core import QgsApplication, QgsProject, QgsSettings
 
     chosen = QgsSettings().value(OUTPUT_FOLDER_KEY, "", type=str)
@@ -91,8 +96,10 @@ def remember_output_folder(folder: str) -> None:
 
 
 def default_output(raster: str, folder: str | None = None) -> str:
-    """``<folder>/<raster name>-rsprune.gpkg`` (``folder``: :func:`output_folder`), numbered so no
-    file is overwritten."""
+    """``<folder>/<raster name>-rsprune.gpkg`` (``folder``: :func:`output_folder`).
+
+    Numbered so no file is overwritten.
+    """
     stem = os.path.splitext(os.path.basename(raster))[0]
     folder = folder or output_folder()
     path = os.path.join(folder, f"{stem}-rsprune.gpkg")
@@ -164,9 +171,11 @@ class PruneDialog(QDialog):
         form.addRow(buttons)
 
     def update_coverage(self) -> None:
-        """Say how much of each raster the tile grid covers (offering ``pad`` when it leaves some
-        out), how many tiles the grid gives, about how many have data and how many the run will
-        keep, and a smaller tile size when the rasters yield only a handful."""
+        """Say how much of each raster the tile grid covers (offering ``pad`` when it leaves some out).
+
+        How many tiles the grid gives, about how many have data and how many the run will keep, and a
+        smaller tile size when the rasters yield only a handful.
+        """
         size, stride, edge = self.value("tile_size"), self.value("stride"), self.value("edge")
         keep = self.value("keep") or self.value("stage1_keep") or options.option("keep")["suggested"]
         max_nodata = self.value("max_nodata")
@@ -191,8 +200,11 @@ class PruneDialog(QDialog):
         self.budget.setText(backend.budget_text(tiles, with_data, keep, suggestion))
 
     def _mask(self, path: str):
-        """``(width, height, samples, sample width, sample height)``: a raster's validity mask
-        read once at a reduced size (GDAL's mask band), or ``None`` when GDAL cannot open it."""
+        """``(width, height, samples, sample width, sample height)``.
+
+        A raster's validity mask read once at a reduced size (GDAL's mask band), or ``None`` when GDAL
+        cannot open it.
+        """
         if path not in self._masks:
             from osgeo import gdal
 

@@ -86,14 +86,19 @@ class RsPrunePlugin:
         return rasters, paths
 
     def has_backend(self) -> bool:
-        """Whether a run can start: a configured rsprune command, or rsprune_geo in QGIS's Python
-        when the user allowed it."""
+        """Whether a run can start.
+
+        A configured rsprune command, or rsprune_geo in QGIS's Python when the user allowed it.
+        """
         return backend.configured_cli() is not None or (backend.in_process_allowed() and
                                                         backend.in_process_available())
 
     def offer_setup(self) -> bool:
-        """With no backend, ask before any form whether to set one up now (and open *Set up
-        backend* when the answer is yes). Returns whether a run can go on."""
+        """With no backend.
+
+        Ask before any form whether to set one up now (and open *Set up backend* when the answer is yes).
+        Returns whether a run can go on.
+        """
         from qgis.PyQt.QtWidgets import QMessageBox
 
         from .backend_setup import LEAN_SIZE

@@ -13,8 +13,10 @@ LOG_TAG = "RS-Prune"
 
 
 def add_result_layer(output: str, above=None, name: str = "RS-Prune tiles") -> QgsVectorLayer:
-    """Add the GeoPackage's ``tiles`` layer (its stored style colours it by status); a run
-    folder shows its ``tiles.gpkg``."""
+    """Add the GeoPackage's ``tiles`` layer (its stored style colours it by status).
+
+    A run folder shows its ``tiles.gpkg``.
+    """
     if os.path.isdir(output):
         output = os.path.join(output, backend.RUN_GEOPACKAGE)
     layer = QgsVectorLayer(f"{output}|layername=tiles", name, "ogr")
@@ -35,8 +37,10 @@ def add_result_layer(output: str, above=None, name: str = "RS-Prune tiles") -> Q
 
 
 def make_temporal(layer: QgsVectorLayer, field: str = "date") -> bool:
-    """When the tiles have acquisition dates, let QGIS's temporal controller animate them: each
-    tile shown at its ``date``. Returns whether the layer was made temporal."""
+    """When the tiles have acquisition dates, let QGIS's temporal controller animate them.
+
+    Each tile shown at its ``date``. Returns whether the layer was made temporal.
+    """
     index = layer.fields().indexOf(field)
     latest = layer.maximumValue(index) if index >= 0 else None
     if latest is None or (hasattr(latest, "isNull") and latest.isNull()):  # no tile has a date
@@ -49,9 +53,11 @@ def make_temporal(layer: QgsVectorLayer, field: str = "date") -> bool:
 
 
 class LayerTask(QgsTask):
-    """A task whose result is a tiles layer: when it finishes, :meth:`add_layer` puts it on the
-    map (a failure there becomes the task's error), the error is logged, and ``on_done(ok, task)``
-    is called."""
+    """A task whose result is a tiles layer.
+
+    When it finishes, :meth:`add_layer` puts it on the map (a failure there becomes the task's error),
+    the error is logged, and ``on_done(ok, task)`` is called.
+    """
 
     on_done = None
     error: str | None = None
@@ -99,8 +105,11 @@ class PruneTask(LayerTask):
 
 
 class OpenRunTask(LayerTask):
-    """Opens a finished run on the map: a GeoPackage as it is; a run folder through its
-    ``tiles.gpkg``, which the backend writes first when the folder has none (a large run)."""
+    """Opens a finished run on the map.
+
+    A GeoPackage as it is; a run folder through its ``tiles.gpkg``, which the backend writes first when
+    the folder has none (a large run).
+    """
 
     def __init__(self, run: str, on_done=None):
         super().__init__("RS-Prune: open a run", CAN_CANCEL)

@@ -1,5 +1,7 @@
-"""The scene metric a labelled prior bank fits in closed form: which directions of an encoder's
-space vary inside a scene (light, season, texture) and which tell scenes apart.
+"""The scene metric a labelled prior bank fits in closed form.
+
+Which directions of an encoder's space vary inside a scene (light, season, texture) and which tell
+scenes apart.
 
 The bank's embeddings are centred, projected on their leading principal directions, and whitened
 by the within-class scatter (with shrinkage toward its mean variance): directions a scene varies
@@ -119,8 +121,11 @@ class SceneMetric:
 
 
 class ViewsEncoder(Encoder):
-    """An encoder whose vector of an image is the mean of its vectors over right-angle rotations
-    (aerial scenes have no "up": the views are free information)."""
+    """An encoder that averages its vectors over right-angle rotations.
+
+    An encoder whose vector of an image is the mean of its vectors over right-angle rotations (aerial
+    scenes have no "up": the views are free information).
+    """
 
     def __init__(self, inner: Encoder, views: int) -> None:
         if views not in (1, 2, 4):
@@ -151,8 +156,10 @@ class ViewsEncoder(Encoder):
 
 
 class MetricEncoder(Encoder):
-    """An encoder whose vectors are mapped by a :class:`SceneMetric`: every vector a run makes
-    (tiles and bank images alike) is in the metric's space."""
+    """An encoder whose vectors are mapped by a :class:`SceneMetric`.
+
+    Every vector a run makes (tiles and bank images alike) is in the metric's space.
+    """
 
     def __init__(self, inner: Encoder, metric: SceneMetric) -> None:
         self.inner, self.metric = inner, metric
@@ -177,8 +184,11 @@ class MetricEncoder(Encoder):
 
 
 def with_views_and_metric(encoder: Encoder, views: int, metric: SceneMetric | None) -> Encoder:
-    """``encoder`` with its rotation views averaged (``views`` > 1) and its vectors mapped by
-    ``metric`` (when given)."""
+    """The encoder with its views averaged and its vectors mapped by the metric.
+
+    ``encoder`` with its rotation views averaged (``views`` > 1) and its vectors mapped by ``metric``
+    (when given).
+    """
     if views > 1:
         encoder = ViewsEncoder(encoder, views)
     return MetricEncoder(encoder, metric) if metric is not None else encoder

@@ -1,6 +1,8 @@
-"""The prior bank: labelled scene-classification datasets (a folder per class), indexed, and
-what an encoder makes of it: its images' embeddings and the scene centroids stage 2 assigns tiles
-to (cached, so many runs share them). The encoder fitted or calibrated on its images is
+"""The prior bank.
+
+Labelled scene-classification datasets (a folder per class), indexed, and what an encoder makes of
+it: its images' embeddings and the scene centroids stage 2 assigns tiles to (cached, so many runs
+share them). The encoder fitted or calibrated on its images is
 :func:`rsprune_geo.bank.profile.bank_encoder`.
 
 Its images are read through :func:`rsprune_geo.reading.pixels.read_images`.
@@ -78,8 +80,11 @@ class PriorBank:
 
 
 def declared_gsd(root: str | os.PathLike) -> float | None:
-    """The ground sample distance a bank declares: ``bank.json``'s ``gsd`` in its root (or the
-    folder it was given as), else :data:`KNOWN_GSD` by folder name, else ``None``."""
+    """The ground sample distance a bank declares.
+
+    ``bank.json``'s ``gsd`` in its root (or the folder it was given as), else :data:`KNOWN_GSD` by
+    folder name, else ``None``.
+    """
     base = Path(root)
     for folder in (base, base.parent, *([_class_root(base)] if base.is_dir() else [])):
         meta = folder / "bank.json"
@@ -109,11 +114,19 @@ def _class_root(root: Path) -> Path:
 
 
 def find_prior_bank(roots: Sequence[str | os.PathLike]) -> PriorBank:
-    """Index labelled datasets laid out as ``ROOT/<class>/*.{png,jpg,tif}`` (EuroSAT, UC Merced,
-    RESISC45, AID, WHU-RS19 ship like this; a torchgeo dataset root on disk works too).
+    """Index labelled scene folders laid out as ``ROOT/<class>/<images>``.
 
-    Classes with the same name in several roots merge. An empty or unreadable root, or a
-    class folder with no image, is a clear error.
+    EuroSAT, UC Merced, RESISC45, AID and WHU-RS19 ship like this; a torchgeo dataset root on
+    disk works too. Classes with the same name in several roots merge.
+
+    Args:
+        roots: the folders.
+
+    Returns:
+        The bank: every image's path and class.
+
+    Raises:
+        InputError: an empty or unreadable root, or a class folder with no image.
     """
     if not roots:
         raise InputError(f"no prior bank given ({param('prior_bank')})")
@@ -151,10 +164,12 @@ def find_prior_bank(roots: Sequence[str | os.PathLike]) -> PriorBank:
 
 
 def readable_bank(bank: PriorBank, cache_root: str | os.PathLike | None = None) -> tuple[PriorBank, list[SkippedInput]]:
-    """The bank without its images that cannot be read whole (cut short, corrupt), and the
-    skipped ones as ``{"path", "error"}``; each skip is logged once, as one line. Every image is
-    decoded once per bank fingerprint (the verdict is cached). A class left with no image is an
-    :class:`InputError` naming it."""
+    """The bank without its unreadable images, and the skipped ones.
+
+    Images cut short or corrupt are left out, and the skipped ones listed as ``{"path", "error"}``; each
+    skip is logged once, as one line. Every image is decoded once per bank fingerprint (the verdict is
+    cached). A class left with no image is an :class:`InputError` naming it.
+    """
     folder = Path(cache_root) if cache_root else default_cache_dir()
     verdict = folder / "bank-check" / f"{bank.fingerprint}.json"
     skipped: list[SkippedInput] | None = None
@@ -202,8 +217,10 @@ def load_prior_bank(roots, cache_root: str | os.PathLike | None = None) -> tuple
 
 def embed_bank(bank: PriorBank, encoder: Encoder, cache_root: Path,
                on_progress: ProgressCallback = no_progress) -> np.ndarray:
-    """The prior bank's embeddings, cached per encoder and bank fingerprint (an encoder mapped by
-    a scene metric maps its inner encoder's, never encoding the bank again)."""
+    """The prior bank's embeddings, cached per encoder and bank fingerprint.
+
+    An encoder mapped by a scene metric maps its inner encoder's, never encoding the bank again.
+    """
     if isinstance(encoder, MetricEncoder):
         return encoder.metric.apply(embed_bank(bank, encoder.inner, cache_root, on_progress))
     path = cache_root / "banks" / encoder.cache_key / f"{bank.fingerprint}.npz"
@@ -222,9 +239,11 @@ def embed_bank(bank: PriorBank, encoder: Encoder, cache_root: Path,
 
 def bank_model(bank: PriorBank, encoder: Encoder, metric: MetricMode, views: int, cache_root: Path,
                on_progress: ProgressCallback = no_progress) -> Encoder:
-    """``encoder`` as a run over this bank uses it: its rotation ``views`` averaged, and with the
-    ``bank`` metric its vectors mapped by the metric fitted on the bank's labels (raw, said once,
-    when a class has too few images to fit one)."""
+    """``encoder`` as a run over this bank uses it.
+
+    Its rotation ``views`` averaged, and with the ``bank`` metric its vectors mapped by the metric
+    fitted on the bank's labels (raw, said once, when a class has too few images to fit one).
+    """
     encoder = with_views_and_metric(encoder, views, None)
     if metric is MetricMode.RAW:
         return encoder
@@ -237,8 +256,10 @@ def bank_model(bank: PriorBank, encoder: Encoder, metric: MetricMode, views: int
 
 @dataclass(frozen=True)
 class CentroidSpec:
-    """How a prior bank is over-clustered into scene centroids (see
-    :func:`~rsprune_geo.stages.clustering.fit_scene_centroids`)."""
+    """How a prior bank is over-clustered into scene centroids.
+
+    See :func:`~rsprune_geo.stages.clustering.fit_scene_centroids`.
+    """
 
     k_per_class: int | None
     images_per_centroid: int

@@ -57,11 +57,14 @@ MIN_SIDE = 32
 
 @dataclass
 class BankProfile:
-    """A prior bank as a profile: ``about`` (its JSON: source, terms, classes, encoder…), each
-    image's class ``labels`` and own ``sizes`` (width, height), its entropies at every pixel
-    size (rows of ``entropy_index``: image, width, height; ``entropy_values``: bits), the scene
-    ``centroids`` and the int8 network (``quantized`` bytes) for its encoder; with the bank's scene
-    ``metric`` (when its classes have images enough), the centroids in the metric's space too."""
+    """A prior bank as a profile.
+
+    ``about`` (its JSON: source, terms, classes, encoder…), each image's class ``labels`` and own
+    ``sizes`` (width, height), its entropies at every pixel size (rows of ``entropy_index``: image,
+    width, height; ``entropy_values``: bits), the scene ``centroids`` and the int8 network
+    (``quantized`` bytes) for its encoder; with the bank's scene ``metric`` (when its classes have
+    images enough), the centroids in the metric's space too.
+    """
 
     path: str
     about: dict
@@ -127,10 +130,12 @@ _PLANES, _LAYOUT = "@planes", "@layout"
 
 
 def packed_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The arrays as a profile stores them: each numeric one of :data:`PLANES_MIN` values or more
-    as the byte planes of its column-major values (all first bytes, then all second bytes…), with
-    its dtype and shape beside it. Lossless; the planes compress about a fifth smaller, which
-    keeps the default install within a gigabyte."""
+    """The arrays as a profile stores them.
+
+    Each numeric one of :data:`PLANES_MIN` values or more as the byte planes of its column-major values
+    (all first bytes, then all second bytes…), with its dtype and shape beside it. Lossless; the planes
+    compress about a fifth smaller, which keeps the default install within a gigabyte.
+    """
     out: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
         array = np.asarray(value)
@@ -144,8 +149,10 @@ def packed_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def unpacked_arrays(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The arrays :func:`packed_arrays` stored, as they were (a profile written before byte planes
-    holds them as they are)."""
+    """The arrays :func:`packed_arrays` stored, as they were.
+
+    A profile written before byte planes holds them as they are.
+    """
     out: dict[str, np.ndarray] = {}
     for key, value in stored.items():
         if key.endswith(_LAYOUT):
@@ -171,8 +178,10 @@ Bank = PriorBank | BankProfile
 
 
 def is_profile(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a profile: the word ``default``, a file (a bank is a folder), or a
-    name ending in ``.rsbank``."""
+    """Whether ``path`` names a profile.
+
+    The word ``default``, a file (a bank is a folder), or a name ending in ``.rsbank``.
+    """
     if str(path) == DEFAULT_WORD:
         return True
     return not os.path.isdir(path) and (os.path.isfile(path) or str(path).endswith(PROFILE_SUFFIX))
@@ -184,8 +193,10 @@ def default_profile() -> Path | None:
 
 
 def banks_or_default(given: Sequence[str]) -> tuple[str, ...]:
-    """The prior bank the faces (``rsprune run``, the QGIS plugin) use: the one given, else the
-    profile the package ships; ``none`` for no bank (stage 1 alone)."""
+    """The prior bank the faces (``rsprune run``, the QGIS plugin) use.
+
+    The one given, else the profile the package ships; ``none`` for no bank (stage 1 alone).
+    """
     given = tuple(str(g) for g in given)
     if given == (NO_BANK_WORD,):
         return ()
@@ -196,8 +207,11 @@ def banks_or_default(given: Sequence[str]) -> tuple[str, ...]:
 
 def open_bank(entries: Sequence[str | os.PathLike], cache_root: str | os.PathLike | None = None
               ) -> tuple[Bank, list[SkippedInput]]:
-    """The prior bank a run names: folders (indexed, unreadable images skipped, see
-    :func:`~rsprune_geo.bank.priorbank.load_prior_bank`) or one profile; and what was skipped."""
+    """The prior bank a run names.
+
+    Folders (indexed, unreadable images skipped, see
+    :func:`~rsprune_geo.bank.priorbank.load_prior_bank`) or one profile; and what was skipped.
+    """
     profiles = [e for e in entries if is_profile(e)]
     if not profiles:
         return load_prior_bank(entries, cache_root)
@@ -246,11 +260,13 @@ RCF_FIT_IMAGES = 1000
 def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, seed: int = 0,
                  device: str | None = None, runtime: Runtime | str = Runtime.AUTO,
                  cache_dir: str | None = None) -> Encoder:
-    """The encoder ``name`` for a bank folder; one that fits on the bank (``rcf-empirical``)
-    draws a seeded sample of the bank's images, and one whose int8 variant keeps its accuracy is
-    calibrated on another (``CALIBRATION_IMAGES`` of them) when it runs on onnxruntime. Where this
-    install cannot quantise (onnx, an extra, is not installed) the default encoder runs the int8
-    network of the shipped profile, calibrated on its scenes, and says so."""
+    """The encoder ``name`` for a bank folder.
+
+    One that fits on the bank (``rcf-empirical``) draws a seeded sample of the bank's images, and one
+    whose int8 variant keeps its accuracy is calibrated on another (``CALIBRATION_IMAGES`` of them) when
+    it runs on onnxruntime. Where this install cannot quantise (onnx, an extra, is not installed) the
+    default encoder runs the int8 network of the shipped profile, calibrated on its scenes, and says so.
+    """
     info = encoder_info(name)
     rng = np.random.default_rng(seed)
 
@@ -273,9 +289,11 @@ def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, s
 
 def shipped_calibration(encoder: str, weights: str | None, cache_dir: str | os.PathLike | None
                         ) -> Calibration | None:
-    """The int8 network the shipped profile carries, for its own encoder and weights (``None``
-    for any other, or without a shipped profile), logged as standing in for a calibration on the
-    bank: what an install without onnx runs."""
+    """The int8 network the shipped profile carries.
+
+    For its own encoder and weights (``None`` for any other, or without a shipped profile), logged as
+    standing in for a calibration on the bank: what an install without onnx runs.
+    """
     shipped = default_profile()
     if shipped is None or weights:
         return None
@@ -292,10 +310,12 @@ def shipped_calibration(encoder: str, weights: str | None, cache_dir: str | os.P
 def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec: CentroidSpec,
                   device: str | None, runtime: Runtime | str, cache_dir: str | os.PathLike | None,
                   metric: MetricMode = MetricMode.BANK, views: int | None = None) -> tuple[Encoder, SceneCentroids]:
-    """The encoder a profile was built for, with its int8 network, its views and (``bank``) its
-    scene metric, and its scene centroids in that space; an :class:`InputError` when the run asks
-    for another encoder, runtime, centroid layout or number of views. A profile built before the
-    bank metric gives the raw cosine, said once."""
+    """The encoder a profile was built for.
+
+    With its int8 network, its views and (``bank``) its scene metric, and its scene centroids in that
+    space; an :class:`InputError` when the run asks for another encoder, runtime, centroid layout or
+    number of views. A profile built before the bank metric gives the raw cosine, said once.
+    """
     built = profile.about["encoder"]
     made_with = int(built.get("views", 1))
     if views is not None and views != made_with:
@@ -333,9 +353,11 @@ def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec:
     return MetricEncoder(model, profile.metric), profile.metric_centroids
 
 
-def _layout(spec: CentroidSpec) -> dict[str, Any]:
-    """The centroid options a profile must share with a run (not the seed: a profile's centroids
-    were fitted with its own)."""
+def _layout(spec: CentroidSpec) -> dict[str, int | None]:
+    """The centroid options a profile must share with a run.
+
+    Not the seed: a profile's centroids were fitted with its own.
+    """
     return {"k_per_class": spec.k_per_class, "images_per_centroid": spec.images_per_centroid, "k": spec.k,
             "bank_samples": spec.bank_samples}
 
@@ -364,8 +386,11 @@ def _atomic_write(target: Path, data: bytes) -> None:
 
 def entropy_table(paths: Sequence[str], on_progress: ProgressCallback = no_progress
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each image's own (width, height), and its entropy at every size a run's scale can bring
-    it to (rows of (image, width, height) and their bits); images in parallel on every core."""
+    """Each image's own size, and its entropy at every size a run's scale can bring it to.
+
+    Each image's own (width, height), and its entropy at every size a run's scale can bring it to (rows
+    of (image, width, height) and their bits); images in parallel on every core.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     sizes = np.zeros((len(paths), 2), dtype=np.int32)
@@ -398,8 +423,10 @@ def _image_entropies(path: str) -> tuple[tuple[int, int], list[tuple[int, int, f
 
 
 def _reachable_sizes(size: tuple[int, int]) -> set[tuple[int, int]]:
-    """Every (width, height) :func:`~rsprune_geo.reading.pixels.scaled_size` gives ``size`` at
-    some scale: probed at each rounding step of either side and between them."""
+    """Every (width, height) :func:`~rsprune_geo.reading.pixels.scaled_size` gives ``size`` at some scale.
+
+    Probed at each rounding step of either side and between them.
+    """
     lowest = min(1.0, MIN_SIDE / max(min(size), 1))
     steps = {lowest, 1.0}
     for side in size:
@@ -413,10 +440,12 @@ def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike,
                   runtime: Runtime | str = Runtime.AUTO, spec: CentroidSpec | None = None,
                   cache_dir: str | os.PathLike | None = None, source: str = "", terms: str = "",
                   on_progress: ProgressCallback = no_progress, views: int = 1) -> BankProfile:
-    """Build the profile of the bank folders ``roots`` for ``encoder`` (on this machine's CPU
-    runtime, its rotation ``views`` averaged) and write it atomically at ``output``; see the
-    module's docstring. The bank's scene metric and its centroids are stored beside the raw ones
-    when every class has images enough."""
+    """Build the profile of the bank folders ``roots`` for ``encoder``.
+
+    It runs on this machine's CPU runtime, with its rotation ``views`` averaged, and is written
+    atomically at ``output``; see the module's docstring. The bank's scene metric and its centroids are
+    stored beside the raw ones when every class has images enough.
+    """
     spec = spec or CentroidSpec(4, 10, None, None, 0)
     if encoder_info(encoder).needs_bank:
         raise InputError(f"{encoder} draws its filters from the bank's images: a profile cannot carry them; "
@@ -451,11 +480,11 @@ def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike,
                     "centroids": {**_layout(spec), "seed": spec.seed}},
     }
     arrays = io.BytesIO()
-    stored: dict[str, Any] = {
+    stored: dict[str, np.ndarray] = {
         "labels": bank.labels.astype(str), "sizes": sizes, "entropy_index": index, "entropy_values": values,
         "centroids": centroids.vectors, "centroid_labels": centroids.labels.astype(str),
         "centroid_purity": centroids.purity, "centroid_members": centroids.members, **metric_arrays}
-    packed: dict[str, Any] = packed_arrays(stored)
+    packed: dict[str, Any] = packed_arrays(stored)  # numpy's stubs take **kwargs as its own options
     np.savez_compressed(arrays, **packed)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:

@@ -38,8 +38,11 @@ def command() -> None:
 def build(folders: tuple[str, ...], output: str, encoder: str, runtime: str, k_per_class: int | None,
           images_per_centroid: int, k: int | None, bank_samples: int | None, seed: int, cache_dir: str | None,
           views: str, source: str, terms: str, quiet: bool, progress_json: bool) -> None:
-    """Build the profile of the labelled FOLDERS (ROOT/<class>/<images>) for one encoder, on this
-    machine's CPU runtime: `--prior-bank OUTPUT` then selects what `--prior-bank FOLDERS` selects."""
+    """Build the profile of the labelled FOLDERS (ROOT/<class>/<images>) for one encoder.
+
+    On this machine's CPU runtime: `--prior-bank OUTPUT` then selects what `--prior-bank FOLDERS`
+    selects.
+    """
     from ..bank.priorbank import CentroidSpec
     from ..bank.profile import build_profile
 

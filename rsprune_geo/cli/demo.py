@@ -22,9 +22,11 @@ from .progress import finish, progress_reporter
 @progress_json_option
 @fail_cleanly
 def command(out_dir: str, size: int, regenerate: bool, progress_json: bool) -> None:
-    """Generate the demo mosaic (with its true land cover) and prior bank, run both stages,
-    evaluate against the truth and the baselines (with the ``torch`` extra: the evaluation's
-    independent encoder is torchgeo's RCF), draw the map (with the ``plots`` extra)."""
+    """Generate the demo mosaic (with its true land cover) and prior bank.
+
+    Run both stages, evaluate against the truth and the baselines (with the ``torch`` extra: the
+    evaluation's independent encoder is torchgeo's RCF), draw the map (with the ``plots`` extra).
+    """
     from ..fixtures.demo import DemoSpec, write_demo_mosaic, write_prior_bank
     from ..outputs.maps import plot_map
 

@@ -1,6 +1,9 @@
-"""The CLI's errors and logs: every failure one line on stderr (or a JSON ``error`` event) naming
-flags as the CLI spells them, exit code 1 (130 when interrupted); log records and other libraries'
-warnings through the same lines."""
+"""The CLI's errors and logs.
+
+Every failure one line on stderr (or a JSON ``error`` event) naming flags as the CLI spells them,
+exit code 1 (130 when interrupted); log records and other libraries' warnings through the same
+lines.
+"""
 
 from __future__ import annotations
 

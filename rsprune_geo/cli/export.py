@@ -1,5 +1,7 @@
-"""``rsprune export``: training chips, footprint layers and a STAC collection of a run's kept tiles;
-prints counts."""
+"""``rsprune export``: training chips, footprint layers and a STAC collection of a run's kept tiles.
+
+Prints counts.
+"""
 
 from __future__ import annotations
 

@@ -41,9 +41,11 @@ def flag_of(name: str) -> str | None:
 
 
 def cli_message(text: str) -> str:
-    """A core message as the CLI says it: ```tile_size``` becomes ``--tile-size``, and URL
-    credentials are removed."""
-    from ..reading.pixels import redact
+    """A core message as the CLI says it.
+
+    ```tile_size``` becomes ``--tile-size``, and URL credentials are removed.
+    """
+    from ..reading.remote import redact
 
     def swap(match: re.Match) -> str:
         return flag_of(match.group(1)) or match.group(0)
@@ -70,8 +72,10 @@ def _click_type(opt: Option, base: str, kind: Any) -> Any:
 
 
 class BankPath(click.ParamType):
-    """A prior bank: a folder of class folders, a profile file, ``default`` (the shipped profile)
-    or ``none`` (no bank)."""
+    """A prior bank.
+
+    A folder of class folders, a profile file, ``default`` (the shipped profile) or ``none`` (no bank).
+    """
 
     name = "bank"
 
@@ -83,8 +87,10 @@ class BankPath(click.ParamType):
 
 
 def config_option(name: str, **overrides: Any) -> Callable:
-    """The click option of the :class:`RunConfig` field ``name`` (``overrides``: click keyword
-    arguments, e.g. ``default=None`` for "the run's")."""
+    """The click option of the :class:`RunConfig` field ``name``.
+
+    ``overrides``: click keyword arguments, e.g. ``default=None`` for "the run's".
+    """
     from ..config import base_type, is_multiple
 
     for f, opt, kind in run_options():
@@ -92,7 +98,7 @@ def config_option(name: str, **overrides: Any) -> Callable:
             continue
         base = base_type(kind)
         multiple = is_multiple(kind)
-        kwargs: dict[str, Any] = {"help": opt.help}
+        kwargs: dict[str, Any] = {"help": opt.help}  # click.option's keyword arguments
         if base == "bool":
             kwargs["is_flag"] = True
         else:

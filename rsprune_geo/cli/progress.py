@@ -1,5 +1,8 @@
-"""The CLI's progress adapters: tqdm bars on a terminal, JSON lines for tools (``--progress-json``),
-and a command's last word (:func:`finish`)."""
+"""The CLI's progress adapters.
+
+Tqdm bars on a terminal, JSON lines for tools (``--progress-json``), and a command's last word
+(:func:`finish`).
+"""
 
 from __future__ import annotations
 
@@ -28,8 +31,11 @@ def quieted() -> bool:
 
 @contextlib.contextmanager
 def progress_reporter(progress_json: bool = False, quiet: bool = False) -> Iterator[ProgressCallback]:
-    """The progress callback of a long command: JSON lines with ``--progress-json``, else tqdm
-    bars on stderr (none with ``quiet`` or the main command's ``-q``)."""
+    """The progress callback of a long command.
+
+    JSON lines with ``--progress-json``, else tqdm bars on stderr (none with ``quiet`` or the main
+    command's ``-q``).
+    """
     if progress_json:
         yield json_progress
         return

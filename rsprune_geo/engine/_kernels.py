@@ -1,5 +1,8 @@
-"""Per-tile stage-1 sums over a window's pixels: OpenCV's histogram and norm kernels on views of
-the window (no per-tile copies, the GIL released), numpy where OpenCV has no exact kernel."""
+"""Per-tile stage-1 sums over a window's pixels.
+
+OpenCV's histogram and norm kernels on views of the window (no per-tile copies, the GIL released),
+numpy where OpenCV has no exact kernel.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,11 @@ _CV_HIST_MAX_PIXELS = 1 << 24
 
 
 def validity(data: np.ndarray, valid: np.ndarray, nodata: float, use_nodata: bool) -> np.ndarray | None:
-    """The (H, W) validity of a window's pixels, ``None`` when all are valid: ``valid`` when given
-    (shape other than (0, 0)), else a pixel is valid if every band is finite and, with
-    ``use_nodata``, some band differs from ``nodata``."""
+    """The (H, W) validity of a window's pixels, ``None`` when all are valid.
+
+    ``valid`` when given (shape other than (0, 0)), else a pixel is valid if every band is finite and,
+    with ``use_nodata``, some band differs from ``nodata``.
+    """
     if valid.shape[0] > 0:
         return valid
     mask = None
@@ -35,9 +40,12 @@ def validity(data: np.ndarray, valid: np.ndarray, nodata: float, use_nodata: boo
 
 def _valid8(data: np.ndarray, valid: np.ndarray, nodata: float,
             use_nodata: bool) -> tuple[np.ndarray | None, bool]:
-    """:func:`validity` as a uint8 mask (non-zero: valid) for OpenCV, ``None`` when every pixel
-    is valid, and whether its invalid pixels are exactly those whose every band is ``nodata``
-    (integer nodata in uint8/uint16 data, compared by OpenCV without numpy temporaries)."""
+    """:func:`validity` as a uint8 mask (non-zero: valid) for OpenCV.
+
+    ``None`` when every pixel is valid, and whether its invalid pixels are exactly those whose every
+    band is ``nodata`` (integer nodata in uint8/uint16 data, compared by OpenCV without numpy
+    temporaries).
+    """
     info = np.iinfo(data.dtype) if data.dtype in _CV_SUMMED else None
     if valid.shape[0] == 0 and use_nodata and info is not None and float(nodata).is_integer() \
             and info.min <= nodata <= info.max:

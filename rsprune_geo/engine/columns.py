@@ -1,7 +1,9 @@
-"""What the driver holds of each tile: a few tens of bytes in flat arrays, indexed by the tile's
-position in the run (see :mod:`rsprune_geo.reading.grid`). The rows themselves (footprints, band
-statistics, reasons as text) live in the tile table's parts; decisions are taken on these
-columns and written back to the parts."""
+"""What the driver holds of each tile.
+
+A few tens of bytes in flat arrays, indexed by the tile's position in the run (see
+:mod:`rsprune_geo.reading.grid`). The rows themselves (footprints, band statistics, reasons as text)
+live in the tile table's parts; decisions are taken on these columns and written back to the parts.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +16,16 @@ from ..runs.vocabulary import ABSENT, Reason, Status, status_code
 
 @dataclass
 class TileColumns:
-    """Per-tile columns, one element per position (``status`` :data:`~rsprune_geo.runs.vocabulary.ABSENT`
-    where a position is not a tile):
+    """Per-tile columns, one element per position.
+
+    ``status`` is :data:`~rsprune_geo.runs.vocabulary.ABSENT` where a position is not a tile.
 
     ``status`` and ``reason`` as one-byte codes (:func:`~rsprune_geo.runs.vocabulary.status_code`,
     :class:`~rsprune_geo.runs.vocabulary.Reason`), ``entropy`` (bits), ``cell`` the ground cell (row, col;
     -1 without one), ``cluster`` and ``distance`` (stage 2; -1 and NaN when not embedded), the
     ranks written to the table (``entropy_rank``, ``cluster_rank``, ``scene_rank``), and
-    ``date_code``, an index into ``dates`` (-1: unknown)."""
+    ``date_code``, an index into ``dates`` (-1: unknown).
+    """
 
     status: np.ndarray
     reason: np.ndarray
@@ -67,8 +71,11 @@ class TileColumns:
         self.reason[positions] = reason
 
     def tiles_with_data(self) -> int:
-        """How many tiles have data: every tile stage 1 did not drop as ``nodata`` (a nodata
-        collar is not part of the data, so fractions never count it)."""
+        """How many tiles have data.
+
+        Every tile stage 1 did not drop as ``nodata`` (a nodata collar is not part of the data, so fractions
+        never count it).
+        """
         return int(((self.status != ABSENT) & (self.status != status_code(Status.NODATA))).sum())
 
     def counts(self) -> dict[str, int]:
@@ -93,6 +100,8 @@ class TileColumns:
         return out
 
     def several_dates(self) -> bool:
-        """Whether the tiles' dates differ (a known date and another, or an unknown one): when
-        there is one date for all, a selection needs none of them."""
+        """Whether the tiles' dates differ (a known date and another, or an unknown one).
+
+        When there is one date for all, a selection needs none of them.
+        """
         return bool(np.unique(self.dates).size > 1)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ..features.base import Encoder
@@ -33,8 +34,9 @@ def embed_tiles(
     out: np.ndarray | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> np.ndarray:
-    """Embeddings (N, dim) of ``tiles`` (columns source, tile_id, row_off, col_off, width,
-    height), reusing cached vectors and caching new ones batch by batch.
+    """Embeddings (N, dim) of ``tiles`` (columns source, tile_id, row_off, col_off, width, height).
+
+    Reusing cached vectors and caching new ones batch by batch.
 
     ``out``: where to write them, e.g. a memory-mapped ``.npy`` so that millions of tiles need
     no more memory than one batch (default: a new in-memory array). With a
@@ -67,8 +69,10 @@ def embed_tiles(
 
 def pending_batches(tiles: pd.DataFrame, sources: Mapping[str, RasterSource], encoder: Encoder,
              cache: EmbeddingCache | None, use_cached) -> list[tuple[str, np.ndarray, list[str], list[Window]]]:
-    """The batches still to encode, ``(source path, positions, tile ids, windows)``; cached
-    vectors are handed to ``use_cached(positions, dst, vectors)`` shard by shard."""
+    """The batches still to encode, ``(source path, positions, tile ids, windows)``.
+
+    Cached vectors are handed to ``use_cached(positions, dst, vectors)`` shard by shard.
+    """
     todo: list[tuple[str, np.ndarray]] = []
     tile_ids = tiles["tile_id"].to_numpy()
     for path, positions in tiles.groupby("source", sort=False).indices.items():
@@ -97,7 +101,8 @@ def read_ahead(tasks: list[tuple], encoder: Encoder) -> Iterator[tuple[int, np.n
     """Encode the batches in order, reading batch ``i + 1`` on a thread while ``i`` is encoded."""
     if not tasks:
         return
-    opened: dict[str, Any] = {}  # the current source stays open while its batches are read: blocks decode once
+    # the current source stays open while its batches are read: blocks decode once
+    opened: dict[str, DatasetReader] = {}
 
     def read_batch(source: RasterSource, windows: list[Window], scaling: Scaling) -> np.ndarray:
         if source.path not in opened:  # batches come source by source: close the previous one

@@ -1,5 +1,7 @@
-"""A pass over the run's windows: every task read once, its compact columns gathered into the
-driver's :class:`~rsprune_geo.engine.columns.TileColumns`.
+"""A pass over the run's windows.
+
+Every task read once, its compact columns gathered into the driver's
+:class:`~rsprune_geo.engine.columns.TileColumns`.
 
 On a Dask cluster each task runs whole on a worker (read, score, resize, encode, write its part),
 a bounded number of tasks in flight. Locally, reader threads read, score and resize window after
@@ -33,8 +35,11 @@ from .window import Encode, PassSpec, WindowWork, encode_works, window_works
 
 @dataclass
 class Encoding:
-    """What a pass encodes with: stage 2's ``encoder`` and the prior bank's ``centroids``, which
-    tiles (``what``), and where their vectors go when the run keeps them (``on_vectors``)."""
+    """What a pass encodes with.
+
+    Stage 2's ``encoder`` and the prior bank's ``centroids``, which tiles (``what``), and where their
+    vectors go when the run keeps them (``on_vectors``).
+    """
 
     encoder: Encoder
     centroids: SceneCentroids
@@ -58,14 +63,16 @@ def run_pass(grid: RunGrid, scalings: Sequence[Scaling], spec: PassSpec, columns
              on_progress: ProgressCallback = no_progress, wanted: np.ndarray | None = None,
              on_vectors: Callable[[np.ndarray, np.ndarray], None] | None = None,
              scheduler: Scheduler | str = Scheduler.THREADS) -> list[tuple[str, str]]:
-    """Run every window task (or, with ``wanted``, a second pass encoding those positions) and
-    gather the columns: stage 1's status, reason, entropy and ground cell (a first pass), each
-    encoded tile's cluster and distance, and its vectors through ``on_vectors(positions,
-    vectors)`` when ``spec.vectors``. Locally, ``scheduler`` says how: reader threads with the
-    encoder on this thread (``threads``), whole tasks in processes (``processes``), or everything
-    in this thread (``sync``). Progress: ``stage1`` in a first pass, ``encoding`` in a second, in
-    tiles, as each task finishes. Returns the windows that could not be read, as ``(path,
-    message)`` (their tiles are ``nodata``; see :class:`PassSpec`'s ``strict``)."""
+    """Run every window task and gather the columns.
+
+    With ``wanted``, a second pass encodes those positions. The columns are stage 1's status, reason,
+    entropy and ground cell (a first pass), each encoded tile's cluster and distance, and its vectors
+    through ``on_vectors(positions, vectors)`` when ``spec.vectors``. Locally, ``scheduler`` says how:
+    reader threads with the encoder on this thread (``threads``), whole tasks in processes
+    (``processes``), or everything in this thread (``sync``). Progress: ``stage1`` in a first pass,
+    ``encoding`` in a second, in tiles, as each task finishes. Returns the windows that could not be
+    read, as ``(path, message)`` (their tiles are ``nodata``; see :class:`PassSpec`'s ``strict``).
+    """
     scheduler = Scheduler.parse(scheduler, "scheduler")
     tasks, total = grid.tasks, grid.count
     if wanted is not None:
@@ -122,8 +129,11 @@ def _gather(work: WindowWork, columns: TileColumns, first: bool,
 def run_task(tiles: Sequence[TaskTiles], scalings: Sequence[Scaling], wanted: np.ndarray | None,
              spec: PassSpec | None = None, encoder: Encoder | None = None,
              centroids: SceneCentroids | None = None) -> list[WindowWork]:
-    """A whole task where it runs (a Dask worker): each window read, scored, encoded and assigned;
-    what travels back is the windows' compact columns (and vectors when the pass keeps them)."""
+    """A whole task where it runs (a Dask worker).
+
+    Each window read, scored, encoded and assigned; what travels back is the windows' compact columns
+    (and vectors when the pass keeps them).
+    """
     assert spec is not None
     out: list[WindowWork] = []
     pending: list[WindowWork] = []
@@ -155,10 +165,13 @@ def _task_wanted(tiles: Sequence[TaskTiles], wanted: np.ndarray | None) -> np.nd
 
 def _on_cluster(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centroids, client,
                 wanted) -> Iterator[WindowWork | None]:
-    """The tasks on a Dask cluster, a bounded number in flight (the encoder and centroids sent to
-    each worker once); a task lost with a worker is run again by Dask on another."""
+    """The tasks on a Dask cluster.
+
+    A bounded number in flight (the encoder and centroids sent to each worker once); a task lost with a
+    worker is run again by Dask on another.
+    """
     encode = encoder is not None and centroids is not None and (spec.encode is not Encode.NONE or wanted is not None)
-    shared: dict[str, Any] = {"spec": spec}
+    shared: dict[str, object] = {"spec": spec}
     if encode:
         shared.update(encoder=encoder, centroids=centroids)
 
@@ -177,7 +190,7 @@ def _in_processes(grid: RunGrid, tasks, scalings, spec: PassSpec, encoder, centr
                   processes: bool) -> Iterator[WindowWork | None]:
     """Whole tasks in local processes (the encoder sent with each), or one after the other here."""
     encode = encoder is not None and centroids is not None and (spec.encode is not Encode.NONE or wanted is not None)
-    shared: dict[str, Any] = {"spec": spec, **({"encoder": encoder, "centroids": centroids} if encode else {})}
+    shared: dict[str, object] = {"spec": spec, **({"encoder": encoder, "centroids": centroids} if encode else {})}
 
     def arguments():
         for task in tasks:
@@ -267,6 +280,9 @@ class _Stopped(Exception):
 
 
 def run_batch_size(encoder: Encoder) -> int:
-    """Images handed to the encoder at once: on onnxruntime :data:`ONNX_BATCH` (it splits them
-    over the cores, and two batches are in flight), else the encoder's own batch."""
+    """Images handed to the encoder at once.
+
+    On onnxruntime :data:`ONNX_BATCH` (it splits them over the cores, and two batches are in flight),
+    else the encoder's own batch.
+    """
     return max(encoder.batch_size, ONNX_BATCH) if encoder.runtime.onnx else encoder.batch_size

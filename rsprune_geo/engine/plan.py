@@ -16,10 +16,12 @@ from ..reading.sources import RasterSource
 
 @dataclass
 class RunPlan:
-    """What both stages work over: the tile ``grid`` (with its sources' dates), the output ``crs``
-    and ``ground`` grid, the staged tile table's ``parts`` folder, where the work runs (the Dask
-    ``client``, else the local ``scheduler``) and whether source URLs are written without
-    credentials (``redact``)."""
+    """What both stages work over.
+
+    The tile ``grid`` (with its sources' dates), the output ``crs`` and ``ground`` grid, the staged tile
+    table's ``parts`` folder, where the work runs (the Dask ``client``, else the local ``scheduler``)
+    and whether source URLs are written without credentials (``redact``).
+    """
 
     grid: RunGrid
     crs: CRS | None

@@ -11,9 +11,12 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, counted, require_extra
+
+if TYPE_CHECKING:  # pragma: no cover
+    from distributed import Future
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def _client(Client: Any, LocalCluster: Any, address: str | None, workers: int | 
 
 
 def map_tasks(func: Callable[..., Any], tasks: Iterable[tuple], client: Any | None = None,
-              threads: int | None = None, broadcast: dict[str, Any] | None = None,
+              threads: int | None = None, broadcast: dict[str, object] | None = None,
               processes: bool = False, in_flight: int | None = None) -> Iterator[tuple[int, Any]]:
     """Run ``func(*task, **broadcast)`` for every task; yield ``(index, result)`` as each finishes.
 
@@ -85,7 +88,7 @@ def map_tasks(func: Callable[..., Any], tasks: Iterable[tuple], client: Any | No
     if client is not None:
         from distributed.client import FutureCancelledError
 
-        def scatter() -> dict[str, Any]:
+        def scatter() -> dict[str, Future]:
             # a fresh key for each value (hash=False): a value scattered again under the key of one just
             # released (the same spec in the next pass) can have its tasks cancelled (dask/distributed#3703)
             return {key: client.scatter(value, broadcast=True, hash=False) for key, value in broadcast.items()}
@@ -126,10 +129,12 @@ def map_tasks(func: Callable[..., Any], tasks: Iterable[tuple], client: Any | No
 def _bounded(tasks: Iterable[tuple], submit: Callable[[tuple], Any], wait_first: Callable,
              limit: int, release: bool = False, retry: Callable[[tuple, BaseException], Any] | None = None,
              tries: int = 3) -> Iterator[tuple[int, Any]]:
-    """Submit tasks as others finish (at most ``limit`` running); yield ``(index, result)`` as
-    each finishes. ``wait_first(futures)`` returns the finished ones. A task whose future was
-    cancelled is handed to ``retry(task, error)``, which sends it again (its new future) or
-    raises, ``tries`` times at most."""
+    """Submit tasks as others finish (at most ``limit`` running).
+
+    Yield ``(index, result)`` as each finishes. ``wait_first(futures)`` returns the finished ones. A
+    task whose future was cancelled is handed to ``retry(task, error)``, which sends it again (its new
+    future) or raises, ``tries`` times at most.
+    """
     pending = enumerate(tasks)
     running: dict[Any, tuple[int, tuple, int]] = {}  # future -> (index, task, tries so far)
     for i, task in itertools.islice(pending, limit):
@@ -171,7 +176,7 @@ def _first_done_dask(futures: list) -> set:
         return {future for future in futures if future.status != "pending"}
 
 
-def _star(func: Callable[..., Any], broadcast: dict[str, Any], task: tuple) -> Any:
+def _star(func: Callable[..., Any], broadcast: dict[str, object], task: tuple) -> Any:
     """``func(*task, **broadcast)``, as a picklable call for process pools."""
     return func(*task, **broadcast)
 
@@ -193,9 +198,12 @@ class Periodic:
 
 
 def release_freed_memory() -> None:
-    """Give the memory the process has freed back to the system (glibc's ``malloc_trim``, as Dask's
-    workers do; nothing elsewhere): freed pages the threads' malloc arenas keep otherwise stay
-    in the driver's resident memory, and grow with the run's tiles."""
+    """Give the memory the process has freed back to the system.
+
+    It calls glibc's ``malloc_trim``, as Dask's workers do, and does nothing elsewhere. Otherwise the
+    freed pages the threads' malloc arenas keep stay in the driver's resident memory, and grow with the
+    run's tiles.
+    """
     import ctypes
 
     try:

@@ -1,9 +1,12 @@
-"""The window task: every pixel decoded once. A task reads its windows one at a time, scores their
-tiles (stage 1), judges them against thresholds known before reading (nodata limit, absolute
-entropy, the prior bank's floor), brings the tiles to encode to the encoder's input size while
-their pixels are in memory, and writes its tiles as a part of the tile table. Encoding happens
-in the same worker (a Dask task), or (locally) on the run's thread while the next windows are
-read (:mod:`.passes`). Only compact columns travel back to the driver."""
+"""The window task: every pixel decoded once.
+
+A task reads its windows one at a time, scores their tiles (stage 1), judges them against thresholds
+known before reading (nodata limit, absolute entropy, the prior bank's floor), brings the tiles to
+encode to the encoder's input size while their pixels are in memory, and writes its tiles as a part
+of the tile table. Encoding happens in the same worker (a Dask task), or (locally) on the run's
+thread while the next windows are read (:mod:`.passes`). Only compact columns travel back to the
+driver.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 import cv2
 import numpy as np
@@ -24,7 +26,8 @@ from ..features.base import Encoder
 from ..features.cache import EmbeddingCache
 from ..reading.grid import TaskTiles
 from ..reading.ground import GroundGrid, cell_ids
-from ..reading.pixels import Scaling, read_window, redact
+from ..reading.pixels import Scaling, read_window
+from ..reading.remote import redact
 from ..runs.tiletable import write_part
 from ..runs.vocabulary import Reason, ReasonContext, Status, reasons, status_code, status_names
 from ..stages.clustering import SceneCentroids, assign_to_centroids
@@ -34,8 +37,11 @@ cv2.setNumThreads(1)  # a resize is small: the run's parallelism is its windows,
 
 
 class Encode(Enum):
-    """Which tiles a pass encodes: none (stage 1 alone), those stage 1 passed, or every tile (the
-    evaluation compares selections in the embedding space of all of them)."""
+    """Which tiles a pass encodes.
+
+    None (stage 1 alone), those stage 1 passed, or every tile (the evaluation compares selections in the
+    embedding space of all of them).
+    """
 
     NONE = "none"
     PASSED = "passed"
@@ -51,7 +57,8 @@ class PassSpec:
     ``entropy_min``, the bank's ``floor``); which tiles to ``encode``, at
     ``input_size``, cached under ``cache_root`` for the encoder ``encoder_key``; whether vectors
     travel back (``vectors``); whether source paths are written without credentials (``redact``);
-    whether a window that cannot be read stops the run (``strict``) or its tiles are ``nodata``."""
+    whether a window that cannot be read stops the run (``strict``) or its tiles are ``nodata``.
+    """
 
     folder: str | None
     crs: CRS | None
@@ -70,10 +77,13 @@ class PassSpec:
 
 @dataclass
 class WindowWork:
-    """One window after reading: its tiles' positions and stage-1 columns, and for the tiles to
-    encode (``encode`` indexes ``positions``) their images, or their vectors when cached; for a
-    window whose pixels could not be read, ``error`` (the source's path, the message); ``pack``:
-    the embedding cache's pack its vectors go to (a chip's), else ``""`` (a shard of its own)."""
+    """One window after reading.
+
+    Its tiles' positions and stage-1 columns, and for the tiles to encode (``encode`` indexes
+    ``positions``) their images, or their vectors when cached; for a window whose pixels could not be
+    read, ``error`` (the source's path, the message); ``pack``: the embedding cache's pack its vectors
+    go to (a chip's), else ``""`` (a shard of its own).
+    """
 
     positions: np.ndarray
     status: np.ndarray
@@ -93,11 +103,14 @@ class WindowWork:
 
 def window_works(task: Sequence[TaskTiles], scalings: Sequence[Scaling], spec: PassSpec,
                  wanted: np.ndarray | None = None) -> Iterator[WindowWork]:
-    """Read a task's windows once each (``task``: a :class:`TaskTiles` for each source it reads,
-    with each source's ``scalings``) and yield their work; the task's part is written when the
-    last window is done. ``wanted`` (a second pass) names the positions to encode: the windows
-    are read again for them only, nothing is scored and no part is written."""
-    rows: list[dict[str, Any]] = []
+    """Read a task's windows once each.
+
+    ``task`` holds a :class:`TaskTiles` for each source it reads, with each source's ``scalings``. The
+    windows' work is yielded; the task's part is written when the last window is done. ``wanted`` (a
+    second pass) names the positions to encode: the windows are read again for them only, nothing is
+    scored and no part is written.
+    """
+    rows: list[dict[str, np.ndarray]] = []
     cache = EmbeddingCache(spec.cache_root, spec.encoder_key) if spec.encode is not Encode.NONE else None
     pack = _ChipPack.of(task, cache) if cache is not None and all(t.chip for t in task) else None
     for tiles, scaling in zip(task, scalings, strict=True):
@@ -111,8 +124,11 @@ def window_works(task: Sequence[TaskTiles], scalings: Sequence[Scaling], spec: P
 
 @dataclass
 class _ChipPack:
-    """A task of chips' pack in the embedding cache: its name (from every chip's fingerprint and
-    tile id, so it names the same chips in every run) and the vectors it already holds."""
+    """A task of chips' pack in the embedding cache.
+
+    Its name (from every chip's fingerprint and tile id, so it names the same chips in every run) and
+    the vectors it already holds.
+    """
 
     name: str
     vectors: dict[str, np.ndarray]
@@ -138,7 +154,7 @@ def _pack_keys(fingerprint: str, ids: list[str]) -> list[str]:
 
 def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np.ndarray | None,
                   cache: EmbeddingCache | None, pack: _ChipPack | None = None
-                  ) -> Iterator[tuple[WindowWork, dict[str, Any] | None]]:
+                  ) -> Iterator[tuple[WindowWork, dict[str, np.ndarray] | None]]:
     """One source's windows of a task: each window's work and (a first pass) its tile rows."""
     for window, positions, row_off, col_off in tiles.iter_windows():
         n = positions.size
@@ -178,11 +194,13 @@ def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np
 
 def _read_tolerant(tiles: TaskTiles, window: Window, rows_in: np.ndarray, cols_in: np.ndarray, strict: bool
                    ) -> tuple[tuple[np.ndarray, np.ndarray, bool, float], np.ndarray, tuple[str, str] | None]:
-    """A window's pixels for scoring (:func:`~rsprune_geo.stages.information.read_for_scoring`),
-    which tiles could not be read, and the error. A window that fails to read (a damaged block
-    of a file, a server gone) is read again tile by tile: tiles that read are scored as ever, the
-    others' pixels are invalid (they are ``nodata``, for a reason that says so). A file that no
-    longer answers at all (gone, a server down) stops the run, as does any error with ``strict``."""
+    """A window's pixels for scoring (:func:`~rsprune_geo.stages.information.read_for_scoring`).
+
+    Which tiles could not be read, and the error. A window that fails to read (a damaged block of a
+    file, a server gone) is read again tile by tile: tiles that read are scored as ever, the others'
+    pixels are invalid (they are ``nodata``, for a reason that says so). A file that no longer answers
+    at all (gone, a server down) stops the run, as does any error with ``strict``.
+    """
     unreadable = np.zeros(rows_in.size, dtype=bool)
     source = tiles.source
     try:
@@ -229,9 +247,11 @@ def _resized(data: np.ndarray, scaling: Scaling, rows: np.ndarray, cols: np.ndar
 
 
 def resize_tile(bands: np.ndarray, size: int, out: np.ndarray) -> np.ndarray:
-    """One tile's uint8 bands (1 or 3, H, W) as RGB (``size``, ``size``, 3) in ``out``, band by
-    band: bilinear (OpenCV) when every source pixel still reaches the output (shrinking by less
-    than 2), else by pixel area (antialiased). One band is repeated as grey."""
+    """One tile's uint8 bands (1 or 3, H, W) as RGB (``size``, ``size``, 3) in ``out``, band by band.
+
+    Bilinear (OpenCV) when every source pixel still reaches the output (shrinking by less than 2), else
+    by pixel area (antialiased). One band is repeated as grey.
+    """
     h, w = bands.shape[1:]
     shrink = max(h, w) >= 2 * size
     how = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
@@ -253,9 +273,12 @@ def _footprints(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray,
 
 
 def _rows(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray, scores: dict, status: np.ndarray,
-          reason: np.ndarray, footprints: np.ndarray, cells: np.ndarray, spec: PassSpec) -> dict[str, Any]:
-    """A window's rows of the tile table as columns, as stage 1 leaves them (the run writes its
-    decisions back once every tile is judged); :func:`_frame` makes a part's table of them."""
+          reason: np.ndarray, footprints: np.ndarray, cells: np.ndarray, spec: PassSpec) -> dict[str, np.ndarray]:
+    """A window's rows of the tile table as columns.
+
+    As stage 1 leaves them (the run writes its decisions back once every tile is judged); :func:`_frame`
+    makes a part's table of them.
+    """
     n = row_off.size
     context = ReasonContext(max_nodata=spec.max_nodata, entropy_min=spec.entropy_min, floor=spec.floor)
     return {
@@ -273,17 +296,21 @@ def _rows(tiles: TaskTiles, row_off: np.ndarray, col_off: np.ndarray, scores: di
     }
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """One table of windows' rows (made once a part: a table a window costs more than its tiles
-    when windows are chips)."""
+def _frame(rows: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """One table of windows' rows.
+
+    Made once a part: a table a window costs more than its tiles when windows are chips.
+    """
     return pd.DataFrame({name: np.concatenate([r[name] for r in rows]) for name in rows[0]})
 
 
 def encode_works(works: list[WindowWork], encoder: Encoder, centroids: SceneCentroids,
                  spec: PassSpec) -> None:
-    """Encode the images of some windows in batches (in place): each window gets its tiles'
-    nearest ``cluster`` and ``distance`` (and its ``vectors`` when the pass keeps them); new
-    vectors are cached window by window."""
+    """Encode the images of some windows in batches (in place).
+
+    Each window gets its tiles' nearest ``cluster`` and ``distance`` (and its ``vectors`` when the pass
+    keeps them); new vectors are cached window by window.
+    """
     todo = [w for w in works if w.images is not None and len(w.images)]
     if todo:
         images = np.concatenate([w.images for w in todo]) if len(todo) > 1 else todo[0].images

@@ -1,5 +1,7 @@
-"""Features: scene encoders registered by name (torchgeo's ``models/api.py`` manner) and the
-embedding cache. Encoders take uint8 RGB arrays and know nothing of rasters.
+"""Features: scene encoders registered by name, and the embedding cache.
+
+Encoders are registered in torchgeo's ``models/api.py`` manner. They take uint8 RGB arrays and know
+nothing of rasters.
 
 ``list_encoders()`` names them, ``encoder_info(name)`` says what one takes and gives without
 loading it, ``get_encoder(name, ...)`` builds it. Any 3-band torchgeo weight is an encoder too,

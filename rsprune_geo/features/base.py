@@ -16,9 +16,11 @@ from .runtime import Calibration, OnnxNetwork, choose_runtime
 
 
 def require_torch(what: str) -> None:
-    """An :class:`InputError` naming the ``torch`` extra when PyTorch is not installed:
-    ``what`` (an encoder, a runtime, a loader) needs it. Looked up, not imported (an encoder
-    whose export is cached never imports torch)."""
+    """An :class:`InputError` naming the ``torch`` extra when it is needed and missing.
+
+    ``what`` (an encoder, a runtime, a loader) needs PyTorch. Looked up, not imported: an encoder whose
+    export is cached never imports torch.
+    """
     require_extra("torch", "torch", what, named="PyTorch")
 
 
@@ -41,8 +43,10 @@ class Encoder(ABC):
 
     @property
     def cache_key(self) -> str:
-        """A short id of this encoder's exact configuration and weights (and, for int8, its
-        calibration: its vectors differ from float32's)."""
+        """A short id of this encoder's exact configuration and weights.
+
+        And, for int8, its calibration: its vectors differ from float32's.
+        """
         key = f"{self.name.replace('.', '_')}-{self.input_size}-{self._state_digest()}"
         return key + (f"-int8-{self._calibration_digest}" if self.runtime is Runtime.ONNX_INT8 else "")
 
@@ -54,9 +58,11 @@ class Encoder(ABC):
     @classmethod
     def build(cls, name: str, weights: str | None = None, fit_images: np.ndarray | None = None, seed: int = 0,
               device: str | None = None, **runtime: Any) -> Encoder:
-        """Build the encoder registered as ``name`` (see :func:`~rsprune_geo.features.get_encoder`);
-        by default ``cls(weights, device, **runtime)``; ``runtime`` holds ``runtime``,
-        ``cache_dir`` and ``calibration`` for encoders with a network (:class:`NetworkEncoder`)."""
+        """Build the encoder registered as ``name`` (see :func:`~rsprune_geo.features.get_encoder`).
+
+        By default ``cls(weights, device, **runtime)``; ``runtime`` holds ``runtime``, ``cache_dir`` and
+        ``calibration`` for encoders with a network (:class:`NetworkEncoder`).
+        """
         factory: Any = cls
         return factory(weights, device, **runtime)
 
@@ -93,11 +99,14 @@ class NetworkEncoder(Encoder):
 
     def _setup_runtime(self, module: Any, runtime: Runtime | str = Runtime.AUTO, cache_dir: str | None = None,
                        calibration: Any = None, network: str | os.PathLike | None = None) -> None:
-        """Choose the runtime (see :func:`~rsprune_geo.features.runtime.choose_runtime`) and, for
-        onnxruntime, export (once, cached) and open the network; on failure, fall back to torch.
-        ``calibration``: uint8 images, or a :class:`~rsprune_geo.features.runtime.Calibration`
-        read only when the int8 file must be made. ``network``: the network already exported
-        (the one the package ships), so onnxruntime runs it without torch."""
+        """Choose the runtime and, for onnxruntime, export and open the network.
+
+        Choose the runtime (see :func:`~rsprune_geo.features.runtime.choose_runtime`) and, for onnxruntime,
+        export (once, cached) and open the network; on failure, fall back to torch. ``calibration``: uint8
+        images, or a :class:`~rsprune_geo.features.runtime.Calibration` read only when the int8 file must be
+        made. ``network``: the network already exported (the one the package ships), so onnxruntime runs it
+        without torch.
+        """
         load = module if callable(module) and not hasattr(module, "forward") else (lambda: module)
         self.device = resolve_device(self.device)
         self.runtime = choose_runtime(runtime, self.device, self.int8, calibration)
@@ -157,8 +166,11 @@ class NetworkEncoder(Encoder):
 
 
 def torch_network(model: Any, call: Callable[[Any, Any], Any]) -> Any:
-    """A torch module holding ``model`` whose forward is ``call(model, x)`` (pooled features from
-    a backbone, an image tower of a two-tower model), ready for torch or an ONNX export."""
+    """A torch module holding ``model`` whose forward is ``call(model, x)``.
+
+    The forward gives pooled features from a backbone, or from the image tower of a two-tower model,
+    ready for torch or an ONNX export.
+    """
     import torch
 
     class Network(torch.nn.Module):
@@ -193,8 +205,10 @@ def require_file(path: str, what: str, hint: str) -> str:
 
 
 def resolve_device(device: Any = None) -> str:
-    """``cuda`` or ``cpu`` (or the device asked for), without importing torch on a machine
-    with no NVIDIA device."""
+    """``cuda`` or ``cpu`` (or the device asked for).
+
+    Without importing torch on a machine with no NVIDIA device.
+    """
     if device:
         return str(device)
     if not any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia/version")):
@@ -208,8 +222,7 @@ def resolve_device(device: Any = None) -> str:
 
 
 def torch_device(device: str | None = None):
-    """The torch device to use: the one asked for, else CUDA when present, else the CPU
-    (with all cores)."""
+    """The torch device to use: the one asked for, else CUDA when present, else the CPU (with all cores)."""
     import torch
 
     if device:

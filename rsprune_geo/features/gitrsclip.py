@@ -31,8 +31,10 @@ def _hub_snapshot(repo: str) -> str:
 
 
 def weights_folder_digest(folder: str) -> str:
-    """A digest of a model folder's config and weights files (names and contents), the same in
-    every process, so cached embeddings and centroids are found again."""
+    """A digest of a model folder's config and weights files (names and contents).
+
+    The same in every process, so cached embeddings and centroids are found again.
+    """
     import hashlib
 
     h = hashlib.blake2b(digest_size=6)

@@ -68,8 +68,10 @@ class RCFEncoder(NetworkEncoder):
 
     @classmethod
     def build(cls, name, weights=None, fit_images=None, seed=0, device=None, **runtime) -> RCFEncoder:
-        """``rcf-empirical`` or ``rcf-gaussian``; ``weights`` are not used, nor is an int8
-        ``calibration`` (no int8 variant is offered for RCF)."""
+        """``rcf-empirical`` or ``rcf-gaussian``.
+
+        ``weights`` are not used, nor is an int8 ``calibration`` (no int8 variant is offered for RCF).
+        """
         runtime.pop("calibration", None)
         return cls(name.split("-")[1], fit_images, seed, device=device, **runtime)
 

@@ -37,8 +37,10 @@ class EncoderInfo:
     torch: bool = False
 
     def require_installed(self, what: str | None = None) -> None:
-        """An :class:`InputError` naming the ``torch`` extra when this encoder needs PyTorch and
-        it is not installed; ``what`` is the subject of the message (default: the encoder)."""
+        """An :class:`InputError` naming the ``torch`` extra when it is needed and missing.
+
+        ``what`` is the subject of the message (default: the encoder).
+        """
         if self.torch:
             require_torch(what or f"the {self.name} encoder")
 
@@ -49,8 +51,10 @@ _REGISTRY: dict[str, EncoderInfo] = {}
 def register_encoder(name: str, description: str, input_size: int, dim: int | None,
                      needs_bank: bool = False, weights: str = "file", int8: bool = False,
                      torch: bool = False) -> Callable[[E], E]:
-    """Class decorator: register an :class:`Encoder` subclass under ``name``. The class is
-    built as ``cls.build(name, weights, fit_images, seed, device, **runtime)``."""
+    """Class decorator: register an :class:`Encoder` subclass under ``name``.
+
+    The class is built as ``cls.build(name, weights, fit_images, seed, device, **runtime)``.
+    """
 
     def decorate(cls: E) -> E:
         if name in _REGISTRY:
@@ -62,7 +66,14 @@ def register_encoder(name: str, description: str, input_size: int, dim: int | No
 
 
 def list_encoders(torchgeo: bool = False) -> list[str]:
-    """Names of the registered encoders; with ``torchgeo``, every 3-band torchgeo weight too."""
+    """Names of the registered encoders.
+
+    Args:
+        torchgeo: also every 3-band torchgeo weight.
+
+    Returns:
+        The names.
+    """
     names = list(_REGISTRY)
     if torchgeo:
         from .torchgeo_weights import torchgeo_weight_names
@@ -72,7 +83,17 @@ def list_encoders(torchgeo: bool = False) -> list[str]:
 
 
 def encoder_info(name: str) -> EncoderInfo:
-    """The :class:`EncoderInfo` of ``name`` (a registered name or a torchgeo weight name)."""
+    """What an encoder is: its input size, dimension, extra and weights.
+
+    Args:
+        name: a registered name or a torchgeo weight name.
+
+    Returns:
+        Its :class:`EncoderInfo`.
+
+    Raises:
+        InputError: no encoder has that name.
+    """
     if name in _REGISTRY:
         return _REGISTRY[name]
     if "_Weights." in name:
@@ -87,14 +108,26 @@ def encoder_info(name: str) -> EncoderInfo:
 def get_encoder(name: str | None = None, weights: str | None = None, fit_images: np.ndarray | None = None,
                 seed: int = 0, device: str | None = None, runtime: str = "auto", cache_dir: str | None = None,
                 calibration: Any = None) -> Encoder:
-    """Build the encoder ``name`` (default: the offline default).
+    """Build the encoder ``name``.
 
-    ``fit_images``: prior-bank images at its input size, for encoders that fit on them
-    (``rcf-empirical``). ``runtime``: where its network runs (``auto``: onnxruntime on a CPU,
-    torch on CUDA; see :mod:`~rsprune_geo.features.runtime`); ``calibration``: uint8 images at
-    its input size that calibrate the int8 variant (or a
-    :class:`~rsprune_geo.features.runtime.Calibration`, read only when needed);
-    ``cache_dir``: where exported networks are kept.
+    Args:
+        name: a registered name or a torchgeo weight name; ``None`` for the offline default.
+        weights: a local weights file or folder, for encoders that take one.
+        fit_images: prior-bank images at the encoder's input size, for encoders that fit on
+            them (``rcf-empirical``).
+        seed: the seed of encoders that draw (``rcf``).
+        device: ``cpu`` or ``cuda``; ``None`` picks.
+        runtime: where the network runs: ``auto`` (onnxruntime on a CPU, torch on CUDA),
+            ``torch``, ``onnx`` or ``onnx-int8`` (see :mod:`~rsprune_geo.features.runtime`).
+        cache_dir: where exported networks are kept.
+        calibration: uint8 images at the input size that calibrate the int8 variant, or a
+            :class:`~rsprune_geo.features.runtime.Calibration` read only when needed.
+
+    Returns:
+        The encoder.
+
+    Raises:
+        InputError: the name is unknown, or its extra (``torch``) is not installed.
     """
     info = encoder_info(name or DEFAULT_ENCODER)
     return info.cls.build(info.name, weights, fit_images, seed, device, runtime=runtime, cache_dir=cache_dir,
@@ -102,8 +135,11 @@ def get_encoder(name: str | None = None, weights: str | None = None, fit_images:
 
 
 def independent_encoder_name(run_encoder: str, requested: str | None = None) -> str:
-    """The encoder coverage and Fréchet are measured with: ``requested``, else one unlike the
-    run's (``rcf-empirical``, or ``efficientnet-lite0`` when the run used RCF)."""
+    """The encoder coverage and Fréchet are measured with.
+
+    ``requested``, else one unlike the run's (``rcf-empirical``, or ``efficientnet-lite0`` when the run
+    used RCF).
+    """
     if requested:
         return requested
     return "efficientnet-lite0" if run_encoder.startswith("rcf") else "rcf-empirical"

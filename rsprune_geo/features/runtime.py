@@ -37,8 +37,11 @@ CALIBRATION_IMAGES = 128
 
 
 def can_quantize() -> bool:
-    """Whether this install can quantise a network to int8 (onnxruntime's quantisation needs the
-    onnx package, which the ``quantize`` and ``torch`` extras bring)."""
+    """Whether this install can quantise a network to int8.
+
+    Onnxruntime's quantisation needs the onnx package, which the ``quantize`` and ``torch`` extras
+    bring.
+    """
     import importlib.util
 
     return importlib.util.find_spec("onnx") is not None
@@ -55,10 +58,12 @@ def onnxruntime_version() -> str | None:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Calibration images for the int8 variant, read only when a quantisation must be made:
-    ``key`` names them (it keys the quantised file and the embedding cache), ``read()`` returns
-    them as uint8 (N, S, S, 3). ``quantized``: the int8 network they made already (a prior-bank
-    profile carries it with the images' digest, ``named``, so nothing is read)."""
+    """Calibration images for the int8 variant, read only when a quantisation must be made.
+
+    ``key`` names them (it keys the quantised file and the embedding cache), ``read()`` returns them as
+    uint8 (N, S, S, 3). ``quantized``: the int8 network they made already (a prior-bank profile carries
+    it with the images' digest, ``named``, so nothing is read).
+    """
 
     key: str
     read: Callable[[], np.ndarray]
@@ -109,10 +114,11 @@ def images_digest(images: np.ndarray) -> str:
 
 
 class OnnxNetwork:
-    """A torch network exported to ONNX and run by onnxruntime on every CPU core: a batch is
-    split into one part per core, each run by a single-threaded session call on a thread of its
-    own (no synchronisation inside a call, so a core taken by another thread of the run, a
-    reader decoding the next windows, slows one part, not all of them).
+    """A torch network exported to ONNX and run by onnxruntime on every CPU core.
+
+    A batch is split into one part per core, each run by a single-threaded session call on a thread of
+    its own (no synchronisation inside a call, so a core taken by another thread of the run, a reader
+    decoding the next windows, slows one part, not all of them).
 
     ``load()`` returns the torch module mapping float32 (N, 3, S, S) inputs to (N, D) features
     (called only when the export is not cached yet); ``key`` names its weights and input. With
@@ -171,8 +177,11 @@ class OnnxNetwork:
         return np.asarray(self.session.run(None, {self.input_name: x})[0])
 
     def __getstate__(self) -> dict:
-        """Pickled as its file: a Dask worker reopens the cached model (the cache folder is shared),
-        or the network the package ships from its own install."""
+        """Pickled as its file.
+
+        A Dask worker reopens the cached model (the cache folder is shared), or the network the package
+        ships from its own install.
+        """
         return {"path": str(self.path), "variant": self.variant}
 
     def __setstate__(self, state: dict) -> None:
@@ -183,8 +192,10 @@ class OnnxNetwork:
 
 
 def inference_threads() -> int:
-    """Threads an onnxruntime session may use here: a Dask worker's own thread count (its
-    siblings on the machine run sessions too), else every core."""
+    """Threads an onnxruntime session may use here.
+
+    A Dask worker's own thread count (its siblings on the machine run sessions too), else every core.
+    """
     try:
         from distributed import get_worker
 
@@ -194,8 +205,10 @@ def inference_threads() -> int:
 
 
 def _session(path: Path) -> Any:
-    """An onnxruntime session on the CPU whose calls run on their caller's thread (callers run
-    several at once, see :class:`OnnxNetwork`)."""
+    """An onnxruntime session on the CPU whose calls run on their caller's thread.
+
+    Callers run several at once, see :class:`OnnxNetwork`.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -55,8 +55,10 @@ def _builder_for(weight) -> str:
 
 
 def _input_range(transforms) -> float:
-    """The value range the weights' Normalize expects: 1 (floats), 255 (8-bit) or 10000
-    (reflectance); 8-bit RGB tiles are rescaled to it."""
+    """The value range the weights' Normalize expects.
+
+    1 (floats), 255 (8-bit) or 10000 (reflectance); 8-bit RGB tiles are rescaled to it.
+    """
     stds = []
     for module in getattr(transforms, "modules", lambda: [])():
         std = getattr(module, "std", None)

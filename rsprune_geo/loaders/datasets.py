@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..reading.pixels import read_all_bands, read_chip, read_errors, window_inside
+from ..reading.pixels import read_all_bands, read_chip, window_inside
+from ..reading.remote import read_errors
 from ..runs.runfile import read_run
 from ..runs.vocabulary import Status
 
@@ -22,8 +24,10 @@ PIXEL_MODES = ("all", "bands", "rgb")
 
 
 def choose_tiles(tiles: pd.DataFrame, status: str | Sequence[str] | None = Status.KEPT) -> pd.DataFrame:
-    """The rows of ``tiles`` whose ``status`` is ``status`` (one or several; ``None``: all),
-    in the layer's order."""
+    """The rows of ``tiles`` whose ``status`` is ``status`` (one or several; ``None``: all).
+
+    In the layer's order.
+    """
     if status is None:
         return tiles
     wanted = [status] if isinstance(status, str) else list(status)
@@ -38,15 +42,21 @@ class TileDataset(torch.utils.data.Dataset):
 
     Each sample is a dict in torchgeo's style: ``image`` (a ``(C, H, W)`` tensor of the tile's
     exact pixel window), ``tile_id``, ``source``, ``scene`` (``""`` without stage 2),
-    ``cluster`` (-1 without stage 2), ``bounds`` (left, bottom, right, top in the source's CRS,
-    float64) and ``crs`` (the source's CRS as text).
+    ``cluster`` (-1 without stage 2), ``bounds`` (left, bottom, right, top in the source's CRS)
+    and ``crs`` (the source's CRS as text). Sources are checked against the run's fingerprints
+    once, here; each process (``DataLoader`` workers included) opens its own datasets.
 
-    ``pixels``: ``"all"`` every band, ``"bands"`` the run's bands, both as stored (nodata, else 0,
-    past a raster's edge); ``"rgb"`` the run's 8-bit RGB (its bands and stretch, as encoded).
-    ``dtype``: the image tensor's dtype (``None`` keeps the file's, or uint8 for ``"rgb"``).
-    ``transforms`` is applied to each sample dict. Sources are checked against the run's
-    fingerprints once, here; each process (``DataLoader`` workers included) opens its own
-    datasets on first use.
+    Args:
+        run_file: the run's GeoPackage or run folder.
+        status: which tiles (default: the kept ones); several, or ``None`` for all.
+        pixels: ``all`` (every band) or ``bands`` (the run's bands), both as stored (nodata,
+            else 0, past a raster's edge); ``rgb``: the run's 8-bit RGB, as encoded.
+        dtype: the image tensor's dtype; ``None`` keeps the file's (uint8 for ``rgb``).
+        transforms: applied to each sample dict.
+
+    Raises:
+        InputError: ``run_file`` is not a run, a status or pixel mode is unknown, or a source
+            changed since the run.
     """
 
     def __init__(self, run_file: str | os.PathLike, status: str | Sequence[str] | None = Status.KEPT,
@@ -64,13 +74,13 @@ class TileDataset(torch.utils.data.Dataset):
         self._opened = {path: record.source(path, check=True) for path in sorted(set(self.tiles["source"]))}
         self._windows = [Window(int(t.col_off), int(t.row_off), int(t.width), int(t.height))
                          for t in self.tiles.itertuples()]
-        self._handles: dict[str, Any] = {}
+        self._handles: dict[str, DatasetReader] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
         state["_handles"] = {}  # open datasets stay in the process that opened them
         return state

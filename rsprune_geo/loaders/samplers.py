@@ -70,19 +70,22 @@ def _inscribed(native: np.ndarray, source_crs: CRS, target: CRS, steps: int = 30
 
 
 class TileGeoSampler(GeoSampler):
-    """Sample a torchgeo dataset at exactly a run's kept tiles: one sample per tile.
+    """Sample a torchgeo dataset at exactly a run's kept tiles: one sample a tile.
 
-    For any :class:`~torchgeo.datasets.GeoDataset` (e.g. a ``RasterDataset``) over the rasters
-    the run tiled, each sample is the tile's footprint in the dataset's CRS (see
-    :func:`footprint_boxes`) and the time interval of the tile's own file in the dataset's index
-    (a dataset over copies held elsewhere: the file of the same name, else the files the tile
-    overlaps), so no
-    pruned pixels and no other date enter; tiles of rasters the dataset does not hold are left out. Unlike
-    torchgeo's samplers given a polygon, nothing between kept footprints is sampled.
+    For any :class:`~torchgeo.datasets.GeoDataset` over the rasters the run tiled, each sample
+    is the tile's footprint in the dataset's CRS (see :func:`footprint_boxes`) and the time
+    interval of the tile's own file in the dataset's index. So no pruned pixels and no other
+    date enter. Tiles of rasters the dataset does not hold are left out. Unlike torchgeo's
+    samplers given a polygon, nothing between kept footprints is sampled.
 
-    ``status``: which tiles (default kept; several or ``None`` for all); ``roi`` keeps tiles
-    inside a polygon in the dataset's CRS; ``toi`` keeps tiles whose interval overlaps it;
-    ``shuffle`` reorders every epoch with ``generator``.
+    Args:
+        dataset: the torchgeo dataset.
+        run_file: the run's GeoPackage or run folder.
+        status: which tiles (default: the kept ones); several, or ``None`` for all.
+        roi: keep tiles inside this polygon (the dataset's CRS).
+        toi: keep tiles whose time interval overlaps this one.
+        shuffle: reorder the samples every epoch.
+        generator: the random generator of ``shuffle``.
     """
 
     def __init__(self, dataset: GeoDataset, run_file: str | os.PathLike,

@@ -1,5 +1,8 @@
-"""What a run leaves behind: the GeoPackage (:mod:`.geopackage`), the map (:mod:`.maps`), the
-HTML report and galleries (:mod:`.report`) and the exports for data teams (:mod:`.export`)."""
+"""What a run leaves behind.
+
+The GeoPackage (:mod:`.geopackage`), the map (:mod:`.maps`), the HTML report and galleries
+(:mod:`.report`) and the exports for data teams (:mod:`.export`).
+"""
 
 from .geopackage import check_output_path, tiles_style_qml, write_geopackage
 from .maps import plot_map

@@ -35,8 +35,10 @@ def _chosen_footprints(run_file: str | os.PathLike, status: str | None):
 
 
 def footprints_geojson(run_file: str | os.PathLike, status: str | None = Status.KEPT) -> str:
-    """The run's tile footprints (default: the kept ones) as a GeoJSON FeatureCollection in
-    WGS 84 (RFC 7946), for pipes (``rsprune export RUN --footprints -``)."""
+    """The run's tile footprints as a GeoJSON FeatureCollection in WGS 84.
+
+    By default the kept ones, in RFC 7946 GeoJSON, for pipes (``rsprune export RUN --footprints -``).
+    """
     tiles = _chosen_footprints(run_file, status)
     if tiles.crs is not None and tiles.crs.to_epsg() != 4326:
         tiles = tiles.to_crs(4326)
@@ -49,10 +51,13 @@ PARTITION_ROWS = 1_000_000
 
 def export_partitioned(run_file: str | os.PathLike, folder: str | os.PathLike, status: str | None = Status.KEPT,
                        overwrite: bool = False, rows_per_file: int = PARTITION_ROWS) -> Path:
-    """Write the footprints as a partitioned GeoParquet dataset: ``folder/source_key=<key>/part-N.parquet``,
-    one sub-folder per source raster (Hive style), at most ``rows_per_file`` rows a file, each
-    file a complete GeoParquet file; ``geopandas.read_parquet(folder)`` or any Arrow dataset reader
-    reads them back. Written to a temporary folder renamed into place."""
+    """Write the footprints as a partitioned GeoParquet dataset.
+
+    ``folder/source_key=<key>/part-N.parquet``, one sub-folder per source raster (Hive style), at most
+    ``rows_per_file`` rows a file, each file a complete GeoParquet file;
+    ``geopandas.read_parquet(folder)`` or any Arrow dataset reader reads them back. Written to a
+    temporary folder renamed into place.
+    """
     import shutil
 
     out = Path(folder)
@@ -80,9 +85,25 @@ def export_partitioned(run_file: str | os.PathLike, folder: str | os.PathLike, s
 
 def export_footprints(run_file: str | os.PathLike, path: str | os.PathLike, status: str | None = Status.KEPT,
                       overwrite: bool = False) -> Path:
-    """Write the run's tile footprints (default: the kept ones) as GeoPackage, GeoParquet,
-    FlatGeobuf or GeoJSON, chosen by the file's extension; written atomically. A path ending in
-    ``/`` (or an existing folder) gets a partitioned GeoParquet dataset (:func:`export_partitioned`)."""
+    """Write a run's tile footprints as GeoPackage, GeoParquet, FlatGeobuf or GeoJSON.
+
+    The format follows the file's extension; the file is written atomically. A path ending in
+    ``/`` (or an existing folder) gets a partitioned GeoParquet dataset
+    (:func:`export_partitioned`).
+
+    Args:
+        run_file: the run's GeoPackage or run folder.
+        path: the file (or folder) to write.
+        status: the tiles to write (default: the kept ones); ``None`` for all.
+        overwrite: replace an existing file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InputError: ``run_file`` is not a run, or the extension is unknown.
+        OutputError: ``path`` exists (without ``overwrite``).
+    """
     out = Path(path)
     if str(path).endswith(("/", os.sep)) or out.is_dir():
         return export_partitioned(run_file, out, status, overwrite)
@@ -118,16 +139,30 @@ def export_chips(
     on_progress: ProgressCallback = no_progress,
     layout: str = "flat",
 ) -> dict:
-    """Write the run's kept tiles as training chips in ``to``, resumably.
+    """Write a run's tiles as training chips in ``to``, resumably.
 
-    ``tif``: georeferenced GeoTIFF chips of every band in the source's dtype, each with the
-    window's transform and the source CRS, so they re-open with the footprint's bounds.
-    ``png``/``jpg``: 8-bit RGB chips (the run's bands and stretch) plus ``metadata.jsonl`` that
-    the Hugging Face ``imagefolder`` loader reads (``file_name`` and the tile's attributes).
-    Both also write ``manifest.csv``. ``layout="by-scene"`` puts each chip in a sub-folder named
-    by its scene, which torchvision's ``ImageFolder`` reads as classes (``file_name`` in the
-    metadata then holds the sub-folder). Chips already present are skipped, so an interrupted export
-    resumes; every file is written to a temporary name and renamed. Reads are windowed.
+    Chips already present are skipped, so an interrupted export resumes. Every file is written
+    under a temporary name and renamed. Reads are windowed. Both formats also write
+    ``manifest.csv``.
+
+    Args:
+        run_file: the run's GeoPackage or run folder.
+        to: the folder of chips.
+        fmt: ``tif``: georeferenced GeoTIFFs of every band in the source's dtype. ``png`` or
+            ``jpg``: 8-bit RGB (the run's bands and stretch) with a ``metadata.jsonl`` that the
+            Hugging Face ``imagefolder`` loader reads.
+        status: the tiles to write (default: the kept ones); ``None`` for all.
+        on_progress: called as ``on_progress("export", done, total)``.
+        layout: ``flat``, or ``by-scene``: a sub-folder a scene, which torchvision's
+            ``ImageFolder`` reads as classes.
+
+    Returns:
+        A summary: the folder, the chips, how many were written and skipped, the format, the
+        layout and the tile size.
+
+    Raises:
+        InputError: ``run_file`` is not a run, a format or layout is unknown, or ``by-scene`` is
+            asked of a run without scenes.
     """
     if fmt not in CHIP_FORMATS:
         raise InputError(f"{param('format')} {fmt}: use one of {', '.join(CHIP_FORMATS)}")

@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from .figures import new_figure, saved
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
+    from rasterio.io import DatasetReader
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,17 @@ GALLERY_GROUPS = ("kept, nearest", "kept, farthest", "left out, nearest", "left 
 
 
 class Thumbnails:
-    """Reads tiles' thumbnails (uint8 RGB, ``size``², GDAL overviews when the file has them)
-    with the run's bands and stretch, each source opened once; a source that cannot be reopened
-    (gone, or a URL whose credentials were not stored) gives ``None`` and one warning."""
+    """Reads tiles' thumbnails with the run's bands and stretch.
+
+    Reads tiles' thumbnails (uint8 RGB, ``size``², GDAL overviews when the file has them) with the run's
+    bands and stretch, each source opened once; a source that cannot be reopened (gone, or a URL whose
+    credentials were not stored) gives ``None`` and one warning.
+    """
 
     def __init__(self, record: RunRecord, size: int = 96) -> None:
         self.record = record
         self.size = size
-        self._sources: dict[str, Any] = {}
+        self._sources: dict[str, DatasetReader | None] = {}
 
     def _source(self, path: str):
         if path not in self._sources:
@@ -70,8 +74,11 @@ def _has_clusters(tiles: pd.DataFrame) -> bool:
 
 
 def gallery_picks(tiles: pd.DataFrame, cluster: int, n: int = 6) -> dict[str, pd.DataFrame]:
-    """A cluster's gallery: its kept tiles and those left out (not selected or duplicate), each
-    the ``n`` nearest to the centroid and the ``n`` farthest (never the same tile twice)."""
+    """A cluster's gallery.
+
+    Its kept tiles and those left out (not selected or duplicate), each the ``n`` nearest to the
+    centroid and the ``n`` farthest (never the same tile twice).
+    """
     members = tiles[tiles["cluster"] == cluster]
     picks: dict[str, pd.DataFrame] = {}
     for label, statuses in (("kept", [Status.KEPT]), ("left out", [Status.NOT_SELECTED, Status.DUPLICATE])):
@@ -134,8 +141,10 @@ def _plot_rows(rows: list[tuple[str, pd.DataFrame]], record: RunRecord, n: int, 
 
 def plot_cluster_gallery(tiles: pd.DataFrame, record: RunRecord, cluster: int, n: int = 6, size: int = 96,
                          path: str | os.PathLike | None = None) -> Figure:
-    """One cluster: kept tiles and those left out, nearest and farthest from its centroid
-    (rows), captioned with tile id, scene and entropy."""
+    """One cluster: kept tiles and those left out.
+
+    Nearest and farthest from its centroid (rows), captioned with tile id, scene and entropy.
+    """
     members = tiles[tiles["cluster"] == cluster]
     if members.empty:
         raise InputError(f"cluster {cluster}: no tile is assigned to it")
@@ -147,8 +156,21 @@ def plot_cluster_gallery(tiles: pd.DataFrame, record: RunRecord, cluster: int, n
 
 def plot_scene_gallery(tiles: pd.DataFrame, record: RunRecord, scene: str, n: int = 4, size: int = 96,
                        path: str | os.PathLike | None = None) -> Figure:
-    """Every cluster of one scene, two rows each (kept, left out), the ``n`` nearest tiles to the
-    centroid then the ``n`` farthest."""
+    """Every cluster of one scene, two rows each: kept and left out.
+
+    Each row shows the ``n`` nearest tiles to the centroid, then the ``n`` farthest.
+
+    Args:
+        tiles: the run's tiles.
+        record: the run's record (its bands and stretch).
+        scene: the scene to show.
+        n: tiles at each end of a row.
+        size: the thumbnails' side in pixels.
+        path: write the figure there as PNG when given.
+
+    Returns:
+        The figure.
+    """
     members = tiles[(tiles["scene"] == scene) & (tiles["cluster"] >= 0)]
     if members.empty:
         raise InputError(f"scene {scene!r}: no tile is assigned to it")
@@ -164,7 +186,19 @@ def plot_scene_gallery(tiles: pd.DataFrame, record: RunRecord, scene: str, n: in
 
 def plot_gallery(tiles: pd.DataFrame, record: RunRecord, n: int = 8, size: int = 128, seed: int = 0,
                  path: str | os.PathLike | None = None) -> Figure:
-    """Thumbnails of kept tiles (top row) and pruned ones (bottom row), drawn at random with ``seed``."""
+    """Thumbnails of kept tiles (top row) and pruned ones (bottom row).
+
+    Args:
+        tiles: the run's tiles.
+        record: the run's record (its bands and stretch).
+        n: tiles a row.
+        size: the thumbnails' side in pixels.
+        seed: the random draw of tiles.
+        path: write the figure there as PNG when given.
+
+    Returns:
+        The figure.
+    """
     rng = np.random.default_rng(seed)
     rows = []
     for label, part in (("kept", tiles[tiles["status"] == Status.KEPT]),
@@ -191,10 +225,13 @@ def _slug(text: str) -> str:
 
 def write_galleries(run_file: str | os.PathLike, folder: str | os.PathLike, n: int = 6, size: int = 96,
                     on_progress: ProgressCallback = no_progress) -> list[GalleryPage]:
-    """HTML gallery pages of a run in ``folder``: one page per scene (each of its clusters: kept
-    and left-out tiles, nearest and farthest from the centroid), or, for a run without stage 2,
-    one page of tiles sampled per status. Thumbnails are JPEG files loaded lazily by the browser,
-    so a page stays light whatever the run's size (at most 4·``n`` tiles per cluster)."""
+    """HTML gallery pages of a run in ``folder``.
+
+    One page per scene (each of its clusters: kept and left-out tiles, nearest and farthest from the
+    centroid), or, for a run without stage 2, one page of tiles sampled per status. Thumbnails are JPEG
+    files loaded lazily by the browser, so a page stays light whatever the run's size (at most 4·``n``
+    tiles per cluster).
+    """
     tiles, record = read_run(run_file)
     out = Path(folder)
     (out / "thumbs").mkdir(parents=True, exist_ok=True)

@@ -82,13 +82,25 @@ def write_geopackage(
     overwrite: bool = False,
     inputs: Iterable[pd.DataFrame] | None = None,
 ) -> Path:
-    """Write the run's GeoPackage atomically: a temp file beside ``path``, then a rename.
+    """Write a run's GeoPackage atomically: a temporary file beside ``path``, then a rename.
 
-    Layers: ``tiles`` (footprints and every column; ``tiles`` is one table or its parts, written
-    one after the other, so memory holds one part), ``runs`` (attributes), any ``extra_layers``,
-    the run's ``inputs`` when they are a table of their own (given in batches), and
-    ``layer_styles`` holding the default QGIS style of ``tiles``. An interrupted write leaves no
-    file at ``path``.
+    An interrupted write leaves no file at ``path``. The layer ``layer_styles`` holds the
+    default QGIS style of ``tiles``.
+
+    Args:
+        path: the GeoPackage to write.
+        tiles: footprints and every column, as one table or as parts written one after the
+            other (memory holds one part).
+        runs: the ``runs`` layer (the run's attributes).
+        extra_layers: other tables to write, by layer name.
+        overwrite: replace an existing file.
+        inputs: the run's inputs in batches, when they are a layer of their own.
+
+    Returns:
+        The path written.
+
+    Raises:
+        OutputError: ``path`` exists (without ``overwrite``) or cannot be written.
     """
     out = check_output_path(path, overwrite)
     # a name GDAL takes as is, marked with its owner (a later run removes it if this one is killed)
@@ -122,8 +134,11 @@ def write_geopackage(
 
 
 def write_style(path: str | os.PathLike, layer: str = "tiles") -> None:
-    """Store the default QGIS style of a tiles ``layer`` (coloured by status) in the GeoPackage's
-    ``layer_styles`` table, so QGIS shows it styled when it opens the layer."""
+    """Store the default QGIS style of a tiles ``layer`` in the GeoPackage.
+
+    The style colours tiles by status and goes in the ``layer_styles`` table, so QGIS shows the layer
+    styled when it opens it.
+    """
     styles = pd.DataFrame({
         "f_table_catalog": [""], "f_table_schema": [""], "f_table_name": [layer], "f_geometry_column": ["geom"],
         "styleName": ["rsprune status"], "styleQML": [tiles_style_qml()], "styleSLD": [""], "useAsDefault": [True],

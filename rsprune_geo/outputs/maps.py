@@ -27,9 +27,11 @@ MAX_PANELS = 8
 
 
 def map_regions(tiles: gpd.GeoDataFrame, gap: float = REGION_GAP) -> list[list[str]]:
-    """The tiles' sources grouped into regions that one map panel can show: two sources join when
-    the extents of their tiles, each grown by ``gap`` × half its longer side, overlap (chains of
-    neighbours join too); the regions come largest first (by tiles)."""
+    """The tiles' sources grouped into regions that one map panel can show.
+
+    Two sources join when the extents of their tiles, each grown by ``gap`` × half its longer side,
+    overlap (chains of neighbours join too); the regions come largest first (by tiles).
+    """
     import shapely
 
     parts = tiles.groupby("source", sort=True)
@@ -56,9 +58,17 @@ def map_regions(tiles: gpd.GeoDataFrame, gap: float = REGION_GAP) -> list[list[s
 
 
 def region_bounds(tiles: gpd.GeoDataFrame, crs: Any = 4326) -> list[tuple[float, float, float, float]]:
-    """The bounds ``(west, south, east, north)`` of each of :func:`map_regions`' regions in
-    ``crs`` (WGS 84 by default), largest first: where an interactive map opens, and where it
-    marks the others."""
+    """The bounds of each of :func:`map_regions`' regions in ``crs``.
+
+    Where an interactive map opens, and where it marks the others.
+
+    Args:
+        tiles: the run's tiles.
+        crs: the CRS of the bounds (WGS 84 by default).
+
+    Returns:
+        ``(west, south, east, north)`` of each region, largest first.
+    """
     shapes = tiles.to_crs(crs) if tiles.crs is not None and crs is not None else tiles
     return [tuple(float(v) for v in shapes[shapes["source"].isin(region)].total_bounds)  # type: ignore[misc]
             for region in map_regions(tiles)]
@@ -72,13 +82,24 @@ def plot_map(
     max_size: int = 1600,
     record: RunRecord | None = None,
 ) -> Figure:
-    """A map as a matplotlib Figure: the rasters (reduced resolution, warped to the tiles' CRS)
-    under the footprints coloured by status, with a legend of counts; written to ``path`` (PNG)
-    when given. With the run's ``record`` the rasters are drawn with its bands and stretch.
+    """A map of a run's tiles over its rasters, as a matplotlib Figure.
 
-    Inputs that lie far apart (:func:`map_regions`) get one panel each (at most
-    :data:`MAX_PANELS`, the largest), under an overview that shows where the panels are, so the
-    tiles can be seen rather than specks on one world-sized map."""
+    The rasters are drawn at reduced resolution, warped to the tiles' CRS, under the footprints
+    coloured by status, with a legend of counts. Inputs that lie far apart (:func:`map_regions`)
+    get one panel each (at most :data:`MAX_PANELS`, the largest), under an overview that shows
+    where the panels are.
+
+    Args:
+        tiles: the run's tiles (see :func:`read_run`).
+        rasters: the raster paths to draw under the tiles.
+        path: write the figure there as PNG when given.
+        title: the figure's title.
+        max_size: the longest side, in pixels, each raster is read at.
+        record: the run's record; with it the rasters are drawn with its bands and stretch.
+
+    Returns:
+        The figure.
+    """
     require_extra("matplotlib", "plots", "plotting a map")
     from matplotlib.figure import Figure
 
@@ -137,8 +158,10 @@ def _draw(ax, tiles: gpd.GeoDataFrame, rasters: Sequence[str], record: RunRecord
 
 
 def _overview(ax, tiles: gpd.GeoDataFrame, regions: list[list[str]], panels: int) -> None:
-    """Where the regions are: each region's extent outlined and numbered as its panel, its tiles
-    as dots coloured by status."""
+    """Where the regions are.
+
+    Each region's extent outlined and numbered as its panel, its tiles as dots coloured by status.
+    """
     from matplotlib.patches import Rectangle
 
     centres = tiles.geometry.centroid

@@ -57,7 +57,16 @@ def _color(status: str) -> tuple[float, float, float]:
 
 def plot_entropy_histogram(tiles: pd.DataFrame, record: RunRecord | None = None,
                            path: str | os.PathLike | None = None) -> Figure:
-    """Entropy of every tile, stacked by status, with stage 1's cut and absolute threshold."""
+    """Entropy of every tile, stacked by status, with stage 1's cut and threshold.
+
+    Args:
+        tiles: the run's tiles.
+        record: the run's record, for its thresholds.
+        path: write the figure there as PNG when given.
+
+    Returns:
+        The figure.
+    """
     fig = new_figure()
     ax = fig.subplots()
     bins = np.linspace(0, 8, 41).tolist()
@@ -90,7 +99,15 @@ def plot_entropy_histogram(tiles: pd.DataFrame, record: RunRecord | None = None,
 
 
 def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike | None = None) -> Figure:
-    """Tiles per cluster before selection (stage-1 survivors) and after (kept)."""
+    """Tiles a cluster before selection (stage-1 survivors) and after (kept).
+
+    Args:
+        clusters: the run's ``clusters`` table.
+        path: write the figure there as PNG when given.
+
+    Returns:
+        The figure.
+    """
     used = clusters[clusters["size"] > 0].sort_values("size", ascending=False)
     fig = new_figure()
     ax = fig.subplots()
@@ -103,7 +120,15 @@ def plot_cluster_sizes(clusters: pd.DataFrame, path: str | os.PathLike | None = 
 
 
 def plot_scene_balance(tiles: pd.DataFrame, path: str | os.PathLike | None = None) -> Figure:
-    """Share of each scene among the stage-1 survivors (before) and the kept tiles (after)."""
+    """Share of each scene before selection (stage-1 survivors) and after (kept).
+
+    Args:
+        tiles: the run's tiles.
+        path: write the figure there as PNG when given.
+
+    Returns:
+        The figure.
+    """
     before = tiles[tiles["status"].isin(STAGE2_POOL)]["scene"].value_counts(normalize=True)
     after = tiles[tiles["status"] == Status.KEPT]["scene"].value_counts(normalize=True)
     scenes = before.index.union(after.index)
@@ -134,8 +159,10 @@ def plot_dates(tiles: pd.DataFrame, path: str | os.PathLike | None = None) -> Fi
 
 
 def plot_cells(tiles: pd.DataFrame, path: str | os.PathLike | None = None) -> Figure:
-    """Ground cells by how many tiles they hold: all tiles with data, and the kept ones (a cell
-    kept five times shows as one cell at 5)."""
+    """Ground cells by how many tiles they hold.
+
+    All tiles with data, and the kept ones (a cell kept five times shows as one cell at 5).
+    """
     on_ground = tiles[(tiles["ground_cell"].astype(str) != "") & (tiles["status"] != Status.NODATA)]
     before = on_ground["ground_cell"].value_counts().value_counts().sort_index()
     after = on_ground.loc[on_ground["status"] == Status.KEPT, "ground_cell"].value_counts().value_counts()
@@ -238,8 +265,10 @@ REPORT_HEAD = (
 
 
 def _report_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Where a report goes, refused up front when it exists (unless ``overwrite``) or when its
-    folder is a file."""
+    """Where a report goes.
+
+    Refused up front when it exists (unless ``overwrite``) or when its folder is a file.
+    """
     out = Path(path)
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: the file exists; pass `overwrite` to replace it")
@@ -251,11 +280,13 @@ def _report_path(path: str | os.PathLike, overwrite: bool) -> Path:
 def write_report(run_file: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False,
                  galleries: bool = True, gallery_size: int = 6,
                  on_progress: ProgressCallback = no_progress) -> Path:
-    """An HTML report: counts, plots (inlined), parameters, timings, the baseline comparison when
-    the run has it and, with ``galleries``, a table linking one gallery page per scene (written to
-    :func:`galleries_folder`; ``gallery_size`` tiles per group). Written atomically; its folder is
-    made when missing (once the run is read), as an export's is. Wide tables scroll within
-    themselves, not the page."""
+    """An HTML report.
+
+    Counts, plots (inlined), parameters, timings, the baseline comparison when the run has it and, with
+    ``galleries``, a table linking one gallery page per scene (written to :func:`galleries_folder`;
+    ``gallery_size`` tiles per group). Written atomically; its folder is made when missing (once the run
+    is read), as an export's is. Wide tables scroll within themselves, not the page.
+    """
     require_extra("matplotlib", "plots", "the report")
     out = _report_path(path, overwrite)
     tiles, record = read_run(run_file)

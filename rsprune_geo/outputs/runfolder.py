@@ -1,7 +1,10 @@
-"""Where a run writes: a staging run folder that the workers fill (the tile table's parts), the
-run's decisions written back part by part, and at the end the output the user asked for: a run
-folder (renamed into place; with a GeoPackage of the tiles when the run is small enough to want
-one), a GeoPackage (streamed from the parts), or nothing (the tiles then come back in memory)."""
+"""Where a run writes.
+
+A staging run folder that the workers fill (the tile table's parts), the run's decisions written
+back part by part, and at the end the output the user asked for: a run folder (renamed into place;
+with a GeoPackage of the tiles when the run is small enough to want one), a GeoPackage (streamed
+from the parts), or nothing (the tiles then come back in memory).
+"""
 
 from __future__ import annotations
 
@@ -33,8 +36,10 @@ GPKG_MAX_TILES = 1_000_000
 
 
 def check_output(output: str | os.PathLike | None, overwrite: bool = False) -> None:
-    """Refuse, before any work, an output that cannot be written: a GeoPackage (``.gpkg``) or a
-    run folder (any other name)."""
+    """Refuse, before any work, an output that cannot be written.
+
+    A GeoPackage (``.gpkg``) or a run folder (any other name).
+    """
     if output is None:
         return
     out = Path(output)
@@ -50,8 +55,11 @@ def check_output(output: str | os.PathLike | None, overwrite: bool = False) -> N
 
 @dataclass
 class Staging:
-    """A run folder being written: hidden beside the output (or in the temporary folder when
-    there is none), renamed into place or removed when the run ends."""
+    """A run folder being written.
+
+    Hidden beside the output (or in the temporary folder when there is none), renamed into place or
+    removed when the run ends.
+    """
 
     folder: Path
     output: Path | None
@@ -76,8 +84,10 @@ class Staging:
 
 def write_decisions(staging: Staging, grid: RunGrid, columns: TileColumns, context: ReasonContext,
                     with_stage2: bool, client: Any | None = None, on_progress: ProgressCallback = no_progress) -> None:
-    """Write the run's decisions into every part (on the Dask workers when there are some),
-    each task's slice of the driver's columns sent to it."""
+    """Write the run's decisions into every part (on the Dask workers when there are some).
+
+    Each task's slice of the driver's columns sent to it.
+    """
     tasks = [t for t in grid.tasks if part_path(staging.parts, t.part).exists()]
 
     def decisions(task) -> tuple:
@@ -95,10 +105,13 @@ def write_decisions(staging: Staging, grid: RunGrid, columns: TileColumns, conte
 
 def finish(staging: Staging, record: RunRecord, layers: dict[str, pd.DataFrame], overwrite: bool = False,
            gpkg_max_tiles: int = GPKG_MAX_TILES, client: Any | None = None) -> Path | None:
-    """Give the user the output asked for: a GeoPackage streamed from the parts, or the run folder
-    (its record, layers, and a GeoPackage when the run has at most ``gpkg_max_tiles`` tiles)
-    renamed into place; nothing without an output (the caller reads the tiles first). The
-    GeoPackage is written where the parts are (a Dask worker, with a client)."""
+    """Give the user the output asked for.
+
+    A GeoPackage streamed from the parts, or the run folder (its record, layers, and a GeoPackage when
+    the run has at most ``gpkg_max_tiles`` tiles) renamed into place; nothing without an output (the
+    caller reads the tiles first). The GeoPackage is written where the parts are (a Dask worker, with a
+    client).
+    """
     out = staging.output
     if out is None:
         return None
@@ -132,8 +145,11 @@ def _run(client: Any | None, func: Callable, *args: Any) -> Any:
 
 def write_gpkg_from_parts(path: str, parts: str, runs: pd.DataFrame, layers: dict[str, pd.DataFrame],
                           overwrite: bool, inputs: str | None = None) -> Path:
-    """A run's GeoPackage from its tile table's parts, one part in memory at a time (and from
-    ``inputs``, the inputs' table when they are one, a batch at a time)."""
+    """A run's GeoPackage from its tile table's parts.
+
+    One part in memory at a time (and from ``inputs``, the inputs' table when they are one, a batch at a
+    time).
+    """
     return write_geopackage(path, iter_parts(parts), runs, layers, overwrite=overwrite,
                             inputs=inputs_frames(inputs) if inputs is not None else None)
 

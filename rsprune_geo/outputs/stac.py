@@ -1,6 +1,9 @@
-"""A run's tiles as a STAC collection: one item per tile (its footprint in WGS 84, ``proj:``
-fields in the source CRS, the date where known, scene and scores as properties, an asset for the
-source window and, when chips were exported, for the chip), as JSON files or stac-geoparquet."""
+"""A run's tiles as a STAC collection.
+
+One item per tile (its footprint in WGS 84, ``proj:`` fields in the source CRS, the date where
+known, scene and scores as properties, an asset for the source window and, when chips were exported,
+for the chip), as JSON files or stac-geoparquet.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +36,10 @@ PROJECTION_SCHEMA = "https://stac-extensions.github.io/projection/v2.0.0/schema.
 
 
 def require_stac(items: str = "json") -> None:
-    """An :class:`InputError` naming the ``stac`` extra when pystac (or, for
-    ``items="geoparquet"``, stac-geoparquet) is not installed; checked before any work is done."""
+    """An :class:`InputError` naming the ``stac`` extra when it is needed and missing.
+
+    Needed: pystac, and for ``items="geoparquet"`` stac-geoparquet. Checked before any work is done.
+    """
     require_extra("pystac", "stac", "a STAC collection")
     if items == "geoparquet":
         require_extra("stac_geoparquet", "stac", "stac-geoparquet items", named="stac-geoparquet")
@@ -43,13 +48,30 @@ def require_stac(items: str = "json") -> None:
 def export_stac(run_file: str | os.PathLike, folder: str | os.PathLike, status: str | None = Status.KEPT,
                 items: str = "json", chips: str | os.PathLike | None = None, overwrite: bool = False,
                 on_progress: ProgressCallback = no_progress) -> Path:
-    """Write the run's tiles (default: the kept ones; ``None``: all) as a STAC collection in
-    ``folder``: ``collection.json`` (extent, summaries of scenes and statuses, the run's counts)
-    and its items, as JSON files (``items="json"``) or one stac-geoparquet file
-    (``items="geoparquet"``, ``items.parquet``). ``chips``: a folder written by
-    :func:`~rsprune_geo.outputs.export.export_chips`, whose chips become each item's ``chip``
-    asset. Written to a temporary folder renamed into place; returns the collection's path.
-    Needs the ``stac`` extra."""
+    """Write a run's tiles as a STAC collection in ``folder``.
+
+    ``collection.json`` holds the extent, summaries of scenes and statuses, and the run's counts.
+    The folder is written under a temporary name and renamed into place. Needs the ``stac`` extra.
+
+    Args:
+        run_file: the run's GeoPackage or run folder.
+        folder: the collection's folder.
+        status: the tiles to write (default: the kept ones); ``None`` for all.
+        items: ``json`` (a file an item) or ``geoparquet`` (one stac-geoparquet file,
+            ``items.parquet``).
+        chips: a folder written by :func:`~rsprune_geo.outputs.export.export_chips`; its chips
+            become each item's ``chip`` asset.
+        overwrite: replace an existing folder.
+        on_progress: called as ``on_progress(stage, done, total)``.
+
+    Returns:
+        The collection's path.
+
+    Raises:
+        InputError: the ``stac`` extra is missing, ``run_file`` is not a run, or its tiles have
+            no CRS.
+        OutputError: ``folder`` exists (without ``overwrite``) or cannot be written.
+    """
     if items not in STAC_ITEM_FORMATS:
         raise InputError(f"{param('stac_items')} {items}: use one of {', '.join(STAC_ITEM_FORMATS)}")
     require_stac(items)
@@ -95,11 +117,14 @@ def export_stac(run_file: str | os.PathLike, folder: str | os.PathLike, status: 
 
 def tile_items(tiles: pd.DataFrame, record: RunRecord, collection_id: str, chip_files: dict[str, Path] | None = None,
                root: Path | None = None, on_progress: ProgressCallback = no_progress) -> Iterator[dict[str, Any]]:
-    """One STAC item (a dict) per row of ``tiles``: WGS 84 geometry and bbox, the tile's date (else
-    the run's time, said by ``rsprune:datetime_from``), ``proj:code``/``proj:wkt2``, ``proj:bbox``,
-    ``proj:shape`` and ``proj:transform`` of its window, its scores as ``rsprune:`` properties, a
-    ``source`` asset (the raster, with the window) and a ``chip`` asset where ``chip_files`` has
-    one (hrefs relative to ``root/<item id>/``, where a self-contained catalogue puts the item)."""
+    """One STAC item (a dict) per row of ``tiles``.
+
+    WGS 84 geometry and bbox, the tile's date (else the run's time, said by ``rsprune:datetime_from``),
+    ``proj:code``/``proj:wkt2``, ``proj:bbox``, ``proj:shape`` and ``proj:transform`` of its window, its
+    scores as ``rsprune:`` properties, a ``source`` asset (the raster, with the window) and a ``chip``
+    asset where ``chip_files`` has one (hrefs relative to ``root/<item id>/``, where a self-contained
+    catalogue puts the item).
+    """
     import shapely
 
     wgs84 = tiles.geometry.to_crs(4326)
@@ -154,8 +179,10 @@ def tile_items(tiles: pd.DataFrame, record: RunRecord, collection_id: str, chip_
 
 
 def _collection(tiles: pd.DataFrame, record: RunRecord, items: str):
-    """The collection: the tiles' extent in WGS 84 and time, summaries of their scenes and
-    statuses, the run's counts and parameters."""
+    """The collection: the tiles' extent in WGS 84 and time.
+
+    Summaries of their scenes and statuses, the run's counts and parameters.
+    """
     import pystac
 
     minx, miny, maxx, maxy = tiles.geometry.to_crs(4326).total_bounds

@@ -1,5 +1,8 @@
-"""A run's temporaries, marked with their owner (process id and host), and the removal of those
-whose owner is gone (a run killed with ``kill -9`` or by a power cut leaves them behind)."""
+"""A run's temporaries, marked with their owner, and the removal of orphans.
+
+The owner is a process id and host. A run killed with ``kill -9`` or by a power cut leaves its
+temporaries behind; a later run removes those whose owner is gone.
+"""
 
 from __future__ import annotations
 
@@ -39,14 +42,18 @@ class Owner:
 
     @classmethod
     def of(cls, name: str) -> Owner | None:
-        """The owner a temporary's name carries; ``None`` for any other name (an older run's
-        temporary, which says no owner, is never removed)."""
+        """The owner a temporary's name carries.
+
+        ``None`` for any other name (an older run's temporary, which says no owner, is never removed).
+        """
         match = _MARKED.match(name)
         return cls(int(match["pid"]), match["host"]) if match else None
 
     def gone(self) -> bool:
         """Whether the owner has surely ended: a process of this host that no longer exists.
-        A process of another host (a shared disk) may be alive: never gone."""
+
+        A process of another host (a shared disk) may be alive: never gone.
+        """
         if self.host != _host():
             return False
         try:
@@ -106,8 +113,11 @@ def _size(path: Path) -> int:
 
 
 def new_folder(beside: str | os.PathLike | None) -> Path:
-    """A new empty temporary folder marked with its owner, in ``beside`` (the temporary folder
-    when ``None``); the stale temporaries of killed runs there are removed first."""
+    """A new empty temporary folder marked with its owner.
+
+    In ``beside`` (the temporary folder when ``None``); the stale temporaries of killed runs there are
+    removed first.
+    """
     import tempfile
 
     if beside is not None:
@@ -116,9 +126,11 @@ def new_folder(beside: str | os.PathLike | None) -> Path:
 
 
 def replace_folder(new: Path, target: Path) -> None:
-    """Put the folder ``new`` at ``target`` (same file system), the old ``target`` kept whole
-    until ``new`` is in place: it is moved aside into an owner-marked temporary first, moved
-    back if the rename fails, and removed last."""
+    """Put the folder ``new`` at ``target`` (same file system).
+
+    The old ``target`` kept whole until ``new`` is in place: it is moved aside into an owner-marked
+    temporary first, moved back if the rename fails, and removed last.
+    """
     if not target.exists():
         os.replace(new, target)
         return

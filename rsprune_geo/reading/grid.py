@@ -1,6 +1,9 @@
-"""The run's tile grid as arithmetic: every tile a position in one enumeration of the run (sources
-in order, each row by row), its id, window, footprint and order key computed when asked, and the
-work cut into window tasks; so a run of any size is planned without a table of its tiles."""
+"""The run's tile grid as arithmetic.
+
+Every tile a position in one enumeration of the run (sources in order, each row by row), its id,
+window, footprint and order key computed when asked, and the work cut into window tasks; so a run of
+any size is planned without a table of its tiles.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ from rasterio.windows import Window
 
 from ..choices import EdgeMode
 from ..errors import InputError, param
+from .dates import SourceDates
 from .scan import SourceTable
-from .sources import RasterSource, SourceDates
+from .sources import RasterSource
 from .tiling import grid_offsets, read_aoi, window_polygons
 
 #: Tiles per window task (a part of the tile table), at most: a task reads its windows one by one.
@@ -28,9 +32,12 @@ TASK_MIN_TILES = 256
 
 @dataclass(slots=True)
 class SourceGrid:
-    """One source's tiles: a grid of ``rows`` × ``cols`` pixel offsets (tiles ``width`` ×
-    ``height`` px), whose first tile is the run's position ``start``; ``present`` marks the
-    grid's tiles inside the area of interest (``None``: all of them)."""
+    """One source's tiles.
+
+    A grid of ``rows`` × ``cols`` pixel offsets (tiles ``width`` × ``height`` px), whose first tile is
+    the run's position ``start``; ``present`` marks the grid's tiles inside the area of interest
+    (``None``: all of them).
+    """
 
     source: RasterSource
     index: int
@@ -66,8 +73,10 @@ class SourceGrid:
         return self.task_tiles(0, []).tile_ids(*self.offsets(positions))
 
     def footprints(self, positions: np.ndarray) -> np.ndarray:
-        """Footprint polygons of run positions in the source's CRS (the window's corners through
-        its affine transform)."""
+        """Footprint polygons of run positions in the source's CRS.
+
+        The window's corners through its affine transform.
+        """
         return window_polygons(self.source.transform, *self.offsets(positions), self.width, self.height)
 
     def task_tiles(self, part: int, windows: Sequence[tuple[int, int, int, int]]) -> TaskTiles:
@@ -92,8 +101,10 @@ _CHIP_WINDOWS = ((0, 1, 0, 1),)
 
 @dataclass(frozen=True)
 class ChipRange(Sequence[Member]):
-    """The members of a task of consecutive chips ``first`` to ``stop`` (excluded), each its one
-    window, held as two numbers."""
+    """The members of a task of consecutive chips ``first`` to ``stop`` (excluded).
+
+    Each its one window, held as two numbers.
+    """
 
     first: int
     stop: int
@@ -114,9 +125,12 @@ class ChipRange(Sequence[Member]):
 
 @dataclass(frozen=True)
 class WindowTask:
-    """A unit of work: windows of one or more sources, each read once, their tiles a part of the
-    tile table. ``members`` are ``(source index, windows)``, windows as ``(i0, i1, j0, j1)``
-    ranges of the source grid's row and column indexes (consecutive chips: a :class:`ChipRange`)."""
+    """A unit of work.
+
+    Windows of one or more sources, each read once, their tiles a part of the tile table. ``members``
+    are ``(source index, windows)``, windows as ``(i0, i1, j0, j1)`` ranges of the source grid's row and
+    column indexes (consecutive chips: a :class:`ChipRange`).
+    """
 
     part: int
     members: Sequence[Member]
@@ -129,9 +143,11 @@ class WindowTask:
 
 @dataclass
 class TaskTiles:
-    """What a worker needs to run a task, in a few hundred bytes whatever its size: the source,
-    the tile size, its grid's offsets and first position, and the task's windows as index ranges
-    (with, inside an area of interest, which of their tiles are present)."""
+    """What a worker needs to run a task, in a few hundred bytes whatever its size.
+
+    The source, the tile size, its grid's offsets and first position, and the task's windows as index
+    ranges (with, inside an area of interest, which of their tiles are present).
+    """
 
     part: int
     source: RasterSource
@@ -146,8 +162,10 @@ class TaskTiles:
     date: np.datetime64 = field(default_factory=lambda: np.datetime64("NaT", "ns"))
 
     def iter_windows(self) -> Iterator[tuple[Window, np.ndarray, np.ndarray, np.ndarray]]:
-        """Each window with tiles: its pixel window, and its tiles' run positions and pixel
-        offsets (row by row)."""
+        """Each window with tiles.
+
+        Its pixel window, and its tiles' run positions and pixel offsets (row by row).
+        """
         for i0, i1, j0, j1, present in self.windows:
             ii, jj = np.meshgrid(np.arange(i0, i1), np.arange(j0, j1), indexing="ij")
             i, j = ii.ravel(), jj.ravel()
@@ -179,9 +197,11 @@ class TaskTiles:
 
 
 class ChipGrids(Sequence[SourceGrid]):
-    """The grids of a run of chips, each one tile, the chip's position its index: built when asked
-    from the sources (a :class:`~rsprune_geo.reading.scan.SourceTable`) and, inside an
-    area of interest, which chips touch it (``present``)."""
+    """The grids of a run of chips, each one tile, the chip's position its index.
+
+    Built when asked from the sources (a :class:`~rsprune_geo.reading.scan.SourceTable`) and, inside an
+    area of interest, which chips touch it (``present``).
+    """
 
     def __init__(self, sources: Sequence[RasterSource], present: np.ndarray | None = None) -> None:
         self.sources = sources
@@ -212,8 +232,11 @@ class ChipGrids(Sequence[SourceGrid]):
 
 @dataclass
 class RunGrid:
-    """Every source's grid, one enumeration of positions over them all, the window tasks, and the
-    sources' acquisition ``dates`` (each task's tiles are told theirs)."""
+    """Every source's grid, the positions over them all and the window tasks.
+
+    Every source's grid, one enumeration of positions over them all, the window tasks, and the sources'
+    acquisition ``dates`` (each task's tiles are told theirs).
+    """
 
     sources: Sequence[SourceGrid]
     tasks: list[WindowTask] = field(default_factory=list)
@@ -274,8 +297,10 @@ class RunGrid:
         return np.concatenate([member.positions for member in self.task_tiles(task)])
 
     def order_keys(self, positions: np.ndarray) -> np.ndarray:
-        """An int64 key per position that sorts like the tiles' ids (the tie-break of every
-        ranking), without making the ids."""
+        """An int64 key per position that sorts like the tiles' ids (the tie-break of every ranking).
+
+        Without making the ids.
+        """
         positions = np.asarray(positions, dtype=np.int64)
         keys = np.zeros(positions.size, dtype=np.int64)
         which = self.source_of(positions)
@@ -311,11 +336,14 @@ def _text_rank(values: np.ndarray) -> np.ndarray:
 def plan_grid(sources: Sequence[RasterSource], tile_size: int, stride: int | None = None,
               edge: EdgeMode | str = EdgeMode.DROP, chips: bool = False, aoi: str | None = None,
               group_px: int = 2048, task_tiles: int = TASK_TILES, min_task_tiles: int | None = None) -> RunGrid:
-    """The run's tile grid: each source's grid of ``tile_size`` windows (``stride`` apart, partial
-    edge tiles dropped or padded), or one tile per raster (``chips``), restricted to the tiles
-    touching the area of interest ``aoi`` (a vector file); and its window tasks (windows of about
-    ``group_px`` square, up to ``task_tiles`` tiles a task, small ones joined up to
-    ``min_task_tiles``: see :func:`_tasks`). An :class:`InputError` when no tile is left."""
+    """The run's tile grid.
+
+    Each source's grid of ``tile_size`` windows (``stride`` apart, partial edge tiles dropped or
+    padded), or one tile per raster (``chips``), restricted to the tiles touching the area of interest
+    ``aoi`` (a vector file); and its window tasks (windows of about ``group_px`` square, up to
+    ``task_tiles`` tiles a task, small ones joined up to ``min_task_tiles``: see :func:`_tasks`). An
+    :class:`InputError` when no tile is left.
+    """
     stride = stride or tile_size
     area = None
     if aoi:
@@ -370,10 +398,12 @@ def _touching(grid: SourceGrid, area: gpd.GeoSeries, chunk: int = 1 << 16) -> np
 
 
 def _tasks(run: RunGrid, group_px: int, task_tiles: int, min_tiles: int | None = None) -> list[WindowTask]:
-    """Windows of about ``group_px`` square over each source's grid (aligned with the tiles),
-    gathered along each row band into pieces of at most ``task_tiles`` tiles; consecutive pieces
-    of under ``min_tiles`` tiles (default :data:`TASK_MIN_TILES`; across sources too) joined into
-    one task, in the same order."""
+    """Windows of about ``group_px`` square over each source's grid (aligned with the tiles).
+
+    Gathered along each row band into pieces of at most ``task_tiles`` tiles; consecutive pieces of
+    under ``min_tiles`` tiles (default :data:`TASK_MIN_TILES`; across sources too) joined into one task,
+    in the same order.
+    """
     min_tiles = TASK_MIN_TILES if min_tiles is None else min_tiles
     if run.chips is not None:  # a chip a piece of one tile: consecutive chips joined
         step = max(1, min(min_tiles, task_tiles))

@@ -17,9 +17,11 @@ from .scan import SourceTable
 
 @dataclass(frozen=True)
 class GroundGrid:
-    """The grid of ground cells common to every raster of a run, in the output CRS: cells of
-    ``size`` anchored at ``origin`` (upper left); a tile's cell holds its footprint's centre.
-    ``size`` is NaN without a CRS (tiles then share no ground)."""
+    """The grid of ground cells common to every raster of a run, in the output CRS.
+
+    Cells of ``size`` anchored at ``origin`` (upper left); a tile's cell holds its footprint's centre.
+    ``size`` is NaN without a CRS (tiles then share no ground).
+    """
 
     size: float
     origin: tuple[float, float]
@@ -40,16 +42,21 @@ def cell_ids(cells: np.ndarray) -> np.ndarray:
 
 
 def parse_cells(ids: np.ndarray) -> np.ndarray:
-    """(N, 2) int32 ground cells of ``r{row}-c{col}`` text, read back from a run's table (-1
-    where there is none)."""
+    """(N, 2) int32 ground cells of ``r{row}-c{col}`` text.
+
+    Read back from a run's table (-1 where there is none).
+    """
     parts = pd.Series(np.asarray(ids, dtype=object)).astype(str).str.extract(r"^r(-?\d+)-c(-?\d+)$")
     return parts.fillna(-1).astype(np.int32).to_numpy()
 
 
 def ground_grid(run: RunGrid, crs: CRS | None, chunk: int = 1 << 16) -> GroundGrid:
-    """The run's :class:`GroundGrid`: cells the median side of the tiles' footprints in ``crs``,
-    anchored at their upper-left corner (so the first grid's tiles sit at cell centres). Rasters
-    in ``crs`` are measured from their transform; others, and areas of interest, tile by tile."""
+    """The run's :class:`GroundGrid`.
+
+    Cells the median side of the tiles' footprints in ``crs``, anchored at their upper-left corner (so
+    the first grid's tiles sit at cell centres). Rasters in ``crs`` are measured from their transform;
+    others, and areas of interest, tile by tile.
+    """
     if crs is None or not run.sources:
         return GroundGrid(float("nan"), (float("nan"), float("nan")))
     if run.chips is not None and run.chips.present is None:
@@ -81,8 +88,11 @@ def ground_grid(run: RunGrid, crs: CRS | None, chunk: int = 1 << 16) -> GroundGr
 
 
 def _chips_ground(table: SourceTable) -> GroundGrid:
-    """:func:`ground_grid` of chips in the output CRS, from their transforms and sizes as arrays
-    (a hundred million georeferenced chips are not a hundred million grids)."""
+    """:func:`ground_grid` of chips in the output CRS.
+
+    From their transforms and sizes as arrays (a hundred million georeferenced chips are not a hundred
+    million grids).
+    """
     a, b, c, d, e, f = table.affine().T
     widths, heights = table.sizes()
     sides = np.sqrt(np.abs(a * e - b * d) * widths * heights)
@@ -104,8 +114,11 @@ def _present_chunks(grid: SourceGrid, chunk: int) -> Iterator[np.ndarray]:
 
 
 def _weighted_median(groups: list[tuple[np.ndarray, float]]) -> float:
-    """The median of values given in groups, each value of a group standing for ``weight`` (a
-    whole number of) values: :func:`numpy.median` of the values written out."""
+    """The median of values given in groups.
+
+    Each value of a group standing for ``weight`` (a whole number of) values: :func:`numpy.median` of
+    the values written out.
+    """
     values = np.concatenate([v for v, _ in groups])
     weights = np.concatenate([np.full(v.size, w, dtype=np.float64) for v, w in groups])
     order = np.argsort(values, kind="stable")

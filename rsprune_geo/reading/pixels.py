@@ -9,8 +9,6 @@ fingerprints. Everything above it works on NumPy arrays.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,6 +19,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from ..errors import InputError
+from .remote import read_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     import rasterio.io
@@ -28,8 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class MaskMode(StrEnum):
-    """Where a raster's validity comes from: its nodata value, an alpha band, a GDAL mask, or
-    none (every pixel valid; non-finite floats are always invalid)."""
+    """Where a raster's validity comes from.
+
+    Its nodata value, an alpha band, a GDAL mask, or none (every pixel valid; non-finite floats are
+    always invalid).
+    """
 
     NODATA = "nodata"
     ALPHA = "alpha"
@@ -38,8 +40,10 @@ class MaskMode(StrEnum):
 
 
 class PixelSource(Protocol):
-    """What the pixel layer reads of a raster. :class:`~rsprune_geo.reading.sources.RasterSource`
-    fits it; the pixel layer sits below the sources and does not import them."""
+    """What the pixel layer reads of a raster. :class:`~rsprune_geo.reading.sources.RasterSource` fits it.
+
+    The pixel layer sits below the sources and does not import them.
+    """
 
     @property
     def path(self) -> str:
@@ -85,51 +89,12 @@ class PixelSource(Protocol):
 #: Percentiles of the robust stretch of non-uint8 data to 0–255.
 DEFAULT_PERCENTILES = (2.0, 98.0)
 
-#: GDAL settings for remote rasters (``/vsicurl/``, ``/vsis3/``…), unless the user set them:
-#: retry a failed range request (HTTP 429/5xx) three times, half a second apart, and do not
-#: list the remote folder on open.
-REMOTE_DEFAULTS = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5",
-                   "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
-for _key, _value in REMOTE_DEFAULTS.items():
-    os.environ.setdefault(_key, _value)
-
-
-#: Query parameters of a URL that carry credentials (signed URLs, tokens, keys).
-_SECRET_PARAMS = re.compile(r"(?i)([?&](?:x-amz-[a-z-]*|x-goog-[a-z-]*|sig|signature|se|sp|sv|st|token|access_token|"
-                            r"key|api_key|apikey|secret|password|pwd|credential)=)[^&#]*")
-_USERINFO = re.compile(r"(://)[^/@\s]+@")
-REDACTED = "REDACTED"
-
-
-def redact(text: str) -> str:
-    """``text`` with the credentials of any URL in it replaced (user:password@, signed-URL and
-    token query parameters), for records, logs and messages."""
-    out = _SECRET_PARAMS.sub(rf"\1{REDACTED}", _USERINFO.sub(rf"\1{REDACTED}@", text))
-    return text if out == text else out  # the same string, not a copy: a run records a million paths
-
-
-def has_credentials(path: str) -> bool:
-    """Whether a path or URL carries credentials that :func:`redact` removes."""
-    return redact(path) != path
-
-
-@contextlib.contextmanager
-def read_errors(path: str):
-    """Turn a failed read (a file cut short, a connection dropped for good) into one
-    :class:`InputError` naming the file or URL."""
-    from rasterio.errors import RasterioIOError
-
-    try:
-        yield
-    except RasterioIOError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "read failed"
-        raise InputError(f"{path}: reading failed ({first})") from None
-
-
 def choose_bands(src: rasterio.io.DatasetReader) -> tuple[int, ...]:
-    """The bands read as colour when none are asked for: the ones tagged red, green and blue;
-    B4, B3, B2 of a 13-band Sentinel-2 file; else the first three non-alpha bands; else one
-    grey band."""
+    """The bands read as colour when none are asked for.
+
+    The ones tagged red, green and blue; B4, B3, B2 of a 13-band Sentinel-2 file; else the first three
+    non-alpha bands; else one grey band.
+    """
     interp = list(src.colorinterp)
     rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
     if all(ci in interp for ci in rgb):
@@ -152,7 +117,9 @@ def window_inside(window: Window, width: int, height: int) -> bool:
 class Scaling:
     """How values become 0–255 grey levels: per band ``low`` → 0, ``high`` → 255.
 
-    ``None`` bounds mean the data are uint8 and used as they are.
+    Attributes:
+        low: each band's value that maps to 0; ``None`` for uint8 data, used as they are.
+        high: each band's value that maps to 255; ``None`` for uint8 data.
     """
 
     low: tuple[float, ...] | None = None
@@ -200,10 +167,18 @@ IDENTITY = Scaling()
 
 def source_scaling(source: PixelSource, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
                    max_size: int = 1024) -> Scaling:
-    """Robust per-band scaling of a non-uint8 source from its valid pixels' percentiles.
+    """Robust per-band scaling of a source from its valid pixels' percentiles.
 
-    Reads the source once at reduced resolution (overviews when the file has them), so the
-    cost does not grow with the mosaic's size. uint8 sources are left as they are.
+    Reads the source once at reduced resolution (overviews when the file has them), so the cost
+    does not grow with the mosaic's size.
+
+    Args:
+        source: the raster.
+        percentiles: the low and high percentiles that map to 0 and 255.
+        max_size: the longest side, in pixels, the source is read at.
+
+    Returns:
+        The per-band stretch; uint8 sources are left as they are (an empty :class:`Scaling`).
     """
     if source.dtype == "uint8":
         return IDENTITY
@@ -243,9 +218,20 @@ def read_window(source: PixelSource, window: Window,
                 dataset: rasterio.io.DatasetReader | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read the source's bands in ``window`` with a validity mask.
 
-    Returns ``(data, valid)``: ``data`` shaped (bands, rows, cols) in the file's dtype and
-    ``valid`` a boolean (rows, cols) array. The window may reach past the raster's edge
-    (padded tiles): pixels outside are zero and invalid.
+    The window may reach past the raster's edge (padded tiles): pixels outside are zero and
+    invalid.
+
+    Args:
+        source: the raster (see :func:`open_source`).
+        window: the pixel window to read.
+        dataset: an open dataset of the source to read from; ``None`` opens the file.
+
+    Returns:
+        ``(data, valid)``: ``data`` shaped (bands, rows, cols) in the file's dtype, and ``valid``
+        a boolean (rows, cols) array.
+
+    Raises:
+        InputError: the file cannot be read (cut short, a connection dropped for good).
     """
     own = dataset is None
     src = source.open() if own else dataset
@@ -283,8 +269,10 @@ def _overlaps(a: Window, b: Window) -> bool:
 
 
 def read_reduced(source: PixelSource, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """The selected bands and validity at reduced resolution (longest side <= ``max_size``),
-    read from overviews when the file has them: ``(data, valid)``."""
+    """The selected bands and validity at reduced resolution (longest side <= ``max_size``).
+
+    Read from overviews when the file has them: ``(data, valid)``.
+    """
     factor = max(1, int(np.ceil(max(source.width, source.height) / max_size)))
     shape = (max(1, source.height // factor), max(1, source.width // factor))
     with source.open() as src:
@@ -341,7 +329,9 @@ def read_rgb(source: PixelSource, windows: Sequence[Window], size: int, scaling:
 def read_chip(source: PixelSource, window: Window, scaling: Scaling,
               dataset: rasterio.io.DatasetReader | None = None) -> np.ndarray:
     """One window at full resolution as uint8 RGB (H, W, 3); 0 outside the raster.
-    ``dataset``: the source already open (many chips, one open)."""
+
+    ``dataset``: the source already open (many chips, one open).
+    """
     with contextlib.nullcontext(dataset) if dataset is not None else source.open() as src, read_errors(source.path):
         data = src.read(source.bands, window=window,
                         boundless=not window_inside(window, source.width, source.height), fill_value=0)
@@ -349,17 +339,22 @@ def read_chip(source: PixelSource, window: Window, scaling: Scaling,
 
 
 def read_all_bands(src: rasterio.io.DatasetReader, window: Window) -> np.ndarray:
-    """Every band of an open dataset in ``window`` at full resolution, in the file's dtype;
-    nodata (else 0) past the raster's edge."""
+    """Every band of an open dataset in ``window`` at full resolution, in the file's dtype.
+
+    Nodata (else 0) past the raster's edge.
+    """
     return src.read(window=window, boundless=not window_inside(window, src.width, src.height),
                     fill_value=src.nodata or 0)
 
 
 def read_preview(source: PixelSource, scaling: Scaling, max_size: int = 1600,
                  crs=None) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """The source's bands as an RGBA float image (longest side <= ``max_size``, overviews when
-    the file has them) by the run's ``scaling``, warped to ``crs`` when it differs, with its
-    bounds (left, bottom, right, top); nodata is transparent."""
+    """The source's bands as an RGBA float image for a map.
+
+    The longest side is at most ``max_size`` (overviews when the file has them), stretched by the run's
+    ``scaling`` and warped to ``crs`` when it differs. Returned with its bounds (left, bottom, right,
+    top); nodata is transparent.
+    """
     from rasterio.vrt import WarpedVRT
 
     with source.open() as opened:
@@ -378,8 +373,10 @@ def read_preview(source: PixelSource, scaling: Scaling, max_size: int = 1600,
 
 def read_image(path: str, size: tuple[int, int] | None = None, scale: float = 1.0,
                min_side: int = 32) -> np.ndarray:
-    """One image file as uint8 RGB (H, W, 3): at ``size`` (width, height) when given, else its
-    own size times ``scale`` (bilinear, the shorter side not below ``min_side``).
+    """One image file as uint8 RGB (H, W, 3).
+
+    At ``size`` (width, height) when given, else its own size times ``scale`` (bilinear, the shorter
+    side not below ``min_side``).
 
     PNG/JPEG/RGB TIFF through Pillow; other TIFFs (uint16, several bands, e.g. EuroSAT's
     Sentinel-2 GeoTIFFs) through rasterio with :func:`choose_bands`, stretched per image
@@ -404,7 +401,18 @@ def _damaged(message: str) -> bool:
 
 
 def read_images(paths: Sequence[str], size: int) -> np.ndarray:
-    """Image files as uint8 RGB resized to ``size``², (N, size, size, 3); see :func:`read_image`."""
+    """Image files as uint8 RGB, resized.
+
+    Args:
+        paths: the image files.
+        size: the side every image is resized to.
+
+    Returns:
+        An (N, size, size, 3) uint8 array (see :func:`read_image`).
+
+    Raises:
+        InputError: a file is cut short or corrupt.
+    """
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for k, path in enumerate(paths):
         out[k] = read_image(path, (size, size))

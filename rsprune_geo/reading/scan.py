@@ -1,9 +1,11 @@
-"""The inputs scanned (:func:`scan_sources`): every file opened and described once. A folder of a
-hundred million chips is a run of as many sources, so they are held as columns: each chip keeps
-only what is its own (its folder, name, fingerprint and key, in flat arrays, a few tens of bytes)
-and what chips share (size, bands, CRS, mask, blocks) is held once per distinct description. A
-:class:`SourceTable` is a sequence of :class:`~rsprune_geo.reading.sources.RasterSource`, each
-built when asked."""
+"""The inputs scanned (:func:`scan_sources`): every file opened and described once.
+
+A folder of a hundred million chips is a run of as many sources, so they are held as columns: each
+chip keeps only what is its own (its folder, name, fingerprint and key, in flat arrays, a few tens
+of bytes) and what chips share (size, bands, CRS, mask, blocks) is held once per distinct
+description. A :class:`SourceTable` is a sequence of
+:class:`~rsprune_geo.reading.sources.RasterSource`, each built when asked.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +33,14 @@ _FINGERPRINT_BYTES = 12
 
 @dataclass(eq=False)
 class SourceTable(Sequence[RasterSource]):
-    """Sources in columns, in order: ``folder`` (an index into ``folders``) and ``names`` (a path
-    is ``folders[folder] + names``), ``fingerprint`` (its bytes), ``key`` (as an unsigned integer
-    of ``key_digits`` hex digits), ``profile`` (an index into ``profiles``, the sources' shared
-    values with no path), ``tag`` (an index into ``tags``, the date tags) and, when they differ
-    (georeferenced chips), ``transforms`` (the six affine coefficients of each). Build one with
-    :meth:`of` or :class:`TableBuilder`."""
+    """Sources in columns, in order.
+
+    ``folder`` (an index into ``folders``) and ``names`` (a path is ``folders[folder] + names``),
+    ``fingerprint`` (its bytes), ``key`` (as an unsigned integer of ``key_digits`` hex digits),
+    ``profile`` (an index into ``profiles``, the sources' shared values with no path), ``tag`` (an index
+    into ``tags``, the date tags) and, when they differ (georeferenced chips), ``transforms`` (the six
+    affine coefficients of each). Build one with :meth:`of` or :class:`TableBuilder`.
+    """
 
     folders: list[str]
     folder: np.ndarray
@@ -108,8 +112,10 @@ class SourceTable(Sequence[RasterSource]):
             start += len(chunk)
 
     def affine(self) -> np.ndarray:
-        """The sources' affine coefficients ``(a, b, c, d, e, f)``: one row for each, or a single
-        row when they share one transform."""
+        """The sources' affine coefficients ``(a, b, c, d, e, f)``.
+
+        One row for each, or a single row when they share one transform.
+        """
         if self.transforms is not None:
             return self.transforms
         first = self.profiles[0].transform if self.profiles else Affine.identity()
@@ -228,8 +234,10 @@ class TableBuilder:
         return table
 
     def _joined_transforms(self, chunks: list) -> np.ndarray | None:
-        """Each source's transform, when they differ (chunks packed before the first that
-        differed hold none: theirs is the first source's)."""
+        """Each source's transform, when they differ.
+
+        Chunks packed before the first that differed hold none: theirs is the first source's.
+        """
         if not self._varied:
             return None
         first = np.array(self._first_transform, dtype=np.float64)
@@ -250,10 +258,21 @@ def open_sources(
     allow_no_crs: bool = False,
     chips: bool = False,
 ) -> list[RasterSource]:
-    """Expand ``inputs`` (paths, globs, folders) and open each raster as a :class:`RasterSource`.
+    """Expand ``inputs`` and open each raster as a :class:`RasterSource`.
 
-    ``chips``: inputs are image chips (folders of PNG/JPEG/TIFF too), which need no CRS. Any
-    unusable file is an error; :func:`scan_sources` can skip them instead.
+    Any unusable file is an error; :func:`scan_sources` can skip them instead.
+
+    Args:
+        inputs: paths, globs, folders or STAC catalogues.
+        bands: the 1-based bands to use (1 or 3); ``None`` for the first three, or the one.
+        allow_no_crs: accept rasters without a CRS.
+        chips: inputs are image chips (folders of PNG/JPEG/TIFF too), which need no CRS.
+
+    Returns:
+        The sources, in the sorted order of their paths.
+
+    Raises:
+        InputError: no input matched, or a file cannot be used (see :func:`open_source`).
     """
     return list(scan_sources(inputs, bands, allow_no_crs, chips, strict=True)[0])
 
@@ -267,9 +286,11 @@ def scan_sources(
     client: Any | None = None,
     asset: str | None = None,
 ) -> tuple[Sequence[RasterSource], list[SkippedInput]]:
-    """Like :func:`open_sources`, but in a multi-file run an unusable file (not a raster, empty,
-    truncated, no CRS, too few bands) is skipped and reported, unless ``strict``. STAC inputs
-    give each item's ``asset`` (see :mod:`~rsprune_geo.reading.stac`), dated by the item.
+    """Like :func:`open_sources`, but an unusable file in a multi-file run is skipped.
+
+    Like :func:`open_sources`, but in a multi-file run an unusable file (not a raster, empty, truncated,
+    no CRS, too few bands) is skipped and reported, unless ``strict``. STAC inputs give each item's
+    ``asset`` (see :mod:`~rsprune_geo.reading.stac`), dated by the item.
 
     Returns ``(sources, skipped)`` where ``skipped`` holds ``{"path", "error"}`` records. A run
     of one file, or one where every file is unusable, raises the (first) error. Chips come as a
@@ -325,11 +346,13 @@ SCAN_BATCH = 1024
 
 def _opened(paths: Iterator[str], bands: Sequence[int] | None, allow_no_crs: bool, chips: bool,
             client: Any | None) -> Iterator[tuple[str, RasterSource | InputError]]:
-    """Each path opened (:func:`~rsprune_geo.reading.sources.open_source`), or the error that
-    says why not, in order: here, or with a Dask ``client`` the first :data:`SCAN_ALONE` here and
-    the rest in batches on its workers. (Not in local processes: spawning them would run again
-    the main module of a script without a ``__main__`` guard; on two cores they gained nothing
-    over 20,000 chips.)"""
+    """Each path opened (:func:`~rsprune_geo.reading.sources.open_source`).
+
+    Or the error that says why not, in order: here, or with a Dask ``client`` the first
+    :data:`SCAN_ALONE` here and the rest in batches on its workers. (Not in local processes: spawning
+    them would run again the main module of a script without a ``__main__`` guard; on two cores they
+    gained nothing over 20,000 chips.)
+    """
     for _, path in zip(range(SCAN_ALONE) if client is not None else itertools.count(), paths):
         yield path, _open_or_error(path, bands, allow_no_crs, chips)
     if client is None:
@@ -365,9 +388,10 @@ def _open_or_error(path: str, bands: Sequence[int] | None, allow_no_crs: bool,
 
 
 def distinct(sources: Sequence[RasterSource], name: str) -> list:
-    """The distinct values of a field the sources may share (``crs``, ``dtype``, ``bands``…),
-    in order of appearance; a :class:`SourceTable` knows them
-    without building its sources."""
+    """The distinct values of a field the sources may share (``crs``, ``dtype``, ``bands``…).
+
+    In order of appearance; a :class:`SourceTable` knows them without building its sources.
+    """
     if isinstance(sources, SourceTable):
         return sources.distinct(name)
     values: list = []
@@ -383,8 +407,11 @@ _SHAREABLE = ("dtype", "crs", "transform", "bands", "mask_mode", "block_shape", 
 
 
 def _shared_values(sources: list[RasterSource]) -> list[RasterSource]:
-    """The sources, each value equal to the previous source's (its CRS, transform, bands…) held
-    as the same object: a folder of a million chips holds one of each, not a million."""
+    """The sources, with values equal to the previous source's shared.
+
+    The sources, each value equal to the previous source's (its CRS, transform, bands…) held as the same
+    object: a folder of a million chips holds one of each, not a million.
+    """
     out = sources[:1]
     for source in sources[1:]:
         previous = out[-1]

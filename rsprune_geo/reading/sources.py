@@ -8,7 +8,6 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -17,9 +16,11 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from ..errors import InputError, counted, param, require_extra
+from ..errors import InputError, counted, require_extra
 from ..files import file_fingerprint
-from .pixels import MaskMode, choose_bands, read_errors
+from .dates import date_tags
+from .pixels import MaskMode, choose_bands
+from .remote import read_errors
 
 #: dtypes the information filter knows how to read.
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -31,10 +32,28 @@ _GLOB_CHARS = set("*?[")
 class RasterSource:
     """What the pipeline needs to know of one raster, without holding it open.
 
-    ``bands`` are the 1-based band indexes the pipeline reads (the RGB of a multispectral file),
-    ``mask_mode`` says where validity comes from: ``"nodata"`` (the nodata value), ``"alpha"``
-    (an alpha band, index in ``alpha_band``), ``"mask"`` (a GDAL per-dataset mask) or
-    ``"none"`` (every pixel valid; non-finite floats are always invalid).
+    Attributes:
+        path: the file path or GDAL path.
+        width: columns of pixels.
+        height: rows of pixels.
+        count: bands in the file.
+        dtype: the bands' data type.
+        crs: the CRS; ``None`` for chips in pixels.
+        transform: the affine transform from pixels to the CRS.
+        bands: the 1-based bands the pipeline reads (the RGB of a multispectral file).
+        nodata: the nodata value, if any.
+        mask_mode: where validity comes from: ``nodata`` (the nodata value), ``alpha`` (an
+            alpha band, ``alpha_band``), ``mask`` (a GDAL per-dataset mask) or ``none`` (every
+            pixel valid; non-finite floats are always invalid).
+        alpha_band: the alpha band's index, when ``mask_mode`` is ``alpha``.
+        block_shape: the file's internal block (rows, cols).
+        overviews: the overview factors of the first band.
+        fingerprint: the file's size, modification time and hashes of its head and tail,
+            checked when the run is read again.
+        key: the short key tile ids start with (:func:`source_key`).
+        date_tags: GDAL metadata items that may hold the acquisition date.
+        stac_item: the id of the STAC item the raster came from.
+        stac_href: where that item is.
     """
 
     path: str
@@ -67,8 +86,10 @@ class RasterSource:
         return os.path.basename(self.path) or self.path
 
     def open(self) -> rasterio.io.DatasetReader:
-        """Open the raster for reading (the caller closes it); a file gone or a server that no
-        longer answers is an :class:`InputError` naming it."""
+        """Open the raster for reading (the caller closes it).
+
+        A file gone or a server that no longer answers is an :class:`InputError` naming it.
+        """
         with read_errors(self.path), warnings.catch_warnings():
             if self.crs is None:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -80,8 +101,10 @@ class RasterSource:
 
     @property
     def pixel_size_m(self) -> float | None:
-        """Ground sample distance in metres (mean of the pixel's sides), or ``None`` without a
-        CRS. Geographic CRSs are converted at the raster's centre latitude."""
+        """Ground sample distance in metres (mean of the pixel's sides), or ``None`` without a CRS.
+
+        Geographic CRSs are converted at the raster's centre latitude.
+        """
         if self.crs is None:
             return None
         width, height = abs(self.transform.a), abs(self.transform.e)
@@ -101,8 +124,9 @@ CHIP_SUFFIXES = RASTER_SUFFIXES + (".png", ".jpg", ".jpeg")
 
 def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES,
                  recursive: bool = False, asset: str | None = None) -> list[str]:
-    """Expand globs, folders and STAC catalogues into a sorted, de-duplicated list of absolute
-    raster paths.
+    """Expand globs, folders and STAC catalogues into a sorted list of raster paths.
+
+    The paths are absolute and de-duplicated.
 
     A folder contributes its files with one of ``suffixes`` (rasters by default; chip folders
     add PNG and JPEG), and with ``recursive`` those of its subfolders too (chips laid out a
@@ -115,8 +139,11 @@ def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = 
 
 def iter_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES,
                recursive: bool = False, asset: str | None = None) -> Iterator[str]:
-    """:func:`expand_paths` one path at a time: a folder of a hundred million chips is walked,
-    each folder's entries sorted, never listed whole (one input needs no list of what was seen)."""
+    """:func:`expand_paths` one path at a time.
+
+    A folder of a hundred million chips is walked, each folder's entries sorted, never listed whole (one
+    input needs no list of what was seen).
+    """
     from .stac import StacPath, looks_like_stac, stac_paths
 
     texts = [os.fspath(item) for item in inputs]
@@ -160,9 +187,12 @@ def _expanded(text: str, suffixes: Sequence[str], recursive: bool) -> Iterator[s
 
 
 def _walk_sorted(folder: str, suffixes: tuple[str, ...], recursive: bool) -> Iterator[str]:
-    """A folder's files with one of ``suffixes``, in the order their whole paths sort, and with
-    ``recursive`` its subfolders' (not those reached through a link), one folder listed at a
-    time (its names only). A subfolder sorts as its name and a slash, as its files' paths do."""
+    """A folder's files with one of ``suffixes``.
+
+    In the order their whole paths sort, and with ``recursive`` its subfolders' (not those reached
+    through a link), one folder listed at a time (its names only). A subfolder sorts as its name and a
+    slash, as its files' paths do.
+    """
     with os.scandir(folder) as listing:
         names = [entry.name + "/" if recursive and entry.is_dir(follow_symlinks=False) else entry.name
                  for entry in listing]
@@ -187,8 +217,10 @@ KEY_BYTES, CHIP_KEY_BYTES = 4, 8
 
 
 def source_key(path: str, chip: bool = False) -> str:
-    """A short stable key for a source path (its absolute path hashed), used in tile ids: 8 hex
-    digits, 16 for a chip."""
+    """A short stable key for a source path (its absolute path hashed), used in tile ids.
+
+    8 hex digits, 16 for a chip.
+    """
     size = CHIP_KEY_BYTES if chip else KEY_BYTES
     return hashlib.blake2b(recorded_path(path).encode(), digest_size=size).hexdigest()
 
@@ -199,8 +231,22 @@ def open_source(
     allow_no_crs: bool = False,
     chip: bool = False,
 ) -> RasterSource:
-    """Open one raster and describe it; raise :class:`InputError` with a clear line if unusable.
-    A ``chip`` (one tile, a folder of many) is keyed on 8 bytes, not 4 (:func:`source_key`)."""
+    """Open one raster and describe it.
+
+    Args:
+        path: a file path or a GDAL path (``/vsicurl/…``, an ``http(s)://`` URL).
+        bands: the 1-based bands to use (1 or 3); ``None`` for the first three, or the one.
+        allow_no_crs: accept a raster without a CRS (its footprints are in pixels).
+        chip: the raster is one chip of a folder of many; its key is 8 bytes, not 4
+            (:func:`source_key`).
+
+    Returns:
+        The source's description: size, CRS, transform, bands, dtype and nodata.
+
+    Raises:
+        InputError: the file is missing, not a raster, empty, cut short, has no CRS (unless
+            allowed), or the bands asked for are not there.
+    """
     try:
         with warnings.catch_warnings():
             if allow_no_crs:  # expected for chips and pixel-coordinate rasters
@@ -268,7 +314,8 @@ def _check_readable(src: rasterio.io.DatasetReader, path: str) -> None:
     A PNG or JPEG (a chip) decodes whole to give any pixel, so a local one is checked without
     decoding it, where that suffices: a PNG's chunks all whole with their checksums (Pillow's
     ``verify``), a JPEG's end-of-image marker in place. One that fails that cheap check gets the
-    pixel reads, which give the error (or accept it: a valid file with trailing bytes)."""
+    pixel reads, which give the error (or accept it: a valid file with trailing bytes).
+    """
     if src.driver in ("PNG", "JPEG") and os.path.isfile(path) and _whole_without_decoding(path, src.driver):
         return
     try:
@@ -279,8 +326,10 @@ def _check_readable(src: rasterio.io.DatasetReader, path: str) -> None:
 
 
 def _whole_without_decoding(path: str, driver: str) -> bool:
-    """Whether a local PNG's chunks are all whole (each checksum right, up to its end chunk), or
-    a local JPEG ends with its end-of-image marker; ``False`` when in doubt."""
+    """Whether a local PNG's chunks are all whole (each checksum right, up to its end chunk).
+
+    Or a local JPEG ends with its end-of-image marker; ``False`` when in doubt.
+    """
     if driver == "JPEG":
         with open(path, "rb") as fh:
             head = fh.read(2)
@@ -298,10 +347,17 @@ def _whole_without_decoding(path: str, driver: str) -> bool:
 
 
 def open_lazy(source: RasterSource, tile_size: int = 256):
-    """The source's selected bands as a lazy, Dask-chunked ``xarray.DataArray`` (rioxarray).
+    """The source's selected bands as a lazy, Dask-chunked ``xarray.DataArray``.
 
     Chunks are a whole number of tiles and of the file's internal blocks, so reading a tile
-    touches one chunk; nothing is read until ``.compute()`` or ``.values``.
+    touches one chunk. Nothing is read until ``.compute()`` or ``.values``.
+
+    Args:
+        source: the raster (see :func:`open_source`).
+        tile_size: the tile's side in pixels, which chunks are a multiple of.
+
+    Returns:
+        A (band, y, x) ``xarray.DataArray`` opened by rioxarray.
     """
     require_extra("rioxarray", "xarray", "open_lazy (a Dask-chunked xarray.DataArray)")
     import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -324,123 +380,3 @@ def _aligned_chunk(tile_size: int, block_shape: tuple[int, int], target: int = 2
             step = tile_size
         out.append(max(step, (target // step) * step))
     return out[0], out[1]
-
-
-#: GDAL metadata items that hold an acquisition date, in the order they are tried.
-DATE_TAGS = ("ACQUISITIONDATE", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "DATATAKE_SENSING_START",
-             "TIFFTAG_DATETIME")
-
-
-def date_tags(tags: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """The items of GDAL metadata ``tags`` that may hold an acquisition date (:data:`DATE_TAGS`),
-    names upper-cased, in :data:`DATE_TAGS` order."""
-    upper = {k.upper(): v for k, v in tags.items()}
-    return tuple((name, upper[name]) for name in DATE_TAGS if name in upper)
-
-
-def acquisition_date(path: str, pattern: str | None = None,
-                     tags: tuple[tuple[str, str], ...] | None = None) -> tuple[np.datetime64, str]:
-    r"""When the raster at ``path`` was acquired, and where that was read: ``(date, how)``.
-
-    With ``pattern`` (a regular expression with a ``date`` group, else its first group), the file
-    name says it (``_(?P<date>\d{8})\.tif$`` for NAIP's ``…_20090818.tif``). Else GDAL metadata
-    (:data:`DATE_TAGS`, e.g. ``TIFFTAG_DATETIME`` ``2019:07:14 10:30:00``; ``tags``: those already
-    read, as :attr:`RasterSource.date_tags`, else the file is opened), else a STAC item beside
-    the file (``NAME.json`` or ``NAME.tif.json``, ``properties.datetime``). ``(NaT, "")`` when none
-    says it.
-    """
-    import json
-    import re
-
-    import pandas as pd
-
-    def parse(text: str) -> np.datetime64:
-        text = text.strip()
-        if re.fullmatch(r"\d{4}:\d\d:\d\d( .*)?", text):  # TIFF's "YYYY:MM:DD HH:MM:SS"
-            text = text[:10].replace(":", "-") + text[10:]
-        stamp = pd.to_datetime(text, errors="coerce", utc=True)
-        return np.datetime64("NaT", "ns") if pd.isna(stamp) else np.datetime64(stamp.tz_convert(None), "ns")
-
-    if pattern:
-        try:
-            match = re.search(pattern, os.path.basename(path))
-        except re.error as exc:
-            raise InputError(f"{param('date_pattern')} {pattern!r}: not a regular expression ({exc})") from None
-        if match:
-            text = match.groupdict().get("date") or (match.group(1) if match.groups() else match.group(0))
-            found = parse(text)
-            if not np.isnat(found):
-                return found, "file name"
-    local = not path.startswith("/vsi") and "://" not in path
-    if tags is None and local:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(path) as src:
-                    tags = date_tags(src.tags())
-        except RasterioIOError:
-            tags = ()
-    for name, text in tags or ():
-        found = parse(text)
-        if not np.isnat(found):
-            return found, f"metadata {name}"
-    if local:
-        stem = os.path.splitext(path)[0]
-        for item in (stem + ".json", path + ".json"):
-            if os.path.isfile(item):
-                try:
-                    properties = json.loads(Path(item).read_text()).get("properties", {})
-                except (ValueError, AttributeError):
-                    continue
-                text = properties.get("datetime") or properties.get("start_datetime")
-                if isinstance(text, str):
-                    found = parse(text)
-                    if not np.isnat(found):
-                        return found, "STAC item"
-    return np.datetime64("NaT", "ns"), ""
-
-
-@dataclass
-class SourceDates:
-    """Each source's acquisition date and where it was read, as codes: ``code`` indexes
-    ``values`` (the distinct dates, NaT among them when a source has none) and ``how_code``
-    indexes ``how`` (``"file name"``, ``"metadata …"``, ``"STAC item"``, ``""``): a few bytes a
-    source, however many chips."""
-
-    values: np.ndarray
-    code: np.ndarray
-    how: list[str]
-    how_code: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.code.size)
-
-    def of(self, index: int) -> np.datetime64:
-        """Source ``index``'s date (NaT: unknown)."""
-        return self.values[int(self.code[index])]
-
-    def how_of(self, index: int) -> str:
-        """Where source ``index``'s date was read (``""``: nowhere)."""
-        return self.how[int(self.how_code[index])]
-
-    def dated(self) -> int:
-        """How many sources have a date."""
-        known = ~np.isnat(self.values)
-        return int(known[self.code].sum()) if self.code.size else 0
-
-
-def source_dates(sources: Sequence[RasterSource], pattern: str | None = None) -> SourceDates:
-    """Each source's :func:`acquisition_date`, as a :class:`SourceDates`."""
-    values: dict[np.datetime64 | str, int] = {}
-    hows: dict[str, int] = {}
-    code = np.zeros(len(sources), dtype=np.int32)
-    how_code = np.zeros(len(sources), dtype=np.uint8)
-    for index, source in enumerate(sources):
-        when, how = acquisition_date(source.path, pattern, source.date_tags)
-        key = "NaT" if np.isnat(when) else when  # NaT equals no NaT, not even itself
-        code[index] = values.setdefault(key, len(values))
-        how_code[index] = hows.setdefault(how, len(hows))  # a handful: file name, a tag, STAC item
-    dates = np.array([np.datetime64("NaT", "ns") if isinstance(v, str) else v for v in values],
-                     dtype="datetime64[ns]")
-    return SourceDates(dates, code.astype(np.min_scalar_type(max(len(values) - 1, 0))), list(hows),
-                       how_code)

@@ -58,11 +58,23 @@ def make_tiles(
     edge: str = "drop",
     aoi: gpd.GeoSeries | None = None,
 ) -> gpd.GeoDataFrame:
-    """Tile one source: a GeoDataFrame of windows and footprint polygons in the source CRS.
+    """Tile one source into a GeoDataFrame of windows and footprints.
 
-    ``aoi`` (any CRS) keeps only tiles whose footprint intersects it. Footprint corners are the
-    window's corners through the raster's affine transform, so they equal
-    ``rasterio.windows.bounds`` exactly for north-up rasters.
+    Footprint corners are the window's corners through the raster's affine transform, so they
+    equal ``rasterio.windows.bounds`` exactly for north-up rasters.
+
+    Args:
+        source: the raster (see :func:`open_source`).
+        tile_size: the tile's side in pixels.
+        stride: pixels between tile origins; ``None`` for ``tile_size`` (no overlap).
+        edge: ``drop`` the partial tiles at the right and bottom edges, or ``pad`` them.
+        aoi: keep only tiles whose footprint intersects these shapes (any CRS).
+
+    Returns:
+        One row a tile: ``tile_id``, the window and the footprint polygon in the source CRS.
+
+    Raises:
+        InputError: a tile size, stride or edge mode out of range.
     """
     stride = stride or tile_size
     if EdgeMode.parse(edge, "edge") is EdgeMode.DROP and (tile_size > source.width or tile_size > source.height):

@@ -1,8 +1,10 @@
-"""A run's record of its inputs (path, fingerprint, size, bands, stretch, date), an entry per
-input. A run of a few rasters writes them in its record; a folder of chips is a run of millions of
-inputs, so beyond :data:`INLINE_INPUTS` they are a table of their own (``inputs.parquet`` in a run
-folder, an ``inputs`` layer in a GeoPackage), written a batch at a time from the run's sources and
-read back as columns: never a dictionary per chip in the driver."""
+"""A run's record of its inputs (path, fingerprint, size, bands, stretch, date), an entry per input.
+
+A run of a few rasters writes them in its record; a folder of chips is a run of millions of inputs,
+so beyond :data:`INLINE_INPUTS` they are a table of their own (``inputs.parquet`` in a run folder,
+an ``inputs`` layer in a GeoPackage), written a batch at a time from the run's sources and read back
+as columns: never a dictionary per chip in the driver.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..reading.pixels import Scaling, redact
+from ..reading.dates import SourceDates
+from ..reading.pixels import Scaling
+from ..reading.remote import redact
 from ..reading.scan import SourceTable
-from ..reading.sources import RasterSource, SourceDates
+from ..reading.sources import RasterSource
 
 
 class StretchEntry(TypedDict):
@@ -30,9 +34,12 @@ class StretchEntry(TypedDict):
 
 
 class InputEntry(TypedDict, total=False):
-    """One input as the run record holds it: where it is, what it was (fingerprint, key, CRS,
-    size, data type, the bands read, where validity comes from) and its stretch; an input from a
-    STAC catalogue also names its item and where the item is."""
+    """One input as the run record holds it.
+
+    Where it is, what it was (fingerprint, key, CRS, size, data type, the bands read, where validity
+    comes from) and its stretch; an input from a STAC catalogue also names its item and where the item
+    is.
+    """
 
     path: str
     fingerprint: str
@@ -68,9 +75,12 @@ COLUMNS = tuple(_SCHEMA.names)
 
 
 class SourceInputs(Sequence[InputEntry]):
-    """The entries of a run's inputs, each built when asked from its sources, their stretch and
-    their dates. A value sources hold as the same object (a folder of chips shares its CRS,
-    bands and stretch) is converted once and shared by the entries."""
+    """The entries of a run's inputs.
+
+    Each built when asked from its sources, their stretch and their dates. A value sources hold as the
+    same object (a folder of chips shares its CRS, bands and stretch) is converted once and shared by
+    the entries.
+    """
 
     def __init__(self, sources: Sequence[RasterSource], scalings: Sequence[Scaling],
                  dates: SourceDates | None = None) -> None:
@@ -115,8 +125,11 @@ class SourceInputs(Sequence[InputEntry]):
         return [None if np.isnat(when) else str(when)[:19], self.dates.how_of(index) or None]
 
     def batches(self, size: int = BATCH) -> Iterator[pa.RecordBatch]:
-        """The entries and dates as the inputs' table, ``size`` rows at a time: from a table of
-        sources (a folder of chips), a column at a time, without an entry or a source per chip."""
+        """The entries and dates as the inputs' table, ``size`` rows at a time.
+
+        From a table of sources (a folder of chips), a column at a time, without an entry or a source per
+        chip.
+        """
         table = self.sources if isinstance(self.sources, SourceTable) and _columnar(self.sources) else None
         shared = _shared_columns(table) if table is not None else {}
         for lo in range(0, len(self), size):
@@ -151,8 +164,11 @@ def _scaling_entry(scaling: Scaling) -> StretchEntry | None:
 
 
 def _columnar(table: SourceTable) -> bool:
-    """Whether a table's entries can be written from its columns: a fingerprint of a ``/vsi``
-    path is read again when its source is built, so those go source by source."""
+    """Whether a table's entries can be written from its columns.
+
+    A fingerprint of a ``/vsi`` path is read again when its source is built, so those go source by
+    source.
+    """
     return not any(folder.startswith("/vsi") for folder in table.folders)
 
 
@@ -225,8 +241,7 @@ class TableInputs(Sequence[InputEntry]):
         return self._index
 
     def by_path(self) -> Mapping[str, InputEntry]:
-        """The entries by path (the first of a path given twice), looked up through
-        :meth:`path_index`."""
+        """The entries by path (the first of a path given twice), looked up through :meth:`path_index`."""
         return _ByPath(self)
 
 
@@ -236,8 +251,10 @@ class TableInputs(Sequence[InputEntry]):
 
 
 def first_position(index: pd.Index, path: str) -> int:
-    """Where ``path`` first is in an index of paths (a path given twice: its first entry); a
-    ``KeyError`` when it is not there."""
+    """Where ``path`` first is in an index of paths (a path given twice: its first entry).
+
+    A ``KeyError`` when it is not there.
+    """
     found = index.get_loc(path)
     if isinstance(found, slice):
         return int(found.start)
@@ -308,8 +325,10 @@ def is_table(inputs: Sequence[InputEntry]) -> bool:
 
 
 def listed_inputs(inputs: Sequence[InputEntry]) -> Sequence[InputEntry]:
-    """The inputs a summary lists: all of a record's own, the first :data:`LISTED_INPUTS` of a
-    table of their own."""
+    """The inputs a summary lists.
+
+    All of a record's own, the first :data:`LISTED_INPUTS` of a table of their own.
+    """
     return inputs[:LISTED_INPUTS] if is_table(inputs) else inputs
 
 

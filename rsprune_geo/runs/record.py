@@ -1,6 +1,9 @@
-"""The run record: what a run did, typed in parts (stage 1, stage 2, ground), written as
-``run.json`` or a GeoPackage layer and read back, older files included; it rebuilds the run's
-``RunConfig`` and reopens its sources."""
+"""The run record.
+
+What a run did, typed in parts (stage 1, stage 2, ground), written as ``run.json`` or a GeoPackage
+layer and read back, older files included; it rebuilds the run's ``RunConfig`` and reopens its
+sources.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import pandas as pd
 from ..choices import Choice, ClusteringMode, MetricMode, QuotaMode, Runtime, Stage1Rule
 from ..config import RunConfig
 from ..errors import InputError, SkippedInput
-from ..reading.pixels import REDACTED, Scaling
+from ..reading.pixels import Scaling
+from ..reading.remote import REDACTED
 from ..reading.sources import RasterSource, open_source
 from .inputs import INPUTS_FILE, INPUTS_LAYER, InputDates, InputEntry, SourceInputs, TableInputs, is_table, write_inputs
 
@@ -34,7 +38,7 @@ class RecordPart:
 
     #: Values of fields that older run files lack, where older versions behaved otherwise than
     #: today's default.
-    LEGACY: ClassVar[dict[str, Any]] = {}
+    LEGACY: ClassVar[Mapping[str, object]] = {}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Self | None:
@@ -63,9 +67,11 @@ class RecordPart:
 
 @dataclass
 class Stage1Record(RecordPart):
-    """What stage 1 did: its rule, the tiles with data its fractions count, the count its
-    top-fraction cut keeps, and (bank rule) the entropy floor, each scene's floor and the z
-    behind them."""
+    """What stage 1 did.
+
+    Its rule, the tiles with data its fractions count, the count its top-fraction cut keeps, and (bank
+    rule) the entropy floor, each scene's floor and the z behind them.
+    """
 
     rule: Stage1Rule = Stage1Rule.PAPER
     tiles_with_data: int = 0
@@ -77,11 +83,13 @@ class Stage1Record(RecordPart):
 
 @dataclass
 class Stage2Record(RecordPart):
-    """What stage 2 did: the encoder and where it ran, the prior bank and its centroids, the
-    clustering, the stage-1 candidates and how many passed, the selection's settings, budget and
-    outcome."""
+    """What stage 2 did.
 
-    LEGACY: ClassVar[dict[str, Any]] = {"encoder_runtime": Runtime.TORCH, "quota_by": QuotaMode.CENTROID}
+    The encoder and where it ran, the prior bank and its centroids, the clustering, the stage-1
+    candidates and how many passed, the selection's settings, budget and outcome.
+    """
+
+    LEGACY: ClassVar[Mapping[str, object]] = {"encoder_runtime": Runtime.TORCH, "quota_by": QuotaMode.CENTROID}
 
     encoder: str = ""
     encoder_key: str = ""
@@ -115,7 +123,6 @@ class Stage2Record(RecordPart):
     budget: int = 0
     kept: int = 0
     cache_dir: str | None = None
-    seed: int = 0
     bank_skipped: list[SkippedInput] = field(default_factory=list)
     extends: str | None = None
     extends_kept: int = 0
@@ -123,8 +130,11 @@ class Stage2Record(RecordPart):
 
 @dataclass
 class GroundRecord(RecordPart):
-    """The ground grid common to every raster (its cell size and origin, in the output CRS) and
-    the cells the tiles fall in; each input's date and where it was read (``(date, how)``)."""
+    """The ground grid common to every raster, and the cells the tiles fall in.
+
+    The grid's cell size and origin are in the output CRS. Each input's date is kept with where it was
+    read (``(date, how)``).
+    """
 
     cell_size: float | None = None
     origin: list[float] | None = None
@@ -132,8 +142,10 @@ class GroundRecord(RecordPart):
     dates: Mapping[str, list[str | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The part as JSON-able data, its ``dates`` (an item per input) shared, not copied; the
-        dates of inputs written as a table of their own are that table's (see :class:`RunRecord`)."""
+        """The part as JSON-able data, its ``dates`` (an item per input) shared, not copied.
+
+        The dates of inputs written as a table of their own are that table's (see :class:`RunRecord`).
+        """
         out = {f.name: deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "dates"}
         dates = self.dates
         if isinstance(dates, InputDates) and is_table(dates.inputs):
@@ -160,7 +172,7 @@ RECORD_FORMAT = 1
 
 #: Run parameters that older run files lack, with the value older versions used when it
 #: differs from today's default (quotas were shared among centroids before ``quota_by``).
-LEGACY_PARAMETERS: dict[str, Any] = {"quota_by": "centroid", "metric": "raw"}
+LEGACY_PARAMETERS: dict[str, str] = {"quota_by": "centroid", "metric": "raw"}
 
 
 @dataclass
@@ -169,8 +181,24 @@ class RunRecord:
 
     It writes itself (:meth:`to_table`) and reads itself back (:meth:`from_table`,
     :meth:`read`), rebuilds the run's configuration (:meth:`config`) and reopens its inputs with
-    their bands and grey-level stretch (:meth:`sources`). Its stage and ground parts are typed
-    (:class:`Stage1Record`, :class:`Stage2Record`, :class:`GroundRecord`).
+    their bands and grey-level stretch (:meth:`sources`).
+
+    Attributes:
+        run_id: the run's id.
+        created: when the run started (UTC, ISO 8601).
+        parameters: the run's parameters.
+        versions: the versions of the package and the libraries that decide results.
+        crs: the output CRS.
+        inputs: each input with its fingerprint, bands, stretch and date.
+        counts: tiles by status.
+        timings: seconds by stage.
+        stage1: what stage 1 did (its rule, thresholds and floor).
+        stage2: what stage 2 did (its encoder, bank, metric and selection).
+        skipped: inputs the run could not use, each with why.
+        warnings: the run's warnings, as logged.
+        reselected_from: the run this one was re-selected from, if any.
+        ground: the ground grid common to every raster.
+        record_format: the version of this record's format.
     """
 
     run_id: str = ""
@@ -181,7 +209,6 @@ class RunRecord:
     inputs: Sequence[InputEntry] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    seed: int = 0
     stage1: Stage1Record | None = None
     stage2: Stage2Record | None = None
     skipped: list[SkippedInput] = field(default_factory=list)
@@ -197,11 +224,13 @@ class RunRecord:
         return stamp.strftime("%Y%m%dT%H%M%S.%fZ"), stamp.isoformat(timespec="seconds")
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as JSON-able data. Its lists of plain items (``inputs``, ``skipped``,
-        ``warnings``) are the record's own, not copies: a folder of chips is a run of a million
-        inputs, and a deep copy of them doubled a run's peak as its record was written. Inputs
-        beyond :data:`~rsprune_geo.runs.inputs.INLINE_INPUTS` are written as a table of their own
-        (:meth:`write_json`; a GeoPackage's ``inputs`` layer), and the record says so."""
+        """The record as JSON-able data.
+
+        Its lists of plain items (``inputs``, ``skipped``, ``warnings``) are the record's own, not copies: a
+        folder of chips is a run of a million inputs, and a deep copy of them doubled a run's peak as its
+        record was written. Inputs beyond :data:`~rsprune_geo.runs.inputs.INLINE_INPUTS` are written as a
+        table of their own (:meth:`write_json`; a GeoPackage's ``inputs`` layer), and the record says so.
+        """
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -223,8 +252,10 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str | os.PathLike | None = None) -> RunRecord:
-        """The record stored as JSON-able ``data`` (keys this version does not know are dropped);
-        inputs written as a table of their own are read from the run file ``where``."""
+        """The record stored as JSON-able ``data`` (keys this version does not know are dropped).
+
+        Inputs written as a table of their own are read from the run file ``where``.
+        """
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         for key in ("skipped", "warnings", "inputs"):
@@ -248,8 +279,10 @@ class RunRecord:
 
     @classmethod
     def from_table(cls, runs: pd.DataFrame, where: str | os.PathLike | None = None) -> RunRecord:
-        """The last row of a ``runs`` table, decoded (``where``: the GeoPackage, for inputs
-        written as a layer of their own)."""
+        """The last row of a ``runs`` table, decoded.
+
+        ``where``: the GeoPackage, for inputs written as a layer of their own.
+        """
         values: dict[str, Any] = {}
         for key, value in runs.iloc[-1].to_dict().items():
             if isinstance(value, str) and value[:1] in "{[":
@@ -264,8 +297,10 @@ class RunRecord:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> RunRecord:
-        """The record of the run stored in ``path``: a GeoPackage (its ``runs`` layer) or a run
-        folder (its ``run.json``)."""
+        """The record of the run stored in ``path``.
+
+        A GeoPackage (its ``runs`` layer) or a run folder (its ``run.json``).
+        """
         import pyogrio
 
         if os.path.isdir(path):
@@ -273,8 +308,10 @@ class RunRecord:
         return cls.from_table(pyogrio.read_dataframe(path, layer="runs"), path)
 
     def write_json(self, folder: str | os.PathLike) -> Path:
-        """Write the record as a run folder's ``run.json`` (atomically), and its inputs'
-        ``inputs.parquet`` when they are a table of their own."""
+        """Write the record as a run folder's ``run.json`` (atomically).
+
+        And its inputs' ``inputs.parquet`` when they are a table of their own.
+        """
         if is_table(self.inputs):
             assert isinstance(self.inputs, (SourceInputs, TableInputs))
             write_inputs(self.inputs, Path(folder) / INPUTS_FILE)
@@ -286,9 +323,11 @@ class RunRecord:
         return target
 
     def config(self, **overrides: Any) -> RunConfig:
-        """The run's :class:`~rsprune_geo.config.RunConfig`, with ``overrides`` applied;
-        parameters an older run file lacked took the value that version used when it was read
-        (:data:`LEGACY_PARAMETERS`), else today's default."""
+        """The run's :class:`~rsprune_geo.config.RunConfig`, with ``overrides`` applied.
+
+        Parameters an older run file lacked took the value that version used when it was read
+        (:data:`LEGACY_PARAMETERS`), else today's default.
+        """
         return replace(self.parameters, **overrides)
 
     @property
@@ -307,8 +346,11 @@ class RunRecord:
         return self._inputs_by_path()[path]
 
     def _inputs_by_path(self) -> Mapping[str, InputEntry]:
-        """The inputs by path, indexed once (a folder of chips is a run of a million inputs, and
-        exports and loaders look each of theirs up); indexed again if ``inputs`` is replaced."""
+        """The inputs by path.
+
+        Indexed once (a folder of chips is a run of a million inputs, and exports and loaders look each of
+        theirs up); indexed again if ``inputs`` is replaced.
+        """
         if isinstance(self.inputs, TableInputs):
             return self.inputs.by_path()
         cached = self.__dict__.get("_by_path")
@@ -319,13 +361,15 @@ class RunRecord:
             cached = self.__dict__["_by_path"] = (self.inputs, len(self.inputs), index)
         return cached[2]
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         """Pickled without the index of its inputs (rebuilt where it is needed)."""
         return {k: v for k, v in self.__dict__.items() if k != "_by_path"}
 
     def source(self, path: str, check: bool = False) -> tuple[RasterSource, Scaling]:
-        """Reopen the input ``path`` with the run's bands and grey-level stretch; with ``check``,
-        refuse a file that changed since the run."""
+        """Reopen the input ``path`` with the run's bands and grey-level stretch.
+
+        With ``check``, refuse a file that changed since the run.
+        """
         item = self.input(path)
         if REDACTED in item["path"]:
             raise InputError(f"{path}: the run's input URL carried credentials, which are never stored; give them "
@@ -340,6 +384,11 @@ class RunRecord:
     def sources(self) -> dict[str, tuple[RasterSource, Scaling]]:
         """Every input reopened (see :meth:`source`), by path."""
         return {path: self.source(path) for path in self.input_paths}
+
+    @property
+    def seed(self) -> int:
+        """The run's seed, stored once, in its parameters."""
+        return self.parameters.seed
 
     def updated(self, **changes: Any) -> RunRecord:
         """A copy with ``changes`` (e.g. a re-selection's parameters and counts)."""

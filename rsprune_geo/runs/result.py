@@ -22,9 +22,16 @@ LIKENESS_NOTE = ("coverage and frechet measure likeness to the tiles' own distri
 
 @dataclass
 class RunResult:
-    """What a run produced: its record, its output (a GeoPackage or a run folder; ``None`` when
-    none was asked for), timings, the clusters and evaluation tables, and every tile with its
-    decision (:attr:`tiles`, read from the output when first asked for)."""
+    """What a run produced.
+
+    Attributes:
+        record: the run's record.
+        output: the GeoPackage or run folder written; ``None`` when none was asked for.
+        timings: seconds by stage.
+        clusters: the clusters table (tiles a cluster before and after selection).
+        evaluation: the evaluation table, when the run was judged against labels.
+        tiles_: every tile with its decision, once read (use :attr:`tiles`).
+    """
 
     record: RunRecord
     output: Path | None = None

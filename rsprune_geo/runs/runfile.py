@@ -1,6 +1,9 @@
-"""A finished run read back, whichever form it takes: a GeoPackage, or a run folder (the tile
-table in GeoParquet parts, ``run.json``, ``clusters.parquet``, ``evaluation.parquet``, and a
-GeoPackage of the same tiles for runs small enough to want one)."""
+"""A finished run read back, whichever form it takes.
+
+A GeoPackage, or a run folder (the tile table in GeoParquet parts, ``run.json``,
+``clusters.parquet``, ``evaluation.parquet``, and a GeoPackage of the same tiles for runs small
+enough to want one).
+"""
 
 from __future__ import annotations
 
@@ -46,8 +49,10 @@ def is_run_folder(path: str | os.PathLike) -> bool:
 
 
 def check_run(path: str | os.PathLike) -> Path:
-    """``path`` as a run, checked before anything reads it: an :class:`InputError` in one line
-    that says what was given, what is wrong with it and what to do, else the path.
+    """``path`` as a run, checked before anything reads it.
+
+    An :class:`InputError` in one line that says what was given, what is wrong with it and what to do,
+    else the path.
 
     Args:
         path: what the user gave as a run (a GeoPackage or a run folder).
@@ -209,12 +214,16 @@ def read_record(path: str | os.PathLike) -> RunRecord:
 
 
 def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, RunRecord]:
-    """Read a run back: its tiles (every column, with footprints) and its :class:`RunRecord`,
-    from a GeoPackage or a run folder.
+    """Read a run back from a GeoPackage or a run folder.
+
+    Args:
+        path: the run's GeoPackage or run folder.
+
+    Returns:
+        Its tiles (every column, with footprints) and its :class:`RunRecord`.
 
     Raises:
         InputError: ``path`` is not a run, or a damaged one (see :func:`check_run`).
-
     """
     where = check_run(path)
     if where.is_dir():
@@ -223,8 +232,10 @@ def read_run(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, RunRecord]:
 
 
 def read_tiles_with_status(path: str | os.PathLike, status: str | None) -> tuple[gpd.GeoDataFrame, RunRecord]:
-    """A run's tiles with ``status`` (every tile with ``None``) and its record; an
-    :class:`InputError` when no tile has it (what exports of the kept tiles start from)."""
+    """A run's tiles with ``status`` (every tile with ``None``) and its record.
+
+    An :class:`InputError` when no tile has it (what exports of the kept tiles start from).
+    """
     tiles, record = read_run(path)
     chosen = tiles[tiles["status"] == status] if status else tiles
     if chosen.empty:
@@ -271,9 +282,12 @@ def count_tiles(path: str | os.PathLike) -> int:
 
 
 def describe_run(path: str | os.PathLike) -> dict[str, Any]:
-    """What a run holds, as JSON-able data: tiles per status, CRS, parameters, inputs (the first
-    :data:`~rsprune_geo.runs.inputs.LISTED_INPUTS` and their count, when they are a table of their
-    own), stage summaries, timings, versions and its layers. Reads no geometry."""
+    """What a run holds, as JSON-able data.
+
+    Tiles per status, CRS, parameters, inputs (the first :data:`~rsprune_geo.runs.inputs.LISTED_INPUTS`
+    and their count, when they are a table of their own), stage summaries, timings, versions and its
+    layers. Reads no geometry.
+    """
     where = check_run(path)
     record = RunRecord.read(where)
     statuses = _columns(where, ["status"])["status"]

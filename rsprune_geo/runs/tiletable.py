@@ -1,5 +1,7 @@
-"""The tile table as parts: GeoParquet files in a folder, each written by the task that made its
-rows, updated part by part with the run's decisions, read back whole, by column, or part by part.
+"""The tile table as parts.
+
+GeoParquet files in a folder, each written by the task that made its rows, updated part by part with
+the run's decisions, read back whole, by column, or part by part.
 
 Every part is a complete GeoParquet file (``geopandas.read_parquet``, GDAL's Parquet driver, any
 Arrow reader), written to a temporary name and renamed, so a killed task leaves none half-written.
@@ -55,8 +57,11 @@ def _atomic(target: Path, write) -> None:
 
 @dataclass
 class Decisions:
-    """A part's decisions, in the part's row order: status and reason codes, ranks and (stage 2)
-    each tile's cluster and distance. ``cluster`` ``None``: a run without stage 2 (no columns)."""
+    """A part's decisions, in the part's row order.
+
+    Status and reason codes, ranks and (stage 2) each tile's cluster and distance. ``cluster`` ``None``:
+    a run without stage 2 (no columns).
+    """
 
     status: np.ndarray
     reason: np.ndarray
@@ -83,9 +88,12 @@ def update_part(path: str | os.PathLike, decisions: Decisions, context: ReasonCo
 
 
 def apply_decisions(tiles: gpd.GeoDataFrame, decisions: Decisions, context: ReasonContext) -> gpd.GeoDataFrame:
-    """Tiles (in the decisions' order) with a run's decisions: status, reason text (kept as it
-    was where the reason is :attr:`~rsprune_geo.runs.vocabulary.Reason.UNCHANGED`), entropy rank, and
-    stage 2's cluster, scene, distance and ranks."""
+    """Tiles (in the decisions' order) with a run's decisions.
+
+    Status, reason text (kept as it was where the reason is
+    :attr:`~rsprune_geo.runs.vocabulary.Reason.UNCHANGED`), entropy rank, and stage 2's cluster, scene,
+    distance and ranks.
+    """
     tiles["entropy_rank"] = decisions.entropy_rank.astype(np.int64)
     tiles["status"] = status_names(decisions.status)
     cluster = decisions.cluster

@@ -1,5 +1,7 @@
-"""The run's vocabulary: tile statuses and their colours, why a tile has its status (codes and
-texts), and the columns of every layer.
+"""The run's vocabulary.
+
+Tile statuses and their colours, why a tile has its status (codes and texts), and the columns of
+every layer.
 
 Everything after a run (re-selection, evaluation, export, report, maps, the QGIS plugin) reads
 the run's file through these definitions, so a status or a column has one home. This module
@@ -83,8 +85,11 @@ def status_names(codes: np.ndarray) -> np.ndarray:
 
 
 class Reason(IntEnum):
-    """Why a tile has its status, as a one-byte code; :func:`reasons` writes the ``reason`` text
-    from the code, the tile's own figures and the run's (:class:`ReasonContext`)."""
+    """Why a tile has its status, as a one-byte code.
+
+    :func:`reasons` writes the ``reason`` text from the code, the tile's own figures and the run's
+    (:class:`ReasonContext`).
+    """
 
     NONE = 0
     NODATA = 1
@@ -104,8 +109,11 @@ class Reason(IntEnum):
 
 @dataclass
 class ReasonContext:
-    """The run's figures a ``reason`` text quotes: thresholds, the bank's floor, stage 1's cut,
-    the selection's quotas (by cluster and scene) and per-cell cap, and each cluster's scene."""
+    """The run's figures a ``reason`` text quotes.
+
+    Thresholds, the bank's floor, stage 1's cut, the selection's quotas (by cluster and scene) and
+    per-cell cap, and each cluster's scene.
+    """
 
     max_nodata: float = 0.25
     entropy_min: float | None = None

@@ -1,5 +1,8 @@
-"""The budget: how many tiles have data, how many pass stage 1, how many are kept, and whether
-stage 2 runs; computed once, from the run's parameters and the tiles with data."""
+"""The budget: how many tiles have data, pass stage 1 and are kept.
+
+It also says whether stage 2 runs. It is computed once, from the run's parameters and the tiles with
+data.
+"""
 
 from __future__ import annotations
 
@@ -18,14 +21,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def tiles_with_data(statuses: np.ndarray) -> int:
-    """How many tiles have data: every tile stage 1 did not drop as ``nodata`` (a nodata collar
-    is not part of the data, so fractions never count it)."""
+    """How many tiles have data.
+
+    Every tile stage 1 did not drop as ``nodata`` (a nodata collar is not part of the data, so fractions
+    never count it).
+    """
     return int((np.asarray(statuses, dtype=object) != Status.NODATA).sum())
 
 
 def budget_count(fraction: float, tiles_with_data: int) -> int:
-    """``fraction`` of ``tiles_with_data`` as a number of tiles: rounded to nearest, and at least
-    one when there are tiles with data and the fraction is above zero.
+    """``fraction`` of ``tiles_with_data`` as a number of tiles.
+
+    Rounded to nearest, and at least one when there are tiles with data and the fraction is above zero.
 
     Every count of a run comes from here: the run's budget, the report's stage-1 cut and, mirrored
     in the QGIS plugin (which runs without the package), the dialog's arithmetic.
@@ -55,8 +62,10 @@ class Budget:
 
     @classmethod
     def of(cls, config: RunConfig, tiles_with_data: int = 0) -> Budget:
-        """The budget of a run with ``config`` over ``tiles_with_data`` tiles (none yet: a plan
-        that :meth:`counted` completes once stage 1 has scored the tiles)."""
+        """The budget of a run with ``config`` over ``tiles_with_data`` tiles.
+
+        None yet: a plan that :meth:`counted` completes once stage 1 has scored the tiles.
+        """
         return cls(int(tiles_with_data), config.stage1_fraction, config.effective_keep, config.stage1_rule,
                    config.stage2)
 
@@ -65,19 +74,19 @@ class Budget:
         return replace(self, tiles_with_data=int(tiles_with_data))
 
     def count(self, fraction: float) -> int:
-        """``fraction`` of the tiles with data, as a number of tiles: at least one when there
-        are tiles with data and the fraction is above zero."""
+        """``fraction`` of the tiles with data, as a number of tiles.
+
+        At least one when there are tiles with data and the fraction is above zero.
+        """
         return budget_count(fraction, self.tiles_with_data)
 
     @property
     def rounded_up(self) -> bool:
-        """Whether the keep fraction, times the tiles with data, rounds to none (the run then
-        keeps one tile)."""
+        """Whether the keep fraction, times the tiles with data, rounds to none (the run then keeps one tile)."""
         return self.tiles_with_data > 0 and round(self.keep_fraction * self.tiles_with_data) == 0
 
     def notes(self) -> list[str]:
-        """Warnings a user should read about this budget (a keep fraction too small for the
-        run)."""
+        """Warnings a user should read about this budget (a keep fraction too small for the run)."""
         if not self.rounded_up:
             return []
         return [f"keeping {self.keep_fraction} of {counted(self.tiles_with_data, 'tile')} with data {ROUNDS_TO_NONE}; "
@@ -105,8 +114,10 @@ class Budget:
 
     @property
     def stage1_share(self) -> float:
-        """The fraction stage 1 keeps: its own, or the final one when stage 2 does not run
-        (stage 1 alone then decides)."""
+        """The fraction stage 1 keeps.
+
+        Its own, or the final one when stage 2 does not run (stage 1 alone then decides).
+        """
         return self.stage1_fraction if self.stage2 else self.keep_fraction
 
     @property
@@ -116,14 +127,18 @@ class Budget:
 
     @property
     def stage1_cut(self) -> int | None:
-        """The global cut stage 1 takes by entropy: ``None`` under the bank rule (its cut is
-        taken within scenes, in stage 2), else :attr:`stage1_kept`."""
+        """The global cut stage 1 takes by entropy.
+
+        ``None`` under the bank rule (its cut is taken within scenes, in stage 2), else :attr:`stage1_kept`.
+        """
         return None if self.rule is Stage1Rule.BANK else self.stage1_kept
 
     @property
     def scene_cut(self) -> int | None:
-        """The cut taken within each scene before selection (bank rule): stage 1's count, or
-        the final count when it is larger; ``None`` under the paper's rule."""
+        """The cut taken within each scene before selection (bank rule).
+
+        Stage 1's count, or the final count when it is larger; ``None`` under the paper's rule.
+        """
         if self.rule is not Stage1Rule.BANK:
             return None
         return max(self.stage1_count, self.keep_count)

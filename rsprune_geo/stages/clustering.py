@@ -1,5 +1,8 @@
-"""Stage 2, reference-anchored clustering: scene centroids from a labelled prior bank (faiss
-k-means per class), and nearest-centroid assignment of tiles in batches."""
+"""Stage 2, reference-anchored clustering.
+
+Scene centroids from a labelled prior bank (faiss k-means per class), and nearest-centroid
+assignment of tiles in batches.
+"""
 
 from __future__ import annotations
 
@@ -64,14 +67,25 @@ def fit_scene_centroids(
     niter: int = 25,
     images_per_centroid: int = 1,
 ) -> SceneCentroids:
-    """Over-cluster a labelled prior bank into scene centroids, class by class (spherical k-means).
+    """Over-cluster a labelled prior bank into scene centroids, class by class.
 
-    Each class gets ``k_per_class`` centroids, or ``k`` in total split evenly over classes;
-    a class with fewer images than that gets one centroid per image (logged). With
-    ``k_per_class``, no centroid is fitted on fewer than ``images_per_centroid`` images (a class
-    of 10 images with ``images_per_centroid=10`` gets one centroid, its mean). Each class is
-    trained on all its images, or on at most ``samples_per_class`` of them drawn with ``seed``
-    (equal samples per class, the paper's setting, when that is the smallest class's size).
+    Spherical k-means (faiss) within each class. A class with fewer images than its centroids
+    gets one centroid an image (logged).
+
+    Args:
+        embeddings: (N, dim) vectors of the bank's images.
+        labels: each image's class.
+        k_per_class: centroids a class.
+        k: centroids in total, split evenly over classes (overrides ``k_per_class``).
+        samples_per_class: train each class on at most this many images, drawn with ``seed``;
+            ``None`` for all.
+        seed: the k-means seed and the draw of samples.
+        niter: k-means iterations.
+        images_per_centroid: with ``k_per_class``, no centroid is fitted on fewer images (a class
+            of 10 images with 10 here gets one centroid, its mean).
+
+    Returns:
+        The centroids, each with its class.
     """
     import faiss
 
@@ -130,10 +144,17 @@ def fit_scene_centroids(
 def assign_to_centroids(
     embeddings: np.ndarray, centroids: np.ndarray | SceneCentroids, batch_size: int = 65536
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid (cosine) of each embedding, in batches: (ids int64, distances 1 - cos).
+    """The nearest centroid (cosine) of each embedding.
 
-    Memory stays at one batch whatever the number of tiles; ``embeddings`` may be a
-    memory-mapped array.
+    Memory stays at one batch whatever the number of tiles.
+
+    Args:
+        embeddings: (N, dim) vectors; a memory-mapped array works.
+        centroids: (K, dim) centroids, or :class:`SceneCentroids`.
+        batch_size: vectors searched at once.
+
+    Returns:
+        ``(ids, distances)``: int64 centroid ids and distances ``1 - cos``.
     """
     import faiss
 

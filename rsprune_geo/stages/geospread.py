@@ -12,9 +12,11 @@ from ..choices import CellPeriod
 
 def cell_keys(cells: np.ndarray, dates: np.ndarray | None = None,
               period: CellPeriod | str = CellPeriod.ALL) -> np.ndarray:
-    """One int64 key per tile for the group a per-cell cap counts by: the ground cell (``cells``,
-    (N, 2) row and column, -1 without one) with the year or the season of the year when
-    ``period`` says so (tiles without a date share one unknown period); -1 without a cell."""
+    """One int64 key per tile for the group a per-cell cap counts by.
+
+    The ground cell (``cells``, (N, 2) row and column, -1 without one) with the year or the season of
+    the year when ``period`` says so (tiles without a date share one unknown period); -1 without a cell.
+    """
     cells = np.asarray(cells).reshape(-1, 2)
     period = CellPeriod.parse(period, "cell_period")
     key = np.empty(len(cells), dtype=np.int64)
@@ -36,16 +38,20 @@ def cell_keys(cells: np.ndarray, dates: np.ndarray | None = None,
 
 def cell_groups(cells: np.ndarray, dates: np.ndarray | None = None,
                 period: CellPeriod | str = CellPeriod.ALL) -> np.ndarray:
-    """The group a per-cell cap counts by, as an int64 code per tile (see :func:`cell_keys`);
-    -1 for tiles without a ground cell (never capped)."""
+    """The group a per-cell cap counts by, as an int64 code per tile.
+
+    See :func:`cell_keys`. Tiles without a ground cell get -1 (never capped).
+    """
     key = cell_keys(cells, dates, period)
     _, codes = np.unique(key, return_inverse=True)
     return np.where(key < 0, -1, codes.ravel())
 
 
 def _a_group_holds_more_than(key: np.ndarray, count: int) -> bool:
-    """Whether some group (keys, -1 apart) holds more than ``count`` tiles: one sorted copy of
-    the keys and a bit a tile."""
+    """Whether some group (keys, -1 apart) holds more than ``count`` tiles.
+
+    One sorted copy of the keys and a bit a tile.
+    """
     grounded = key[key >= 0]
     grounded.sort()
     return bool(grounded.size > count and (grounded[count:] == grounded[:-count]).any())
@@ -60,8 +66,11 @@ GEO_SPREAD_WINDOW = 8
 
 
 class _GeoTally:
-    """What the kept tiles hold so far: tiles per cap group, per date, and in each cell's 3×3
-    neighbourhood; a tile's score is how many kept tiles share its date and neighbourhood."""
+    """What the kept tiles hold so far.
+
+    Tiles per cap group, per date, and in each cell's 3×3 neighbourhood; a tile's score is how many kept
+    tiles share its date and neighbourhood.
+    """
 
     def __init__(self, n: int, groups: np.ndarray | None, dates: np.ndarray | None, cells: np.ndarray | None,
                  held: np.ndarray | None = None):
@@ -144,8 +153,10 @@ def geo_picks(rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget:
 
 def _quota_rounds(tally: _GeoTally, rank: np.ndarray, inverse: np.ndarray, quotas: np.ndarray, budget: int,
                   turn: np.ndarray, cap: int, spread: bool, capped: np.ndarray) -> None:
-    """Rounds in which every cluster under its quota takes one tile (see :func:`geo_picks`);
-    tiles passed over because their group is full are marked in ``capped``."""
+    """Rounds in which every cluster under its quota takes one tile (see :func:`geo_picks`).
+
+    Tiles passed over because their group is full are marked in ``capped``.
+    """
     n = rank.size
     by_rank = np.lexsort((rank, inverse))
     starts = np.flatnonzero(np.r_[True, inverse[by_rank][1:] != inverse[by_rank][:-1]])
@@ -179,8 +190,10 @@ def _quota_rounds(tally: _GeoTally, rank: np.ndarray, inverse: np.ndarray, quota
 
 def _fill_round(tally: _GeoTally, rank: np.ndarray, order: list[int], budget: int, limit: int, width: int,
                 spread: bool) -> None:
-    """One round over every tile (``order``) keeping those whose group holds under ``limit``
-    kept tiles, best of each ``width`` pending first, until the budget is met."""
+    """One round over every tile (``order``) keeping those whose group holds under ``limit`` kept tiles.
+
+    Best of each ``width`` pending first, until the budget is met.
+    """
     pending: list[int] = []
     for i in order + [-1]:  # -1 flushes the last pending
         if i >= 0 and (tally.kept[i] or tally.full(i, limit)):
@@ -197,8 +210,10 @@ def _fill_round(tally: _GeoTally, rank: np.ndarray, order: list[int], budget: in
 
 
 def spans_ground_or_time(cells: np.ndarray | None, dates: np.ndarray | None) -> bool:
-    """Whether tiles share a ground cell (overlapping rasters) or come from several dates: when
-    ``geo_spread="auto"`` turns the spread on. ``cells``: (N, 2) row and column (-1: none)."""
+    """Whether tiles share a ground cell (overlapping rasters) or come from several dates.
+
+    When ``geo_spread="auto"`` turns the spread on. ``cells``: (N, 2) row and column (-1: none).
+    """
     if cells is not None and _a_group_holds_more_than(cell_keys(cells), 1):
         return True
     if dates is not None:

@@ -26,9 +26,17 @@ _LUMA_INT = np.array([77, 150, 29], dtype=np.uint16)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 def grey_levels(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
-    """Grey levels 0–255 (uint8) of a (bands, rows, cols) block: BT.601 luma of RGB, or the band.
+    """Grey levels 0–255 (uint8) of a block of pixels.
 
-    uint8 data use exact integer luma; other dtypes are first scaled per band by ``scaling``.
+    BT.601 luma of RGB, or the band itself. uint8 data use exact integer luma; other dtypes are
+    first scaled per band by ``scaling``.
+
+    Args:
+        data: a (bands, rows, cols) block of 1 or 3 bands.
+        scaling: the per-band stretch of non-uint8 data (see :func:`source_scaling`).
+
+    Returns:
+        A (rows, cols) uint8 array.
     """
     if data.ndim != 3 or data.shape[0] not in (1, 3):
         raise ValueError("data must be shaped (1 or 3 bands, rows, cols)")
@@ -51,8 +59,11 @@ def grey_levels(data: np.ndarray, scaling: Scaling = Scaling()) -> np.ndarray:
 
 
 def _luma8(data: np.ndarray, chunk_px: int = 1 << 17) -> np.ndarray:
-    """Integer BT.601 luma of uint8 RGB, by strips of about ``chunk_px`` pixels (the uint16
-    scratch stays in cache: 3x faster than whole-window arrays)."""
+    """Integer BT.601 luma of uint8 RGB.
+
+    By strips of about ``chunk_px`` pixels (the uint16 scratch stays in cache: 3x faster than
+    whole-window arrays).
+    """
     height, width = data.shape[1:]
     out = np.empty((height, width), dtype=np.uint8)
     rows = max(1, chunk_px // max(width, 1))
@@ -72,7 +83,14 @@ def _luma8(data: np.ndarray, chunk_px: int = 1 << 17) -> np.ndarray:
 
 
 def shannon_entropy(histogram: np.ndarray) -> float:
-    """Shannon entropy in bits of a histogram of counts (0 for an empty histogram)."""
+    """Shannon entropy in bits of a histogram of counts.
+
+    Args:
+        histogram: counts, any shape.
+
+    Returns:
+        The entropy in bits; 0 for an empty histogram.
+    """
     counts = np.asarray(histogram, dtype=np.float64)
     total = counts.sum()
     if total <= 0:
@@ -88,16 +106,27 @@ def image_entropy(rgb: np.ndarray) -> float:
 
 
 def bank_entropies(paths: list[str], scale: float = 1.0) -> np.ndarray:
-    """Entropy (bits) of each prior-bank image, resized by ``scale`` first (``scale < 1``
-    brings the bank's finer pixels to the tiles' coarser pixel size)."""
+    """Entropy (bits) of each prior-bank image.
+
+    Resized by ``scale`` first (``scale < 1`` brings the bank's finer pixels to the tiles' coarser pixel
+    size).
+    """
     return np.array([image_entropy(read_image(p, scale=scale)) for p in paths], dtype=np.float64)
 
 
 def tile_statistics(data: np.ndarray, valid: np.ndarray, scaling: Scaling = Scaling()) -> dict:
-    """Stage-1 statistics of one tile: entropy (bits), nodata fraction, per-band mean and std.
+    """Stage-1 statistics of one tile.
 
-    ``data`` is (bands, rows, cols), ``valid`` the (rows, cols) validity mask. Statistics use
-    valid pixels only; a tile with none has entropy 0, nodata fraction 1 and NaN band stats.
+    Statistics use valid pixels only; a tile with none has entropy 0, nodata fraction 1 and NaN
+    band statistics.
+
+    Args:
+        data: a (bands, rows, cols) block.
+        valid: its (rows, cols) validity mask.
+        scaling: the per-band stretch of non-uint8 data.
+
+    Returns:
+        ``entropy`` (bits), ``nodata_fraction``, and each band's ``mean`` and ``std``.
     """
     grey = grey_levels(data, scaling)
     n = valid.size
@@ -128,9 +157,10 @@ def tile_statistics(data: np.ndarray, valid: np.ndarray, scaling: Scaling = Scal
 
 def score_window(data: np.ndarray, valid: np.ndarray, use_nodata: bool, nodata: float, scaling: Scaling,
                  rows: np.ndarray, cols: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> dict[str, np.ndarray]:
-    """Stage-1 figures of tiles inside one window's pixels, over views of them (no per-tile
-    copies): ``entropy``, ``nodata_fraction`` and each band's ``b<i>_mean``/``b<i>_std``, the same
-    figures as :func:`tile_statistics` per tile.
+    """Stage-1 figures of tiles inside one window's pixels, over views of them (no per-tile copies).
+
+    ``entropy``, ``nodata_fraction`` and each band's ``b<i>_mean``/``b<i>_std``, the same figures as
+    :func:`tile_statistics` per tile.
 
     ``data`` is (bands, H, W); ``valid`` a (H, W) mask, or (0, 0) to take validity from
     ``nodata`` (``use_nodata``) and NaN; tiles are given by their window-relative offsets and sizes.
@@ -153,8 +183,11 @@ def score_window(data: np.ndarray, valid: np.ndarray, use_nodata: bool, nodata: 
 
 
 def read_for_scoring(source: RasterSource, window) -> tuple[np.ndarray, np.ndarray, bool, float]:
-    """A window's pixels as the scoring kernel takes them: ``(data, valid, use_nodata, nodata)``,
-    validity as an array only where it must be (masks, alpha bands, windows past the edge)."""
+    """A window's pixels as the scoring kernel takes them.
+
+    ``(data, valid, use_nodata, nodata)``, validity as an array only where it must be (masks, alpha
+    bands, windows past the edge).
+    """
     if window_inside(window, source.width, source.height) and source.mask_mode in (MaskMode.NODATA, MaskMode.NONE):
         use_nodata = source.mask_mode == MaskMode.NODATA
         nodata = float(source.nodata) if use_nodata and source.nodata is not None else 0.0
@@ -166,9 +199,10 @@ def read_for_scoring(source: RasterSource, window) -> tuple[np.ndarray, np.ndarr
 def score_group(
     source: RasterSource, tiles: pd.DataFrame, scaling: Scaling
 ) -> pd.DataFrame:
-    """Read the window covering ``tiles`` (one source) once and score each tile in it
-    (:func:`score_window`). Returns one row per tile (columns ``entropy``, ``nodata_fraction``,
-    ``b<i>_mean``, ``b<i>_std``, ``tile_id``), in the order of ``tiles``.
+    """Read the window covering ``tiles`` once and score each tile in it.
+
+    The tiles are one source's (:func:`score_window`). Returns one row per tile (columns ``entropy``,
+    ``nodata_fraction``, ``b<i>_mean``, ``b<i>_std``, ``tile_id``), in the order of ``tiles``.
     """
     window = union_window(tiles, range(len(tiles)))
     data, valid, use_nodata, nodata = read_for_scoring(source, window)
@@ -201,11 +235,20 @@ def score_tiles(
     """Stage-1 statistics for every tile of every source.
 
     One task reads one window of about ``group_px`` square (a group of tiles), so memory per
-    task is bounded; tasks run on local threads (``scheduler="threads"``), local processes
-    (``"processes"``), in this thread (``"sync"``) or on a ``distributed.Client``'s workers
-    (``client``). ``on_progress("stage1",
-    done, total)`` is called as windows finish. Returns one row per tile, indexed like the
-    concatenation of ``tiles``.
+    task is bounded.
+
+    Args:
+        sources: the rasters.
+        tiles: each source's tiles (see :func:`make_tiles`), in the order of ``sources``.
+        scalings: each source's stretch; ``None`` measures it (:func:`source_scaling`).
+        group_px: the side of a task's window, in pixels.
+        scheduler: ``threads``, ``processes`` or ``sync`` (in this thread).
+        on_progress: called as ``on_progress("stage1", done, total)`` as windows finish.
+        client: a ``distributed.Client`` whose workers run the tasks.
+
+    Returns:
+        One row a tile, indexed like the concatenation of ``tiles``: entropy (bits), nodata
+        fraction, per-band mean and std.
     """
     if scalings is None:
         scalings = [source_scaling(s) for s in sources]
@@ -265,8 +308,10 @@ def plausibility_floor(
 
 
 def apportion_by_size(sizes: np.ndarray, count: int) -> np.ndarray:
-    """Share ``count`` among groups in proportion to their sizes (largest remainder), every
-    non-empty group getting at least one while the count allows; exact total, none over size."""
+    """Share ``count`` among groups in proportion to their sizes (largest remainder).
+
+    Every non-empty group getting at least one while the count allows; exact total, none over size.
+    """
     sizes = np.asarray(sizes, dtype=np.int64)
     count = int(min(max(count, 0), sizes.sum()))
     out = np.zeros_like(sizes)
@@ -328,9 +373,11 @@ def stratified_entropy_cut(
 
 def stage1_codes(entropy: np.ndarray, nodata_fraction: np.ndarray, max_nodata: float = 0.25,
                  entropy_min: float | None = None, floor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 1's decisions that need no other tile, as one-byte codes ``(status, reason)``:
+    """Stage 1's decisions that need no other tile, as one-byte codes ``(status, reason)``.
+
     ``nodata`` over the nodata limit, ``low_information`` under the absolute threshold or under the
-    prior bank's floor (implausible for every scene); every other tile passes (``kept``)."""
+    prior bank's floor (implausible for every scene); every other tile passes (``kept``).
+    """
     entropy = np.asarray(entropy, dtype=np.float64)
     nodata_fraction = np.asarray(nodata_fraction, dtype=np.float64)
     status = np.full(entropy.size, status_code(Status.KEPT), dtype=np.uint8)
@@ -347,10 +394,12 @@ def stage1_codes(entropy: np.ndarray, nodata_fraction: np.ndarray, max_nodata: f
 
 def entropy_cut(columns: TileColumns, count: int | None, order_of: Callable[[np.ndarray], np.ndarray]
                 ) -> tuple[float | None, int | None]:
-    """Rank the tiles that passed stage 1's thresholds by entropy (``entropy_rank``, 1 = highest,
-    ties in tile-id order) and, with ``count``, keep the top ``count`` (the paper's global cut):
-    the others become ``low_information``. Returns the cut's entropy and count for the reasons
-    (``(None, None)`` without a cut)."""
+    """Rank the tiles that passed stage 1's thresholds by entropy.
+
+    The rank is ``entropy_rank``: 1 is the highest, ties in tile-id order. With ``count``, the top
+    ``count`` are kept (the paper's global cut) and the others become ``low_information``. Returns the
+    cut's entropy and count for the reasons (``(None, None)`` without a cut).
+    """
     candidates = columns.where(Status.KEPT)
     order = candidates[np.lexsort((order_of(candidates), -columns.entropy[candidates]))]
     columns.entropy_rank[order] = np.arange(1, order.size + 1)
@@ -368,14 +417,21 @@ def apply_information_filter(
     keep_count: int | None = None,
     floor: EntropyFloor | None = None,
 ) -> pd.DataFrame:
-    """Stage-1 decisions on a table of tile statistics: ``status``, ``reason`` and
-    ``entropy_rank`` for each tile (the same decisions a run takes, on plain data).
+    """Stage-1 decisions on a table of tile statistics.
 
-    Tiles whose nodata fraction exceeds ``max_nodata`` are ``nodata``; tiles under
-    ``entropy_min`` bits, or under the prior bank's ``floor`` (implausible for every scene),
-    are ``low_information``; of the rest, the ``keep_count`` with the highest entropy are kept
-    (ties broken by tile id, so the result is deterministic) and the others are
-    ``low_information``. ``keep_count=None`` keeps every remaining tile.
+    The same decisions a run takes, on plain data. Tiles under ``entropy_min`` bits, or under the
+    prior bank's ``floor``, are ``low_information``. Of the rest, the ``keep_count`` with the highest
+    entropy are kept; ties are broken by tile id, so the result is deterministic.
+
+    Args:
+        stats: one row a tile, with ``entropy`` and ``nodata_fraction`` (see :func:`score_tiles`).
+        max_nodata: tiles with a larger nodata fraction are ``nodata``.
+        entropy_min: an absolute entropy threshold in bits; ``None`` for none.
+        keep_count: how many tiles pass, by entropy; ``None`` keeps every remaining tile.
+        floor: the prior bank's entropy floor (implausible for every scene); ``None`` for none.
+
+    Returns:
+        ``stats`` with the columns ``status``, ``reason`` and ``entropy_rank``.
     """
     entropy = stats["entropy"].to_numpy(dtype=np.float64)
     columns = TileColumns.empty(len(stats))

@@ -1,5 +1,8 @@
-"""How a budget is shared among clusters and scenes: water-filling (uniform up to each
-cluster's size), proportional, a blend of the two, and each scene's share of stage 1's cut."""
+"""How a budget is shared among clusters and scenes.
+
+Water-filling (uniform up to each cluster's size), proportional, a blend of the two, and each
+scene's share of stage 1's cut.
+"""
 
 from __future__ import annotations
 
@@ -38,9 +41,11 @@ def water_fill_quotas(sizes: np.ndarray, budget: int, seed: int = 0) -> np.ndarr
 
 
 def water_fill_above(held: np.ndarray, caps: np.ndarray, budget: int) -> np.ndarray:
-    """New quotas (each at most its cap) that raise the lowest of ``held + quota`` first: the
-    budget goes to the groups an earlier selection holds least of. Exact total
-    (``min(budget, caps.sum())``); the last units go to the lowest groups, ties by index."""
+    """New quotas (each at most its cap) that raise the lowest of ``held + quota`` first.
+
+    The budget goes to the groups an earlier selection holds least of. Exact total (``min(budget,
+    caps.sum())``); the last units go to the lowest groups, ties by index.
+    """
     held = np.asarray(held, dtype=np.int64)
     caps = np.asarray(caps, dtype=np.int64)
     budget = int(min(max(budget, 0), caps.sum()))
@@ -110,11 +115,13 @@ def scene_quotas(
     sizes: np.ndarray, scenes: np.ndarray, budget: int, uniformity: float = 1.0, seed: int = 0,
     held: dict[str, int] | None = None,
 ) -> np.ndarray:
-    """Quotas per cluster shared by scene first: the scenes' quotas blend equal and
-    size-proportional shares (as :func:`blended_quotas` does for clusters), then each scene's
-    quota is water-filled over its clusters. Exact total, none above a cluster's size. With
-    ``held`` (tiles per scene an earlier selection kept), the equal share goes first to the
-    scenes it holds least of (:func:`water_fill_above`)."""
+    """Quotas per cluster shared by scene first.
+
+    The scenes' quotas blend equal and size-proportional shares (as :func:`blended_quotas` does for
+    clusters), then each scene's quota is water-filled over its clusters. Exact total, none above a
+    cluster's size. With ``held`` (tiles per scene an earlier selection kept), the equal share goes
+    first to the scenes it holds least of (:func:`water_fill_above`).
+    """
     sizes = np.asarray(sizes, dtype=np.int64)
     scenes = np.asarray(scenes).astype(str)
     names, inverse = np.unique(scenes, return_inverse=True)

@@ -27,9 +27,12 @@ from .quotas import blended_quotas, scene_quotas
 
 @dataclass(frozen=True)
 class HeldBefore:
-    """What an earlier selection holds, that a new one adds to (``extend``): its kept tiles per
-    scene, and each kept tile's ground cell in the new run's ground grid ((M, 2) row and column,
-    -1 none) and date (datetime64, NaT unknown)."""
+    """What an earlier selection holds, that a new one adds to.
+
+    An extension (``extend``) adds to it. It holds its kept tiles per scene, and each kept tile's ground
+    cell in the new run's ground grid ((M, 2) row and column, -1 none) and date (datetime64, NaT
+    unknown).
+    """
 
     scenes: dict[str, int]
     cells: np.ndarray
@@ -80,8 +83,10 @@ def centroid_first_order(
 
 
 def _group_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct labels (sorted) and how many tiles each has; small non-negative int labels
-    are counted, not sorted."""
+    """The distinct labels (sorted) and how many tiles each has.
+
+    Small non-negative int labels are counted, not sorted.
+    """
     if labels.dtype.kind in "iu" and labels.size and labels.min() >= 0 and labels.max() < 1 << 24:
         counts = np.bincount(labels)
         present = np.flatnonzero(counts)
@@ -91,8 +96,10 @@ def _group_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _group_codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``np.unique(labels, return_inverse=True, return_counts=True)``, in a few bytes a tile for
-    small non-negative int labels (the codes are int32)."""
+    """``np.unique(labels, return_inverse=True, return_counts=True)``.
+
+    In a few bytes a tile for small non-negative int labels (the codes are int32).
+    """
     names, sizes = _group_sizes(labels)
     if labels.dtype.kind in "iu" and labels.size and labels.min() >= 0 and labels.max() < 1 << 24:
         lookup = np.full(int(labels.max()) + 1, -1, dtype=np.int32)
@@ -104,8 +111,11 @@ def _group_codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 @dataclass
 class Selection:
-    """The outcome of selection: which tiles are kept, their in-cluster rank and the quotas;
-    ``capped`` marks tiles a per-cell cap left out although their cluster's quota reached them."""
+    """The outcome of selection.
+
+    Which tiles are kept, their in-cluster rank and the quotas; ``capped`` marks tiles a per-cell cap
+    left out although their cluster's quota reached them.
+    """
 
     kept: np.ndarray
     rank: np.ndarray
@@ -154,16 +164,31 @@ def select_tiles(
 ) -> Selection:
     """Keep exactly ``min(budget, n)`` tiles: per-cluster quotas, then centroid-first picks.
 
-    ``labels`` are cluster ids, ``distances`` each tile's distance to its centroid. With
-    ``cluster_scenes`` (the scene of every cluster id, indexed by id) the budget is shared
-    among scenes first (:func:`scene_quotas`). With ``cells`` (each tile's ground cell, (N, 2)
-    row and column, -1 for none) and ``dates`` (datetime64, NaT unknown): at most ``max_per_cell`` tiles of a cell
-    (per ``cell_period``; ``None`` or 0: no cap) are kept while the budget allows, and
-    ``geo_spread`` (``on``; ``auto``: when tiles share a cell or span several dates) prefers
-    tiles whose date and neighbourhood hold fewer kept tiles (:func:`geo_picks`). With ``held``
-    (what an earlier selection kept, ``extend``) the scenes' equal shares go first to the scenes
-    it holds least of, and its tiles count against the per-cell cap as if kept in this
-    selection. The same inputs and seed always give the same selection.
+    The same inputs and seed always give the same selection.
+
+    Args:
+        labels: each tile's cluster id.
+        distances: each tile's distance to its centroid.
+        budget: how many tiles to keep.
+        uniformity: 1 shares the budget equally among clusters (water-filling); 0 in
+            proportion to their sizes; between, a mix.
+        spread_bins: cut each cluster's distances into this many quantile bins and pick across
+            them in turn; 1 picks nearest first (the paper's order).
+        seed: breaks ties (in quotas and among equal distances) reproducibly.
+        cluster_scenes: the scene of every cluster id; the budget is shared among scenes first
+            (:func:`scene_quotas`).
+        cells: each tile's ground cell, (N, 2) row and column, -1 for none.
+        dates: each tile's date (datetime64, NaT unknown).
+        max_per_cell: at most this many tiles of a cell are kept while the budget allows;
+            ``None`` or 0 for no cap.
+        cell_period: what the cap counts within: the whole run, each year or each season.
+        geo_spread: ``on`` prefers tiles whose date and neighbourhood hold fewer kept tiles
+            (:func:`geo_picks`); ``auto`` turns it on when tiles share a cell or span dates.
+        held: what an earlier selection kept (``extend``): the scenes it holds least of go
+            first, and its tiles count against the per-cell cap.
+
+    Returns:
+        The kept mask, each tile's rank within its cluster, the clusters, their sizes and quotas.
     """
     labels = np.asarray(labels)
     if labels.shape != np.shape(distances):
@@ -216,8 +241,10 @@ def _with_held(cells: np.ndarray | None, dates: np.ndarray | None, held: HeldBef
 def find_duplicates(
     embeddings: Any, labels: np.ndarray, rank: np.ndarray, threshold: float
 ) -> np.ndarray:
-    """Near-duplicates inside each cluster: walking the cluster in rank order, a tile whose
-    cosine similarity to an earlier non-duplicate tile is ``>= threshold`` is a duplicate.
+    """Near-duplicates inside each cluster.
+
+    Walking the cluster in rank order, a tile whose cosine similarity to an earlier non-duplicate tile
+    is ``>= threshold`` is a duplicate.
 
     The centroid-first tile of every cluster is never a duplicate. Cost grows with cluster
     size times the number of distinct tiles kept in it.
@@ -246,9 +273,12 @@ def find_duplicates(
 
 @dataclass(frozen=True)
 class SelectionOptions:
-    """How stage 2 selects: quota blend, spread, seed, quota sharing, near-duplicate threshold,
-    and the cap on kept tiles per ground cell (and period); each defaults to the run
-    parameter of the same name (:class:`~rsprune_geo.config.RunConfig`)."""
+    """How stage 2 selects.
+
+    Quota blend, spread, seed, quota sharing, near-duplicate threshold, and the cap on kept tiles per
+    ground cell (and period); each defaults to the run parameter of the same name
+    (:class:`~rsprune_geo.config.RunConfig`).
+    """
 
     uniformity: float = default_of("uniformity")
     spread: int = default_of("spread")
@@ -272,8 +302,10 @@ class SelectionOptions:
 
 @dataclass
 class AppliedSelection:
-    """A selection applied to a run's :class:`~rsprune_geo.engine.columns.TileColumns` (statuses,
-    reasons and ranks are set there) and what it says of each cluster (indexed by cluster id).
+    """A selection applied to a run's :class:`~rsprune_geo.engine.columns.TileColumns`.
+
+    Statuses, reasons and ranks are set in the columns; this says what the selection did to each cluster
+    (indexed by cluster id).
 
     ``pool`` holds the positions of the tiles that passed stage 1 (the selection's candidates),
     ``pool_cluster``/``pool_distance`` their clusters and distances; ``scene_quota`` is what
@@ -364,9 +396,11 @@ def apply_selection(
 
 def _cut_within_scenes(columns: TileColumns, candidates: np.ndarray, cluster_scenes: np.ndarray, count: int,
                        order_of: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
-    """Stage 1's cut within each candidate's scene (:func:`stratified_entropy_cut`), marked in
-    ``columns`` (and each candidate's rank within its scene): ``(passed mask over the
-    candidates, each scene's quota)``."""
+    """Stage 1's cut within each candidate's scene (:func:`stratified_entropy_cut`).
+
+    Marked in ``columns`` (and each candidate's rank within its scene): ``(passed mask over the
+    candidates, each scene's quota)``.
+    """
     names, scene_of_cluster = np.unique(cluster_scenes, return_inverse=True)
     codes = scene_of_cluster.astype(np.int16 if names.size < 1 << 15 else np.int32)[columns.cluster[candidates]]
     passed, rank, quota = stratified_entropy_cut(columns.entropy[candidates], codes, int(count), order_of(candidates),

@@ -1,5 +1,8 @@
-"""Stage 1 as one step of a run: score every tile, judge its information against the prior
-bank's floor (or the paper's global cut), and record why each tile goes."""
+"""Stage 1 as one step of a run.
+
+Score every tile, judge its information against the prior bank's floor (or the paper's global cut),
+and record why each tile goes.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from ..engine.window import Encode, PassSpec
 from ..errors import InputError, counted, param
 from ..features.cache import atomic_save_npz, default_cache_dir, load_npz
 from ..progress import ProgressCallback, no_progress
-from ..reading.pixels import IDENTITY, Scaling, redact, run_scaling, source_scaling
+from ..reading.pixels import IDENTITY, Scaling, run_scaling, source_scaling
+from ..reading.remote import redact
 from ..reading.scan import distinct
 from ..reading.sources import RasterSource
 from ..runs.record import Stage1Record
@@ -38,9 +42,11 @@ MIN_MATCHED_TILE = 32
 
 @dataclass(frozen=True)
 class Stage1Options:
-    """What stage 1 needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`):
-    its rule and thresholds, how values become grey levels, how the work is split, and the
-    run's :class:`~rsprune_geo.stages.budget.Budget` (planned: stage 1 counts the tiles)."""
+    """What stage 1 needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`).
+
+    Its rule and thresholds, how values become grey levels, how the work is split, and the run's
+    :class:`~rsprune_geo.stages.budget.Budget` (planned: stage 1 counts the tiles).
+    """
 
     rule: Stage1Rule
     budget: Budget
@@ -69,10 +75,13 @@ class Stage1Options:
 
 @dataclass
 class Stage1Result:
-    """What stage 1 gives a run: its decisions are in the run's
-    :class:`~rsprune_geo.engine.columns.TileColumns`; here are each source's grey-level
-    ``scalings``, the counted ``budget``, the bank's ``floor`` (bank rule), the global cut's
-    entropy and count (paper rule, for the reasons), the ``stage1`` record and any warnings."""
+    """What stage 1 gives a run.
+
+    Its decisions are in the run's :class:`~rsprune_geo.engine.columns.TileColumns`; here are each
+    source's grey-level ``scalings``, the counted ``budget``, the bank's ``floor`` (bank rule), the
+    global cut's entropy and count (paper rule, for the reasons), the ``stage1`` record and any
+    warnings.
+    """
 
     scalings: Sequence[Scaling]
     budget: Budget
@@ -84,8 +93,10 @@ class Stage1Result:
 
 
 def unreadable_warning(errors: Sequence[tuple[str, str]]) -> str:
-    """The run's warning about windows whose pixels could not be read (their tiles are
-    ``nodata``): ``errors`` as ``(path, message)``, the message naming its file."""
+    """The run's warning about windows whose pixels could not be read (their tiles are ``nodata``).
+
+    ``errors`` as ``(path, message)``, the message naming its file.
+    """
     files = len({path for path, _ in errors})
     return (f"{counted(len(errors), 'window')} of {counted(files, 'file')} could not be read, their tiles recorded "
             "as nodata "
@@ -103,8 +114,10 @@ def tiles_pixel_size(sources: Sequence[RasterSource]) -> float | None:
 
 
 def bank_tile_size(bank: Bank, sources: Sequence[RasterSource]) -> int | None:
-    """The tile size (pixels) whose ground matches one prior-bank image's, ``None`` when the
-    bank or the rasters declare no ground sample distance."""
+    """The tile size (pixels) whose ground matches one prior-bank image's.
+
+    ``None`` when the bank or the rasters declare no ground sample distance.
+    """
     tile_gsd = tiles_pixel_size(sources)
     if bank.gsd is None or tile_gsd is None:
         return None
@@ -112,8 +125,10 @@ def bank_tile_size(bank: Bank, sources: Sequence[RasterSource]) -> int | None:
 
 
 def matched_to_bank(config: RunConfig, bank: Bank, sources: Sequence[RasterSource]) -> RunConfig:
-    """``config`` with the tile size that covers one prior-bank image's ground
-    (``match_bank_scale``); an :class:`InputError` when it cannot be matched."""
+    """``config`` with the tile size that covers one prior-bank image's ground (``match_bank_scale``).
+
+    An :class:`InputError` when it cannot be matched.
+    """
     size = bank_tile_size(bank, sources)
     if size is None:
         raise InputError(f"{param('match_bank_scale')} needs georeferenced rasters and a prior bank that "
@@ -126,8 +141,11 @@ def matched_to_bank(config: RunConfig, bank: Bank, sources: Sequence[RasterSourc
 
 
 def scale_warnings(bank: Bank, sources: Sequence[RasterSource], options: Stage1Options) -> list[str]:
-    """Warn (log, and return the lines for the run record) when the tiles' ground size is far
-    from the prior bank's: its scenes are then seen at another scale."""
+    """Warn when the tiles' ground size is far from the prior bank's.
+
+    Warn (log, and return the lines for the run record) when the tiles' ground size is far from the
+    prior bank's: its scenes are then seen at another scale.
+    """
     tile_gsd = tiles_pixel_size(sources)
     if bank.gsd is None or tile_gsd is None or options.chips:
         return []
@@ -148,8 +166,11 @@ def scale_warnings(bank: Bank, sources: Sequence[RasterSource], options: Stage1O
 
 
 def bank_floor(bank: Bank, sources: Sequence[RasterSource], options: Stage1Options) -> EntropyFloor:
-    """The stage-1 entropy floor of the prior bank, its images brought to the tiles' pixel size
-    (downsampled when the tiles are coarser); cached by bank fingerprint and scale."""
+    """The stage-1 entropy floor of the prior bank.
+
+    Its images brought to the tiles' pixel size (downsampled when the tiles are coarser); cached by bank
+    fingerprint and scale.
+    """
     tile_gsd = None if options.chips else tiles_pixel_size(sources)
     scale = 1.0 if bank.gsd is None or tile_gsd is None else min(1.0, bank.gsd / tile_gsd)
     if isinstance(bank, BankProfile):
@@ -186,8 +207,11 @@ class Repeated(Sequence[Scaling]):
 
 
 def stage1_scalings(sources: Sequence[RasterSource], options: Stage1Options) -> Sequence[Scaling]:
-    """How each source's values become grey levels: per source, or one stretch for the run
-    (sources with nothing to stretch, a folder of uint8 chips: one value for all, not a list)."""
+    """How each source's values become grey levels.
+
+    Per source, or one stretch for the run (sources with nothing to stretch, a folder of uint8 chips:
+    one value for all, not a list).
+    """
     if options.scaling is ScalingScope.RUN:
         return run_scaling(sources, options.percentiles)
     if distinct(sources, "dtype") == ["uint8"]:  # nothing to stretch (a folder of chips, as a rule)
@@ -197,12 +221,13 @@ def stage1_scalings(sources: Sequence[RasterSource], options: Stage1Options) -> 
 
 def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank: Bank | None = None,
                encoding: Encoding | None = None, on_progress: ProgressCallback = no_progress) -> Stage1Result:
-    """Stage 1 over the run's windows, each read once (on local threads or the plan's Dask
-    client): every tile scored and judged against what is known before reading (``nodata`` over
-    the nodata limit, ``low_information`` under the absolute threshold or the bank's floor), its
-    row written to the tile table; with ``encoding`` (the bank rule's single pass) the tiles that
-    pass are encoded and assigned in the same task. Then the tiles with data are counted and, by
-    the paper's rule, the global top-fraction cut taken. An :class:`InputError` when none passes.
+    """Stage 1 over the run's windows, each read once (on local threads or the plan's Dask client).
+
+    Every tile scored and judged against what is known before reading (``nodata`` over the nodata limit,
+    ``low_information`` under the absolute threshold or the bank's floor), its row written to the tile
+    table; with ``encoding`` (the bank rule's single pass) the tiles that pass are encoded and assigned
+    in the same task. Then the tiles with data are counted and, by the paper's rule, the global
+    top-fraction cut taken. An :class:`InputError` when none passes.
     """
     timings: dict[str, float] = {}
     sources = plan.sources

@@ -1,6 +1,9 @@
-"""Stage 2 as one step of a run: the prior bank's encoder and scene centroids (its model), the
-stage-1 survivors embedded (in stage 1's single pass under the bank rule, in a second pass under
-the paper's) and assigned to the centroids (or clustered), the budget selected, and a record of how."""
+"""Stage 2 as one step of a run.
+
+The prior bank's encoder and scene centroids (its model), the stage-1 survivors embedded (in stage
+1's single pass under the bank rule, in a second pass under the paper's) and assigned to the
+centroids (or clustered), the budget selected, and a record of how.
+"""
 
 from __future__ import annotations
 
@@ -50,10 +53,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Stage2Options:
-    """What stage 2 needs of a run's parameters (see :class:`~rsprune_geo.config.RunConfig`,
-    where each is defined): the prior bank, the encoder and where it runs, how the bank is
-    over-clustered, the clustering, the selection, and whether an evaluation needs every tile's
-    embedding (``evaluate``)."""
+    """What stage 2 needs of a run's parameters.
+
+    Each is defined in :class:`~rsprune_geo.config.RunConfig`: the prior bank, the encoder and where it
+    runs, how the bank is over-clustered, the clustering, the selection, and whether an evaluation needs
+    every tile's embedding (``evaluate``).
+    """
 
     prior_bank: tuple[str, ...]
     encoder: str
@@ -89,8 +94,10 @@ class Stage2Options:
 
     @property
     def needs_vectors(self) -> bool:
-        """Whether the run needs the embeddings themselves (near-duplicates, self-clustering, the
-        evaluation); otherwise each tile's nearest centroid is all that leaves the encoder."""
+        """Whether the run needs the embeddings themselves (near-duplicates, self-clustering, the evaluation).
+
+        Otherwise each tile's nearest centroid is all that leaves the encoder.
+        """
         return self.evaluate or self.selection.dedup is not None or self.clustering is ClusteringMode.SELF
 
     @property
@@ -100,8 +107,10 @@ class Stage2Options:
 
 
 class Scratch:
-    """A memory-mapped (positions, dim) float32 file under the cache for runs that keep the
-    embeddings (one batch in memory at a time), removed by :meth:`close`."""
+    """A memory-mapped (positions, dim) float32 file for runs that keep the embeddings.
+
+    It lives under the cache, holds one batch in memory at a time, and is removed by :meth:`close`.
+    """
 
     def __init__(self, cache_root: Path, n: int, dim: int):
         folder = cache_root / "scratch"
@@ -122,8 +131,11 @@ class Scratch:
 
 @dataclass
 class Stage2Model:
-    """Stage 2's model of a run: the prior ``bank``, its ``encoder`` and scene ``centroids``, and
-    (runs that keep embeddings) the ``scratch`` file they go to."""
+    """Stage 2's model of a run.
+
+    The prior ``bank``, its ``encoder`` and scene ``centroids``, and (runs that keep embeddings) the
+    ``scratch`` file they go to.
+    """
 
     bank: Bank
     encoder: Encoder
@@ -144,9 +156,11 @@ class Stage2Model:
 
 def prepare_model(bank: Bank, options: Stage2Options, positions: int,
                   on_progress: ProgressCallback = no_progress) -> Stage2Model:
-    """The encoder (fitted or calibrated on the bank when it needs to be) and the bank's scene
-    centroids, cached so many runs share them; a scratch file for ``positions`` vectors when the
-    run keeps its embeddings."""
+    """The encoder (fitted or calibrated on the bank when it needs to be) and the bank's scene centroids.
+
+    Cached so many runs share them; a scratch file for ``positions`` vectors when the run keeps its
+    embeddings.
+    """
     t0 = time.perf_counter()
     if isinstance(bank, BankProfile):
         encoder, centroids = profile_model(bank, options.encoder, options.weights, options.centroids, options.device,
@@ -165,9 +179,12 @@ def prepare_model(bank: Bank, options: Stage2Options, positions: int,
 
 @dataclass
 class Stage2Result:
-    """What stage 2 gives a run: its decisions are in the run's columns; here are the
-    ``clusters`` table, the selection as ``applied`` (its candidates, their clusters and
-    quotas, which the evaluation reads), the ``stage2`` record and the figures the reasons quote."""
+    """What stage 2 gives a run.
+
+    Its decisions are in the run's columns; here are the ``clusters`` table, the selection as
+    ``applied`` (its candidates, their clusters and quotas, which the evaluation reads), the ``stage2``
+    record and the figures the reasons quote.
+    """
 
     clusters: pd.DataFrame
     applied: AppliedSelection
@@ -215,9 +232,11 @@ def run_stage2(plan: RunPlan, options: Stage2Options, columns: TileColumns, stag
 
 def _clusters_used(columns: TileColumns, candidates: np.ndarray, model: Stage2Model,
                    options: Stage2Options) -> SceneCentroids:
-    """The clusters selection shares the budget among: the bank's centroids (the candidates were
-    assigned to them when encoded), or k-means on the candidates themselves (``self``), whose
-    assignment then replaces the bank's."""
+    """The clusters selection shares the budget among.
+
+    The bank's centroids (the candidates were assigned to them when encoded), or k-means on the
+    candidates themselves (``self``), whose assignment then replaces the bank's.
+    """
     if options.clustering is not ClusteringMode.SELF:
         return model.centroids
     assert model.scratch is not None
@@ -231,8 +250,11 @@ def _clusters_used(columns: TileColumns, candidates: np.ndarray, model: Stage2Mo
 
 
 def _duplicates(columns: TileColumns, candidates: np.ndarray, model: Stage2Model, sel: SelectionOptions):
-    """The near-duplicate test selection asks for (``dedup``): a function of the candidates that
-    passed stage 1 (indexes into ``candidates``), reading their vectors cluster by cluster."""
+    """The near-duplicate test selection asks for (``dedup``).
+
+    A function of the candidates that passed stage 1 (indexes into ``candidates``), reading their
+    vectors cluster by cluster.
+    """
     if sel.dedup is None:
         return None
     assert model.scratch is not None
@@ -262,8 +284,11 @@ class _Rows:
 
 
 def held_before(run: str, crs: CRS | None, ground: GroundGrid) -> HeldBefore:
-    """What the earlier run ``run`` kept (``extend``): its kept tiles per scene, and their ground
-    cells in this run's ground grid (by their centres, in this run's CRS) and dates."""
+    """What the earlier run ``run`` kept (``extend``).
+
+    Its kept tiles per scene, and their ground cells in this run's ground grid (by their centres, in
+    this run's CRS) and dates.
+    """
     tiles, record = read_run(run)
     if record.stage2 is None or "scene" not in tiles:
         raise InputError(f"{run}: {param('extend')} needs a run that went through stage 2 (its kept tiles' scenes)")
@@ -298,13 +323,15 @@ def _record(options: Stage2Options, model: Stage2Model, budget: Budget, candidat
         stage1_candidates=int(candidates.size), stage1_passed=int(applied.pool.size),
         stage1_decides=applied.stage1_decides, quota_by=options.selection.quota_by,
         uniformity=options.selection.uniformity, spread=options.selection.spread, dedup=options.selection.dedup,
-        budget=budget.keep_count, kept=applied.kept, cache_dir=str(options.cache_root), seed=options.seed,
+        budget=budget.keep_count, kept=applied.kept, cache_dir=str(options.cache_root),
     )
 
 
 def clusters_table(used: SceneCentroids, applied: AppliedSelection) -> pd.DataFrame:
-    """The ``clusters`` layer: each cluster's scene, purity, bank members, candidates,
-    near-duplicates, quota and kept tiles."""
+    """The ``clusters`` layer.
+
+    Each cluster's scene, purity, bank members, candidates, near-duplicates, quota and kept tiles.
+    """
     return pd.DataFrame({
         "cluster": np.arange(len(used)),
         "scene": used.labels,
