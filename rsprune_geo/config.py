@@ -28,6 +28,7 @@ from .choices import (
     Stage1Rule,
 )
 from .errors import InputError, param
+from .jsontypes import JsonObject
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from rasterio.crs import CRS
@@ -270,12 +271,12 @@ class RunConfig:
     workers: int | None = option(None, "Start a local Dask cluster of N worker processes.", low=1,
                                  group="scale-out")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The parameters as JSON-able data (choices as their words, tuples as lists).
 
         As a run record stores them.
         """
-        out: dict[str, Any] = {}
+        out: JsonObject = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value.value if isinstance(value, Choice) \
@@ -283,7 +284,7 @@ class RunConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], legacy: Mapping[str, object] | None = None) -> RunConfig:
+    def from_dict(cls, data: JsonObject, legacy: Mapping[str, object] | None = None) -> RunConfig:
         """The parameters stored as ``data`` (:meth:`to_dict`).
 
         Keys this version does not know are dropped, those ``data`` lacks take ``legacy``'s value (what an
@@ -291,13 +292,13 @@ class RunConfig:
         """
         known = {f.name for f in fields(cls)}
         stored = {**(legacy or {}), **data}
-        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
+        values: JsonObject = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
         config = cls(**values)
         return replace(config, **config._words())
 
-    def _words(self) -> dict[str, Any]:
+    def _words(self) -> JsonObject:
         """The parameters that take a word, as their :class:`Choice` (an unknown word raises)."""
-        words: dict[str, Any] = {}
+        words: JsonObject = {}
         for f, _, kind in run_options():
             value = getattr(self, f.name)
             choice = choices_of(kind)
@@ -417,7 +418,7 @@ def describe_range(opt: Option) -> str:
     return f"must be at most {opt.high:g}"
 
 
-def option_schema() -> list[dict[str, Any]]:
+def option_schema() -> list[JsonObject]:
     """Every run parameter as JSON-able data (name, type, default, range, choices, help, GUI label).
 
     What ``rsprune options --json`` prints and the QGIS plugin builds its forms from.

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, OutputError, counted, param, require_extra
+from ..jsontypes import JsonObject
 from ..progress import ProgressCallback, no_progress
 from ..runs.record import RunRecord
 from ..runs.runfile import read_tiles_with_status
@@ -116,7 +117,7 @@ def export_stac(run_file: str | os.PathLike, folder: str | os.PathLike, status: 
 
 
 def tile_items(tiles: pd.DataFrame, record: RunRecord, collection_id: str, chip_files: dict[str, Path] | None = None,
-               root: Path | None = None, on_progress: ProgressCallback = no_progress) -> Iterator[dict[str, Any]]:
+               root: Path | None = None, on_progress: ProgressCallback = no_progress) -> Iterator[JsonObject]:
     """One STAC item (a dict) per row of ``tiles``.
 
     WGS 84 geometry and bbox, the tile's date (else the run's time, said by ``rsprune:datetime_from``),
@@ -141,7 +142,7 @@ def tile_items(tiles: pd.DataFrame, record: RunRecord, collection_id: str, chip_
         width, height = int(tile.width), int(tile.height)
         minx, miny, maxx, maxy = (float(v) for v in native[i])
         date = dates.iloc[i]
-        properties: dict[str, Any] = {
+        properties: JsonObject = {
             "datetime": _utc(date).isoformat() if not pd.isna(date) else created,
             "rsprune:datetime_from": "acquisition" if not pd.isna(date) else "run",
             **projection,
@@ -189,7 +190,7 @@ def _collection(tiles: pd.DataFrame, record: RunRecord, items: str):
     dates = pd.to_datetime(tiles["date"]).dropna() if "date" in tiles else pd.Series([], dtype="datetime64[ns]")
     created = _utc(pd.Timestamp(record.created) if record.created else pd.Timestamp.now(tz="UTC"))
     start, end = (_utc(dates.min()), _utc(dates.max())) if len(dates) else (created, created)
-    summaries: dict[str, Any] = {"rsprune:status": sorted(set(tiles["status"]))}
+    summaries: JsonObject = {"rsprune:status": sorted(set(tiles["status"]))}
     if "scene" in tiles:
         scenes = sorted({s for s in tiles["scene"].dropna() if s})
         if scenes:

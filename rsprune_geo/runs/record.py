@@ -22,6 +22,7 @@ import pandas as pd
 from ..choices import Choice, ClusteringMode, MetricMode, QuotaMode, Runtime, Stage1Rule
 from ..config import RunConfig
 from ..errors import InputError, SkippedInput
+from ..jsontypes import JsonObject
 from ..reading.pixels import Scaling
 from ..reading.remote import REDACTED
 from ..reading.sources import RasterSource, open_source
@@ -41,7 +42,7 @@ class RecordPart:
     LEGACY: ClassVar[Mapping[str, object]] = {}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Self | None:
+    def from_dict(cls, data: JsonObject | None) -> Self | None:
         """The part stored as ``data`` (``None`` stays ``None``)."""
         if data is None:
             return None
@@ -59,7 +60,7 @@ class RecordPart:
         return {f.name: hint for f in fields(cast(Any, cls))
                 if isinstance(hint := hints[f.name], type) and issubclass(hint, Choice)}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The part as JSON-able data (choices as their words)."""
         out = asdict(cast(Any, self))
         return {k: v.value if isinstance(v, Choice) else v for k, v in out.items()}
@@ -141,7 +142,7 @@ class GroundRecord(RecordPart):
     cells: int = 0
     dates: Mapping[str, list[str | None]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The part as JSON-able data, its ``dates`` (an item per input) shared, not copied.
 
         The dates of inputs written as a table of their own are that table's (see :class:`RunRecord`).
@@ -223,7 +224,7 @@ class RunRecord:
         stamp = _dt.datetime.now(_dt.UTC)
         return stamp.strftime("%Y%m%dT%H%M%S.%fZ"), stamp.isoformat(timespec="seconds")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The record as JSON-able data.
 
         Its lists of plain items (``inputs``, ``skipped``, ``warnings``) are the record's own, not copies: a
@@ -231,7 +232,7 @@ class RunRecord:
         record was written. Inputs beyond :data:`~rsprune_geo.runs.inputs.INLINE_INPUTS` are written as a
         table of their own (:meth:`write_json`; a GeoPackage's ``inputs`` layer), and the record says so.
         """
-        out: dict[str, Any] = {}
+        out: JsonObject = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "inputs" and not isinstance(value, list):
@@ -251,7 +252,7 @@ class RunRecord:
         return pd.DataFrame([row])
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str | os.PathLike | None = None) -> RunRecord:
+    def from_dict(cls, data: JsonObject, where: str | os.PathLike | None = None) -> RunRecord:
         """The record stored as JSON-able ``data`` (keys this version does not know are dropped).
 
         Inputs written as a table of their own are read from the run file ``where``.
@@ -283,7 +284,7 @@ class RunRecord:
 
         ``where``: the GeoPackage, for inputs written as a layer of their own.
         """
-        values: dict[str, Any] = {}
+        values: JsonObject = {}
         for key, value in runs.iloc[-1].to_dict().items():
             if isinstance(value, str) and value[:1] in "{[":
                 try:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pyogrio
 
 from ..errors import InputError, counted
+from ..jsontypes import JsonObject
 from .inputs import INPUTS_FILE, INPUTS_LAYER, listed_inputs
 from .record import RECORD_FORMAT, RUN_RECORD, RunRecord
 from .tiletable import count_rows, part_paths, read_columns, read_tiles
@@ -281,7 +282,7 @@ def count_tiles(path: str | os.PathLike) -> int:
     return int(pyogrio.read_info(where, layer="tiles")["features"])
 
 
-def describe_run(path: str | os.PathLike) -> dict[str, Any]:
+def describe_run(path: str | os.PathLike) -> JsonObject:
     """What a run holds, as JSON-able data.
 
     Tiles per status, CRS, parameters, inputs (the first :data:`~rsprune_geo.runs.inputs.LISTED_INPUTS`
