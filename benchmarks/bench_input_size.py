@@ -29,7 +29,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_scene_metric import HELD_OUT, SHARED, SPLITS, judge  # noqa: E402
+from bench_scene_metric import HELD_OUT, SPLITS, held_out_splits, judge, ucmerced_bank  # noqa: E402
 
 SIZES = (128, 160, 192, 224)
 VIEWS = (1, 2, 4)
@@ -94,22 +94,12 @@ def one_nn(vectors: np.ndarray, labels: np.ndarray) -> float:
 
 def main() -> None:
     from rsprune_geo.bank.metric import ViewsEncoder
-    from rsprune_geo.bank.priorbank import find_prior_bank
     from rsprune_geo.reading.pixels import read_images
 
-    scenes = SHARED / "scenes" / "ucmerced"
-    if not scenes.is_dir():
-        sys.exit(f"missing {scenes} (see ../shared/data/CATALOG.md)")
-    bank = find_prior_bank([str(scenes)])
-    labels = np.asarray(bank.labels).astype(str)
+    bank, labels = ucmerced_bank()
     rng = np.random.default_rng(0)
     calibration = [bank.paths[i] for i in sorted(rng.choice(len(bank.paths), CALIBRATION, replace=False))]
-    splits = []
-    for _ in range(SPLITS):
-        test = np.zeros(labels.size, dtype=bool)
-        for c in np.unique(labels):
-            test[rng.choice(np.flatnonzero(labels == c), HELD_OUT, replace=False)] = True
-        splits.append(test)
+    splits = held_out_splits(labels, rng)  # drawn after the calibration images, from the same generator
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-input-size-") as cache:
         networks = {size: SizedNetwork(size, Path(cache), calibration) for size in SIZES}

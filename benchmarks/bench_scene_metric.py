@@ -60,29 +60,41 @@ def judge(vectors: np.ndarray, labels: np.ndarray, splits: list[np.ndarray]) -> 
     return out
 
 
-def main() -> None:
-    from rsprune_geo.bank.metric import ViewsEncoder
-    from rsprune_geo.bank.priorbank import CentroidSpec, find_prior_bank
-    from rsprune_geo.bank.profile import load_profile, profile_model
-    from rsprune_geo.config import DEFAULT_ENCODER
-    from rsprune_geo.reading.pixels import read_images
+def ucmerced_bank():
+    """The UC Merced scenes of ../shared/data as a prior bank, and their labels."""
+    from rsprune_geo.bank.priorbank import find_prior_bank
 
     scenes = SHARED / "scenes" / "ucmerced"
     if not scenes.is_dir():
         sys.exit(f"missing {scenes} (see ../shared/data/CATALOG.md)")
     bank = find_prior_bank([str(scenes)])
-    labels = np.asarray(bank.labels).astype(str)
-    encoder, _ = profile_model(load_profile("default"), DEFAULT_ENCODER, None, CentroidSpec(4, 10, None, None, 0),
-                               "cpu", "auto", None, "raw", 1)
-    images = read_images(bank.paths, encoder.input_size)
-    encode_all(encoder, images[:64])  # warm up
-    rng = np.random.default_rng(0)
+    return bank, np.asarray(bank.labels).astype(str)
+
+
+def held_out_splits(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """:data:`SPLITS` masks of the images judged, :data:`HELD_OUT` of each class, drawn with ``rng``."""
     splits = []
     for _ in range(SPLITS):
         test = np.zeros(labels.size, dtype=bool)
         for c in np.unique(labels):
             test[rng.choice(np.flatnonzero(labels == c), HELD_OUT, replace=False)] = True
         splits.append(test)
+    return splits
+
+
+def main() -> None:
+    from rsprune_geo.bank.metric import ViewsEncoder
+    from rsprune_geo.bank.priorbank import CentroidSpec
+    from rsprune_geo.bank.profile import load_profile, profile_model
+    from rsprune_geo.config import DEFAULT_ENCODER
+    from rsprune_geo.reading.pixels import read_images
+
+    bank, labels = ucmerced_bank()
+    encoder, _ = profile_model(load_profile("default"), DEFAULT_ENCODER, None, CentroidSpec(4, 10, None, None, 0),
+                               "cpu", "auto", None, "raw", 1)
+    images = read_images(bank.paths, encoder.input_size)
+    encode_all(encoder, images[:64])  # warm up
+    splits = held_out_splits(labels, np.random.default_rng(0))
     results: dict = {"encoder": encoder.cache_key, "images": int(labels.size), "splits": SPLITS,
                      "held_out_per_class": HELD_OUT, "views": {}}
     floor = None
