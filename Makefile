@@ -107,6 +107,7 @@ bench: env
 	$(BIN)/python benchmarks/bench_selection_quality.py
 	$(BIN)/python benchmarks/bench_scene_metric.py
 	$(BIN)/python benchmarks/bench_input_size.py
+	$(BIN)/python benchmarks/bench_fast_point.py
 	$(BIN)/python benchmarks/bench_geo_diversity.py
 	$(BIN)/python benchmarks/bench_cancel.py
 	$(BIN)/python benchmarks/bench_encoders.py

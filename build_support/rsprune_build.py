@@ -17,7 +17,7 @@ from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F401,F403  the PEP 517/660 hooks, unchanged but one
 
 #: What a wheel must carry, relative to the source tree.
-SHIPPED = ("rsprune_geo/shipped/efficientnet-lite0.onnx", "rsprune_geo/shipped/efficientnet-lite0.onnx.json",
+SHIPPED = ("rsprune_geo/shipped/efficientnet-lite0.onnx.xz", "rsprune_geo/shipped/efficientnet-lite0.onnx.json",
            "rsprune_geo/shipped/LICENSE-efficientnet-lite0.txt", "rsprune_geo/shipped/ucmerced.rsbank")
 
 

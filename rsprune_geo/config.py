@@ -210,6 +210,11 @@ class RunConfig:
     views: int | None = option(None, "Right-angle rotations each tile and bank image is encoded in, averaged: 1, 2 or "
                                "4 (each view costs an encoding; default: the profile's, else 1).", low=1, high=4,
                                group="stage 2", auto="the profile's, else 1")
+    input_size: int | None = option(None, "The encoder's input side in pixels: 128 is the fast point (about "
+                                    "twice the tiles a second, nearest scenes within noise; the default "
+                                    "profile has it), 224 the default's (default: the profile's first, "
+                                    "else the encoder's).", low=32, high=1024, group="stage 2",
+                                    auto="the profile's, else the encoder's")
     k_per_class: int | None = option(4, "Scene centroids per prior-bank class.", low=1, group="stage 2")
     images_per_centroid: int = option(10, "With k-per-class: no centroid is fitted on fewer bank images "
                                       "than this.", low=1, group="stage 2")

@@ -33,7 +33,7 @@ DECISIONS = ["tile_id", "status", "reason", "cluster", "scene", "centroid_distan
 @pytest.fixture(scope="module")
 def small_bank(tmp_path_factory):
     """Five UC Merced classes (100 images, three of them with off-size images), its folder named
-    as UC Merced's so its 0.3 m pixel size is known, and its profile built by the CLI."""
+    as UC Merced's so its 0.3 m pixel size is known, and its profile built by the CLI at two input sizes."""
     root = tmp_path_factory.mktemp("bank")
     bank = root / "ucmerced"
     for cls in ("golfcourse", "harbor", "tenniscourt", "beach", "forest"):
@@ -42,9 +42,11 @@ def small_bank(tmp_path_factory):
             os.symlink(f, bank / cls / f.name)
     profile = root / "five.rsbank"
     built = CliRunner().invoke(main, ["bank", "build", str(bank), "-o", str(profile), "--source", "UC Merced, five "
-                                      "classes", "--terms", "public domain", "--cache-dir", str(root / "cache")])
+                                      "classes", "--terms", "public domain", "--cache-dir", str(root / "cache"),
+                                      "--input-size", "224", "--input-size", "128"])
     assert built.exit_code == 0, built.output
     assert "100 images in 5 classes, 0.3 m/pixel" in built.output and "onnx-int8" in built.output
+    assert "input size: 224 and 128 px" in built.output
     return {"folder": bank, "profile": profile, "cache": root / "cache"}
 
 
@@ -62,6 +64,41 @@ def test_a_profile_selects_what_its_folder_selects(small_bank, tmp_path, raster)
     assert s2.encoder_key == s1.encoder_key and s2.encoder_runtime == "onnx-int8"
     assert s2.prior_bank == [str(small_bank["profile"])] and s2.prior_bank_fingerprint == s1.prior_bank_fingerprint
     assert s2.bank_images_per_class == s1.bank_images_per_class and s2.bank_gsd == 0.3
+
+
+def test_a_profile_at_another_input_size_selects_what_its_folder_selects(small_bank, tmp_path):
+    """A profile's other size shares its int8 network: the folder's run at that size calibrates at
+    the encoder's own size too, so both encode alike and decide alike."""
+    runs = {name: rsprune_geo.run([shared(PIX4D)], tmp_path / f"{name}.gpkg", tile_size=64, keep=0.15,
+                                  prior_bank=(str(small_bank[name]),), cache_dir=str(small_bank["cache"]),
+                                  input_size=128)
+            for name in ("folder", "profile")}
+    assert runs["profile"].tiles[DECISIONS].equals(runs["folder"].tiles[DECISIONS])
+    s1, s2 = runs["folder"].record.stage2, runs["profile"].record.stage2
+    assert s2.input_size == s1.input_size == 128 and s2.encoder_key == s1.encoder_key
+    assert "efficientnet-lite0-128-" in s2.encoder_key and "128 px" in runs["profile"].summary()
+    at_224 = rsprune_geo.run([shared(PIX4D)], tile_size=64, keep=0.15, prior_bank=(str(small_bank["profile"]),),
+                             cache_dir=str(small_bank["cache"]))
+    assert at_224.record.stage2.input_size == 224 and "-224-" in at_224.record.stage2.encoder_key
+    profile = load_profile(small_bank["profile"])
+    assert profile.input_sizes == [224, 128]
+    sized = profile.at_size(128)
+    assert sized.about["encoder"]["input_size"] == 128 and sized.about["encoder"]["key"] == s2.encoder_key.split(
+        "-bank")[0]
+    assert not np.array_equal(sized.centroids.vectors, profile.centroids.vectors)
+    assert profile.at_size(224) is profile
+
+
+def test_an_input_size_the_profile_lacks_is_a_clear_error(small_bank, tmp_path):
+    with pytest.raises(InputError, match="made at 224 and 128 px; this run asks for `input_size` 160: build a "
+                                         "profile at it \\(`rsprune bank build --input-size 160`\\)"):
+        rsprune_geo.run([shared(PIX4D)], tile_size=64, keep=0.15, prior_bank=(str(small_bank["profile"]),),
+                        cache_dir=str(small_bank["cache"]), input_size=160)
+    ran = CliRunner().invoke(main, ["run", shared(PIX4D), "-o", str(tmp_path / "o.gpkg"), "--tile-size", "64",
+                                    "--input-size", "100", "--prior-bank", str(small_bank["folder"]),
+                                    "--cache-dir", str(small_bank["cache"])])
+    assert ran.exit_code == 1 and "input-size 100: efficientnet-lite0 runs at 224 px; or 128, 160, 192, 224" in (
+        ran.output), ran.output
 
 
 def test_a_profile_of_any_name_is_told_as_a_profile(small_bank, tmp_path):
@@ -168,6 +205,10 @@ def test_the_shipped_profile_runs_the_full_method_with_no_folder(tmp_path):
     info = CliRunner().invoke(main, ["info", str(out), "--json"])
     stage2 = json.loads(info.output)["stage2"]
     assert stage2["prior_bank"] == [str(DEFAULT_PROFILE)] and stage2["encoder_runtime"] == "onnx-int8"
+    assert load_profile("default").input_sizes == [224, 128]  # the default and the fast point
+    fast = CliRunner().invoke(main, ["run", shared(PIX4D), "-o", str(tmp_path / "fast.gpkg"), "--tile-size", "64",
+                                     "--keep", "0.15", "--input-size", "128"])
+    assert fast.exit_code == 0 and "(runtime onnx-int8, 128 px)" in fast.output, fast.output
     alone = CliRunner().invoke(main, ["run", shared(PIX4D), "-o", str(tmp_path / "s1.gpkg"), "--tile-size", "64",
                                       "--prior-bank", "none"])
     assert alone.exit_code == 0 and "stage 2" not in alone.output and "rule paper" in alone.output

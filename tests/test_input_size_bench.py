@@ -43,3 +43,20 @@ def test_speeds_times_every_configuration_in_turns_and_keeps_its_fastest_pass():
     assert set(measured) == set(encoders) and all(v > 0 for v in measured.values())
     per_pass = 64 // bench.BATCH
     assert calls == ["a"] * per_pass + ["b"] * per_pass + ["a"] * per_pass + ["b"] * per_pass  # in turns
+
+
+def test_the_fast_point_bench_states_each_size_against_the_default_of_its_round(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_fast_point", REPO / "benchmarks" / "bench_fast_point.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    row = {"input_size": 128, "seconds": bench.spread([10.0]), "windows_s": bench.spread([8.0]), "tiles": 4624,
+           "encoded": 4414, "kept": 700, "encoder_key": "k", "tiles_per_s": bench.spread([462.4]),
+           "encoded_per_s": bench.spread([551.75]), "speed_vs_default": bench.spread([2.0]),
+           "pass_speed_vs_default": bench.spread([2.25])}
+    bench.write_results(tmp_path / "m.tif", [row])
+    table = (tmp_path / "fast_point.md").read_text()
+    assert "| 128 | 10.0 (10.0–10.0) | 462 (462–462) | 8.0 (8.0–8.0) | 4,414 | 552 (552–552) | 2.00 (2.00–2.00)× |" in (
+        table)

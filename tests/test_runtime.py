@@ -29,7 +29,8 @@ def test_onnx_float32_equals_torch_and_is_exported_once(scenes, tmp_path, monkey
     torch_enc = get_encoder("efficientnet-lite0", runtime="torch")
     shipped = get_encoder("efficientnet-lite0", cache_dir=str(tmp_path))  # auto on a CPU: the shipped network
     assert (torch_enc.runtime, shipped.runtime) == ("torch", "onnx")
-    assert shipped.onnx.path == shipped_network().path and not list((tmp_path / "onnx").glob("*.onnx"))
+    # unpacked from the package's xz file once, into the cache: no export
+    assert shipped.onnx.path == shipped_network().path(tmp_path) and not list((tmp_path / "onnx").glob("*.onnx"))
     weights = default_weights_path()  # weights given: exported from them, once
     onnx_enc = get_encoder("efficientnet-lite0", weights=weights, cache_dir=str(tmp_path))
     for encoder in (shipped, onnx_enc):
@@ -39,7 +40,7 @@ def test_onnx_float32_equals_torch_and_is_exported_once(scenes, tmp_path, monkey
     exported = sorted((tmp_path / "onnx").glob("*.onnx"))
     assert len(exported) == 1 and f"ort{rt.onnxruntime_version()}" in exported[0].name
     assert onnx_enc._state_digest() in exported[0].name  # keyed by the weights' digest
-    assert exported[0].read_bytes() == shipped_network().path.read_bytes()  # what the package ships
+    assert exported[0].read_bytes() == shipped_network().path(tmp_path).read_bytes()  # what the package ships
 
     def no_export(*args):
         raise AssertionError("exported again")
@@ -50,7 +51,7 @@ def test_onnx_float32_equals_torch_and_is_exported_once(scenes, tmp_path, monkey
     state = {**shipped.onnx.__getstate__(), "path": str(tmp_path / "elsewhere" / shipped.onnx.path.name)}
     worker = rt.OnnxNetwork.__new__(rt.OnnxNetwork)
     worker.__setstate__(state)
-    assert worker.path == shipped_network().path
+    assert worker.path == shipped_network().path() and worker.path.read_bytes() == shipped.onnx.path.read_bytes()
 
 
 def test_int8_is_calibrated_on_bank_images_and_keeps_the_neighbours(scenes, tmp_path):
@@ -116,3 +117,38 @@ def test_a_cached_export_opens_without_importing_torch(tmp_path):
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert first.stdout.strip() == "True"  # exported with torch once
     assert again.stdout.strip() == "False"  # then opened by onnxruntime alone
+
+
+def test_a_network_of_fixed_size_refuses_another_size(tmp_path):
+    """The shipped network takes any size; one exported for one size says so in one line."""
+    import onnx
+
+    from rsprune_geo.features.efficientnet import shipped_network
+
+    model = onnx.load(str(shipped_network().path(tmp_path)))
+    assert [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim[2:]] == ["height", "width"]
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_value = 224
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(model, str(fixed))
+    assert rt.OnnxNetwork(None, 224, "fixed", tmp_path, quantized=fixed)(np.zeros((1, 3, 224, 224))).shape == (1, 1280)
+    with pytest.raises(InputError, match="fixed.onnx: this network takes 224-px images only, not 128"):
+        rt.OnnxNetwork(None, 128, "fixed", tmp_path, quantized=fixed)
+
+
+def test_the_default_encoder_runs_at_its_measured_sizes_only(scenes, tmp_path):
+    small = get_encoder("efficientnet-lite0", cache_dir=str(tmp_path), input_size=128)
+    assert small.input_size == 128 and "-128-" in small.cache_key
+    assert small.encode(read_images_at(scenes[:4], 128)).shape == (4, 1280)
+    with pytest.raises(InputError, match="`input_size` 100: efficientnet-lite0 runs at 224 px; or 128, 160"):
+        get_encoder("efficientnet-lite0", input_size=100)
+    with pytest.raises(InputError, match="`input_size` 128: rcf-gaussian runs at 64 px$"):
+        get_encoder("rcf-gaussian", input_size=128)
+    assert get_encoder("rcf-gaussian", input_size=64).input_size == 64  # its own size is always fine
+
+
+def read_images_at(images, size):
+    """Images resized to ``size`` (Pillow), as a run reads them at the encoder's input size."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(image).resize((size, size))) for image in images])

@@ -194,6 +194,7 @@ def test_cli_evaluate_and_encoders(result, tmp_path):
         assert method in out.output
     listing = runner.invoke(main, ["encoders"])
     assert "efficientnet-lite0" in listing.output and "ResNet18_Weights.SENTINEL2_RGB_MOCO" in listing.output
+    assert "[224px (or 128, 160, 192), 1280-d] (default)" in listing.output  # the sizes it runs at
     single = [str(result.tiles.source.iloc[0])]
     tiny = rsprune_geo.run(single, tmp_path / "tiny.gpkg", chips=True)
     assert (tiny.tiles.status == "kept").sum() == 1

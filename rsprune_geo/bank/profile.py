@@ -1,11 +1,12 @@
 """Prior-bank profiles: what a run takes from a labelled bank, in one small file.
 
 A profile (``NAME.rsbank``, a zip) holds, for one encoder (keyed by its weights, its runtime and,
-for int8, its calibration): the bank's scene centroids, the int8 network the bank's images
-calibrated, every image's entropy at every pixel size a run can bring it to (so the stage-1 floor
-is the folder's), the bank's ground sample distance, class names and counts, and its source and
-terms. ``prior_bank`` takes a profile as it takes a folder, and the run selects the same tiles;
-``prior_bank="default"`` is the profile the package ships (the UC Merced scenes).
+for int8, its calibration): the bank's scene centroids (and scene metric) at one or more input
+sizes, the int8 network the bank's images calibrated, every image's entropy at every pixel size a
+run can bring it to (so the stage-1 floor is the folder's), the bank's ground sample distance,
+class names and counts, and its source and terms. ``prior_bank`` takes a profile as it takes a
+folder, and the run selects the same tiles; ``prior_bank="default"`` is the profile the package
+ships (the UC Merced scenes).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,19 @@ MIN_SIDE = 32
 
 
 @dataclass
+class SizedCentroids:
+    """A profile's scene centroids for its encoder at one input size.
+
+    The raw ``centroids``; with the bank's scene ``metric`` fitted at that size, the centroids in
+    the metric's space too (``metric_centroids``).
+    """
+
+    centroids: SceneCentroids
+    metric: SceneMetric | None = None
+    metric_centroids: SceneCentroids | None = None
+
+
+@dataclass
 class BankProfile:
     """A prior bank as a profile.
 
@@ -63,7 +77,8 @@ class BankProfile:
     ``sizes`` (width, height), its entropies at every pixel size (rows of ``entropy_index``: image,
     width, height; ``entropy_values``: bits), the scene ``centroids`` and the int8 network
     (``quantized`` bytes) for its encoder; with the bank's scene ``metric`` (when its classes have
-    images enough), the centroids in the metric's space too.
+    images enough), the centroids in the metric's space too. ``other_sizes``: the centroids (and
+    metric) at the other input sizes it was built at, the same network run at them.
     """
 
     path: str
@@ -76,6 +91,31 @@ class BankProfile:
     quantized: bytes | None
     metric: SceneMetric | None = None
     metric_centroids: SceneCentroids | None = None
+    other_sizes: dict[int, SizedCentroids] = field(default_factory=dict)
+
+    @property
+    def input_sizes(self) -> list[int]:
+        """The encoder's input sizes the profile has centroids for, its own first."""
+        return [int(self.about["encoder"]["input_size"]), *sorted(self.other_sizes)]
+
+    def at_size(self, input_size: int) -> BankProfile:
+        """The profile as a run at ``input_size`` takes it: the centroids and metric made at that size.
+
+        Raises:
+            InputError: the profile was not built at that size.
+        """
+        built = self.about["encoder"]
+        if int(input_size) == int(built["input_size"]):
+            return self
+        if int(input_size) not in self.other_sizes:
+            raise InputError(f"{self.path}: its centroids were made at {' and '.join(map(str, self.input_sizes))} px; "
+                             f"this run asks for {param('input_size')} {input_size}: build a profile at it (`rsprune "
+                             f"bank build --input-size {input_size}`), or give the bank folder")
+        point = self.other_sizes[int(input_size)]
+        encoder = {**built, **built["sizes"][str(input_size)], "input_size": int(input_size)}
+        encoder.pop("sizes")
+        return replace(self, about={**self.about, "encoder": encoder}, centroids=point.centroids,
+                       metric=point.metric, metric_centroids=point.metric_centroids, other_sizes={})
 
     @property
     def roots(self) -> list[str]:
@@ -241,16 +281,25 @@ def load_profile(path: str | os.PathLike) -> BankProfile:
     if about.get("format") != FORMAT:
         raise InputError(f"{path}: profile format {about.get('format')}; this rsprune_geo reads format {FORMAT}: "
                          "build it again with `rsprune bank build`")
-    centroids = SceneCentroids(data["centroids"], data["centroid_labels"], data["centroid_purity"],
-                               data["centroid_members"])
-    metric, metric_centroids = None, None
-    if "metric_transform" in data:  # a profile built before the bank metric has none
-        shrinkage = float(about["encoder"]["metric"]["shrinkage"])
-        metric = SceneMetric(data["metric_mean"], data["metric_transform"], shrinkage)
-        metric_centroids = SceneCentroids(data["metric_centroids"], data["centroid_labels"],
-                                          data["metric_centroid_purity"], data["metric_centroid_members"])
-    return BankProfile(str(path), about, data["labels"], data["sizes"], data["entropy_index"],
-                       data["entropy_values"], centroids, quantized, metric, metric_centroids)
+    main = _sized_centroids(data, about["encoder"], "")
+    others = {int(size): _sized_centroids(data, point, f".{size}")
+              for size, point in about["encoder"].get("sizes", {}).items()}
+    return BankProfile(str(path), about, data["labels"], data["sizes"], data["entropy_index"], data["entropy_values"],
+                       main.centroids, quantized, main.metric, main.metric_centroids, others)
+
+
+def _sized_centroids(data: dict[str, np.ndarray], encoder: dict, suffix: str) -> SizedCentroids:
+    """The centroids (and metric) a profile stores for one input size, under names ending ``suffix``."""
+    labels = data["centroid_labels"]
+    centroids = SceneCentroids(data["centroids" + suffix], labels, data["centroid_purity" + suffix],
+                               data["centroid_members" + suffix])
+    if "metric_transform" + suffix not in data:  # a profile built before the bank metric has none
+        return SizedCentroids(centroids)
+    metric = SceneMetric(data["metric_mean" + suffix], data["metric_transform" + suffix],
+                         float(encoder["metric"]["shrinkage"]))
+    in_metric = SceneCentroids(data["metric_centroids" + suffix], labels, data["metric_centroid_purity" + suffix],
+                               data["metric_centroid_members" + suffix])
+    return SizedCentroids(centroids, metric, in_metric)
 
 
 #: Prior-bank images used to draw empirical RCF filters (a seeded sample).
@@ -259,12 +308,13 @@ RCF_FIT_IMAGES = 1000
 
 def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, seed: int = 0,
                  device: str | None = None, runtime: Runtime | str = Runtime.AUTO,
-                 cache_dir: str | None = None) -> Encoder:
-    """The encoder ``name`` for a bank folder.
+                 cache_dir: str | None = None, input_size: int | None = None) -> Encoder:
+    """The encoder ``name`` for a bank folder, at ``input_size`` (``None``: its own).
 
     One that fits on the bank (``rcf-empirical``) draws a seeded sample of the bank's images, and one
-    whose int8 variant keeps its accuracy is calibrated on another (``CALIBRATION_IMAGES`` of them) when
-    it runs on onnxruntime. Where this install cannot quantise (onnx, an extra, is not installed) the
+    whose int8 variant keeps its accuracy is calibrated on another (``CALIBRATION_IMAGES`` of them, at
+    its own input size whatever size it runs at, as a profile's sizes share one network) when it runs
+    on onnxruntime. Where this install cannot quantise (onnx, an extra, is not installed) the
     default encoder runs the int8 network of the shipped profile, calibrated on its scenes, and says so.
     """
     info = encoder_info(name)
@@ -284,7 +334,7 @@ def bank_encoder(name: str, bank_paths: list[str], weights: str | None = None, s
             key = f"{info.input_size}:" + "\n".join(
                 f"{os.path.abspath(p)}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths)
             calibration = Calibration(key, lambda: read_images(paths, info.input_size))
-    return get_encoder(name, weights, fit_images, seed, device, runtime, cache_dir, calibration)
+    return get_encoder(name, weights, fit_images, seed, device, runtime, cache_dir, calibration, input_size)
 
 
 def shipped_calibration(encoder: str, weights: str | None, cache_dir: str | os.PathLike | None
@@ -309,13 +359,17 @@ def shipped_calibration(encoder: str, weights: str | None, cache_dir: str | os.P
 
 def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec: CentroidSpec,
                   device: str | None, runtime: Runtime | str, cache_dir: str | os.PathLike | None,
-                  metric: MetricMode = MetricMode.BANK, views: int | None = None) -> tuple[Encoder, SceneCentroids]:
+                  metric: MetricMode = MetricMode.BANK, views: int | None = None,
+                  input_size: int | None = None) -> tuple[Encoder, SceneCentroids]:
     """The encoder a profile was built for.
 
-    With its int8 network, its views and (``bank``) its scene metric, and its scene centroids in that
-    space; an :class:`InputError` when the run asks for another encoder, runtime, centroid layout or
-    number of views. A profile built before the bank metric gives the raw cosine, said once.
+    With its int8 network, its views, its input size (``input_size``: another it was built at)
+    and (``bank``) its scene metric, and its scene centroids in that space; an :class:`InputError`
+    when the run asks for another encoder, runtime, centroid layout, input size or number of
+    views. A profile built before the bank metric gives the raw cosine, said once.
     """
+    if input_size is not None:
+        profile = profile.at_size(input_size)
     built = profile.about["encoder"]
     made_with = int(built.get("views", 1))
     if views is not None and views != made_with:
@@ -338,7 +392,7 @@ def profile_model(profile: BankProfile, encoder: str, weights: str | None, spec:
         calibration = Calibration.made(built["calibration"], str(_extracted(profile.quantized, cache_dir)))
     seed = int(theirs.get("seed", spec.seed))  # an encoder drawn from a seed (RCF) is the profile's
     model = get_encoder(encoder, None, None, seed, device, runtime, str(cache_dir) if cache_dir else None,
-                        calibration)
+                        calibration, int(built.get("input_size") or encoder_info(encoder).input_size))
     if model.cache_key != built["key"]:
         raise InputError(f"{profile.path}: built for {built['key']} (runtime {built['runtime']}); this run's encoder "
                          f"is {model.cache_key} (runtime {model.runtime}): give the bank folder, or build a "
@@ -439,36 +493,39 @@ def _reachable_sizes(size: tuple[int, int]) -> set[tuple[int, int]]:
 def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike, encoder: str = DEFAULT_ENCODER,
                   runtime: Runtime | str = Runtime.AUTO, spec: CentroidSpec | None = None,
                   cache_dir: str | os.PathLike | None = None, source: str = "", terms: str = "",
-                  on_progress: ProgressCallback = no_progress, views: int = 1) -> BankProfile:
+                  on_progress: ProgressCallback = no_progress, views: int = 1,
+                  input_sizes: Sequence[int] = ()) -> BankProfile:
     """Build the profile of the bank folders ``roots`` for ``encoder``.
 
     It runs on this machine's CPU runtime, with its rotation ``views`` averaged, and is written
     atomically at ``output``; see the module's docstring. The bank's scene metric and its centroids are
-    stored beside the raw ones when every class has images enough.
+    stored beside the raw ones when every class has images enough. ``input_sizes``: the encoder's
+    input sizes, the first the profile's own (default: the encoder's); the others share its
+    network, calibrated at the first.
     """
     spec = spec or CentroidSpec(4, 10, None, None, 0)
     if encoder_info(encoder).needs_bank:
         raise InputError(f"{encoder} draws its filters from the bank's images: a profile cannot carry them; "
                          "give the bank folder to runs")
+    sizes_asked = list(dict.fromkeys(int(size) for size in input_sizes))
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     bank, skipped = load_prior_bank(roots, cache_root)
-    model = bank_encoder(encoder, bank.paths, None, spec.seed, "cpu", runtime, str(cache_root))
-    viewed = with_views_and_metric(model, views, None)
-    centroids = bank_centroids(bank, viewed, spec, cache_root, on_progress)
-    mapped = bank_model(bank, model, MetricMode.BANK, views, cache_root, on_progress)
-    metric_arrays: dict[str, np.ndarray] = {}
-    metric_about = None
-    if isinstance(mapped, MetricEncoder):
-        in_metric = bank_centroids(bank, mapped, spec, cache_root, on_progress)
-        metric_arrays = {"metric_mean": mapped.metric.mean, "metric_transform": mapped.metric.transform,
-                         "metric_centroids": in_metric.vectors, "metric_centroid_purity": in_metric.purity,
-                         "metric_centroid_members": in_metric.members}
-        metric_about = {"dims": mapped.metric.dim, "shrinkage": mapped.metric.shrinkage,
-                        "digest": mapped.metric.digest}
-        # both sets share the stored labels: k-means per class gives each class as many centroids in either space
-        assert np.array_equal(in_metric.labels, centroids.labels)
-    sizes, index, values = entropy_table(bank.paths, on_progress)
+    model = bank_encoder(encoder, bank.paths, None, spec.seed, "cpu", runtime, str(cache_root),
+                         sizes_asked[0] if sizes_asked else None)
     int8 = model.runtime is Runtime.ONNX_INT8
+    stored, metric_about = _centroid_arrays(bank, model, views, spec, cache_root, on_progress, "")
+    centroid_labels = stored.pop("centroid_labels")
+    other_sizes: dict[str, dict] = {}
+    for size in sizes_asked[1:]:
+        same_network = (Calibration.made(getattr(model, "_calibration_digest", ""), str(model.onnx.path))
+                        if int8 and isinstance(model, NetworkEncoder) else None)
+        sized = get_encoder(encoder, None, None, spec.seed, "cpu", model.runtime, str(cache_root), same_network,
+                            size)
+        at_size, about_metric = _centroid_arrays(bank, sized, views, spec, cache_root, on_progress, f".{size}")
+        assert np.array_equal(at_size.pop("centroid_labels"), centroid_labels)
+        stored.update(at_size)
+        other_sizes[str(size)] = {"key": sized.cache_key, "metric": about_metric}
+    sizes, index, values = entropy_table(bank.paths, on_progress)
     about = {
         "format": FORMAT, "name": Path(output).stem, "source": source or ", ".join(bank.roots), "terms": terms,
         "roots": [os.path.basename(r.rstrip("/")) for r in bank.roots], "fingerprint": bank.fingerprint,
@@ -477,13 +534,11 @@ def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike,
         "encoder": {"name": model.name, "key": model.cache_key, "runtime": str(model.runtime),
                     "calibration": getattr(model, "_calibration_digest", "") if int8 else "",
                     "input_size": model.input_size, "dim": model.dim, "views": views, "metric": metric_about,
-                    "centroids": {**_layout(spec), "seed": spec.seed}},
+                    "centroids": {**_layout(spec), "seed": spec.seed}, "sizes": other_sizes},
     }
     arrays = io.BytesIO()
-    stored: dict[str, np.ndarray] = {
-        "labels": bank.labels.astype(str), "sizes": sizes, "entropy_index": index, "entropy_values": values,
-        "centroids": centroids.vectors, "centroid_labels": centroids.labels.astype(str),
-        "centroid_purity": centroids.purity, "centroid_members": centroids.members, **metric_arrays}
+    stored.update({"labels": bank.labels.astype(str), "sizes": sizes, "entropy_index": index,
+                   "entropy_values": values, "centroid_labels": centroid_labels})
     packed: dict[str, Any] = packed_arrays(stored)  # numpy's stubs take **kwargs as its own options
     np.savez_compressed(arrays, **packed)
     buffer = io.BytesIO()
@@ -494,5 +549,27 @@ def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike,
             z.writestr("int8.onnx", Path(model.onnx.path).read_bytes())
     _atomic_write(Path(output), buffer.getvalue())
     log.info("prior-bank profile %s: %d images, %d classes, %d centroids, encoder %s", output, len(bank),
-             len(bank.classes), len(centroids), model.cache_key)
+             len(bank.classes), len(centroid_labels), model.cache_key)
     return load_profile(output)
+
+
+def _centroid_arrays(bank: PriorBank, model: Encoder, views: int, spec: CentroidSpec, cache_root: Path,
+                     on_progress: ProgressCallback, suffix: str) -> tuple[dict[str, np.ndarray], dict | None]:
+    """The scene centroids (and metric) of ``model`` on the bank as a profile stores them; the metric's JSON.
+
+    Their names end with ``suffix``, but for the centroids' labels, which every input size shares.
+    """
+    viewed = with_views_and_metric(model, views, None)
+    centroids = bank_centroids(bank, viewed, spec, cache_root, on_progress)
+    stored = {"centroids" + suffix: centroids.vectors, "centroid_labels": centroids.labels.astype(str),
+              "centroid_purity" + suffix: centroids.purity, "centroid_members" + suffix: centroids.members}
+    mapped = bank_model(bank, model, MetricMode.BANK, views, cache_root, on_progress)
+    if not isinstance(mapped, MetricEncoder):
+        return stored, None
+    in_metric = bank_centroids(bank, mapped, spec, cache_root, on_progress)
+    # both sets share the stored labels: k-means per class gives each class as many centroids in either space
+    assert np.array_equal(in_metric.labels, centroids.labels)
+    stored.update({"metric_mean" + suffix: mapped.metric.mean, "metric_transform" + suffix: mapped.metric.transform,
+                   "metric_centroids" + suffix: in_metric.vectors, "metric_centroid_purity" + suffix: in_metric.purity,
+                   "metric_centroid_members" + suffix: in_metric.members})
+    return stored, {"dims": mapped.metric.dim, "shrinkage": mapped.metric.shrinkage, "digest": mapped.metric.digest}

@@ -30,6 +30,9 @@ def command() -> None:
 @config_option("cache_dir")
 @click.option("--views", type=click.Choice(["1", "2", "4"]), default="1", show_default=True,
               help="Right-angle rotations each bank image is encoded in, averaged; runs with the profile use them.")
+@click.option("--input-size", "input_sizes", type=click.IntRange(32, 1024), multiple=True,
+              help="The encoder's input side in pixels (repeatable: the first is the profile's own, the others "
+                   "share its network; default: the encoder's). Runs pick one with --input-size.")
 @click.option("--source", default="", help="Where the bank comes from (a citation, a URL), stored in the profile.")
 @click.option("--terms", default="", help="The bank's terms of use (its licence), stored in the profile.")
 @quiet_option
@@ -37,7 +40,8 @@ def command() -> None:
 @fail_cleanly
 def build(folders: tuple[str, ...], output: str, encoder: str, runtime: str, k_per_class: int | None,
           images_per_centroid: int, k: int | None, bank_samples: int | None, seed: int, cache_dir: str | None,
-          views: str, source: str, terms: str, quiet: bool, progress_json: bool) -> None:
+          views: str, input_sizes: tuple[int, ...], source: str, terms: str, quiet: bool,
+          progress_json: bool) -> None:
     """Build the profile of the labelled FOLDERS (ROOT/<class>/<images>) for one encoder.
 
     On this machine's CPU runtime: `--prior-bank OUTPUT` then selects what `--prior-bank FOLDERS`
@@ -49,7 +53,7 @@ def build(folders: tuple[str, ...], output: str, encoder: str, runtime: str, k_p
     spec = CentroidSpec(None if k is not None else k_per_class, images_per_centroid, k, bank_samples, seed)
     with progress_reporter(progress_json, quiet) as on_progress:
         profile = build_profile(list(folders), output, encoder, runtime, spec, cache_dir, source, terms, on_progress,
-                                int(views))
+                                int(views), input_sizes)
     finish(progress_json, {"output": output, "images": len(profile), "classes": len(profile.classes)},
            None if quiet else describe(profile.path, profile.about))
 
@@ -75,7 +79,8 @@ def describe(path: str, about: dict) -> str:
         f"  {about['images']} images in {len(about['classes'])} classes, {gsd}",
         f"  encoder {encoder['name']} ({encoder['runtime']}), key {encoder['key']}",
         "  centroids: " + ", ".join(f"{k} {v}" for k, v in encoder["centroids"].items()),
-        f"  views: {encoder.get('views', 1)}; scene metric: "
+        f"  input size: {' and '.join(str(s) for s in [encoder['input_size'], *encoder.get('sizes', {})])} px; "
+        f"views: {encoder.get('views', 1)}; scene metric: "
         + (f"bank ({encoder['metric']['dims']} dimensions, shrinkage {encoder['metric']['shrinkage']:g})"
            if encoder.get("metric") else "none (the encoder's raw cosine)"),
         f"  source: {about['source']}",

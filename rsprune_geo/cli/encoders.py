@@ -18,7 +18,9 @@ def command() -> None:
     for name in list_encoders():
         info = encoder_info(name)
         mark = " (default)" if name == DEFAULT_ENCODER else ""
-        size = f"{info.input_size}px" + (f", {info.dim}-d" if info.dim else "")
+        others = [str(side) for side in info.sizes if side != info.input_size]
+        size = f"{info.input_size}px" + (f" (or {', '.join(others)})" if others else "") + (
+            f", {info.dim}-d" if info.dim else "")
         click.echo(f"{name:<20} {cli_message(info.description)} [{size}]{mark}")
     try:
         from ..features.torchgeo_weights import torchgeo_weight_names

@@ -36,6 +36,8 @@ class Encoder(ABC):
 
     name: str = ""
     input_size: int = 224
+    #: Other input sizes the encoder runs at (measured; ``input_size`` is its default).
+    sizes: tuple[int, ...] = ()
     dim: int = 0
     batch_size: int = 32
     #: Where the network runs: ``torch``, ``onnx`` (onnxruntime, float32) or ``onnx-int8``.
@@ -128,7 +130,7 @@ class NetworkEncoder(Encoder):
         try:
             key = f"{self.name.replace('.', '_')}-{self._state_digest()}"
             self.onnx = OnnxNetwork(lambda: load().to("cpu"), int(side), key, cache_dir, calibrated, network,
-                                    quantized)
+                                    quantized, any_size=bool(self.sizes))
         except InputError:
             raise
         except Exception as exc:  # an operator the exporter cannot write: torch still works

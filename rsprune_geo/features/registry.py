@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..config import DEFAULT_ENCODER
-from ..errors import InputError
+from ..errors import InputError, param
 from .base import Encoder, require_torch
 
 E = TypeVar("E", bound=type[Encoder])
@@ -19,7 +19,8 @@ E = TypeVar("E", bound=type[Encoder])
 class EncoderInfo:
     """What an encoder takes and gives, known without loading it.
 
-    ``input_size``: the square side images are resized to; ``dim``: the vector length (``None``
+    ``input_size``: the square side images are resized to by default, ``sizes``: the sides it also
+    runs at; ``dim``: the vector length (``None``
     when only the weights tell); ``needs_bank``: it fits on prior-bank images (``fit_images``);
     ``weights``: what ``weights=`` may point at (``file`` or ``folder``); ``int8``: its int8
     variant keeps accuracy, so it is used on CPUs when prior-bank images calibrate it; ``torch``:
@@ -35,6 +36,7 @@ class EncoderInfo:
     weights: str = "file"
     int8: bool = False
     torch: bool = False
+    sizes: tuple[int, ...] = ()
 
     def require_installed(self, what: str | None = None) -> None:
         """An :class:`InputError` naming the ``torch`` extra when it is needed and missing.
@@ -53,13 +55,15 @@ def register_encoder(name: str, description: str, input_size: int, dim: int | No
                      torch: bool = False) -> Callable[[E], E]:
     """Class decorator: register an :class:`Encoder` subclass under ``name``.
 
-    The class is built as ``cls.build(name, weights, fit_images, seed, device, **runtime)``.
+    The class is built as ``cls.build(name, weights, fit_images, seed, device, **runtime)``; its
+    ``sizes`` are the input sizes it also runs at.
     """
 
     def decorate(cls: E) -> E:
         if name in _REGISTRY:
             raise ValueError(f"encoder {name!r} is registered twice")
-        _REGISTRY[name] = EncoderInfo(name, cls, description, input_size, dim, needs_bank, weights, int8, torch)
+        _REGISTRY[name] = EncoderInfo(name, cls, description, input_size, dim, needs_bank, weights, int8, torch,
+                                      tuple(cls.sizes))
         return cls
 
     return decorate
@@ -107,7 +111,7 @@ def encoder_info(name: str) -> EncoderInfo:
 
 def get_encoder(name: str | None = None, weights: str | None = None, fit_images: np.ndarray | None = None,
                 seed: int = 0, device: str | None = None, runtime: str = "auto", cache_dir: str | None = None,
-                calibration: Any = None) -> Encoder:
+                calibration: Any = None, input_size: int | None = None) -> Encoder:
     """Build the encoder ``name``.
 
     Args:
@@ -122,16 +126,23 @@ def get_encoder(name: str | None = None, weights: str | None = None, fit_images:
         cache_dir: where exported networks are kept.
         calibration: uint8 images at the input size that calibrate the int8 variant, or a
             :class:`~rsprune_geo.features.runtime.Calibration` read only when needed.
+        input_size: the side images are resized to, one of the encoder's ``sizes``; ``None``
+            for its own.
 
     Returns:
         The encoder.
 
     Raises:
-        InputError: the name is unknown, or its extra (``torch``) is not installed.
+        InputError: the name is unknown, its extra (``torch``) is not installed, or it does not
+            run at ``input_size``.
     """
     info = encoder_info(name or DEFAULT_ENCODER)
+    sized = {} if input_size is None or input_size == info.input_size else {"input_size": input_size}
+    if sized and input_size not in info.sizes:
+        others = f"; or {', '.join(map(str, info.sizes))}" if info.sizes else ""
+        raise InputError(f"{param('input_size')} {input_size}: {info.name} runs at {info.input_size} px{others}")
     return info.cls.build(info.name, weights, fit_images, seed, device, runtime=runtime, cache_dir=cache_dir,
-                          calibration=calibration)
+                          calibration=calibration, **sized)
 
 
 def independent_encoder_name(run_encoder: str, requested: str | None = None) -> str:

@@ -97,6 +97,7 @@ class Stage2Record(RecordPart):
     encoder_runtime: Runtime = Runtime.TORCH
     metric: MetricMode = MetricMode.RAW
     views: int = 1
+    input_size: int = 0  # the encoder's input side (px); 0 in records written before it was kept
     onnxruntime: str | None = None
     weights: str | None = None
     prior_bank: list[str] = field(default_factory=list)

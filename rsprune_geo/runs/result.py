@@ -96,6 +96,7 @@ class RunResult:
             st2 = record.stage2
             lines.append(
                 f"stage 2: encoder {st2.encoder} (runtime {st2.encoder_runtime}"
+                + (f", {st2.input_size} px" if st2.input_size else "")
                 + (f", {st2.views} views" if st2.views > 1 else "") + f"), metric {st2.metric}, {st2.n_centroids} "
                 f"centroids over "
                 f"{st2.n_classes} scenes, {st2.clustering} clustering, quotas by {st2.quota_by}, budget {st2.budget}"

@@ -74,6 +74,7 @@ class Stage2Options:
     extend: str | None = None
     metric: MetricMode = MetricMode.BANK
     views: int | None = None
+    input_size: int | None = None
 
     @classmethod
     def from_config(cls, config: RunConfig) -> Stage2Options:
@@ -85,6 +86,7 @@ class Stage2Options:
             clustering=config.clustering, selection=SelectionOptions.from_config(config),
             cache_dir=config.cache_dir, device=config.device, runtime=config.runtime, batch_size=config.batch_size,
             evaluate=config.evaluate, extend=config.extend, metric=config.metric, views=config.views,
+            input_size=config.input_size,
         )
 
     @property
@@ -164,10 +166,11 @@ def prepare_model(bank: Bank, options: Stage2Options, positions: int,
     t0 = time.perf_counter()
     if isinstance(bank, BankProfile):
         encoder, centroids = profile_model(bank, options.encoder, options.weights, options.centroids, options.device,
-                                           options.runtime, options.cache_root, options.metric, options.views)
+                                           options.runtime, options.cache_root, options.metric, options.views,
+                                           options.input_size)
     else:
         encoder = bank_encoder(options.encoder, bank.paths, options.weights, options.seed, options.device,
-                               options.runtime, str(options.cache_root))
+                               options.runtime, str(options.cache_root), options.input_size)
         on_progress("prior_bank", 0, len(bank))
         encoder = bank_model(bank, encoder, options.metric, options.views or 1, options.cache_root, on_progress)
         centroids = bank_centroids(bank, encoder, options.centroids, options.cache_root, on_progress)
@@ -310,7 +313,7 @@ def _record(options: Stage2Options, model: Stage2Model, budget: Budget, candidat
     bank, encoder, centroids = model.bank, model.encoder, model.centroids
     return Stage2Record(
         encoder=encoder.name, encoder_key=encoder.cache_key, encoder_runtime=encoder.runtime,
-        metric=metric_and_views(encoder)[0], views=metric_and_views(encoder)[1],
+        metric=metric_and_views(encoder)[0], views=metric_and_views(encoder)[1], input_size=encoder.input_size,
         onnxruntime=onnxruntime_version(), weights=options.weights, prior_bank=bank.roots,
         prior_bank_fingerprint=bank.fingerprint, prior_bank_profile=isinstance(bank, BankProfile),
         prior_bank_images=len(bank), n_classes=len(bank.classes),
