@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from rasterio.transform import Affine
 
 from .bank.profile import open_bank
 from .choices import Stage1Rule
@@ -23,10 +22,9 @@ from .config import RunConfig
 from .engine.passes import run_batch_size
 from .errors import InputError, SkippedInput, counted
 from .reading.grid import RunGrid, SourceGrid
-from .reading.pixels import MaskMode
-from .reading.scan import scan_sources
-from .reading.sources import RasterSource, open_source, source_key
-from .reading.stac import ItemGrid, StacPath, looks_like_stac, stac_paths
+from .reading.scan import planned_source, scan_sources
+from .reading.sources import RasterSource, open_source
+from .reading.stac import looks_like_stac, stac_paths
 from .stages.stage1 import matched_to_bank
 
 #: Chips whose sizes are read to estimate a folder's bytes (the rest are taken alike).
@@ -195,7 +193,15 @@ def stac_sources(texts: Sequence[str], config: RunConfig) -> tuple[list[RasterSo
         for i, path in enumerate(lean):
             if i not in lacking:
                 assert path.grid is not None
-                sources.append(planned_source(path, path.grid, config.bands))
+                try:  # a plan reads one sample window at most (of a separate-band item, its red file): unchecked
+                    sources.append(replace(planned_source(path, path.grid, config.bands, config.allow_no_crs),
+                                           planned=False))
+                except InputError as error:
+                    if config.strict:
+                        raise
+                    first_error = first_error or error
+                    skipped.append({"path": str(path), "error": str(error)})
+                    continue
                 from_metadata += 1
                 continue
             try:
@@ -212,30 +218,6 @@ def stac_sources(texts: Sequence[str], config: RunConfig) -> tuple[list[RasterSo
     if not sources and first_error is not None:
         raise first_error
     return sources, skipped, from_metadata
-
-
-def planned_source(path: StacPath, grid: ItemGrid, bands: Sequence[int] | None = None) -> RasterSource:
-    """A :class:`RasterSource` from an item's metadata alone, for planning (nothing opened).
-
-    Args:
-        path: the item's raster path.
-        grid: what the item's metadata says of it (complete).
-        bands: the bands asked for; ``None`` for the first three, or the one.
-
-    Returns:
-        The source as a plan needs it: its size, CRS, transform, bands and data type.
-    """
-    from rasterio.crs import CRS
-
-    count = int(grid.count or 1)
-    chosen = tuple(bands) if bands else ((1, 2, 3) if count >= 3 else (1,))
-    return RasterSource(
-        path=str(path), width=grid.width, height=grid.height, count=count, dtype=str(grid.dtype),
-        crs=CRS.from_user_input(grid.crs), transform=Affine(*grid.transform[:6]), bands=chosen, nodata=grid.nodata,
-        mask_mode=MaskMode.NODATA if grid.nodata is not None else MaskMode.NONE, alpha_band=None,
-        block_shape=(512, 512), overviews=(), fingerprint="", key=source_key(str(path)),
-        date_tags=(("STAC item datetime", path.datetime),) if path.datetime else (), stac_item=path.item_id,
-        stac_href=path.item_href)
 
 
 def decode_bytes(grid: RunGrid) -> int:

@@ -198,3 +198,78 @@ def test_a_dry_run_plans_an_item_of_separate_band_files_as_three_bands_without_s
     monkeypatch.setattr(stac, "_stacked_vrt", no_stacking)
     plan = estimate_run([str(tmp_path / "item.json")], prior_bank=(), tile_size=128)
     assert plan.from_metadata == 1 and (plan.tiles, plan.bytes_to_decode) == (by_path.tiles, by_path.bytes_to_decode)
+
+
+def _planned_catalogue(catalogue, folder, names=None, change=None) -> str:
+    """An item collection of the NAIP items with the raster extension (so they are planned from metadata)."""
+    flat = [_with_raster_bands(_item(n, str(catalogue["root"] / "data" / n)), nodata=None)
+            for n in names or catalogue["names"]]
+    if change is not None:
+        change(flat[0])
+    path = folder / "planned.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": flat}))
+    return str(path)
+
+
+def test_a_run_plans_items_from_their_metadata_and_selects_as_the_rasters_do(catalogue, tmp_path, monkeypatch):
+    """The scan opens no item's file: each is described by its item and opened by the window tasks,
+    which check it; its fingerprint is the file's, so exports and the embedding cache work as ever."""
+    from rsprune_geo.reading import scan
+
+    by_path = rsprune_geo.run(catalogue["rasters"], None, **OPTIONS)
+    items = _planned_catalogue(catalogue, tmp_path)
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("the scan opened an item planned from its metadata")
+
+    monkeypatch.setattr(scan, "open_source", no_open)
+    result = rsprune_geo.run([items], tmp_path / "run.gpkg", **OPTIONS)
+    monkeypatch.undo()
+    assert _decisions(result).equals(_decisions(by_path))
+    for path in result.record.input_paths:
+        entry, opened = result.record.input(path), by_path.record.input(path)
+        assert entry["fingerprint"] == opened["fingerprint"] and entry["mask"] == "file"
+    exported = CliRunner().invoke(main, ["export", str(tmp_path / "run.gpkg"), "--to", str(tmp_path / "chips"),
+                                         "--format", "png"])
+    assert exported.exit_code == 0, exported.output  # the run's inputs reopen, fingerprints checked
+    assert len(list((tmp_path / "chips").rglob("*.png"))) == len(result.kept)
+
+
+def test_a_planned_item_keeps_the_files_own_validity(tmp_path):
+    """An alpha band the item does not mention still marks the invalid pixels, as a scan would."""
+    raster = shared("rio-tiler/pix4d_alpha_nodata.tif")
+    with rasterio.open(raster) as src:
+        item = {"type": "Feature", "stac_version": "1.1.0", "id": "pix4d", "geometry": None, "bbox": None,
+                "links": [], "properties": {"proj:code": f"EPSG:{src.crs.to_epsg()}",
+                                            "proj:shape": [src.height, src.width],
+                                            "proj:transform": list(src.transform)[:6]},
+                "assets": {"visual": {"href": raster, "raster:bands": [{"data_type": "uint8"}] * src.count}}}
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    options = dict(tile_size=64, keep=0.5, stage1="paper", stage1_keep=0.5)
+    by_path = rsprune_geo.run([raster], None, **options)
+    planned = rsprune_geo.run([str(tmp_path / "item.json")], None, **options)
+    assert (by_path.tiles.status == "nodata").sum() > 0
+    assert _decisions(planned).equals(_decisions(by_path))
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda item: item["properties"].__setitem__("proj:shape", [800, 1000]), "size 1000x800 \\(the file: 934x724"),
+    (lambda item: item["assets"]["visual"]["raster:bands"][0].__setitem__("data_type", "uint16"),
+     "data type uint16 \\(the file: uint8\\)"),
+    (lambda item: item["properties"].__setitem__("proj:code", "EPSG:4326"), "CRS EPSG:4326 \\(the file: EPSG:"),
+])
+def test_an_item_whose_metadata_is_wrong_is_unreadable_and_said(catalogue, tmp_path, change, said):
+    """Its tiles are nodata, for a reason that says so, and the warning names what differs; the
+    other items are selected as ever; with strict the run stops on it."""
+    import re
+
+    items = _planned_catalogue(catalogue, tmp_path, change=change)
+    result = rsprune_geo.run([items], None, **OPTIONS)
+    wrong = result.tiles[result.tiles.source == catalogue["rasters"][0]]
+    assert (wrong.status == "nodata").all() and wrong.reason.str.startswith("its pixels cannot be read").all()
+    assert any(re.search(f"item naip-20090818 says {said}", w) for w in result.record.warnings), \
+        result.record.warnings
+    right = result.tiles[result.tiles.source == catalogue["rasters"][1]]
+    assert (right.status == "kept").any()
+    with pytest.raises(InputError, match=f"item naip-20090818 says {said}.*fix its proj: and raster: fields"):
+        rsprune_geo.run([items], None, strict=True, **OPTIONS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import cv2
@@ -155,14 +155,26 @@ def _pack_keys(fingerprint: str, ids: list[str]) -> list[str]:
 def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np.ndarray | None,
                   cache: EmbeddingCache | None, pack: _ChipPack | None = None
                   ) -> Iterator[tuple[WindowWork, dict[str, np.ndarray] | None]]:
-    """One source's windows of a task: each window's work and (a first pass) its tile rows."""
+    """One source's windows of a task: each window's work and (a first pass) its tile rows.
+
+    A source planned from its STAC item is opened once here first, and checked: one that fails
+    has every window unreadable, for the reason it gave (``strict`` stops the run).
+    """
+    failed = None
+    if tiles.source.planned:
+        try:
+            tiles = replace(tiles, source=tiles.source.settled())
+        except InputError as exc:
+            if spec.strict:
+                raise
+            failed = (tiles.source.path, str(exc))
     for window, positions, row_off, col_off in tiles.iter_windows():
         n = positions.size
         rows_in, cols_in = row_off - int(window.row_off), col_off - int(window.col_off)
         data, error = None, None
         if wanted is None:
             (data, valid, use_nodata, nodata), unreadable, error = _read_tolerant(tiles, window, rows_in, cols_in,
-                                                                                  spec.strict)
+                                                                                  spec.strict, failed)
             scores = score_window(data, valid, use_nodata, nodata, scaling, rows_in, cols_in,
                                   np.full(n, tiles.height), np.full(n, tiles.width))
             status, reason = stage1_codes(scores["entropy"], scores["nodata_fraction"], spec.max_nodata,
@@ -192,17 +204,23 @@ def _source_works(tiles: TaskTiles, scaling: Scaling, spec: PassSpec, wanted: np
                      if footprints is not None else None)
 
 
-def _read_tolerant(tiles: TaskTiles, window: Window, rows_in: np.ndarray, cols_in: np.ndarray, strict: bool
+def _read_tolerant(tiles: TaskTiles, window: Window, rows_in: np.ndarray, cols_in: np.ndarray, strict: bool,
+                   failed: tuple[str, str] | None = None
                    ) -> tuple[tuple[np.ndarray, np.ndarray, bool, float], np.ndarray, tuple[str, str] | None]:
     """A window's pixels for scoring (:func:`~rsprune_geo.stages.information.read_for_scoring`).
 
     Which tiles could not be read, and the error. A window that fails to read (a damaged block of a
     file, a server gone) is read again tile by tile: tiles that read are scored as ever, the others'
     pixels are invalid (they are ``nodata``, for a reason that says so). A file that no longer answers
-    at all (gone, a server down) stops the run, as does any error with ``strict``.
+    at all (gone, a server down) stops the run, as does any error with ``strict``. A source planned
+    from its STAC item that ``failed`` to open (the scan never opened it) is unreadable whole.
     """
     unreadable = np.zeros(rows_in.size, dtype=bool)
     source = tiles.source
+    if failed is not None:
+        unreadable[:] = True
+        data = np.zeros((len(source.bands), int(window.height), int(window.width)), dtype=source.dtype)
+        return (data, np.zeros(data.shape[1:], dtype=bool), False, 0.0), unreadable, failed
     try:
         return read_for_scoring(source, window), unreadable, None
     except InputError as exc:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 
 from ..errors import InputError
@@ -37,6 +37,25 @@ class MaskMode(StrEnum):
     ALPHA = "alpha"
     MASK = "mask"
     NONE = "none"
+    #: As the file says, looked up when it is opened: a raster planned from its STAC item's metadata.
+    FILE = "file"
+
+
+def file_mask(src: rasterio.io.DatasetReader, bands: Sequence[int]) -> tuple[MaskMode, int | None]:
+    """Where an open raster's validity comes from, for ``bands``: the mode and the alpha band's index.
+
+    An alpha band, else the nodata value, else a GDAL per-dataset mask, else none.
+    """
+    interp = list(src.colorinterp)
+    alpha_band = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
+    flags = src.mask_flag_enums[bands[0] - 1]
+    if alpha_band is not None and MaskFlags.alpha in flags:
+        return MaskMode.ALPHA, alpha_band
+    if MaskFlags.nodata in flags and src.nodata is not None:
+        return MaskMode.NODATA, alpha_band
+    if MaskFlags.per_dataset in flags:
+        return MaskMode.MASK, alpha_band
+    return MaskMode.NONE, alpha_band
 
 
 class PixelSource(Protocol):
@@ -286,16 +305,18 @@ def valid_mask(source: PixelSource, src: rasterio.io.DatasetReader, block: np.nd
     ``where`` locates the block for the alpha band or mask: ``window=`` or ``out_shape=``.
     """
     valid: np.ndarray | None
-    if source.mask_mode == MaskMode.NODATA:
-        nodata = source.nodata
+    mode, alpha_band, nodata = source.mask_mode, source.alpha_band, source.nodata
+    if mode == MaskMode.FILE:
+        (mode, alpha_band), nodata = file_mask(src, source.bands), src.nodata
+    if mode == MaskMode.NODATA:
         assert nodata is not None
         if np.isnan(nodata):
             valid = ~np.isnan(block).all(axis=0)
         else:
             valid = (block != np.array(nodata, dtype=block.dtype)).any(axis=0)
-    elif source.mask_mode == MaskMode.ALPHA:
-        valid = src.read(source.alpha_band, **where) > 0
-    elif source.mask_mode == MaskMode.MASK:
+    elif mode == MaskMode.ALPHA:
+        valid = src.read(alpha_band, **where) > 0
+    elif mode == MaskMode.MASK:
         valid = src.read_masks(source.bands[0], **where) > 0
     else:
         valid = None

@@ -1,4 +1,6 @@
-"""The inputs scanned (:func:`scan_sources`): every file opened and described once.
+"""The inputs scanned (:func:`scan_sources`): every file described once.
+
+Opened, or planned from its STAC item's metadata where that says enough (:func:`planned_source`).
 
 A folder of a hundred million chips is a run of as many sources, so they are held as columns: each
 chip keeps only what is its own (its folder, name, fingerprint and key, in flat arrays, a few tens
@@ -20,10 +22,19 @@ import pyarrow as pa
 from rasterio import Affine
 
 from ..engine.scaleout import map_tasks
-from ..errors import InputError, SkippedInput
+from ..errors import InputError, SkippedInput, counted
 from ..files import file_fingerprint
-from .sources import CHIP_SUFFIXES, RASTER_SUFFIXES, RasterSource, iter_paths, open_source
-from .stac import StacPath
+from .pixels import MaskMode
+from .sources import (
+    CHIP_SUFFIXES,
+    RASTER_SUFFIXES,
+    SUPPORTED_DTYPES,
+    RasterSource,
+    iter_paths,
+    open_source,
+    source_key,
+)
+from .stac import ItemGrid, StacPath
 
 #: Sources a :class:`SourceTable` gathers before packing them into its arrays.
 CHUNK = 1 << 13
@@ -380,11 +391,53 @@ def _scan_batch(paths: list[str], bands: Sequence[int] | None, allow_no_crs: boo
 
 def _open_or_error(path: str, bands: Sequence[int] | None, allow_no_crs: bool,
                    chip: bool) -> RasterSource | InputError:
-    """The opened source, or the :class:`InputError` that says why it cannot be."""
+    """The source (planned from its STAC item, else opened), or the :class:`InputError` that says why not."""
     try:
+        if isinstance(path, StacPath) and path.grid is not None and path.grid.complete and not chip:
+            return planned_source(path, path.grid, bands, allow_no_crs)
         return open_source(path, bands, allow_no_crs, chip)
     except InputError as exc:
         return exc
+
+
+def planned_source(path: StacPath, grid: ItemGrid, bands: Sequence[int] | None = None,
+                   allow_no_crs: bool = False) -> RasterSource:
+    """A :class:`RasterSource` from its STAC item's metadata, without opening the file.
+
+    Its fingerprint is the file's (two small reads of a local file, the name of a remote one, as
+    :func:`~rsprune_geo.reading.sources.open_source` takes it); its validity is looked up when a
+    window task opens it, which also checks the file against the metadata (``planned``).
+
+    Args:
+        path: the item's raster path.
+        grid: what the item's metadata says of it (complete).
+        bands: the bands asked for; ``None`` for the first three, or the one.
+        allow_no_crs: accepted for symmetry with :func:`~rsprune_geo.reading.sources.open_source`
+            (an item's grid always has a CRS).
+
+    Returns:
+        The source: its size, CRS, transform, bands and data type as the item says.
+
+    Raises:
+        InputError: the item's data type is not supported, or the bands asked for are not there.
+    """
+    from rasterio.crs import CRS
+
+    count = int(grid.count or 1)
+    chosen = tuple(bands) if bands else ((1, 2, 3) if count >= 3 else (1,))
+    if str(grid.dtype) not in SUPPORTED_DTYPES:
+        raise InputError(f"{path}: item {path.item_id}'s data type {grid.dtype} is not supported (use one of "
+                         f"{', '.join(SUPPORTED_DTYPES)})")
+    if max(chosen) > count:
+        raise InputError(f"{path}: band {max(chosen)} asked for, but item {path.item_id} has "
+                         f"{counted(count, 'band')}")
+    return RasterSource(
+        path=str(path), width=grid.width, height=grid.height, count=count, dtype=str(grid.dtype),
+        crs=CRS.from_user_input(grid.crs), transform=Affine(*grid.transform[:6]), bands=chosen, nodata=grid.nodata,
+        mask_mode=MaskMode.FILE, alpha_band=None, block_shape=(512, 512), overviews=(),
+        fingerprint=file_fingerprint(str(path)), key=source_key(str(path)),
+        date_tags=(("STAC item datetime", path.datetime),) if path.datetime else (), stac_item=path.item_id,
+        stac_href=path.item_href, planned=True)
 
 
 def distinct(sources: Sequence[RasterSource], name: str) -> list:

@@ -7,19 +7,18 @@ import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from ..errors import InputError, counted, require_extra
 from ..files import file_fingerprint
 from .dates import date_tags
-from .pixels import MaskMode, choose_bands
+from .pixels import MaskMode, choose_bands, file_mask
 from .remote import read_errors
 
 #: dtypes the information filter knows how to read.
@@ -54,6 +53,8 @@ class RasterSource:
         date_tags: GDAL metadata items that may hold the acquisition date.
         stac_item: the id of the STAC item the raster came from.
         stac_href: where that item is.
+        planned: described by its STAC item's metadata, not opened by the scan: each open
+            checks the file against it, and its validity is the file's (``mask_mode`` ``file``).
     """
 
     path: str
@@ -74,6 +75,7 @@ class RasterSource:
     date_tags: tuple[tuple[str, str], ...] = ()
     stac_item: str = ""  # the STAC item the raster came from (its id), and where that item is
     stac_href: str = ""
+    planned: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -93,7 +95,46 @@ class RasterSource:
         with read_errors(self.path), warnings.catch_warnings():
             if self.crs is None:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(self.path)
+            src = rasterio.open(self.path)
+        if self.planned:
+            try:
+                self._check_plan(src)
+            except InputError:
+                src.close()
+                raise
+        return src
+
+    def _check_plan(self, src: rasterio.io.DatasetReader) -> None:
+        """An :class:`InputError` when the file is not what its STAC item's metadata said."""
+        pixel = max(abs(self.transform.a), abs(self.transform.e), 1e-12)
+        said = {"size": f"{self.width}x{self.height}", "data type": self.dtype}
+        found = {"size": f"{src.width}x{src.height}", "data type": src.dtypes[0]}
+        differ = [f"{what} {said[what]} (the file: {found[what]})" for what in said if said[what] != found[what]]
+        if src.crs != self.crs:
+            differ.append(f"CRS {_crs_text(self.crs)} (the file: {_crs_text(src.crs)})")
+        if not np.allclose(tuple(src.transform)[:6], tuple(self.transform)[:6], rtol=0, atol=1e-3 * pixel):
+            differ.append(f"transform {tuple(self.transform)[:6]} (the file: {tuple(src.transform)[:6]})")
+        if max(self.bands) > src.count:
+            differ.append(f"{counted(max(self.bands), 'band')} at least (the file: {src.count})")
+        if differ:
+            raise InputError(f"{self.path}: the STAC item {self.stac_item or ''} says {'; '.join(differ)}: fix "
+                             "its proj: and raster: fields")
+
+    def settled(self) -> RasterSource:
+        """A planned source as its file is (opened once): its validity, block shape and overviews.
+
+        Others as they are.
+
+        Raises:
+            InputError: the file cannot be opened, or is not what its STAC item said.
+        """
+        if not self.planned:
+            return self
+        with self.open() as src:
+            mode, alpha_band = file_mask(src, self.bands)
+            return replace(self, nodata=src.nodata, mask_mode=mode, alpha_band=alpha_band,
+                           block_shape=tuple(src.block_shapes[self.bands[0] - 1]),
+                           overviews=tuple(src.overviews(self.bands[0])), planned=False)
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) of a pixel window in the source CRS."""
@@ -120,6 +161,14 @@ class RasterSource:
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 CHIP_SUFFIXES = RASTER_SUFFIXES + (".png", ".jpg", ".jpeg")
+
+
+def _crs_text(crs: CRS | None) -> str:
+    """A CRS in a few characters, for messages."""
+    if crs is None:
+        return "none"
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else crs.to_wkt()[:60]
 
 
 def expand_paths(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES,
@@ -272,17 +321,7 @@ def open_source(
                 raise InputError(
                     f"{path}: band {max(chosen)} asked for, but the raster has {counted(src.count, 'band')}"
                 )
-            interp = list(src.colorinterp)
-            alpha_band = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
-            flags = src.mask_flag_enums[chosen[0] - 1]
-            if alpha_band is not None and MaskFlags.alpha in flags:
-                mask_mode = MaskMode.ALPHA
-            elif MaskFlags.nodata in flags and src.nodata is not None:
-                mask_mode = MaskMode.NODATA
-            elif MaskFlags.per_dataset in flags:
-                mask_mode = MaskMode.MASK
-            else:
-                mask_mode = MaskMode.NONE
+            mask_mode, alpha_band = file_mask(src, chosen)
             return RasterSource(
                 path=path,
                 width=src.width,

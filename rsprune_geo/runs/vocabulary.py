@@ -162,7 +162,8 @@ def reasons(codes: np.ndarray, context: ReasonContext, entropy: np.ndarray, noda
         elif code == Reason.ENTROPY_TOP:
             out[i] = f"entropy under the stage-1 cut (top {c.budget})"
         elif code == Reason.UNREADABLE:
-            out[i] = "its pixels cannot be read (the file is truncated or corrupt: see the run's warnings)"
+            out[i] = ("its pixels cannot be read (the file is truncated or corrupt, or not what its STAC item says: "
+                      "see the run's warnings)")
     return out
 
 #: The columns tiling produces, in order (the geometry follows).

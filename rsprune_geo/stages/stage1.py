@@ -216,7 +216,22 @@ def stage1_scalings(sources: Sequence[RasterSource], options: Stage1Options) -> 
         return run_scaling(sources, options.percentiles)
     if distinct(sources, "dtype") == ["uint8"]:  # nothing to stretch (a folder of chips, as a rule)
         return Repeated(IDENTITY, len(sources))
-    return [source_scaling(s, options.percentiles) for s in sources]
+    return [_stretch(s, options) for s in sources]
+
+
+def _stretch(source: RasterSource, options: Stage1Options) -> Scaling:
+    """A source's own stretch (:func:`~rsprune_geo.reading.pixels.source_scaling`).
+
+    A source planned from its STAC item that cannot be read gets a placeholder (0 to 1): its windows
+    fail too, and the run says why (``strict`` stops it here).
+    """
+    try:
+        return source_scaling(source, options.percentiles)
+    except InputError:
+        if options.strict or not source.planned:
+            raise
+        bands = len(source.bands)
+        return IDENTITY if source.dtype == "uint8" else Scaling((0.0,) * bands, (1.0,) * bands)
 
 
 def run_stage1(plan: RunPlan, options: Stage1Options, columns: TileColumns, bank: Bank | None = None,
