@@ -1,13 +1,14 @@
 """File helpers every layer shares.
 
-Cheap content fingerprints of inputs and weights files, and where the package keeps the files it
-ships built.
+Cheap content fingerprints of inputs and weights files, atomic writes, and where the package keeps
+the files it ships built.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 #: What the package ships built (``make shipped``, before a wheel is built): the default encoder's
@@ -34,3 +35,17 @@ def file_fingerprint(path: str, with_mtime: bool = True, chunk: int = 65536, dig
             fh.seek(max(stat.st_size - chunk, chunk))
             digest.update(fh.read(chunk))
     return digest.hexdigest()
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` at ``target`` (mode 644, its folder made): a reader sees the old file or the whole new one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

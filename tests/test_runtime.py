@@ -152,3 +152,14 @@ def read_images_at(images, size):
     from PIL import Image
 
     return np.stack([np.asarray(Image.fromarray(image).resize((size, size))) for image in images])
+
+
+def test_a_packed_network_unpacks_once_into_the_cache(tmp_path):
+    network = tmp_path / "net.onnx"
+    network.write_bytes(b"onnx bytes " * 1000)
+    packed = rt.pack_network(network)
+    assert packed.name == "net.onnx.xz" and not network.exists() and packed.stat().st_size < 11000
+    unpacked = rt.unpacked_network(packed, tmp_path / "cache")
+    assert unpacked.read_bytes() == b"onnx bytes " * 1000 and unpacked.name == "net.onnx"
+    unpacked.write_bytes(b"kept")  # unpacked once: a file already there is used as it is
+    assert rt.unpacked_network(packed, tmp_path / "cache").read_bytes() == b"kept"

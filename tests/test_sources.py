@@ -175,3 +175,13 @@ def test_damaged_png_and_jpeg_chips_are_caught_at_the_scan_without_decoding_the_
         "cut.jpg": True, "cut.png": True, "flipped.png": True}
     # intact chips are not decoded to be checked; the others get the pixel reads, which decide
     assert sorted(set(decoded)) == ["cut.jpg", "cut.png", "flipped.png", "trailing.jpg"]
+
+
+def test_write_atomically_replaces_a_file_whole_and_leaves_no_temporary(tmp_path):
+    from rsprune_geo.files import write_atomically
+
+    target = tmp_path / "deep" / "file.bin"
+    write_atomically(target, b"old")
+    write_atomically(target, b"new bytes")
+    assert target.read_bytes() == b"new bytes" and oct(target.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]

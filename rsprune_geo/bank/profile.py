@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +31,7 @@ from ..features import Encoder, encoder_info, get_encoder
 from ..features.base import NetworkEncoder
 from ..features.cache import default_cache_dir
 from ..features.runtime import CALIBRATION_IMAGES, Calibration, can_quantize
-from ..files import SHIPPED
+from ..files import SHIPPED, write_atomically
 from ..progress import ProgressCallback, no_progress
 from ..reading.pixels import read_image, read_images, resized, scaled_size
 from ..stages.clustering import SceneCentroids
@@ -421,21 +420,8 @@ def _extracted(network: bytes, cache_dir: str | os.PathLike | None) -> Path:
     folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "onnx"
     target = folder / f"profile-int8-{hashlib.blake2b(network, digest_size=8).hexdigest()}.onnx"
     if not target.is_file():
-        _atomic_write(target, network)
+        write_atomically(target, network)
     return target
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def entropy_table(paths: Sequence[str], on_progress: ProgressCallback = no_progress
@@ -547,7 +533,7 @@ def build_profile(roots: Sequence[str | os.PathLike], output: str | os.PathLike,
         z.writestr("arrays.npz", arrays.getvalue())
         if isinstance(model, NetworkEncoder) and model.runtime is Runtime.ONNX_INT8:
             z.writestr("int8.onnx", Path(model.onnx.path).read_bytes())
-    _atomic_write(Path(output), buffer.getvalue())
+    write_atomically(Path(output), buffer.getvalue())
     log.info("prior-bank profile %s: %d images, %d classes, %d centroids, encoder %s", output, len(bank),
              len(bank.classes), len(centroid_labels), model.cache_key)
     return load_profile(output)

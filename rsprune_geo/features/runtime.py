@@ -24,7 +24,7 @@ import numpy as np
 
 from ..choices import Runtime
 from ..errors import InputError, param, require_extra
-from ..files import SHIPPED, file_fingerprint
+from ..files import SHIPPED, file_fingerprint, write_atomically
 from .cache import default_cache_dir
 
 __all__ = ["CALIBRATION_IMAGES", "PACKED_SUFFIX", "Calibration", "OnnxNetwork", "can_quantize", "choose_runtime",
@@ -212,17 +212,7 @@ def unpacked_network(packed: Path, cache_dir: str | os.PathLike | None = None) -
     digest = file_fingerprint(str(packed), with_mtime=False, digest_size=6)
     target = (Path(cache_dir) if cache_dir else default_cache_dir()) / "onnx" / f"shipped-{digest}" / packed.stem
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".unpack-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, lzma.open(packed) as source:
-                while chunk := source.read(1 << 20):
-                    out.write(chunk)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomically(target, lzma.decompress(packed.read_bytes()))
     return target
 
 
