@@ -36,7 +36,8 @@ def main() -> int:
     own.setLevel(logging.INFO)
     own.addHandler(logging.StreamHandler())
     sys.path.insert(0, str(ROOT))
-    from rsprune_geo.bank.profile import DEFAULT_PROFILE, build_profile, load_profile
+    from rsprune_geo.bank.building import build_profile
+    from rsprune_geo.bank.profile import DEFAULT_PROFILE, load_profile
     from rsprune_geo.features.efficientnet import ship_network, shipped_network
 
     if args.force or shipped_network() is None:

@@ -10,13 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 import rsprune_geo
+from rsprune_geo.bank.building import _reachable_sizes, build_profile
 from rsprune_geo.bank.priorbank import find_prior_bank
 from rsprune_geo.bank.profile import (
     DEFAULT_PROFILE,
     BankProfile,
-    _reachable_sizes,
     banks_or_default,
-    build_profile,
     load_profile,
     open_bank,
 )

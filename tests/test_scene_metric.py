@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import rsprune_geo
+from rsprune_geo.bank.building import build_profile
 from rsprune_geo.bank.metric import MetricEncoder, SceneMetric, ViewsEncoder, metric_and_views
 from rsprune_geo.bank.priorbank import CentroidSpec, find_prior_bank
-from rsprune_geo.bank.profile import build_profile, load_profile, profile_model
+from rsprune_geo.bank.profile import load_profile, profile_model
 from rsprune_geo.choices import MetricMode
 from rsprune_geo.errors import InputError
 from rsprune_geo.features import get_encoder

@@ -47,8 +47,8 @@ def build(folders: tuple[str, ...], output: str, encoder: str, runtime: str, k_p
     On this machine's CPU runtime: `--prior-bank OUTPUT` then selects what `--prior-bank FOLDERS`
     selects.
     """
+    from ..bank.building import build_profile
     from ..bank.priorbank import CentroidSpec
-    from ..bank.profile import build_profile
 
     spec = CentroidSpec(None if k is not None else k_per_class, images_per_centroid, k, bank_samples, seed)
     with progress_reporter(progress_json, quiet) as on_progress:
