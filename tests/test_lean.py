@@ -201,7 +201,7 @@ def test_a_bank_folder_without_onnx_runs_the_shipped_int8_network(tmp_path):
 def test_a_fresh_environment_from_the_wheel_runs_both_stages_without_torch(tmp_path):
     """Build the wheel, install it alone (no extra) in a new virtual environment from the package
     index, and run both stages with the shipped profile: the selection of the bank folder it
-    was built from, in an environment within a gigabyte (999.4 MB measured, the profile's arrays
+    was built from, in an environment within a gigabyte (999.7 MB measured, the profile's arrays
     stored as byte planes; 1.00 GB with pystac and stac-geoparquet, now the stac extra; 1.03 GB
     with onnx, now the quantize extra)."""
     import geopandas as gpd
