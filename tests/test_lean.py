@@ -215,7 +215,7 @@ def test_a_fresh_environment_from_the_wheel_runs_both_stages_without_torch(tmp_p
     modules = {n for n in names if n.endswith(".py")}
     source = {str(p.relative_to(REPO)) for p in (REPO / "rsprune_geo").rglob("*.py")}
     assert modules == source, f"stale or missing modules in the wheel: {sorted(modules ^ source)}"
-    assert {"rsprune_geo/shipped/efficientnet-lite0.onnx", "rsprune_geo/shipped/ucmerced.rsbank"} <= set(names)
+    assert {"rsprune_geo/shipped/efficientnet-lite0.onnx.xz", "rsprune_geo/shipped/ucmerced.rsbank"} <= set(names)
     env = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", env], check=True)
     python = env / "bin" / "python"

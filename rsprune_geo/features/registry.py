@@ -19,12 +19,12 @@ E = TypeVar("E", bound=type[Encoder])
 class EncoderInfo:
     """What an encoder takes and gives, known without loading it.
 
-    ``input_size``: the square side images are resized to by default, ``sizes``: the sides it also
-    runs at; ``dim``: the vector length (``None``
-    when only the weights tell); ``needs_bank``: it fits on prior-bank images (``fit_images``);
+    ``input_size``: the square side images are resized to by default; ``dim``: the vector length
+    (``None`` when only the weights tell); ``needs_bank``: it fits on prior-bank images (``fit_images``);
     ``weights``: what ``weights=`` may point at (``file`` or ``folder``); ``int8``: its int8
     variant keeps accuracy, so it is used on CPUs when prior-bank images calibrate it; ``torch``:
-    it needs PyTorch whatever the runtime (the ``torch`` extra).
+    it needs PyTorch whatever the runtime (the ``torch`` extra); ``sizes``: the input sizes it also
+    runs at (measured), empty when only ``input_size``.
     """
 
     name: str
