@@ -194,8 +194,7 @@ def stac_sources(texts: Sequence[str], config: RunConfig) -> tuple[list[RasterSo
             if i not in lacking:
                 assert path.grid is not None
                 try:  # a plan reads one sample window at most (of a separate-band item, its red file): unchecked
-                    sources.append(replace(planned_source(path, path.grid, config.bands, config.allow_no_crs),
-                                           planned=False))
+                    sources.append(replace(planned_source(path, path.grid, config.bands), planned=False))
                 except InputError as error:
                     if config.strict:
                         raise

@@ -394,14 +394,13 @@ def _open_or_error(path: str, bands: Sequence[int] | None, allow_no_crs: bool,
     """The source (planned from its STAC item, else opened), or the :class:`InputError` that says why not."""
     try:
         if isinstance(path, StacPath) and path.grid is not None and path.grid.complete and not chip:
-            return planned_source(path, path.grid, bands, allow_no_crs)
+            return planned_source(path, path.grid, bands)
         return open_source(path, bands, allow_no_crs, chip)
     except InputError as exc:
         return exc
 
 
-def planned_source(path: StacPath, grid: ItemGrid, bands: Sequence[int] | None = None,
-                   allow_no_crs: bool = False) -> RasterSource:
+def planned_source(path: StacPath, grid: ItemGrid, bands: Sequence[int] | None = None) -> RasterSource:
     """A :class:`RasterSource` from its STAC item's metadata, without opening the file.
 
     Its fingerprint is the file's (two small reads of a local file, the name of a remote one, as
@@ -412,8 +411,6 @@ def planned_source(path: StacPath, grid: ItemGrid, bands: Sequence[int] | None =
         path: the item's raster path.
         grid: what the item's metadata says of it (complete).
         bands: the bands asked for; ``None`` for the first three, or the one.
-        allow_no_crs: accepted for symmetry with :func:`~rsprune_geo.reading.sources.open_source`
-            (an item's grid always has a CRS).
 
     Returns:
         The source: its size, CRS, transform, bands and data type as the item says.
